@@ -87,11 +87,16 @@ class DeliveryError(MailqueueError):
         status_code: int | None = None,
         path: str | None = None,
         body: str | None = None,
+        maybe_delivered: bool = False,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.path = path
         self.body_excerpt = excerpt(body) if body is not None else None
+        # True when the request may have reached Mailtrap and been accepted
+        # although no answer says so (a read timeout, a reset after sending):
+        # a retry may then deliver twice, and the status record counts it.
+        self.maybe_delivered = maybe_delivered
 
     def __str__(self) -> str:
         parts = [super().__str__()]
