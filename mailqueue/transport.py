@@ -1,0 +1,199 @@
+"""The one place that does HTTP: a pooled session, timeouts, and short in-process retries.
+
+``Transport.post`` makes exactly one POST and hands the answer to
+``mailqueue.responses``; ``Transport.send`` wraps it in a few quick tenacity
+retries of transient errors, bounded by a deadline, asking the fleet-wide
+limiter before every attempt. Longer waits are the Celery task's job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import requests
+import requests.adapters
+import requests.utils
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+from .errors import RateLimited, TransientDeliveryError
+from .responses import ApiCallLike, RequestResult, classify_exception, parse_response
+from .settings import Settings
+
+__all__ = ["Limiter", "Observer", "Transport", "backoff_seconds"]
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 3
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 5.0
+# Enough keep-alive connections for a worker process's threads; more are
+# opened when needed but not kept.
+POOL_SIZE = 16
+
+
+class Limiter(Protocol):
+    """The fleet-wide rate limiter, as the transport uses it (``mailqueue.ratelimit``)."""
+
+    def acquire(self, max_wait: float | None = None) -> float: ...
+
+    def penalize(self, retry_after: float | None) -> None: ...
+
+
+class ApiCallBody(ApiCallLike, Protocol):
+    """An ``ApiCall`` (``mailqueue.payload``): a path, a JSON body, and its recipients."""
+
+    @property
+    def json(self) -> dict[str, Any]: ...
+
+
+# Called after every attempt with the API path, the HTTP status (None when no
+# answer arrived) and the seconds the attempt took; a place for metrics.
+Observer = Callable[[str, int | None, float], None]
+
+
+def backoff_seconds(
+    attempt: int, *, retry_after: float | None = None, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+    Exponential with full jitter between ``BACKOFF_MIN`` and ``BACKOFF_MAX``; never
+    less than Mailtrap's ``retry_after`` when a 429 gave one.
+    """
+    ceiling = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (attempt - 1))
+    draw = (rng or random).uniform(BACKOFF_MIN, max(BACKOFF_MIN, ceiling))
+    if retry_after is not None:
+        return max(draw, retry_after)
+    return draw
+
+
+class Transport:
+    """Posts API calls to Mailtrap over one pooled, keep-alive ``requests.Session``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        limiter: Limiter | None = None,
+        *,
+        observer: Observer | None = None,
+        pool_size: int = POOL_SIZE,
+        attempts: int = ATTEMPTS,
+    ) -> None:
+        from . import __version__
+
+        self.settings = settings
+        self.limiter = limiter
+        self.observer = observer
+        self.attempts = attempts
+        self._base_url = settings.base_url
+        self._timeout = (settings.connect_timeout, settings.read_timeout)
+        self._sandbox = bool(settings.sandbox_id)
+        self._session = requests.Session()
+        # No urllib3 retries: a silently repeated POST could send twice.
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=1, pool_maxsize=pool_size, max_retries=0
+        )
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self._session.headers.update(
+            {
+                "Api-Token": settings.require_token(),
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": f"mailqueue/{__version__} {requests.utils.default_user_agent()}",
+            }
+        )
+
+    def post(self, call: ApiCallBody) -> list[RequestResult]:
+        """Exactly one POST of ``call``; one result per request, or a ``DeliveryError``."""
+        # Default json.dumps (ASCII escapes, as Anymail sends).
+        body = json.dumps(call.json).encode("ascii")
+        started = time.monotonic()
+        try:
+            response = self._session.post(
+                self._base_url + call.path, data=body, timeout=self._timeout
+            )
+            content = response.content
+        except requests.RequestException as exc:
+            self._observe(call.path, None, started)
+            raise classify_exception(exc, call.path) from exc
+        self._observe(call.path, response.status_code, started)
+        return parse_response(
+            call,
+            response.status_code,
+            content,
+            sandbox=self._sandbox,
+            retry_after=response.headers.get("Retry-After"),
+        )
+
+    def send(self, call: ApiCallBody, *, deadline: float | None = None) -> list[RequestResult]:
+        """``post`` with up to ``attempts`` tries for transient errors, never past ``deadline``.
+
+        ``deadline`` is a ``time.monotonic()`` value. The last error is re-raised
+        when the attempts or the time run out.
+        """
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            retry_after = error.retry_after if isinstance(error, RateLimited) else None
+            return backoff_seconds(state.attempt_number, retry_after=retry_after)
+
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number >= self.attempts:
+                return True
+            # The wait is computed before this check, so a sleep that would
+            # overrun the deadline is never started.
+            return deadline is not None and time.monotonic() + state.upcoming_sleep >= deadline
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.info(
+                "Retrying POST %s in %.2fs after attempt %d: %s",
+                call.path,
+                state.upcoming_sleep,
+                state.attempt_number,
+                error,
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientDeliveryError),
+            stop=stop,
+            wait=wait,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(self._attempt, call, deadline)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _attempt(self, call: ApiCallBody, deadline: float | None) -> list[RequestResult]:
+        if self.limiter is not None:
+            max_wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.limiter.acquire(max_wait)
+        try:
+            return self.post(call)
+        except RateLimited as exc:
+            # Tell the whole fleet first, so that other workers back off too.
+            if self.limiter is not None:
+                self.limiter.penalize(exc.retry_after)
+            raise
+
+    def _observe(self, path: str, status_code: int | None, started: float) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer(path, status_code, time.monotonic() - started)
+        except Exception:
+            log.exception("Transport observer failed")
