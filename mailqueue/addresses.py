@@ -1,0 +1,134 @@
+"""Email address parsing with Anymail's rules: RFC 5322, IDNA domains, EAI local parts.
+
+Each string goes through :func:`email.utils.getaddresses`, so one string may hold
+several comma-separated addresses, and an unquoted comma in a display name splits
+it (``Last, First <lf@x.com>`` is two parts, the first of which is invalid).
+Only a non-ASCII domain is IDNA-encoded (IDNA 2008 with UTS-46 mapping, as
+Anymail's default ``idna2008`` encoder); local parts are never encoded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.charset import Charset
+from email.headerregistry import Address as _HeaderAddress
+from email.utils import getaddresses
+from functools import lru_cache
+
+import idna
+
+from .errors import ValidationError
+
+__all__ = ["EmailAddress", "format_header_list", "idna_encode", "parse_address_list"]
+
+# Addresses this simple parse identically with getaddresses + headerregistry, so
+# they skip both (a large batch send is mostly such addresses).
+_ATOM = r"[A-Za-z0-9_%+\-]+"
+_SIMPLE_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*"
+_SIMPLE_RE = re.compile(
+    rf"(?:(?P<name>[A-Za-z0-9]+(?: [A-Za-z0-9]+)*) <(?P<spec>{_SIMPLE_SPEC})>"
+    rf"|(?P<bare>{_SIMPLE_SPEC}))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EmailAddress:
+    """One parsed address. ``addr_spec`` keeps the Unicode domain; ``email`` is the wire form."""
+
+    name: str
+    addr_spec: str
+    username: str
+    domain: str
+    email: str
+
+    @property
+    def uses_eai(self) -> bool:
+        """True when the local part is not ASCII (SMTPUTF8 needed)."""
+        return not self.username.isascii()
+
+    def as_wire(self) -> dict[str, str]:
+        """Mailtrap's address object: ``name`` only when there is one."""
+        if self.name:
+            return {"email": self.email, "name": self.name}
+        return {"email": self.email}
+
+    def format_header(self) -> str:
+        """The address for a raw header: RFC 2047 name, quoted specials, IDNA domain."""
+        name = self.name
+        if not name.isascii():
+            name = Charset("utf-8").header_encode(name)
+        domain = self.domain if self.domain.isascii() else idna_encode(self.domain)
+        return str(_HeaderAddress(display_name=name, username=self.username, domain=domain))
+
+
+@lru_cache(maxsize=4096)
+def idna_encode(domain: str) -> str:
+    """IDNA 2008 (UTS-46 mapped, so lowercased) A-label form of a non-ASCII domain."""
+    return idna.encode(domain, uts46=True).decode("ascii")
+
+
+def parse_address_list(text: object, field: str) -> list[EmailAddress]:
+    """All addresses in one string; ValidationError naming ``field`` when any is invalid."""
+    if not isinstance(text, str):
+        raise ValidationError(
+            f"{field} must be a string address, not {type(text).__name__}", field=field
+        )
+    match = _SIMPLE_RE.fullmatch(text)
+    if match is not None:
+        spec = match["spec"] or match["bare"]
+        username, _, domain = spec.rpartition("@")
+        return [EmailAddress(match["name"] or "", spec, username, domain, spec)]
+    return list(_parse_slow(text, field))
+
+
+@lru_cache(maxsize=4096)
+def _parse_slow(text: str, field: str) -> tuple[EmailAddress, ...]:
+    try:
+        pairs = getaddresses([text])
+    except Exception as error:  # the parser's failure modes are not documented
+        raise _invalid(text, field, str(error)) from None
+    if not pairs:
+        raise _invalid(text, field, "no address found")
+    return tuple(_one(name, spec, text, field) for name, spec in pairs)
+
+
+def _one(name: str, spec: str, text: str, field: str) -> EmailAddress:
+    try:
+        if spec and not spec.isascii():
+            # headerregistry cannot parse a non-ASCII addr-spec (python/cpython#81074),
+            # so split it by hand as Anymail does.
+            username, at, domain = spec.rpartition("@")
+            if not at:
+                raise ValueError("missing @domain part")
+            if username.startswith('"') and username.endswith('"') and len(username) > 1:
+                username = username[1:-1].replace("\\\\", "\\").replace('\\"', '"')
+            parsed = _HeaderAddress(name, username, domain)
+        else:
+            parsed = _HeaderAddress(name, addr_spec=spec)
+    except Exception as error:
+        raise _invalid(text, field, str(error) or type(error).__name__) from None
+    if not parsed.username or not parsed.domain:
+        raise _invalid(text, field, "missing local part or @domain")
+    domain = parsed.domain
+    addr_spec = parsed.addr_spec
+    email = addr_spec
+    if not domain.isascii():
+        try:
+            encoded = idna_encode(domain)
+        except Exception:
+            raise _invalid(text, field, f"cannot IDNA-encode domain {domain!r}") from None
+        email = str(_HeaderAddress(username=parsed.username, domain=encoded))
+    return EmailAddress(parsed.display_name, addr_spec, parsed.username, domain, email)
+
+
+def _invalid(text: str, field: str, why: str) -> ValidationError:
+    message = f"Invalid email address in {field}: {text!r} ({why})"
+    if "," in text:
+        message += " (maybe missing quotes around a display-name?)"
+    return ValidationError(message, field=field)
+
+
+def format_header_list(addresses: list[EmailAddress]) -> str:
+    """Several addresses as one header value, joined with ``", "``."""
+    return ", ".join(address.format_header() for address in addresses)

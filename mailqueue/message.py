@@ -1,0 +1,519 @@
+"""Validate a message dict and normalize it, with django-anymail's Mailtrap semantics.
+
+:func:`normalize_message` is the one entry point. Every problem becomes a
+``ValidationError`` (or ``UnsupportedFeature``) whose ``field`` names the culprit,
+e.g. ``to[2]``, ``attachments[0].content``, ``headers.X-Foo``. Fields are checked
+in the order Anymail processes them, so the first error raised is the one Anymail
+would raise.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import math
+import mimetypes
+from base64 import b64decode, b64encode
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import unquote
+from typing import Any
+
+from .addresses import EmailAddress, parse_address_list
+from .errors import UnsupportedFeature, ValidationError
+from .settings import Settings
+
+__all__ = [
+    "MESSAGE_KEYS",
+    "Attachment",
+    "NormalizedMessage",
+    "check_json",
+    "custom_variables_size",
+    "normalize_message",
+]
+
+MESSAGE_KEYS = frozenset(
+    {
+        "from_email", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
+        "attachments", "headers", "tags", "metadata", "template_id",
+        "merge_global_data", "merge_data", "merge_metadata", "merge_headers",
+        "esp_extra", "send_at", "track_opens", "track_clicks", "envelope_sender",
+    }
+)  # fmt: skip
+ATTACHMENT_KEYS = frozenset({"filename", "content", "mimetype", "inline", "content_id"})
+BATCH_KEYS = ("merge_data", "merge_metadata", "merge_headers")
+
+# Mailtrap's documented per-message limits.
+MAX_ADDRESSES_PER_FIELD = 1000
+MAX_CATEGORY_CHARS = 255
+MAX_CUSTOM_VARIABLES_BYTES = 1000
+# Deeper JSON than this is refused rather than risk the encoder's recursion limit.
+MAX_JSON_DEPTH = 64
+
+_SCALARS = (str, int, type(None))
+_HEADER_FORBIDDEN = frozenset(":\r\n \t\0")
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One attachment, ready for the wire: ``content`` is canonical base64."""
+
+    filename: str
+    content_type: str
+    content: str
+    inline: bool
+    content_id: str
+
+
+@dataclass(slots=True)
+class NormalizedMessage:
+    """A validated message. Optional parts are None when the message did not set them."""
+
+    from_email: EmailAddress
+    to: list[EmailAddress]
+    cc: list[EmailAddress]
+    bcc: list[EmailAddress]
+    # Anymail applies message.reply_to and then a Reply-To header one after the
+    # other, and the second may leave part of the first in place; both are kept.
+    reply_to: list[list[EmailAddress]] = field(default_factory=list)
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    headers: dict[str, Any] | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    category: str | None = None
+    metadata: dict[str, str] | None = None
+    template_id: str | None = None
+    merge_global_data: dict[str, Any] | None = None
+    merge_data: dict[str, Any] | None = None
+    merge_metadata: dict[str, Any] | None = None
+    merge_headers: dict[str, Any] | None = None
+    esp_extra: dict[str, Any] | None = None
+
+    @property
+    def is_batch(self) -> bool:
+        """Any merge_* key, even ``{}``, makes a batch send (as in Anymail)."""
+        return (
+            self.merge_data is not None
+            or self.merge_metadata is not None
+            or self.merge_headers is not None
+        )
+
+
+def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
+    """Validate ``message`` fully and return its normalized form."""
+    if not isinstance(message, Mapping):
+        raise ValidationError(
+            f"a message must be a dict, not {type(message).__name__}", field="message"
+        )
+    for key in message:
+        if key not in MESSAGE_KEYS:
+            name = key if isinstance(key, str) else repr(key)
+            raise ValidationError(f"unknown message key {name!r}", field=str(name))
+    get = message.get
+    unsupported = _Unsupported(settings.ignore_unsupported_features)
+
+    from_list = _from_list(get("from_email"), settings)
+    if len(from_list) > 1:
+        unsupported.feature("multiple from emails")
+    to = _recipients(get("to"), "to")
+    cc = _recipients(get("cc"), "cc")
+    bcc = _recipients(get("bcc"), "bcc")
+    subject = _optional_str(get("subject"), "subject")
+    reply_to: list[list[EmailAddress]] = []
+    raw_reply_to = get("reply_to")
+    if raw_reply_to is not None:
+        reply_to.append(_recipients(raw_reply_to, "reply_to"))
+    headers = None
+    if get("headers") is not None:
+        headers, header_reply_to, header_from, header_to = _extra_headers(get("headers"))
+        if header_reply_to:
+            reply_to.append(header_reply_to)
+        if header_from is not None:
+            # A From header replaces from_email, which would become the envelope sender.
+            if len(header_from) > 1:
+                unsupported.feature("multiple from emails")
+            if len(from_list) > 1:
+                raise ValidationError(
+                    "from_email must be a single address when a From header is set",
+                    field="from_email",
+                )
+            from_list = header_from
+            unsupported.feature("envelope_sender")
+        if header_to is not None:
+            unsupported.feature("spoofing `To` header")
+    if not from_list:
+        raise ValidationError(
+            "from_email is required (or configure a default from address)", field="from_email"
+        )
+    text = _optional_str(get("text"), "text")
+    html = _optional_str(get("html"), "html")
+    attachments = _attachments(get("attachments"))
+    for name in ("envelope_sender", "send_at"):
+        if get(name) is not None:
+            check_json(get(name), name)
+            unsupported.feature(name)
+    metadata = _metadata(get("metadata"))
+    tags = _tags(get("tags"))
+    if len(tags) > 1:
+        unsupported.feature("multiple tags")
+    for name in ("track_clicks", "track_opens"):
+        if get(name) is not None:
+            check_json(get(name), name)
+            unsupported.feature(name)
+    template_id = _optional_str(get("template_id"), "template_id")
+    merge_data = _merge_dicts(get("merge_data"), "merge_data")
+    merge_global_data = _json_dict(get("merge_global_data"), "merge_global_data")
+    merge_headers = _merge_headers(get("merge_headers"))
+    merge_metadata = _merge_dicts(get("merge_metadata"), "merge_metadata")
+    esp_extra = _json_dict(get("esp_extra"), "esp_extra")
+
+    normalized = NormalizedMessage(
+        from_email=from_list[0],
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        subject=subject,
+        text=text,
+        html=html,
+        headers=headers,
+        attachments=attachments,
+        category=tags[0] if tags else None,
+        metadata=metadata,
+        template_id=template_id,
+        merge_global_data=merge_global_data,
+        merge_data=merge_data,
+        merge_metadata=merge_metadata,
+        merge_headers=merge_headers,
+        esp_extra=esp_extra,
+    )
+    _check_mailtrap_rules(normalized, tags)
+    return normalized
+
+
+class _Unsupported:
+    def __init__(self, ignore: bool) -> None:
+        self.ignore = ignore
+
+    def feature(self, name: str) -> None:
+        if not self.ignore:
+            raise UnsupportedFeature(f"Mailtrap does not support {name}", field=name)
+
+
+def _check_mailtrap_rules(msg: NormalizedMessage, tags: list[str]) -> None:
+    """What Mailtrap is documented to reject, refused here instead of failing later."""
+    if not (msg.to or msg.cc or msg.bcc):
+        raise ValidationError("a message needs at least one to, cc or bcc recipient", field="to")
+    limited: tuple[tuple[str, list[EmailAddress]], ...]
+    if msg.is_batch:
+        if not msg.to:
+            raise ValidationError("a batch send (merge_*) needs to recipients", field="to")
+        limited = (("cc", msg.cc), ("bcc", msg.bcc))
+    else:
+        limited = (("to", msg.to), ("cc", msg.cc), ("bcc", msg.bcc))
+    for name, addresses in limited:
+        if len(addresses) > MAX_ADDRESSES_PER_FIELD:
+            raise ValidationError(
+                f"{name} has {len(addresses)} addresses; Mailtrap allows {MAX_ADDRESSES_PER_FIELD}",
+                field=name,
+            )
+    if msg.category is not None and len(msg.category) > MAX_CATEGORY_CHARS:
+        raise ValidationError(
+            f"a tag may have at most {MAX_CATEGORY_CHARS} characters", field="tags[0]"
+        )
+    if (
+        msg.metadata is not None
+        and custom_variables_size(msg.metadata) > MAX_CUSTOM_VARIABLES_BYTES
+    ):
+        raise ValidationError(
+            f"metadata exceeds Mailtrap's {MAX_CUSTOM_VARIABLES_BYTES} bytes", field="metadata"
+        )
+    extra = msg.esp_extra or {}
+    if msg.template_id is not None:
+        # Mailtrap rejects these alongside template_uuid.
+        for name, value in (("subject", msg.subject), ("text", msg.text), ("html", msg.html)):
+            if value:
+                raise ValidationError(f"{name} cannot be combined with template_id", field=name)
+        if tags:
+            raise ValidationError("tags cannot be combined with template_id", field="tags")
+    elif not (msg.text or msg.html or extra.get("text") or extra.get("html")) and not extra.get(
+        "template_uuid"
+    ):
+        raise ValidationError("a message needs text, html or template_id", field="text")
+    for key in ("to", "cc", "bcc"):
+        if key in extra:
+            # Statuses are keyed by the recipients parsed here; esp_extra must not change them.
+            raise ValidationError(
+                f"esp_extra cannot set {key}; use the {key} key", field=f"esp_extra.{key}"
+            )
+
+
+def custom_variables_size(variables: Mapping[str, Any]) -> int:
+    """Bytes of ``custom_variables`` as compact UTF-8 JSON, the measure of Mailtrap's limit."""
+    return len(json.dumps(variables, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+# -- addresses ------------------------------------------------------------
+
+
+def _from_list(value: object, settings: Settings) -> list[EmailAddress]:
+    if value is None:
+        value = settings.default_from_email
+        if value is None:
+            return []
+    return parse_address_list(value, "from_email")
+
+
+def _recipients(value: object, name: str) -> list[EmailAddress]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise ValidationError(
+            f"{name} must be a list of addresses, not {type(value).__name__}", field=name
+        )
+    result: list[EmailAddress] = []
+    for index, item in enumerate(value):
+        result.extend(parse_address_list(item, f"{name}[{index}]"))
+    return result
+
+
+# -- headers --------------------------------------------------------------
+
+
+def _extra_headers(
+    value: object,
+) -> tuple[
+    dict[str, Any] | None,
+    list[EmailAddress],
+    list[EmailAddress] | None,
+    str | None,
+]:
+    """Headers minus Reply-To, From and To (matched case-insensitively, as Anymail)."""
+    headers = _header_dict(value, "headers")
+    # The last spelling of a name wins, in the position of the first (requests'
+    # CaseInsensitiveDict, which Anymail uses).
+    folded: dict[str, tuple[str, Any]] = {}
+    for name, header_value in headers.items():
+        folded[name.lower()] = (name, header_value)
+    reply_to: list[EmailAddress] = []
+    raw = folded.pop("reply-to", None)
+    if raw is not None and raw[1]:
+        reply_to = parse_address_list(raw[1], f"headers.{raw[0]}")
+    header_from = None
+    raw = folded.pop("from", None)
+    if raw is not None:
+        header_from = parse_address_list(raw[1], f"headers.{raw[0]}")
+    raw = folded.pop("to", None)
+    header_to = None if raw is None else raw[0]
+    rest = {name: header_value for name, header_value in folded.values()}
+    return (rest or None), reply_to, header_from, header_to
+
+
+def _header_dict(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            f"{where} must be a dict of header names to values, not {type(value).__name__}",
+            field=where,
+        )
+    for name, header_value in value.items():
+        if not isinstance(name, str) or not name or not _HEADER_FORBIDDEN.isdisjoint(name):
+            raise ValidationError(
+                f"invalid header name {name!r} in {where}", field=f"{where}.{name}"
+            )
+        if isinstance(header_value, str):
+            if "\r" in header_value or "\n" in header_value:
+                raise ValidationError(
+                    f"header {name} must not contain line breaks", field=f"{where}.{name}"
+                )
+        elif (
+            isinstance(header_value, bool)
+            or not isinstance(header_value, (int, float))
+            or (isinstance(header_value, float) and not math.isfinite(header_value))
+        ):
+            raise ValidationError(
+                f"header {name} must be a string, not {type(header_value).__name__}",
+                field=f"{where}.{name}",
+            )
+    return dict(value)
+
+
+# -- simple fields --------------------------------------------------------
+
+
+def _optional_str(value: object, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValidationError(f"{name} must be a string, not {type(value).__name__}", field=name)
+
+
+def _tags(value: object) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise ValidationError(
+            f"tags must be a list of strings, not {type(value).__name__}", field="tags"
+        )
+    for index, tag in enumerate(value):
+        if not isinstance(tag, str):
+            raise ValidationError(
+                f"tags[{index}] must be a string, not {type(tag).__name__}", field=f"tags[{index}]"
+            )
+    return list(value)
+
+
+def _metadata(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            f"metadata must be a dict, not {type(value).__name__}", field="metadata"
+        )
+    result: dict[str, str] = {}
+    for key, item in value.items():
+        # Anymail sends str() of keys and values: 6 -> "6", None -> "None".
+        try:
+            result[str(key)] = str(item)
+        except Exception:  # str() of an arbitrary object may fail in any way
+            raise ValidationError(
+                f"metadata value for {key!r} cannot be converted to a string",
+                field=f"metadata.{key}",
+            ) from None
+    return result
+
+
+# -- attachments ----------------------------------------------------------
+
+
+def _attachments(value: object) -> list[Attachment]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise ValidationError(
+            f"attachments must be a list, not {type(value).__name__}", field="attachments"
+        )
+    return [_attachment(item, f"attachments[{index}]") for index, item in enumerate(value)]
+
+
+def _attachment(item: object, where: str) -> Attachment:
+    if not isinstance(item, Mapping):
+        raise ValidationError(f"{where} must be a dict, not {type(item).__name__}", field=where)
+    for key in item:
+        if key not in ATTACHMENT_KEYS:
+            raise ValidationError(f"unknown attachment key {key!r}", field=f"{where}.{key}")
+    filename = _optional_str(item.get("filename"), f"{where}.filename")
+    mimetype = _optional_str(item.get("mimetype"), f"{where}.mimetype")
+    content_id = _optional_str(item.get("content_id"), f"{where}.content_id")
+    inline = item.get("inline")
+    if inline is not None and not isinstance(inline, bool):
+        raise ValidationError(f"{where}.inline must be true or false", field=f"{where}.inline")
+    content = item.get("content")
+    if not isinstance(content, str):
+        raise ValidationError(f"{where}.content must be a base64 string", field=f"{where}.content")
+    try:
+        raw = b64decode(content, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError(
+            f"{where}.content is not valid base64", field=f"{where}.content"
+        ) from None
+    if mimetype is None and filename:
+        mimetype = mimetypes.guess_type(filename)[0]
+    if mimetype is None:
+        mimetype = "application/octet-stream"
+    maintype, slash, subtype = mimetype.partition("/")
+    if not slash or not maintype or not subtype.strip():
+        raise ValidationError(
+            f"{where}.mimetype must look like 'type/subtype'", field=f"{where}.mimetype"
+        )
+    content_type = mimetype
+    if maintype == "text" and "utf-8" not in mimetype:
+        # Anymail labels text parts with their charset; content is sent as given.
+        content_type = f'{mimetype}; charset="utf-8"'
+    # Like a MIME part: no disposition but a Content-ID means inline.
+    is_inline = inline if inline is not None else bool(content_id)
+    return Attachment(
+        filename=filename or "attachment",
+        content_type=content_type,
+        content=b64encode(raw).decode("ascii"),
+        inline=is_inline,
+        content_id=unquote(content_id) if (is_inline and content_id) else "",
+    )
+
+
+# -- JSON values ----------------------------------------------------------
+
+
+def _json_dict(value: object, name: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"{name} must be a dict, not {type(value).__name__}", field=name)
+    check_json(value, name)
+    return dict(value)
+
+
+def _merge_dicts(value: object, name: str) -> dict[str, Any] | None:
+    """merge_data / merge_metadata: recipient address -> dict of JSON values."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"{name} must be a dict, not {type(value).__name__}", field=name)
+    for address, entry in value.items():
+        where = f"{name}.{address}"
+        if not isinstance(address, str):
+            raise ValidationError(f"{name} keys must be addresses", field=f"{name}.{address!r}")
+        if not isinstance(entry, Mapping):
+            raise ValidationError(
+                f"{where} must be a dict, not {type(entry).__name__}", field=where
+            )
+        check_json(entry, where)
+    return value if isinstance(value, dict) else dict(value)
+
+
+def _merge_headers(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            f"merge_headers must be a dict, not {type(value).__name__}", field="merge_headers"
+        )
+    for address, entry in value.items():
+        if not isinstance(address, str):
+            raise ValidationError(
+                "merge_headers keys must be addresses", field=f"merge_headers.{address!r}"
+            )
+        _header_dict(entry, f"merge_headers.{address}")
+    return value if isinstance(value, dict) else dict(value)
+
+
+def check_json(value: object, where: str, depth: int = 0) -> None:
+    """Raise ValidationError naming the path unless ``value`` is plain, finite JSON."""
+    kind = type(value)
+    if kind in _SCALARS or kind is bool:
+        return
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise ValidationError(f"{where} is not a finite number", field=where)
+        return
+    if depth >= MAX_JSON_DEPTH:
+        raise ValidationError(f"{where} is nested too deeply", field=where)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(
+                    f"{where} has a non-string key {key!r}", field=f"{where}.{key!r}"
+                )
+            if type(item) not in _SCALARS:
+                check_json(item, f"{where}.{key}", depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if type(item) not in _SCALARS:
+                check_json(item, f"{where}[{index}]", depth + 1)
+        return
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return
+    if isinstance(value, float):
+        check_json(float(value), where, depth)
+        return
+    raise ValidationError(f"{where} holds a {kind.__name__}, which JSON cannot carry", field=where)
