@@ -1,7 +1,15 @@
-"""mailqueue: queued email delivery through Mailtrap's Email API."""
+"""mailqueue: queued email delivery through Mailtrap's Email API, on Celery and Redis.
+
+    import mailqueue
+    send_id = mailqueue.send_email.delay({"from_email": "...", "to": ["..."], ...}).id
+    mailqueue.get_status(send_id)
+"""
 
 from __future__ import annotations
 
+__version__ = "0.1.0"
+
+from .celery_app import app
 from .errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -13,11 +21,16 @@ from .errors import (
     UnsupportedFeature,
     ValidationError,
 )
+from .payload import ApiCall, build_payload
+from .producer import enqueue, enqueue_many, get_status
+from .runtime import configure
 from .settings import Settings
+from .tasks import send_email
 
-__version__ = "0.1.0"
+celery = app
 
 __all__ = [
+    "ApiCall",
     "BrokerUnavailable",
     "ConfigurationError",
     "DeliveryError",
@@ -29,4 +42,12 @@ __all__ = [
     "UnsupportedFeature",
     "ValidationError",
     "__version__",
+    "app",
+    "build_payload",
+    "celery",
+    "configure",
+    "enqueue",
+    "enqueue_many",
+    "get_status",
+    "send_email",
 ]

@@ -12,10 +12,13 @@ its choosing.
     mq:evt:<event_id>        string  seen marker for webhook de-duplication
     mq:idem:<sha256>         string  send id first enqueued under an idempotency key
     mq:group:<group_id>      hash    per-state counts of the sends of one enqueue_many
-    mq:outbox                stream  sends waiting for a worker (consumer group "workers")
+    mq:outbox                stream  single sends waiting for a worker (consumer group "workers")
+    mq:outbox:batch          stream  batch calls (merge-data sends) waiting for a worker
+    mq:drains                zset    drains running now, scored by their heartbeat's expiry (ms)
+    mq:wakeup                string  when the earliest scheduled wake-up fires (unix seconds)
     mq:retry                 zset    envelopes waiting for a retry, scored by due time
     mq:dead                  zset    dead-lettered send ids, scored by the time they failed
-    mq:dead:<send_id>        string  the envelope of a dead letter, for requeueing
+    mq:dead:<send_id>        hash    part -> the envelope of a dead-lettered part, for requeueing
     mq:rl:<token_key>        ...     the fleet-wide rate limiter's state
     mq:cooldown:<token_key>  string  set while the fleet backs off after a 429
     mq:stats                 hash    counters (unknown webhook message ids, ...)
@@ -29,7 +32,10 @@ import re
 PREFIX = "mq"
 
 OUTBOX = f"{PREFIX}:outbox"
+OUTBOX_BATCH = f"{PREFIX}:outbox:batch"
 OUTBOX_GROUP = "workers"
+DRAINS = f"{PREFIX}:drains"
+WAKEUP = f"{PREFIX}:wakeup"
 RETRY = f"{PREFIX}:retry"
 DEAD = f"{PREFIX}:dead"
 STATS = f"{PREFIX}:stats"

@@ -1,0 +1,78 @@
+"""The Celery app: ``celery -A mailqueue worker`` starts a worker.
+
+Configured from mailqueue's settings (the environment), then from a
+``celeryconfig`` module when one is importable (Celery's own convention).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from .settings import Settings
+
+__all__ = ["app", "apply_settings", "celery_config"]
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings mailqueue needs, each chosen for an email queue."""
+    return {
+        "broker_url": settings.broker_url,
+        # JSON only: a pickled message from the broker could run code.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # Statuses live in mailqueue's own records; Celery results would only
+        # duplicate them (and grow Redis).
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_default_queue": settings.queue,
+        # A drain acknowledges its Celery message only when it has finished, so
+        # a worker that dies mid-drain has the message redelivered...
+        "task_acks_late": True,
+        # ...also when only a pool child dies (OOM, SIGKILL): re-queue at once
+        # instead of acknowledging. Safe here: a drain is idempotent (every send
+        # is claimed before its call), so the documented loop risk is a repeat
+        # of a no-op, not of a send.
+        "task_reject_on_worker_lost": True,
+        # Drains are long-ish and wait on the fleet rate limiter: a process
+        # should not hoard wake-ups that another idle process could run.
+        "worker_prefetch_multiplier": 1,
+        # Redelivery of an unacknowledged wake-up after a lost worker. Sends do
+        # not depend on it (abandoned envelopes are reclaimed from the outbox
+        # stream after reclaim_idle), and no mailqueue countdown exceeds 60 s,
+        # so a short timeout cannot redeliver a scheduled retry early.
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            "socket_connect_timeout": 3,
+            "socket_timeout": 10,
+        },
+        "broker_connection_retry_on_startup": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A producer facing a down broker gets an error quickly, not a hang.
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0.1,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        # A drain stops taking new work after DRAIN_BUDGET seconds; the limits
+        # only catch a drain stuck past every HTTP and Redis timeout.
+        "task_soft_time_limit": 240,
+        "task_time_limit": 300,
+        # Flower and `celery events` see tasks.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def apply_settings(settings: Settings) -> None:
+    """(Re)configure the app for ``settings``."""
+    app.conf.update(celery_config(settings))
+
+
+app = Celery("mailqueue", include=["mailqueue.tasks"])
+apply_settings(Settings.from_env())
+app.config_from_object("celeryconfig", silent=True, force=False)

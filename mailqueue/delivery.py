@@ -1,0 +1,287 @@
+"""The worker's side: drain the outbox, call Mailtrap, record what happened.
+
+A drain reads envelopes, claims their parts (a part already done is only
+acknowledged), combines waiting single sends into one ``batch`` call when
+coalescing is on, posts each call through the transport (which waits on the
+fleet rate limiter and retries transient errors in-process for a few
+seconds), then records every part's outcome and acknowledges its envelope in
+one pipeline. What still fails transiently is scheduled for a later attempt
+with exponential backoff; what fails permanently, or runs out of attempts, is
+``failed`` and kept as a dead letter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from . import keys
+from .backoff import compute_backoff
+from .errors import DeliveryError, PermanentDeliveryError, RateLimited, TransientDeliveryError
+from .outbox import Envelope
+from .payload import ApiCall, call_size, coalesce
+from .ratelimit import FleetRateLimiter
+from .responses import RequestResult
+from .runtime import Runtime
+from .status import PartResult
+from .transport import Transport
+
+__all__ = ["DrainReport", "Drainer"]
+
+log = logging.getLogger("mailqueue.delivery")
+
+MAX_BATCH_REQUESTS = 500
+MAX_BATCH_BYTES = 50 * 1000 * 1000 - 64 * 1024  # Mailtrap's 50 MB, less room for the wrapper
+# A drain takes no new work after this many seconds, so that its Celery task
+# ends well inside the time limits and the visibility timeout.
+DRAIN_BUDGET = 20.0
+# A drain announces itself for this long, renewed at every round.
+HEARTBEAT = 30.0
+# The longest Celery countdown mailqueue uses: well under the visibility
+# timeout, so the Redis transport never redelivers a wake-up early.
+MAX_COUNTDOWN = 60.0
+
+Wake = Callable[[float], None]
+
+
+@dataclass
+class DrainReport:
+    calls: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    skipped: int = 0
+    events: list[str] = field(default_factory=list)
+
+
+class Drainer:
+    """One per worker process: owns the transport (one pooled HTTP session) and the limiter."""
+
+    def __init__(self, runtime: Runtime, wake: Wake, transport: Transport | None = None) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.store = runtime.store
+        self.outbox = runtime.outbox
+        self.limiter = FleetRateLimiter(runtime.redis, self.settings)
+        self.transport = transport or Transport(self.settings, self.limiter)
+        self.wake = wake
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # -- the loop -------------------------------------------------------
+
+    def drain(self, budget: float = DRAIN_BUDGET) -> DrainReport:
+        """Deliver what is waiting until the outbox is empty or ``budget`` seconds passed."""
+        report = DrainReport()
+        redis = self.runtime.redis
+        self.outbox.ensure_group()
+        stop_at = time.monotonic() + budget
+        self._heartbeat()
+        try:
+            while time.monotonic() < stop_at:
+                self.outbox.move_due()
+                envelopes = self.outbox.read(self.consumer, keys.OUTBOX_BATCH, 1)
+                if not envelopes:
+                    count = MAX_BATCH_REQUESTS if self.settings.coalesce else 1
+                    envelopes = self.outbox.read(self.consumer, keys.OUTBOX, count)
+                if not envelopes:
+                    # Leave the drain set first, then look once more: a producer
+                    # that saw this drain alive published no wake-up, so whatever
+                    # it added before we left must be seen here.
+                    redis.zrem(keys.DRAINS, self.consumer)
+                    self.outbox.move_due()
+                    if self.outbox.waiting() == 0:
+                        break
+                    self._heartbeat()
+                    continue
+                if len(envelopes) >= MAX_BATCH_REQUESTS or envelopes[0].call.is_batch:
+                    self._call_for_help()
+                self._heartbeat()
+                self._deliver(envelopes, report)
+            else:
+                # Out of budget with work left: hand over to a fresh task.
+                if self.outbox.waiting():
+                    self.wake(0)
+        finally:
+            redis.zrem(keys.DRAINS, self.consumer)
+            self._schedule_next_retry()
+        return report
+
+    def _heartbeat(self) -> None:
+        expires = int((time.time() + HEARTBEAT) * 1000)
+        self.runtime.redis.zadd(keys.DRAINS, {self.consumer: expires})
+
+    def _call_for_help(self) -> None:
+        """Under a backlog, ask one more worker to drain too (at most one call a second)."""
+        if self.runtime.redis.set(f"{keys.DRAINS}:help", 1, nx=True, px=1000):
+            self.wake(0)
+
+    def _schedule_next_retry(self) -> None:
+        due = self.outbox.next_retry_due()
+        if due is None:
+            return
+        delay = min(max(due - time.time(), 0.0), MAX_COUNTDOWN)
+        if self.outbox.note_wakeup(time.time() + delay, horizon=delay + 1):
+            self.wake(delay)
+
+    # -- one read -------------------------------------------------------
+
+    def _deliver(self, envelopes: list[Envelope], report: DrainReport) -> None:
+        lease = self.settings.reclaim_idle
+        claims = self.store.claim([(e.send_id, e.part) for e in envelopes], lease)
+        ready: list[Envelope] = []
+        finished: list[Envelope] = []
+        for envelope, claim in zip(envelopes, claims):
+            if claim == "go":
+                ready.append(envelope)
+            elif claim == "done":
+                finished.append(envelope)
+                report.skipped += 1
+            # "busy": another worker holds a live lease; leave the entry pending
+            # so that it is reclaimed if that worker dies.
+        if finished:
+            with self.runtime.redis.pipeline(transaction=False) as pipe:
+                self.outbox.ack(pipe, finished)
+                pipe.execute()
+        for group in self._calls(ready):
+            self._post(group, report)
+
+    def _calls(self, ready: list[Envelope]) -> list[list[Envelope]]:
+        """Group envelopes into calls: batch calls alone, single sends coalesced."""
+        groups: list[list[Envelope]] = []
+        current: list[Envelope] = []
+        size = 0
+        for envelope in ready:
+            if envelope.call.is_batch or not self.settings.coalesce:
+                groups.append([envelope])
+                continue
+            weight = call_size(envelope.call)
+            if current and (len(current) >= MAX_BATCH_REQUESTS or size + weight > MAX_BATCH_BYTES):
+                groups.append(current)
+                current, size = [], 0
+            current.append(envelope)
+            size += weight
+        if current:
+            groups.append(current)
+        return groups
+
+    def _post(self, group: list[Envelope], report: DrainReport) -> None:
+        call = group[0].call if len(group) == 1 else coalesce([e.call for e in group], self.settings)
+        report.calls += 1
+        # A live worker always finishes (or gives up) before its lease ends, so
+        # no other worker ever takes over a call still in progress.
+        margin = self.settings.connect_timeout + self.settings.read_timeout + 5
+        deadline = time.monotonic() + max(self.settings.reclaim_idle - margin, 1.0)
+        try:
+            results = self.transport.send(call, deadline=deadline)
+        except PermanentDeliveryError as exc:
+            if len(group) > 1 and exc.status_code in (400, 413, 422):
+                # One bad request must not fail its companions: send each alone.
+                for envelope in group:
+                    self._post([envelope], report)
+                return
+            self._fail(group, exc, report)
+            return
+        except TransientDeliveryError as exc:
+            self._retry_later(group, exc, report)
+            return
+        self._record(group, call, results, report)
+
+    # -- outcomes -------------------------------------------------------
+
+    def _record(
+        self,
+        group: Sequence[Envelope],
+        call: ApiCall,
+        results: list[RequestResult],
+        report: DrainReport,
+    ) -> None:
+        # A coalesced call's request i is envelope i's message alone.
+        if len(group) == 1:
+            parts = [_part_result(results)]
+        else:
+            parts = [_part_result([result]) for result in results]
+        with self.runtime.redis.pipeline(transaction=True) as pipe:
+            for envelope, part in zip(group, parts):
+                self.store.record(pipe, envelope.send_id, envelope.part, part)
+                if part.outcome == "failed":
+                    self.outbox.bury(pipe, envelope, time.time())
+            self.outbox.ack(pipe, group)
+            pipe.execute()
+        self._count(report, parts)
+        log.debug("%d part(s) recorded after %s", len(group), call.path)
+
+    def _count(self, report: DrainReport, parts: Sequence[PartResult]) -> None:
+        for part in parts:
+            if part.outcome == "failed":
+                report.failed += 1
+            else:
+                report.sent += 1
+
+    def _fail(self, group: Sequence[Envelope], exc: DeliveryError, report: DrainReport) -> None:
+        error = exc.as_record()
+        with self.runtime.redis.pipeline(transaction=True) as pipe:
+            for envelope in group:
+                recipients = {r: None for request in envelope.call.recipients for r in request}
+                self.store.record(
+                    pipe, envelope.send_id, envelope.part, PartResult("failed", recipients, error)
+                )
+                self.outbox.bury(pipe, envelope, time.time())
+            self.outbox.ack(pipe, group)
+            pipe.execute()
+        report.failed += len(group)
+        log.warning("sends %s failed: %s", ",".join(e.send_id for e in group), exc)
+
+    def _retry_later(
+        self, group: Sequence[Envelope], exc: TransientDeliveryError, report: DrainReport
+    ) -> None:
+        attempt = max(e.attempt for e in group) + 1
+        if attempt > self.settings.max_retries:
+            self._fail(group, exc, report)
+            return
+        retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+        delay = compute_backoff(
+            attempt,
+            base=self.settings.retry_backoff,
+            cap=self.settings.retry_backoff_max,
+            retry_after=retry_after,
+        )
+        due = time.time() + delay
+        error = exc.as_record()
+        with self.runtime.redis.pipeline(transaction=True) as pipe:
+            for envelope in group:
+                envelope.attempt = attempt
+                self.store.mark_retrying(
+                    pipe, envelope.send_id, envelope.part, error, due, exc.maybe_delivered
+                )
+                self.outbox.schedule(pipe, envelope, due)
+            self.outbox.ack(pipe, group)
+            pipe.execute()
+        report.retried += len(group)
+        log.info(
+            "sends %s retry %d in %.1f s: %s",
+            ",".join(e.send_id for e in group), attempt, delay, exc,
+        )
+
+
+def _part_result(results: Sequence[RequestResult]) -> PartResult:
+    """The outcome of one part from the results of its requests."""
+    recipients: dict[str, str | None] = {}
+    errors = []
+    for result in results:
+        recipients.update(result.message_ids)
+        if not result.ok:
+            errors.append(result.error or "rejected")
+    if not errors:
+        return PartResult("sent", recipients)
+    outcome = "failed" if len(errors) == len(results) else "partial"
+    error = {"kind": "permanent", "status_code": 200, "message": "; ".join(errors)[:500]}
+    return PartResult(outcome, recipients, error)  # type: ignore[arg-type]
+

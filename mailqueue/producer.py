@@ -1,0 +1,204 @@
+"""The producer side: validate, record ``queued``, put the calls in the outbox, wake a worker.
+
+Validation runs here, in the caller's process, so a bad message raises before
+anything is written. The status record and the outbox entries are written in
+one Redis transaction: a message is either fully enqueued or not at all, and no
+record is left ``queued`` for a message that never was.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+
+from . import keys
+from .errors import BrokerUnavailable, ValidationError
+from .outbox import Envelope
+from .payload import ApiCall, build_payload
+from .runtime import Runtime, current
+from .status import now_iso
+
+__all__ = ["enqueue", "enqueue_many", "get_status"]
+
+log = logging.getLogger("mailqueue.producer")
+
+# enqueue_many writes this many messages per Redis round trip.
+PIPELINE_CHUNK = 500
+# How many drains a bulk enqueue starts at once; more join while a backlog lasts.
+BULK_WAKEUPS = 4
+
+Wake = Callable[..., None]
+
+
+def _wake(task_id: str | None = None, countdown: float | None = None, **options: Any) -> None:
+    from .tasks import deliver
+
+    deliver.apply_async(task_id=task_id, countdown=countdown, **options)
+
+
+def enqueue(
+    message: Mapping[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    runtime: Runtime | None = None,
+    **celery_options: Any,
+) -> str:
+    """Validate and queue one message; returns its send id.
+
+    With an ``idempotency_key`` seen before (within the status TTL) nothing is
+    queued and the first send's id is returned. ``countdown`` or ``eta`` delay
+    the first attempt; other Celery options go to the wake-up task.
+    """
+    rt = runtime or current()
+    calls = build_payload(message, rt.settings)
+    due = _due(celery_options)
+    send_id = uuid.uuid4().hex
+    idem_key = None
+    try:
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str) or not idempotency_key:
+                raise ValidationError(
+                    "idempotency_key must be a non-empty string", field="idempotency_key"
+                )
+            idem_key = keys.idempotency(idempotency_key)
+            first = rt.redis.set(idem_key, send_id, nx=True, get=True, ex=rt.store.ttl)
+            if first is not None:
+                return first.decode() if isinstance(first, bytes) else str(first)
+        with rt.redis.pipeline(transaction=True) as pipe:
+            _write(rt, pipe, send_id, calls, due=due, created_at=now_iso())
+            pipe.zcount(keys.DRAINS, int(time.time() * 1000), "+inf")
+            results = pipe.execute()
+    except redis.RedisError as exc:
+        if idem_key is not None:
+            _forget(rt, idem_key, send_id)
+        raise BrokerUnavailable(f"cannot reach Redis to enqueue: {type(exc).__name__}") from None
+    drains_running = int(results[-1])
+    if due is not None:
+        _wake_for_schedule(rt, due, celery_options)
+    elif not drains_running:
+        _publish(send_id, celery_options)
+    return send_id
+
+
+def enqueue_many(
+    messages: Iterable[Mapping[str, Any]], *, runtime: Runtime | None = None
+) -> list[str]:
+    """Validate every message, then queue them all with pipelined writes; ids in order.
+
+    A bad message raises ValidationError naming its index, and nothing is queued.
+    The sends share a group id (``group`` in their records) whose per-state
+    counts follow the campaign's progress.
+    """
+    rt = runtime or current()
+    built: list[list[ApiCall]] = []
+    for index, message in enumerate(messages):
+        try:
+            built.append(build_payload(message, rt.settings))
+        except ValidationError as exc:
+            exc.index = index
+            raise
+    if not built:
+        return []
+    group = uuid.uuid4().hex
+    ids = [uuid.uuid4().hex for _ in built]
+    created_at = now_iso()
+    written = 0
+    try:
+        for start in range(0, len(built), PIPELINE_CHUNK):
+            with rt.redis.pipeline(transaction=True) as pipe:
+                for offset, calls in enumerate(built[start : start + PIPELINE_CHUNK]):
+                    _write(rt, pipe, ids[start + offset], calls, created_at=created_at, group=group)
+                pipe.execute()
+            written = start + PIPELINE_CHUNK
+        running = rt.redis.zcount(keys.DRAINS, int(time.time() * 1000), "+inf")
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(
+            f"cannot reach Redis to enqueue ({min(written, len(built))} of {len(built)} "
+            f"messages were queued): {type(exc).__name__}"
+        ) from None
+    envelopes = sum(len(calls) for calls in built)
+    wakeups = 0 if running else min(BULK_WAKEUPS, max(1, math.ceil(envelopes / 500)))
+    for _ in range(wakeups):
+        _publish(None, {})
+    return ids
+
+
+def get_status(send_id: str, *, runtime: Runtime | None = None) -> dict[str, Any] | None:
+    """The status record of a send, or None for an unknown id."""
+    if not isinstance(send_id, str) or keys.safe_id(send_id) is None:
+        return None
+    rt = runtime or current()
+    try:
+        return rt.store.get(send_id)
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
+
+
+def _write(
+    rt: Runtime,
+    pipe: redis.client.Pipeline,
+    send_id: str,
+    calls: Sequence[ApiCall],
+    *,
+    created_at: str,
+    due: float | None = None,
+    group: str | None = None,
+) -> None:
+    rt.store.create(pipe, send_id, parts=len(calls), created_at=created_at, group=group)
+    for part, call in enumerate(calls):
+        envelope = Envelope(send_id=send_id, part=part, call=call)
+        if due is None:
+            rt.outbox.add(pipe, envelope)
+        else:
+            rt.outbox.schedule(pipe, envelope, due)
+
+
+def _forget(rt: Runtime, idem_key: str, send_id: str) -> None:
+    try:
+        if rt.redis.get(idem_key) == send_id.encode():
+            rt.redis.delete(idem_key)
+    except redis.RedisError:
+        pass
+
+
+def _due(options: dict[str, Any]) -> float | None:
+    """Pop ``countdown``/``eta`` from Celery options: when the first attempt may start."""
+    countdown = options.pop("countdown", None)
+    eta = options.pop("eta", None)
+    if eta is not None:
+        if not isinstance(eta, datetime):
+            raise ValidationError("eta must be a datetime", field="eta")
+        if eta.tzinfo is None:
+            eta = eta.replace(tzinfo=timezone.utc)
+        return eta.timestamp()
+    if countdown is not None:
+        try:
+            return time.time() + max(float(countdown), 0.0)
+        except (TypeError, ValueError):
+            raise ValidationError("countdown must be a number", field="countdown") from None
+    return None
+
+
+def _wake_for_schedule(rt: Runtime, due: float, options: dict[str, Any]) -> None:
+    from .delivery import MAX_COUNTDOWN
+
+    delay = min(max(due - time.time(), 0.0), MAX_COUNTDOWN)
+    if rt.outbox.note_wakeup(time.time() + delay, horizon=delay + 1):
+        _publish(None, {**options, "countdown": delay})
+
+
+def _publish(task_id: str | None, options: dict[str, Any]) -> None:
+    try:
+        _wake(task_id=task_id, **options)
+    except Exception as exc:  # kombu raises its own OperationalError family
+        # The message is safely in the outbox; any running or later drain (and
+        # every worker at start-up) delivers it. Raising here would make the
+        # caller enqueue it twice.
+        log.warning("queued, but no worker could be woken: %s", type(exc).__name__)

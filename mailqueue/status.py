@@ -1,0 +1,352 @@
+"""StatusStore: every send's status record in Redis.
+
+A send is split into *parts*, one per API call the producer built (a single
+message is one part; a batch send of 1,200 recipients is three). A part is
+claimed before its call and marked done after its answer, so a redelivered
+part whose call already succeeded is never sent again. The send's state is
+derived from its parts: ``sent`` when every part was accepted, ``failed`` when
+none was, ``partially_sent`` otherwise.
+
+Record layout (keys in ``mailqueue.keys``):
+    mq:send:<id>  state, attempts, created_at, updated_at, parts, group,
+                  error (JSON), possible_duplicates, next_attempt_at,
+                  done:<part> (sent|partial|failed), lease:<part> (ms deadline)
+    mq:rcpt:<id>  recipient -> JSON {"status", "message_id"}
+Neither ever holds the API token or a message body.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal, cast
+
+import redis
+
+from . import keys
+from .settings import Settings
+
+__all__ = ["Claim", "PartResult", "StatusStore", "now_iso"]
+
+FINAL_STATES = ("sent", "partially_sent", "failed")
+Claim = Literal["go", "done", "busy"]
+
+# Claim parts of sends for one attempt. KEYS: send hashes. ARGV: now (ISO),
+# now (ms), lease (ms), ttl (s), then one part number per key.
+# Answers per key: 1 go, 0 already done, 2 another worker holds a live lease.
+# A lease left behind by a worker that died mid-call means that call may have
+# reached Mailtrap: the new attempt is counted as a possible duplicate.
+_CLAIM = """
+local out = {}
+local now_iso, now_ms, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+for i, key in ipairs(KEYS) do
+  local part = ARGV[4 + i]
+  if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
+    out[i] = 0
+  else
+    local held = tonumber(redis.call('HGET', key, 'lease:' .. part))
+    if held and held > now_ms then
+      out[i] = 2
+    else
+      if held then redis.call('HINCRBY', key, 'possible_duplicates', 1) end
+      local state = redis.call('HGET', key, 'state')
+      if not state then
+        redis.call('HSET', key, 'created_at', now_iso, 'parts', 1)
+      end
+      if state ~= 'sent' and state ~= 'partially_sent' and state ~= 'failed' then
+        if state ~= 'sending' then
+          local group = redis.call('HGET', key, 'group')
+          if group and state then
+            redis.call('HINCRBY', 'mq:group:' .. group, state, -1)
+            redis.call('HINCRBY', 'mq:group:' .. group, 'sending', 1)
+          end
+        end
+        redis.call('HSET', key, 'state', 'sending')
+      end
+      redis.call('HSET', key, 'lease:' .. part, now_ms + lease, 'updated_at', now_iso)
+      redis.call('HINCRBY', key, 'attempts', 1)
+      redis.call('EXPIRE', key, ttl)
+      out[i] = 1
+    end
+  end
+end
+return out
+"""
+
+# Record the outcome of one part. KEYS: send hash, recipients hash.
+# ARGV: part, outcome (sent|partial|failed), now, ttl, error JSON or "",
+# then recipient/value pairs. Returns the send's state after the update.
+_RECORD = """
+local key, rkey = KEYS[1], KEYS[2]
+local part, outcome, now_iso, ttl, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
+  return redis.call('HGET', key, 'state')
+end
+redis.call('HSET', key, 'done:' .. part, outcome, 'updated_at', now_iso)
+redis.call('HDEL', key, 'lease:' .. part)
+redis.call('HINCRBY', key, 'parts_' .. outcome, 1)
+if err ~= '' then redis.call('HSET', key, 'error', err) end
+for i = 6, #ARGV, 2 do
+  redis.call('HSET', rkey, ARGV[i], ARGV[i + 1])
+end
+local parts = tonumber(redis.call('HGET', key, 'parts') or '1')
+local ok = tonumber(redis.call('HGET', key, 'parts_sent') or '0')
+local partial = tonumber(redis.call('HGET', key, 'parts_partial') or '0')
+local failed = tonumber(redis.call('HGET', key, 'parts_failed') or '0')
+local old = redis.call('HGET', key, 'state')
+local state = old
+if ok + partial + failed >= parts then
+  if ok == parts then state = 'sent'
+  elseif failed == parts then state = 'failed'
+  else state = 'partially_sent' end
+  if state ~= 'failed' then redis.call('HDEL', key, 'error') end
+elseif old ~= 'sending' then
+  state = 'sending'
+end
+if state ~= old then
+  redis.call('HSET', key, 'state', state)
+  local group = redis.call('HGET', key, 'group')
+  if group then
+    if old then redis.call('HINCRBY', 'mq:group:' .. group, old, -1) end
+    redis.call('HINCRBY', 'mq:group:' .. group, state, 1)
+  end
+end
+redis.call('EXPIRE', key, ttl)
+redis.call('EXPIRE', rkey, ttl)
+return state
+"""
+
+# A part's attempt failed transiently and will be retried later. KEYS: send
+# hash. ARGV: part, now, error JSON, next attempt (ISO), maybe delivered (0/1).
+_RETRY = """
+local key, part = KEYS[1], ARGV[1]
+if redis.call('HEXISTS', key, 'done:' .. part) == 1 then return 0 end
+redis.call('HDEL', key, 'lease:' .. part)
+redis.call('HSET', key, 'updated_at', ARGV[2], 'error', ARGV[3], 'next_attempt_at', ARGV[4])
+if ARGV[5] == '1' then redis.call('HINCRBY', key, 'possible_duplicates', 1) end
+local old = redis.call('HGET', key, 'state')
+if old == 'sending' or old == 'queued' then
+  redis.call('HSET', key, 'state', 'retrying')
+  local group = redis.call('HGET', key, 'group')
+  if group then
+    redis.call('HINCRBY', 'mq:group:' .. group, old, -1)
+    redis.call('HINCRBY', 'mq:group:' .. group, 'retrying', 1)
+  end
+end
+return 1
+"""
+
+# Put a dead-lettered part back in play. KEYS: send hash. ARGV: part, now.
+_REVIVE = """
+local key, part = KEYS[1], ARGV[1]
+local outcome = redis.call('HGET', key, 'done:' .. part)
+if not outcome then return 0 end
+redis.call('HDEL', key, 'done:' .. part, 'error', 'next_attempt_at')
+redis.call('HINCRBY', key, 'parts_' .. outcome, -1)
+local old = redis.call('HGET', key, 'state')
+redis.call('HSET', key, 'state', 'queued', 'updated_at', ARGV[2])
+local group = redis.call('HGET', key, 'group')
+if group and old ~= 'queued' then
+  if old then redis.call('HINCRBY', 'mq:group:' .. group, old, -1) end
+  redis.call('HINCRBY', 'mq:group:' .. group, 'queued', 1)
+end
+return 1
+"""
+
+
+def now_iso() -> str:
+    """The current time as ISO 8601 UTC with milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """The outcome of one part: per-recipient statuses, message ids, and an error when any failed."""
+
+    outcome: Literal["sent", "partial", "failed"]
+    recipients: Mapping[str, str | None]  # recipient -> message id (None: failed)
+    error: Mapping[str, Any] | None = None
+
+
+class StatusStore:
+    """Reads and writes status records; one instance per process is enough."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.ttl = max(int(settings.status_ttl), 1)
+        self._claim = client.register_script(_CLAIM)
+        self._record = client.register_script(_RECORD)
+        self._retry = client.register_script(_RETRY)
+        self._revive = client.register_script(_REVIVE)
+
+    # -- producer side --------------------------------------------------
+
+    def create(
+        self,
+        pipe: redis.client.Pipeline,
+        send_id: str,
+        *,
+        parts: int,
+        created_at: str,
+        group: str | None = None,
+    ) -> None:
+        """Queue the commands creating a ``queued`` record on ``pipe``."""
+        key = keys.send(send_id)
+        fields: dict[str, str | int] = {
+            "state": "queued",
+            "attempts": 0,
+            "created_at": created_at,
+            "updated_at": created_at,
+            "parts": parts,
+        }
+        if group:
+            fields["group"] = group
+            pipe.hincrby(keys.group(group), "queued", 1)
+            pipe.expire(keys.group(group), self.ttl)
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, self.ttl)
+
+    # -- worker side ----------------------------------------------------
+
+    def claim(self, parts: Sequence[tuple[str, int]], lease_seconds: float) -> list[Claim]:
+        """Claim ``(send_id, part)`` pairs for one attempt; one answer per pair, in order."""
+        if not parts:
+            return []
+        now_ms = int(time.time() * 1000)
+        answers = self._claim(
+            keys=[keys.send(send_id) for send_id, _ in parts],
+            args=[now_iso(), now_ms, int(lease_seconds * 1000), self.ttl]
+            + [part for _, part in parts],
+        )
+        mapping: dict[int, Claim] = {1: "go", 0: "done", 2: "busy"}
+        return [mapping[int(answer)] for answer in answers]
+
+    def record(
+        self, pipe: redis.client.Pipeline, send_id: str, part: int, result: PartResult
+    ) -> None:
+        """Queue the commands recording a finished part (and its message-id index) on ``pipe``."""
+        values: list[str] = []
+        by_message: dict[str, list[str]] = {}
+        for recipient, message_id in result.recipients.items():
+            # A send Mailtrap accepted is queued even when its answer lacked an id.
+            status = "queued" if message_id is not None or result.outcome == "sent" else "failed"
+            values += [recipient, json.dumps({"status": status, "message_id": message_id})]
+            if message_id and keys.safe_id(message_id):
+                by_message.setdefault(message_id, []).append(recipient)
+        error = json.dumps(result.error) if result.error else ""
+        self._record(
+            keys=[keys.send(send_id), keys.recipients(send_id)],
+            args=[part, result.outcome, now_iso(), self.ttl, error, *values],
+            client=pipe,
+        )
+        for message_id, recipients in by_message.items():
+            pipe.set(
+                keys.message_index(message_id),
+                json.dumps({"send": send_id, "recipients": recipients}),
+                ex=self.ttl,
+            )
+
+    def mark_retrying(
+        self,
+        pipe: redis.client.Pipeline,
+        send_id: str,
+        part: int,
+        error: Mapping[str, Any],
+        next_attempt_at: float,
+        maybe_delivered: bool,
+    ) -> None:
+        """Queue the commands marking a part as waiting for a retry."""
+        when = datetime.fromtimestamp(next_attempt_at, timezone.utc)
+        self._retry(
+            keys=[keys.send(send_id)],
+            args=[
+                part,
+                now_iso(),
+                json.dumps(error),
+                when.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                1 if maybe_delivered else 0,
+            ],
+            client=pipe,
+        )
+
+    def revive(self, send_id: str, part: int) -> bool:
+        """Undo a failed part so that it can be sent again (dead-letter requeue)."""
+        return bool(self._revive(keys=[keys.send(send_id)], args=[part, now_iso()]))
+
+    # -- reading --------------------------------------------------------
+
+    def get(self, send_id: str) -> dict[str, Any] | None:
+        """The status record of DESIGN.md, or None for an unknown (or expired) id."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.send(send_id))
+            pipe.hgetall(keys.recipients(send_id))
+            pipe.lrange(keys.events(send_id), 0, -1)
+            raw, rcpts, events = pipe.execute()
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        record: dict[str, Any] = {
+            "id": send_id,
+            "state": fields.get("state", "queued"),
+            "attempts": int(fields.get("attempts", 0)),
+            "created_at": fields.get("created_at"),
+            "updated_at": fields.get("updated_at"),
+            "error": json.loads(fields["error"]) if fields.get("error") else None,
+            "recipients": {
+                _text(k): json.loads(v) for k, v in sorted(rcpts.items(), key=lambda kv: kv[0])
+            },
+            "parts": int(fields.get("parts", 1)),
+            "possible_duplicates": int(fields.get("possible_duplicates", 0)),
+        }
+        if fields.get("next_attempt_at") and record["state"] == "retrying":
+            record["next_attempt_at"] = fields["next_attempt_at"]
+        if fields.get("group"):
+            record["group"] = fields["group"]
+        if events:
+            record["events"] = [json.loads(event) for event in events]
+        return record
+
+    def state(self, send_id: str) -> str | None:
+        """Just the state, in one round trip."""
+        value = self.redis.hget(keys.send(send_id), "state")
+        return _text(value) if value is not None else None
+
+    def group_counts(self, group_id: str) -> dict[str, int]:
+        """Per-state counts of the sends of one ``enqueue_many`` call."""
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(keys.group(group_id)))
+        return {_text(k): int(v) for k, v in raw.items() if int(v)}
+
+    def recipient_counts(self, send_id: str) -> dict[str, int]:
+        """Per-status counts of one send's recipients (a campaign's progress)."""
+        counts: dict[str, int] = {}
+        for _, value in self.redis.hscan_iter(keys.recipients(send_id), count=1000):
+            status = json.loads(value)["status"]
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def increment_stat(self, name: str, amount: int = 1) -> None:
+        self.redis.hincrby(keys.STATS, name, amount)
+
+    def stats(self) -> dict[str, int]:
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(keys.STATS))
+        return {_text(k): int(v) for k, v in raw.items()}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    """Successive lists of at most ``size`` items."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

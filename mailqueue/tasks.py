@@ -1,0 +1,112 @@
+"""Celery tasks: decode, delegate, decide. No delivery logic lives here.
+
+``send_email`` is the producer's entry point: its ``delay``/``apply_async``
+validate and queue in the calling process and return an ``AsyncResult``
+whose id is the send id. ``deliver`` is the wake-up a worker runs: it drains
+the outbox until it is empty.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task, signals
+from celery.result import AsyncResult
+
+from . import runtime
+from .celery_app import app
+from .delivery import Drainer
+from .errors import ValidationError
+from .producer import enqueue
+
+__all__ = ["deliver", "send_email"]
+
+log = logging.getLogger("mailqueue.tasks")
+
+_drainer: Drainer | None = None
+
+
+def _wake(delay: float) -> None:
+    deliver.apply_async(countdown=delay if delay > 0 else None)
+
+
+def drainer() -> Drainer:
+    """This process's drainer (one HTTP session, one limiter), built on first use."""
+    global _drainer
+    if _drainer is None or _drainer.runtime is not runtime.current():
+        if _drainer is not None:
+            _drainer.close()
+        _drainer = Drainer(runtime.current(), _wake)
+    return _drainer
+
+
+@signals.worker_process_init.connect
+def _fresh_after_fork(**_: Any) -> None:
+    # A forked pool child must not share the parent's sockets.
+    global _drainer
+    _drainer = None
+    runtime.configure(runtime.current().settings)
+
+
+@signals.worker_ready.connect
+def _collect_leftovers(**_: Any) -> None:
+    # Work left by a worker that died (or queued while none ran) is picked up
+    # as soon as a worker starts, without waiting for the next message.
+    _wake(0)
+
+
+class SendEmailTask(Task):  # type: ignore[misc]
+    """Validates and queues in the caller's process instead of publishing the message itself."""
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        message = _single_message(args, kwargs)
+        options.pop("producer", None)
+        options.pop("link", None)
+        options.pop("link_error", None)
+        send_id = enqueue(message, **options)
+        return self.AsyncResult(send_id)
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        return self.apply_async(args, kwargs)
+
+
+@app.task(base=SendEmailTask, name="mailqueue.send_email", bind=True)
+def send_email(self: Task, message: dict[str, Any]) -> str:
+    """Run by a worker when a message arrives by task name (``send_task``) or is called directly."""
+    send_id = enqueue(message)
+    drainer().drain()
+    return send_id
+
+
+@app.task(name="mailqueue.deliver", ignore_result=True)
+def deliver() -> dict[str, int]:
+    """Drain the outbox: the wake-up a producer or a retry schedules."""
+    report = drainer().drain()
+    return {
+        "calls": report.calls,
+        "sent": report.sent,
+        "failed": report.failed,
+        "retried": report.retried,
+        "skipped": report.skipped,
+    }
+
+
+def _single_message(args: Any, kwargs: Any) -> dict[str, Any]:
+    args = tuple(args or ())
+    kwargs = dict(kwargs or {})
+    if len(args) == 1 and not kwargs:
+        message = args[0]
+    elif not args and set(kwargs) == {"message"}:
+        message = kwargs["message"]
+    else:
+        raise ValidationError("send_email takes exactly one message dict", field="message")
+    if not isinstance(message, dict):
+        raise ValidationError("the message must be a dict", field="message")
+    return message
