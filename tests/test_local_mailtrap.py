@@ -1,0 +1,388 @@
+"""LocalMailtrap speaks Mailtrap's API over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from mailqueue.testing import LocalMailtrap
+
+SENDER = {"email": "sender@example.com", "name": "Sender"}
+
+
+def message(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "from": SENDER,
+        "to": [{"email": "alice@example.com"}],
+        "subject": "Hello",
+        "text": "Hi",
+    }
+    data.update(overrides)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+@pytest.fixture
+def mailtrap() -> Iterator[LocalMailtrap]:
+    with LocalMailtrap() as server:
+        yield server
+
+
+@pytest.fixture
+def session(mailtrap: LocalMailtrap) -> Iterator[requests.Session]:
+    with requests.Session() as client:
+        client.headers["Api-Token"] = mailtrap.token
+        yield client
+
+
+def post(
+    session: requests.Session, mailtrap: LocalMailtrap, path: str, data: object, **kwargs: Any
+) -> requests.Response:
+    return session.post(mailtrap.url + path, json=data, timeout=5, **kwargs)
+
+
+# -- sending -----------------------------------------------------------------
+
+
+def test_send_answers_one_message_id_per_recipient_in_to_cc_bcc_order(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    data = message(
+        to=[{"email": "a@example.com"}],
+        cc=[{"email": "c@example.com"}],
+        bcc=[{"email": "b@example.com"}, {"email": "d@example.com"}],
+    )
+    answer = post(session, mailtrap, "send", data)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["success"] is True
+    assert len(body["message_ids"]) == 4
+    [accepted] = mailtrap.accepted
+    assert accepted.recipients == (
+        "a@example.com",
+        "c@example.com",
+        "b@example.com",
+        "d@example.com",
+    )
+    assert list(accepted.message_ids) == body["message_ids"]
+    assert accepted.path == "send"
+    assert accepted.payload == data
+
+
+def test_sandbox_send_answers_exactly_one_message_id(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    data = message(to=[{"email": "a@example.com"}, {"email": "b@example.com"}])
+    answer = post(session, mailtrap, "send/12345", data)
+    assert len(answer.json()["message_ids"]) == 1
+    assert mailtrap.accepted[0].inbox_id == "12345"
+
+
+def test_bearer_authorization_is_accepted(mailtrap: LocalMailtrap) -> None:
+    answer = requests.post(
+        mailtrap.url + "send",
+        json=message(),
+        headers={"Authorization": f"Bearer {mailtrap.token}"},
+        timeout=5,
+    )
+    assert answer.status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"Api-Token": "wrong"}])
+def test_missing_or_wrong_token_is_401(mailtrap: LocalMailtrap, headers: dict[str, str]) -> None:
+    answer = requests.post(mailtrap.url + "send", json=message(), headers=headers, timeout=5)
+    assert answer.status_code == 401
+    assert answer.json() == {"errors": ["Unauthorized"]}
+    assert mailtrap.accepted == []
+
+
+def test_unknown_path_is_404(mailtrap: LocalMailtrap, session: requests.Session) -> None:
+    assert post(session, mailtrap, "sendx", message()).status_code == 404
+
+
+# -- validation -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"from": None}, "'from' is required"),
+        ({"to": None}, "'to', 'cc' or 'bcc' address is required"),
+        ({"subject": None}, "'subject' is required"),
+        ({"text": None}, "must specify either text or html body"),
+        ({"template_uuid": "t-1"}, "'subject' is not allowed with 'template_uuid'"),
+        ({"category": "x" * 256}, "'category' must be at most 255 characters"),
+        ({"to": [{"email": f"r{i}@example.com"} for i in range(1001)]}, "at most 1000"),
+        ({"to": [{"email": "someone@nowhere.invalid"}]}, "someone@nowhere.invalid"),
+    ],
+)
+def test_send_validation_errors_are_400(
+    mailtrap: LocalMailtrap, session: requests.Session, overrides: dict[str, Any], error: str
+) -> None:
+    answer = post(session, mailtrap, "send", message(**overrides))
+    assert answer.status_code == 400
+    body = answer.json()
+    assert body["success"] is False
+    assert any(error in text for text in body["errors"])
+    assert mailtrap.accepted == []
+
+
+def test_template_send_needs_no_subject_or_body(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    data = message(subject=None, text=None, template_uuid="t-1")
+    assert post(session, mailtrap, "send", data).status_code == 200
+
+
+def test_html_alone_is_a_body(mailtrap: LocalMailtrap, session: requests.Session) -> None:
+    assert post(session, mailtrap, "send", message(text=None, html="<p>x</p>")).status_code == 200
+
+
+def test_malformed_json_is_400(mailtrap: LocalMailtrap, session: requests.Session) -> None:
+    answer = session.post(mailtrap.url + "send", data=b"{nope", timeout=5)
+    assert answer.status_code == 400
+
+
+# -- batch --------------------------------------------------------------------
+
+
+def test_batch_merges_requests_over_base_and_fails_only_refused_items(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    data = {
+        "base": {"from": SENDER, "subject": "Base", "text": "Hi"},
+        "requests": [
+            {"to": [{"email": "a@example.com"}], "subject": "Own"},
+            {"to": [{"email": "b@refused.invalid"}]},
+            {"to": [{"email": "c@example.com"}]},
+        ],
+    }
+    answer = post(session, mailtrap, "batch", data)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["success"] is True
+    assert [item["success"] for item in body["responses"]] == [True, False, True]
+    assert body["responses"][1]["errors"]
+    first, third = mailtrap.accepted
+    assert first.payload["subject"] == "Own"
+    assert third.payload["subject"] == "Base"
+    assert (first.batch_index, third.batch_index) == (0, 2)
+
+
+def test_sandbox_batch_answers_one_id_per_item(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    data = {
+        "base": {"from": SENDER, "subject": "S", "text": "T", "cc": [{"email": "c@example.com"}]},
+        "requests": [{"to": [{"email": "a@example.com"}]}, {"to": [{"email": "b@example.com"}]}],
+    }
+    body = post(session, mailtrap, "batch/99", data).json()
+    assert [len(item["message_ids"]) for item in body["responses"]] == [1, 1]
+
+
+def test_batch_over_500_requests_is_refused_whole(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    data = {
+        "base": {"from": SENDER, "subject": "S", "text": "T"},
+        "requests": [{"to": [{"email": f"r{i}@example.com"}]} for i in range(501)],
+    }
+    assert post(session, mailtrap, "batch", data).status_code == 400
+    assert mailtrap.accepted == []
+
+
+# -- rate limit -------------------------------------------------------------
+
+
+def test_requests_beyond_the_rate_limit_get_429_with_retry_after() -> None:
+    with LocalMailtrap(rate_limit=(3, 10.0), retry_after=True) as server:
+        with requests.Session() as client:
+            client.headers["Api-Token"] = server.token
+            answers = [post(client, server, "send", message()) for _ in range(5)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+        assert answers[3].json() == {"success": False, "errors": ["Rate limit exceeded"]}
+        assert 1 <= int(answers[3].headers["Retry-After"]) <= 10
+        assert server.stats.rate_limited == 2
+        assert len(server.accepted) == 3
+
+
+def test_rate_limit_window_slides() -> None:
+    with LocalMailtrap(rate_limit=(2, 0.3)) as server:
+        with requests.Session() as client:
+            client.headers["Api-Token"] = server.token
+            first = [post(client, server, "send", message()).status_code for _ in range(3)]
+            time.sleep(0.35)
+            later = post(client, server, "send", message()).status_code
+    assert first == [200, 200, 429]
+    assert later == 200
+
+
+def test_429_has_no_retry_after_unless_asked() -> None:
+    with LocalMailtrap(rate_limit=(1, 10.0)) as server:
+        with requests.Session() as client:
+            client.headers["Api-Token"] = server.token
+            post(client, server, "send", message())
+            answer = post(client, server, "send", message())
+    assert answer.status_code == 429
+    assert "Retry-After" not in answer.headers
+
+
+# -- faults -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "429"])
+def test_injected_status_faults_answer_that_status_without_accepting(
+    mailtrap: LocalMailtrap, session: requests.Session, fault: str
+) -> None:
+    mailtrap.inject(fault)
+    assert post(session, mailtrap, "send", message()).status_code == int(fault)
+    assert mailtrap.accepted == []
+    assert post(session, mailtrap, "send", message()).status_code == 200
+    assert mailtrap.stats.faults[fault] == 1
+
+
+def test_injected_faults_apply_to_the_next_n_requests(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    mailtrap.inject("503", times=2)
+    codes = [post(session, mailtrap, "send", message()).status_code for _ in range(3)]
+    assert codes == [503, 503, 200]
+
+
+def test_reset_closes_the_connection_without_accepting(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    mailtrap.inject("reset")
+    with pytest.raises(requests.ConnectionError):
+        post(session, mailtrap, "send", message())
+    assert mailtrap.accepted == []
+
+
+def test_lost_accepts_the_message_but_never_answers(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    mailtrap.inject("lost")
+    with pytest.raises(requests.ConnectionError):
+        post(session, mailtrap, "send", message())
+    assert len(mailtrap.accepted) == 1
+
+
+def test_slow_accepts_then_answers_after_slow_seconds(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    mailtrap.slow_seconds = 0.5
+    mailtrap.inject("slow")
+    with pytest.raises(requests.ReadTimeout):
+        session.post(mailtrap.url + "send", json=message(), timeout=(1, 0.2))
+    assert len(mailtrap.accepted) == 1
+
+
+def test_nonjson_answers_html_200_without_accepting(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    mailtrap.inject("nonjson")
+    answer = post(session, mailtrap, "send", message())
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert mailtrap.accepted == []
+
+
+def test_unknown_fault_is_refused(mailtrap: LocalMailtrap) -> None:
+    with pytest.raises(ValueError, match="unknown fault"):
+        mailtrap.inject("explode")
+
+
+def test_fault_rates_are_reproducible_with_a_seed() -> None:
+    def codes(seed: int) -> list[int]:
+        with LocalMailtrap(fault_rates={"500": 0.5}, seed=seed) as server:
+            with requests.Session() as client:
+                client.headers["Api-Token"] = server.token
+                return [post(client, server, "send", message()).status_code for _ in range(20)]
+
+    first = codes(1)
+    assert first == codes(1)
+    assert 500 in first
+    assert 200 in first
+
+
+# -- records and speed ---------------------------------------------------------
+
+
+def test_stats_count_requests_by_path_and_status(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    post(session, mailtrap, "send", message())
+    post(session, mailtrap, "send", message(subject=None))
+    stats = mailtrap.stats
+    assert stats.requests == 2
+    assert stats.by_path["/api/send"] == 2
+    assert stats.by_status[200] == 1
+    assert stats.by_status[400] == 1
+
+
+def test_reset_forgets_messages_and_counters(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    post(session, mailtrap, "send", message())
+    mailtrap.reset()
+    assert mailtrap.accepted == []
+    assert mailtrap.stats.requests == 0
+
+
+def test_concurrent_requests_overlap_their_latency() -> None:
+    with LocalMailtrap(latency=0.2) as server:
+
+        def send(_: int) -> int:
+            return requests.post(
+                server.url + "send",
+                json=message(),
+                headers={"Api-Token": server.token},
+                timeout=5,
+            ).status_code
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(send, range(8)))
+        elapsed = time.monotonic() - started
+    assert codes == [200] * 8
+    assert elapsed < 1.0
+    assert server.stats.max_concurrency > 1
+
+
+def test_keep_alive_request_takes_under_10_ms(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    post(session, mailtrap, "send", message())  # open the connection
+    count = 50
+    started = time.perf_counter()
+    for _ in range(count):
+        post(session, mailtrap, "send", message())
+    per_request = (time.perf_counter() - started) / count
+    assert per_request < 0.010
+
+
+def test_command_line_prints_its_url_and_serves() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailqueue.testing", "--token", "cli-token"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        answer = requests.post(
+            url + "send", json=message(), headers={"Api-Token": "cli-token"}, timeout=5
+        )
+        assert answer.status_code == 200
+    finally:
+        process.terminate()
+        assert process.wait(timeout=5) == 0
