@@ -1,0 +1,132 @@
+"""The tracking webhook's logic, independent of any web framework.
+
+``TrackingHandler.handle(method, headers, body)`` answers one request; the WSGI
+app (``app.py``) and the Django view are thin adapters around it.
+
+Mailtrap retries anything but 200 (40 times, every 5 minutes) and then pauses
+the webhook, so answers are chosen with care: bad input is a 400 (retrying
+cannot fix it), a store outage is a 503 (retrying will), and nothing a client
+sends can produce a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import NamedTuple
+
+import redis
+
+from ..errors import MailqueueError, ValidationError
+from ..settings import Settings
+from ..status import now_iso
+from .body import parse_body
+from .store import EventStore
+from .verify import REALM, RequestVerifier
+
+__all__ = ["ALLOWED_METHODS", "Response", "TrackingHandler"]
+
+logger = logging.getLogger(__name__)
+
+ALLOWED_METHODS = "POST, HEAD, OPTIONS"
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+
+
+class Response(NamedTuple):
+    """An HTTP answer: status code, headers, body."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def status_line(self) -> str:
+        """``"200 OK"``, as WSGI wants it."""
+        return f"{self.status} {HTTPStatus(self.status).phrase}"
+
+
+def text_response(status: int, text: str, *extra: tuple[str, str]) -> Response:
+    """A plain-text answer."""
+    return Response(status, [_TEXT, *extra], (text + "\n").encode("utf-8") if text else b"")
+
+
+class TrackingHandler:
+    """Verifies, parses and records one webhook request."""
+
+    def __init__(self, settings: Settings, store: EventStore) -> None:
+        # Fails here, at start-up, when no credential is configured.
+        self.verifier = RequestVerifier.from_settings(settings)
+        self.store = store
+        self.max_body = settings.webhook_max_body
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, redis_client: redis.Redis | None = None
+    ) -> TrackingHandler:
+        """A handler writing to ``redis_client``, else to a client for ``settings``."""
+        client = redis_client if redis_client is not None else connect(settings)
+        return cls(settings, EventStore(client, settings))
+
+    def too_large(self, content_length: int) -> bool:
+        """Whether a declared body length is past the bound (checked before reading)."""
+        return content_length > self.max_body
+
+    def handle(self, method: str, headers: Mapping[str, str], body: bytes) -> Response:
+        """Answer one request to the tracking URL.
+
+        ``headers`` maps lowercase header names to values; only
+        ``authorization`` and ``mailtrap-signature`` are read.
+        """
+        method = method.upper()
+        if method in ("HEAD", "OPTIONS"):
+            # Like Anymail: lets a URL check succeed without credentials.
+            return Response(200, [("Allow", ALLOWED_METHODS), _TEXT], b"")
+        if method != "POST":
+            return text_response(405, "method not allowed", ("Allow", ALLOWED_METHODS))
+        if len(body) > self.max_body:
+            return text_response(413, f"body is larger than {self.max_body} bytes")
+        if not self.verifier.verify(
+            headers.get("authorization"), headers.get("mailtrap-signature"), body
+        ):
+            challenge = (
+                [("WWW-Authenticate", f'Basic realm="{REALM}"')]
+                if self.verifier.uses_basic_auth
+                else []
+            )
+            return text_response(401, "authentication failed", *challenge)
+        try:
+            events = parse_body(body)
+        except ValidationError as exc:
+            logger.info("tracking webhook: rejected body: %s", exc)
+            return text_response(400, str(exc))
+        except Exception:
+            # Whatever the body did to the parser, it is the body's fault.
+            logger.warning("tracking webhook: unparsable body", exc_info=True)
+            return text_response(400, "body could not be parsed")
+        try:
+            result = self.store.apply(events, now_iso())
+        except (redis.RedisError, MailqueueError):
+            logger.warning("tracking webhook: status store unavailable", exc_info=True)
+            return text_response(503, "status store unavailable, retry later")
+        except Exception:
+            logger.exception("tracking webhook: recording %d events failed", len(events))
+            return text_response(503, "events could not be recorded, retry later")
+        logger.info(
+            "tracking webhook: %d events, %d recorded, %d duplicate, %d unknown message id",
+            len(events),
+            result.recorded,
+            result.duplicates,
+            result.unknown_message_ids,
+        )
+        return Response(200, [_TEXT], b"")
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A Redis client for the status store, with bounded timeouts."""
+    return redis.Redis.from_url(
+        settings.status_redis_url,
+        socket_connect_timeout=5,
+        socket_timeout=10,
+        health_check_interval=30,
+    )

@@ -1,0 +1,234 @@
+"""Apply a request's tracking events to the status records in Redis.
+
+A whole request (up to 500 events) costs two round trips: one MGET resolves
+every message id through the ``mq:msgid:`` index, and one Lua script
+de-duplicates by ``event_id`` (SET NX EX), moves recipient statuses forward,
+appends to each send's bounded history and counts what it did, atomically.
+
+A recipient's status only moves forward, by ``STATUS_RANK``: a late
+``delivered`` never undoes an ``opened``, and ``bounced`` / ``rejected`` are
+final. ``failed`` (the API refused the recipient) is never left. ``unknown``
+events are kept in the history but change no status. The send's own ``state``
+describes the API's acceptance, so events never touch it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from .. import keys
+from ..addresses import idna_encode
+from ..settings import Settings
+from .events import TrackingEvent
+
+__all__ = ["STATUS_RANK", "ApplyResult", "EventStore", "parse_index_entry", "pick_recipients"]
+
+# Higher ranks win; a status absent from this table (e.g. "unknown") never
+# changes anything, and a current status absent from it can be replaced.
+STATUS_RANK: Mapping[str, int] = {
+    "queued": 0,
+    "deferred": 1,
+    "delivered": 2,
+    "opened": 3,
+    "clicked": 4,
+    "unsubscribed": 5,
+    "complained": 6,
+    "rejected": 7,
+    "bounced": 7,
+    "failed": 8,
+}
+
+# KEYS: stats hash, then the keys the operations point at by index.
+# ARGV[1]: JSON {ranks, ops, now, kept, evt_ttl, default_ttl_ms, unknown, invalid};
+# an op is {s, r, e, d (index of the event-id marker, 0 for none), rcpts,
+# mid, status ("" for none), at, event (JSON)}.
+# Returns {recorded, duplicates, unknown message ids, status changes}.
+_APPLY = """
+local args = cjson.decode(ARGV[1])
+local ranks = args.ranks
+local recorded, duplicates, gone, changed = 0, 0, 0, 0
+for _, op in ipairs(args.ops) do
+  local ttl = redis.call('PTTL', KEYS[op.s])
+  if ttl == -2 then
+    gone = gone + 1
+  elseif op.d > 0 and not redis.call('SET', KEYS[op.d], '1', 'NX', 'EX', args.evt_ttl) then
+    duplicates = duplicates + 1
+  else
+    if ttl < 0 then ttl = args.default_ttl_ms end
+    local rkey, ekey = KEYS[op.r], KEYS[op.e]
+    if op.status ~= '' then
+      for _, rcpt in ipairs(op.rcpts) do
+        local entry = {status = false, message_id = op.mid}
+        local raw = redis.call('HGET', rkey, rcpt)
+        if raw then
+          local ok, decoded = pcall(cjson.decode, raw)
+          if ok and type(decoded) == 'table' then entry = decoded end
+        end
+        local current = ranks[entry.status] or -1
+        if ranks[op.status] > current then
+          entry.status = op.status
+          entry.updated_at = args.now
+          entry.event_at = op.at
+          redis.call('HSET', rkey, rcpt, cjson.encode(entry))
+          changed = changed + 1
+        end
+      end
+      redis.call('PEXPIRE', rkey, ttl)
+    end
+    redis.call('LPUSH', ekey, op.event)
+    redis.call('LTRIM', ekey, 0, args.kept - 1)
+    redis.call('PEXPIRE', ekey, ttl)
+    recorded = recorded + 1
+  end
+end
+local unknown = gone + args.unknown
+local counts = {webhook_events = recorded, webhook_duplicates = duplicates,
+                webhook_unknown_message_ids = unknown, webhook_invalid_ids = args.invalid}
+for name, amount in pairs(counts) do
+  if amount > 0 then redis.call('HINCRBY', KEYS[1], name, amount) end
+end
+return {recorded, duplicates, unknown, changed}
+"""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one request's events did."""
+
+    recorded: int = 0
+    duplicates: int = 0
+    unknown_message_ids: int = 0
+    invalid_ids: int = 0
+    status_changes: int = 0
+
+
+class EventStore:
+    """Records tracking events against the status records the delivery side wrote."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.default_ttl_ms = max(int(settings.status_ttl), 1) * 1000
+        self._apply = client.register_script(_APPLY)
+
+    def apply(self, events: Sequence[TrackingEvent], now: str) -> ApplyResult:
+        """Record ``events`` (``now`` is the ISO 8601 time stamped on changed recipients)."""
+        if not events:
+            return ApplyResult()
+        usable = [event for event in events if _ids_are_safe(event)]
+        invalid = len(events) - len(usable)
+        message_ids = sorted({event.message_id for event in usable})
+        found = self.redis.mget([keys.message_index(mid) for mid in message_ids]) if usable else []
+        index = {mid: parse_index_entry(raw) for mid, raw in zip(message_ids, found, strict=True)}
+
+        key_list: list[str] = [keys.STATS]
+        positions: dict[str, int] = {}
+
+        def position(key: str) -> int:
+            if key not in positions:
+                key_list.append(key)
+                positions[key] = len(key_list)  # Lua indexes KEYS from 1
+            return positions[key]
+
+        ops: list[dict[str, Any]] = []
+        unknown = 0
+        for event in usable:
+            entry = index.get(event.message_id)
+            if entry is None:
+                unknown += 1
+                continue
+            send_id, recipients = entry
+            ops.append(
+                {
+                    "s": position(keys.send(send_id)),
+                    "r": position(keys.recipients(send_id)),
+                    "e": position(keys.events(send_id)),
+                    "d": position(keys.event_seen(event.event_id)) if event.event_id else 0,
+                    "rcpts": list(pick_recipients(recipients, event.recipient)),
+                    "mid": event.message_id,
+                    "status": event.event_type if event.event_type in STATUS_RANK else "",
+                    "at": event.timestamp,
+                    "event": json.dumps(event.to_json(), separators=(",", ":")),
+                }
+            )
+        payload = {
+            "ranks": STATUS_RANK,
+            "ops": ops,
+            "now": now,
+            "kept": keys.EVENTS_KEPT,
+            "evt_ttl": keys.EVENT_ID_TTL,
+            "default_ttl_ms": self.default_ttl_ms,
+            "unknown": unknown,
+            "invalid": invalid,
+        }
+        recorded, duplicates, unknown_total, changed = self._apply(
+            keys=key_list, args=[json.dumps(payload, separators=(",", ":"))]
+        )
+        return ApplyResult(
+            recorded=int(recorded),
+            duplicates=int(duplicates),
+            unknown_message_ids=int(unknown_total),
+            invalid_ids=invalid,
+            status_changes=int(changed),
+        )
+
+
+def _ids_are_safe(event: TrackingEvent) -> bool:
+    # Ids become key names; anything unexpected is counted and skipped.
+    if keys.safe_id(event.message_id) is None:
+        return False
+    return event.event_id is None or keys.safe_id(event.event_id) is not None
+
+
+def parse_index_entry(raw: bytes | str | None) -> tuple[str, tuple[str, ...]] | None:
+    """``(send_id, recipients)`` from an ``mq:msgid:`` value, or None when absent or unusable.
+
+    Accepts ``{"send": id, "recipients": [...]}`` and the older ``[send_id, recipient]``.
+    """
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(value, dict):
+        send_id, recipients = value.get("send"), value.get("recipients")
+    elif isinstance(value, list) and value:
+        send_id, recipients = value[0], value[1:]
+    else:
+        return None
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    if keys.safe_id(send_id) is None or not isinstance(recipients, list):
+        return None
+    assert isinstance(send_id, str)
+    return send_id, tuple(r for r in recipients if isinstance(r, str))
+
+
+def pick_recipients(recipients: Sequence[str], email: str | None) -> tuple[str, ...]:
+    """The recipients an event concerns.
+
+    The sandbox gives every recipient of a message the same id, so when the
+    index lists several, the event's ``email`` picks one, compared
+    case-insensitively and across the Unicode / IDNA forms of the domain.
+    With no match every listed recipient is concerned.
+    """
+    if len(recipients) <= 1 or not email:
+        return tuple(recipients)
+    wanted = _comparable(email)
+    matching = tuple(r for r in recipients if _comparable(r) == wanted)
+    return matching or tuple(recipients)
+
+
+def _comparable(address: str) -> str:
+    local, at, domain = address.strip().rpartition("@")
+    if not at:
+        return address.strip().casefold()
+    with contextlib.suppress(UnicodeError, ValueError):
+        domain = domain if domain.isascii() else idna_encode(domain)
+    return f"{local.casefold()}@{domain.casefold()}"
