@@ -1,0 +1,295 @@
+"""The fleet-wide rate limiter: behaviour against Redis and the in-memory twin, fleet
+properties against a real Redis shared by real processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.synchronize import Barrier, Event
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from mailqueue import keys
+from mailqueue.errors import RateLimited, TransientDeliveryError
+from mailqueue.ratelimit import FleetRateLimiter, MemoryRateLimiter, RateLimiter, default_margin
+from mailqueue.settings import RateLimit, Settings
+
+TOKEN = "tok-3f9c1e7a-secret-api-token"
+
+MakeLimiter = Callable[..., RateLimiter]
+
+
+def make_settings(amount: int, period: float) -> Settings:
+    return Settings(api_token=TOKEN, rate_limit=RateLimit(amount, period))
+
+
+@pytest.fixture(params=["redis", "memory"])
+def make_limiter(request: pytest.FixtureRequest) -> Iterator[MakeLimiter]:
+    """Builds limiters of one kind: ``make_limiter(amount, period, margin=None)``."""
+    if request.param == "memory":
+        yield lambda amount, period, margin=None: MemoryRateLimiter(
+            make_settings(amount, period), margin=margin
+        )
+        return
+    client = request.getfixturevalue("redis_client")
+    yield lambda amount, period, margin=None: FleetRateLimiter(
+        client, make_settings(amount, period), margin=margin
+    )
+
+
+def most_in_any_window(times: list[float], width: float) -> int:
+    """The most timestamps that one closed window of ``width`` seconds can hold."""
+    ordered = sorted(times)
+    most, first = 0, 0
+    for last, stamp in enumerate(ordered):
+        while stamp - ordered[first] > width:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+# -- behaviour, on both implementations ------------------------------------------
+
+
+def test_grants_amount_slots_at_once_then_refuses(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(5, 10.0)
+    assert [limiter.try_acquire() for _ in range(5)] == [True] * 5
+    assert limiter.try_acquire() is False
+
+
+def test_acquire_returns_near_zero_when_a_slot_is_free(make_limiter: MakeLimiter) -> None:
+    assert make_limiter(5, 10.0).acquire() < 0.05
+
+
+def test_acquire_waits_until_the_oldest_slot_leaves_window_and_margin(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter(3, 0.3, margin=0.05)
+    for _ in range(3):
+        limiter.acquire()
+    waited = limiter.acquire()
+    assert 0.33 <= waited < 0.6
+
+
+def test_acquire_beyond_max_wait_raises_a_transient_error_naming_the_local_limiter(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter(1, 10.0)
+    limiter.acquire()
+    started = time.monotonic()
+    with pytest.raises(RateLimited) as caught:
+        limiter.acquire(max_wait=0.2)
+    assert time.monotonic() - started < 0.1, "should refuse at once, not wait max_wait first"
+    assert isinstance(caught.value, TransientDeliveryError)
+    assert "local" in str(caught.value)
+    assert caught.value.retry_after is not None and caught.value.retry_after > 9
+
+
+def test_acquire_refused_for_max_wait_consumes_no_slot(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(3, 10.0)
+    limiter.penalize(0.2)
+    for _ in range(5):
+        with pytest.raises(RateLimited):
+            limiter.acquire(max_wait=0.05)
+    time.sleep(0.25)
+    assert [limiter.try_acquire() for _ in range(3)] == [True] * 3
+
+
+def test_try_acquire_is_refused_during_a_cooldown(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(5, 10.0)
+    limiter.penalize(5.0)
+    assert limiter.try_acquire() is False
+
+
+def test_acquire_waits_out_a_cooldown(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(5, 10.0)
+    limiter.penalize(0.3)
+    assert 0.29 <= limiter.acquire() < 0.6
+
+
+def test_penalize_sets_the_cooldown_to_retry_after(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(5, 10.0)
+    assert limiter.cooldown_remaining() == 0.0
+    limiter.penalize(0.5)
+    assert 0.4 < limiter.cooldown_remaining() <= 0.5
+
+
+def test_penalize_never_shortens_a_longer_cooldown(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(5, 10.0)
+    limiter.penalize(3.0)
+    limiter.penalize(0.1)
+    assert limiter.cooldown_remaining() > 2.5
+
+
+def test_penalize_lengthens_a_shorter_cooldown(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(5, 10.0)
+    limiter.penalize(0.1)
+    limiter.penalize(3.0)
+    assert limiter.cooldown_remaining() > 2.5
+
+
+def test_penalize_without_retry_after_cools_down_for_one_period(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter(5, 4.0)
+    limiter.penalize(None)
+    assert 3.5 < limiter.cooldown_remaining() <= 4.0
+
+
+def test_saturated_limiter_never_overruns_a_server_counting_arrivals_a_little_later(
+    make_limiter: MakeLimiter,
+) -> None:
+    # A strict server counts arrivals: grant time plus a network delay that
+    # varies. With delays that vary by up to `spread`, the worst case is the
+    # most grants in any window of period + spread; it must stay within amount.
+    amount, period, spread = 10, 0.4, 0.008
+    limiter = make_limiter(amount, period)
+    granted: list[float] = []
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        limiter.acquire()
+        granted.append(time.monotonic())
+    assert len(granted) >= 3 * amount
+    assert most_in_any_window(granted, period + spread) <= amount
+    rng = random.Random(7)
+    arrivals = [stamp + rng.uniform(0.002, 0.002 + spread) for stamp in granted]
+    assert most_in_any_window(arrivals, period) <= amount
+
+
+# -- pure parts ---------------------------------------------------------------------
+
+
+def test_default_margin_is_a_quarter_second_for_mailtraps_limit() -> None:
+    assert default_margin(RateLimit(150, 10.0)) == 0.25
+
+
+def test_default_margin_shrinks_with_short_periods() -> None:
+    assert default_margin(RateLimit(20, 1.0)) == pytest.approx(0.05)
+
+
+# -- fleet properties: real Redis, real processes ------------------------------------
+
+
+def _hammer(
+    url: str,
+    amount: int,
+    period: float,
+    margin: float,
+    seconds: float,
+    start: Barrier,
+    results: multiprocessing.Queue[list[float]],
+) -> None:
+    client = redis.Redis.from_url(url)
+    limiter = FleetRateLimiter(client, make_settings(amount, period), margin=margin)
+    start.wait()
+    end = time.time() + seconds
+    granted: list[float] = []
+    while True:
+        try:
+            limiter.acquire(max_wait=end - time.time())
+        except RateLimited:
+            break
+        granted.append(time.time())
+    results.put(granted)
+
+
+def test_processes_share_one_budget_and_use_all_of_it(redis_url: str) -> None:
+    amount, period, margin, seconds, workers = 20, 1.0, 0.05, 2.5, 3
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(workers)
+    results: multiprocessing.Queue[list[float]] = ctx.Queue()
+    processes = [
+        ctx.Process(
+            target=_hammer, args=(redis_url, amount, period, margin, seconds, start, results)
+        )
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    per_process = [results.get(timeout=30) for _ in processes]
+    for process in processes:
+        process.join(timeout=10)
+    granted = [stamp for stamps in per_process for stamp in stamps]
+
+    assert most_in_any_window(granted, period) <= amount
+    # Bursts of `amount` at 0, period + margin, 2 * (period + margin), ...
+    achievable = amount * (int(seconds // (period + margin)) + 1)
+    assert len(granted) >= 0.9 * achievable
+
+
+def _acquire_after_signal(
+    url: str, ready: Event, go: Event, results: multiprocessing.Queue[float]
+) -> None:
+    limiter = FleetRateLimiter(redis.Redis.from_url(url), make_settings(100, 10.0))
+    ready.set()
+    go.wait(timeout=30)
+    results.put(limiter.acquire())
+
+
+def test_cooldown_set_in_one_process_holds_back_another(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    ready, go = ctx.Event(), ctx.Event()
+    results: multiprocessing.Queue[float] = ctx.Queue()
+    other = ctx.Process(target=_acquire_after_signal, args=(redis_url, ready, go, results))
+    other.start()
+    assert ready.wait(timeout=30)
+    FleetRateLimiter(redis_client, make_settings(100, 10.0)).penalize(0.5)
+    go.set()
+    waited = results.get(timeout=30)
+    other.join(timeout=10)
+    assert waited >= 0.45
+
+
+def test_processes_with_the_same_token_share_state_and_others_do_not(
+    redis_client: redis.Redis,
+) -> None:
+    first = FleetRateLimiter(redis_client, make_settings(2, 10.0))
+    same_token = FleetRateLimiter(redis_client, make_settings(2, 10.0))
+    other_token = FleetRateLimiter(
+        redis_client, Settings(api_token="another-token", rate_limit=RateLimit(2, 10.0))
+    )
+    assert first.try_acquire() and first.try_acquire()
+    assert same_token.try_acquire() is False
+    assert other_token.try_acquire() is True
+
+
+def test_redis_holds_the_token_key_never_the_token(redis_client: redis.Redis) -> None:
+    settings = make_settings(5, 10.0)
+    limiter = FleetRateLimiter(redis_client, settings)
+    limiter.acquire()
+    limiter.penalize(5.0)
+
+    names = sorted(name.decode() for name in redis_client.scan_iter())
+    assert names == sorted([keys.rate_limit(settings.token_key), keys.cooldown(settings.token_key)])
+    stored = [
+        member.decode()
+        for member in redis_client.zrange(keys.rate_limit(settings.token_key), 0, -1)
+    ]
+    stored.append(redis_client.get(keys.cooldown(settings.token_key)).decode())  # type: ignore[union-attr]
+    assert all(TOKEN not in text for text in [*names, *stored])
+
+
+def test_limiter_keys_expire_on_their_own(redis_client: redis.Redis) -> None:
+    settings = make_settings(5, 10.0)
+    limiter = FleetRateLimiter(redis_client, settings)
+    limiter.acquire()
+    limiter.penalize(5.0)
+    assert 0 < redis_client.pttl(keys.rate_limit(settings.token_key)) <= 11_300
+    assert 0 < redis_client.pttl(keys.cooldown(settings.token_key)) <= 5_001
+
+
+def test_unreachable_redis_is_reported_as_broker_unavailable() -> None:
+    from mailqueue.errors import BrokerUnavailable
+    from mailqueue.testing.redis_server import free_port
+
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    limiter = FleetRateLimiter(client, make_settings(5, 10.0))
+    with pytest.raises(BrokerUnavailable):
+        limiter.acquire()
