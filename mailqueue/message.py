@@ -51,6 +51,7 @@ MAX_CUSTOM_VARIABLES_BYTES = 1000
 MAX_JSON_DEPTH = 64
 
 _SCALARS = (str, int, type(None))
+_B64_WHITESPACE = str.maketrans("", "", " \t\r\n")
 _HEADER_FORBIDDEN = frozenset(":\r\n \t\0")
 
 
@@ -124,11 +125,13 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
     raw_reply_to = get("reply_to")
     if raw_reply_to is not None:
         reply_to.append(_recipients(raw_reply_to, "reply_to"))
+        _check_reply_to(reply_to[-1], unsupported)
     headers = None
     if get("headers") is not None:
         headers, header_reply_to, header_from, header_to = _extra_headers(get("headers"))
         if header_reply_to:
             reply_to.append(header_reply_to)
+            _check_reply_to(header_reply_to, unsupported)
         if header_from is not None:
             # A From header replaces from_email, which would become the envelope sender.
             if len(header_from) > 1:
@@ -199,6 +202,13 @@ class _Unsupported:
     def feature(self, name: str) -> None:
         if not self.ignore:
             raise UnsupportedFeature(f"Mailtrap does not support {name}", field=name)
+
+
+def _check_reply_to(addresses: list[EmailAddress], unsupported: _Unsupported) -> None:
+    # Several addresses go into a header we must encode, and an EAI local part
+    # has no 7-bit form.
+    if len(addresses) > 1 and any(address.uses_eai for address in addresses):
+        unsupported.feature("EAI with multiple reply_to addresses")
 
 
 def _check_mailtrap_rules(msg: NormalizedMessage, tags: list[str]) -> None:
@@ -411,7 +421,7 @@ def _attachment(item: object, where: str) -> Attachment:
     if not isinstance(content, str):
         raise ValidationError(f"{where}.content must be a base64 string", field=f"{where}.content")
     try:
-        raw = b64decode(content, validate=True)
+        raw = _b64decode(content)
     except (binascii.Error, ValueError):
         raise ValidationError(
             f"{where}.content is not valid base64", field=f"{where}.content"
@@ -438,6 +448,14 @@ def _attachment(item: object, where: str) -> Attachment:
         inline=is_inline,
         content_id=unquote(content_id) if (is_inline and content_id) else "",
     )
+
+
+def _b64decode(content: str) -> bytes:
+    try:
+        return b64decode(content, validate=True)
+    except (binascii.Error, ValueError):
+        # MIME-style base64 wraps lines; anything else outside the alphabet is an error.
+        return b64decode(content.translate(_B64_WHITESPACE), validate=True)
 
 
 # -- JSON values ----------------------------------------------------------
