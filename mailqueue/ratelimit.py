@@ -141,14 +141,13 @@ class FleetRateLimiter:
     ) -> None:
         self.limit = settings.rate_limit
         self.margin = default_margin(self.limit) if margin is None else margin
-        self._redis = redis_client
         self._log_key = keys.rate_limit(settings.token_key)
         self._cooldown_key = keys.cooldown(settings.token_key)
         self._window_us = round((self.limit.period + self.margin) * _MICRO)
         self._acquire = redis_client.register_script(_ACQUIRE)
         self._penalize = redis_client.register_script(_PENALIZE)
         self._cooldown_left = redis_client.register_script(_COOLDOWN_LEFT)
-        self._member_prefix = f"{os.getpid()}:{random.getrandbits(48):012x}:"
+        self._member_tag = f"{random.getrandbits(48):012x}"
         self._counter = 0
         self._counter_lock = threading.Lock()
 
@@ -188,7 +187,9 @@ class FleetRateLimiter:
     def _attempt(self) -> float:
         with self._counter_lock:
             self._counter += 1
-            member = f"{self._member_prefix}{self._counter}"
+            # Log members must be unique fleet-wide; the pid is read per call
+            # because Celery's prefork pool may copy one limiter into many children.
+            member = f"{os.getpid()}:{self._member_tag}:{self._counter}"
         args: list[str | int] = [self._window_us, self.limit.amount, member]
         return self._run(self._acquire, [self._log_key, self._cooldown_key], args) / _MICRO
 
