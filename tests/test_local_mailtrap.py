@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -214,22 +214,20 @@ def test_requests_beyond_the_rate_limit_get_429_with_retry_after() -> None:
 
 
 def test_rate_limit_window_slides() -> None:
-    with LocalMailtrap(rate_limit=(2, 0.3)) as server:
-        with requests.Session() as client:
-            client.headers["Api-Token"] = server.token
-            first = [post(client, server, "send", message()).status_code for _ in range(3)]
-            time.sleep(0.35)
-            later = post(client, server, "send", message()).status_code
+    with LocalMailtrap(rate_limit=(2, 0.3)) as server, requests.Session() as client:
+        client.headers["Api-Token"] = server.token
+        first = [post(client, server, "send", message()).status_code for _ in range(3)]
+        time.sleep(0.35)
+        later = post(client, server, "send", message()).status_code
     assert first == [200, 200, 429]
     assert later == 200
 
 
 def test_429_has_no_retry_after_unless_asked() -> None:
-    with LocalMailtrap(rate_limit=(1, 10.0)) as server:
-        with requests.Session() as client:
-            client.headers["Api-Token"] = server.token
-            post(client, server, "send", message())
-            answer = post(client, server, "send", message())
+    with LocalMailtrap(rate_limit=(1, 10.0)) as server, requests.Session() as client:
+        client.headers["Api-Token"] = server.token
+        post(client, server, "send", message())
+        answer = post(client, server, "send", message())
     assert answer.status_code == 429
     assert "Retry-After" not in answer.headers
 
@@ -301,10 +299,12 @@ def test_unknown_fault_is_refused(mailtrap: LocalMailtrap) -> None:
 
 def test_fault_rates_are_reproducible_with_a_seed() -> None:
     def codes(seed: int) -> list[int]:
-        with LocalMailtrap(fault_rates={"500": 0.5}, seed=seed) as server:
-            with requests.Session() as client:
-                client.headers["Api-Token"] = server.token
-                return [post(client, server, "send", message()).status_code for _ in range(20)]
+        with (
+            LocalMailtrap(fault_rates={"500": 0.5}, seed=seed) as server,
+            requests.Session() as client,
+        ):
+            client.headers["Api-Token"] = server.token
+            return [post(client, server, "send", message()).status_code for _ in range(20)]
 
     first = codes(1)
     assert first == codes(1)
