@@ -1,0 +1,158 @@
+"""A real Celery worker process for end-to-end tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from types import TracebackType
+
+import redis
+
+from .. import keys
+from ..settings import Settings
+
+__all__ = ["WorkerProcess", "settings_env"]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that rebuild ``settings`` in another process."""
+    env = {
+        "MAILQUEUE_BROKER_URL": settings.broker_url,
+        "MAILQUEUE_RATE_LIMIT": f"{settings.rate_limit.amount}/{settings.rate_limit.period!r}s",
+        "MAILQUEUE_COALESCE": "true" if settings.coalesce else "false",
+        "MAILQUEUE_STATUS_TTL": str(settings.status_ttl),
+        "MAILQUEUE_IGNORE_UNSUPPORTED_FEATURES": str(settings.ignore_unsupported_features).lower(),
+        "MAILQUEUE_CONNECT_TIMEOUT": repr(settings.connect_timeout),
+        "MAILQUEUE_READ_TIMEOUT": repr(settings.read_timeout),
+        "MAILQUEUE_MAX_RETRIES": str(settings.max_retries),
+        "MAILQUEUE_RETRY_BACKOFF": repr(settings.retry_backoff),
+        "MAILQUEUE_RETRY_BACKOFF_MAX": repr(settings.retry_backoff_max),
+        "MAILQUEUE_VISIBILITY_TIMEOUT": repr(settings.visibility_timeout),
+        "MAILQUEUE_RECLAIM_IDLE": repr(settings.reclaim_idle),
+        "MAILQUEUE_QUEUE": settings.queue,
+    }
+    optional = {
+        "MAILTRAP_API_TOKEN": settings.api_token,
+        "MAILTRAP_API_URL": settings.api_url,
+        "MAILTRAP_SANDBOX_ID": settings.sandbox_id,
+        "MAILQUEUE_REDIS_URL": settings.redis_url,
+        "MAILQUEUE_DEFAULT_FROM_EMAIL": settings.default_from_email,
+        "MAILTRAP_TRACKING_SECRET": settings.tracking_secret,
+        "MAILQUEUE_WEBHOOK_SECRET": ",".join(settings.webhook_secret) or None,
+    }
+    env.update({name: value for name, value in optional.items() if value})
+    return env
+
+
+class WorkerProcess:
+    """``with WorkerProcess(settings, concurrency=2): ...`` runs ``celery -A mailqueue worker``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        concurrency: int = 2,
+        pool: str = "prefork",
+        extra_env: Mapping[str, str] | None = None,
+        loglevel: str = "WARNING",
+        hostname: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.concurrency = concurrency
+        self.pool = pool
+        self.extra_env = dict(extra_env or {})
+        self.loglevel = loglevel
+        self.hostname = hostname or f"mailqueue-{os.getpid()}-{time.monotonic_ns()}@%h"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="mailqueue-worker-", suffix=".log", delete=False)
+
+    def start(self, wait: float = 30.0) -> WorkerProcess:
+        env = {**os.environ, **settings_env(self.settings), **self.extra_env}
+        env.pop("CELERY_CONFIG_MODULE", None)
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "mailqueue", "worker",
+                "--concurrency", str(self.concurrency),
+                "--pool", self.pool,
+                "--loglevel", self.loglevel,
+                "--hostname", self.hostname,
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "--queues", self.settings.queue,
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_ready(wait)
+        return self
+
+    def _wait_ready(self, wait: float) -> None:
+        client = redis.Redis.from_url(self.settings.status_redis_url)
+        deadline = time.monotonic() + wait
+        try:
+            # The worker's ready hook publishes a wake-up; once a drain has run
+            # (its consumer group exists) the worker is taking work.
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"worker exited at start:\n{self.output()}")
+                if client.exists(keys.OUTBOX) and _has_group(client):
+                    return
+                time.sleep(0.05)
+        finally:
+            client.close()
+        raise RuntimeError(f"worker not ready after {wait} s:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        with open(self.log.name, "rb") as handle:
+            return handle.read().decode(errors="replace")[-20000:]
+
+    def kill(self) -> None:
+        """SIGKILL the worker and every pool process: a crash, not a shutdown."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Warm shutdown (SIGTERM), then SIGKILL if it does not finish in time."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None
+
+    def pids(self) -> list[int]:
+        """The main process and its pool children."""
+        if self.process is None:
+            return []
+        result = subprocess.run(
+            ["pgrep", "-g", str(self.process.pid)], capture_output=True, text=True, check=False
+        )
+        return [int(pid) for pid in result.stdout.split()]
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        os.unlink(self.log.name)
+
+
+def _has_group(client: redis.Redis) -> bool:
+    try:
+        return any(group["name"] in (b"workers", "workers") for group in client.xinfo_groups(keys.OUTBOX))
+    except redis.ResponseError:
+        return False
