@@ -293,3 +293,22 @@ def test_unreachable_redis_is_reported_as_broker_unavailable() -> None:
     limiter = FleetRateLimiter(client, make_settings(5, 10.0))
     with pytest.raises(BrokerUnavailable):
         limiter.acquire()
+
+
+def _acquire_once(limiter: FleetRateLimiter) -> None:
+    limiter.acquire()
+
+
+def test_a_limiter_copied_into_forked_workers_counts_every_grant(
+    redis_client: redis.Redis,
+) -> None:
+    # Celery's prefork pool copies a limiter built before the fork into every child.
+    settings = make_settings(10, 10.0)
+    limiter = FleetRateLimiter(redis_client, settings)
+    limiter.acquire()
+    child = multiprocessing.get_context("fork").Process(target=_acquire_once, args=(limiter,))
+    child.start()
+    child.join(timeout=30)
+    limiter.acquire()
+    assert child.exitcode == 0
+    assert redis_client.zcard(keys.rate_limit(settings.token_key)) == 3
