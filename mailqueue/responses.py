@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 from requests.exceptions import ChunkedEncodingError, ContentDecodingError
@@ -26,9 +26,9 @@ from .errors import (
     RateLimited,
     TransientDeliveryError,
 )
+from .payload import ApiCall
 
 __all__ = [
-    "ApiCallLike",
     "RequestResult",
     "classify_exception",
     "parse_response",
@@ -41,19 +41,6 @@ log = logging.getLogger(__name__)
 # nothing about the message itself.
 _TRANSIENT_STATUS = frozenset({408})
 _AUTH_STATUS = frozenset({401, 403})
-
-
-class ApiCallLike(Protocol):
-    """What parsing needs of an ``ApiCall`` (``mailqueue.payload``)."""
-
-    @property
-    def path(self) -> str: ...
-
-    @property
-    def recipients(self) -> tuple[tuple[str, ...], ...]: ...
-
-    @property
-    def is_batch(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -70,7 +57,7 @@ class RequestResult:
 
 
 def parse_response(
-    call: ApiCallLike,
+    call: ApiCall,
     status_code: int,
     body: bytes,
     *,
@@ -116,7 +103,7 @@ def parse_response(
 
 
 def _batch_results(
-    call: ApiCallLike, data: dict[str, Any], status_code: int, text: str, sandbox: bool
+    call: ApiCall, data: dict[str, Any], status_code: int, text: str, sandbox: bool
 ) -> list[RequestResult]:
     responses = data.get("responses")
     if not isinstance(responses, list):

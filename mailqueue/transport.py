@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import requests
 import requests.adapters
@@ -21,7 +21,8 @@ import requests.utils
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from .errors import RateLimited, TransientDeliveryError
-from .responses import ApiCallLike, RequestResult, classify_exception, parse_response
+from .payload import ApiCall
+from .responses import RequestResult, classify_exception, parse_response
 from .settings import Settings
 
 __all__ = ["Limiter", "Observer", "Transport", "backoff_seconds"]
@@ -42,13 +43,6 @@ class Limiter(Protocol):
     def acquire(self, max_wait: float | None = None) -> float: ...
 
     def penalize(self, retry_after: float | None) -> None: ...
-
-
-class ApiCallBody(ApiCallLike, Protocol):
-    """An ``ApiCall`` (``mailqueue.payload``): a path, a JSON body, and its recipients."""
-
-    @property
-    def json(self) -> dict[str, Any]: ...
 
 
 # Called after every attempt with the API path, the HTTP status (None when no
@@ -108,7 +102,7 @@ class Transport:
             }
         )
 
-    def post(self, call: ApiCallBody) -> list[RequestResult]:
+    def post(self, call: ApiCall) -> list[RequestResult]:
         """Exactly one POST of ``call``; one result per request, or a ``DeliveryError``."""
         # Default json.dumps (ASCII escapes, as Anymail sends).
         body = json.dumps(call.json).encode("ascii")
@@ -130,7 +124,7 @@ class Transport:
             retry_after=response.headers.get("Retry-After"),
         )
 
-    def send(self, call: ApiCallBody, *, deadline: float | None = None) -> list[RequestResult]:
+    def send(self, call: ApiCall, *, deadline: float | None = None) -> list[RequestResult]:
         """``post`` with up to ``attempts`` tries for transient errors, never past ``deadline``.
 
         ``deadline`` is a ``time.monotonic()`` value. The last error is re-raised
@@ -178,7 +172,7 @@ class Transport:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _attempt(self, call: ApiCallBody, deadline: float | None) -> list[RequestResult]:
+    def _attempt(self, call: ApiCall, deadline: float | None) -> list[RequestResult]:
         if self.limiter is not None:
             max_wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             self.limiter.acquire(max_wait)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
@@ -16,6 +15,7 @@ from mailqueue.errors import (
     RateLimited,
     TransientDeliveryError,
 )
+from mailqueue.payload import ApiCall
 from mailqueue.responses import (
     RequestResult,
     classify_exception,
@@ -23,20 +23,8 @@ from mailqueue.responses import (
     parse_retry_after,
 )
 
-
-@dataclass(frozen=True)
-class Call:
-    path: str
-    json: dict[str, Any]
-    recipients: tuple[tuple[str, ...], ...]
-
-    @property
-    def is_batch(self) -> bool:
-        return self.path.startswith("batch")
-
-
-SINGLE = Call("send", {}, (("to@example.com", "cc@example.com", "bcc@example.com"),))
-BATCH = Call(
+SINGLE = ApiCall("send", {}, (("to@example.com", "cc@example.com", "bcc@example.com"),))
+BATCH = ApiCall(
     "batch", {}, (("a@example.com", "cc@example.com"), ("b@example.com", "cc@example.com"))
 )
 
@@ -45,7 +33,7 @@ def body(data: object) -> bytes:
     return json.dumps(data).encode()
 
 
-def parse(call: Call, status: int, data: object, **kwargs: Any) -> list[RequestResult]:
+def parse(call: ApiCall, status: int, data: object, **kwargs: Any) -> list[RequestResult]:
     raw = data if isinstance(data, bytes) else body(data)
     return parse_response(call, status, raw, sandbox=kwargs.pop("sandbox", False), **kwargs)
 
@@ -85,7 +73,7 @@ def test_too_many_message_ids_do_not_raise() -> None:
 
 
 def test_repeated_address_keeps_the_last_message_id() -> None:
-    call = Call("send", {}, (("same@example.com", "other@example.com", "same@example.com"),))
+    call = ApiCall("send", {}, (("same@example.com", "other@example.com", "same@example.com"),))
     [result] = parse(call, 200, {"success": True, "message_ids": ["m1", "m2", "m3"]})
     assert result.message_ids == {"same@example.com": "m3", "other@example.com": "m2"}
 
@@ -133,7 +121,7 @@ def test_sandbox_batch_item_id_is_shared_by_its_recipients() -> None:
             {"success": True, "message_ids": ["b"]},
         ],
     }
-    first, second = parse(Call("batch/7", {}, BATCH.recipients), 200, answer, sandbox=True)
+    first, second = parse(ApiCall("batch/7", {}, BATCH.recipients), 200, answer, sandbox=True)
     assert first.message_ids == {"a@example.com": "a", "cc@example.com": "a"}
     assert second.message_ids == {"b@example.com": "b", "cc@example.com": "b"}
 

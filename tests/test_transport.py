@@ -20,6 +20,7 @@ from mailqueue.errors import (
     RateLimited,
     TransientDeliveryError,
 )
+from mailqueue.payload import ApiCall
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.transport import Transport, backoff_seconds
@@ -28,29 +29,18 @@ TOKEN = "tok-Recognizable-Secret-7f3a9c"
 SENDER = {"email": "sender@example.com"}
 
 
-@dataclass(frozen=True)
-class Call:
-    path: str
-    json: dict[str, Any]
-    recipients: tuple[tuple[str, ...], ...]
-
-    @property
-    def is_batch(self) -> bool:
-        return self.path.startswith("batch")
-
-
-def single(path: str = "send", *addresses: str) -> Call:
+def single(path: str = "send", *addresses: str) -> ApiCall:
     to = addresses or ("alice@example.com",)
     body = {"from": SENDER, "to": [{"email": a} for a in to], "subject": "Hi", "text": "Hello"}
-    return Call(path, body, (tuple(to),))
+    return ApiCall(path, body, (tuple(to),))
 
 
-def batch(path: str, *addresses: str) -> Call:
+def batch(path: str, *addresses: str) -> ApiCall:
     body = {
         "base": {"from": SENDER, "subject": "Hi", "text": "Hello"},
         "requests": [{"to": [{"email": a}]} for a in addresses],
     }
-    return Call(path, body, tuple((a,) for a in addresses))
+    return ApiCall(path, body, tuple((a,) for a in addresses))
 
 
 @dataclass
@@ -304,7 +294,7 @@ def test_token_never_appears_in_errors_or_logs(
     errors: list[BaseException] = []
     mailtrap.slow_seconds = 0.5
 
-    def attempt(client: Transport, call: Call) -> None:
+    def attempt(client: Transport, call: ApiCall) -> None:
         try:
             client.send(call)
         except DeliveryError as exc:
