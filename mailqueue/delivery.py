@@ -124,7 +124,9 @@ class Drainer:
             self.wake(0)
 
     def _schedule_next_retry(self) -> None:
-        due = self.outbox.next_retry_due()
+        """Make sure a wake-up comes for the next retry, or for envelopes a dead worker left."""
+        candidates = [self.outbox.next_retry_due(), self.outbox.next_reclaim_due()]
+        due = min((c for c in candidates if c is not None), default=None)
         if due is None:
             return
         delay = min(max(due - time.time(), 0.0), MAX_COUNTDOWN)
@@ -133,8 +135,14 @@ class Drainer:
 
     # -- one read -------------------------------------------------------
 
+    @property
+    def lease(self) -> float:
+        # Shorter than reclaim_idle, so that a part taken over from a dead
+        # worker is never refused as still leased.
+        return self.settings.reclaim_idle * 0.9
+
     def _deliver(self, envelopes: list[Envelope], report: DrainReport) -> None:
-        lease = self.settings.reclaim_idle
+        lease = self.lease
         claims = self.store.claim([(e.send_id, e.part) for e in envelopes], lease)
         ready: list[Envelope] = []
         finished: list[Envelope] = []
@@ -177,8 +185,8 @@ class Drainer:
         report.calls += 1
         # A live worker always finishes (or gives up) before its lease ends, so
         # no other worker ever takes over a call still in progress.
-        margin = self.settings.connect_timeout + self.settings.read_timeout + 5
-        deadline = time.monotonic() + max(self.settings.reclaim_idle - margin, 1.0)
+        margin = self.settings.connect_timeout + self.settings.read_timeout + 1
+        deadline = time.monotonic() + max(self.lease - margin, 1.0)
         try:
             results = self.transport.send(call, deadline=deadline)
         except PermanentDeliveryError as exc:

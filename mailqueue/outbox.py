@@ -173,6 +173,20 @@ class Outbox:
             single, batch = pipe.execute()
         return int(single) + int(batch)
 
+    def next_reclaim_due(self) -> float | None:
+        """When the oldest envelope read but not acknowledged becomes reclaimable (unix seconds)."""
+        due = None
+        for stream in (keys.OUTBOX, keys.OUTBOX_BATCH):
+            try:
+                oldest = self.redis.xpending_range(stream, keys.OUTBOX_GROUP, "-", "+", 1)
+            except redis.ResponseError:  # no group yet
+                continue
+            if oldest:
+                idle = int(oldest[0]["time_since_delivered"])
+                at = time.time() + max(self.reclaim_idle_ms - idle, 0) / 1000
+                due = at if due is None else min(due, at)
+        return due
+
     def next_retry_due(self) -> float | None:
         first = self.redis.zrange(keys.RETRY, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
