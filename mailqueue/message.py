@@ -109,7 +109,7 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
         )
     for key in message:
         if key not in MESSAGE_KEYS:
-            name = key if isinstance(key, str) else repr(key)
+            name = key if isinstance(key, str) and key else repr(key)
             raise ValidationError(f"unknown message key {name!r}", field=str(name))
     get = message.get
     unsupported = _Unsupported(settings.ignore_unsupported_features)
