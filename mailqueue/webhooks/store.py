@@ -18,7 +18,7 @@ import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -123,7 +123,11 @@ class EventStore:
         usable = [event for event in events if _ids_are_safe(event)]
         invalid = len(events) - len(usable)
         message_ids = sorted({event.message_id for event in usable})
-        found = self.redis.mget([keys.message_index(mid) for mid in message_ids]) if usable else []
+        found: list[bytes | None] = (
+            cast(list[bytes | None], self.redis.mget([keys.message_index(m) for m in message_ids]))
+            if message_ids
+            else []
+        )
         index = {mid: parse_index_entry(raw) for mid, raw in zip(message_ids, found, strict=True)}
 
         key_list: list[str] = [keys.STATS]

@@ -1,0 +1,150 @@
+"""The tracking webhook mounted in a Django project, through Django's test client."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import django
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.test import Client, override_settings
+from django.urls import include, path, reverse
+
+from mailqueue.settings import Settings
+from mailqueue.status import PartResult, StatusStore, now_iso
+
+if not django_settings.configured:
+    django_settings.configure(
+        SECRET_KEY="test-only",
+        ALLOWED_HOSTS=["testserver"],
+        INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes"],
+        DATABASES={},
+        MIDDLEWARE=["django.middleware.csrf.CsrfViewMiddleware"],
+        USE_TZ=True,
+    )
+    django.setup()
+
+urlpatterns = [path("anymail/", include("mailqueue.django.urls"))]
+
+URL = "/anymail/mailtrap/tracking/"
+SECRET = "0123456789abcdef0123456789abcdef"
+BASIC = "Basic " + base64.b64encode(b"hook:pass").decode()
+MESSAGE_ID = "0c7fd939-02cf-11ed-88c2-0a58a9feac02"
+
+
+@pytest.fixture
+def django_project(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("MAILQUEUE_WEBHOOK_SECRET", "MAILTRAP_TRACKING_SECRET", "MAILQUEUE_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with override_settings(
+        ROOT_URLCONF=__name__,
+        ANYMAIL={"WEBHOOK_SECRET": "hook:pass"},
+        MAILQUEUE_REDIS_URL=redis_url,
+    ):
+        yield
+
+
+@pytest.fixture
+def client(django_project: None) -> Client:
+    return Client(enforce_csrf_checks=True)
+
+
+@pytest.fixture
+def send_id(redis_client: redis.Redis) -> str:
+    store = StatusStore(redis_client, Settings())
+    with redis_client.pipeline() as pipe:
+        store.create(pipe, "dj-1", parts=1, created_at=now_iso())
+        store.record(pipe, "dj-1", 0, PartResult("sent", {"to@example.com": MESSAGE_ID}))
+        pipe.execute()
+    return "dj-1"
+
+
+def delivery(event_id: str = "e1", name: str = "delivery") -> dict[str, Any]:
+    return {
+        "event": name,
+        "message_id": MESSAGE_ID,
+        "email": "to@example.com",
+        "timestamp": 1714564800,
+        "event_id": event_id,
+    }
+
+
+def post(client: Client, body: bytes, url: str = URL, **headers: str) -> Any:
+    headers.setdefault("Authorization", BASIC)
+    return client.post(url, data=body, content_type="application/json", headers=headers)
+
+
+def recipient_status(client: redis.Redis, send_id: str) -> str:
+    record = StatusStore(client, Settings()).get(send_id)
+    assert record is not None
+    return str(record["recipients"]["to@example.com"]["status"])
+
+
+def test_a_tracking_post_updates_the_recipient(
+    client: Client, redis_client: redis.Redis, send_id: str
+) -> None:
+    answer = post(client, json.dumps({"events": [delivery()]}).encode())
+    assert answer.status_code == 200
+    assert recipient_status(redis_client, send_id) == "delivered"
+
+
+def test_json_lines_are_accepted(client: Client, redis_client: redis.Redis, send_id: str) -> None:
+    body = (json.dumps(delivery("e1")) + "\n" + json.dumps(delivery("e2", "open")) + "\n").encode()
+    assert post(client, body).status_code == 200
+    assert recipient_status(redis_client, send_id) == "opened"
+
+
+def test_the_url_has_a_name(django_project: None) -> None:
+    assert reverse("mailqueue_mailtrap_tracking") == URL
+
+
+def test_the_url_without_a_trailing_slash_is_served(client: Client) -> None:
+    assert post(client, b'{"events": []}', url=URL.rstrip("/")).status_code == 200
+
+
+def test_wrong_basic_auth_is_401(client: Client, redis_client: redis.Redis, send_id: str) -> None:
+    wrong = "Basic " + base64.b64encode(b"hook:nope").decode()
+    answer = post(client, json.dumps({"events": [delivery()]}).encode(), Authorization=wrong)
+    assert answer.status_code == 401
+    assert answer["WWW-Authenticate"] == 'Basic realm="mailqueue"'
+    assert recipient_status(redis_client, send_id) == "queued"
+
+
+def test_the_signing_secret_comes_from_the_anymail_settings(
+    client: Client, redis_client: redis.Redis, send_id: str
+) -> None:
+    body = json.dumps({"events": [delivery()]}).encode()
+    signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    with override_settings(ANYMAIL={"MAILTRAP_TRACKING_SECRET": SECRET}):
+        unsigned = post(client, body, Authorization="")
+        forged = post(client, body, Authorization="", **{"Mailtrap-Signature": "0" * 64})
+        signed = post(client, body, Authorization="", **{"Mailtrap-Signature": signature})
+    assert (unsigned.status_code, forged.status_code, signed.status_code) == (401, 401, 200)
+    assert recipient_status(redis_client, send_id) == "delivered"
+
+
+def test_a_bad_body_is_400_with_a_reason(client: Client) -> None:
+    answer = post(client, b'{"events": [{"event": "delivery"}]}')
+    assert answer.status_code == 400
+    assert answer.content.decode().strip() == 'events[0]: missing "message_id"'
+
+
+def test_a_body_past_the_bound_is_413(client: Client) -> None:
+    with override_settings(MAILQUEUE_WEBHOOK_MAX_BODY=100):
+        assert post(client, b" " * 101).status_code == 413
+
+
+def test_get_is_405(client: Client) -> None:
+    answer = client.get(URL)
+    assert answer.status_code == 405
+    assert answer["Allow"] == "POST, HEAD, OPTIONS"
+
+
+def test_head_is_200(client: Client) -> None:
+    assert client.head(URL).status_code == 200
