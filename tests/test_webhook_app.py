@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -419,3 +423,31 @@ def test_a_store_outage_is_503_so_that_mailtrap_retries(redis_url: str) -> None:
     with serving(create_app(settings_for(dead))) as url:
         answer = post(url, as_json(mailtrap_event("delivery", "e1")))
     assert answer.status_code == 503
+
+
+def test_serve_runs_the_app_with_waitress(
+    redis_url: str, redis_client: redis.Redis, alice: str
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "MAILQUEUE_WEBHOOK_SECRET": ":".join(BASIC),
+        "MAILQUEUE_REDIS_URL": redis_url,
+    }
+    code = f"from mailqueue.webhooks import serve; serve(None, '127.0.0.1', {port})"
+    process = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/mailtrap/tracking/"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                answer = post(url, as_json(mailtrap_event("delivery", "e1")))
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        assert answer.status_code == 200
+        assert recipient_status(redis_client, alice) == "delivered"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
