@@ -436,7 +436,7 @@ def _attachment(item: object, where: str) -> Attachment:
             f"{where}.mimetype must look like 'type/subtype'", field=f"{where}.mimetype"
         )
     content_type = mimetype
-    if maintype == "text" and "utf-8" not in mimetype:
+    if maintype == "text" and "charset=" not in mimetype.lower():
         # Anymail labels text parts with their charset; content is sent as given.
         content_type = f'{mimetype}; charset="utf-8"'
     # Like a MIME part: no disposition but a Content-ID means inline.
