@@ -82,18 +82,37 @@ def parse_address_list(text: object, field: str) -> list[EmailAddress]:
     return list(_parse_slow(text, field))
 
 
-@lru_cache(maxsize=4096)
 def _parse_slow(text: str, field: str) -> tuple[EmailAddress, ...]:
+    try:
+        if len(text) <= _CACHED_TEXT_CHARS:
+            return _parse_cached(text)
+        return _parse(text)
+    except _Invalid as error:
+        raise _invalid(text, field, str(error)) from None
+
+
+class _Invalid(ValueError):
+    """An address failed to parse; the caller adds which field it came from."""
+
+
+_CACHED_TEXT_CHARS = 512
+
+
+def _parse(text: str) -> tuple[EmailAddress, ...]:
     try:
         pairs = getaddresses([text])
     except Exception as error:  # the parser's failure modes are not documented
-        raise _invalid(text, field, str(error)) from None
+        raise _Invalid(str(error)) from None
     if not pairs:
-        raise _invalid(text, field, "no address found")
-    return tuple(_one(name, spec, text, field) for name, spec in pairs)
+        raise _Invalid("no address found")
+    return tuple(_one(name, spec) for name, spec in pairs)
 
 
-def _one(name: str, spec: str, text: str, field: str) -> EmailAddress:
+# The same sender and recipients recur across messages; a failure is not cached.
+_parse_cached = lru_cache(maxsize=4096)(_parse)
+
+
+def _one(name: str, spec: str) -> EmailAddress:
     try:
         if spec and not spec.isascii():
             # headerregistry cannot parse a non-ASCII addr-spec (python/cpython#81074),
@@ -107,9 +126,9 @@ def _one(name: str, spec: str, text: str, field: str) -> EmailAddress:
         else:
             parsed = _HeaderAddress(name, addr_spec=spec)
     except Exception as error:
-        raise _invalid(text, field, str(error) or type(error).__name__) from None
+        raise _Invalid(str(error) or type(error).__name__) from None
     if not parsed.username or not parsed.domain:
-        raise _invalid(text, field, "missing local part or @domain")
+        raise _Invalid("missing local part or @domain")
     domain = parsed.domain
     addr_spec = parsed.addr_spec
     email = addr_spec
@@ -117,7 +136,7 @@ def _one(name: str, spec: str, text: str, field: str) -> EmailAddress:
         try:
             encoded = idna_encode(domain)
         except Exception:
-            raise _invalid(text, field, f"cannot IDNA-encode domain {domain!r}") from None
+            raise _Invalid(f"cannot IDNA-encode domain {domain!r}") from None
         email = str(_HeaderAddress(username=parsed.username, domain=encoded))
     return EmailAddress(parsed.display_name, addr_spec, parsed.username, domain, email)
 

@@ -255,8 +255,9 @@ def test_payload_matches_anymail(seed: int) -> None:
         assert str(raised.value) == str(anymail_error).split("\n")[0]
         return
     except Exception:
-        with pytest.raises(ValidationError):
+        with pytest.raises(ValidationError) as rejected:
             build_payload(message, settings)
+        assert rejected.value.__cause__ is None  # refused by validation, not by accident
         return
 
     if deliberately_rejected(message):
