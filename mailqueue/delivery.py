@@ -146,7 +146,7 @@ class Drainer:
         claims = self.store.claim([(e.send_id, e.part) for e in envelopes], lease)
         ready: list[Envelope] = []
         finished: list[Envelope] = []
-        for envelope, claim in zip(envelopes, claims):
+        for envelope, claim in zip(envelopes, claims, strict=True):
             if claim == "go":
                 ready.append(envelope)
             elif claim == "done":
@@ -181,7 +181,9 @@ class Drainer:
         return groups
 
     def _post(self, group: list[Envelope], report: DrainReport) -> None:
-        call = group[0].call if len(group) == 1 else coalesce([e.call for e in group], self.settings)
+        call = (
+            group[0].call if len(group) == 1 else coalesce([e.call for e in group], self.settings)
+        )
         report.calls += 1
         # A live worker always finishes (or gives up) before its lease ends, so
         # no other worker ever takes over a call still in progress.
@@ -217,7 +219,7 @@ class Drainer:
         else:
             parts = [_part_result([result]) for result in results]
         with self.runtime.redis.pipeline(transaction=True) as pipe:
-            for envelope, part in zip(group, parts):
+            for envelope, part in zip(group, parts, strict=True):
                 self.store.record(pipe, envelope.send_id, envelope.part, part)
                 if part.outcome == "failed":
                     self.outbox.bury(pipe, envelope, time.time())
@@ -275,7 +277,10 @@ class Drainer:
         report.retried += len(group)
         log.info(
             "sends %s retry %d in %.1f s: %s",
-            ",".join(e.send_id for e in group), attempt, delay, exc,
+            ",".join(e.send_id for e in group),
+            attempt,
+            delay,
+            exc,
         )
 
 
@@ -292,4 +297,3 @@ def _part_result(results: Sequence[RequestResult]) -> PartResult:
     outcome = "failed" if len(errors) == len(results) else "partial"
     error = {"kind": "permanent", "status_code": 200, "message": "; ".join(errors)[:500]}
     return PartResult(outcome, recipients, error)  # type: ignore[arg-type]
-

@@ -68,7 +68,7 @@ class ValidationError(MailqueueError):
 
 
 class UnsupportedFeature(ValidationError):
-    """The message uses something Mailtrap does not support (Anymail's AnymailUnsupportedFeature)."""
+    """The message asks for something Mailtrap does not support (AnymailUnsupportedFeature)."""
 
 
 class BrokerUnavailable(MailqueueError):

@@ -66,7 +66,12 @@ class Envelope:
 
     def encode(self) -> str:
         return json.dumps(
-            {"id": self.send_id, "part": self.part, "call": self.call.to_dict(), "attempt": self.attempt},
+            {
+                "id": self.send_id,
+                "part": self.part,
+                "call": self.call.to_dict(),
+                "attempt": self.attempt,
+            },
             separators=(",", ":"),
         )
 
@@ -129,12 +134,12 @@ class Outbox:
     def read(self, consumer: str, stream: str, count: int) -> list[Envelope]:
         """Envelopes for ``consumer``: first those abandoned by dead workers, then new ones."""
         self.ensure_group()
-        claimed = self.redis.xautoclaim(
+        claimed: Any = self.redis.xautoclaim(
             stream, keys.OUTBOX_GROUP, consumer, self.reclaim_idle_ms, "0-0", count=count
         )
         entries = list(claimed[1]) if claimed else []
         if len(entries) < count:
-            fresh = self.redis.xreadgroup(
+            fresh: Any = self.redis.xreadgroup(
                 keys.OUTBOX_GROUP, consumer, {stream: ">"}, count=count - len(entries)
             )
             for _, items in fresh or []:
@@ -178,7 +183,7 @@ class Outbox:
         due = None
         for stream in (keys.OUTBOX, keys.OUTBOX_BATCH):
             try:
-                oldest = self.redis.xpending_range(stream, keys.OUTBOX_GROUP, "-", "+", 1)
+                oldest: Any = self.redis.xpending_range(stream, keys.OUTBOX_GROUP, "-", "+", 1)
             except redis.ResponseError:  # no group yet
                 continue
             if oldest:
@@ -188,7 +193,7 @@ class Outbox:
         return due
 
     def next_retry_due(self) -> float | None:
-        first = self.redis.zrange(keys.RETRY, 0, 0, withscores=True)
+        first: Any = self.redis.zrange(keys.RETRY, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
 
     # -- dead letters ---------------------------------------------------
@@ -202,7 +207,7 @@ class Outbox:
 
     def dead_letters(self, limit: int = 100) -> list[tuple[str, float]]:
         """``(send_id, failed_at)`` pairs, oldest first."""
-        rows = self.redis.zrange(keys.DEAD, 0, limit - 1, withscores=True)
+        rows: Any = self.redis.zrange(keys.DEAD, 0, limit - 1, withscores=True)
         return [(_text(member), float(score)) for member, score in rows]
 
     def exhume(self, send_id: str) -> list[Envelope]:

@@ -40,7 +40,9 @@ Wake = Callable[..., None]
 def _wake(task_id: str | None = None, countdown: float | None = None, **options: Any) -> None:
     from .tasks import deliver
 
-    deliver.apply_async(task_id=task_id, countdown=countdown, **options)
+    if countdown is not None:
+        options["countdown"] = countdown
+    deliver.apply_async(task_id=task_id, **options)
 
 
 def enqueue(

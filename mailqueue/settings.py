@@ -157,9 +157,7 @@ class Settings:
     def require_token(self) -> str:
         """The API token, or ConfigurationError when none is set."""
         if not self.api_token:
-            raise ConfigurationError(
-                "MAILTRAP_API_TOKEN is required to send", setting="api_token"
-            )
+            raise ConfigurationError("MAILTRAP_API_TOKEN is required to send", setting="api_token")
         return self.api_token
 
     def replace(self, **changes: Any) -> Settings:
@@ -178,9 +176,11 @@ class Settings:
     def from_django(
         cls, django_settings: Any = None, environ: Mapping[str, str] | None = None
     ) -> Settings:
-        """Build from Django settings (``ANYMAIL`` dict and top-level names), then the environment."""
+        """Build from Django settings (``ANYMAIL`` and top-level names), then the environment."""
         if django_settings is None:
-            from django.conf import settings as django_settings
+            from django.conf import settings
+
+            django_settings = settings
         env = os.environ if environ is None else environ
         return cls(**_collect(_DjangoSource(django_settings, env)))
 

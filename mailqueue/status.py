@@ -164,7 +164,7 @@ def now_iso() -> str:
 
 @dataclass(frozen=True)
 class PartResult:
-    """The outcome of one part: per-recipient statuses, message ids, and an error when any failed."""
+    """One part's outcome: per-recipient message ids, and an error when any failed."""
 
     outcome: Literal["sent", "partial", "failed"]
     recipients: Mapping[str, str | None]  # recipient -> message id (None: failed)
@@ -219,8 +219,7 @@ class StatusStore:
         now_ms = int(time.time() * 1000)
         answers = self._claim(
             keys=[keys.send(send_id) for send_id, _ in parts],
-            args=[now_iso(), now_ms, int(lease_seconds * 1000), self.ttl]
-            + [part for _, part in parts],
+            args=[now_iso(), now_ms, int(lease_seconds * 1000), self.ttl, *(p for _, p in parts)],
         )
         mapping: dict[int, Claim] = {1: "go", 0: "done", 2: "busy"}
         return [mapping[int(answer)] for answer in answers]

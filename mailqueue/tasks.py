@@ -28,7 +28,10 @@ _drainer: Drainer | None = None
 
 
 def _wake(delay: float) -> None:
-    deliver.apply_async(countdown=delay if delay > 0 else None)
+    if delay > 0:
+        deliver.apply_async(countdown=delay)
+    else:
+        deliver.apply_async()
 
 
 def drainer() -> Drainer:
@@ -56,16 +59,16 @@ def _collect_leftovers(**_: Any) -> None:
     _wake(0)
 
 
-class SendEmailTask(Task):  # type: ignore[misc]
+class SendEmailTask(Task):  # type: ignore[type-arg]
     """Validates and queues in the caller's process instead of publishing the message itself."""
 
-    def apply_async(
+    def apply_async(  # type: ignore[override]
         self,
         args: tuple[Any, ...] | list[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
         task_id: str | None = None,
         **options: Any,
-    ) -> AsyncResult:
+    ) -> AsyncResult:  # type: ignore[type-arg]
         message = _single_message(args, kwargs)
         options.pop("producer", None)
         options.pop("link", None)
@@ -73,12 +76,12 @@ class SendEmailTask(Task):  # type: ignore[misc]
         send_id = enqueue(message, **options)
         return self.AsyncResult(send_id)
 
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:  # type: ignore[type-arg]
         return self.apply_async(args, kwargs)
 
 
 @app.task(base=SendEmailTask, name="mailqueue.send_email", bind=True)
-def send_email(self: Task, message: dict[str, Any]) -> str:
+def send_email(self: Task[Any, Any], message: dict[str, Any]) -> str:
     """Run by a worker when a message arrives by task name (``send_task``) or is called directly."""
     send_id = enqueue(message)
     drainer().drain()

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -69,20 +70,35 @@ class WorkerProcess:
         self.loglevel = loglevel
         self.hostname = hostname or f"mailqueue-{os.getpid()}-{time.monotonic_ns()}@%h"
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="mailqueue-worker-", suffix=".log", delete=False)
+        # Kept open for the worker's whole life; closed and removed in __exit__.
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="mailqueue-worker-", suffix=".log", delete=False
+        )
 
     def start(self, wait: float = 30.0) -> WorkerProcess:
         env = {**os.environ, **settings_env(self.settings), **self.extra_env}
         env.pop("CELERY_CONFIG_MODULE", None)
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "mailqueue", "worker",
-                "--concurrency", str(self.concurrency),
-                "--pool", self.pool,
-                "--loglevel", self.loglevel,
-                "--hostname", self.hostname,
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
-                "--queues", self.settings.queue,
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "mailqueue",
+                "worker",
+                "--concurrency",
+                str(self.concurrency),
+                "--pool",
+                self.pool,
+                "--loglevel",
+                self.loglevel,
+                "--hostname",
+                self.hostname,
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--queues",
+                self.settings.queue,
             ],
             env=env,
             stdout=self.log,
@@ -148,11 +164,13 @@ class WorkerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+        self.log.close()
         os.unlink(self.log.name)
 
 
 def _has_group(client: redis.Redis) -> bool:
     try:
-        return any(group["name"] in (b"workers", "workers") for group in client.xinfo_groups(keys.OUTBOX))
+        groups: Any = client.xinfo_groups(keys.OUTBOX)
+        return any(group["name"] in (b"workers", "workers") for group in groups)
     except redis.ResponseError:
         return False

@@ -20,7 +20,12 @@ def test_sigkill_mid_run_every_message_still_sent(make_settings, mailtrap: Local
     mailtrap.latency = 0.2
     settings = make_settings(coalesce=False, rate_limit="20/1s", reclaim_idle=6.0)
     messages = [
-        {"from_email": "a@example.com", "to": [f"r{i}@example.com"], "subject": f"m{i}", "text": "x"}
+        {
+            "from_email": "a@example.com",
+            "to": [f"r{i}@example.com"],
+            "subject": f"m{i}",
+            "text": "x",
+        }
         for i in range(60)
     ]
     first = WorkerProcess(settings, concurrency=2).start()

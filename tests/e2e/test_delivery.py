@@ -21,7 +21,9 @@ PLAIN = {
 }
 
 
-def test_single_send_is_sent_with_message_ids(mailtrap: LocalMailtrap, worker: WorkerProcess) -> None:
+def test_single_send_is_sent_with_message_ids(
+    mailtrap: LocalMailtrap, worker: WorkerProcess
+) -> None:
     result = mailqueue.send_email.delay(PLAIN)
 
     record = wait_final([result.id])[result.id]
@@ -120,9 +122,7 @@ def test_transient_faults_are_absorbed_by_retries(
     assert len(mailtrap.accepted) == 1
 
 
-def test_sandbox_send_goes_to_the_inbox_path(
-    make_settings, mailtrap: LocalMailtrap
-) -> None:
+def test_sandbox_send_goes_to_the_inbox_path(make_settings, mailtrap: LocalMailtrap) -> None:
     settings = make_settings(sandbox_id="12345")
     with WorkerProcess(settings):
         send_id = mailqueue.enqueue(PLAIN)
