@@ -101,10 +101,10 @@ def build_payload(message: Mapping[str, Any], settings: Settings | None = None) 
     settings = settings or _defaults()
     try:
         msg = normalize_message(message, settings)
-        data = _single_send_data(msg)
         if not msg.is_batch:
-            return [_single_call(msg, data, settings)]
-        return _batch_calls(msg, data, settings)
+            return [_single_call(msg, _single_send_data(msg), settings)]
+        # The batch base is the single-send payload without its recipients.
+        return _batch_calls(msg, _single_send_data(msg, recipients=False), settings)
     except MailqueueError:
         raise
     except Exception as error:  # a last line of defence: never anything but ValidationError
@@ -123,10 +123,10 @@ def _defaults() -> Settings:
 # -- the single-send payload ----------------------------------------------
 
 
-def _single_send_data(msg: NormalizedMessage) -> dict[str, Any]:
+def _single_send_data(msg: NormalizedMessage, *, recipients: bool = True) -> dict[str, Any]:
     data: dict[str, Any] = {"from": msg.from_email.as_wire()}
     for key, addresses in (("to", msg.to), ("cc", msg.cc), ("bcc", msg.bcc)):
-        if addresses:
+        if addresses and recipients:
             data[key] = [address.as_wire() for address in addresses]
     if msg.subject:
         # An empty subject is dropped, which is what lets templates work.
@@ -211,12 +211,14 @@ def burst_for_batch(
 ) -> tuple[list[dict[str, Any]], list[tuple[str, ...]]]:
     """One request per ``to`` address, each also carrying the full cc and bcc lists.
 
-    ``base`` is the single-send payload; its to/cc/bcc are removed. Returns the
-    requests and, for each, its recipients in ``message_ids`` order.
+    ``base`` is the payload without recipients. Returns the requests and, for
+    each, its recipients in ``message_ids`` order.
     """
-    base.pop("to", None)
-    cc = base.pop("cc", None)
-    bcc = base.pop("bcc", None)
+    shared: dict[str, Any] = {}
+    if msg.cc:
+        shared["cc"] = [address.as_wire() for address in msg.cc]
+    if msg.bcc:
+        shared["bcc"] = [address.as_wire() for address in msg.bcc]
     copies = tuple(a.addr_spec for a in (*msg.cc, *msg.bcc))
     merges = (
         ("template_variables", msg.merge_data or {}, base.get("template_variables") or {}),
@@ -228,15 +230,11 @@ def burst_for_batch(
     recipients: list[tuple[str, ...]] = []
     for index, address in enumerate(msg.to):
         wire = address.as_wire()
-        request: dict[str, Any] = {"to": [wire]}
-        if cc:
-            request["cc"] = cc
-        if bcc:
-            request["bcc"] = bcc
+        request: dict[str, Any] = {"to": [wire], **shared}
         for key, entries, base_values in active:
             # Anymail matches the IDNA (wire) form only; the Unicode form also matches here.
-            entry = entries.get(wire["email"])
-            if entry is None and address.addr_spec != wire["email"]:
+            entry = entries.get(address.email)
+            if entry is None and address.addr_spec != address.email:
                 entry = entries.get(address.addr_spec)
             if entry is not None:
                 # A request's key replaces base's outright, so carry base's values along.
@@ -246,7 +244,7 @@ def burst_for_batch(
                 if key == "custom_variables":
                     _check_custom_variables(merged, index)
         requests.append(request)
-        recipients.append((address.addr_spec, *copies))
+        recipients.append((address.addr_spec, *copies) if copies else (address.addr_spec,))
     return requests, recipients
 
 
