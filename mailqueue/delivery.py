@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import redis
+
 from . import keys
 from .backoff import compute_backoff
 from .errors import DeliveryError, PermanentDeliveryError, RateLimited, TransientDeliveryError
@@ -189,20 +191,42 @@ class Drainer:
         # no other worker ever takes over a call still in progress.
         margin = self.settings.connect_timeout + self.settings.read_timeout + 1
         deadline = time.monotonic() + max(self.lease - margin, 1.0)
+        doubts = 0
+
+        def note(error: DeliveryError) -> None:
+            # An attempt that may have reached Mailtrap makes any later success
+            # of this call a possible duplicate, even one tenacity got at once.
+            nonlocal doubts
+            doubts += error.maybe_delivered
+
         try:
-            results = self.transport.send(call, deadline=deadline)
+            results = self.transport.send(call, deadline=deadline, on_error=note)
         except PermanentDeliveryError as exc:
             if len(group) > 1 and exc.status_code in (400, 413, 422):
+                if doubts:
+                    self._count_doubts(group, doubts)
                 # One bad request must not fail its companions: send each alone.
                 for envelope in group:
                     self._post([envelope], report)
                 return
-            self._fail(group, exc, report)
+            self._fail(group, exc, report, doubts)
             return
         except TransientDeliveryError as exc:
-            self._retry_later(group, exc, report)
+            self._retry_later(group, exc, report, doubts)
             return
-        self._record(group, call, results, report)
+        self._record(group, call, results, report, doubts)
+
+    def _count_doubts(
+        self, group: Sequence[Envelope], doubts: int, pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """Count ``doubts`` possible duplicates on every send of ``group``."""
+        if pipe is None:
+            with self.runtime.redis.pipeline(transaction=False) as own:
+                self._count_doubts(group, doubts, own)
+                own.execute()
+            return
+        for envelope in group:
+            pipe.hincrby(keys.send(envelope.send_id), "possible_duplicates", doubts)
 
     # -- outcomes -------------------------------------------------------
 
@@ -212,6 +236,7 @@ class Drainer:
         call: ApiCall,
         results: list[RequestResult],
         report: DrainReport,
+        doubts: int = 0,
     ) -> None:
         # A coalesced call's request i is envelope i's message alone.
         if len(group) == 1:
@@ -223,6 +248,8 @@ class Drainer:
                 self.store.record(pipe, envelope.send_id, envelope.part, part)
                 if part.outcome == "failed":
                     self.outbox.bury(pipe, envelope, time.time())
+            if doubts:
+                self._count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
             pipe.execute()
         self._count(report, parts)
@@ -235,7 +262,13 @@ class Drainer:
             else:
                 report.sent += 1
 
-    def _fail(self, group: Sequence[Envelope], exc: DeliveryError, report: DrainReport) -> None:
+    def _fail(
+        self,
+        group: Sequence[Envelope],
+        exc: DeliveryError,
+        report: DrainReport,
+        doubts: int = 0,
+    ) -> None:
         error = exc.as_record()
         with self.runtime.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
@@ -244,17 +277,23 @@ class Drainer:
                     pipe, envelope.send_id, envelope.part, PartResult("failed", recipients, error)
                 )
                 self.outbox.bury(pipe, envelope, time.time())
+            if doubts:
+                self._count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
             pipe.execute()
         report.failed += len(group)
         log.warning("sends %s failed: %s", ",".join(e.send_id for e in group), exc)
 
     def _retry_later(
-        self, group: Sequence[Envelope], exc: TransientDeliveryError, report: DrainReport
+        self,
+        group: Sequence[Envelope],
+        exc: TransientDeliveryError,
+        report: DrainReport,
+        doubts: int = 0,
     ) -> None:
         attempt = max(e.attempt for e in group) + 1
         if attempt > self.settings.max_retries:
-            self._fail(group, exc, report)
+            self._fail(group, exc, report, doubts)
             return
         retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
         delay = compute_backoff(
@@ -268,10 +307,11 @@ class Drainer:
         with self.runtime.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
                 envelope.attempt = attempt
-                self.store.mark_retrying(
-                    pipe, envelope.send_id, envelope.part, error, due, exc.maybe_delivered
-                )
+                # Doubts are counted below, all of them, not only the last error's.
+                self.store.mark_retrying(pipe, envelope.send_id, envelope.part, error, due, False)
                 self.outbox.schedule(pipe, envelope, due)
+            if doubts:
+                self._count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
             pipe.execute()
         report.retried += len(group)

@@ -20,7 +20,7 @@ import requests.adapters
 import requests.utils
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
-from .errors import RateLimited, TransientDeliveryError
+from .errors import DeliveryError, RateLimited, TransientDeliveryError
 from .payload import ApiCall
 from .responses import RequestResult, classify_exception, parse_response
 from .settings import Settings
@@ -124,11 +124,19 @@ class Transport:
             retry_after=response.headers.get("Retry-After"),
         )
 
-    def send(self, call: ApiCall, *, deadline: float | None = None) -> list[RequestResult]:
+    def send(
+        self,
+        call: ApiCall,
+        *,
+        deadline: float | None = None,
+        on_error: Callable[[DeliveryError], None] | None = None,
+    ) -> list[RequestResult]:
         """``post`` with up to ``attempts`` tries for transient errors, never past ``deadline``.
 
         ``deadline`` is a ``time.monotonic()`` value. The last error is re-raised
-        when the attempts or the time run out.
+        when the attempts or the time run out. ``on_error`` sees the error of
+        every failed attempt, also those a later attempt recovered from: an
+        attempt that may have been delivered makes a success a possible duplicate.
         """
 
         def wait(state: RetryCallState) -> float:
@@ -160,7 +168,7 @@ class Transport:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return retrying(self._attempt, call, deadline)
+        return retrying(self._attempt, call, deadline, on_error)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -172,7 +180,12 @@ class Transport:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _attempt(self, call: ApiCall, deadline: float | None) -> list[RequestResult]:
+    def _attempt(
+        self,
+        call: ApiCall,
+        deadline: float | None,
+        on_error: Callable[[DeliveryError], None] | None = None,
+    ) -> list[RequestResult]:
         if self.limiter is not None:
             max_wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             self.limiter.acquire(max_wait)
@@ -182,6 +195,12 @@ class Transport:
             # Tell the whole fleet first, so that other workers back off too.
             if self.limiter is not None:
                 self.limiter.penalize(exc.retry_after)
+            if on_error is not None:
+                on_error(exc)
+            raise
+        except DeliveryError as exc:
+            if on_error is not None:
+                on_error(exc)
             raise
 
     def _observe(self, path: str, status_code: int | None, started: float) -> None:
