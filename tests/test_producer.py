@@ -1,0 +1,129 @@
+"""The producer API on a real Redis, with no worker running: what gets written, and what doesn't."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+import mailqueue
+from mailqueue import keys
+from mailqueue.outbox import Envelope
+from mailqueue.settings import Settings
+from mailqueue.testing.redis_server import free_port
+
+MESSAGE = {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Iterator[Settings]:
+    settings = Settings(broker_url=redis_url, api_token="tok")
+    mailqueue.configure(settings)
+    yield settings
+
+
+def outbox_envelopes(client: redis.Redis, stream: str = keys.OUTBOX) -> list[Envelope]:
+    return [Envelope.decode(fields[b"e"]) for _, fields in client.xrange(stream)]
+
+
+def test_send_email_delay_returns_an_async_result_named_by_the_send_id(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    result = mailqueue.send_email.delay(MESSAGE)
+
+    assert mailqueue.get_status(result.id)["state"] == "queued"  # type: ignore[index]
+    [envelope] = outbox_envelopes(redis_client)
+    assert envelope.send_id == result.id
+    assert envelope.call.path == "send"
+
+
+def test_apply_async_takes_the_message_as_its_only_argument(settings: Settings) -> None:
+    result = mailqueue.send_email.apply_async((MESSAGE,))
+
+    assert mailqueue.get_status(result.id) is not None
+
+
+def test_apply_async_with_countdown_schedules_instead_of_queueing(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    before = time.time()
+    mailqueue.send_email.apply_async((MESSAGE,), countdown=300)
+
+    assert outbox_envelopes(redis_client) == []
+    [(_, due)] = redis_client.zrange(keys.RETRY, 0, -1, withscores=True)
+    assert before + 299 <= due <= time.time() + 301
+
+
+def test_a_record_never_holds_the_body(settings: Settings, redis_client: redis.Redis) -> None:
+    send_id = mailqueue.enqueue({**MESSAGE, "text": "SECRET-BODY-TEXT"})
+
+    stored = redis_client.hgetall(keys.send(send_id))
+
+    assert not any(b"SECRET-BODY-TEXT" in value for value in stored.values())
+
+
+def test_idempotency_key_returns_the_first_id_and_queues_once(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    first = mailqueue.enqueue(MESSAGE, idempotency_key="order-7")
+    second = mailqueue.enqueue(MESSAGE, idempotency_key="order-7")
+
+    assert first == second
+    assert len(outbox_envelopes(redis_client)) == 1
+    assert not any(b"order-7" in key for key in redis_client.keys("*"))
+
+
+def test_enqueue_many_returns_ids_in_order_with_a_shared_group(settings: Settings) -> None:
+    messages = [{**MESSAGE, "subject": f"n{i}"} for i in range(1200)]
+
+    ids = mailqueue.enqueue_many(messages)
+
+    assert len(ids) == len(set(ids)) == 1200
+    first = mailqueue.get_status(ids[0])
+    last = mailqueue.get_status(ids[-1])
+    assert first is not None and last is not None and first["group"] == last["group"]
+    runtime = mailqueue.runtime.current()
+    assert runtime.store.group_counts(first["group"]) == {"queued": 1200}
+
+
+def test_enqueue_many_with_one_bad_message_names_its_index_and_queues_nothing(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    messages = [MESSAGE, MESSAGE, {**MESSAGE, "to": ["nope"]}, MESSAGE]
+
+    with pytest.raises(mailqueue.ValidationError) as info:
+        mailqueue.enqueue_many(messages)
+
+    assert info.value.index == 2
+    assert "messages[2]" in str(info.value)
+    assert redis_client.keys("mq:send:*") == []
+    assert not redis_client.exists(keys.OUTBOX) or redis_client.xlen(keys.OUTBOX) == 0
+
+
+def test_a_batch_send_becomes_one_envelope_per_chunk(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    to = [f"u{i}@example.com" for i in range(1001)]
+    send_id = mailqueue.enqueue({**MESSAGE, "to": to, "merge_data": {}})
+
+    envelopes = outbox_envelopes(redis_client, keys.OUTBOX_BATCH)
+
+    assert [e.part for e in envelopes] == [0, 1, 2]
+    assert mailqueue.get_status(send_id)["parts"] == 3  # type: ignore[index]
+
+
+def test_get_status_of_a_hostile_id_is_none(settings: Settings) -> None:
+    for hostile in ("*", "../x", "a b", "x" * 500, "\n", ""):
+        assert mailqueue.get_status(hostile) is None
+
+
+def test_a_down_broker_raises_at_once_and_leaves_nothing_behind() -> None:
+    mailqueue.configure(Settings(broker_url=f"redis://127.0.0.1:{free_port()}/0", api_token="t"))
+    started = time.monotonic()
+
+    with pytest.raises(mailqueue.BrokerUnavailable):
+        mailqueue.enqueue(MESSAGE)
+
+    assert time.monotonic() - started < 5

@@ -1,0 +1,179 @@
+"""StatusStore on a real Redis: records, leased claims, outcomes, retries, group counts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from mailqueue import keys
+from mailqueue.settings import Settings
+from mailqueue.status import PartResult, StatusStore
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis, redis_url: str) -> StatusStore:
+    return StatusStore(redis_client, Settings(broker_url=redis_url, status_ttl=600))
+
+
+def create(store: StatusStore, send_id: str, parts: int = 1, group: str | None = None) -> None:
+    with store.redis.pipeline() as pipe:
+        store.create(pipe, send_id, parts=parts, created_at="2026-01-01T00:00:00.000Z", group=group)
+        pipe.execute()
+
+
+def record(store: StatusStore, send_id: str, part: int, result: PartResult) -> None:
+    with store.redis.pipeline() as pipe:
+        store.record(pipe, send_id, part, result)
+        pipe.execute()
+
+
+def test_new_record_is_queued_with_ttl(store: StatusStore) -> None:
+    create(store, "s1")
+
+    status = store.get("s1")
+
+    assert status is not None
+    assert status["state"] == "queued"
+    assert status["attempts"] == 0
+    assert status["error"] is None
+    assert status["recipients"] == {}
+    assert 0 < store.redis.ttl(keys.send("s1")) <= 600
+
+
+def test_unknown_id_has_no_record(store: StatusStore) -> None:
+    assert store.get("nope") is None
+
+
+def test_claim_moves_to_sending_and_counts_the_attempt(store: StatusStore) -> None:
+    create(store, "s1")
+
+    assert store.claim([("s1", 0)], lease_seconds=30) == ["go"]
+
+    status = store.get("s1")
+    assert status is not None and status["state"] == "sending" and status["attempts"] == 1
+
+
+def test_a_live_lease_refuses_a_second_claimer(store: StatusStore) -> None:
+    create(store, "s1")
+    store.claim([("s1", 0)], lease_seconds=30)
+
+    assert store.claim([("s1", 0)], lease_seconds=30) == ["busy"]
+
+
+def test_an_expired_lease_is_taken_over_and_counted_as_a_possible_duplicate(
+    store: StatusStore,
+) -> None:
+    create(store, "s1")
+    store.claim([("s1", 0)], lease_seconds=0.05)
+    time.sleep(0.1)
+
+    assert store.claim([("s1", 0)], lease_seconds=30) == ["go"]
+    status = store.get("s1")
+    assert status is not None and status["possible_duplicates"] == 1 and status["attempts"] == 2
+
+
+def test_a_done_part_is_never_claimed_again(store: StatusStore) -> None:
+    create(store, "s1")
+    store.claim([("s1", 0)], lease_seconds=30)
+    record(store, "s1", 0, PartResult("sent", {"a@example.com": "m-1"}))
+
+    assert store.claim([("s1", 0)], lease_seconds=30) == ["done"]
+
+
+def test_recording_success_stores_recipients_and_the_message_id_index(store: StatusStore) -> None:
+    create(store, "s1")
+    store.claim([("s1", 0)], lease_seconds=30)
+
+    record(store, "s1", 0, PartResult("sent", {"a@example.com": "m-1", "b@example.com": "m-2"}))
+
+    status = store.get("s1")
+    assert status is not None
+    assert status["state"] == "sent"
+    assert status["recipients"] == {
+        "a@example.com": {"status": "queued", "message_id": "m-1"},
+        "b@example.com": {"status": "queued", "message_id": "m-2"},
+    }
+    assert store.redis.get(keys.message_index("m-1")) is not None
+
+
+def test_state_waits_for_every_part_and_mixes_into_partially_sent(store: StatusStore) -> None:
+    create(store, "s1", parts=2)
+    store.claim([("s1", 0), ("s1", 1)], lease_seconds=30)
+
+    record(store, "s1", 0, PartResult("sent", {"a@example.com": "m-1"}))
+    assert store.state("s1") == "sending"
+    error = {"kind": "permanent", "status_code": 400, "message": "bad"}
+    record(store, "s1", 1, PartResult("failed", {"b@x.invalid": None}, error))
+
+    status = store.get("s1")
+    assert status is not None and status["state"] == "partially_sent"
+    assert status["recipients"]["b@x.invalid"] == {"status": "failed", "message_id": None}
+
+
+def test_all_parts_failed_is_failed_with_the_error(store: StatusStore) -> None:
+    create(store, "s1")
+    error = {"kind": "permanent", "status_code": 400, "message": "'from' is required"}
+
+    record(store, "s1", 0, PartResult("failed", {"a@example.com": None}, error))
+
+    status = store.get("s1")
+    assert status is not None and status["state"] == "failed" and status["error"] == error
+
+
+def test_recording_twice_changes_nothing(store: StatusStore) -> None:
+    create(store, "s1")
+    record(store, "s1", 0, PartResult("sent", {"a@example.com": "m-1"}))
+    record(store, "s1", 0, PartResult("failed", {"a@example.com": None}, {"kind": "x"}))
+
+    status = store.get("s1")
+    assert status is not None and status["state"] == "sent"
+    assert status["recipients"]["a@example.com"]["message_id"] == "m-1"
+
+
+def test_retrying_records_error_and_next_attempt(store: StatusStore) -> None:
+    create(store, "s1")
+    store.claim([("s1", 0)], lease_seconds=30)
+    error = {"kind": "transient", "status_code": 503, "message": "unavailable"}
+
+    with store.redis.pipeline() as pipe:
+        store.mark_retrying(pipe, "s1", 0, error, time.time() + 60, maybe_delivered=True)
+        pipe.execute()
+
+    status = store.get("s1")
+    assert status is not None
+    assert status["state"] == "retrying"
+    assert status["error"] == error
+    assert status["possible_duplicates"] == 1
+    assert "next_attempt_at" in status
+    assert store.claim([("s1", 0)], lease_seconds=30) == ["go"]  # the lease was released
+
+
+def test_group_counts_follow_state_changes(store: StatusStore) -> None:
+    for send_id in ("a", "b", "c"):
+        create(store, send_id, group="g1")
+    store.claim([("a", 0), ("b", 0)], lease_seconds=30)
+    record(store, "a", 0, PartResult("sent", {"x@example.com": "m"}))
+
+    assert store.group_counts("g1") == {"queued": 1, "sending": 1, "sent": 1}
+
+
+def test_revive_puts_a_failed_part_back_to_queued(store: StatusStore) -> None:
+    create(store, "s1")
+    record(store, "s1", 0, PartResult("failed", {"a@example.com": None}, {"kind": "permanent"}))
+
+    assert store.revive("s1", 0) is True
+
+    status = store.get("s1")
+    assert status is not None and status["state"] == "queued" and status["error"] is None
+    assert store.claim([("s1", 0)], lease_seconds=30) == ["go"]
+
+
+def test_recipient_counts_summarize_a_campaign(store: StatusStore) -> None:
+    create(store, "s1", parts=1)
+    recipients: dict[str, str | None] = {f"u{i}@example.com": f"m{i}" for i in range(5)}
+    recipients["bad@x.invalid"] = None
+    record(store, "s1", 0, PartResult("partial", recipients, {"kind": "permanent"}))
+
+    assert store.recipient_counts("s1") == {"queued": 5, "failed": 1}
