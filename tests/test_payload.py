@@ -405,3 +405,9 @@ def test_api_call_round_trips_through_a_json_dict() -> None:
 def test_api_call_from_a_malformed_dict_is_a_validation_error() -> None:
     with pytest.raises(ValidationError):
         ApiCall.from_dict({"path": "send"})
+
+
+def test_text_attachment_with_a_declared_charset_keeps_it() -> None:
+    attachment = {"content": "", "mimetype": "text/plain; charset=iso-8859-1"}
+    [wire] = body(simple(attachments=[attachment]))["attachments"]
+    assert wire["type"] == "text/plain; charset=iso-8859-1"
