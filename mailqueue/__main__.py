@@ -1,0 +1,7 @@
+"""``python -m mailqueue``: the ``mailqueue`` command."""
+
+from __future__ import annotations
+
+from .cli import main
+
+main()
