@@ -6,6 +6,8 @@ Configured from mailqueue's settings (the environment), then from a
 
 from __future__ import annotations
 
+import importlib
+import types
 from typing import Any
 
 from celery import Celery
@@ -69,10 +71,25 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def apply_settings(settings: Settings) -> None:
-    """(Re)configure the app for ``settings``."""
+    """(Re)configure the app for ``settings`` (an explicit call wins over ``celeryconfig``)."""
     app.conf.update(celery_config(settings))
 
 
+def _celeryconfig_overrides() -> dict[str, Any]:
+    """Lower-case names from an importable ``celeryconfig`` module, Celery's convention."""
+    try:
+        module = importlib.import_module("celeryconfig")
+    except ImportError:
+        return {}
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if name.islower()
+        and not name.startswith("_")
+        and not callable(value)
+        and not isinstance(value, types.ModuleType)
+    }
+
+
 app = Celery("mailqueue", include=["mailqueue.tasks"])
-apply_settings(Settings.from_env())
-app.config_from_object("celeryconfig", silent=True, force=False)
+app.conf.update({**celery_config(Settings.from_env()), **_celeryconfig_overrides()})

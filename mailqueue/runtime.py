@@ -15,7 +15,7 @@ from .outbox import Outbox
 from .settings import Settings
 from .status import StatusStore
 
-__all__ = ["Runtime", "configure", "current"]
+__all__ = ["Runtime", "configure", "current", "reset"]
 
 # A producer must learn at once that Redis is down, not hang: bounded
 # connect and read timeouts, and no silent reconnect loop.
@@ -65,6 +65,14 @@ def current() -> Runtime:
             if _current is None:
                 _current = Runtime(Settings.from_env())
     return _current
+
+
+def reset() -> None:
+    """Forget this process's connections (after a fork), keeping the settings in force."""
+    global _current
+    with _lock:
+        if _current is not None:
+            _current = Runtime(_current.settings)
 
 
 def configure(settings: Settings) -> Runtime:

@@ -49,7 +49,7 @@ def _fresh_after_fork(**_: Any) -> None:
     # A forked pool child must not share the parent's sockets.
     global _drainer
     _drainer = None
-    runtime.configure(runtime.current().settings)
+    runtime.reset()
 
 
 @signals.worker_ready.connect

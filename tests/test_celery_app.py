@@ -1,0 +1,64 @@
+"""The Celery app's configuration and the public API surface."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mailqueue
+from mailqueue.celery_app import celery_config
+from mailqueue.settings import Settings
+
+
+def test_only_json_is_accepted() -> None:
+    config = celery_config(Settings())
+
+    assert config["task_serializer"] == "json"
+    assert config["accept_content"] == ["json"]
+
+
+def test_late_acks_redelivery_on_worker_loss_and_one_prefetched_task() -> None:
+    config = celery_config(Settings(visibility_timeout=90))
+
+    assert config["task_acks_late"] is True
+    assert config["task_reject_on_worker_lost"] is True
+    assert config["worker_prefetch_multiplier"] == 1
+    assert config["broker_transport_options"]["visibility_timeout"] == 90
+
+
+def test_the_longest_countdown_stays_under_the_visibility_timeout() -> None:
+    from mailqueue.delivery import MAX_COUNTDOWN
+
+    assert MAX_COUNTDOWN < Settings().visibility_timeout / 2
+
+
+def test_celeryconfig_module_overrides_defaults(tmp_path: Path) -> None:
+    (tmp_path / "celeryconfig.py").write_text("worker_prefetch_multiplier = 7\n")
+    code = "import mailqueue; print(mailqueue.app.conf.worker_prefetch_multiplier)"
+
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+
+    assert out.stdout.strip() == "7"
+
+
+def test_celery_finds_the_app_by_package_name() -> None:
+    assert mailqueue.app.main == "mailqueue"
+    assert "mailqueue.send_email" in mailqueue.app.tasks
+    assert "mailqueue.deliver" in mailqueue.app.tasks
+
+
+def test_all_is_complete_and_importable() -> None:
+    public = {name for name in vars(mailqueue) if not name.startswith("_")} - {"annotations"}
+    modules = {name for name in public if type(getattr(mailqueue, name)).__name__ == "module"}
+
+    assert set(mailqueue.__all__) - {"__version__"} == public - modules
+    for name in mailqueue.__all__:
+        assert getattr(mailqueue, name) is not None
