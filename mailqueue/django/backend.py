@@ -1,0 +1,254 @@
+"""A Django email backend that queues through mailqueue instead of sending inline.
+
+Set ``EMAIL_BACKEND = "mailqueue.django.EmailBackend"``: ``send_mail``,
+``EmailMessage.send()`` and ``send_messages`` convert each Django message into
+a mailqueue message dict (Anymail's attribute names: ``tags``, ``metadata``,
+``template_id``, ``merge_data``, ...), validate it in the calling process and
+queue it. Settings come from ``Settings.from_django()``, so an Anymail project's
+``ANYMAIL = {"MAILTRAP_API_TOKEN": ...}`` works as is. Each queued message gets
+``mailqueue_send_id`` for ``mailqueue.get_status``.
+
+Unlike a backend that pickles or JSON-encodes the ``EmailMessage`` itself, the
+Anymail attributes travel as plain keys of the message dict, so nothing such as
+``template_id`` or ``merge_data`` is lost on the way to the worker.
+"""
+
+from __future__ import annotations
+
+import email.message
+import mimetypes
+from base64 import b64encode
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+from django.utils.encoding import force_str
+
+from .. import runtime
+from ..errors import ConfigurationError, MailqueueError, UnsupportedFeature, ValidationError
+from ..payload import build_payload
+from ..producer import enqueue, enqueue_many
+from ..settings import Settings
+
+__all__ = ["ANYMAIL_ATTRIBUTES", "EmailBackend", "to_message_dict"]
+
+try:  # AnymailMessage sets every attribute it knows, to UNSET when not given.
+    from anymail.utils import UNSET as _UNSET
+except ImportError:  # pragma: no cover - django-anymail is optional
+    _UNSET = object()
+
+ANYMAIL_ATTRIBUTES = (
+    "tags", "metadata", "template_id", "merge_data", "merge_global_data",
+    "merge_metadata", "merge_headers", "esp_extra", "send_at", "track_opens",
+    "track_clicks", "envelope_sender",
+)  # fmt: skip
+
+DEFAULT_ATTACHMENT_TYPE = "application/octet-stream"
+# Django's send_mail hands these to get_connection; they mean nothing to an API.
+_SMTP_KWARGS = frozenset({"username", "password"})
+
+
+class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
+    """Validate and queue Django email messages; ``send_messages`` returns how many were queued.
+
+    Keyword arguments (e.g. from ``get_connection(api_token=...)``) override the
+    ``Settings`` field of the same name.
+    """
+
+    def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
+        super().__init__(fail_silently=fail_silently)
+        overrides = {name: value for name, value in kwargs.items() if name not in _SMTP_KWARGS}
+        settings = Settings.from_django()
+        try:
+            self.settings = settings.replace(**overrides) if overrides else settings
+        except TypeError:
+            unknown = sorted(set(overrides) - set(Settings.__dataclass_fields__))
+            raise ConfigurationError(
+                f"unknown mailqueue setting {unknown[0]!r}", setting=unknown[0]
+            ) from None
+
+    def send_messages(self, email_messages: Iterable[EmailMessage]) -> int:
+        messages = list(email_messages)
+        if not messages:
+            return 0
+        rt = _runtime_for(self.settings)
+        if self.fail_silently:
+            return self._queue_silently(messages, rt)
+        dicts = []
+        for index, message in enumerate(messages):
+            try:
+                dicts.append(to_message_dict(message, self.settings))
+            except ValidationError as exc:
+                if len(messages) > 1:
+                    exc.index = index
+                raise
+        if len(dicts) == 1:
+            send_ids = [enqueue(dicts[0], runtime=rt)]
+        else:
+            send_ids = enqueue_many(dicts, runtime=rt)
+        for message, send_id in zip(messages, send_ids, strict=True):
+            message.mailqueue_send_id = send_id
+        return len(send_ids)
+
+    def _queue_silently(self, messages: Sequence[EmailMessage], rt: runtime.Runtime) -> int:
+        # Django's contract: a message that cannot be sent is skipped, not
+        # raised; the count says how many went. Validating each one first keeps
+        # one bad message from holding back the others.
+        accepted: list[tuple[EmailMessage, dict[str, Any]]] = []
+        for message in messages:
+            try:
+                converted = to_message_dict(message, self.settings)
+                build_payload(converted, self.settings)
+            except MailqueueError:
+                continue
+            accepted.append((message, converted))
+        if not accepted:
+            return 0
+        try:
+            send_ids = enqueue_many([converted for _, converted in accepted], runtime=rt)
+        except MailqueueError:
+            return 0
+        for (message, _), send_id in zip(accepted, send_ids, strict=True):
+            message.mailqueue_send_id = send_id
+        return len(send_ids)
+
+
+def _runtime_for(settings: Settings) -> runtime.Runtime:
+    # The wake-up task goes through the process-wide Celery app, so the Django
+    # settings must be the ones in force, not a private copy.
+    rt = runtime.current()
+    if rt.settings != settings:
+        rt = runtime.configure(settings)
+    return rt
+
+
+def to_message_dict(message: EmailMessage, settings: Settings | None = None) -> dict[str, Any]:
+    """The mailqueue message dict for a Django ``EmailMessage`` (Anymail attributes included).
+
+    Raises ``UnsupportedFeature`` for alternatives Mailtrap cannot carry, unless
+    ``settings.ignore_unsupported_features``; everything else is checked when
+    the dict is queued.
+    """
+    settings = settings or Settings()
+    result: dict[str, Any] = {
+        "from_email": force_str(message.from_email or django_settings.DEFAULT_FROM_EMAIL)
+    }
+    for name in ("to", "cc", "bcc", "reply_to"):
+        addresses = getattr(message, name, None)
+        if addresses:
+            result[name] = [force_str(address) for address in addresses]
+    if message.subject:
+        result["subject"] = force_str(message.subject)
+    result.update(_bodies(message, settings.ignore_unsupported_features))
+    if message.extra_headers:
+        result["headers"] = {str(name): value for name, value in message.extra_headers.items()}
+    if message.attachments:
+        charset = django_settings.DEFAULT_CHARSET or "utf-8"
+        result["attachments"] = [_attachment(item, charset) for item in message.attachments]
+    for name in ANYMAIL_ATTRIBUTES:
+        value = getattr(message, name, None)
+        if value is not None and value is not _UNSET:
+            result[name] = _iso(value) if name == "send_at" else value
+    return result
+
+
+def _bodies(message: EmailMessage, ignore_unsupported: bool) -> dict[str, str]:
+    """``text`` / ``html`` from the body and the alternatives, in Anymail's order."""
+    bodies: dict[str, str] = {}
+
+    def unsupported(feature: str) -> None:
+        if not ignore_unsupported:
+            raise UnsupportedFeature(f"Mailtrap does not support {feature}", field="alternatives")
+
+    def set_html(content: str) -> None:
+        if "html" in bodies:
+            unsupported("multiple html parts")
+        bodies["html"] = content
+
+    def add_alternative(content: str, mimetype: str) -> None:
+        if mimetype == "text/plain":
+            unsupported("multiple plaintext parts")
+        elif mimetype == "text/html":
+            unsupported("multiple html parts")
+        else:
+            unsupported(f"alternative part with type '{mimetype}'")
+
+    body = force_str(message.body or "")
+    subtype = message.content_subtype
+    if subtype == "plain":
+        if body:
+            bodies["text"] = body
+    elif subtype == "html":
+        # Even an empty html body is sent, as Anymail does.
+        set_html(body)
+    else:
+        add_alternative(body, f"text/{subtype}")
+    has_plain = subtype == "plain" and bool(body)
+    has_html = subtype == "html" and bool(body)
+    for content, mimetype in getattr(message, "alternatives", None) or ():
+        text = force_str(content)
+        if mimetype == "text/plain" and not has_plain:
+            if text:
+                bodies["text"] = text
+            has_plain = True
+        elif mimetype == "text/html" and not has_html:
+            set_html(text)
+            has_html = True
+        else:
+            add_alternative(text, mimetype)
+    return bodies
+
+
+def _attachment(item: Any, default_charset: str) -> dict[str, Any]:
+    """One Django attachment (a ``(filename, content, mimetype)`` tuple or a MIME part)."""
+    mimetype: str | None
+    if isinstance(item, email.message.Message):
+        filename = item.get_filename()
+        mimetype = item.get_content_type()
+        charset = item.get_content_charset()
+        content = item.get_payload(decode=True)
+        if not isinstance(content, bytes):  # a multipart attachment
+            content = item.as_bytes()
+        disposition = item.get_content_disposition()
+        content_id = item["Content-ID"]
+        is_str = False
+        # A MIME part without a disposition but with a Content-ID is inline.
+        inline = disposition == "inline" or (disposition is None and content_id is not None)
+    else:
+        filename, raw, mimetype = item
+        filename = force_str(filename) if filename is not None else None
+        charset, content_id, inline = None, None, False
+        is_str = isinstance(raw, str)
+        if isinstance(raw, EmailMessage):
+            raw = raw.message()
+        if isinstance(raw, email.message.Message):
+            raw = raw.as_bytes()
+            mimetype = mimetype or "message/rfc822"
+        if isinstance(raw, str):
+            charset = default_charset
+            raw = raw.encode(charset)
+        content = raw
+    if not mimetype and filename:
+        mimetype = mimetypes.guess_type(filename)[0]
+    content_type = mimetype or DEFAULT_ATTACHMENT_TYPE
+    # Anymail labels text (and str content) with its charset; the bytes are sent as they are.
+    if (content_type.startswith("text/") or is_str) and "charset=" not in content_type.lower():
+        content_type = f'{content_type}; charset="{charset or default_charset}"'
+    result: dict[str, Any] = {
+        "content": b64encode(bytes(content)).decode("ascii"),
+        "mimetype": content_type,
+        "inline": inline,
+    }
+    if filename:
+        result["filename"] = filename
+    if inline and content_id:
+        result["content_id"] = str(content_id)
+    return result
+
+
+def _iso(value: Any) -> Any:
+    # send_at is refused (or dropped) later; a datetime must still reach that check.
+    return value.isoformat() if isinstance(value, (datetime, date)) else value
