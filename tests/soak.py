@@ -1,0 +1,268 @@
+"""Fault soak: many messages through two real workers against a faulty local Mailtrap.
+
+    .venv/bin/python tests/soak.py [--messages 10000] [--quick] [--no-coalesce]
+
+Every message has a unique subject, so what the local Mailtrap accepted can be
+matched against every status record. The run reports messages lost (neither
+accepted nor ``failed``), wrong statuses (``sent`` but never accepted, ``failed``
+but accepted, message ids Mailtrap never returned for that message),
+duplicates (accepted more than once) and whether each duplicate is counted in
+its status record (``possible_duplicates``). It exits non-zero on any loss,
+wrong status or unflagged duplicate.
+
+Mailtrap has no idempotency key, so a message whose answer was lost (``slow``:
+accepted, answered after the client's read timeout) may be accepted twice when
+it is retried; such duplicates are expected, and must be counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import mailqueue
+from mailqueue import keys
+from mailqueue.runtime import current
+from mailqueue.settings import Settings
+from mailqueue.testing import LocalMailtrap
+from mailqueue.testing.redis_server import RedisServer
+from mailqueue.testing.worker import WorkerProcess
+
+FAULT_RATES: Mapping[str, float] = {"500": 0.05, "503": 0.05, "429": 0.05, "reset": 0.03, "slow": 0.02}
+FINAL = frozenset({"sent", "partially_sent", "failed"})
+READ_TIMEOUT = 1.0
+SLOW_SECONDS = 2.0  # above the read timeout: the answer of a "slow" request is lost
+
+
+@dataclass
+class SoakReport:
+    """What a soak run saw; ``ok`` is the verdict."""
+
+    messages: int
+    seconds: float = 0.0
+    accepted: int = 0  # distinct messages the local Mailtrap accepted
+    accepted_total: int = 0  # accepted copies, duplicates included
+    sent: int = 0
+    failed: int = 0
+    not_final: int = 0
+    lost: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    duplicated: int = 0
+    flagged_duplicates: int = 0
+    unflagged_duplicates: list[str] = field(default_factory=list)
+    flagged_total: int = 0  # records with possible_duplicates > 0, duplicated or not
+    requests: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.wrong or self.unflagged_duplicates)
+
+    def lines(self) -> list[str]:
+        faults = ", ".join(f"{name} {count}" for name, count in sorted(self.faults.items()))
+        return [
+            f"messages            {self.messages} in {self.seconds:.1f} s",
+            f"API requests        {self.requests} (faults injected: {faults or 'none'})",
+            f"accepted by Mailtrap {self.accepted} distinct, {self.accepted_total} copies",
+            f"final states        sent {self.sent}, failed {self.failed}, "
+            f"not final {self.not_final}",
+            f"lost                {len(self.lost)}",
+            f"wrong statuses      {len(self.wrong)}",
+            f"duplicated          {self.duplicated} (flagged {self.flagged_duplicates}, "
+            f"unflagged {len(self.unflagged_duplicates)})",
+            f"flagged in status   {self.flagged_total} records with possible_duplicates > 0",
+            f"verdict             {'OK' if self.ok else 'FAILED'}",
+        ]
+
+
+def soak_settings(mailtrap: LocalMailtrap, redis_url: str) -> Settings:
+    """Settings for a fast soak: short timeouts and backoffs, many retries."""
+    return Settings(
+        api_token=mailtrap.token,
+        api_url=mailtrap.url,
+        broker_url=redis_url,
+        connect_timeout=1.0,
+        read_timeout=READ_TIMEOUT,
+        retry_backoff=0.2,
+        retry_backoff_max=2.0,
+        max_retries=30,
+        reclaim_idle=10.0,
+        visibility_timeout=30.0,
+        rate_limit="2000/1s",
+    )
+
+
+def soak_messages(count: int, run: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "from_email": "Soak <soak@example.com>",
+            "to": [f"r{i}@example.com"],
+            "subject": f"soak {run} {i}",
+            "text": f"message {i}",
+        }
+        for i in range(count)
+    ]
+
+
+def enqueue_all(messages: Sequence[dict[str, Any]], chunk: int = 1000) -> list[str]:
+    """Most messages in bulk, every tenth one alone, as web requests would."""
+    ids: list[str] = []
+    pending: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        if index % 10 == 0:
+            ids.extend(mailqueue.enqueue_many(pending))
+            pending = []
+            ids.append(mailqueue.send_email.delay(message).id)
+        else:
+            pending.append(message)
+        if len(pending) >= chunk:
+            ids.extend(mailqueue.enqueue_many(pending))
+            pending = []
+    ids.extend(mailqueue.enqueue_many(pending))
+    return ids
+
+
+def wait_settled(send_ids: Sequence[str], timeout: float) -> None:
+    """Poll the states in pipelined reads until all are final or ``timeout`` passes."""
+    client = current().redis
+    deadline = time.monotonic() + timeout
+    pending = list(send_ids)
+    while pending and time.monotonic() < deadline:
+        with client.pipeline(transaction=False) as pipe:
+            for send_id in pending:
+                pipe.hget(keys.send(send_id), "state")
+            states = pipe.execute()
+        pending = [sid for sid, state in zip(pending, states) if (state or b"").decode() not in FINAL]
+        if pending:
+            time.sleep(0.25)
+
+
+def analyse(
+    mailtrap: LocalMailtrap,
+    messages: Sequence[dict[str, Any]],
+    send_ids: Sequence[str],
+    report: SoakReport,
+) -> SoakReport:
+    """Match every status record against what the local Mailtrap accepted."""
+    copies: Counter[str] = Counter()
+    ids_by_subject: dict[str, set[str]] = defaultdict(set)
+    for accepted in list(mailtrap.accepted):
+        subject = accepted.payload.get("subject", "")
+        copies[subject] += 1
+        ids_by_subject[subject].update(accepted.message_ids)
+    report.accepted = len(copies)
+    report.accepted_total = sum(copies.values())
+    stats = mailtrap.stats
+    report.requests = stats.requests
+    report.faults = stats.faults
+    report.statuses = stats.by_status
+    for message, send_id in zip(messages, send_ids):
+        subject = message["subject"]
+        seen = copies.get(subject, 0)
+        record = mailqueue.get_status(send_id) or {}
+        state = record.get("state")
+        flagged = int(record.get("possible_duplicates", 0))
+        report.flagged_total += flagged > 0
+        if state == "sent":
+            report.sent += 1
+        elif state == "failed":
+            report.failed += 1
+        else:
+            report.not_final += 1
+        if seen == 0 and state != "failed":
+            report.lost.append(f"{send_id} ({subject!r}): state {state}, never accepted")
+        if state == "sent" and seen == 0:
+            report.wrong.append(f"{send_id}: sent, but Mailtrap never accepted it")
+        if state == "failed" and seen > 0:
+            error = (record.get("error") or {}).get("message")
+            report.wrong.append(f"{send_id}: failed ({error}), but Mailtrap accepted it")
+        if state == "sent":
+            for recipient, entry in record.get("recipients", {}).items():
+                if entry.get("message_id") not in ids_by_subject[subject]:
+                    report.wrong.append(
+                        f"{send_id}: {recipient} has message id {entry.get('message_id')}, "
+                        "which Mailtrap never returned for this message"
+                    )
+        if seen > 1:
+            report.duplicated += 1
+            # Every copy beyond the first must have been counted as possible.
+            if flagged >= seen - 1:
+                report.flagged_duplicates += 1
+            else:
+                report.unflagged_duplicates.append(
+                    f"{send_id}: accepted {seen} times, possible_duplicates {flagged}"
+                )
+    return report
+
+
+@contextmanager
+def soak_environment(
+    fault_rates: Mapping[str, float], seed: int
+) -> Iterator[tuple[LocalMailtrap, Settings]]:
+    """A private Redis, a faulty local Mailtrap, and settings in force for both."""
+    with ExitStack() as stack:
+        redis_server = stack.enter_context(RedisServer())
+        mailtrap = LocalMailtrap(fault_rates=fault_rates, seed=seed)
+        mailtrap.slow_seconds = SLOW_SECONDS
+        stack.enter_context(mailtrap)
+        settings = soak_settings(mailtrap, redis_server.url)
+        mailqueue.configure(settings)
+        yield mailtrap, settings
+
+
+def run_soak(
+    count: int,
+    *,
+    coalesce: bool = True,
+    workers: int = 2,
+    concurrency: int = 2,
+    fault_rates: Mapping[str, float] = FAULT_RATES,
+    seed: int = 1,
+    timeout: float = 600.0,
+) -> SoakReport:
+    """Run one soak of ``count`` messages and return what it saw."""
+    report = SoakReport(messages=count)
+    with soak_environment(fault_rates, seed) as (mailtrap, settings):
+        settings = settings.replace(coalesce=coalesce)
+        mailqueue.configure(settings)
+        messages = soak_messages(count, run=str(seed))
+        with ExitStack() as stack:
+            for _ in range(workers):
+                stack.enter_context(WorkerProcess(settings, concurrency=concurrency))
+            started = time.monotonic()
+            send_ids = enqueue_all(messages)
+            wait_settled(send_ids, timeout)
+            report.seconds = time.monotonic() - started
+        return analyse(mailtrap, messages, send_ids, report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="500 messages")
+    parser.add_argument("--no-coalesce", action="store_true", help="one API call per message")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    args = parser.parse_args(argv)
+    count = 500 if args.quick else args.messages
+    report = run_soak(count, coalesce=not args.no_coalesce, seed=args.seed, timeout=args.timeout)
+    print("\n".join(report.lines()))
+    for title, problems in (
+        ("lost", report.lost),
+        ("wrong", report.wrong),
+        ("unflagged duplicates", report.unflagged_duplicates),
+    ):
+        for problem in problems[:20]:
+            print(f"  {title}: {problem}")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
