@@ -1,0 +1,496 @@
+"""The ``mailqueue`` command line, against a private Redis and the local Mailtrap over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from click.testing import CliRunner, Result
+
+import mailqueue
+from mailqueue import runtime
+from mailqueue.cli import cli, message_from_options
+from mailqueue.delivery import Drainer
+from mailqueue.settings import Settings
+from mailqueue.testing import LocalMailtrap
+from mailqueue.testing.redis_server import free_port
+from mailqueue.testing.worker import WorkerProcess, settings_env
+
+TOKEN = "cli-test-token-5f0c9e"
+FROM = "Shop <shop@example.com>"
+TEMPLATE = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+
+
+@pytest.fixture
+def mailtrap() -> Iterator[LocalMailtrap]:
+    with LocalMailtrap(token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
+    configured = Settings(
+        api_token=mailtrap.token,
+        api_url=mailtrap.url,
+        broker_url=redis_url,
+        rate_limit="1000/1s",
+        connect_timeout=2.0,
+        read_timeout=2.0,
+        max_retries=0,
+    )
+    mailqueue.configure(configured)
+    return configured
+
+
+def invoke(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def drain() -> None:
+    """Deliver what is queued, in this process (a worker's drain without a worker)."""
+    drainer = Drainer(runtime.current(), lambda delay: None)
+    try:
+        drainer.drain(budget=10)
+    finally:
+        drainer.close()
+
+
+def send_plain(*extra: str) -> str:
+    result = invoke(
+        "send", "--from", FROM, "--to", "alice@example.com", "--subject", "Hi", "--text", "Hello",
+        *extra,
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+def assert_one_error_line(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+# -- send -------------------------------------------------------------------
+
+
+def test_send_prints_the_send_id_of_a_queued_record(settings: Settings) -> None:
+    send_id = send_plain()
+
+    record = mailqueue.get_status(send_id)
+    assert record is not None
+    assert record["state"] == "queued"
+
+
+def test_send_with_flags_reaches_mailtrap_with_every_field(
+    settings: Settings, mailtrap: LocalMailtrap, tmp_path: Path
+) -> None:
+    attachment = tmp_path / "invoice.pdf"
+    attachment.write_bytes(b"%PDF-1.4 demo")
+
+    send_plain("--cc", "bob@example.com", "--tag", "orders", "--metadata", "order=42",
+               "--attach", str(attachment))
+    drain()
+
+    payload = mailtrap.accepted[0].payload
+    assert payload["cc"] == [{"email": "bob@example.com"}]
+    assert payload["category"] == "orders"
+    assert payload["custom_variables"] == {"order": "42"}
+    assert payload["attachments"][0]["filename"] == "invoice.pdf"
+    assert payload["attachments"][0]["type"] == "application/pdf"
+    assert base64.b64decode(payload["attachments"][0]["content"]) == b"%PDF-1.4 demo"
+
+
+def test_send_reads_a_json_message_from_stdin(
+    settings: Settings, mailtrap: LocalMailtrap
+) -> None:
+    message = {"from_email": FROM, "to": ["carol@example.com"], "subject": "S", "text": "T"}
+
+    result = invoke("send", "--json", "-", input=json.dumps(message))
+    drain()
+
+    assert result.exit_code == 0, result.output
+    assert mailtrap.accepted[0].recipients == ("carol@example.com",)
+
+
+def test_send_flags_override_the_json_message(
+    settings: Settings, mailtrap: LocalMailtrap, tmp_path: Path
+) -> None:
+    source = tmp_path / "message.json"
+    source.write_text(json.dumps({"from_email": FROM, "to": ["a@example.com"], "subject": "Old",
+                                  "text": "T"}))
+
+    result = invoke("send", "--json", str(source), "--subject", "New")
+    drain()
+
+    assert result.exit_code == 0, result.output
+    assert mailtrap.accepted[0].payload["subject"] == "New"
+
+
+def test_send_with_a_repeated_idempotency_key_prints_the_first_send_id(settings: Settings) -> None:
+    first = send_plain("--idempotency-key", "order-42")
+    second = send_plain("--idempotency-key", "order-42")
+
+    assert second == first
+
+
+def test_bad_address_prints_one_error_line_naming_the_field_and_enqueues_nothing(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    result = invoke("send", "--from", FROM, "--to", "not an address", "--subject", "S",
+                    "--text", "T")
+
+    assert_one_error_line(result, "to[0]")
+    assert redis_client.keys("mq:send:*") == []
+
+
+def test_missing_from_address_names_from_email(settings: Settings) -> None:
+    result = invoke("send", "--to", "a@example.com", "--subject", "S", "--text", "T")
+
+    assert_one_error_line(result, "from_email")
+
+
+def test_unreadable_json_file_names_the_option_and_the_file(settings: Settings) -> None:
+    result = invoke("send", "--json", "/nonexistent/message.json")
+
+    assert_one_error_line(result, "--json", "/nonexistent/message.json")
+
+
+def test_json_that_is_not_an_object_is_refused(settings: Settings) -> None:
+    result = invoke("send", "--json", "-", input="[1, 2]")
+
+    assert_one_error_line(result, "--json", "object")
+
+
+def test_malformed_metadata_names_the_option(settings: Settings) -> None:
+    result = invoke("send", "--from", FROM, "--to", "a@example.com", "--text", "T",
+                    "--metadata", "novalue")
+
+    assert_one_error_line(result, "--metadata[0]", "KEY=VALUE")
+
+
+def test_missing_attachment_names_the_option_and_the_file(settings: Settings) -> None:
+    result = invoke("send", "--from", FROM, "--to", "a@example.com", "--text", "T",
+                    "--attach", "/nonexistent/file.pdf")
+
+    assert_one_error_line(result, "--attach[0]", "/nonexistent/file.pdf")
+
+
+def test_unreachable_redis_is_one_error_line(mailtrap: LocalMailtrap) -> None:
+    mailqueue.configure(
+        Settings(api_token=TOKEN, api_url=mailtrap.url, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    )
+
+    result = invoke("send", "--from", FROM, "--to", "a@example.com", "--subject", "S",
+                    "--text", "T")
+
+    assert_one_error_line(result, "Redis")
+
+
+def test_message_from_options_keeps_only_the_flags_given() -> None:
+    message = message_from_options(from_email=FROM, to=["a@example.com"], text="T")
+
+    assert message == {"from_email": FROM, "to": ["a@example.com"], "text": "T"}
+
+
+# -- status -----------------------------------------------------------------
+
+
+def test_status_json_is_the_status_record(settings: Settings) -> None:
+    send_id = send_plain()
+    drain()
+
+    result = invoke("status", send_id, "--json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == mailqueue.get_status(send_id)
+
+
+def test_status_table_shows_state_recipients_and_message_ids(
+    settings: Settings, mailtrap: LocalMailtrap
+) -> None:
+    send_id = send_plain()
+    drain()
+
+    result = invoke("status", send_id)
+
+    assert result.exit_code == 0, result.output
+    assert "sent" in result.stdout
+    assert "alice@example.com" in result.stdout
+    assert mailtrap.accepted[0].message_ids[0] in result.stdout
+
+
+def test_status_table_shows_the_error_of_a_failed_send(settings: Settings) -> None:
+    result = invoke("send", "--from", FROM, "--to", "x@example.invalid", "--subject", "S",
+                    "--text", "T")
+    send_id = result.stdout.strip()
+    drain()
+
+    shown = invoke("status", send_id).stdout
+
+    assert "failed" in shown
+    assert "permanent" in shown
+
+
+def test_status_of_an_unknown_send_is_an_error(settings: Settings) -> None:
+    result = invoke("status", "0123456789abcdef")
+
+    assert_one_error_line(result, "0123456789abcdef")
+
+
+def test_status_watch_returns_once_the_send_is_final(settings: Settings) -> None:
+    send_id = send_plain()
+    drain()
+
+    result = invoke("status", send_id, "--watch", "--timeout", "5")
+
+    assert result.exit_code == 0, result.output
+    assert "sent" in result.stdout
+
+
+def test_status_watch_gives_up_after_its_timeout(settings: Settings) -> None:
+    send_id = send_plain()
+
+    started = time.monotonic()
+    result = invoke("status", send_id, "--watch", "--timeout", "0.5", "--interval", "0.1")
+
+    assert time.monotonic() - started < 5
+    assert_one_error_line(result, "--timeout", "queued")
+
+
+def test_output_never_shows_the_api_token(settings: Settings) -> None:
+    send_id = send_plain()
+    drain()
+
+    outputs = [invoke("status", send_id).output, invoke("status", send_id, "--json").output,
+               invoke("dead-letters", "list").output]
+
+    assert all(TOKEN not in output for output in outputs)
+
+
+# -- campaign ---------------------------------------------------------------
+
+
+def write_csv(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_campaign_is_one_batch_send_with_merge_data(
+    settings: Settings, mailtrap: LocalMailtrap, tmp_path: Path
+) -> None:
+    csv_path = write_csv(tmp_path / "list.csv",
+                         "email,name\nann@example.com,Ann\nben@example.com,Ben\n")
+
+    result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM)
+    drain()
+
+    assert result.exit_code == 0, result.output
+    send_id = result.stdout.strip().splitlines()[-1]
+    assert (mailqueue.get_status(send_id) or {})["state"] == "sent"
+    merge = {m.recipients[0]: m.payload["template_variables"] for m in mailtrap.accepted}
+    assert merge == {"ann@example.com": {"name": "Ann"}, "ben@example.com": {"name": "Ben"}}
+
+
+def test_campaign_individual_queues_one_send_per_row(
+    settings: Settings, mailtrap: LocalMailtrap, tmp_path: Path
+) -> None:
+    rows = "".join(f"user{n}@example.com,{n}\n" for n in range(7))
+    csv_path = write_csv(tmp_path / "list.csv", "email,code\n" + rows)
+
+    result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
+                    "--individual")
+    drain()
+
+    assert result.exit_code == 0, result.output
+    assert "queued 7 sends" in result.stdout
+    assert len(mailtrap.accepted) == 7
+    assert {m.payload["template_variables"]["code"] for m in mailtrap.accepted} == {
+        str(n) for n in range(7)
+    }
+
+
+def test_campaign_without_an_email_column_is_an_error(settings: Settings, tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path / "list.csv", "mail,name\nann@example.com,Ann\n")
+
+    result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM)
+
+    assert_one_error_line(result, "'email' column")
+
+
+def test_campaign_with_a_bad_address_names_the_row_and_queues_nothing(
+    settings: Settings, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    csv_path = write_csv(tmp_path / "list.csv", "email\nok@example.com\nbroken\n")
+
+    result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
+                    "--individual")
+
+    assert_one_error_line(result, "row 3", "broken")
+    assert redis_client.keys("mq:send:*") == []
+
+
+@pytest.mark.e2e
+def test_campaign_follow_counts_states_until_every_send_is_final(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rows = "".join(f"user{n}@example.com\n" for n in range(5))
+    csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
+
+    with WorkerProcess(settings, concurrency=1):
+        result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
+                        "--individual", "--follow", "--timeout", "30")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == "sent=5"
+
+
+# -- dead letters -----------------------------------------------------------
+
+
+def failed_send() -> str:
+    result = invoke("send", "--from", FROM, "--to", "x@example.invalid", "--subject", "S",
+                    "--text", "T")
+    drain()
+    return result.stdout.strip()
+
+
+def test_dead_letters_list_shows_a_failed_send(settings: Settings) -> None:
+    send_id = failed_send()
+
+    result = invoke("dead-letters", "list")
+
+    assert result.exit_code == 0, result.output
+    assert send_id in result.stdout
+    assert "failed" in result.stdout
+
+
+def test_dead_letters_list_json(settings: Settings) -> None:
+    send_id = failed_send()
+
+    result = invoke("dead-letters", "list", "--json")
+
+    letters = json.loads(result.stdout)
+    assert [letter["send_id"] for letter in letters] == [send_id]
+    assert letters[0]["state"] == "failed"
+
+
+def test_dead_letters_requeue_sends_it_again(
+    settings: Settings, mailtrap: LocalMailtrap
+) -> None:
+    send_id = failed_send()
+    before = mailtrap.stats.requests
+
+    result = invoke("dead-letters", "requeue", send_id)
+
+    assert result.exit_code == 0, result.output
+    assert "requeued 1" in result.stdout
+    assert (mailqueue.get_status(send_id) or {})["state"] == "queued"
+    drain()
+    assert mailtrap.stats.requests == before + 1
+    record = mailqueue.get_status(send_id) or {}
+    assert record["state"] == "failed"
+    assert record["attempts"] == 2
+
+
+def test_dead_letters_requeue_of_an_unknown_id_is_an_error(settings: Settings) -> None:
+    result = invoke("dead-letters", "requeue", "0123456789abcdef")
+
+    assert result.stdout.strip() == "requeued 0 send(s)"
+    assert_one_error_line(result, "not dead letters")
+
+
+def test_dead_letters_requeue_needs_ids_or_all(settings: Settings) -> None:
+    result = invoke("dead-letters", "requeue")
+
+    assert_one_error_line(result, "--all")
+
+
+def test_dead_letters_purge_all_empties_the_list(settings: Settings) -> None:
+    failed_send()
+
+    result = invoke("dead-letters", "purge", "--all")
+
+    assert "purged 1" in result.stdout
+    assert invoke("dead-letters", "list").stdout.strip() == "no dead letters"
+
+
+# -- processes --------------------------------------------------------------
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailqueue", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, check=False,
+    )
+
+
+def test_worker_passes_its_arguments_to_celery_worker() -> None:
+    result = run_cli("worker", "--help")
+
+    assert result.returncode == 0
+    assert "celery worker" in result.stdout.lower() or "--concurrency" in result.stdout
+
+
+def test_local_mailtrap_passes_its_arguments_through() -> None:
+    result = invoke("local-mailtrap", "--help")
+
+    assert "--fault-rate" in result.stdout
+
+
+def test_serve_webhooks_without_secrets_refuses_to_start(redis_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILTRAP_", "MAILQUEUE_"))}
+    env["MAILQUEUE_BROKER_URL"] = redis_url
+
+    result = run_cli("serve-webhooks", "--port", str(free_port()), env=env)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_webhooks_answers_tracking_posts(redis_url: str) -> None:
+    port = free_port()
+    env = {**os.environ, **settings_env(Settings(broker_url=redis_url))}
+    env["MAILTRAP_TRACKING_SECRET"] = "secret"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailqueue", "serve-webhooks", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/mailtrap/tracking/"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = requests.post(url, data=b'{"events": []}', timeout=2)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert answer.status_code == 401  # unsigned
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_python_dash_m_mailqueue_shows_every_command() -> None:
+    result = run_cli("--help")
+
+    for command in ("send", "status", "campaign", "dead-letters", "worker", "serve-webhooks",
+                    "local-mailtrap", "demo"):
+        assert command in result.stdout
