@@ -8,7 +8,7 @@ its choosing.
     mq:send:<send_id>        hash    the status record's scalar fields
     mq:rcpt:<send_id>        hash    recipient -> JSON {"status", "message_id"}
     mq:events:<send_id>      list    normalized tracking events, newest first, bounded
-    mq:msgid:<message_id>    string  JSON [send_id, recipient]: the webhook index
+    mq:msgid:<message_id>    string  JSON {"send", "recipients"}: the webhook index
     mq:evt:<event_id>        string  seen marker for webhook de-duplication
     mq:idem:<sha256>         string  send id first enqueued under an idempotency key
     mq:group:<group_id>      hash    per-state counts of the sends of one enqueue_many
