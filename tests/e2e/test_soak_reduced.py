@@ -1,0 +1,36 @@
+"""A reduced fault soak (tests/soak.py): nothing lost, no wrong status, no silent duplicate."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.soak import SoakReport, run_soak
+
+pytestmark = pytest.mark.e2e
+
+
+def _assert_sound(report: SoakReport) -> None:
+    summary = "\n".join(report.lines())
+    assert report.lost == [], summary
+    assert report.wrong == [], summary
+    assert report.unflagged_duplicates == [], summary
+    assert report.not_final == 0, summary
+    assert report.sent + report.failed == report.messages, summary
+
+
+def test_soak_one_call_per_message_survives_every_fault() -> None:
+    report = run_soak(300, coalesce=False, seed=7, timeout=240)
+
+    _assert_sound(report)
+    # The run must actually have met each kind of fault it claims to survive.
+    assert {"500", "503", "429", "reset"} <= set(report.faults)
+
+
+def test_soak_coalesced_batches_survive_faults() -> None:
+    # Coalesced, 500 messages take a handful of batch calls: raise the fault
+    # rates so that several of those calls fail.
+    rates = {"500": 0.15, "503": 0.15, "429": 0.15, "reset": 0.1, "slow": 0.1}
+    report = run_soak(500, coalesce=True, fault_rates=rates, seed=3, timeout=240)
+
+    _assert_sound(report)
+    assert sum(report.faults.values()) > 0
