@@ -1,0 +1,141 @@
+"""Worker CPU per delivered message: mailqueue against django-celery-email + django-anymail.
+
+Run: ``python tests/benchmarks/bench_worker_cpu.py [--quick]``.
+
+The CPU time (user + system, from /proc) of a worker's main process and its
+pool children is sampled before the messages are queued and after the last
+one is delivered, and divided by the number of messages. Both workers run
+``--concurrency 2`` against a private Redis and a LocalMailtrap with no rate
+limit and no added latency, so that CPU, not waiting, is what differs.
+
+Baseline: django-celery-email 3.0 (``CeleryEmailBackend``, one message per
+task) whose task sends through django-anymail's Mailtrap backend to the same
+LocalMailtrap: each message is one Celery task and one HTTP request. The
+producer side is not measured here (see bench_producer.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import Stack, machine, process_tree_cpu, stack, wait_final
+
+import mailqueue
+from mailqueue.testing.worker import WorkerProcess
+
+HERE = Path(__file__).resolve().parent
+TARGET_MS = 0.5
+
+
+def message(index: int) -> dict[str, Any]:
+    return {
+        "from_email": "Shop <shop@example.com>",
+        "to": [f"customer{index}@example.com"],
+        "subject": f"Order {index} confirmed",
+        "text": "Thank you for your order.",
+        "html": "<p>Thank you for your order.</p>",
+    }
+
+
+def report(label: str, count: int, cpu: float, seconds: float) -> float:
+    per = 1000 * cpu / count
+    print(
+        f"{label:<46} {count:>6,} msgs  worker CPU {cpu:6.2f} s  "
+        f"{per:7.3f} ms/msg  ({seconds:5.1f} s wall)"
+    )
+    return per
+
+
+def mailqueue_worker(env: Stack, count: int, *, coalesce: bool) -> float:
+    settings = env.settings(rate_limit="100000/1s", coalesce=coalesce)
+    env.client.flushdb()
+    with WorkerProcess(settings, concurrency=2) as worker:
+        assert worker.process is not None
+        time.sleep(1.0)  # let start-up work settle
+        env.mailtrap.reset()
+        before = process_tree_cpu(worker.process.pid)
+        started = time.monotonic()
+        ids = [mailqueue.send_email.delay(message(i)).id for i in range(count)]
+        ended, states = wait_final(env.client, ids, timeout=300)
+        after = process_tree_cpu(worker.process.pid)
+    assert all(state == "sent" for state in states.values()), "not every message was sent"
+    label = "mailqueue, " + ("coalesced" if coalesce else "one request per message")
+    return report(label, count, after - before, ended - started)
+
+
+def djcelery_worker(env: Stack, count: int) -> float:
+    env.client.flushdb()
+    os.environ.update(
+        BENCH_BROKER_URL=env.redis_url,
+        BENCH_MAILTRAP_URL=env.mailtrap.url,
+        BENCH_MAILTRAP_TOKEN=env.mailtrap.token,
+    )
+    sys.path.insert(0, str(HERE))
+    import djcelery_worker  # configures Django the same way in this process
+
+    djcelery_worker.app.set_current()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "djcelery_worker", "worker",
+             "--concurrency", "2", "--loglevel", "WARNING",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=HERE, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            measured = _send_through_djcelery(env, process.pid, count)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    assert len(env.mailtrap.accepted) == count, "not every message was sent"
+    return report("baseline: django-celery-email + anymail", count, *measured)
+
+
+def _send_through_djcelery(env: Stack, pid: int, count: int) -> tuple[float, float]:
+    """Send ``count`` emails the Django way; (worker CPU, wall seconds) until all arrived."""
+    from django.core.mail import EmailMultiAlternatives
+
+    time.sleep(4.0)  # no ready signal to wait for; start-up takes 1-2 s
+    env.mailtrap.reset()
+    before = process_tree_cpu(pid)
+    started = time.monotonic()
+    for i in range(count):
+        data = message(i)
+        email = EmailMultiAlternatives(
+            data["subject"], data["text"], data["from_email"], data["to"]
+        )
+        email.attach_alternative(data["html"], "text/html")
+        email.send()
+    deadline = time.monotonic() + 300
+    while len(env.mailtrap.accepted) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ended = time.monotonic()
+    return process_tree_cpu(pid) - before, ended - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a CI-sized run")
+    options = parser.parse_args()
+    count = 1_000 if options.quick else 5_000
+
+    print(f"machine: {machine()}; workers: `celery worker --concurrency 2`")
+    with stack() as env:
+        coalesced = mailqueue_worker(env, count, coalesce=True)
+        mailqueue_worker(env, count, coalesce=False)
+        baseline = djcelery_worker(env, count)
+    print(
+        f"    mailqueue (coalesced) uses {baseline / coalesced:,.1f}x less worker CPU per message; "
+        f"target under {TARGET_MS} ms: {'met' if coalesced < TARGET_MS else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
