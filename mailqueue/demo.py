@@ -333,9 +333,10 @@ def _tracking_events(
             user_agent="Mozilla/5.0",
         ),
     ]
-    if len(pairs) > 2:
-        second_address, second_id = pairs[2]
-        engagement.append(_event("open", second_address, second_id, user_agent="Mozilla/5.0"))
+    # One more open, by someone else who was not bounced.
+    others = [pair for pair in pairs[1:-1] if pair[0] != first_address]
+    if others:
+        engagement.append(_event("open", *others[0], user_agent="Mozilla/5.0"))
     return delivery, engagement
 
 

