@@ -322,6 +322,7 @@ def test_stats_count_requests_by_path_and_status(
     post(session, mailtrap, "send", message(subject=None))
     stats = mailtrap.stats
     assert stats.requests == 2
+    assert stats.connections == 1
     assert stats.by_path["/api/send"] == 2
     assert stats.by_status[200] == 1
     assert stats.by_status[400] == 1

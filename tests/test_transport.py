@@ -118,6 +118,15 @@ def test_batch_partial_failure_gives_per_request_results(transport: Transport) -
     assert refused.message_ids == {"b@nowhere.invalid": None}
 
 
+def test_sends_reuse_one_keep_alive_connection(
+    mailtrap: LocalMailtrap, transport: Transport
+) -> None:
+    for _ in range(20):
+        transport.send(single())
+    assert mailtrap.stats.requests == 20
+    assert mailtrap.stats.connections == 1
+
+
 def test_request_body_is_the_calls_json(mailtrap: LocalMailtrap, transport: Transport) -> None:
     call = single()
     call.json["subject"] = "Grüße ✓"

@@ -72,6 +72,7 @@ class MailtrapStats:
     """Counters since start (or the last ``reset``)."""
 
     requests: int = 0
+    connections: int = 0  # TCP connections opened: few means clients keep them alive
     by_path: Counter[str] = field(default_factory=Counter)
     by_status: Counter[int] = field(default_factory=Counter)
     rate_limited: int = 0
@@ -82,6 +83,7 @@ class MailtrapStats:
     def copy(self) -> MailtrapStats:
         return MailtrapStats(
             requests=self.requests,
+            connections=self.connections,
             by_path=Counter(self.by_path),
             by_status=Counter(self.by_status),
             rate_limited=self.rate_limited,
@@ -214,6 +216,10 @@ class LocalMailtrap:
 
     # -- request handling (called from handler threads) --------------------
 
+    def _connected(self) -> None:
+        with self._lock:
+            self._stats.connections += 1
+
     def _enter(self, path: str) -> None:
         with self._lock:
             self._active += 1
@@ -221,11 +227,15 @@ class LocalMailtrap:
             self._stats.by_path[path] += 1
             self._stats.max_concurrency = max(self._stats.max_concurrency, self._active)
 
-    def _leave(self, status: int | None) -> None:
+    def _answered(self, status: int) -> None:
+        # Counted before the answer is written, so a client that reads the
+        # stats right after its answer arrives sees it.
+        with self._lock:
+            self._stats.by_status[status] += 1
+
+    def _leave(self) -> None:
         with self._lock:
             self._active -= 1
-            if status is not None:
-                self._stats.by_status[status] += 1
 
     def _answer(self, method: str, path: str, token: str | None, body: bytes) -> _Answer:
         match = _PATH_RE.match(path)
@@ -438,6 +448,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.server.track(self.connection, True)
+        self.server.mailtrap._connected()
 
     def finish(self) -> None:
         self.server.track(self.connection, False)
@@ -464,7 +475,6 @@ class _Handler(BaseHTTPRequestHandler):
         mailtrap = self.server.mailtrap
         path = self.path.split("?")[0]
         mailtrap._enter(path)
-        status: int | None = None
         try:
             answer = mailtrap._answer(self.command, self.path, self._token(), body)
             if answer.close:
@@ -472,10 +482,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if answer.delay > 0:
                 time.sleep(answer.delay)
-            status = answer.status
+            mailtrap._answered(answer.status)
             self._write(answer)
         finally:
-            mailtrap._leave(status)
+            mailtrap._leave()
 
     def _token(self) -> str | None:
         token = self.headers.get("Api-Token")
