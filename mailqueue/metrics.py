@@ -1,0 +1,235 @@
+"""Prometheus metrics: what the worker and the webhook did, and how much work is waiting.
+
+    mailqueue_sends_total{outcome}             sends that ended sent / partially_sent / failed,
+                                               or were put back for a later attempt (retried)
+    mailqueue_api_requests_total{path,status}  API calls by endpoint ("send", "batch") and HTTP
+                                               status ("error" when no answer came)
+    mailqueue_api_request_seconds{path}        API call latency
+    mailqueue_retries_total                    in-process HTTP retries (before a send is put back)
+    mailqueue_rate_limit_wait_seconds          time spent waiting on the fleet-wide rate limiter
+    mailqueue_webhook_events_total{type,result} tracking events received
+    mailqueue_queue_depth{queue}               read from Redis at scrape time: "outbox" (single
+                                               sends), "batch", "retry", "dead"
+
+Labels never carry the API token, an address or a sandbox id.
+
+Celery's prefork pool runs deliveries in child processes, whose counters the
+parent cannot see. Set ``PROMETHEUS_MULTIPROC_DIR`` to an empty, writable
+directory in the worker's environment (prometheus_client's own convention; it
+must be set before the worker starts and emptied at each start): every process
+then writes its samples there and :func:`start_metrics_server`, run in the
+worker's main process, adds them up. Without it (``--pool threads`` or
+``solo``, the webhook server) the process's own registry is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from wsgiref.simple_server import WSGIServer
+
+import redis
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    start_http_server,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from . import keys
+
+__all__ = [
+    "SEND_OUTCOMES",
+    "QueueDepthCollector",
+    "count_retries",
+    "count_sends",
+    "count_webhook_event",
+    "exposition_registry",
+    "multiprocess_mode",
+    "observe_api_request",
+    "observe_rate_limit_wait",
+    "scrape_client",
+    "start_metrics_server",
+]
+
+log = logging.getLogger("mailqueue.metrics")
+
+SEND_OUTCOMES = frozenset({"sent", "partially_sent", "failed", "retried"})
+# Anymail's normalized event types: anything else is counted as "unknown", so
+# that a hostile webhook body cannot mint new time series.
+WEBHOOK_EVENT_TYPES = frozenset(
+    {
+        "queued", "sent", "rejected", "failed", "bounced", "deferred", "delivered",
+        "autoresponded", "opened", "clicked", "complained", "unsubscribed", "subscribed",
+        "unknown", "all",
+    }
+)  # fmt: skip
+# "received" per event as parsed; the store's verdicts ("recorded", "duplicate",
+# "unknown_message") come per batch, counted with type "all"; "rejected" is a
+# request refused before parsing (verification, malformed body), also "all".
+WEBHOOK_RESULTS = frozenset({"received", "recorded", "duplicate", "unknown_message", "rejected"})
+API_PATHS = frozenset({"send", "batch"})
+
+SENDS = Counter("mailqueue_sends", "Sends by outcome.", ["outcome"])
+API_REQUESTS = Counter(
+    "mailqueue_api_requests",
+    "Mailtrap API requests by endpoint and HTTP status.",
+    ["path", "status"],
+)
+API_SECONDS = Histogram(
+    "mailqueue_api_request_seconds",
+    "Mailtrap API request latency.",
+    ["path"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+RETRIES = Counter("mailqueue_retries", "In-process retries of Mailtrap API requests.")
+RATE_LIMIT_WAIT = Histogram(
+    "mailqueue_rate_limit_wait_seconds",
+    "Time spent waiting for the fleet-wide rate limiter.",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+WEBHOOK_EVENTS = Counter(
+    "mailqueue_webhook_events", "Tracking webhook events by type and result.", ["type", "result"]
+)
+
+
+def count_sends(outcome: str, n: int = 1) -> None:
+    """Count ``n`` sends that ended in ``outcome`` (sent, partially_sent, failed, retried)."""
+    if outcome not in SEND_OUTCOMES:
+        raise ValueError(f"unknown send outcome {outcome!r}")
+    if n > 0:
+        SENDS.labels(outcome=outcome).inc(n)
+
+
+def observe_api_request(path: str, status: int | None, seconds: float) -> None:
+    """Record one API call: ``path`` as in ``ApiCall.path``, ``status`` None when no answer came."""
+    endpoint = path.strip("/").partition("/")[0]
+    # "send/<inbox id>" counts as "send": the sandbox id stays out of the labels.
+    endpoint = endpoint if endpoint in API_PATHS else "other"
+    API_REQUESTS.labels(path=endpoint, status="error" if status is None else str(status)).inc()
+    API_SECONDS.labels(path=endpoint).observe(max(seconds, 0.0))
+
+
+def count_retries(n: int = 1) -> None:
+    """Count ``n`` in-process retries of an API request."""
+    if n > 0:
+        RETRIES.inc(n)
+
+
+def observe_rate_limit_wait(seconds: float) -> None:
+    """Record how long one acquire of the fleet rate limiter waited."""
+    RATE_LIMIT_WAIT.observe(max(seconds, 0.0))
+
+
+def count_webhook_event(event_type: str, result: str, n: int = 1) -> None:
+    """Count ``n`` tracking events of a normalized type (or "all") by what became of them."""
+    if result not in WEBHOOK_RESULTS:
+        raise ValueError(f"unknown webhook result {result!r}")
+    kind = event_type if event_type in WEBHOOK_EVENT_TYPES else "unknown"
+    if n > 0:
+        WEBHOOK_EVENTS.labels(type=kind, result=result).inc(n)
+
+
+class QueueDepthCollector:
+    """``mailqueue_queue_depth{queue}`` read from Redis at each scrape, not cached."""
+
+    QUEUES = (
+        ("outbox", "xlen", keys.OUTBOX),
+        ("batch", "xlen", keys.OUTBOX_BATCH),
+        ("retry", "zcard", keys.RETRY),
+        ("dead", "zcard", keys.DEAD),
+    )
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        depth, up = self._families()
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for _, command, key in self.QUEUES:
+                    getattr(pipe, command)(key)
+                counts = pipe.execute()
+        except redis.RedisError as exc:
+            # A scrape must still serve the counters when Redis is away.
+            log.warning("queue depth unavailable: %s", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        for (name, _, _), count in zip(self.QUEUES, counts, strict=True):
+            depth.add_metric([name], int(count))
+        up.add_metric([], 1)
+        yield depth
+        yield up
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "mailqueue_queue_depth",
+                "Envelopes waiting or in flight, by queue.",
+                labels=["queue"],
+            ),
+            GaugeMetricFamily("mailqueue_redis_up", "1 when the queue depth could be read."),
+        )
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus_client writes samples to ``PROMETHEUS_MULTIPROC_DIR``."""
+    return values.ValueClass is not values.MutexValue
+
+
+class _ProcessRegistry:
+    """Serves this process's default registry through another registry."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+def exposition_registry(redis_client: redis.Redis | None = None) -> CollectorRegistry:
+    """A registry to serve: every process's samples (or this one's), plus the queue depth."""
+    registry = CollectorRegistry()
+    if multiprocess_mode():
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_ProcessRegistry())  # type: ignore[arg-type]
+    if redis_client is not None:
+        registry.register(QueueDepthCollector(redis_client))  # type: ignore[arg-type]
+    return registry
+
+
+def scrape_client(redis_url: str) -> redis.Redis:
+    """A Redis client for the queue depth: short timeouts and no retries.
+
+    A scrape has about 10 s; a default client retrying a dead Redis would spend
+    them all and lose the counters too.
+    """
+    return redis.Redis.from_url(
+        redis_url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=None
+    )
+
+
+def start_metrics_server(
+    port: int,
+    *,
+    addr: str = "0.0.0.0",
+    redis_url: str | None = None,
+    redis_client: redis.Redis | None = None,
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``/metrics`` on ``addr:port`` from a daemon thread; returns the server and thread.
+
+    ``port`` 0 picks a free port (``server.server_port``). With ``redis_url``
+    (or a ready ``redis_client``) the queue depth is included.
+    """
+    if redis_client is None and redis_url is not None:
+        redis_client = scrape_client(redis_url)
+    server, thread = start_http_server(port, addr, registry=exposition_registry(redis_client))
+    return server, thread
