@@ -263,6 +263,19 @@ def test_refused_connection_is_transient_and_not_delivered() -> None:
     assert not info.value.maybe_delivered
 
 
+def test_on_error_sees_failed_attempts_that_a_retry_recovered_from(
+    mailtrap: LocalMailtrap, transport: Transport
+) -> None:
+    seen: list[DeliveryError] = []
+    mailtrap.inject("lost")
+    [result] = transport.send(single(), on_error=seen.append)
+    assert result.ok
+    [error] = seen
+    assert isinstance(error, TransientDeliveryError)
+    assert error.maybe_delivered
+    assert len(mailtrap.accepted) == 2  # the lost answer's message went out too
+
+
 def test_observer_sees_every_attempt(mailtrap: LocalMailtrap) -> None:
     seen: list[tuple[str, int | None, float]] = []
     mailtrap.inject("503")
