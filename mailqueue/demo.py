@@ -17,12 +17,14 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -67,6 +69,7 @@ def run(
     """Run the demo; returns the final status records. Raises MailqueueError on failure."""
     base = settings if settings is not None else Settings.from_env()
     with ExitStack() as stack:
+        stop = stack.enter_context(_interruptible())
         settings, recipients, sender, template = _environment(
             base, stack, echo, to=to, from_email=from_email, template_id=template_id
         )
@@ -74,11 +77,12 @@ def run(
 
         configure(settings)
         _start_worker(settings, stack, echo)
+        stop.check()
         webhook_url = _start_webhook(settings, stack)
         echo(f"webhook: {webhook_url}")
 
         sent = _send_examples(recipients, sender, template, echo)
-        records = _wait_sent(sent, timeout)
+        records = _wait_sent(sent, timeout, stop)
         _show(echo, "accepted by Mailtrap", sent, records)
 
         delivery, engagement = _tracking_events(records)
@@ -86,6 +90,7 @@ def run(
             ("after delivery and bounce events", delivery),
             ("after open and click events", engagement),
         ):
+            stop.check()
             _post_events(webhook_url, events)
             records = _records(sent)
             _show(echo, title, sent, records)
@@ -96,6 +101,42 @@ def run(
 
 
 # -- setting up -----------------------------------------------------------
+
+
+class _Stop:
+    """Ctrl-C (or SIGTERM) noted by a signal handler and acted on between steps.
+
+    A KeyboardInterrupt raised at an arbitrary bytecode can land in a
+    destructor (redis-py's parser has one), where Python prints and swallows
+    it, and the demo would carry on. A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def _interruptible() -> Iterator[_Stop]:
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
 
 
 def _environment(
@@ -264,9 +305,10 @@ def _records(sent: Sequence[Sent]) -> list[dict[str, Any]]:
     return records
 
 
-def _wait_sent(sent: Sequence[Sent], timeout: float) -> list[dict[str, Any]]:
+def _wait_sent(sent: Sequence[Sent], timeout: float, stop: _Stop) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
+        stop.check()
         records = _records(sent)
         if all(record["state"] in FINAL_STATES for record in records):
             break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -105,3 +106,45 @@ def test_tracking_events_bounce_one_recipient_and_engage_others() -> None:
         ("open", "m1"), ("click", "m1"), ("open", "m2")
     }
     assert len({e["event_id"] for e in delivery + engagement}) == 6
+
+
+def test_ctrl_c_stops_the_demo_and_everything_it_started() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailqueue", "demo"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("worker: ready"):
+            break
+    worker_pids = _celery_pids_of(process.pid)
+
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130, "".join(lines) + stderr
+    assert "interrupted" in stderr
+    assert "Traceback" not in stderr
+    assert all(not _alive(pid) for pid in worker_pids)
+
+
+def _celery_pids_of(parent: int) -> list[int]:
+    ps = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True)
+    pids = []
+    for line in ps.stdout.splitlines()[1:]:
+        pid, ppid, args = line.split(None, 2)
+        if int(ppid) == parent and "celery" in args:
+            pids.append(int(pid))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purpose; its parent (the test's child) has exited.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
