@@ -69,10 +69,14 @@ def enqueue(
                 raise ValidationError(
                     "idempotency_key must be a non-empty string", field="idempotency_key"
                 )
-            idem_key = keys.idempotency(idempotency_key)
-            first = rt.redis.set(idem_key, send_id, nx=True, get=True, ex=rt.store.ttl)
+            key = keys.idempotency(idempotency_key)
+            first = rt.redis.set(key, send_id, nx=True, get=True, ex=rt.store.ttl)
             if first is not None:
                 return first.decode() if isinstance(first, bytes) else str(first)
+            # Only a key this call wrote is forgotten on failure: when the SET
+            # itself failed, Redis is unreachable and a second try would only
+            # double the caller's wait.
+            idem_key = key
         with rt.redis.pipeline(transaction=True) as pipe:
             _write(rt, pipe, send_id, calls, due=due, created_at=now_iso())
             pipe.zcount(keys.DRAINS, int(time.time() * 1000), "+inf")

@@ -18,9 +18,12 @@ from .status import StatusStore
 __all__ = ["Runtime", "configure", "current", "reset"]
 
 # A producer must learn at once that Redis is down, not hang: bounded
-# connect and read timeouts, and no silent reconnect loop.
+# connect and read timeouts, and no silent reconnect loop. A frozen server
+# (accepting connections, answering nothing) costs one read timeout per
+# call, so that timeout stays under the 5 s a web request can afford; every
+# command mailqueue sends is short, none blocks.
 SOCKET_CONNECT_TIMEOUT = 3.0
-SOCKET_TIMEOUT = 10.0
+SOCKET_TIMEOUT = 4.0
 
 
 class Runtime:
