@@ -15,6 +15,7 @@ import io
 import json
 import mimetypes
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ import click
 import redis
 
 from .errors import MailqueueError, ValidationError
+from .settings import Settings
 
 __all__ = ["cli", "format_status", "main", "message_from_options", "read_campaign"]
 
@@ -66,7 +68,7 @@ def friendly_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _runtime_settings() -> Any:
+def _runtime_settings() -> Settings:
     from .runtime import current
 
     return current().settings
@@ -362,6 +364,21 @@ def _batch_message(
     return message
 
 
+def _row_error(exc: ValidationError, rows: Sequence[Mapping[str, str]]) -> str:
+    """Point a batch send's ``to[i]`` error at its CSV line."""
+    match = re.match(r"to\[(\d+)\]", exc.field or "")
+    if match and int(match.group(1)) < len(rows):
+        index = int(match.group(1))
+        return f"row {index + 2} ({rows[index]['email']}): {_describe(exc)}"
+    return _describe(exc)
+
+
+def _progress(length: int) -> Any:
+    # Off a terminal click prints only the label, which would read as output.
+    label = "enqueueing" if sys.stderr.isatty() else ""
+    return click.progressbar(length=length, label=label, file=sys.stderr)
+
+
 def _enqueue_individual(messages: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
     from .payload import build_payload
     from .producer import enqueue_many, get_status
@@ -376,7 +393,7 @@ def _enqueue_individual(messages: Sequence[dict[str, Any]]) -> tuple[list[str], 
             raise CliError(f"row {index + 2} ({message['to'][0]}): {_describe(exc)}") from None
     ids: list[str] = []
     groups: list[str] = []
-    with click.progressbar(length=len(messages), label="enqueueing", file=sys.stderr) as bar:
+    with _progress(len(messages)) as bar:
         for start in range(0, len(messages), CAMPAIGN_CHUNK):
             chunk = messages[start : start + CAMPAIGN_CHUNK]
             chunk_ids = enqueue_many(chunk)
@@ -452,7 +469,13 @@ def campaign(
     from .producer import enqueue
 
     message = _batch_message(rows, template_id, from_email)
-    with click.progressbar(length=len(rows), label="enqueueing", file=sys.stderr) as bar:
+    from .payload import build_payload
+
+    try:
+        build_payload(message, current().settings)
+    except ValidationError as exc:
+        raise CliError(_row_error(exc, rows)) from None
+    with _progress(len(rows)) as bar:
         send_id = enqueue(message)
         bar.update(len(rows))
     click.echo(send_id)

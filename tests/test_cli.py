@@ -494,3 +494,14 @@ def test_python_dash_m_mailqueue_shows_every_command() -> None:
     for command in ("send", "status", "campaign", "dead-letters", "worker", "serve-webhooks",
                     "local-mailtrap", "demo"):
         assert command in result.stdout
+
+
+def test_campaign_batch_with_a_bad_address_names_the_csv_row(
+    settings: Settings, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    csv_path = write_csv(tmp_path / "list.csv", "email\nok@example.com\nbroken\n")
+
+    result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM)
+
+    assert_one_error_line(result, "row 3", "broken", "to[1]")
+    assert redis_client.keys("mq:send:*") == []
