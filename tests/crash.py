@@ -1,0 +1,297 @@
+"""Crash scenarios: after each, every message ends ``sent`` or ``failed`` with a reason.
+
+    .venv/bin/python tests/crash.py kill          # workers SIGKILLed and replaced, repeatedly
+    .venv/bin/python tests/crash.py redis         # Redis (append-only) killed and restarted mid-run
+    .venv/bin/python tests/crash.py api-down      # the API refuses connections for a minute
+    .venv/bin/python tests/crash.py broker-down   # producers facing a down Redis
+    .venv/bin/python tests/crash.py all
+
+Each prints its figures and exits non-zero on a lost message, a wrong status, an
+unflagged duplicate, a producer that hung, or a status record left for a
+message whose enqueue raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+import mailqueue
+from mailqueue.settings import Settings
+from mailqueue.testing import LocalMailtrap
+from mailqueue.testing.redis_server import RedisServer
+from mailqueue.testing.worker import WorkerProcess
+
+try:
+    from tests.soak import SoakReport, analyse, enqueue_all, soak_messages, wait_settled
+except ImportError:  # run as a script: tests/ itself is on sys.path
+    from soak import (  # type: ignore[no-redef]
+        SoakReport,
+        analyse,
+        enqueue_all,
+        soak_messages,
+        wait_settled,
+    )
+
+
+@dataclass
+class CrashReport:
+    """The outcome of one scenario: the soak checks plus producer-side figures."""
+
+    name: str
+    delivery: SoakReport
+    events: list[str] = field(default_factory=list)
+    refused: int = 0  # enqueues that raised BrokerUnavailable
+    slowest_refusal: float = 0.0  # seconds the slowest of them took
+    refusal_bound: float = 5.0
+    orphans: int = 0  # status records beyond the sends whose enqueue returned
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.delivery.ok
+            and self.delivery.not_final == 0
+            and self.orphans == 0
+            and self.slowest_refusal < self.refusal_bound
+        )
+
+    def lines(self) -> list[str]:
+        return [
+            f"== {self.name}",
+            *(f"event               {event}" for event in self.events),
+            *self.delivery.lines()[:-1],
+            f"producer refusals   {self.refused} (slowest {self.slowest_refusal:.2f} s, "
+            f"bound {self.refusal_bound:g} s)",
+            f"orphan records      {self.orphans}",
+            f"verdict             {'OK' if self.ok else 'FAILED'}",
+        ]
+
+
+def crash_settings(mailtrap: LocalMailtrap, redis_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_token": mailtrap.token,
+        "api_url": mailtrap.url,
+        "broker_url": redis_url,
+        "connect_timeout": 1.0,
+        "read_timeout": 2.0,
+        "retry_backoff": 0.5,
+        "retry_backoff_max": 4.0,
+        "max_retries": 40,
+        "reclaim_idle": 5.0,
+        "visibility_timeout": 20.0,
+        "rate_limit": "200/1s",
+        "coalesce": False,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextmanager
+def environment(
+    *, appendonly: bool = False, latency: float = 0.02, **overrides: Any
+) -> Iterator[tuple[RedisServer, LocalMailtrap, Settings]]:
+    with ExitStack() as stack:
+        server = stack.enter_context(RedisServer(appendonly=appendonly))
+        mailtrap = stack.enter_context(LocalMailtrap(latency=latency))
+        settings = crash_settings(mailtrap, server.url, **overrides)
+        mailqueue.configure(settings)
+        yield server, mailtrap, settings
+
+
+def _count_records(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return sum(1 for _ in client.scan_iter("mq:send:*", count=1000))
+    finally:
+        client.close()
+
+
+def _wait_accepted(mailtrap: LocalMailtrap, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(mailtrap.accepted) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+# -- scenarios ------------------------------------------------------------
+
+
+def scenario_kill(messages: int = 2000, kills: int = 5, every: float = 2.0) -> CrashReport:
+    """Two workers; every ``every`` seconds one is SIGKILLed and a fresh one started."""
+    with environment() as (_, mailtrap, settings):
+        texts = soak_messages(messages, run="kill")
+        report = CrashReport("workers killed with SIGKILL", SoakReport(messages=messages))
+        workers = [WorkerProcess(settings).start(), WorkerProcess(settings).start()]
+        try:
+            started = time.monotonic()
+            ids = enqueue_all(texts)
+            for round_ in range(kills):
+                time.sleep(every)
+                victim = workers.pop(0)
+                seen = len(mailtrap.accepted)
+                victim.kill()
+                victim.stop()
+                report.events.append(
+                    f"kill {round_ + 1}: at {time.monotonic() - started:.1f} s, "
+                    f"{seen} messages accepted so far"
+                )
+                workers.append(WorkerProcess(settings).start())
+            wait_settled(ids, timeout=180)
+            report.delivery.seconds = time.monotonic() - started
+        finally:
+            for worker in workers:
+                worker.stop()
+        analyse(mailtrap, texts, ids, report.delivery)
+        return report
+
+
+def scenario_redis_restart(
+    messages: int = 600, down: float = 3.0, crash: bool = True
+) -> CrashReport:
+    """Producers keep sending while Redis (append-only, fsync always) is killed and restarted."""
+    with environment(appendonly=True) as (server, mailtrap, settings):
+        report = CrashReport("Redis killed and restarted", SoakReport(messages=0))
+        texts = soak_messages(messages, run="redis")
+        sent_texts: list[dict[str, Any]] = []
+        ids: list[str] = []
+        refusals: list[float] = []
+
+        def produce() -> None:
+            for message in texts:
+                began = time.monotonic()
+                try:
+                    ids.append(mailqueue.send_email.delay(message).id)
+                    sent_texts.append(message)
+                except mailqueue.BrokerUnavailable:
+                    refusals.append(time.monotonic() - began)
+                time.sleep(0.005)
+
+        with WorkerProcess(settings), WorkerProcess(settings):
+            started = time.monotonic()
+            producer = threading.Thread(target=produce)
+            producer.start()
+            _wait_accepted(mailtrap, messages // 4)
+            server.halt(crash=crash)
+            report.events.append(
+                f"Redis {'killed' if crash else 'stopped'} at {time.monotonic() - started:.1f} s "
+                f"after {len(mailtrap.accepted)} accepted; down {down:g} s"
+            )
+            time.sleep(down)
+            server.start()
+            producer.join()
+            wait_settled(ids, timeout=180)
+            report.delivery.seconds = time.monotonic() - started
+        report.delivery.messages = len(ids)
+        analyse(mailtrap, sent_texts, ids, report.delivery)
+        report.refused = len(refusals)
+        report.slowest_refusal = max(refusals, default=0.0)
+        report.orphans = _count_records(server.url) - len(ids)
+        return report
+
+
+def scenario_api_down(messages: int = 600, down: float = 60.0) -> CrashReport:
+    """The API refuses every connection for ``down`` seconds mid-run, then comes back."""
+    with environment(latency=0.01) as (_, mailtrap, settings):
+        report = CrashReport(f"API unreachable for {down:g} s", SoakReport(messages=messages))
+        texts = soak_messages(messages, run="api")
+        with WorkerProcess(settings), WorkerProcess(settings):
+            started = time.monotonic()
+            ids = enqueue_all(texts[: messages // 2])
+            _wait_accepted(mailtrap, messages // 8)
+            mailtrap.stop()
+            report.events.append(
+                f"API down at {time.monotonic() - started:.1f} s after "
+                f"{len(mailtrap.accepted)} accepted"
+            )
+            ids += enqueue_all(texts[messages // 2 :])
+            time.sleep(down)
+            mailtrap.start()
+            report.events.append(f"API back at {time.monotonic() - started:.1f} s")
+            wait_settled(ids, timeout=down + 180)
+            report.delivery.seconds = time.monotonic() - started
+        analyse(mailtrap, texts, ids, report.delivery)
+        return report
+
+
+def scenario_broker_down(attempts: int = 5) -> CrashReport:
+    """Producers facing a stopped (refusing) or frozen Redis raise BrokerUnavailable at once."""
+    with environment(appendonly=True) as (server, _, _settings):
+        report = CrashReport("producers facing a down broker", SoakReport(messages=0))
+        message = soak_messages(1, run="down")[0]
+        calls: list[Callable[[], object]] = [
+            lambda: mailqueue.enqueue(message),
+            lambda: mailqueue.send_email.delay(message),
+            lambda: mailqueue.enqueue_many([message, message]),
+            lambda: mailqueue.enqueue(message, idempotency_key="order-1"),
+        ]
+        durations: list[float] = []
+
+        def try_all(rounds: int) -> int:
+            refused = 0
+            for _ in range(rounds):
+                for call in calls:
+                    began = time.monotonic()
+                    try:
+                        call()
+                    except mailqueue.BrokerUnavailable:
+                        durations.append(time.monotonic() - began)
+                        refused += 1
+                    else:
+                        report.orphans += 1  # an enqueue that claimed success with Redis down
+            return refused
+
+        server.halt(crash=True)
+        refused = try_all(attempts)
+        report.events.append(f"Redis killed: {refused} enqueues refused")
+        server.start()
+        # A frozen server accepts connections but never answers: only timeouts help.
+        assert server.process is not None
+        mailqueue.configure(_settings)  # fresh connections, as a new producer process has
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            refused = try_all(1)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        report.events.append(f"Redis frozen (SIGSTOP): {refused} enqueues refused")
+        report.orphans += _count_records(server.url)
+        report.refused = len(durations)
+        report.slowest_refusal = max(durations, default=0.0)
+        return report
+
+
+SCENARIOS: dict[str, Callable[[], CrashReport]] = {
+    "kill": scenario_kill,
+    "redis": scenario_redis_restart,
+    "api-down": scenario_api_down,
+    "broker-down": scenario_broker_down,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", choices=[*SCENARIOS, "all"])
+    args = parser.parse_args(argv)
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    failed = False
+    for name in names:
+        report = SCENARIOS[name]()
+        print("\n".join(report.lines()), flush=True)
+        for problem in (
+            report.delivery.lost + report.delivery.wrong + report.delivery.unflagged_duplicates
+        )[:20]:
+            print(f"  problem: {problem}")
+        failed |= not report.ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
