@@ -444,33 +444,50 @@ def campaign(
     timeout: float,
 ) -> None:
     """Send a template to every row of CSV (an 'email' column plus merge columns)."""
+    rows = read_campaign(csv_path)
+    if individual:
+        _campaign_individual(rows, template_id, from_email, follow, timeout)
+    else:
+        _campaign_batch(rows, template_id, from_email, follow, timeout)
+
+
+def _campaign_individual(
+    rows: Sequence[Mapping[str, str]],
+    template_id: str,
+    from_email: str | None,
+    follow: bool,
+    timeout: float,
+) -> None:
     from .runtime import current
 
-    rows = read_campaign(csv_path)
-    store = current().store
-    if individual:
-        ids, groups = _enqueue_individual(_individual_messages(rows, template_id, from_email))
-        click.echo(f"queued {len(ids)} sends (groups: {', '.join(groups)})")
-        if follow:
-
-            def group_counts() -> dict[str, int]:
-                total: dict[str, int] = {}
-                for group in groups:
-                    for state, count in store.group_counts(group).items():
-                        total[state] = total.get(state, 0) + count
-                return total
-
-            _follow(
-                group_counts,
-                lambda c: sum(c.get(s, 0) for s in FINAL_STATES) >= len(ids),
-                timeout,
-            )
+    ids, groups = _enqueue_individual(_individual_messages(rows, template_id, from_email))
+    click.echo(f"queued {len(ids)} sends (groups: {', '.join(groups)})")
+    if not follow:
         return
+    store = current().store
+
+    def group_counts() -> dict[str, int]:
+        total: dict[str, int] = {}
+        for group in groups:
+            for state, count in store.group_counts(group).items():
+                total[state] = total.get(state, 0) + count
+        return total
+
+    _follow(group_counts, lambda c: sum(c.get(s, 0) for s in FINAL_STATES) >= len(ids), timeout)
+
+
+def _campaign_batch(
+    rows: Sequence[Mapping[str, str]],
+    template_id: str,
+    from_email: str | None,
+    follow: bool,
+    timeout: float,
+) -> None:
+    from .payload import build_payload
     from .producer import enqueue
+    from .runtime import current
 
     message = _batch_message(rows, template_id, from_email)
-    from .payload import build_payload
-
     try:
         build_payload(message, current().settings)
     except ValidationError as exc:
@@ -479,14 +496,18 @@ def campaign(
         send_id = enqueue(message)
         bar.update(len(rows))
     click.echo(send_id)
-    if follow:
+    if not follow:
+        return
+    store = current().store
 
-        def recipient_counts() -> dict[str, int]:
-            counts = store.recipient_counts(send_id)
-            counts["send:" + (store.state(send_id) or "expired")] = 1
-            return counts
+    def recipient_counts() -> dict[str, int]:
+        # Recipients appear as each batch call is answered; the send's own
+        # state says when the last one was.
+        counts = store.recipient_counts(send_id)
+        counts["send:" + (store.state(send_id) or "expired")] = 1
+        return counts
 
-        _follow(recipient_counts, lambda c: any(f"send:{s}" in c for s in FINAL_STATES), timeout)
+    _follow(recipient_counts, lambda c: any(f"send:{s}" in c for s in FINAL_STATES), timeout)
 
 
 # -- dead letters ---------------------------------------------------------
