@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from . import keys
+from . import keys, metrics
 from .backoff import compute_backoff
 from .errors import DeliveryError, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from .outbox import Envelope
@@ -50,6 +50,8 @@ MAX_COUNTDOWN = 60.0
 
 Wake = Callable[[float], None]
 
+_OUTCOME_METRIC = {"sent": "sent", "partial": "partially_sent", "failed": "failed"}
+
 
 @dataclass
 class DrainReport:
@@ -70,7 +72,9 @@ class Drainer:
         self.store = runtime.store
         self.outbox = runtime.outbox
         self.limiter = FleetRateLimiter(runtime.redis, self.settings)
-        self.transport = transport or Transport(self.settings, self.limiter)
+        self.transport = transport or Transport(
+            self.settings, self.limiter, observer=metrics.observe_api_request
+        )
         self.wake = wake
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -261,6 +265,7 @@ class Drainer:
                 report.failed += 1
             else:
                 report.sent += 1
+            metrics.count_sends(_OUTCOME_METRIC[part.outcome])
 
     def _fail(
         self,
@@ -282,6 +287,7 @@ class Drainer:
             self.outbox.ack(pipe, group)
             pipe.execute()
         report.failed += len(group)
+        metrics.count_sends("failed", len(group))
         log.warning("sends %s failed: %s", ",".join(e.send_id for e in group), exc)
 
     def _retry_later(
@@ -315,6 +321,7 @@ class Drainer:
             self.outbox.ack(pipe, group)
             pipe.execute()
         report.retried += len(group)
+        metrics.count_sends("retried", len(group))
         log.info(
             "sends %s retry %d in %.1f s: %s",
             ",".join(e.send_id for e in group),

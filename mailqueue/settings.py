@@ -90,6 +90,7 @@ class Settings:
     reclaim_idle: float = 120.0
     webhook_max_body: int = 16 * 1024 * 1024
     queue: str = "mailqueue"
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         # Anymail: sandbox mode is on exactly when bool(id) is true, so "" / 0 /
@@ -274,6 +275,7 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
         ("RECLAIM_IDLE", float),
         ("WEBHOOK_MAX_BODY", _int),
         ("QUEUE", str),
+        ("METRICS_PORT", _int),
     ):
         put(name.lower(), source.own(name) or None, convert, f"MAILQUEUE_{name}")
     return values

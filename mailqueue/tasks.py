@@ -14,7 +14,7 @@ from typing import Any
 from celery import Task, signals
 from celery.result import AsyncResult
 
-from . import runtime
+from . import metrics, runtime
 from .celery_app import app
 from .delivery import Drainer
 from .errors import ValidationError
@@ -57,6 +57,9 @@ def _collect_leftovers(**_: Any) -> None:
     # Work left by a worker that died (or queued while none ran) is picked up
     # as soon as a worker starts, without waiting for the next message.
     _wake(0)
+    settings = runtime.current().settings
+    if settings.metrics_port:
+        metrics.start_metrics_server(settings.metrics_port, redis_url=settings.status_redis_url)
 
 
 class SendEmailTask(Task):  # type: ignore[type-arg]

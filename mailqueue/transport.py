@@ -20,6 +20,7 @@ import requests.adapters
 import requests.utils
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
+from . import metrics
 from .errors import DeliveryError, RateLimited, TransientDeliveryError
 from .payload import ApiCall
 from .responses import RequestResult, classify_exception, parse_response
@@ -153,6 +154,7 @@ class Transport:
 
         def before_sleep(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
+            metrics.count_retries()
             log.info(
                 "Retrying POST %s in %.2fs after attempt %d: %s",
                 call.path,
@@ -188,7 +190,7 @@ class Transport:
     ) -> list[RequestResult]:
         if self.limiter is not None:
             max_wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self.limiter.acquire(max_wait)
+            metrics.observe_rate_limit_wait(self.limiter.acquire(max_wait))
         try:
             return self.post(call)
         except RateLimited as exc:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import redis
 
+from .. import metrics
 from ..errors import MailqueueError, ValidationError
 from ..settings import Settings
 from ..status import now_iso
@@ -94,15 +95,18 @@ class TrackingHandler:
                 if self.verifier.uses_basic_auth
                 else []
             )
+            metrics.count_webhook_event("all", "rejected")
             return text_response(401, "authentication failed", *challenge)
         try:
             events = parse_body(body)
         except ValidationError as exc:
             logger.info("tracking webhook: rejected body: %s", exc)
+            metrics.count_webhook_event("all", "rejected")
             return text_response(400, str(exc))
         except Exception:
             # Whatever the body did to the parser, it is the body's fault.
             logger.warning("tracking webhook: unparsable body", exc_info=True)
+            metrics.count_webhook_event("all", "rejected")
             return text_response(400, "body could not be parsed")
         try:
             result = self.store.apply(events, now_iso())
@@ -119,6 +123,11 @@ class TrackingHandler:
             result.duplicates,
             result.unknown_message_ids,
         )
+        for event in events:
+            metrics.count_webhook_event(event.event_type, "received")
+        metrics.count_webhook_event("all", "recorded", result.recorded)
+        metrics.count_webhook_event("all", "duplicate", result.duplicates)
+        metrics.count_webhook_event("all", "unknown_message", result.unknown_message_ids)
         return Response(200, [_TEXT], b"")
 
 
