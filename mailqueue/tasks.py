@@ -9,12 +9,13 @@ the outbox until it is empty.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from celery import Task, signals
+from celery import Task, bootsteps, signals
 from celery.result import AsyncResult
 
-from . import metrics, runtime
+from . import keys, metrics, runtime
 from .celery_app import app
 from .delivery import Drainer
 from .errors import ValidationError
@@ -25,6 +26,9 @@ __all__ = ["deliver", "send_email"]
 log = logging.getLogger("mailqueue.tasks")
 
 _drainer: Drainer | None = None
+
+# How often every worker looks for work that no live drain is taking.
+SWEEP_INTERVAL = 10.0
 
 
 def _wake(delay: float) -> None:
@@ -60,6 +64,52 @@ def _collect_leftovers(**_: Any) -> None:
     settings = runtime.current().settings
     if settings.metrics_port:
         metrics.start_metrics_server(settings.metrics_port, redis_url=settings.status_redis_url)
+
+
+def _sweep() -> None:
+    """Wake a drain when work waits and no drain is alive.
+
+    A drain that died with its worker or with Redis leaves its heartbeat behind
+    for a while, and producers that see it publish no wake-up: without this,
+    what they queued would wait for the next producer.
+    """
+    try:
+        rt = runtime.current()
+        if rt.redis.zcount(keys.DRAINS, int(time.time() * 1000), "+inf"):
+            return
+        outbox = rt.outbox
+        now = time.time()
+        due = (outbox.next_retry_due(), outbox.next_reclaim_due())
+        if outbox.waiting() or any(at is not None and at <= now for at in due):
+            _wake(0)
+    except Exception as exc:  # Redis or the broker is down: the next sweep tries again
+        log.warning("sweep for waiting work failed: %s", type(exc).__name__)
+
+
+class WakeOnConnect(bootsteps.StartStopStep):
+    """Wake a drain each time the worker (re)connects to the broker, then sweep periodically.
+
+    Drains cut off by a lost connection are cancelled, and the producers that
+    failed meanwhile woke nobody: a reconnected worker must look for itself.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._timer: Any = None
+
+    def start(self, parent: Any) -> None:
+        _sweep()
+        self._timer = parent.timer.call_repeatedly(SWEEP_INTERVAL, _sweep)
+
+    def stop(self, parent: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+app.steps["consumer"].add(WakeOnConnect)
 
 
 class SendEmailTask(Task):  # type: ignore[type-arg]
