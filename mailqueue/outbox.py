@@ -44,10 +44,12 @@ return #due
 """
 
 # Note when the earliest wake-up fires; answers 1 when the caller must
-# publish one (none is scheduled before ``due``). KEYS: wakeup. ARGV: due, ttl ms.
+# publish one (none is still to come at or before ``due``). A wake-up whose
+# time has passed covers nothing: it has fired, and its drain may already have
+# looked for due work. KEYS: wakeup. ARGV: due, ttl ms, now.
 _WAKEUP = """
 local at = tonumber(redis.call('GET', KEYS[1]))
-if at and at <= tonumber(ARGV[1]) then return 0 end
+if at and at <= tonumber(ARGV[1]) and at > tonumber(ARGV[3]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
@@ -127,7 +129,8 @@ class Outbox:
 
     def note_wakeup(self, due: float, horizon: float) -> bool:
         """True when no wake-up is scheduled at or before ``due``: the caller publishes one."""
-        return bool(self._wakeup(keys=[keys.WAKEUP], args=[due, max(int(horizon * 1000), 1)]))
+        args = [due, max(int(horizon * 1000), 1), time.time()]
+        return bool(self._wakeup(keys=[keys.WAKEUP], args=args))
 
     # -- worker side ----------------------------------------------------
 
