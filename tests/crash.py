@@ -35,7 +35,7 @@ from mailqueue.testing.worker import WorkerProcess
 try:
     from tests.soak import SoakReport, analyse, enqueue_all, soak_messages, wait_settled
 except ImportError:  # run as a script: tests/ itself is on sys.path
-    from soak import (  # type: ignore[no-redef]
+    from soak import (  # type: ignore[no-redef,import-not-found,unused-ignore]
         SoakReport,
         analyse,
         enqueue_all,
@@ -198,9 +198,9 @@ def scenario_redis_restart(
         return report
 
 
-def scenario_api_down(messages: int = 600, down: float = 60.0) -> CrashReport:
+def scenario_api_down(messages: int = 600, down: float = 60.0, **overrides: Any) -> CrashReport:
     """The API refuses every connection for ``down`` seconds mid-run, then comes back."""
-    with environment(latency=0.01) as (_, mailtrap, settings):
+    with environment(latency=0.01, **overrides) as (_, mailtrap, settings):
         report = CrashReport(f"API unreachable for {down:g} s", SoakReport(messages=messages))
         texts = soak_messages(messages, run="api")
         with WorkerProcess(settings), WorkerProcess(settings):

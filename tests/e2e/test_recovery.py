@@ -1,0 +1,66 @@
+"""Reduced crash scenarios (tests/crash.py): every message ends sent, or failed with a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.crash import (
+    CrashReport,
+    scenario_api_down,
+    scenario_broker_down,
+    scenario_kill,
+    scenario_redis_restart,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _assert_recovered(report: CrashReport) -> None:
+    summary = "\n".join(report.lines())
+    assert report.delivery.lost == [], summary
+    assert report.delivery.wrong == [], summary
+    assert report.delivery.unflagged_duplicates == [], summary
+    assert report.delivery.not_final == 0, summary
+    assert report.orphans == 0, summary
+
+
+def test_workers_killed_repeatedly_lose_no_message() -> None:
+    report = scenario_kill(messages=400, kills=3, every=1.5)
+
+    _assert_recovered(report)
+    assert report.delivery.sent == 400
+
+
+def test_redis_killed_mid_run_loses_no_enqueued_message() -> None:
+    report = scenario_redis_restart(messages=300, down=2.0)
+
+    _assert_recovered(report)
+    # Producers saw the outage (so the test did cut Redis off mid-run) and were told at once.
+    assert report.refused > 0
+    assert report.slowest_refusal < 5.0
+    assert report.delivery.sent == report.delivery.messages
+
+
+def test_api_unreachable_for_a_while_every_message_is_sent_after() -> None:
+    report = scenario_api_down(messages=200, down=8.0)
+
+    _assert_recovered(report)
+    assert report.delivery.sent == 200
+
+
+def test_api_unreachable_beyond_the_retries_every_message_fails_with_a_reason() -> None:
+    report = scenario_api_down(
+        messages=60, down=15.0, max_retries=1, retry_backoff=0.5, retry_backoff_max=1.0
+    )
+
+    _assert_recovered(report)
+    assert report.delivery.failed > 0
+    assert report.delivery.sent + report.delivery.failed == 60
+
+
+def test_producers_facing_a_down_broker_are_refused_within_five_seconds() -> None:
+    report = scenario_broker_down(attempts=2)
+
+    assert report.refused == 2 * 4 + 4
+    assert report.slowest_refusal < 5.0
+    assert report.orphans == 0
