@@ -11,6 +11,7 @@ single sends on one batch call.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,7 @@ def build_payload(message: Mapping[str, Any], settings: Settings | None = None) 
     """
     settings = settings or _defaults()
     try:
+        _reject_lone_surrogates(message, "")
         msg = normalize_message(message, settings)
         if not msg.is_batch:
             return [_single_call(msg, _single_send_data(msg), settings)]
@@ -111,6 +113,34 @@ def build_payload(message: Mapping[str, Any], settings: Settings | None = None) 
         raise ValidationError(
             f"malformed message ({type(error).__name__})", field="message"
         ) from error
+
+
+# A lone surrogate survives json.dumps as a \\udXXX escape that Mailtrap cannot
+# decode, and Redis cannot store it as UTF-8 (a recipient naming a status
+# field): refused here, before anything is queued.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_DEPTH = 64
+
+
+def _reject_lone_surrogates(value: object, where: str, depth: int = 0) -> None:
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            field = where or "message"
+            raise ValidationError(f"{field} holds a lone surrogate, not text", field=field)
+        return
+    if depth >= _SURROGATE_DEPTH:  # normalize_message refuses deeper nesting itself
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            # Escaped, so that the error itself can be printed and logged.
+            text = str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+            name = f"{where}.{text}" if where else text
+            if isinstance(key, str) and _SURROGATE.search(key):
+                raise ValidationError(f"{name} has a lone surrogate in its name", field=name)
+            _reject_lone_surrogates(item, name, depth + 1)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _reject_lone_surrogates(item, f"{where}[{index}]", depth + 1)
 
 
 def _defaults() -> Settings:
