@@ -117,6 +117,7 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
     from_list = _from_list(get("from_email"), settings)
     if len(from_list) > 1:
         unsupported.feature("multiple from emails")
+    _refuse_long_recipient_lists(message)
     to = _recipients(get("to"), "to")
     cc = _recipients(get("cc"), "cc")
     bcc = _recipients(get("bcc"), "bcc")
@@ -273,6 +274,25 @@ def _from_list(value: object, settings: Settings) -> list[EmailAddress]:
         if value is None:
             return []
     return parse_address_list(value, "from_email")
+
+
+def _refuse_long_recipient_lists(message: Mapping[Any, Any]) -> None:
+    """Refuse an over-long list before parsing it: a million addresses cost a million parses.
+
+    Each item holds at least one address (or is invalid), so the item count is a
+    floor of the address count checked after parsing.
+    """
+    batch = any(message.get(key) is not None for key in _MERGE_KEYS)
+    for name in ("cc", "bcc") if batch else ("to", "cc", "bcc"):
+        items = message.get(name)
+        if isinstance(items, (list, tuple)) and len(items) > MAX_ADDRESSES_PER_FIELD:
+            raise ValidationError(
+                f"{name} has {len(items)} addresses; Mailtrap allows {MAX_ADDRESSES_PER_FIELD}",
+                field=name,
+            )
+
+
+_MERGE_KEYS = ("merge_data", "merge_metadata", "merge_headers")
 
 
 def _recipients(value: object, name: str) -> list[EmailAddress]:
