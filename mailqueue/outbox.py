@@ -174,12 +174,25 @@ class Outbox:
         )
 
     def waiting(self) -> int:
-        """Envelopes in both streams not yet read by any worker, plus pending ones."""
+        """Envelopes in both streams that no worker has read yet.
+
+        Acknowledged entries are deleted, so a stream holds exactly the pending
+        entries and the unread ones. Pending entries are not counted: a live
+        worker is on them, and those of a dead one are reclaimed on schedule.
+        """
+        streams = (keys.OUTBOX, keys.OUTBOX_BATCH)
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(keys.OUTBOX)
-            pipe.xlen(keys.OUTBOX_BATCH)
-            single, batch = pipe.execute()
-        return int(single) + int(batch)
+            for stream in streams:
+                pipe.xlen(stream)
+                pipe.xpending(stream, keys.OUTBOX_GROUP)
+            answers = pipe.execute(raise_on_error=False)
+        total = 0
+        for length, pending in zip(answers[::2], answers[1::2], strict=True):
+            if isinstance(length, Exception):
+                raise length
+            held = pending["pending"] if isinstance(pending, dict) else 0
+            total += max(int(length) - int(held), 0)
+        return total
 
     def next_reclaim_due(self) -> float | None:
         """When the oldest envelope read but not acknowledged becomes reclaimable (unix seconds)."""

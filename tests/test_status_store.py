@@ -191,3 +191,25 @@ def test_a_wake_up_already_due_does_not_cover_a_later_retry(redis_client: redis.
     assert outbox.note_wakeup(now - 0.5, horizon=1) is True
     # The wake-up noted for now - 0.5 has fired: a retry due later needs its own.
     assert outbox.note_wakeup(now + 1, horizon=2) is True
+
+
+def test_waiting_counts_unread_envelopes_not_those_a_worker_holds(
+    redis_client: redis.Redis,
+) -> None:
+    from mailqueue.outbox import Envelope, Outbox
+    from mailqueue.payload import build_payload
+
+    outbox = Outbox(redis_client, reclaim_idle=60, ttl=60)
+    outbox.ensure_group()
+    [call] = build_payload(
+        {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
+    )
+    with redis_client.pipeline() as pipe:
+        for n in range(3):
+            outbox.add(pipe, Envelope(send_id=f"s{n}", part=0, call=call))
+        pipe.execute()
+
+    assert outbox.waiting() == 3
+    held = outbox.read("worker-1", keys.OUTBOX, 2)
+    assert len(held) == 2
+    assert outbox.waiting() == 1
