@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -143,6 +144,11 @@ class WorkerProcess:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.process is not None:
+            # A pool child outliving its parent would go on taking work from
+            # the next test's queue: nothing of this worker may survive it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         self.process = None
 
     def pids(self) -> list[int]:
