@@ -133,23 +133,12 @@ def _too_long(wait: float, waited: float, max_wait: float) -> RateLimited:
     )
 
 
-class FleetRateLimiter:
-    """A sliding-log limiter in Redis, shared by every process using the same API token."""
+class _Waiting:
+    """Blocking and non-blocking acquisition over a one-shot ``_attempt``."""
 
-    def __init__(
-        self, redis_client: redis.Redis, settings: Settings, *, margin: float | None = None
-    ) -> None:
-        self.limit = settings.rate_limit
-        self.margin = default_margin(self.limit) if margin is None else margin
-        self._log_key = keys.rate_limit(settings.token_key)
-        self._cooldown_key = keys.cooldown(settings.token_key)
-        self._window_us = round((self.limit.period + self.margin) * _MICRO)
-        self._acquire = redis_client.register_script(_ACQUIRE)
-        self._penalize = redis_client.register_script(_PENALIZE)
-        self._cooldown_left = redis_client.register_script(_COOLDOWN_LEFT)
-        self._member_tag = f"{random.getrandbits(48):012x}"
-        self._counter = 0
-        self._counter_lock = threading.Lock()
+    def _attempt(self) -> float:
+        """Take a slot and return 0, or return the seconds until one may be free."""
+        raise NotImplementedError
 
     def acquire(self, max_wait: float | None = None) -> float:
         """Block until this process may make one API request; return the seconds waited.
@@ -169,6 +158,25 @@ class FleetRateLimiter:
     def try_acquire(self) -> bool:
         """Take a slot if one is free now; never waits."""
         return self._attempt() == 0
+
+
+class FleetRateLimiter(_Waiting):
+    """A sliding-log limiter in Redis, shared by every process using the same API token."""
+
+    def __init__(
+        self, redis_client: redis.Redis, settings: Settings, *, margin: float | None = None
+    ) -> None:
+        self.limit = settings.rate_limit
+        self.margin = default_margin(self.limit) if margin is None else margin
+        self._log_key = keys.rate_limit(settings.token_key)
+        self._cooldown_key = keys.cooldown(settings.token_key)
+        self._window_us = round((self.limit.period + self.margin) * _MICRO)
+        self._acquire = redis_client.register_script(_ACQUIRE)
+        self._penalize = redis_client.register_script(_PENALIZE)
+        self._cooldown_left = redis_client.register_script(_COOLDOWN_LEFT)
+        self._member_tag = f"{random.getrandbits(48):012x}"
+        self._counter = 0
+        self._counter_lock = threading.Lock()
 
     def penalize(self, retry_after: float | None) -> None:
         """Pause the whole fleet after a 429, for ``retry_after`` seconds or one period.
@@ -200,7 +208,7 @@ class FleetRateLimiter:
             raise BrokerUnavailable(f"rate limiter store unavailable: {exc}") from exc
 
 
-class MemoryRateLimiter:
+class MemoryRateLimiter(_Waiting):
     """The same limiter inside one process, for tests of code that needs a limiter."""
 
     def __init__(self, settings: Settings, *, margin: float | None = None) -> None:
@@ -210,22 +218,6 @@ class MemoryRateLimiter:
         self._granted: deque[float] = deque()
         self._cooldown_until = 0.0
         self._lock = threading.Lock()
-
-    def acquire(self, max_wait: float | None = None) -> float:
-        """Block until a slot is free; return the seconds waited (see ``FleetRateLimiter``)."""
-        started = time.monotonic()
-        while True:
-            wait = self._attempt()
-            waited = time.monotonic() - started
-            if wait == 0:
-                return waited
-            if max_wait is not None and waited + wait > max_wait:
-                raise _too_long(wait, waited, max_wait)
-            time.sleep(_sleep_for(wait))
-
-    def try_acquire(self) -> bool:
-        """Take a slot if one is free now; never waits."""
-        return self._attempt() == 0
 
     def penalize(self, retry_after: float | None) -> None:
         """Pause for ``retry_after`` seconds or one period; a longer pause is kept."""
