@@ -49,6 +49,7 @@ def enqueue(
     message: Mapping[str, Any],
     *,
     idempotency_key: str | None = None,
+    send_id: str | None = None,
     runtime: Runtime | None = None,
     **celery_options: Any,
 ) -> str:
@@ -56,12 +57,16 @@ def enqueue(
 
     With an ``idempotency_key`` seen before (within the status TTL) nothing is
     queued and the first send's id is returned. ``countdown`` or ``eta`` delay
-    the first attempt; other Celery options go to the wake-up task.
+    the first attempt; other Celery options go to the wake-up task. ``send_id``
+    chooses the id (letters, digits and ``._@:+=-``) instead of a new one.
     """
     rt = runtime or current()
     calls = build_payload(message, rt.settings)
     due = _due(celery_options)
-    send_id = uuid.uuid4().hex
+    if send_id is None:
+        send_id = uuid.uuid4().hex
+    elif keys.safe_id(send_id) is None:
+        raise ValidationError("send_id must be a short id of safe characters", field="send_id")
     idem_key = None
     try:
         if idempotency_key is not None:

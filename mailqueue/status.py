@@ -210,6 +210,25 @@ class StatusStore:
         pipe.hset(key, mapping=fields)
         pipe.expire(key, self.ttl)
 
+    def create_rejected(self, send_id: str, error: Mapping[str, Any]) -> None:
+        """Record a send refused before it was queued (a message that failed validation)."""
+        stamp = now_iso()
+        key = keys.send(send_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, "created_at", stamp)
+            pipe.hset(
+                key,
+                mapping={
+                    "state": "failed",
+                    "attempts": 0,
+                    "updated_at": stamp,
+                    "parts": 1,
+                    "error": json.dumps(error),
+                },
+            )
+            pipe.expire(key, self.ttl)
+            pipe.execute()
+
     # -- worker side ----------------------------------------------------
 
     def claim(self, parts: Sequence[tuple[str, int]], lease_seconds: float) -> list[Claim]:

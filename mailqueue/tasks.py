@@ -134,9 +134,25 @@ class SendEmailTask(Task):  # type: ignore[type-arg]
 
 
 @app.task(base=SendEmailTask, name="mailqueue.send_email", bind=True)
-def send_email(self: Task[Any, Any], message: dict[str, Any]) -> str:
-    """Run by a worker when a message arrives by task name (``send_task``) or is called directly."""
-    send_id = enqueue(message)
+def send_email(self: Task[Any, Any], message: dict[str, Any]) -> str | None:
+    """Run by a worker when a message arrives by task name (``send_task``) or is called directly.
+
+    The task id becomes the send id, so ``send_task(...).id`` can be given to
+    ``get_status``; a redelivered task queues nothing twice. A message that
+    fails validation here is recorded as ``failed`` with the reason.
+    """
+    task_id = self.request.id
+    try:
+        if task_id is None:
+            send_id = enqueue(message)
+        else:
+            send_id = enqueue(message, send_id=task_id, idempotency_key=f"celery-task:{task_id}")
+    except ValidationError as exc:
+        log.warning("send %s refused: %s", task_id, exc)
+        if task_id is not None and keys.safe_id(task_id):
+            error = {"kind": "validation", "status_code": None, "message": str(exc)}
+            runtime.current().store.create_rejected(task_id, error)
+        return None
     drainer().drain()
     return send_id
 

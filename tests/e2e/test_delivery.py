@@ -132,3 +132,28 @@ def test_sandbox_send_goes_to_the_inbox_path(make_settings, mailtrap: LocalMailt
     assert mailtrap.accepted[0].path == "send/12345"
     ids = {r["message_id"] for r in record["recipients"].values()}
     assert len(ids) == 1
+
+
+def test_a_message_sent_by_task_name_is_delivered_under_the_task_id(
+    mailtrap: LocalMailtrap, worker: WorkerProcess
+) -> None:
+    # A producer without mailqueue installed only knows the task's name.
+    result = mailqueue.app.send_task("mailqueue.send_email", args=[PLAIN])
+
+    record = wait_final([result.id])[result.id]
+
+    assert record["state"] == "sent"
+    assert len(mailtrap.accepted) == 1
+
+
+def test_an_invalid_message_sent_by_task_name_ends_failed_with_the_reason(
+    mailtrap: LocalMailtrap, worker: WorkerProcess
+) -> None:
+    result = mailqueue.app.send_task("mailqueue.send_email", args=[{**PLAIN, "to": ["nope"]}])
+
+    record = wait_final([result.id])[result.id]
+
+    assert record["state"] == "failed"
+    assert record["error"]["kind"] == "validation"
+    assert "to[0]" in record["error"]["message"]
+    assert mailtrap.accepted == []
