@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 
@@ -60,7 +60,6 @@ class DrainReport:
     failed: int = 0
     retried: int = 0
     skipped: int = 0
-    events: list[str] = field(default_factory=list)
 
 
 class Drainer:
@@ -126,7 +125,7 @@ class Drainer:
 
     def _call_for_help(self) -> None:
         """Under a backlog, ask one more worker to drain too (at most one call a second)."""
-        if self.runtime.redis.set(f"{keys.DRAINS}:help", 1, nx=True, px=1000):
+        if self.runtime.redis.set(keys.DRAIN_HELP, 1, nx=True, px=1000):
             self.wake(0)
 
     def _schedule_next_retry(self) -> None:

@@ -15,6 +15,7 @@ its choosing.
     mq:outbox                stream  single sends waiting for a worker (consumer group "workers")
     mq:outbox:batch          stream  batch calls (merge-data sends) waiting for a worker
     mq:drains                zset    drains running now, scored by their heartbeat's expiry (ms)
+    mq:drains:help           string  set for a second when a drain under a backlog woke another
     mq:wakeup                string  when the earliest scheduled wake-up fires (unix seconds)
     mq:retry                 zset    envelopes waiting for a retry, scored by due time
     mq:dead                  zset    dead-lettered send ids, scored by the time they failed
@@ -35,6 +36,7 @@ OUTBOX = f"{PREFIX}:outbox"
 OUTBOX_BATCH = f"{PREFIX}:outbox:batch"
 OUTBOX_GROUP = "workers"
 DRAINS = f"{PREFIX}:drains"
+DRAIN_HELP = f"{PREFIX}:drains:help"
 WAKEUP = f"{PREFIX}:wakeup"
 RETRY = f"{PREFIX}:retry"
 DEAD = f"{PREFIX}:dead"
