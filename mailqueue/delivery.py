@@ -89,6 +89,9 @@ class Drainer:
         self.outbox.ensure_group()
         stop_at = time.monotonic() + budget
         self._heartbeat()
+        # Visible as a running drain now, this drain stands for any wake-up a
+        # producer announced: later producers see it, and it sees their work.
+        redis.delete(keys.WAKEUP_PENDING)
         try:
             while time.monotonic() < stop_at:
                 self.outbox.move_due()
@@ -101,6 +104,7 @@ class Drainer:
                     # that saw this drain alive published no wake-up, so whatever
                     # it added before we left must be seen here.
                     redis.zrem(keys.DRAINS, self.consumer)
+                    redis.delete(keys.WAKEUP_PENDING)
                     self.outbox.move_due()
                     if self.outbox.waiting() == 0:
                         break
@@ -116,6 +120,7 @@ class Drainer:
                     self.wake(0)
         finally:
             redis.zrem(keys.DRAINS, self.consumer)
+            redis.delete(keys.WAKEUP_PENDING)
             self._schedule_next_retry()
         return report
 

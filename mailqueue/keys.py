@@ -17,6 +17,7 @@ its choosing.
     mq:drains                zset    drains running now, scored by their heartbeat's expiry (ms)
     mq:drains:help           string  set for a second when a drain under a backlog woke another
     mq:wakeup                string  when the earliest scheduled wake-up fires (unix seconds)
+    mq:wakeup:pending        string  set while a producer's wake-up is on its way to a worker
     mq:retry                 zset    envelopes waiting for a retry, scored by due time
     mq:dead                  zset    dead-lettered send ids, scored by the time they failed
     mq:dead:<send_id>        hash    part -> the envelope of a dead-lettered part, for requeueing
@@ -38,6 +39,7 @@ OUTBOX_GROUP = "workers"
 DRAINS = f"{PREFIX}:drains"
 DRAIN_HELP = f"{PREFIX}:drains:help"
 WAKEUP = f"{PREFIX}:wakeup"
+WAKEUP_PENDING = f"{PREFIX}:wakeup:pending"
 RETRY = f"{PREFIX}:retry"
 DEAD = f"{PREFIX}:dead"
 STATS = f"{PREFIX}:stats"

@@ -55,6 +55,11 @@ return 1
 """
 
 
+# How long a producer's wake-up may take to start a drain before another
+# producer publishes one again (workers also sweep for unattended work).
+WAKEUP_PENDING_MS = 5000
+
+
 @dataclass
 class Envelope:
     """One API call on its way: the send it belongs to, which part, which attempt."""
@@ -126,6 +131,29 @@ class Outbox:
         """Queue the envelope to re-enter its stream at ``due`` (unix seconds)."""
         tag = "B|" if envelope.call.is_batch else "S|"
         pipe.zadd(keys.RETRY, {tag + envelope.encode(): due})
+
+    def wake_needed(self, pipe: redis.client.Pipeline) -> None:
+        """Queue the two commands whose answers ``must_wake`` reads, in the producer's transaction.
+
+        A producer wakes a worker only when no drain is running (a running one
+        sees the new work before it leaves) and no other producer's wake-up is
+        already on its way: without that marker, every producer of a burst on
+        an idle fleet would publish a wake-up of its own. Every drain clears the
+        marker when it starts and when it leaves, so a marker set while drains
+        ran never outlives them.
+        """
+        pipe.zcount(keys.DRAINS, int(time.time() * 1000), "+inf")
+        pipe.set(keys.WAKEUP_PENDING, 1, nx=True, px=WAKEUP_PENDING_MS)
+
+    @staticmethod
+    def must_wake(answers: Sequence[Any]) -> bool:
+        """Read the answers of ``wake_needed`` (the last two of a pipeline)."""
+        running, marked = answers[-2], answers[-1]
+        return int(running) == 0 and bool(marked)
+
+    def wakeup_failed(self) -> None:
+        """The wake-up announced by ``wake_needed`` could not be published."""
+        self.redis.delete(keys.WAKEUP_PENDING)
 
     def note_wakeup(self, due: float, horizon: float) -> bool:
         """True when no wake-up is scheduled at or before ``due``: the caller publishes one."""

@@ -8,6 +8,7 @@ record is left ``queued`` for a message that never was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -84,17 +85,17 @@ def enqueue(
             idem_key = key
         with rt.redis.pipeline(transaction=True) as pipe:
             _write(rt, pipe, send_id, calls, due=due, created_at=now_iso())
-            pipe.zcount(keys.DRAINS, int(time.time() * 1000), "+inf")
+            if due is None:
+                rt.outbox.wake_needed(pipe)
             results = pipe.execute()
     except redis.RedisError as exc:
         if idem_key is not None:
             _forget(rt, idem_key, send_id)
         raise BrokerUnavailable(f"cannot reach Redis to enqueue: {type(exc).__name__}") from None
-    drains_running = int(results[-1])
     if due is not None:
         _wake_for_schedule(rt, due, celery_options)
-    elif not drains_running:
-        _publish(send_id, celery_options)
+    elif rt.outbox.must_wake(results):
+        _publish(rt, send_id, celery_options)
     return send_id
 
 
@@ -128,16 +129,18 @@ def enqueue_many(
                     _write(rt, pipe, ids[start + offset], calls, created_at=created_at, group=group)
                 pipe.execute()
             written = start + PIPELINE_CHUNK
-        running = rt.redis.zcount(keys.DRAINS, int(time.time() * 1000), "+inf")
+        with rt.redis.pipeline(transaction=True) as pipe:
+            rt.outbox.wake_needed(pipe)
+            wake = rt.outbox.must_wake(pipe.execute())
     except redis.RedisError as exc:
         raise BrokerUnavailable(
             f"cannot reach Redis to enqueue ({min(written, len(built))} of {len(built)} "
             f"messages were queued): {type(exc).__name__}"
         ) from None
     envelopes = sum(len(calls) for calls in built)
-    wakeups = 0 if running else min(BULK_WAKEUPS, max(1, math.ceil(envelopes / 500)))
+    wakeups = min(BULK_WAKEUPS, max(1, math.ceil(envelopes / 500))) if wake else 0
     for _ in range(wakeups):
-        _publish(None, {})
+        _publish(rt, None, {})
     return ids
 
 
@@ -202,14 +205,19 @@ def _wake_for_schedule(rt: Runtime, due: float, options: dict[str, Any]) -> None
 
     delay = min(max(due - time.time(), 0.0), MAX_COUNTDOWN)
     if rt.outbox.note_wakeup(time.time() + delay, horizon=delay + 1):
-        _publish(None, {**options, "countdown": delay})
+        _publish(rt, None, {**options, "countdown": delay}, announced=False)
 
 
-def _publish(task_id: str | None, options: dict[str, Any]) -> None:
+def _publish(
+    rt: Runtime, task_id: str | None, options: dict[str, Any], *, announced: bool = True
+) -> None:
     try:
         _wake(task_id=task_id, **options)
     except Exception as exc:  # kombu raises its own OperationalError family
         # The message is safely in the outbox; any running or later drain (and
-        # every worker at start-up) delivers it. Raising here would make the
-        # caller enqueue it twice.
+        # every worker's periodic sweep) delivers it. Raising here would make
+        # the caller enqueue it twice.
         log.warning("queued, but no worker could be woken: %s", type(exc).__name__)
+        if announced:
+            with contextlib.suppress(redis.RedisError):
+                rt.outbox.wakeup_failed()

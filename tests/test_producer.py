@@ -127,3 +127,41 @@ def test_a_down_broker_raises_at_once_and_leaves_nothing_behind() -> None:
         mailqueue.enqueue(MESSAGE)
 
     assert time.monotonic() - started < 5
+
+
+def test_a_burst_on_an_idle_fleet_publishes_one_wake_up(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    for _ in range(20):
+        mailqueue.send_email.delay(MESSAGE)
+
+    assert redis_client.llen(settings.queue) == 1
+
+
+def test_no_wake_up_is_published_while_a_drain_runs(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    redis_client.zadd(keys.DRAINS, {"worker-a": int((time.time() + 30) * 1000)})
+
+    mailqueue.enqueue(MESSAGE)
+
+    assert redis_client.llen(settings.queue) == 0
+
+
+def test_a_marker_left_while_drains_ran_does_not_outlive_them(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    from mailqueue import runtime
+    from mailqueue.delivery import Drainer
+
+    redis_client.zadd(keys.DRAINS, {"worker-a": int((time.time() + 30) * 1000)})
+    mailqueue.enqueue(MESSAGE)  # sets the marker, wakes nobody: worker-a will see it
+    redis_client.zrem(keys.DRAINS, "worker-a")
+    woken: list[float] = []
+    drainer = Drainer(runtime.current(), woken.append)
+    redis_client.delete(keys.OUTBOX)  # nothing to send: the drain only starts and leaves
+    drainer.drain(budget=1)
+
+    mailqueue.enqueue(MESSAGE)
+
+    assert redis_client.llen(settings.queue) == 1
