@@ -196,7 +196,7 @@ class StatusStore:
     ) -> None:
         """Queue the commands creating a ``queued`` record on ``pipe``."""
         key = keys.send(send_id)
-        fields: dict[str, str | int] = {
+        fields: dict[Any, str | int] = {
             "state": "queued",
             "attempts": 0,
             "created_at": created_at,
