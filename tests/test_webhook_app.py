@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,13 +16,13 @@ from typing import Any
 import pytest
 import redis
 import requests
-from waitress.server import create_server
 
 from mailqueue import keys
 from mailqueue.errors import ConfigurationError
 from mailqueue.settings import Settings
 from mailqueue.status import PartResult, StatusStore, now_iso
 from mailqueue.testing.redis_server import free_port
+from mailqueue.testing.wsgi import serving as serve_wsgi
 from mailqueue.webhooks import TrackingApp, create_app
 
 BASIC = ("mailtrap", "s3cret")
@@ -34,23 +33,8 @@ MESSAGE_ID = "1df37d17-0286-4d8b-8edf-bc4ec5be86e6"
 @contextmanager
 def serving(app: TrackingApp) -> Iterator[str]:
     """Serve ``app`` with waitress on a free loopback port; yields the tracking URL."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=2)
-    stop = threading.Event()
-
-    def run() -> None:
-        # waitress' own run() cannot be stopped from another thread cleanly.
-        while not stop.is_set():
-            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
-        server.close()
-        server.task_dispatcher.shutdown()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}/mailtrap/tracking/"
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    with serve_wsgi(app) as base_url:
+        yield base_url + "/mailtrap/tracking/"
 
 
 def settings_for(redis_url: str, **overrides: Any) -> Settings:

@@ -6,7 +6,6 @@ import base64
 import io
 import itertools
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,11 +14,11 @@ import redis
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from waitress.server import create_server
 
 from mailqueue.errors import ValidationError
 from mailqueue.settings import Settings
 from mailqueue.status import PartResult, StatusStore, now_iso
+from mailqueue.testing.wsgi import serving
 from mailqueue.webhooks import STATUS_RANK, TrackingApp, create_app, normalize_event
 from mailqueue.webhooks.events import EVENT_TYPES
 from mailqueue.webhooks.store import EventStore
@@ -109,20 +108,8 @@ def test_normalizing_gives_a_json_event_or_a_validation_error(raw: dict[str, Any
 
 @pytest.fixture
 def url(app: TrackingApp) -> Iterator[str]:
-    server = create_server(app, host="127.0.0.1", port=0, threads=2)
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
-        server.close()
-        server.task_dispatcher.shutdown()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}/mailtrap/tracking/"
-    stop.set()
-    thread.join(timeout=5)
+    with serving(app) as base_url:
+        yield base_url + "/mailtrap/tracking/"
 
 
 @settings(

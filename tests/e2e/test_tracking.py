@@ -5,18 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
-from waitress.server import create_server
 
 import mailqueue
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.worker import WorkerProcess
+from mailqueue.testing.wsgi import serving
 from mailqueue.webhooks import create_app
 
 from .helpers import wait_final
@@ -28,12 +27,8 @@ SECRET = "whsec-e2e-0123456789abcdef"
 
 @pytest.fixture
 def webhook_url(settings: Settings) -> Iterator[str]:
-    app = create_app(settings.replace(tracking_secret=SECRET))
-    server = create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}/mailtrap/tracking/"
-    server.close()
+    with serving(create_app(settings.replace(tracking_secret=SECRET))) as base_url:
+        yield base_url + "/mailtrap/tracking/"
 
 
 def post_events(url: str, events: list[dict[str, object]]) -> requests.Response:
