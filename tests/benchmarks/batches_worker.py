@@ -1,9 +1,11 @@
 """The celery-batches side of bench_mechanism: a buffered Celery task that posts coalesced batches.
 
 ``celery -A batches_worker worker`` (from this directory) runs it; it needs
-``pip install celery-batches``. Settings come from the same environment
-variables a mailqueue worker reads (``Settings.from_env``); the benchmark sets
-them. ``BENCH_READY_FILE``, when set, is created once the worker consumes.
+``pip install --no-deps celery-batches`` (its ``celery<5.7`` pin would
+downgrade Celery). Settings come from the same environment variables a
+mailqueue worker reads (``Settings.from_env``); the benchmark sets them.
+``BENCH_FLUSH_INTERVAL`` overrides the 0.01 s flush interval;
+``BENCH_READY_FILE``, when set, is created once the worker consumes.
 
 Each flush turns the buffered messages into payloads with
 ``mailqueue.build_payload``, combines them with ``mailqueue.payload.coalesce``
@@ -24,7 +26,7 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
-from celery_batches import Batches, SimpleRequest
+from celery_batches import Batches, SimpleRequest  # type: ignore[import-untyped]
 
 from mailqueue.errors import DeliveryError
 from mailqueue.payload import ApiCall, build_payload, coalesce
@@ -34,7 +36,8 @@ from mailqueue.transport import Transport
 
 QUEUE = "bench-batches"
 FLUSH_EVERY = 500
-FLUSH_INTERVAL = 0.01
+# A benchmark variant sets a longer interval through the environment.
+FLUSH_INTERVAL = float(os.environ.get("BENCH_FLUSH_INTERVAL", "0.01"))
 BATCH_LIMIT = 500
 
 log = logging.getLogger(__name__)

@@ -1,15 +1,16 @@
 """The coalescing mechanism head to head: mailqueue's outbox against a celery-batches task.
 
 Run: ``python tests/benchmarks/bench_mechanism.py [--quick]`` (needs
-``pip install celery-batches``).
+``pip install --no-deps celery-batches``: it declares ``celery<5.7`` but works on 5.7).
 
 (A) mailqueue as is: ``send_email.delay`` in a loop; two
     ``celery -A mailqueue worker --concurrency 2``.
 (B) ``batches_worker.deliver``, a celery-batches task (``flush_every=500``,
-    ``flush_interval=0.01``, unlimited prefetch) whose flush builds payloads with
-    ``build_payload``, coalesces them (at most 500 per call) and posts them with
-    mailqueue's ``Transport`` and ``FleetRateLimiter``; the producer validates
-    with ``build_payload`` and calls ``deliver.delay``; two
+    ``flush_interval`` 0.01 s, and 1 s as a second run; unlimited prefetch)
+    whose flush builds payloads with ``build_payload``, coalesces them (at
+    most 500 per call) and posts them with mailqueue's ``Transport`` and
+    ``FleetRateLimiter``; the producer validates with ``build_payload`` and
+    calls ``deliver.delay``; two
     ``celery -A batches_worker worker --concurrency 2``.
 
 B records no status and does not retry past the transport's short retries:
@@ -57,6 +58,8 @@ RATE = (150, 10.0)
 LATENCY = 0.1
 WORKERS = 2
 CONCURRENCY = 2
+# celery-batches' flush_interval: the small one asked for, and one long enough to fill batches.
+FLUSH_INTERVALS = (0.01, 1.0)
 IDLE = 0.1  # between lone messages: the outbox drain exits, the batches timer finds nothing
 
 # Enqueues one message; returns its send id when the mechanism records statuses.
@@ -113,9 +116,15 @@ def mailqueue_side(settings: Settings) -> Iterator[tuple[list[int], Producer]]:
         yield pids, produce
 
 
+def batches_side(flush_interval: float) -> Callable[[Settings], Any]:
+    """The celery-batches side with workers flushing every ``flush_interval`` seconds."""
+    return lambda settings: _batches_side(settings, flush_interval)
+
+
 @contextlib.contextmanager
-def batches_side(settings: Settings) -> Iterator[tuple[list[int], Producer]]:
-    """Two celery-batches workers; yields their pids and a producer."""
+def _batches_side(
+    settings: Settings, flush_interval: float
+) -> Iterator[tuple[list[int], Producer]]:
     # The producer's app reads its broker at import; one redis-server serves the whole run.
     os.environ["MAILQUEUE_BROKER_URL"] = settings.broker_url
     import batches_worker
@@ -124,7 +133,10 @@ def batches_side(settings: Settings) -> Iterator[tuple[list[int], Producer]]:
         raise RuntimeError("batches_worker was imported with another broker")
 
     with contextlib.ExitStack() as stack:
-        processes = [stack.enter_context(_batches_process(settings, i)) for i in range(WORKERS)]
+        processes = [
+            stack.enter_context(_batches_process(settings, i, flush_interval))
+            for i in range(WORKERS)
+        ]
 
         def produce(msg: dict[str, Any]) -> str | None:
             build_payload(msg, settings)  # validation in the producer, as mailqueue does
@@ -135,10 +147,13 @@ def batches_side(settings: Settings) -> Iterator[tuple[list[int], Producer]]:
 
 
 @contextlib.contextmanager
-def _batches_process(settings: Settings, index: int) -> Iterator[subprocess.Popen[bytes]]:
+def _batches_process(
+    settings: Settings, index: int, flush_interval: float
+) -> Iterator[subprocess.Popen[bytes]]:
     with tempfile.TemporaryDirectory() as scratch, tempfile.TemporaryFile() as log:
         ready = Path(scratch) / "ready"
         env = {**os.environ, **settings_env(settings), "BENCH_READY_FILE": str(ready)}
+        env["BENCH_FLUSH_INTERVAL"] = repr(flush_interval)
         env.pop("CELERY_CONFIG_MODULE", None)
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "batches_worker", "worker",
@@ -263,15 +278,23 @@ def main() -> None:
         busy, idle = Stack(server.url, limited, client), Stack(server.url, plain, client)
         a = throughput(busy, mailqueue_side, "(A) mailqueue outbox", count)
         a.show()
-        b = throughput(busy, batches_side, "(B) celery-batches", count)
-        b.show()
-        print(f"    A/B throughput: {(count / a.seconds) / (count / b.seconds):.2f}x")
-        lone_a = lone_latencies(idle, mailqueue_side, rounds)
-        lone_b = lone_latencies(idle, batches_side, rounds)
+        results = [a]
+        for interval in FLUSH_INTERVALS:
+            b = throughput(
+                busy, batches_side(interval), f"(B) celery-batches, {interval:g} s", count
+            )
+            b.show()
+            results.append(b)
+        for b in results[1:]:
+            print(f"    A / {b.label}: {b.seconds / a.seconds:.2f}x the throughput")
+        lone = {"(A) mailqueue outbox": lone_latencies(idle, mailqueue_side, rounds)}
+        for interval in FLUSH_INTERVALS:
+            label = f"(B) celery-batches, {interval:g} s"
+            lone[label] = lone_latencies(idle, batches_side(interval), rounds)
         client.close()
     print(f"lone message on an idle queue, enqueue -> accepted, {rounds} rounds, no added latency")
-    print(latency_row("(A) mailqueue outbox", lone_a))
-    print(latency_row("(B) celery-batches", lone_b))
+    for label, values in lone.items():
+        print(latency_row(label, values))
 
 
 if __name__ == "__main__":
