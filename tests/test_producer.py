@@ -165,3 +165,11 @@ def test_a_marker_left_while_drains_ran_does_not_outlive_them(
     mailqueue.enqueue(MESSAGE)
 
     assert redis_client.llen(settings.queue) == 1
+
+
+def test_a_signature_of_send_email_validates_and_queues_the_same_way(settings: Settings) -> None:
+    result = mailqueue.send_email.s(MESSAGE).delay()
+
+    assert mailqueue.get_status(result.id)["state"] == "queued"  # type: ignore[index]
+    with pytest.raises(mailqueue.ValidationError):
+        mailqueue.send_email.s({**MESSAGE, "subject": 5}).delay()
