@@ -22,7 +22,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import machine, percentile, stack
+from harness import latency_row, machine, stack
 
 import mailqueue
 from mailqueue import keys
@@ -56,14 +56,6 @@ def direct_latencies(url: str, token: str, rounds: int) -> list[float]:
     return latencies
 
 
-def row(name: str, values: list[float]) -> str:
-    ms = [v * 1000 for v in values]
-    return (
-        f"{name:<38} p50 {statistics.median(ms):7.2f} ms   p99 {percentile(ms, 0.99):7.2f} ms"
-        f"   mean {statistics.fmean(ms):7.2f} ms"
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
@@ -80,9 +72,9 @@ def main() -> int:
                 lone_latencies(env.client, 5, idle)  # warm up the pool's HTTP sessions
                 results[coalesce] = lone_latencies(env.client, rounds, idle)
         direct = direct_latencies(env.mailtrap.url, env.mailtrap.token, rounds)
-    print(row("enqueue -> sent, coalescing on", results[True]))
-    print(row("enqueue -> sent, coalescing off", results[False]))
-    print(row("baseline: one POST to the local Mailtrap", direct))
+    print(latency_row("enqueue -> sent, coalescing on", results[True]))
+    print(latency_row("enqueue -> sent, coalescing off", results[False]))
+    print(latency_row("baseline: one POST to the local Mailtrap", direct))
     added = statistics.median(results[True]) - statistics.median(results[False])
     print(f"added by coalescing (p50 on - p50 off): {added * 1000:+.2f} ms")
     return 0

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from harness import Stack, machine, percentile, process_tree_cpu, wait_final
+from harness import Stack, latency_row, machine, process_tree_cpu, wait_final
 
 import mailqueue
 from mailqueue.payload import build_payload
@@ -252,14 +251,6 @@ def lone_latencies(env: Stack, side: Callable[[Settings], Any], rounds: int) -> 
     return latencies
 
 
-def latency_row(label: str, values: list[float]) -> str:
-    ms = [v * 1000 for v in values]
-    return (
-        f"{label:<34} p50 {statistics.median(ms):7.2f} ms   p99 {percentile(ms, 0.99):7.2f} ms"
-        f"   mean {statistics.fmean(ms):7.2f} ms"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a CI-sized run")
@@ -294,7 +285,7 @@ def main() -> None:
         client.close()
     print(f"lone message on an idle queue, enqueue -> accepted, {rounds} rounds, no added latency")
     for label, values in lone.items():
-        print(latency_row(label, values))
+        print(latency_row(label, values, width=34))
 
 
 if __name__ == "__main__":

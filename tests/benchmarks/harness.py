@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import statistics
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -125,3 +126,12 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def machine() -> str:
     return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs"
+
+
+def latency_row(label: str, values: Sequence[float], width: int = 38) -> str:
+    """One line of p50, p99 and mean, in milliseconds, for latencies given in seconds."""
+    ms = [v * 1000 for v in values]
+    return (
+        f"{label:<{width}} p50 {statistics.median(ms):7.2f} ms   p99 {percentile(ms, 0.99):7.2f} ms"
+        f"   mean {statistics.fmean(ms):7.2f} ms"
+    )
