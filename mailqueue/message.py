@@ -21,7 +21,7 @@ from typing import Any
 
 from .addresses import EmailAddress, parse_address_list
 from .errors import UnsupportedFeature, ValidationError
-from .settings import Settings
+from .settings import Settings, valid_account_name
 
 __all__ = [
     "MESSAGE_KEYS",
@@ -38,6 +38,7 @@ MESSAGE_KEYS = frozenset(
         "attachments", "headers", "tags", "metadata", "template_id",
         "merge_global_data", "merge_data", "merge_metadata", "merge_headers",
         "esp_extra", "send_at", "track_opens", "track_clicks", "envelope_sender",
+        "stream", "account",
     }
 )  # fmt: skip
 ATTACHMENT_KEYS = frozenset({"filename", "content", "mimetype", "inline", "content_id"})
@@ -90,6 +91,9 @@ class NormalizedMessage:
     merge_metadata: dict[str, Any] | None = None
     merge_headers: dict[str, Any] | None = None
     esp_extra: dict[str, Any] | None = None
+    # Routing facts, resolved by the worker that sends the message (see routing.py).
+    stream: str = "transactional"
+    account: str | None = None
 
     @property
     def is_batch(self) -> bool:
@@ -191,9 +195,35 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
         merge_metadata=merge_metadata,
         merge_headers=merge_headers,
         esp_extra=esp_extra,
+        stream=_stream(get("stream")),
+        account=_account(get("account"), settings),
     )
     _check_mailtrap_rules(normalized, tags)
     return normalized
+
+
+def _stream(value: object) -> str:
+    if value is None:
+        return "transactional"
+    if value not in ("transactional", "bulk"):
+        raise ValidationError("stream must be 'transactional' or 'bulk'", field="stream")
+    return str(value)
+
+
+def _account(value: object, settings: Settings) -> str | None:
+    # A producer needs no Mailtrap settings: only one that lists accounts can
+    # refuse a name it does not know; otherwise the worker's settings decide.
+    if value is None:
+        return None
+    if not valid_account_name(value):
+        raise ValidationError(
+            "account must be an account name (letters, digits, '_' and '-', at most 64)",
+            field="account",
+        )
+    name = str(value)
+    if settings.accounts and name not in settings.accounts:
+        raise ValidationError(f"no account named {name!r} is configured", field="account")
+    return name
 
 
 class _Unsupported:

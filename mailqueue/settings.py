@@ -18,14 +18,22 @@ from urllib.parse import quote
 
 from .errors import ConfigurationError
 
-__all__ = ["DEFAULT_API_URL", "SANDBOX_API_URL", "RateLimit", "Settings"]
+__all__ = [
+    "DEFAULT_API_URL",
+    "DEFAULT_BULK_API_URL",
+    "SANDBOX_API_URL",
+    "Account",
+    "RateLimit",
+    "Settings",
+]
 
 DEFAULT_API_URL = "https://send.api.mailtrap.io/api/"
+DEFAULT_BULK_API_URL = "https://bulk.api.mailtrap.io/api/"
 SANDBOX_API_URL = "https://sandbox.api.mailtrap.io/api/"
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 THIRTY_DAYS = 30 * 24 * 3600
 
-_SECRET_FIELDS = frozenset({"api_token", "tracking_secret", "webhook_secret"})
+_SECRET_FIELDS = frozenset({"api_token", "bulk_api_token", "tracking_secret", "webhook_secret"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -64,6 +72,70 @@ def _secret_repr(value: object) -> str:
     return "None" if value in (None, (), "") else "'***'"
 
 
+# Account names become parts of environment variable names and travel with
+# every queued message, so they stay short and plain.
+_ACCOUNT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ACCOUNT_FIELDS = ("api_token", "bulk_api_token", "api_url", "bulk_api_url", "sandbox_id")
+
+
+def token_hash(token: str) -> str:
+    """A stable, non-reversible name for an API token, for Redis keys and metrics.
+
+    Mailtrap counts its 150 requests / 10 s per token over all endpoints, so
+    the transactional stream, the bulk stream and the sandbox share one name
+    when they share a token.
+    """
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def valid_account_name(name: object) -> bool:
+    """True when ``name`` can name an account (letters, digits, ``_`` and ``-``, 64 at most)."""
+    return isinstance(name, str) and _ACCOUNT_NAME_RE.match(name) is not None
+
+
+def account_env_prefix(name: str) -> str:
+    """``MAILQUEUE_ACCOUNT_<NAME>_``: where the environment spells an account's settings."""
+    return f"MAILQUEUE_ACCOUNT_{name.upper().replace('-', '_')}_"
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class Account:
+    """A named Mailtrap account (or a second token set) that a message picks with ``account``.
+
+    Every field left None falls back to the top-level setting of the same
+    name; an account that sets ``api_token`` but no ``bulk_api_token`` sends
+    bulk mail with its own ``api_token``, never with another account's.
+    """
+
+    name: str
+    api_token: str | None = None
+    bulk_api_token: str | None = None
+    api_url: str | None = None
+    bulk_api_url: str | None = None
+    sandbox_id: str | None = None
+    rate_limit: RateLimit | None = None
+
+    def __post_init__(self) -> None:
+        if not valid_account_name(self.name):
+            raise ConfigurationError(
+                f"account names are letters, digits, '_' and '-' (at most 64), not {self.name!r}",
+                setting="accounts",
+            )
+        sandbox = self.sandbox_id
+        object.__setattr__(self, "sandbox_id", str(sandbox) if sandbox else None)
+        if isinstance(self.rate_limit, str):
+            object.__setattr__(self, "rate_limit", RateLimit.parse(self.rate_limit))
+
+    def __repr__(self) -> str:
+        parts = [f"name={self.name!r}"]
+        for name in (*_ACCOUNT_FIELDS, "rate_limit"):
+            value = getattr(self, name)
+            if value is not None:
+                shown = _secret_repr(value) if name in _SECRET_FIELDS else repr(value)
+                parts.append(f"{name}={shown}")
+        return f"Account({', '.join(parts)})"
+
+
 @dataclass(frozen=True, kw_only=True, repr=False)
 class Settings:
     """Every mailqueue setting. Construct with keywords, or with ``from_env`` / ``from_django``."""
@@ -71,6 +143,10 @@ class Settings:
     api_token: str | None = None
     sandbox_id: str | None = None
     api_url: str | None = None
+    bulk_api_url: str | None = None
+    bulk_api_token: str | None = None
+    # Named accounts chosen per message with its ``account`` key.
+    accounts: Mapping[str, Account] = field(default_factory=dict)
     tracking_secret: str | None = None
     webhook_secret: tuple[str, ...] = ()
     broker_url: str = DEFAULT_BROKER_URL
@@ -103,6 +179,7 @@ class Settings:
             object.__setattr__(self, "webhook_secret", _split_secrets(self.webhook_secret))
         else:
             object.__setattr__(self, "webhook_secret", tuple(self.webhook_secret))
+        object.__setattr__(self, "accounts", _account_table(self.accounts))
         for name in ("status_ttl", "max_retries", "webhook_max_body"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must not be negative", setting=name)
@@ -148,12 +225,23 @@ class Settings:
 
     @property
     def token_key(self) -> str:
-        """A stable, non-reversible name for the API target (token, URL, sandbox).
+        """The rate limiter's name for the API token (see ``token_hash``)."""
+        return token_hash(self.api_token or "")
 
-        Used in Redis keys and metrics so that the token itself is never stored.
+    def account(self, name: str | None) -> Account | None:
+        """The account called ``name`` (None for the top-level settings).
+
+        Raises ConfigurationError naming the account when none has that name.
         """
-        material = "\0".join((self.api_token or "", self.base_url, self.sandbox_id or ""))
-        return hashlib.sha256(material.encode()).hexdigest()[:16]
+        if name is None:
+            return None
+        try:
+            return self.accounts[name]
+        except KeyError:
+            raise ConfigurationError(
+                f"no Mailtrap account named {name!r} is configured (MAILQUEUE_ACCOUNTS)",
+                setting="accounts",
+            ) from None
 
     def require_token(self) -> str:
         """The API token, or ConfigurationError when none is set."""
@@ -184,6 +272,51 @@ class Settings:
             django_settings = settings
         env = os.environ if environ is None else environ
         return cls(**_collect(_DjangoSource(django_settings, env)))
+
+
+def _account_table(accounts: Any) -> dict[str, Account]:
+    """Accounts keyed by name, from a mapping of Account objects or of plain dicts."""
+    if not isinstance(accounts, Mapping):
+        raise ConfigurationError("accounts must map names to accounts", setting="accounts")
+    table: dict[str, Account] = {}
+    prefixes: dict[str, str] = {}
+    for name, value in accounts.items():
+        if isinstance(value, Account):
+            account = value if value.name == name else dataclasses.replace(value, name=name)
+        elif isinstance(value, Mapping):
+            account = Account(name=name, **_account_fields(name, value))
+        else:
+            raise ConfigurationError(
+                f"account {name!r} must be a dict of settings", setting="accounts"
+            )
+        # Two names spelled alike in the environment would read each other's settings.
+        other = prefixes.setdefault(account_env_prefix(name), name)
+        if other != name:
+            raise ConfigurationError(
+                f"accounts {other!r} and {name!r} share environment names", setting="accounts"
+            )
+        table[name] = account
+    return table
+
+
+def _account_fields(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """An account's fields from a dict whose keys are any case (``API_TOKEN`` or ``api_token``)."""
+    fields: dict[str, Any] = {}
+    for key, value in values.items():
+        field_name = str(key).lower()
+        if field_name not in (*_ACCOUNT_FIELDS, "rate_limit"):
+            raise ConfigurationError(
+                f"account {name!r} has an unknown setting {key!r}", setting="accounts"
+            )
+        if value is None or value == "":
+            continue
+        if field_name == "rate_limit":
+            fields[field_name] = _rate(value)
+        elif field_name == "sandbox_id":
+            fields[field_name] = value
+        else:
+            fields[field_name] = str(value)
+    return fields
 
 
 def _split_secrets(text: str) -> tuple[str, ...]:
@@ -250,6 +383,14 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
     put("api_token", source.mailtrap("API_TOKEN") or None)
     put("sandbox_id", source.mailtrap("SANDBOX_ID"))
     put("api_url", source.mailtrap("API_URL") or None)
+    put("bulk_api_url", source.mailtrap("BULK_API_URL") or None)
+    put("bulk_api_token", source.mailtrap("BULK_API_TOKEN") or None)
+    put(
+        "accounts",
+        source.own("ACCOUNTS") or None,
+        lambda raw: _accounts(raw, source),
+        "MAILQUEUE_ACCOUNTS",
+    )
     put("tracking_secret", source.mailtrap("TRACKING_SECRET") or None)
     webhook = source.own("WEBHOOK_SECRET")
     if webhook is None:
@@ -279,6 +420,27 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
     ):
         put(name.lower(), source.own(name) or None, convert, f"MAILQUEUE_{name}")
     return values
+
+
+def _accounts(raw: Any, source: _EnvSource) -> dict[str, Account]:
+    """``MAILQUEUE_ACCOUNTS``: a mapping of name to settings (Django), or a list of names.
+
+    For a list (``marketing,eu``), each account's settings are read from
+    ``MAILQUEUE_ACCOUNT_<NAME>_API_TOKEN``, ``..._BULK_API_TOKEN``,
+    ``..._API_URL``, ``..._BULK_API_URL``, ``..._SANDBOX_ID`` and ``..._RATE_LIMIT``.
+    """
+    if isinstance(raw, Mapping):
+        return _account_table(raw)
+    names = _split_secrets(raw) if isinstance(raw, str) else tuple(str(name) for name in raw)
+    table: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if not valid_account_name(name):
+            raise ValueError(f"{name!r} is not an account name (letters, digits, '_', '-')")
+        own_prefix = account_env_prefix(name)[len("MAILQUEUE_") :]
+        table[name] = {
+            key: source.own(own_prefix + key.upper()) for key in (*_ACCOUNT_FIELDS, "rate_limit")
+        }
+    return _account_table(table)
 
 
 def _boolean(value: Any) -> bool:
