@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 
+from .connection import celery_broker
 from .settings import Settings
 
 __all__ = ["app", "apply_settings", "celery_config"]
@@ -19,8 +20,9 @@ __all__ = ["app", "apply_settings", "celery_config"]
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings mailqueue needs, each chosen for an email queue."""
+    broker = celery_broker(settings.broker_url)
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": broker["broker_url"],
         # JSON only: a pickled message from the broker could run code.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -46,6 +48,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # stream after reclaim_idle), and no mailqueue countdown exceeds 60 s,
         # so a short timeout cannot redeliver a scheduled retry early.
         "broker_transport_options": {
+            **broker["broker_transport_options"],
             "visibility_timeout": settings.visibility_timeout,
             "socket_connect_timeout": 3,
             "socket_timeout": 10,

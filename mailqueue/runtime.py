@@ -11,19 +11,12 @@ from functools import cached_property
 
 import redis
 
+from .connection import connect
 from .outbox import Outbox
 from .settings import Settings
 from .status import StatusStore
 
 __all__ = ["Runtime", "configure", "current", "reset"]
-
-# A producer must learn at once that Redis is down, not hang: bounded
-# connect and read timeouts, and no silent reconnect loop. A frozen server
-# (accepting connections, answering nothing) costs one read timeout per
-# call, so that timeout stays under the 5 s a web request can afford; every
-# command mailqueue sends is short, none blocks.
-SOCKET_CONNECT_TIMEOUT = 3.0
-SOCKET_TIMEOUT = 4.0
 
 
 class Runtime:
@@ -32,12 +25,7 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(
-            self.settings.status_redis_url,
-            socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
-            socket_timeout=SOCKET_TIMEOUT,
-            health_check_interval=30,
-        )
+        return connect(self.settings.status_redis_url)
 
     @cached_property
     def store(self) -> StatusStore:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from . import connection
 from .errors import ConfigurationError
 
 __all__ = [
@@ -34,6 +35,7 @@ DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 THIRTY_DAYS = 30 * 24 * 3600
 
 _SECRET_FIELDS = frozenset({"api_token", "bulk_api_token", "tracking_secret", "webhook_secret"})
+_URL_FIELDS = frozenset({"broker_url", "redis_url"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -151,6 +153,8 @@ class Settings:
     webhook_secret: tuple[str, ...] = ()
     broker_url: str = DEFAULT_BROKER_URL
     redis_url: str | None = None
+    # None: 1 when the status store is reached through Sentinel, else 0 (see min_replicas).
+    redis_min_replicas: int | None = None
     rate_limit: RateLimit = field(default_factory=lambda: RateLimit(150, 10.0))
     coalesce: bool = True
     status_ttl: int = THIRTY_DAYS
@@ -180,8 +184,12 @@ class Settings:
         else:
             object.__setattr__(self, "webhook_secret", tuple(self.webhook_secret))
         object.__setattr__(self, "accounts", _account_table(self.accounts))
-        for name in ("status_ttl", "max_retries", "webhook_max_body"):
-            if getattr(self, name) < 0:
+        if self.redis_url is not None:
+            connection.check_url(self.redis_url, "redis_url")
+        if connection.scheme_of(self.broker_url) in connection.REDIS_SCHEMES:
+            connection.check_url(self.broker_url, "broker_url")
+        for name in ("status_ttl", "max_retries", "webhook_max_body", "redis_min_replicas"):
+            if (getattr(self, name) or 0) < 0:
                 raise ConfigurationError(f"{name} must not be negative", setting=name)
         for pair in self.webhook_secret:
             if ":" not in pair:
@@ -194,7 +202,12 @@ class Settings:
         parts = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            shown = _secret_repr(value) if f.name in _SECRET_FIELDS else repr(value)
+            if f.name in _SECRET_FIELDS:
+                shown = _secret_repr(value)
+            elif f.name in _URL_FIELDS and value is not None:
+                shown = repr(connection.mask_url(value))
+            else:
+                shown = repr(value)
             parts.append(f"{f.name}={shown}")
         return f"Settings({', '.join(parts)})"
 
@@ -217,11 +230,22 @@ class Settings:
         """Where status records live: ``redis_url``, else the broker when it is Redis."""
         if self.redis_url:
             return self.redis_url
-        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        if connection.scheme_of(self.broker_url) in connection.REDIS_SCHEMES:
             return self.broker_url
         raise ConfigurationError(
             "MAILQUEUE_REDIS_URL is required when the broker is not Redis", setting="redis_url"
         )
+
+    @property
+    def min_replicas(self) -> int:
+        """How many replicas must hold an enqueue's writes before it returns.
+
+        ``redis_min_replicas`` when set; else 1 under Sentinel (a failover must
+        not lose an enqueue that returned an id) and 0 for a lone Redis.
+        """
+        if self.redis_min_replicas is not None:
+            return self.redis_min_replicas
+        return 1 if connection.is_sentinel(self.status_redis_url) else 0
 
     @property
     def token_key(self) -> str:
@@ -398,6 +422,12 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
     put("webhook_secret", webhook, _secret_list, "MAILQUEUE_WEBHOOK_SECRET")
     put("broker_url", source.own("BROKER_URL") or None)
     put("redis_url", source.own("REDIS_URL") or None)
+    put(
+        "redis_min_replicas",
+        source.own("REDIS_MIN_REPLICAS") or None,
+        _int,
+        "MAILQUEUE_REDIS_MIN_REPLICAS",
+    )
     put("rate_limit", source.own("RATE_LIMIT") or None, _rate, "MAILQUEUE_RATE_LIMIT")
     put("coalesce", source.own("COALESCE"), _boolean, "MAILQUEUE_COALESCE")
     put("status_ttl", source.own("STATUS_TTL") or None, _int, "MAILQUEUE_STATUS_TTL")

@@ -54,11 +54,17 @@ class RedisServer:
     """``with RedisServer() as server: server.url`` runs a private redis-server."""
 
     def __init__(
-        self, port: int | None = None, binary: str | None = None, *, appendonly: bool = False
+        self,
+        port: int | None = None,
+        binary: str | None = None,
+        *,
+        appendonly: bool = False,
+        unix_socket: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
         self.appendonly = appendonly
+        self.unix_socket = unix_socket
         self.process: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
 
@@ -66,10 +72,22 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def socket_path(self) -> str:
+        """The unix socket it also listens on (``unix_socket=True``)."""
+        if not (self.unix_socket and self._dir):
+            raise ConfigurationError("this server has no unix socket")
+        return os.path.join(self._dir, "redis.sock")
+
     def start(self) -> RedisServer:
         if self._dir is None:
             self._dir = tempfile.mkdtemp(prefix="mailqueue-redis-")
         persistence = ["yes", "--appendfsync", "always"] if self.appendonly else ["no"]
+        socket_options = (
+            ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
+            if self.unix_socket
+            else []
+        )
         self.process = subprocess.Popen(
             [
                 self.binary,
@@ -81,6 +99,7 @@ class RedisServer:
                 "",
                 "--appendonly",
                 *persistence,
+                *socket_options,
                 "--dir",
                 self._dir,
                 "--logfile",

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import redis
 
-from .. import metrics
+from .. import connection, metrics
 from ..errors import MailqueueError, ValidationError
 from ..settings import Settings
 from ..status import now_iso
@@ -133,9 +133,4 @@ class TrackingHandler:
 
 def connect(settings: Settings) -> redis.Redis:
     """A Redis client for the status store, with bounded timeouts."""
-    return redis.Redis.from_url(
-        settings.status_redis_url,
-        socket_connect_timeout=5,
-        socket_timeout=10,
-        health_check_interval=30,
-    )
+    return connection.connect(settings.status_redis_url)

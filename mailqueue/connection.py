@@ -1,0 +1,300 @@
+"""The one way mailqueue reaches Redis: URLs, clients, masking and error translation.
+
+Accepted URLs (for ``MAILQUEUE_REDIS_URL`` and ``MAILQUEUE_BROKER_URL``)::
+
+    redis://[[user]:password@]host[:port][/db]      plain TCP, ACL user optional
+    rediss://...                                     the same over TLS
+    unix://[[user]:password@]/path/to/socket[?db=N]  a local socket
+    redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER_NAME[/db]
+                     [?sentinel_password=...&sentinel_username=...]
+
+Under Sentinel the URL's credentials are the master's (and its replicas'),
+the ones the data lives behind; the sentinels are often run without a
+password, or with their own, so theirs comes separately as
+``sentinel_password`` (and ``sentinel_username``) in the query.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypedDict, cast
+from urllib.parse import parse_qs, quote, unquote
+
+import redis
+from redis.sentinel import Sentinel
+
+from .errors import BrokerUnavailable, ConfigurationError
+
+__all__ = [
+    "REDIS_SCHEMES",
+    "SENTINEL_SCHEME",
+    "BrokerConfig",
+    "SentinelTarget",
+    "celery_broker",
+    "check_url",
+    "connect",
+    "is_sentinel",
+    "mask_url",
+    "parse_sentinel_url",
+    "redis_errors",
+]
+
+# A producer must learn at once that Redis is down, not hang: bounded
+# connect and read timeouts. A frozen server (accepting connections,
+# answering nothing) costs one read timeout per call, so that timeout stays
+# under the 5 s a web request can afford; every command mailqueue sends is
+# short, none blocks.
+SOCKET_CONNECT_TIMEOUT = 3.0
+SOCKET_TIMEOUT = 4.0
+# A pooled connection idle this long is pinged before use, so a connection
+# a firewall or a failover silently dropped is noticed before a command.
+HEALTH_CHECK_INTERVAL = 30
+
+SENTINEL_SCHEME = "redis+sentinel"
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", SENTINEL_SCHEME})
+DEFAULT_SENTINEL_PORT = 26379
+MASK = "***"
+_MASKED_VALUE = rf"\1{MASK}"
+
+_TIMEOUTS: dict[str, Any] = {
+    "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+    "socket_timeout": SOCKET_TIMEOUT,
+}
+_SENTINEL_QUERY = frozenset({"sentinel_password", "sentinel_username"})
+_SECRET_QUERY = re.compile(r"([?&][^=&#]*pass[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
+@dataclass(frozen=True, repr=False)
+class SentinelTarget:
+    """A parsed ``redis+sentinel://`` URL."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SentinelTarget(sentinels={self.sentinels!r}, master_name={self.master_name!r}, "
+            f"db={self.db})"
+        )
+
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        """Connection arguments for the sentinels themselves (not the master)."""
+        kwargs = dict(_TIMEOUTS)
+        if self.sentinel_username:
+            kwargs["username"] = self.sentinel_username
+        if self.sentinel_password:
+            kwargs["password"] = self.sentinel_password
+        return kwargs
+
+
+def scheme_of(url: str) -> str:
+    """The lower-cased scheme of ``url`` ('' when it has none)."""
+    scheme, sep, _ = url.partition("://")
+    return scheme.lower() if sep else ""
+
+
+def is_sentinel(url: str) -> bool:
+    """Whether ``url`` names a Redis master through Sentinel."""
+    return scheme_of(url) == SENTINEL_SCHEME
+
+
+def check_url(url: str, setting: str) -> None:
+    """Raise ConfigurationError naming ``setting`` unless ``url`` is a Redis URL mailqueue takes."""
+    scheme = scheme_of(url)
+    if scheme not in REDIS_SCHEMES:
+        accepted = ", ".join(f"{name}://" for name in sorted(REDIS_SCHEMES))
+        raise ConfigurationError(
+            f"{setting} must start with one of {accepted}, not {mask_url(url)!r}",
+            setting=setting,
+        )
+    if scheme == SENTINEL_SCHEME:
+        try:
+            parse_sentinel_url(url)
+        except ValueError as exc:
+            raise ConfigurationError(f"{setting} is malformed: {exc}", setting=setting) from None
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """Parse ``redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db]``.
+
+    Raises ValueError saying what is wrong (never quoting a password).
+    """
+    if not is_sentinel(url):
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    rest = url.partition("://")[2]
+    rest, _, query = rest.partition("?")
+    authority, _, path = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    username, password = _credentials(userinfo) if at else (None, None)
+    sentinels = tuple(_host_port(part) for part in hosts.split(",") if part.strip())
+    if not sentinels:
+        raise ValueError("no sentinel host:port given")
+    segments = [unquote(segment) for segment in path.split("/") if segment]
+    if not segments:
+        raise ValueError("the master name is missing (…/MASTER_NAME[/DB])")
+    if len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit()):
+        raise ValueError("the path must be /MASTER_NAME or /MASTER_NAME/DB")
+    options = {name: values[-1] for name, values in parse_qs(query).items()}
+    unknown = sorted(set(options) - _SENTINEL_QUERY)
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}; accepted: {', '.join(_SENTINEL_QUERY)}")
+    return SentinelTarget(
+        sentinels=sentinels,
+        master_name=segments[0],
+        db=int(segments[1]) if len(segments) == 2 else 0,
+        username=username,
+        password=password,
+        sentinel_username=options.get("sentinel_username") or None,
+        sentinel_password=options.get("sentinel_password") or None,
+    )
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    user, colon, password = userinfo.partition(":")
+    if not colon:
+        # "redis://secret@host" is redis-py's reading too: a lone word is a password.
+        return None, unquote(user) or None
+    return unquote(user) or None, unquote(password) or None
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    text = text.strip()
+    if text.startswith("["):
+        host, _, tail = text[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host:
+        raise ValueError(f"sentinel address {text!r} has no host")
+    if not port_text:
+        return host, DEFAULT_SENTINEL_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"sentinel address {text!r} has no valid port")
+    return host, int(port_text)
+
+
+def connect(url: str) -> redis.Redis:
+    """A Redis client for ``url`` with mailqueue's timeouts; under Sentinel, its master.
+
+    Nothing is opened here: the first command connects. A Sentinel client asks
+    the sentinels for the master at each new connection, so after a failover
+    it follows the new master by itself.
+    """
+    check_url(url, "redis_url")
+    if is_sentinel(url):
+        target = parse_sentinel_url(url)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.sentinels), sentinel_kwargs=target.sentinel_kwargs(), **_TIMEOUTS
+        )
+        client = sentinel.master_for(  # type: ignore[no-untyped-call]
+            target.master_name,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+        )
+        return cast(redis.Redis, client)
+    return redis.Redis.from_url(url, health_check_interval=HEALTH_CHECK_INTERVAL, **_TIMEOUTS)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its user name, password and any ``*pass*`` query value replaced by ***.
+
+    Also takes Celery's ``;``-separated broker lists. Safe for reprs, logs,
+    error messages and metric labels.
+    """
+    return ";".join(_mask_one(part) for part in url.split(";"))
+
+
+def _mask_one(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _SECRET_QUERY.sub(_MASKED_VALUE, url)
+    end = next((i for i, char in enumerate(rest) if char in "/?#"), len(rest))
+    authority, tail = rest[:end], rest[end:]
+    _, at, hosts = authority.rpartition("@")
+    if at:
+        authority = f"{MASK}@{hosts}"
+    return f"{scheme}://{authority}{_SECRET_QUERY.sub(_MASKED_VALUE, tail)}"
+
+
+@contextmanager
+def redis_errors(url: str, *, doing: str) -> Iterator[None]:
+    """Turn a ``redis.RedisError`` inside the block into BrokerUnavailable.
+
+    The message names the (masked) URL and what was being done, e.g.
+    ``cannot enqueue: Redis at redis://***@host:6379/0 is unavailable (...)``.
+    """
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(
+            f"cannot {doing}: Redis at {mask_url(url)} is unavailable "
+            f"({type(exc).__name__}: {_scrub(str(exc), url)})"
+        ) from exc
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` without any secret of ``url`` (in case a driver error ever quotes one)."""
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _secrets(url: str) -> set[str]:
+    found: set[str] = set()
+    for part in url.split(";"):
+        authority = re.split(r"[/?#]", part.partition("://")[2], maxsplit=1)[0]
+        userinfo, at, _ = authority.rpartition("@")
+        if at:
+            found.update(userinfo.split(":"))
+    for match in _SECRET_QUERY.finditer(url):
+        found.add(re.split(r"[&#]", url[match.end() :], maxsplit=1)[0])
+    return {form for raw in found if raw for form in (raw, unquote(raw))}
+
+
+class BrokerConfig(TypedDict):
+    """The Celery settings that name the broker."""
+
+    broker_url: str
+    broker_transport_options: dict[str, Any]
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def celery_broker(url: str) -> BrokerConfig:
+    """The Celery broker settings for ``url``.
+
+    ``redis+sentinel://`` becomes Celery's own Sentinel transport: one
+    ``sentinel://`` URL per sentinel (carrying the master's credentials and
+    the db) and the master name, plus the sentinels' own credentials, as
+    transport options. Any other URL is Celery's business and passes unchanged.
+    """
+    if not is_sentinel(url):
+        return {"broker_url": url, "broker_transport_options": {}}
+    target = parse_sentinel_url(url)
+    userinfo = ""
+    if target.username or target.password:
+        user, password = (quote(part or "", safe="") for part in (target.username, target.password))
+        userinfo = f"{user}:{password}@"
+    broker_url = ";".join(
+        f"sentinel://{userinfo}{_bracketed(host)}:{port}/{target.db}"
+        for host, port in target.sentinels
+    )
+    return {
+        "broker_url": broker_url,
+        "broker_transport_options": {
+            "master_name": target.master_name,
+            "sentinel_kwargs": target.sentinel_kwargs(),
+        },
+    }
