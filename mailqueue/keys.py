@@ -22,6 +22,8 @@ its choosing.
     mq:dead                  zset    dead-lettered send ids, scored by the time they failed
     mq:dead:<send_id>        hash    part -> the envelope of a dead-lettered part, for requeueing
     mq:rl:<token_key>        ...     the fleet-wide rate limiter's state
+    mq:rl:<token_key>:bulk   zset    the bulk lane's grants in the same window
+    mq:rl:<token_key>:demand string  set for a moment whenever bulk mail asks for a slot
     mq:cooldown:<token_key>  string  set while the fleet backs off after a 429
     mq:stats                 hash    counters (unknown webhook message ids, ...)
 """
@@ -95,6 +97,14 @@ def dead_letter(send_id: str) -> str:
 
 def rate_limit(token_key: str) -> str:
     return f"{PREFIX}:rl:{token_key}"
+
+
+def rate_limit_bulk(token_key: str) -> str:
+    return f"{PREFIX}:rl:{token_key}:bulk"
+
+
+def bulk_demand(token_key: str) -> str:
+    return f"{PREFIX}:rl:{token_key}:demand"
 
 
 def cooldown(token_key: str) -> str:

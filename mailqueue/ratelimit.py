@@ -18,28 +18,59 @@ cool-down. The script below uses the Redis server's clock, microsecond
 precision, and answers "granted" or "retry in N µs" (cool-down included) in
 one round trip.
 
+Two lanes share a token's window. Transactional mail may take any free
+slot; bulk mail may take all but a reserve (``RESERVE_SHARE`` of the limit)
+kept free for transactional mail, so a campaign never makes a password reset
+wait for a slot. While bulk has work (it asked within ``DEMAND_TTL``),
+transactional mail may fill all but a guaranteed bulk share
+(``BULK_SHARE``), so a transactional flood never starves a campaign. Only
+the reserve may sit idle while bulk mail waits.
+
 ``MemoryRateLimiter`` is an in-process twin with the same interface, for unit
 tests of code that needs a limiter.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import os
 import random
 import threading
 import time
 from collections import deque
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import redis
 from redis.commands.core import Script
 
 from . import keys
 from .errors import BrokerUnavailable, RateLimited
+from .routing import Route
 from .settings import RateLimit, Settings
 
-__all__ = ["FleetRateLimiter", "MemoryRateLimiter", "RateLimiter", "default_margin"]
+__all__ = [
+    "BULK_SHARE",
+    "RESERVE_SHARE",
+    "FleetRateLimiter",
+    "Lane",
+    "LaneShares",
+    "MemoryRateLimiter",
+    "RateLimiter",
+    "default_margin",
+]
+
+Lane = Literal["transactional", "bulk"]
+
+# Of a token's limit: kept free for transactional mail, and guaranteed to
+# bulk mail while it has work.
+RESERVE_SHARE = 0.1
+BULK_SHARE = 0.1
+# A bulk request marks its lane as having work for this long; waiting bulk
+# callers ask again at least every MAX_SLEEP, so the mark outlives the gaps.
+DEMAND_TTL = 2.0
 
 # The longest a waiting process sleeps before asking again: a cool-down set
 # meanwhile by another process, or a slot freed early, is noticed within it.
@@ -51,26 +82,88 @@ _MICRO = 1_000_000
 
 # Scores are integer µs of the Redis clock (exact in a double until 2255);
 # they are formatted with %d because Lua would print them with 14 digits.
-# KEYS: log, cooldown. ARGV: window µs, amount, unique member.
-# Returns 0 when a slot was taken, else the µs until one may be free.
+# KEYS: transactional log, bulk log, cooldown, bulk demand marker.
+# ARGV: window µs, amount, reserve, bulk share, lane ('t' or 'b'), unique
+# member, demand marker ms. Returns 0 when a slot was taken, else the µs
+# until one may be free (a lower bound: the caller asks again then).
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = tonumber(ARGV[1])
 local amount = tonumber(ARGV[2])
-local until_us = tonumber(redis.call('GET', KEYS[2]) or '0')
+local reserve = tonumber(ARGV[3])
+local share = tonumber(ARGV[4])
+local bulk = ARGV[5] == 'b'
+if bulk then
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[7])
+end
+local until_us = tonumber(redis.call('GET', KEYS[3]) or '0')
 if until_us > now then
   return until_us - now
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - window))
-local count = redis.call('ZCARD', KEYS[1])
-if count < amount then
-  redis.call('ZADD', KEYS[1], string.format('%d', now), ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+local cutoff = string.format('%d', now - window)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+local nt = redis.call('ZCARD', KEYS[1])
+local nb = redis.call('ZCARD', KEYS[2])
+local total = nt + nb
+
+local function grant(key)
+  redis.call('ZADD', key, string.format('%d', now), ARGV[6])
+  redis.call('PEXPIRE', key, math.ceil(window / 1000) + 1000)
   return 0
 end
-local oldest = redis.call('ZRANGE', KEYS[1], count - amount, count - amount, 'WITHSCORES')
-return math.max(tonumber(oldest[2]) + window - now, 1)
+-- The score of the k-th oldest grant in one log, or in both together.
+local function oldest_in(key, k)
+  local row = redis.call('ZRANGE', key, k - 1, k - 1, 'WITHSCORES')
+  return tonumber(row[2])
+end
+local function oldest(k)
+  local a = redis.call('ZRANGE', KEYS[1], 0, k - 1, 'WITHSCORES')
+  local b = redis.call('ZRANGE', KEYS[2], 0, k - 1, 'WITHSCORES')
+  local i, j, score = 2, 2, 0
+  for _ = 1, k do
+    local x, y = tonumber(a[i]), tonumber(b[j])
+    if y == nil or (x ~= nil and x <= y) then score = x; i = i + 2 else score = y; j = j + 2 end
+  end
+  return score
+end
+local function wait_for(score)
+  return math.max(score + window - now, 1)
+end
+
+if bulk then
+  if total < amount - reserve or (nb < share and total < amount) then
+    return grant(KEYS[2])
+  end
+  local wait = wait_for(oldest(total - (amount - reserve) + 1))
+  if share > 0 then
+    local guaranteed = 1
+    if nb >= share then
+      guaranteed = wait_for(oldest_in(KEYS[2], nb - share + 1))
+    end
+    if total >= amount then
+      guaranteed = math.max(guaranteed, wait_for(oldest(total - amount + 1)))
+    end
+    wait = math.min(wait, guaranteed)
+  end
+  return wait
+end
+local own_cap = amount
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  own_cap = amount - share
+end
+if total < amount and nt < own_cap then
+  return grant(KEYS[1])
+end
+local wait = 1
+if total >= amount then
+  wait = wait_for(oldest(total - amount + 1))
+end
+if nt >= own_cap then
+  wait = math.max(wait, wait_for(oldest_in(KEYS[1], nt - own_cap + 1)))
+end
+return wait
 """
 
 # KEYS: cooldown. ARGV: duration µs. Sets the cool-down unless a longer one is in force.
@@ -101,8 +194,29 @@ def default_margin(limit: RateLimit) -> float:
     return min(0.25, limit.period * 0.05)
 
 
+@dataclass(frozen=True)
+class LaneShares:
+    """How many of a window's ``amount`` slots the lanes keep for themselves."""
+
+    reserve: int  # never granted to bulk mail beyond its guaranteed share
+    bulk: int  # granted to bulk mail even when transactional mail wants the rest
+
+    @classmethod
+    def of(cls, limit: RateLimit) -> LaneShares:
+        # A limit of one request has nothing to divide: first come, first served.
+        if limit.amount < 2:
+            return cls(0, 0)
+        return cls(
+            max(1, round(limit.amount * RESERVE_SHARE)), max(1, round(limit.amount * BULK_SHARE))
+        )
+
+
 class RateLimiter(Protocol):
     """What delivery code needs from a limiter; both implementations provide it."""
+
+    lane: Lane
+
+    def for_lane(self, lane: Lane) -> RateLimiter: ...
 
     def acquire(self, max_wait: float | None = None) -> float: ...
 
@@ -160,16 +274,40 @@ class _Waiting:
         return self._attempt() == 0
 
 
+def _target(target: Settings | Route) -> tuple[RateLimit, str, Lane]:
+    """The limit, the token's key and the default lane of ``target``."""
+    if isinstance(target, Route):
+        return target.rate_limit, target.limiter_key, target.stream
+    return target.rate_limit, target.token_key, "transactional"
+
+
 class FleetRateLimiter(_Waiting):
-    """A sliding-log limiter in Redis, shared by every process using the same API token."""
+    """A sliding-log limiter in Redis, shared by every process using the same API token.
+
+    ``target`` is a route (its limit, token and stream) or settings (their
+    limit and token, transactional lane).
+    """
 
     def __init__(
-        self, redis_client: redis.Redis, settings: Settings, *, margin: float | None = None
+        self,
+        redis_client: redis.Redis,
+        target: Settings | Route,
+        *,
+        margin: float | None = None,
+        lane: Lane | None = None,
     ) -> None:
-        self.limit = settings.rate_limit
+        self.limit, self._token_key, default_lane = _target(target)
+        self.lane: Lane = lane or default_lane
         self.margin = default_margin(self.limit) if margin is None else margin
-        self._log_key = keys.rate_limit(settings.token_key)
-        self._cooldown_key = keys.cooldown(settings.token_key)
+        self.shares = LaneShares.of(self.limit)
+        self._redis = redis_client
+        self._target = target
+        self._keys = [
+            keys.rate_limit(self._token_key),
+            keys.rate_limit_bulk(self._token_key),
+            keys.cooldown(self._token_key),
+            keys.bulk_demand(self._token_key),
+        ]
         self._window_us = round((self.limit.period + self.margin) * _MICRO)
         self._acquire = redis_client.register_script(_ACQUIRE)
         self._penalize = redis_client.register_script(_PENALIZE)
@@ -178,19 +316,24 @@ class FleetRateLimiter(_Waiting):
         self._counter = 0
         self._counter_lock = threading.Lock()
 
+    def for_lane(self, lane: Lane) -> FleetRateLimiter:
+        """A limiter for ``lane`` over the same token's window."""
+        return FleetRateLimiter(self._redis, self._target, margin=self.margin, lane=lane)
+
     def penalize(self, retry_after: float | None) -> None:
         """Pause the whole fleet after a 429, for ``retry_after`` seconds or one period.
 
-        A longer cool-down already in force is kept.
+        A longer cool-down already in force is kept. Both lanes pause: Mailtrap
+        counts the token, not the stream.
         """
         seconds = _cooldown_seconds(retry_after, self.limit)
         if seconds <= 0:
             return
-        self._run(self._penalize, [self._cooldown_key], [round(seconds * _MICRO)])
+        self._run(self._penalize, [self._keys[2]], [round(seconds * _MICRO)])
 
     def cooldown_remaining(self) -> float:
         """Seconds left of the fleet's cool-down, 0.0 when none is in force."""
-        return self._run(self._cooldown_left, [self._cooldown_key], []) / _MICRO
+        return self._run(self._cooldown_left, [self._keys[2]], []) / _MICRO
 
     def _attempt(self) -> float:
         with self._counter_lock:
@@ -198,8 +341,16 @@ class FleetRateLimiter(_Waiting):
             # Log members must be unique fleet-wide; the pid is read per call
             # because Celery's prefork pool may copy one limiter into many children.
             member = f"{os.getpid()}:{self._member_tag}:{self._counter}"
-        args: list[str | int] = [self._window_us, self.limit.amount, member]
-        return self._run(self._acquire, [self._log_key, self._cooldown_key], args) / _MICRO
+        args: list[str | int] = [
+            self._window_us,
+            self.limit.amount,
+            self.shares.reserve,
+            self.shares.bulk,
+            "b" if self.lane == "bulk" else "t",
+            member,
+            round(DEMAND_TTL * 1000),
+        ]
+        return self._run(self._acquire, self._keys, args) / _MICRO
 
     def _run(self, script: Script, script_keys: list[str], args: list[str | int]) -> int:
         try:
@@ -208,36 +359,101 @@ class FleetRateLimiter(_Waiting):
             raise BrokerUnavailable(f"rate limiter store unavailable: {exc}") from exc
 
 
+class _MemoryWindow:
+    """The state both lanes of a ``MemoryRateLimiter`` share."""
+
+    def __init__(self, limit: RateLimit, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.shares = LaneShares.of(limit)
+        self.granted: dict[Lane, deque[float]] = {"transactional": deque(), "bulk": deque()}
+        self.bulk_asked = -math.inf
+        self.cooldown_until = 0.0
+        self.lock = threading.Lock()
+
+    def attempt(self, lane: Lane) -> float:
+        """The same decision as the Redis script, on monotonic time."""
+        with self.lock:
+            now = time.monotonic()
+            if lane == "bulk":
+                self.bulk_asked = now
+            if self.cooldown_until > now:
+                return self.cooldown_until - now
+            for log in self.granted.values():
+                while log and log[0] <= now - self.window:
+                    log.popleft()
+            wait = self._wait(lane, now)
+            if wait == 0:
+                self.granted[lane].append(now)
+            return wait
+
+    def _wait(self, lane: Lane, now: float) -> float:
+        amount, reserve, share = self.limit.amount, self.shares.reserve, self.shares.bulk
+        own = self.granted[lane]
+        total = len(own) + len(self.granted["transactional" if lane == "bulk" else "bulk"])
+        if lane == "bulk":
+            if total < amount - reserve or (len(own) < share and total < amount):
+                return 0.0
+            wait = self._until(self._oldest(total - (amount - reserve) + 1), now)
+            if share > 0:
+                guaranteed = 1e-6
+                if len(own) >= share:
+                    guaranteed = self._until(own[len(own) - share], now)
+                if total >= amount:
+                    guaranteed = max(guaranteed, self._until(self._oldest(total - amount + 1), now))
+                wait = min(wait, guaranteed)
+            return wait
+        cap = amount - share if now - self.bulk_asked < DEMAND_TTL else amount
+        if total < amount and len(own) < cap:
+            return 0.0
+        wait = 1e-6
+        if total >= amount:
+            wait = self._until(self._oldest(total - amount + 1), now)
+        if len(own) >= cap:
+            wait = max(wait, self._until(own[len(own) - cap], now))
+        return wait
+
+    def _oldest(self, k: int) -> float:
+        """The k-th oldest grant of both lanes together (k from 1)."""
+        merged = heapq.merge(*self.granted.values())
+        return next(itertools.islice(merged, k - 1, None))
+
+    def _until(self, granted_at: float, now: float) -> float:
+        return max(granted_at + self.window - now, 1e-6)
+
+
 class MemoryRateLimiter(_Waiting):
     """The same limiter inside one process, for tests of code that needs a limiter."""
 
-    def __init__(self, settings: Settings, *, margin: float | None = None) -> None:
-        self.limit = settings.rate_limit
+    def __init__(
+        self,
+        target: Settings | Route,
+        *,
+        margin: float | None = None,
+        lane: Lane | None = None,
+    ) -> None:
+        self.limit, _, default_lane = _target(target)
+        self.lane: Lane = lane or default_lane
         self.margin = default_margin(self.limit) if margin is None else margin
-        self._window = self.limit.period + self.margin
-        self._granted: deque[float] = deque()
-        self._cooldown_until = 0.0
-        self._lock = threading.Lock()
+        self._state = _MemoryWindow(self.limit, self.limit.period + self.margin)
+
+    def for_lane(self, lane: Lane) -> MemoryRateLimiter:
+        """A limiter for ``lane`` over the same window."""
+        other = MemoryRateLimiter.__new__(MemoryRateLimiter)
+        other.__dict__.update(self.__dict__)
+        other.lane = lane
+        return other
 
     def penalize(self, retry_after: float | None) -> None:
         """Pause for ``retry_after`` seconds or one period; a longer pause is kept."""
         until = time.monotonic() + _cooldown_seconds(retry_after, self.limit)
-        with self._lock:
-            self._cooldown_until = max(self._cooldown_until, until)
+        with self._state.lock:
+            self._state.cooldown_until = max(self._state.cooldown_until, until)
 
     def cooldown_remaining(self) -> float:
         """Seconds left of the cool-down, 0.0 when none is in force."""
-        with self._lock:
-            return max(self._cooldown_until - time.monotonic(), 0.0)
+        with self._state.lock:
+            return max(self._state.cooldown_until - time.monotonic(), 0.0)
 
     def _attempt(self) -> float:
-        with self._lock:
-            now = time.monotonic()
-            if self._cooldown_until > now:
-                return self._cooldown_until - now
-            while self._granted and self._granted[0] <= now - self._window:
-                self._granted.popleft()
-            if len(self._granted) < self.limit.amount:
-                self._granted.append(now)
-                return 0.0
-            return max(self._granted[0] + self._window - now, 1e-6)
+        return self._state.attempt(self.lane)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Barrier, Event
@@ -16,7 +17,13 @@ from redis.retry import Retry
 
 from mailqueue import keys
 from mailqueue.errors import RateLimited, TransientDeliveryError
-from mailqueue.ratelimit import FleetRateLimiter, MemoryRateLimiter, RateLimiter, default_margin
+from mailqueue.ratelimit import (
+    FleetRateLimiter,
+    LaneShares,
+    MemoryRateLimiter,
+    RateLimiter,
+    default_margin,
+)
 from mailqueue.settings import RateLimit, Settings
 
 TOKEN = "tok-3f9c1e7a-secret-api-token"
@@ -159,6 +166,96 @@ def test_saturated_limiter_never_overruns_a_server_counting_arrivals_a_little_la
     rng = random.Random(7)
     arrivals = [stamp + rng.uniform(0.002, 0.002 + spread) for stamp in granted]
     assert most_in_any_window(arrivals, period) <= amount
+
+
+# -- lanes, on both implementations ----------------------------------------------------
+# amount 20: a reserve of 2 slots for transactional mail, a guaranteed share of 2 for bulk.
+
+
+def test_lane_shares_of_mailtraps_limit_are_a_tenth_each() -> None:
+    assert LaneShares.of(RateLimit(150, 10.0)) == LaneShares(reserve=15, bulk=15)
+    assert LaneShares.of(RateLimit(1, 10.0)) == LaneShares(reserve=0, bulk=0)
+
+
+def test_bulk_takes_all_but_the_reserve_which_stays_for_transactional_mail(
+    make_limiter: MakeLimiter,
+) -> None:
+    transactional = make_limiter(20, 10.0)
+    bulk = transactional.for_lane("bulk")
+
+    assert [bulk.try_acquire() for _ in range(19)] == [True] * 18 + [False]
+    assert [transactional.try_acquire() for _ in range(3)] == [True, True, False]
+
+
+def test_transactional_takes_every_slot_while_bulk_has_no_work(make_limiter: MakeLimiter) -> None:
+    transactional = make_limiter(20, 10.0)
+
+    assert [transactional.try_acquire() for _ in range(21)] == [True] * 20 + [False]
+
+
+def test_while_bulk_has_work_transactional_leaves_it_its_guaranteed_share(
+    make_limiter: MakeLimiter,
+) -> None:
+    transactional = make_limiter(20, 10.0)
+    bulk = transactional.for_lane("bulk")
+    assert bulk.try_acquire()
+
+    assert [transactional.try_acquire() for _ in range(19)] == [True] * 18 + [False]
+    assert bulk.try_acquire() is True
+    assert bulk.try_acquire() is False
+
+
+def test_a_bulk_wait_names_when_its_next_slot_frees(make_limiter: MakeLimiter) -> None:
+    bulk = make_limiter(20, 10.0, margin=0.0).for_lane("bulk")
+    for _ in range(18):
+        bulk.acquire()
+
+    with pytest.raises(RateLimited) as caught:
+        bulk.acquire(max_wait=0.0)
+
+    assert caught.value.retry_after is not None and 9.0 < caught.value.retry_after <= 10.0
+
+
+def test_a_cooldown_holds_both_lanes(make_limiter: MakeLimiter) -> None:
+    transactional = make_limiter(20, 10.0)
+    transactional.for_lane("bulk").penalize(5.0)
+
+    assert transactional.try_acquire() is False
+    assert transactional.cooldown_remaining() > 4.0
+
+
+def _hammer_lane(limiter: RateLimiter, until: float, granted: list[float]) -> None:
+    while True:
+        try:
+            limiter.acquire(max_wait=until - time.monotonic())
+        except RateLimited:
+            return
+        granted.append(time.monotonic())
+
+
+def test_under_two_floods_both_lanes_are_served_and_the_window_is_kept(
+    make_limiter: MakeLimiter,
+) -> None:
+    amount, period, margin, seconds = 20, 0.4, 0.02, 2.0
+    transactional = make_limiter(amount, period, margin=margin)
+    bulk = transactional.for_lane("bulk")
+    until = time.monotonic() + seconds
+    sent: dict[str, list[float]] = {"transactional": [], "bulk": []}
+    threads = [
+        threading.Thread(target=_hammer_lane, args=(limiter, until, sent[limiter.lane]))
+        for limiter in (transactional, bulk)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    windows = int(seconds // (period + margin))
+    assert most_in_any_window(sent["transactional"] + sent["bulk"], period) <= amount
+    # Bulk is never starved: it gets at least its share of every window...
+    assert len(sent["bulk"]) >= 2 * windows
+    # ...and transactional mail gets at least its reserve of every window.
+    assert len(sent["transactional"]) >= 2 * windows
 
 
 # -- pure parts ---------------------------------------------------------------------
@@ -312,3 +409,28 @@ def test_a_limiter_copied_into_forked_workers_counts_every_grant(
     limiter.acquire()
     assert child.exitcode == 0
     assert redis_client.zcard(keys.rate_limit(settings.token_key)) == 3
+
+
+def test_bulk_lane_keys_hold_no_token_and_expire(redis_client: redis.Redis) -> None:
+    settings = make_settings(5, 10.0)
+    bulk = FleetRateLimiter(redis_client, settings, lane="bulk")
+    bulk.acquire()
+
+    names = sorted(name.decode() for name in redis_client.scan_iter())
+    assert names == sorted(
+        [keys.rate_limit_bulk(settings.token_key), keys.bulk_demand(settings.token_key)]
+    )
+    assert all(TOKEN not in name for name in names)
+    assert all(0 < redis_client.pttl(name) <= 11_300 for name in names)
+
+
+def test_a_route_picks_the_lane_and_the_tokens_window(redis_client: redis.Redis) -> None:
+    from mailqueue.routing import resolve_route
+
+    settings = make_settings(20, 10.0)
+    bulk = FleetRateLimiter(redis_client, resolve_route(settings, stream="bulk"))
+    transactional = FleetRateLimiter(redis_client, settings)
+
+    assert bulk.lane == "bulk"
+    assert [bulk.try_acquire() for _ in range(19)] == [True] * 18 + [False]
+    assert transactional.try_acquire() is True
