@@ -232,6 +232,64 @@ def test_429_has_no_retry_after_unless_asked() -> None:
     assert "Retry-After" not in answer.headers
 
 
+# -- streams and tokens ----------------------------------------------------------
+
+
+def test_each_accepted_message_records_the_stream_it_reached(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    assert session.post(mailtrap.bulk_url + "send", json=message(), timeout=5).status_code == 200
+    assert post(session, mailtrap, "send", message()).status_code == 200
+    assert post(session, mailtrap, "send/77", message()).status_code == 200
+    batch = {"base": message(to=None), "requests": [{"to": [{"email": "b@example.com"}]}]}
+    assert session.post(mailtrap.bulk_url + "batch", json=batch, timeout=5).status_code == 200
+
+    streams = [(m.stream, m.path) for m in mailtrap.accepted]
+    assert streams == [
+        ("bulk", "send"),
+        ("transactional", "send"),
+        ("sandbox", "send/77"),
+        ("bulk", "batch"),
+    ]
+
+
+def test_the_bulk_stream_has_no_sandbox_paths(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    answer = session.post(mailtrap.bulk_url + "send/77", json=message(), timeout=5)
+
+    assert answer.status_code == 404
+    assert mailtrap.accepted == []
+
+
+def test_extra_tokens_are_accepted_and_recorded() -> None:
+    with LocalMailtrap(tokens=["second-token"]) as server, requests.Session() as client:
+        client.headers["Api-Token"] = "second-token"
+        accepted = post(client, server, "send", message()).status_code
+        client.headers["Api-Token"] = "unknown-token"
+        refused = post(client, server, "send", message()).status_code
+
+    assert (accepted, refused) == (200, 401)
+    assert [m.token for m in server.accepted] == ["second-token"]
+
+
+def test_one_window_per_token_over_both_streams() -> None:
+    with (
+        LocalMailtrap(rate_limit=(2, 10.0), tokens=["other"]) as server,
+        requests.Session() as client,
+    ):
+        client.headers["Api-Token"] = server.token
+        first = [
+            client.post(url + "send", json=message(), timeout=5).status_code
+            for url in (server.url, server.bulk_url, server.bulk_url)
+        ]
+        client.headers["Api-Token"] = "other"
+        other = post(client, server, "send", message()).status_code
+
+    assert first == [200, 200, 429]
+    assert other == 200
+
+
 # -- faults -------------------------------------------------------------------
 
 

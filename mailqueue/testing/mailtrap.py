@@ -7,6 +7,12 @@ For tests and demos without an account::
         ...
         assert mailtrap.accepted[0].recipients == ("alice@example.com",)
 
+It serves both of Mailtrap's sending streams: ``url`` is the transactional
+API (and the sandbox, on ``send/<inbox id>`` paths), ``bulk_url`` the bulk
+stream; every accepted message records the ``stream`` it reached. One rate
+limit window is kept per token, over both streams, as Mailtrap counts it;
+``tokens`` adds tokens the server accepts besides ``token`` (several accounts).
+
 It validates like Mailtrap, answers one message id per recipient (one per send
 on sandbox paths), refuses recipients in the ``.invalid`` domain (so a test can
 make one request of a batch fail), enforces a sliding-window rate limit, adds
@@ -51,6 +57,7 @@ MAX_BATCH_REQUESTS = 500
 MAX_RECIPIENTS = 1000
 MAX_CATEGORY = 255
 _PATH_RE = re.compile(r"^/api/(send|batch)(?:/([^/?]+))?/?(?:\?.*)?$")
+_BULK_PATH_RE = re.compile(r"^/bulk/api/(send|batch)/?(?:\?.*)?$")
 _TEMPLATE_FORBIDS = ("subject", "text", "html", "category")
 _HTML_BODY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
@@ -65,6 +72,8 @@ class AcceptedMessage:
     payload: dict[str, Any]  # the request JSON; for a batch item, base merged with the item
     inbox_id: str | None = None
     batch_index: int | None = None
+    stream: str = "transactional"  # "transactional", "bulk" or "sandbox"
+    token: str | None = None  # which of the server's tokens sent it
 
 
 @dataclass
@@ -125,10 +134,12 @@ class LocalMailtrap:
         latency: float = 0.0,
         fault_rates: Mapping[str, float] | None = None,
         seed: int = 0,
+        tokens: Sequence[str] = (),
     ) -> None:
         for fault in fault_rates or {}:
             _check_fault(fault)
         self.token = token
+        self.tokens = (token, *tokens)
         self.host = host
         self.port = port
         self.rate_limit = rate_limit
@@ -141,7 +152,7 @@ class LocalMailtrap:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._injected: deque[str] = deque()
-        self._arrivals: deque[float] = deque()
+        self._arrivals: dict[str, deque[float]] = {}
         self._active = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -152,6 +163,11 @@ class LocalMailtrap:
     def url(self) -> str:
         """The API base URL, e.g. ``http://127.0.0.1:PORT/api/``."""
         return f"http://{self.host}:{self.port}/api/"
+
+    @property
+    def bulk_url(self) -> str:
+        """The bulk stream's API base URL, e.g. ``http://127.0.0.1:PORT/bulk/api/``."""
+        return f"http://{self.host}:{self.port}/bulk/api/"
 
     def start(self) -> LocalMailtrap:
         """Start serving in a background thread; returns self."""
@@ -238,14 +254,14 @@ class LocalMailtrap:
             self._active -= 1
 
     def _answer(self, method: str, path: str, token: str | None, body: bytes) -> _Answer:
-        match = _PATH_RE.match(path)
+        where = _stream_of(path)
         if method != "POST":
             return _json_answer(405, {"errors": ["Method Not Allowed"]})
-        if match is None:
+        if where is None:
             return _json_answer(404, {"errors": ["Not Found"]})
-        if token != self.token:
+        if token is None or token not in self.tokens:
             return _json_answer(401, {"errors": ["Unauthorized"]})
-        limited = self._rate_limited()
+        limited = self._rate_limited(token)
         if limited is not None:
             return limited
         fault = self._next_fault()
@@ -257,28 +273,29 @@ class LocalMailtrap:
                 return early
         if self.latency > 0:
             time.sleep(self.latency)
-        endpoint, inbox_id = match.group(1), match.group(2)
+        stream, endpoint, inbox_id = where
         relative = endpoint if inbox_id is None else f"{endpoint}/{inbox_id}"
-        answer = self._deliver(endpoint, inbox_id, relative, body)
+        answer = self._deliver(endpoint, inbox_id, relative, body, (stream, token))
         if fault == "lost" and answer.status == 200:
             return _Answer(200, close=True)
         if fault == "slow":
             answer.delay = self.slow_seconds
         return answer
 
-    def _rate_limited(self) -> _Answer | None:
+    def _rate_limited(self, token: str) -> _Answer | None:
         if self.rate_limit is None:
             return None
         amount, period = self.rate_limit
         now = time.monotonic()
         with self._lock:
-            while self._arrivals and self._arrivals[0] <= now - period:
-                self._arrivals.popleft()
-            if len(self._arrivals) < amount:
-                self._arrivals.append(now)
+            arrivals = self._arrivals.setdefault(token, deque())
+            while arrivals and arrivals[0] <= now - period:
+                arrivals.popleft()
+            if len(arrivals) < amount:
+                arrivals.append(now)
                 return None
             self._stats.rate_limited += 1
-            wait = self._arrivals[0] + period - now
+            wait = arrivals[0] + period - now
         headers = (("Retry-After", str(max(1, int(wait + 0.999)))),) if self.retry_after else ()
         return _json_answer(
             429, {"success": False, "errors": ["Rate limit exceeded"]}, headers=headers
@@ -313,7 +330,9 @@ class LocalMailtrap:
             return _Answer(200, _HTML_BODY, content_type="text/html")
         return None  # lost and slow accept the message first
 
-    def _deliver(self, endpoint: str, inbox_id: str | None, path: str, body: bytes) -> _Answer:
+    def _deliver(
+        self, endpoint: str, inbox_id: str | None, path: str, body: bytes, sender: _Sender
+    ) -> _Answer:
         try:
             data = json.loads(body)
         except ValueError:
@@ -324,11 +343,13 @@ class LocalMailtrap:
             errors = _validate(data)
             if errors:
                 return _failure(400, *errors)
-            ids = self._accept(data, path, inbox_id, None)
+            ids = self._accept(data, path, inbox_id, None, sender)
             return _json_answer(200, {"success": True, "message_ids": list(ids)})
-        return self._deliver_batch(data, path, inbox_id)
+        return self._deliver_batch(data, path, inbox_id, sender)
 
-    def _deliver_batch(self, data: dict[str, Any], path: str, inbox_id: str | None) -> _Answer:
+    def _deliver_batch(
+        self, data: dict[str, Any], path: str, inbox_id: str | None, sender: _Sender
+    ) -> _Answer:
         base = data.get("base", {})
         requests = data.get("requests")
         if not isinstance(base, dict):
@@ -348,12 +369,17 @@ class LocalMailtrap:
             if errors:
                 responses.append({"success": False, "errors": errors})
                 continue
-            ids = self._accept(merged, path, inbox_id, index)
+            ids = self._accept(merged, path, inbox_id, index, sender)
             responses.append({"success": True, "message_ids": list(ids)})
         return _json_answer(200, {"success": True, "responses": responses})
 
     def _accept(
-        self, payload: dict[str, Any], path: str, inbox_id: str | None, index: int | None
+        self,
+        payload: dict[str, Any],
+        path: str,
+        inbox_id: str | None,
+        index: int | None,
+        sender: _Sender,
     ) -> tuple[str, ...]:
         recipients = tuple(
             entry["email"] for kind in ("to", "cc", "bcc") for entry in payload.get(kind) or ()
@@ -361,11 +387,32 @@ class LocalMailtrap:
         # The sandbox answers one id per send, not one per recipient.
         count = 1 if inbox_id is not None else len(recipients)
         ids = tuple(str(uuid.uuid4()) for _ in range(count))
-        message = AcceptedMessage(ids, path, recipients, payload, inbox_id, index)
+        stream, token = sender
+        message = AcceptedMessage(ids, path, recipients, payload, inbox_id, index, stream, token)
         with self._lock:
             self.accepted.append(message)
             self._stats.messages += 1
         return ids
+
+
+# The stream a request reached and the token that sent it.
+_Sender = tuple[str, str]
+
+
+def _stream_of(path: str) -> tuple[str, str, str | None] | None:
+    """``(stream, endpoint, inbox id)`` for an API path, None when it is not one.
+
+    The bulk stream has no sandbox paths; a transactional path with an inbox
+    id is the sandbox.
+    """
+    match = _PATH_RE.match(path)
+    if match is not None:
+        endpoint, inbox_id = match.group(1), match.group(2)
+        return ("sandbox" if inbox_id else "transactional"), endpoint, inbox_id
+    match = _BULK_PATH_RE.match(path)
+    if match is not None:
+        return "bulk", match.group(1), None
+    return None
 
 
 def _check_fault(fault: str) -> None:
