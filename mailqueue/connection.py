@@ -24,9 +24,11 @@ from typing import Any, TypedDict, cast
 from urllib.parse import parse_qs, quote, unquote
 
 import redis
+from redis.client import Pipeline
+from redis.connection import AbstractConnection, ConnectionPool
 from redis.sentinel import Sentinel
 
-from .errors import BrokerUnavailable, ConfigurationError
+from .errors import BrokerUnavailable, ConfigurationError, ReplicationTimeout
 
 __all__ = [
     "REDIS_SCHEMES",
@@ -40,6 +42,7 @@ __all__ = [
     "mask_url",
     "parse_sentinel_url",
     "redis_errors",
+    "replicated_transaction",
 ]
 
 # A producer must learn at once that Redis is down, not hang: bounded
@@ -49,6 +52,10 @@ __all__ = [
 # short, none blocks.
 SOCKET_CONNECT_TIMEOUT = 3.0
 SOCKET_TIMEOUT = 4.0
+# How long an enqueue waits for replicas to confirm its writes: replication
+# on a healthy network takes well under a millisecond (WAIT makes the master
+# ask its replicas at once), and the wait must end before the read timeout.
+REPLICA_WAIT_TIMEOUT = 2.0
 # A pooled connection idle this long is pinged before use, so a connection
 # a firewall or a failover silently dropped is noticed before a command.
 HEALTH_CHECK_INTERVAL = 30
@@ -298,3 +305,78 @@ def celery_broker(url: str) -> BrokerConfig:
             "sentinel_kwargs": target.sentinel_kwargs(),
         },
     }
+
+
+# -- writes a failover cannot lose ----------------------------------------
+
+
+@contextmanager
+def replicated_transaction(
+    client: redis.Redis, min_replicas: int, *, timeout: float = REPLICA_WAIT_TIMEOUT
+) -> Iterator[Pipeline]:
+    """A MULTI/EXEC pipeline whose executed writes ``min_replicas`` replicas hold on exit.
+
+    Use as ``with replicated_transaction(r, n) as pipe: ...; pipe.execute()``.
+    On leaving the block the master is asked (``WAIT``) until that many
+    replicas have acknowledged the writes, capped at the replicas connected
+    now: a master left with none still takes writes (a lone master after a
+    failover), with the durability of a single Redis until a replica returns.
+
+    Raises ReplicationTimeout when fewer replicas confirm within ``timeout``:
+    the writes are on the master, yet a failover now could lose them, so the
+    caller must not report them as safe. With ``min_replicas`` 0 this is a
+    plain transaction and costs nothing more.
+    """
+    if min_replicas <= 0:
+        with client.pipeline(transaction=True) as pipe:
+            yield pipe
+        return
+    pool = client.connection_pool
+    # WAIT covers the writes of the connection it is sent on, so the
+    # transaction and the WAIT must share one connection: the pipeline
+    # borrows it from a pool that always hands out that one.
+    conn = pool.get_connection()
+    try:
+        pinned = cast(ConnectionPool, _PinnedPool(pool, conn))
+        with Pipeline(pinned, client.response_callbacks, True, None) as pipe:
+            yield pipe
+        _wait_for_replicas(conn, min_replicas, timeout)
+    finally:
+        pool.release(conn)
+
+
+def _wait_for_replicas(conn: AbstractConnection, wanted: int, timeout: float) -> None:
+    # No health check here: a health check that reconnected (to a new
+    # master, after a failover) would make WAIT count nothing of ours.
+    conn.send_command("ROLE", check_health=False)  # type: ignore[no-untyped-call]
+    role = conn.read_response()
+    connected = len(role[2]) if role and role[0] in (b"master", "master") else 0
+    needed = min(wanted, connected)
+    if needed == 0:
+        return
+    conn.send_command(  # type: ignore[no-untyped-call]
+        "WAIT", needed, int(timeout * 1000), check_health=False
+    )
+    acknowledged = int(conn.read_response())
+    if acknowledged < needed:
+        raise ReplicationTimeout(
+            f"the write reached the Redis master but {acknowledged} of {needed} replicas "
+            f"confirmed it within {timeout:g} s; a failover now could lose it"
+        )
+
+
+class _PinnedPool:
+    """A connection pool that always lends the one connection it was given."""
+
+    def __init__(self, pool: ConnectionPool, conn: AbstractConnection) -> None:
+        self._pool = pool
+        self._conn = conn
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        return self._conn
+
+    def release(self, conn: AbstractConnection) -> None:
+        """Kept by the owner of the pinned connection, which releases it once."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)

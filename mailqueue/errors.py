@@ -7,6 +7,8 @@
     │   └── UnsupportedFeature      Mailtrap cannot do what the message asks
     │                               (ignored when ignore_unsupported_features is on)
     ├── BrokerUnavailable           the broker or status store cannot be reached
+    │   └── ReplicationTimeout      a write reached the Redis master, but too few
+    │                               replicas confirmed it in time
     └── DeliveryError               an API call did not succeed
         ├── TransientDeliveryError  worth retrying: timeouts, connection errors, 429, 5xx
         │   └── RateLimited         a 429; carries retry_after when Mailtrap sent one
@@ -27,6 +29,7 @@ __all__ = [
     "MailqueueError",
     "PermanentDeliveryError",
     "RateLimited",
+    "ReplicationTimeout",
     "TransientDeliveryError",
     "UnsupportedFeature",
     "ValidationError",
@@ -73,6 +76,15 @@ class UnsupportedFeature(ValidationError):
 
 class BrokerUnavailable(MailqueueError):
     """The broker or the status store did not answer within the bounded timeout."""
+
+
+class ReplicationTimeout(BrokerUnavailable):
+    """The writes are on the Redis master, but too few replicas confirmed them in time.
+
+    They are probably queued (and are delivered unless the master is lost
+    before it replicates them), so a retry should reuse the same
+    ``idempotency_key`` to avoid a second copy.
+    """
 
 
 class DeliveryError(MailqueueError):

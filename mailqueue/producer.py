@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from . import keys
+from .connection import replicated_transaction
 from .errors import BrokerUnavailable, ValidationError
 from .outbox import Envelope
 from .payload import ApiCall, build_payload
@@ -83,7 +84,9 @@ def enqueue(
             # itself failed, Redis is unreachable and a second try would only
             # double the caller's wait.
             idem_key = key
-        with rt.redis.pipeline(transaction=True) as pipe:
+        # A ReplicationTimeout passes through, and the idempotency key is
+        # kept: the message is on the master, so a retry must find it.
+        with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
             _write(rt, pipe, send_id, calls, due=due, created_at=now_iso())
             if due is None:
                 rt.outbox.wake_needed(pipe)
@@ -124,7 +127,7 @@ def enqueue_many(
     written = 0
     try:
         for start in range(0, len(built), PIPELINE_CHUNK):
-            with rt.redis.pipeline(transaction=True) as pipe:
+            with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
                 for offset, calls in enumerate(built[start : start + PIPELINE_CHUNK]):
                     _write(rt, pipe, ids[start + offset], calls, created_at=created_at, group=group)
                 pipe.execute()

@@ -60,11 +60,13 @@ class RedisServer:
         *,
         appendonly: bool = False,
         unix_socket: bool = False,
+        replica_of: int | None = None,
     ) -> None:
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
         self.appendonly = appendonly
         self.unix_socket = unix_socket
+        self.replica_of = replica_of
         self.process: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
 
@@ -82,29 +84,8 @@ class RedisServer:
     def start(self) -> RedisServer:
         if self._dir is None:
             self._dir = tempfile.mkdtemp(prefix="mailqueue-redis-")
-        persistence = ["yes", "--appendfsync", "always"] if self.appendonly else ["no"]
-        socket_options = (
-            ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
-            if self.unix_socket
-            else []
-        )
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                *persistence,
-                *socket_options,
-                "--dir",
-                self._dir,
-                "--logfile",
-                os.path.join(self._dir, "redis.log"),
-            ],
+            [self.binary, *self.arguments(self._dir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -121,6 +102,35 @@ class RedisServer:
                 time.sleep(0.02)
         self.stop()
         raise ConfigurationError(f"redis-server did not start on port {self.port}")
+
+    def arguments(self, directory: str) -> list[str]:
+        """The server's command line after the binary."""
+        persistence = ["yes", "--appendfsync", "always"] if self.appendonly else ["no"]
+        socket_options = (
+            ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
+            if self.unix_socket
+            else []
+        )
+        replication = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
+        return [
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            *persistence,
+            *socket_options,
+            *replication,
+            # A replica's first sync starts at once instead of after 5 s.
+            "--repl-diskless-sync-delay",
+            "0",
+            "--dir",
+            directory,
+            "--logfile",
+            os.path.join(directory, "redis.log"),
+        ]
 
     def stop(self) -> None:
         self.halt()

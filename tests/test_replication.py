@@ -1,0 +1,126 @@
+"""An enqueue returns only once a replica holds its writes (WAIT), against real servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+import mailqueue
+from mailqueue import ReplicationTimeout, Settings, keys
+from mailqueue.connection import connect, replicated_transaction
+from mailqueue.runtime import Runtime
+from mailqueue.testing.redis_server import RedisServer
+
+
+@pytest.fixture
+def master() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def replica(master: RedisServer) -> Iterator[RedisServer]:
+    with RedisServer(replica_of=master.port) as server:
+        _wait_until(lambda: _online_replicas(master) == 1, "the replica to sync")
+        yield server
+
+
+def _online_replicas(server: RedisServer) -> int:
+    with redis.Redis(port=server.port) as client:
+        info = client.info("replication")
+    return sum(
+        1
+        for key, value in info.items()
+        if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_replica_holds_the_writes_when_the_block_ends(
+    master: RedisServer, replica: RedisServer
+) -> None:
+    client = connect(master.url)
+    reader = redis.Redis(port=replica.port)
+
+    for number in range(50):
+        with replicated_transaction(client, 1) as pipe:
+            pipe.set(f"key:{number}", number)
+            pipe.execute()
+        # No waiting here: WAIT already had the replica acknowledge it.
+        assert reader.get(f"key:{number}") == str(number).encode()
+
+
+def test_a_master_without_replicas_still_takes_writes(master: RedisServer) -> None:
+    client = connect(master.url)
+
+    with replicated_transaction(client, 1) as pipe:
+        pipe.set("alone", "yes")
+        pipe.execute()
+
+    assert client.get("alone") == b"yes"
+
+
+def test_a_replica_that_does_not_confirm_raises_replication_timeout(
+    master: RedisServer, replica: RedisServer
+) -> None:
+    client = connect(master.url)
+    assert replica.process is not None
+    # A stopped replica stays connected as far as the master knows, but
+    # acknowledges nothing.
+    os.kill(replica.process.pid, signal.SIGSTOP)
+    try:
+        with (
+            pytest.raises(ReplicationTimeout, match="0 of 1 replicas"),
+            replicated_transaction(client, 1, timeout=0.2) as pipe,
+        ):
+            pipe.set("unconfirmed", "1")
+            pipe.execute()
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+    # The write did reach the master: the caller was told it is not yet safe.
+    assert client.get("unconfirmed") == b"1"
+
+
+def test_more_replicas_asked_for_than_connected_waits_for_those_connected(
+    master: RedisServer, replica: RedisServer
+) -> None:
+    client = connect(master.url)
+
+    with replicated_transaction(client, 3) as pipe:
+        pipe.set("capped", "1")
+        pipe.execute()
+
+    assert redis.Redis(port=replica.port).get("capped") == b"1"
+
+
+def test_enqueue_with_a_stopped_replica_keeps_its_idempotency_key(
+    master: RedisServer, replica: RedisServer
+) -> None:
+    runtime = Runtime(Settings(broker_url=master.url, api_token="t", redis_min_replicas=1))
+    message = {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
+    assert replica.process is not None
+    os.kill(replica.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ReplicationTimeout):
+            mailqueue.enqueue(message, idempotency_key="order-1", runtime=runtime)
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+
+    # The first attempt is queued on the master; a retry with the same key
+    # finds it instead of queueing a second copy.
+    send_id = mailqueue.enqueue(message, idempotency_key="order-1", runtime=runtime)
+    records = list(redis.Redis(port=master.port).scan_iter(match=keys.send("*")))
+    assert records == [keys.send(send_id).encode()]
