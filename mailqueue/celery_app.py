@@ -94,5 +94,5 @@ def _celeryconfig_overrides() -> dict[str, Any]:
     }
 
 
-app = Celery("mailqueue", include=["mailqueue.tasks"])
+app = Celery("mailqueue", include=["mailqueue.tasks", "mailqueue.worker_checks"])
 app.conf.update({**celery_config(Settings.from_env()), **_celeryconfig_overrides()})

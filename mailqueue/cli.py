@@ -1,21 +1,19 @@
-"""The ``mailqueue`` command line: a thin layer over the library.
+"""The ``mailqueue`` command line: parses arguments, calls the library, prints.
 
-Every user mistake (a malformed message, a missing setting, an unreachable
-Redis, an unreadable file) prints one ``error: ...`` line naming the field or
-file and exits with status 1; click's own usage errors exit with status 2.
-Nothing printed ever holds the API token.
+Every mistake a person can make -- a malformed message or setting, a missing
+file, an unreachable Redis, a busy port, a bad flag -- prints one
+``error: ...`` line naming the field, setting or file, never a traceback:
+status 1 for what the library refuses, 2 for a command line click cannot
+parse. Nothing printed ever holds the API token or a Redis password.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import functools
-import io
 import json
 import mimetypes
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,18 +24,25 @@ from typing import IO, Any, TypeVar
 import click
 import redis
 
-from .errors import MailqueueError, ValidationError
+from .activity import fleet_activity
+from .campaign_csv import (
+    Recipient,
+    batch_message,
+    individual_messages,
+    read_recipients,
+    recipient_of,
+)
+from .cli_views import counts_line, format_group, format_status, stall_note, table
+from .errors import BrokerUnavailable, ConfigurationError, MailqueueError, ValidationError
+from .groups import FINAL_STATES, SendIds, get_batch_progress, get_group
+from .producer import enqueue, enqueue_many, get_status
+from .runtime import Runtime as Client
 from .settings import Settings
+from .worker_checks import check_worker_settings
 
-__all__ = ["cli", "format_status", "main", "message_from_options", "read_campaign"]
+__all__ = ["cli", "main", "message_from_options"]
 
-FINAL_STATES = frozenset({"sent", "partially_sent", "failed"})
-# enqueue_many is called with this many campaign rows at a time, so that the
-# progress bar moves and Redis is written in bounded pipelines.
-CAMPAIGN_CHUNK = 500
-EVENTS_SHOWN = 10
-
-F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class CliError(click.ClickException):
@@ -47,34 +52,66 @@ class CliError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True, file=file)
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ValidationError) and exc.field and exc.field not in str(exc):
-        return f"{exc.field}: {exc}"
-    if isinstance(exc, redis.RedisError):
-        return f"cannot reach Redis: {type(exc).__name__}"
-    return str(exc)
+def _field_error(exc: ValidationError) -> str:
+    text = str(exc.args[0]) if exc.args else str(exc)
+    if exc.field and exc.field not in text:
+        return f"{exc.field}: {text}"
+    return text
 
 
-def friendly_errors(command: F) -> F:
-    """Turn library errors raised by ``command`` into one ``error:`` line."""
+def mask_url(url: str) -> str:
+    """``url`` without the user name and password it may carry."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    _, at, host = authority.rpartition("@")
+    return f"{scheme}://{'***@' if at else ''}{host}{slash}{tail}"
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+
+def describe(exc: BaseException) -> str:
+    """One line for a library error: what failed, naming the field, setting or URL."""
+    if isinstance(exc, ValidationError):
+        text = _field_error(exc)
+        return f"messages[{exc.index}]: {text}" if exc.index is not None else text
+    if isinstance(exc, ConfigurationError):
+        text = str(exc)
+        return text if not exc.setting or exc.setting in text else f"{exc.setting}: {text}"
+    if isinstance(exc, (BrokerUnavailable, redis.RedisError)):
+        text = str(exc) if isinstance(exc, BrokerUnavailable) else type(exc).__name__
+        if "://" not in text:
+            text = f"{text} (Redis at {_redis_url()})"
+        return text if text.startswith("cannot") else f"cannot reach Redis: {text}"
+    return str(exc) or type(exc).__name__
+
+
+def _redis_url() -> str:
+    try:
+        return mask_url(_client().settings.status_redis_url)
+    except MailqueueError:
+        return "an unknown URL"
+
+
+class _Commands(click.Group):
+    """The command group: library errors raised by any command become one ``error:`` line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return command(*args, **kwargs)
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
         except (MailqueueError, redis.RedisError) as exc:
-            raise CliError(_describe(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+            raise CliError(describe(exc)) from None
 
 
-def _runtime_settings() -> Settings:
+def _client() -> Client:
+    """The client the environment (or ``mailqueue.configure``) describes."""
     from .runtime import current
 
-    return current().settings
+    return current()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mailqueue")
 def cli() -> None:
     """Queued email delivery through Mailtrap's Email API, on Celery and Redis."""
@@ -179,7 +216,6 @@ def _message_from_json(source: str) -> dict[str, Any]:
     "--json", "json_source", metavar="FILE", help="Read the whole message as JSON ('-': stdin)."
 )
 @click.option("--idempotency-key", help="Enqueue nothing if this key was used before.")
-@friendly_errors
 def send(
     from_email: str | None,
     to: tuple[str, ...],
@@ -196,8 +232,6 @@ def send(
     idempotency_key: str | None,
 ) -> None:
     """Queue one message and print its send id."""
-    from .producer import enqueue
-
     flags = message_from_options(
         from_email=from_email,
         to=to,
@@ -213,218 +247,78 @@ def send(
     )
     # Flags given beside --json override the file's keys.
     message = {**_message_from_json(json_source), **flags} if json_source is not None else flags
-    click.echo(enqueue(message, idempotency_key=idempotency_key))
+    click.echo(enqueue(message, idempotency_key=idempotency_key, runtime=_client()))
 
 
 # -- status ---------------------------------------------------------------
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = []
-    for row in (headers, *rows):
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        lines.append(indent + "  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def format_status(record: Mapping[str, Any]) -> str:
-    """A status record as a readable table."""
-    lines = [
-        f"send      {record['id']}",
-        f"state     {record['state']}",
-        f"attempts  {record.get('attempts', 0)}",
-        f"created   {record.get('created_at') or '-'}",
-        f"updated   {record.get('updated_at') or '-'}",
-    ]
-    if record.get("next_attempt_at"):
-        lines.append(f"next try  {record['next_attempt_at']}")
-    if record.get("possible_duplicates"):
-        lines.append(f"possible duplicates  {record['possible_duplicates']}")
-    error = record.get("error")
-    if error:
-        code = f" {error['status_code']}" if error.get("status_code") is not None else ""
-        lines.append(f"error     {error.get('kind')}{code}: {error.get('message')}")
-    recipients = record.get("recipients") or {}
-    if recipients:
-        lines.append("recipients")
-        rows = [
-            [address, str(info.get("status")), str(info.get("message_id") or "-")]
-            for address, info in recipients.items()
-        ]
-        lines.append(_table(["RECIPIENT", "STATUS", "MESSAGE ID"], rows))
-    events = record.get("events") or []
-    if events:
-        lines.append("recent events")
-        rows = [
-            [
-                str(event.get("timestamp", "")),
-                str(event.get("event_type", "")),
-                str(event.get("recipient") or "-"),
-            ]
-            for event in events[:EVENTS_SHOWN]
-        ]
-        lines.append(_table(["TIME", "EVENT", "RECIPIENT"], rows))
-    return "\n".join(lines)
-
-
-def _fetch(send_id: str) -> dict[str, Any]:
-    from .producer import get_status
-
-    record = get_status(send_id)
-    if record is None:
-        raise CliError(f"SEND_ID: no send {send_id!r} (unknown or expired)")
-    return record
-
-
 @cli.command()
-@click.argument("send_id")
+@click.argument("send_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
-@click.option("--watch", is_flag=True, help="Refresh until the send is final.")
+@click.option("--watch", is_flag=True, help="Refresh until the send (or group) is final.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds --watch waits.")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
-@friendly_errors
 def status(send_id: str, as_json: bool, watch: bool, timeout: float, interval: float) -> None:
-    """Show the status of a send."""
+    """Show the status of a send, or the progress of a group of sends (campaign --individual)."""
+    client = _client()
 
-    def show(record: Mapping[str, Any]) -> None:
-        click.echo(json.dumps(record, indent=2) if as_json else format_status(record))
+    def view() -> tuple[str, bool, str]:
+        """The text shown, whether it is final, and what it waits for."""
+        record = get_status(send_id, runtime=client)
+        if record is not None:
+            activity = None if as_json else fleet_activity(client)
+            text = json.dumps(record, indent=2) if as_json else format_status(record, activity)
+            waiting = f"send still {record['state']}"
+            return text, record["state"] in FINAL_STATES, _stalled(waiting, record, client)
+        group = get_group(client, send_id)
+        if group is None:
+            raise CliError(f"ID: no send or group {send_id!r} (unknown or expired)")
+        if as_json:
+            text = json.dumps({"group": group.group_id, "sends": group.total,
+                               "finished": group.finished, "counts": dict(group.counts)},
+                              indent=2)
+        else:
+            text = format_group(group, fleet_activity(client))
+        waiting = f"group has {group.total - group.finished} of {group.total} sends not final"
+        return text, group.done, waiting
 
-    record = _fetch(send_id)
-    if not watch:
-        show(record)
-        return
+    _watch(view, watch=watch, timeout=timeout, interval=interval, blank_between=not as_json)
+
+
+def _stalled(waiting: str, record: Mapping[str, Any], client: Client) -> str:
+    if record["state"] in FINAL_STATES:
+        return waiting
+    note = stall_note(record, fleet_activity(client))
+    return f"{waiting} ({note})" if note else waiting
+
+
+def _watch(
+    view: Callable[[], tuple[str, bool, str]],
+    *,
+    watch: bool,
+    timeout: float,
+    interval: float,
+    blank_between: bool = True,
+) -> None:
+    """Print ``view`` once, or (``watch``) each time it changes until it is final."""
     deadline = time.monotonic() + timeout
-    last: dict[str, Any] | None = None
+    last: str | None = None
     while True:
-        if record != last:
-            if last is not None and not as_json:
+        text, final, waiting = view()
+        if text != last:
+            if last is not None and blank_between:
                 click.echo()
-            show(record)
-            last = record
-        if record["state"] in FINAL_STATES:
+            click.echo(text)
+            last = text
+        if final or not watch:
             return
         if time.monotonic() >= deadline:
-            raise CliError(f"--timeout: send still {record['state']} after {timeout:g} s")
+            raise CliError(f"--timeout: {waiting} after {timeout:g} s")
         time.sleep(max(interval, 0.05))
-        record = _fetch(send_id)
 
 
 # -- campaign -------------------------------------------------------------
-
-
-def read_campaign(path: str) -> list[dict[str, str]]:
-    """The rows of a campaign CSV: an ``email`` column plus merge columns."""
-    text = _read_text(path, "CSV")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    fields = [name.strip() for name in reader.fieldnames or []]
-    if "email" not in fields:
-        raise CliError(f"{path}: the CSV needs an 'email' column (found: {', '.join(fields)})")
-    rows = []
-    for number, row in enumerate(reader, start=2):
-        cleaned = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-        if not cleaned.get("email"):
-            raise CliError(f"{path}: line {number}: the 'email' column is empty")
-        rows.append(cleaned)
-    if not rows:
-        raise CliError(f"{path}: no recipients")
-    return rows
-
-
-def _merge_fields(row: Mapping[str, str]) -> dict[str, str]:
-    return {key: value for key, value in row.items() if key and key != "email"}
-
-
-def _individual_messages(
-    rows: Sequence[Mapping[str, str]], template_id: str, from_email: str | None
-) -> list[dict[str, Any]]:
-    messages = []
-    for row in rows:
-        message: dict[str, Any] = {"to": [row["email"]], "template_id": template_id}
-        if from_email:
-            message["from_email"] = from_email
-        if _merge_fields(row):
-            message["merge_global_data"] = _merge_fields(row)
-        messages.append(message)
-    return messages
-
-
-def _batch_message(
-    rows: Sequence[Mapping[str, str]], template_id: str, from_email: str | None
-) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "to": [row["email"] for row in rows],
-        "template_id": template_id,
-        "merge_data": {row["email"]: _merge_fields(row) for row in rows},
-    }
-    if from_email:
-        message["from_email"] = from_email
-    return message
-
-
-def _row_error(exc: ValidationError, rows: Sequence[Mapping[str, str]]) -> str:
-    """Point a batch send's ``to[i]`` error at its CSV line."""
-    match = re.match(r"to\[(\d+)\]", exc.field or "")
-    if match and int(match.group(1)) < len(rows):
-        index = int(match.group(1))
-        return f"row {index + 2} ({rows[index]['email']}): {_describe(exc)}"
-    return _describe(exc)
-
-
-def _progress(length: int) -> Any:
-    # Off a terminal click prints only the label, which would read as output.
-    label = "enqueueing" if sys.stderr.isatty() else ""
-    return click.progressbar(length=length, label=label, file=sys.stderr)
-
-
-def _enqueue_individual(messages: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    from .payload import build_payload
-    from .producer import enqueue_many, get_status
-    from .runtime import current
-
-    settings = current().settings
-    # Validate every row before anything is queued, as one enqueue_many would.
-    for index, message in enumerate(messages):
-        try:
-            build_payload(message, settings)
-        except ValidationError as exc:
-            raise CliError(f"row {index + 2} ({message['to'][0]}): {_describe(exc)}") from None
-    ids: list[str] = []
-    groups: list[str] = []
-    with _progress(len(messages)) as bar:
-        for start in range(0, len(messages), CAMPAIGN_CHUNK):
-            chunk = messages[start : start + CAMPAIGN_CHUNK]
-            chunk_ids = enqueue_many(chunk)
-            record = get_status(chunk_ids[0])
-            if record and record.get("group"):
-                groups.append(record["group"])
-            ids.extend(chunk_ids)
-            bar.update(len(chunk))
-    return ids, groups
-
-
-def _counts_line(counts: Mapping[str, int]) -> str:
-    return "  ".join(f"{state}={count}" for state, count in sorted(counts.items())) or "-"
-
-
-def _follow(
-    counts: Callable[[], dict[str, int]], done: Callable[[dict[str, int]], bool], timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        current = counts()
-        line = _counts_line(current)
-        if line != last:
-            click.echo(line)
-            last = line
-        if done(current):
-            return
-        if time.monotonic() >= deadline:
-            raise CliError(f"--timeout: campaign not finished after {timeout:g} s")
-        time.sleep(0.5)
 
 
 @cli.command()
@@ -434,7 +328,6 @@ def _follow(
 @click.option("--individual", is_flag=True, help="One message per row instead of one batch send.")
 @click.option("--follow", is_flag=True, help="Show per-state counts until every send is final.")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds --follow waits.")
-@friendly_errors
 def campaign(
     csv_path: str,
     template_id: str,
@@ -443,71 +336,66 @@ def campaign(
     follow: bool,
     timeout: float,
 ) -> None:
-    """Send a template to every row of CSV (an 'email' column plus merge columns)."""
-    rows = read_campaign(csv_path)
+    """Send a template to every row of CSV (an 'email' column plus merge columns).
+
+    Prints the id to follow with 'mailqueue status': the batch send's, or
+    with --individual the group's.
+    """
+    recipients = read_recipients(_read_text(csv_path, "CSV"), source=csv_path)
+    client = _client()
     if individual:
-        _campaign_individual(rows, template_id, from_email, follow, timeout)
+        messages = individual_messages(recipients, template_id, from_email)
+        ids = _row_errors(recipients, lambda: enqueue_many(messages, runtime=client))
+        click.echo(f"queued {len(ids)} sends in group {ids.group_id}", err=True)
+        click.echo(ids.group_id)
+        progress = functools.partial(_group_line, client, ids)
     else:
-        _campaign_batch(rows, template_id, from_email, follow, timeout)
+        message = batch_message(recipients, template_id, from_email)
+        send_id = _row_errors(recipients, lambda: enqueue(message, runtime=client))
+        click.echo(send_id)
+        progress = functools.partial(_batch_line, client, send_id)
+    if follow:
+        _follow(progress, timeout)
 
 
-def _campaign_individual(
-    rows: Sequence[Mapping[str, str]],
-    template_id: str,
-    from_email: str | None,
-    follow: bool,
-    timeout: float,
-) -> None:
-    from .runtime import current
-
-    ids, groups = _enqueue_individual(_individual_messages(rows, template_id, from_email))
-    click.echo(f"queued {len(ids)} sends (groups: {', '.join(groups)})")
-    if not follow:
-        return
-    store = current().store
-
-    def group_counts() -> dict[str, int]:
-        total: dict[str, int] = {}
-        for group in groups:
-            for state, count in store.group_counts(group).items():
-                total[state] = total.get(state, 0) + count
-        return total
-
-    _follow(group_counts, lambda c: sum(c.get(s, 0) for s in FINAL_STATES) >= len(ids), timeout)
-
-
-def _campaign_batch(
-    rows: Sequence[Mapping[str, str]],
-    template_id: str,
-    from_email: str | None,
-    follow: bool,
-    timeout: float,
-) -> None:
-    from .payload import build_payload
-    from .producer import enqueue
-    from .runtime import current
-
-    message = _batch_message(rows, template_id, from_email)
+def _row_errors(recipients: Sequence[Recipient], enqueue: Callable[[], T]) -> T:
+    """Run ``enqueue``; a validation error names the CSV row it is about."""
     try:
-        build_payload(message, current().settings)
+        return enqueue()
     except ValidationError as exc:
-        raise CliError(_row_error(exc, rows)) from None
-    with _progress(len(rows)) as bar:
-        send_id = enqueue(message)
-        bar.update(len(rows))
-    click.echo(send_id)
-    if not follow:
-        return
-    store = current().store
+        row = recipient_of(exc, recipients)
+        if row is None:
+            raise
+        raise CliError(f"row {row.line} ({row.email}): {_field_error(exc)}") from None
 
-    def recipient_counts() -> dict[str, int]:
-        # Recipients appear as each batch call is answered; the send's own
-        # state says when the last one was.
-        counts = store.recipient_counts(send_id)
-        counts["send:" + (store.state(send_id) or "expired")] = 1
-        return counts
 
-    _follow(recipient_counts, lambda c: any(f"send:{s}" in c for s in FINAL_STATES), timeout)
+def _group_line(client: Client, ids: SendIds) -> tuple[str, bool]:
+    group = get_group(client, ids.group_id or "")
+    if group is None:
+        raise CliError(f"the group {ids.group_id} expired")
+    return counts_line(group.counts), group.done
+
+
+def _batch_line(client: Client, send_id: str) -> tuple[str, bool]:
+    progress = get_batch_progress(client, send_id)
+    if progress is None:
+        raise CliError(f"the send {send_id} expired")
+    return counts_line({**progress.recipients, f"send:{progress.state}": 1}), progress.done
+
+
+def _follow(progress: Callable[[], tuple[str, bool]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        line, done = progress()
+        if line != last:
+            click.echo(line)
+            last = line
+        if done:
+            return
+        if time.monotonic() >= deadline:
+            raise CliError(f"--timeout: campaign not finished after {timeout:g} s")
+        time.sleep(0.5)
 
 
 # -- dead letters ---------------------------------------------------------
@@ -526,7 +414,6 @@ def _when(timestamp: float) -> str:
 @dead_letters.command("list")
 @click.option("--limit", default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@friendly_errors
 def dead_letters_list(limit: int, as_json: bool) -> None:
     """List dead-lettered sends, oldest first."""
     from .deadletters import list_dead_letters
@@ -547,7 +434,7 @@ def dead_letters_list(limit: int, as_json: bool) -> None:
         ]
         for letter in letters
     ]
-    click.echo(_table(["SEND ID", "FAILED AT", "STATE", "ERROR"], rows, indent=""))
+    click.echo(table(["SEND ID", "FAILED AT", "STATE", "ERROR"], rows, indent=""))
 
 
 def _chosen(send_ids: tuple[str, ...], all_: bool) -> list[str] | None:
@@ -561,7 +448,6 @@ def _chosen(send_ids: tuple[str, ...], all_: bool) -> list[str] | None:
 @dead_letters.command("requeue")
 @click.argument("send_ids", nargs=-1, metavar="SEND_ID...")
 @click.option("--all", "all_", is_flag=True, help="Requeue every dead letter.")
-@friendly_errors
 def dead_letters_requeue(send_ids: tuple[str, ...], all_: bool) -> None:
     """Send dead-lettered sends again."""
     from .deadletters import requeue_dead_letters
@@ -576,7 +462,6 @@ def dead_letters_requeue(send_ids: tuple[str, ...], all_: bool) -> None:
 @dead_letters.command("purge")
 @click.argument("send_ids", nargs=-1, metavar="SEND_ID...")
 @click.option("--all", "all_", is_flag=True, help="Forget every dead letter.")
-@friendly_errors
 def dead_letters_purge(send_ids: tuple[str, ...], all_: bool) -> None:
     """Forget dead letters (their status records stay until they expire)."""
     from .deadletters import purge_dead_letters
@@ -594,24 +479,40 @@ _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker: the arguments go to 'celery -A mailqueue worker'."""
+    if not {"-h", "--help"} & set(celery_args):
+        # The same check runs when Celery starts the worker; here it also
+        # catches a malformed setting before Celery prints its own traceback.
+        check_worker_settings(Settings.from_env())
     argv = [sys.executable, "-m", "celery", "-A", "mailqueue", "worker", *celery_args]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)
 
 
+def _listen_error(host: str, port: int, exc: OSError) -> CliError:
+    return CliError(f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
 @cli.command("serve-webhooks")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@friendly_errors
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 def serve_webhooks(host: str, port: int) -> None:
     """Serve the tracking webhook (POST /mailtrap/tracking/)."""
+    try:
+        import waitress  # noqa: F401
+    except ImportError:
+        raise CliError(
+            "serve-webhooks needs waitress: pip install 'mailqueue[webhooks]'"
+        ) from None
     from .webhooks import create_app, serve
 
-    settings = _runtime_settings()
+    settings = _client().settings
     create_app(settings)  # refuse to start without credentials, before binding a port
     click.echo(f"tracking webhook on http://{host}:{port}/mailtrap/tracking/", err=True)
-    serve(settings, host, port)
+    try:
+        serve(settings, host, port)
+    except OSError as exc:
+        raise _listen_error(host, port, exc) from None
 
 
 @cli.command("local-mailtrap", context_settings=_PASS_THROUGH)
@@ -620,14 +521,17 @@ def local_mailtrap(args: tuple[str, ...]) -> None:
     """Run a local server speaking Mailtrap's API (for development); --help for options."""
     from .testing.mailtrap import main as mailtrap_main
 
-    sys.exit(mailtrap_main(list(args)))
+    try:
+        code = mailtrap_main(list(args))
+    except OSError as exc:
+        raise CliError(f"--port: cannot listen: {exc.strerror or exc}") from None
+    sys.exit(code)
 
 
 @cli.command()
 @click.option("--to", multiple=True, metavar="ADDRESS", help="Recipient (with a real token).")
 @click.option("--from", "from_email", metavar="ADDRESS", help="Sender (with a real token).")
 @click.option("--template-id", metavar="UUID", help="Template for the batch step (real token).")
-@friendly_errors
 def demo(to: tuple[str, ...], from_email: str | None, template_id: str | None) -> None:
     """Run the whole pipeline on this machine: Redis, Mailtrap stand-in, worker, webhooks."""
     from .demo import run
@@ -640,5 +544,29 @@ def demo(to: tuple[str, ...], from_email: str | None, template_id: str | None) -
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``mailqueue`` command."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="mailqueue")
+    """Entry point of the ``mailqueue`` command: one ``error:`` line for every mistake."""
+    try:
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="mailqueue",
+            standalone_mode=False,
+        )
+    except click.exceptions.Abort:
+        _fail("interrupted", 130)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _fail(exc.format_message() + hint, exc.exit_code)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (MailqueueError, redis.RedisError) as exc:
+        _fail(describe(exc), 1)
+    except BrokenPipeError:
+        # The reader of our output went away (``mailqueue status ... | head``).
+        sys.stderr.close()
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)

@@ -22,6 +22,7 @@ import redis
 from . import keys
 from .connection import replicated_transaction
 from .errors import BrokerUnavailable, ValidationError
+from .groups import SendIds
 from .outbox import Envelope
 from .payload import ApiCall, build_payload
 from .runtime import Runtime, current
@@ -104,12 +105,12 @@ def enqueue(
 
 def enqueue_many(
     messages: Iterable[Mapping[str, Any]], *, runtime: Runtime | None = None
-) -> list[str]:
+) -> SendIds:
     """Validate every message, then queue them all with pipelined writes; ids in order.
 
     A bad message raises ValidationError naming its index, and nothing is queued.
-    The sends share a group id (``group`` in their records) whose per-state
-    counts follow the campaign's progress.
+    The sends share a group id (the list's ``group_id``, ``group`` in their
+    records) whose per-state counts (``groups.get_group``) follow the progress.
     """
     rt = runtime or current()
     built: list[list[ApiCall]] = []
@@ -120,7 +121,7 @@ def enqueue_many(
             exc.index = index
             raise
     if not built:
-        return []
+        return SendIds()
     group = uuid.uuid4().hex
     ids = [uuid.uuid4().hex for _ in built]
     created_at = now_iso()
@@ -144,7 +145,7 @@ def enqueue_many(
     wakeups = min(BULK_WAKEUPS, max(1, math.ceil(envelopes / 500))) if wake else 0
     for _ in range(wakeups):
         _publish(rt, None, {})
-    return ids
+    return SendIds(ids, group_id=group)
 
 
 def get_status(send_id: str, *, runtime: Runtime | None = None) -> dict[str, Any] | None:

@@ -188,15 +188,20 @@ def test_missing_attachment_names_the_option_and_the_file(settings: Settings) ->
     assert_one_error_line(result, "--attach[0]", "/nonexistent/file.pdf")
 
 
-def test_unreachable_redis_is_one_error_line(mailtrap: LocalMailtrap) -> None:
+def test_unreachable_redis_is_one_error_line_naming_the_url_without_its_password(
+    mailtrap: LocalMailtrap,
+) -> None:
+    port = free_port()
     mailqueue.configure(
-        Settings(api_token=TOKEN, api_url=mailtrap.url, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+        Settings(api_token=TOKEN, api_url=mailtrap.url,
+                 broker_url=f"redis://:hunter2@127.0.0.1:{port}/0")
     )
 
     result = invoke("send", "--from", FROM, "--to", "a@example.com", "--subject", "S",
                     "--text", "T")
 
-    assert_one_error_line(result, "Redis")
+    assert_one_error_line(result, "Redis", f"127.0.0.1:{port}")
+    assert "hunter2" not in result.output
 
 
 def test_message_from_options_keeps_only_the_flags_given() -> None:
@@ -263,11 +268,39 @@ def test_status_watch_returns_once_the_send_is_final(settings: Settings) -> None
 def test_status_watch_gives_up_after_its_timeout(settings: Settings) -> None:
     send_id = send_plain()
 
-    started = time.monotonic()
     result = invoke("status", send_id, "--watch", "--timeout", "0.5", "--interval", "0.1")
 
-    assert time.monotonic() - started < 5
     assert_one_error_line(result, "--timeout", "queued")
+
+
+def test_status_of_a_queued_send_shows_the_backlog(settings: Settings) -> None:
+    send_plain()
+    send_id = send_plain()
+
+    shown = invoke("status", send_id).stdout
+
+    assert "backlog   2 message(s) in the outbox waiting for a worker; 0 drains running" in shown
+
+
+def test_status_says_no_worker_is_draining_a_send_left_waiting(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    send_id = send_plain()
+    # As if it had been queued a minute ago and no drain had run since.
+    redis_client.hset(f"mq:send:{send_id}", "updated_at", "2020-01-01T00:00:00.000Z")
+
+    shown = invoke("status", send_id).stdout
+    watched = invoke("status", send_id, "--watch", "--timeout", "0.2", "--interval", "0.1")
+
+    assert "no worker has drained the queue" in shown
+    assert "mailqueue worker" in shown
+    assert_one_error_line(watched, "--timeout", "queued", "no worker has drained")
+
+
+def test_status_of_a_fresh_send_does_not_cry_wolf(settings: Settings) -> None:
+    send_id = send_plain()
+
+    assert "no worker" not in invoke("status", send_id).stdout
 
 
 def test_output_never_shows_the_api_token(settings: Settings) -> None:
@@ -315,19 +348,54 @@ def test_campaign_individual_queues_one_send_per_row(
     drain()
 
     assert result.exit_code == 0, result.output
-    assert "queued 7 sends" in result.stdout
+    assert "queued 7 sends" in result.stderr
     assert len(mailtrap.accepted) == 7
     assert {m.payload["template_variables"]["code"] for m in mailtrap.accepted} == {
         str(n) for n in range(7)
     }
 
 
-def test_campaign_without_an_email_column_is_an_error(settings: Settings, tmp_path: Path) -> None:
+def test_campaign_individual_prints_a_group_id_that_status_shows(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rows = "".join(f"user{n}@example.com\n" for n in range(3))
+    csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
+    group_id = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
+                      "--individual").stdout.strip()
+    drain()
+
+    shown = invoke("status", group_id)
+    as_json = invoke("status", group_id, "--json")
+
+    assert shown.exit_code == 0, shown.output
+    assert f"group     {group_id}" in shown.stdout
+    assert "sent=3" in shown.stdout
+    assert json.loads(as_json.stdout) == {
+        "group": group_id, "sends": 3, "finished": 3, "counts": {"sent": 3},
+    }
+
+
+def test_campaign_reads_an_excel_csv_with_a_byte_order_mark_and_semicolons(
+    settings: Settings, mailtrap: LocalMailtrap, tmp_path: Path
+) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("email;name\r\nann@example.com;Ann\r\n".encode("utf-8-sig"))
+
+    result = invoke("campaign", str(path), "--template-id", TEMPLATE, "--from", FROM)
+    drain()
+
+    assert result.exit_code == 0, result.output
+    assert mailtrap.accepted[0].payload["template_variables"] == {"name": "Ann"}
+
+
+def test_campaign_without_an_email_column_names_the_columns_found(
+    settings: Settings, tmp_path: Path
+) -> None:
     csv_path = write_csv(tmp_path / "list.csv", "mail,name\nann@example.com,Ann\n")
 
     result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM)
 
-    assert_one_error_line(result, "'email' column")
+    assert_one_error_line(result, "'email' column", "'mail', 'name'")
 
 
 def test_campaign_with_a_bad_address_names_the_row_and_queues_nothing(

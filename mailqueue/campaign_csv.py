@@ -1,0 +1,136 @@
+"""Campaign files: a CSV of recipients (an ``email`` column plus merge columns) as messages.
+
+Spreadsheets export CSV in several shapes: Excel writes a UTF-8 byte-order
+mark, and locales whose decimal mark is a comma separate fields with
+semicolons (or tabs). The file's own dialect is sniffed from its first lines;
+a file too plain to tell (one column) is read as ordinary comma-separated CSV.
+Pure: no I/O, the caller reads the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ValidationError
+
+__all__ = [
+    "Recipient",
+    "batch_message",
+    "individual_messages",
+    "read_recipients",
+    "recipient_of",
+]
+
+EMAIL_COLUMN = "email"
+DELIMITERS = ",;\t"
+# The sniffer reads this much: enough for a header and a few rows.
+SNIFF_CHARS = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One row: its address, its merge fields, and the line it starts on (for errors)."""
+
+    email: str
+    line: int
+    merge: dict[str, str] = field(default_factory=dict)
+
+
+def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
+    sample = text[:SNIFF_CHARS]
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS)
+    except csv.Error:
+        return csv.excel
+
+
+def read_recipients(text: str, *, source: str = "CSV") -> list[Recipient]:
+    """The recipients of a campaign file; ValidationError naming ``source`` and the line."""
+    text = text.removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""), _dialect(text))
+    try:
+        header = [name.strip() for name in next(reader, [])]
+    except csv.Error as exc:
+        raise ValidationError(f"not readable as CSV: {exc}", field=source) from None
+    columns = [name.casefold() for name in header]
+    if EMAIL_COLUMN not in columns:
+        found = ", ".join(repr(name) for name in header if name) or "none"
+        raise ValidationError(
+            f"the CSV needs an 'email' column (columns found: {found})", field=source
+        )
+    email_at = columns.index(EMAIL_COLUMN)
+    recipients = []
+    line = reader.line_num + 1
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                recipients.append(_recipient(row, header, email_at, line, source))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise ValidationError(f"line {line}: not readable as CSV: {exc}", field=source) from None
+    if not recipients:
+        raise ValidationError("no recipients", field=source)
+    return recipients
+
+
+def _recipient(
+    row: Sequence[str], header: Sequence[str], email_at: int, line: int, source: str
+) -> Recipient:
+    cells = [cell.strip() for cell in row]
+    email = cells[email_at] if email_at < len(cells) else ""
+    if not email:
+        raise ValidationError(f"line {line}: the 'email' column is empty", field=source)
+    merge = {
+        name: cells[index] if index < len(cells) else ""
+        for index, name in enumerate(header)
+        if name and index != email_at
+    }
+    return Recipient(email=email, line=line, merge=merge)
+
+
+def individual_messages(
+    recipients: Sequence[Recipient], template_id: str, from_email: str | None = None
+) -> list[dict[str, Any]]:
+    """One template message per recipient, its merge fields as the template's variables."""
+    messages = []
+    for recipient in recipients:
+        message: dict[str, Any] = {"to": [recipient.email], "template_id": template_id}
+        if from_email:
+            message["from_email"] = from_email
+        if recipient.merge:
+            message["merge_global_data"] = dict(recipient.merge)
+        messages.append(message)
+    return messages
+
+
+def batch_message(
+    recipients: Sequence[Recipient], template_id: str, from_email: str | None = None
+) -> dict[str, Any]:
+    """One batch send to every recipient, each with its own merge fields."""
+    message: dict[str, Any] = {
+        "to": [recipient.email for recipient in recipients],
+        "template_id": template_id,
+        "merge_data": {recipient.email: dict(recipient.merge) for recipient in recipients},
+    }
+    if from_email:
+        message["from_email"] = from_email
+    return message
+
+
+_TO_INDEX = re.compile(r"to\[(\d+)\]")
+
+
+def recipient_of(error: ValidationError, recipients: Sequence[Recipient]) -> Recipient | None:
+    """The row a validation error is about: by message index, else by a ``to[i]`` field."""
+    index = error.index
+    if index is None:
+        match = _TO_INDEX.match(error.field or "")
+        index = int(match.group(1)) if match else None
+    if index is not None and 0 <= index < len(recipients):
+        return recipients[index]
+    return None

@@ -1,0 +1,148 @@
+"""What the command line prints: status records, group progress and the fleet's activity as text."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from .activity import Activity
+from .groups import GroupProgress
+
+__all__ = ["counts_line", "format_group", "format_status", "stall_note", "table"]
+
+EVENTS_SHOWN = 10
+# A send waiting this long while no drain runs is stalled, not just queued:
+# an idle fleet starts a drain within a second of an enqueue.
+STALL_AFTER = 10.0
+WAITING_STATES = frozenset({"queued", "retrying"})
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    """Rows under headers, in columns as wide as their widest cell."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = []
+    for row in (headers, *rows):
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        lines.append(indent + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def counts_line(counts: Mapping[str, int]) -> str:
+    """``queued=3  sent=4``: per-state counts, by name."""
+    return "  ".join(f"{state}={count}" for state, count in sorted(counts.items())) or "-"
+
+
+def format_status(record: Mapping[str, Any], activity: Activity | None = None) -> str:
+    """A status record as a readable table, with what holds it up when it waits."""
+    lines = [
+        f"send      {record['id']}",
+        f"state     {record['state']}",
+        f"attempts  {record.get('attempts', 0)}",
+        f"created   {record.get('created_at') or '-'}",
+        f"updated   {record.get('updated_at') or '-'}",
+    ]
+    if record.get("group"):
+        lines.append(f"group     {record['group']}")
+    if record.get("next_attempt_at"):
+        lines.append(f"next try  {record['next_attempt_at']}")
+    if record.get("possible_duplicates"):
+        lines.append(f"possible duplicates  {record['possible_duplicates']}")
+    if activity is not None and record["state"] in WAITING_STATES:
+        lines.append(f"backlog   {_backlog(activity)}")
+        note = stall_note(record, activity)
+        if note:
+            lines.append(f"note      {note}")
+    error = record.get("error")
+    if error:
+        code = f" {error['status_code']}" if error.get("status_code") is not None else ""
+        lines.append(f"error     {error.get('kind')}{code}: {error.get('message')}")
+    recipients = record.get("recipients") or {}
+    if recipients:
+        lines.append("recipients")
+        rows = [
+            [address, str(info.get("status")), str(info.get("message_id") or "-")]
+            for address, info in recipients.items()
+        ]
+        lines.append(table(["RECIPIENT", "STATUS", "MESSAGE ID"], rows))
+    events = record.get("events") or []
+    if events:
+        lines.append("recent events")
+        rows = [
+            [
+                str(event.get("timestamp", "")),
+                str(event.get("event_type", "")),
+                str(event.get("recipient") or "-"),
+            ]
+            for event in events[:EVENTS_SHOWN]
+        ]
+        lines.append(table(["TIME", "EVENT", "RECIPIENT"], rows))
+    return "\n".join(lines)
+
+
+def format_group(progress: GroupProgress, activity: Activity | None = None) -> str:
+    """A group's progress: how many sends, how many final, per-state counts."""
+    lines = [
+        f"group     {progress.group_id}",
+        f"sends     {progress.total}",
+        f"finished  {progress.finished}",
+        f"states    {counts_line(progress.counts)}",
+    ]
+    if activity is not None and not progress.done:
+        lines.append(f"backlog   {_backlog(activity)}")
+        note = idle_note(activity)
+        if note:
+            lines.append(f"note      {note}")
+    return "\n".join(lines)
+
+
+def _backlog(activity: Activity) -> str:
+    drains = f"{activity.live_drains} drain{'s' if activity.live_drains != 1 else ''} running"
+    return f"{activity.waiting} message(s) in the outbox waiting for a worker; {drains}"
+
+
+def stall_note(
+    record: Mapping[str, Any], activity: Activity, now: datetime | None = None
+) -> str | None:
+    """Why a waiting send is not moving, when nothing is draining; None when all is well."""
+    if record["state"] not in WAITING_STATES or activity.live_drains:
+        return None
+    moment = now or datetime.now().astimezone()
+    due = _parse(record.get("next_attempt_at"))
+    if due is not None and due > moment:
+        return None  # waiting for its retry, as it should
+    since = _parse(record.get("updated_at"))
+    if since is not None and (moment - since).total_seconds() < STALL_AFTER:
+        return None
+    return idle_note(activity, moment.timestamp())
+
+
+def idle_note(activity: Activity, now: float | None = None) -> str | None:
+    """That no worker is draining, and for how long; None while one is."""
+    if activity.live_drains:
+        return None
+    idle = activity.idle_for(now)
+    if idle is None:
+        when = "no worker has drained the queue recently"
+    else:
+        when = f"no worker has drained the queue for {_duration(idle)}"
+    return f"{when}: is one running? (mailqueue worker)"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
+def _parse(stamp: Any) -> datetime | None:
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None

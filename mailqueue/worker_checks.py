@@ -1,0 +1,43 @@
+"""A worker refuses to start when it could not send anything.
+
+Without an API token every call Mailtrap answers is a 401, so a worker that
+started anyway would leave every send ``queued`` and log a failure every few
+seconds. The check runs when Celery starts a worker (its ``worker_init``
+signal, for ``celery -A mailqueue worker`` and ``mailqueue worker`` alike)
+and prints one line naming the setting instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from celery.signals import worker_init
+
+from .errors import ConfigurationError, MailqueueError
+from .settings import Settings
+
+__all__ = ["check_worker_settings"]
+
+
+def check_worker_settings(settings: Settings) -> None:
+    """Raise ConfigurationError, naming the setting, when a worker with ``settings`` cannot send."""
+    if not settings.api_token:
+        raise ConfigurationError(
+            "MAILTRAP_API_TOKEN is not set: a worker cannot send without it "
+            "(the sandbox needs one too)",
+            setting="api_token",
+        )
+
+
+@worker_init.connect
+def _refuse_to_start(**_: Any) -> None:
+    from .runtime import current
+
+    try:
+        check_worker_settings(current().settings)
+    except MailqueueError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        # SystemExit passes through Celery's signal dispatch (which logs and
+        # swallows an Exception) and ends the worker before it takes work.
+        raise SystemExit(1) from None

@@ -1,0 +1,163 @@
+"""Every mistake a person can make at the command line is one ``error:`` line, never a traceback.
+
+Each case runs the real ``mailqueue`` command in a fresh process, with its own
+environment, as a person at a shell would.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from mailqueue.testing.redis_server import free_port
+
+PASSWORD = "s3cret-redis-password"
+TEMPLATE = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The test's environment without any mailqueue or Mailtrap setting, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILTRAP_", "MAILQUEUE_"))}
+    env.pop("CELERY_CONFIG_MODULE", None)
+    env.update(overrides)
+    return env
+
+
+def run(
+    args: list[str], env: Mapping[str, str], *, module: str = "mailqueue", cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True, text=True, timeout=120, env=dict(env), check=False, cwd=cwd,
+    )
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def busy_port() -> Iterator[int]:
+    """A loopback port something else is listening on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def csv_without_email(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("csv") / "list.csv"
+    path.write_text("address;name\nann@example.com;Ann\n")
+    return str(path)
+
+
+UNREACHABLE = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
+
+# (id, environment, arguments, fragments the error line must hold)
+BAD_SETTINGS = [
+    ("no token, worker", {}, ["worker"], ["MAILTRAP_API_TOKEN"]),
+    ("unreachable redis, status", {"MAILQUEUE_BROKER_URL": UNREACHABLE}, ["status", "abc"],
+     ["Redis", UNREACHABLE.split("@")[1]]),
+    ("unreachable redis, dead letters", {"MAILQUEUE_BROKER_URL": UNREACHABLE},
+     ["dead-letters", "list"], ["Redis", UNREACHABLE.split("@")[1]]),
+    ("unreachable redis, send", {"MAILQUEUE_BROKER_URL": UNREACHABLE},
+     ["send", "--from", "a@example.com", "--to", "b@example.com", "--subject", "S", "--text", "T"],
+     ["Redis", UNREACHABLE.split("@")[1]]),
+    ("demo with a token and no recipient", {"MAILTRAP_API_TOKEN": "t",
+                                            "MAILQUEUE_BROKER_URL": UNREACHABLE},
+     ["demo"], ["--to"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "fragments"),
+    [case[1:] for case in BAD_SETTINGS],
+    ids=[case[0] for case in BAD_SETTINGS],
+)
+def test_a_bad_setting_is_one_error_line(
+    env: dict[str, str], args: list[str], fragments: list[str]
+) -> None:
+    result = run(args, clean_env(**env))
+
+    assert_one_error_line(result, *fragments)
+    assert PASSWORD not in result.stderr
+
+
+BAD_ARGUMENTS = [
+    ("unknown command", ["sned"], ["sned"]),
+    ("unknown option", ["send", "--bogus"], ["--bogus", "mailqueue send --help"]),
+    ("missing argument", ["status"], ["ID"]),
+    ("port not a number", ["serve-webhooks", "--port", "eighty"], ["--port"]),
+    ("port out of range", ["serve-webhooks", "--port", "70000"], ["--port"]),
+    ("missing template", ["campaign", "list.csv"], ["--template-id"]),
+    ("unreadable CSV", ["campaign", "/nonexistent/list.csv", "--template-id", TEMPLATE],
+     ["/nonexistent/list.csv"]),
+    ("unreadable JSON", ["send", "--json", "/nonexistent/message.json"], ["--json"]),
+    ("bad metadata", ["send", "--metadata", "no-equals-sign"], ["--metadata[0]"]),
+    ("requeue without ids", ["dead-letters", "requeue"], ["SEND_ID"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [case[1:] for case in BAD_ARGUMENTS],
+    ids=[case[0] for case in BAD_ARGUMENTS],
+)
+def test_a_bad_argument_is_one_error_line(args: list[str], fragments: list[str]) -> None:
+    result = run(args, clean_env(MAILQUEUE_BROKER_URL=UNREACHABLE))
+
+    assert_one_error_line(result, *fragments)
+
+
+def test_a_csv_without_an_email_column_names_the_columns_found(csv_without_email: str) -> None:
+    result = run(["campaign", csv_without_email, "--template-id", TEMPLATE],
+                 clean_env(MAILQUEUE_BROKER_URL=UNREACHABLE))
+
+    assert_one_error_line(result, "'email' column", "'address', 'name'")
+
+
+def test_serve_webhooks_on_a_busy_port_is_one_error_line(busy_port: int) -> None:
+    result = run(["serve-webhooks", "--port", str(busy_port)],
+                 clean_env(MAILTRAP_TRACKING_SECRET="secret", MAILQUEUE_BROKER_URL=UNREACHABLE))
+
+    # The address it serves is announced first, on its own line; then the failure.
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("tracking")]
+    assert result.returncode == 1
+    assert errors == [f"error: --port: cannot listen on 127.0.0.1:{busy_port}: "
+                      "Address already in use"]
+
+
+def test_local_mailtrap_on_a_busy_port_is_one_error_line(busy_port: int) -> None:
+    result = run(["local-mailtrap", "--port", str(busy_port)], clean_env())
+
+    assert_one_error_line(result, "--port", "Address already in use")
+
+
+def test_celery_worker_without_a_token_exits_at_start_naming_the_setting(
+    redis_url: str, tmp_path: Path
+) -> None:
+    result = run(
+        ["-A", "mailqueue", "worker", "--pool", "solo", "--loglevel", "WARNING"],
+        clean_env(MAILQUEUE_BROKER_URL=redis_url),
+        module="celery",
+        cwd=tmp_path,  # no celeryconfig module here
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1
+    assert "MAILTRAP_API_TOKEN" in errors[0]

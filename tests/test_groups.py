@@ -1,0 +1,75 @@
+"""A bulk enqueue's group: its id comes back with the send ids, and its progress is one read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import mailqueue
+from mailqueue.activity import fleet_activity
+from mailqueue.groups import get_batch_progress, get_group
+from mailqueue.runtime import Runtime, current
+from mailqueue.settings import Settings
+
+MESSAGE = {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Runtime]:
+    mailqueue.configure(Settings(broker_url=redis_url, api_token="tok"))
+    yield current()
+
+
+def test_enqueue_many_is_a_list_of_ids_that_names_its_group(client: Runtime) -> None:
+    ids = mailqueue.enqueue_many([MESSAGE, MESSAGE, MESSAGE])
+
+    assert isinstance(ids, list)
+    assert len(ids) == 3
+    assert ids.group_id is not None
+    assert all((mailqueue.get_status(i) or {})["group"] == ids.group_id for i in ids)
+
+
+def test_group_progress_counts_every_send_until_all_are_final(client: Runtime) -> None:
+    ids = mailqueue.enqueue_many([MESSAGE, MESSAGE])
+
+    progress = get_group(client, ids.group_id or "")
+
+    assert progress is not None
+    assert dict(progress.counts) == {"queued": 2}
+    assert (progress.total, progress.finished, progress.done) == (2, 0, False)
+
+
+def test_unknown_or_unsafe_group_ids_have_no_progress(client: Runtime) -> None:
+    assert get_group(client, "0123456789abcdef") is None
+    assert get_group(client, "../../etc") is None
+
+
+def test_an_empty_enqueue_many_has_no_group(client: Runtime) -> None:
+    ids = mailqueue.enqueue_many([])
+
+    assert ids == []
+    assert ids.group_id is None
+
+
+def test_batch_progress_has_the_sends_state_and_no_recipients_before_an_answer(
+    client: Runtime,
+) -> None:
+    send_id = mailqueue.enqueue({**MESSAGE, "to": ["x@example.com", "y@example.com"],
+                                 "merge_data": {"x@example.com": {}, "y@example.com": {}}})
+
+    progress = get_batch_progress(client, send_id)
+
+    assert progress is not None
+    assert (progress.state, dict(progress.recipients), progress.done) == ("queued", {}, False)
+    assert get_batch_progress(client, "0123456789abcdef") is None
+
+
+def test_fleet_activity_counts_the_backlog_with_no_drain_running(client: Runtime) -> None:
+    mailqueue.enqueue_many([MESSAGE, MESSAGE, MESSAGE])
+
+    activity = fleet_activity(client)
+
+    assert (activity.live_drains, activity.waiting) == (0, 3)
+    assert activity.last_heartbeat is None
+    assert activity.idle_for() is None
