@@ -33,6 +33,7 @@ from .campaign_csv import (
     recipient_of,
 )
 from .cli_views import counts_line, format_group, format_status, stall_note, table
+from .connection import mask_url
 from .errors import BrokerUnavailable, ConfigurationError, MailqueueError, ValidationError
 from .groups import FINAL_STATES, SendIds, get_batch_progress, get_group
 from .producer import enqueue, enqueue_many, get_status
@@ -57,16 +58,6 @@ def _field_error(exc: ValidationError) -> str:
     if exc.field and exc.field not in text:
         return f"{exc.field}: {text}"
     return text
-
-
-def mask_url(url: str) -> str:
-    """``url`` without the user name and password it may carry."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, tail = rest.partition("/")
-    _, at, host = authority.rpartition("@")
-    return f"{scheme}://{'***@' if at else ''}{host}{slash}{tail}"
 
 
 def describe(exc: BaseException) -> str:
