@@ -139,7 +139,7 @@ class LocalMailtrap:
         for fault in fault_rates or {}:
             _check_fault(fault)
         self.token = token
-        self.tokens = (token, *tokens)
+        self.extra_tokens = tuple(tokens)
         self.host = host
         self.port = port
         self.rate_limit = rate_limit
@@ -259,7 +259,7 @@ class LocalMailtrap:
             return _json_answer(405, {"errors": ["Method Not Allowed"]})
         if where is None:
             return _json_answer(404, {"errors": ["Not Found"]})
-        if token is None or token not in self.tokens:
+        if token is None or (token != self.token and token not in self.extra_tokens):
             return _json_answer(401, {"errors": ["Unauthorized"]})
         limited = self._rate_limited(token)
         if limited is not None:
