@@ -1,8 +1,8 @@
 """mailqueue: queued email delivery through Mailtrap's Email API, on Celery and Redis.
 
-    import mailqueue
-    send_id = mailqueue.send_email.delay({"from_email": "...", "to": ["..."], ...}).id
-    mailqueue.get_status(send_id)
+import mailqueue
+send_id = mailqueue.send_email.delay({"from_email": "...", "to": ["..."], ...}).id
+mailqueue.get_status(send_id)
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .celery_app import app
+from .client import Client, configure, enqueue, enqueue_many, get_status
 from .errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -23,8 +24,6 @@ from .errors import (
     ValidationError,
 )
 from .payload import ApiCall, build_payload
-from .producer import enqueue, enqueue_many, get_status
-from .runtime import configure
 from .settings import Settings
 from .tasks import send_email
 
@@ -33,6 +32,7 @@ celery = app
 __all__ = [
     "ApiCall",
     "BrokerUnavailable",
+    "Client",
     "ConfigurationError",
     "DeliveryError",
     "MailqueueError",

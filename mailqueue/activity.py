@@ -15,9 +15,9 @@ from typing import Any
 import redis
 
 from . import keys
+from .client import Client
 from .delivery import HEARTBEAT
 from .errors import BrokerUnavailable
-from .runtime import Runtime
 
 __all__ = ["Activity", "fleet_activity"]
 
@@ -42,7 +42,7 @@ class Activity:
         return max((now if now is not None else time.time()) - self.last_heartbeat, 0.0)
 
 
-def fleet_activity(rt: Runtime) -> Activity:
+def fleet_activity(rt: Client) -> Activity:
     """Live drains, the last heartbeat and the outbox backlog, in two round trips."""
     now_ms = int(time.time() * 1000)
     try:

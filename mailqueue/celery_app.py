@@ -1,13 +1,15 @@
 """The Celery app: ``celery -A mailqueue worker`` starts a worker.
 
-Configured from mailqueue's settings (the environment), then from a
-``celeryconfig`` module when one is importable (Celery's own convention).
+Its configuration is read when it is first needed (the worker starting, or a
+first publish), never at import: mailqueue's settings (the environment), then
+a ``celeryconfig`` module when one is importable (Celery's own convention).
 """
 
 from __future__ import annotations
 
 import importlib
 import types
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from celery import Celery
@@ -94,5 +96,31 @@ def _celeryconfig_overrides() -> dict[str, Any]:
     }
 
 
+class _ProcessConfig(Mapping[str, Any]):
+    """The process's Celery configuration, computed when Celery first reads it.
+
+    Celery's ``config_from_object`` keeps the object and reads it only when
+    the configuration is first used, so importing mailqueue reads no
+    environment variable and imports no ``celeryconfig``.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] | None = None
+
+    def _loaded(self) -> dict[str, Any]:
+        if self._values is None:
+            self._values = {**celery_config(Settings.from_env()), **_celeryconfig_overrides()}
+        return self._values
+
+    def __getitem__(self, name: str) -> Any:
+        return self._loaded()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+
 app = Celery("mailqueue", include=["mailqueue.tasks", "mailqueue.worker_checks"])
-app.conf.update({**celery_config(Settings.from_env()), **_celeryconfig_overrides()})
+app.config_from_object(_ProcessConfig())

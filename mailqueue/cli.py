@@ -33,11 +33,10 @@ from .campaign_csv import (
     recipient_of,
 )
 from .cli_views import counts_line, format_group, format_status, stall_note, table
+from .client import Client
 from .connection import mask_url
 from .errors import BrokerUnavailable, ConfigurationError, MailqueueError, ValidationError
 from .groups import FINAL_STATES, SendIds, get_batch_progress, get_group
-from .producer import enqueue, enqueue_many, get_status
-from .runtime import Runtime as Client
 from .settings import Settings
 from .worker_checks import check_worker_settings
 
@@ -97,7 +96,7 @@ class _Commands(click.Group):
 
 def _client() -> Client:
     """The client the environment (or ``mailqueue.configure``) describes."""
-    from .runtime import current
+    from .client import default as current
 
     return current()
 
@@ -238,7 +237,7 @@ def send(
     )
     # Flags given beside --json override the file's keys.
     message = {**_message_from_json(json_source), **flags} if json_source is not None else flags
-    click.echo(enqueue(message, idempotency_key=idempotency_key, runtime=_client()))
+    click.echo(_client().enqueue(message, idempotency_key=idempotency_key))
 
 
 # -- status ---------------------------------------------------------------
@@ -256,7 +255,7 @@ def status(send_id: str, as_json: bool, watch: bool, timeout: float, interval: f
 
     def view() -> tuple[str, bool, str]:
         """The text shown, whether it is final, and what it waits for."""
-        record = get_status(send_id, runtime=client)
+        record = client.get_status(send_id)
         if record is not None:
             activity = None if as_json else fleet_activity(client)
             text = json.dumps(record, indent=2) if as_json else format_status(record, activity)
@@ -336,13 +335,13 @@ def campaign(
     client = _client()
     if individual:
         messages = individual_messages(recipients, template_id, from_email)
-        ids = _row_errors(recipients, lambda: enqueue_many(messages, runtime=client))
+        ids = _row_errors(recipients, lambda: client.enqueue_many(messages))
         click.echo(f"queued {len(ids)} sends in group {ids.group_id}", err=True)
         click.echo(ids.group_id)
         progress = functools.partial(_group_line, client, ids)
     else:
         message = batch_message(recipients, template_id, from_email)
-        send_id = _row_errors(recipients, lambda: enqueue(message, runtime=client))
+        send_id = _row_errors(recipients, lambda: client.enqueue(message))
         click.echo(send_id)
         progress = functools.partial(_batch_line, client, send_id)
     if follow:
@@ -407,9 +406,7 @@ def _when(timestamp: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def dead_letters_list(limit: int, as_json: bool) -> None:
     """List dead-lettered sends, oldest first."""
-    from .deadletters import list_dead_letters
-
-    letters = list_dead_letters(limit)
+    letters = _client().list_dead_letters(limit)
     if as_json:
         click.echo(json.dumps([letter.__dict__ for letter in letters], indent=2))
         return
@@ -441,10 +438,8 @@ def _chosen(send_ids: tuple[str, ...], all_: bool) -> list[str] | None:
 @click.option("--all", "all_", is_flag=True, help="Requeue every dead letter.")
 def dead_letters_requeue(send_ids: tuple[str, ...], all_: bool) -> None:
     """Send dead-lettered sends again."""
-    from .deadletters import requeue_dead_letters
-
     chosen = _chosen(send_ids, all_)
-    count = requeue_dead_letters(chosen)
+    count = _client().requeue_dead_letters(chosen)
     click.echo(f"requeued {count} send(s)")
     if chosen is not None and count < len(chosen):
         raise CliError(f"SEND_ID: {len(chosen) - count} of the ids given are not dead letters")
@@ -455,9 +450,7 @@ def dead_letters_requeue(send_ids: tuple[str, ...], all_: bool) -> None:
 @click.option("--all", "all_", is_flag=True, help="Forget every dead letter.")
 def dead_letters_purge(send_ids: tuple[str, ...], all_: bool) -> None:
     """Forget dead letters (their status records stay until they expire)."""
-    from .deadletters import purge_dead_letters
-
-    count = purge_dead_letters(_chosen(send_ids, all_))
+    count = _client().purge_dead_letters(_chosen(send_ids, all_))
     click.echo(f"purged {count} dead letter(s)")
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from . import keys
 from .errors import BrokerUnavailable, ValidationError
-from .runtime import Runtime, current
+
+if TYPE_CHECKING:
+    from .client import Client
 
 __all__ = ["DeadLetter", "list_dead_letters", "purge_dead_letters", "requeue_dead_letters"]
 
@@ -39,9 +41,8 @@ class DeadLetter:
     error: dict[str, Any] | None
 
 
-def list_dead_letters(limit: int = 100, *, runtime: Runtime | None = None) -> list[DeadLetter]:
+def list_dead_letters(rt: Client, limit: int = 100) -> list[DeadLetter]:
     """The oldest ``limit`` dead letters, oldest first."""
-    rt = runtime or current()
     try:
         rows = rt.outbox.dead_letters(limit=limit)
         letters = []
@@ -61,14 +62,13 @@ def list_dead_letters(limit: int = 100, *, runtime: Runtime | None = None) -> li
 
 
 def requeue_dead_letters(
-    send_ids: Iterable[str] | None = None, *, runtime: Runtime | None = None, wake: bool = True
+    rt: Client, send_ids: Iterable[str] | None = None, *, wake: bool = True
 ) -> int:
     """Send dead-lettered sends again (all of them when ``send_ids`` is None).
 
     Returns how many sends were requeued; an id that is not a dead letter is
     skipped. With ``wake`` a worker is woken to deliver them.
     """
-    rt = runtime or current()
     try:
         ids = _resolve(rt, send_ids)
         requeued = 0
@@ -86,15 +86,12 @@ def requeue_dead_letters(
     except redis.RedisError as exc:
         raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
     if requeued and wake:
-        _wake()
+        _wake(rt)
     return requeued
 
 
-def purge_dead_letters(
-    send_ids: Sequence[str] | None = None, *, runtime: Runtime | None = None
-) -> int:
+def purge_dead_letters(rt: Client, send_ids: Sequence[str] | None = None) -> int:
     """Forget dead letters (all of them when ``send_ids`` is None); returns how many."""
-    rt = runtime or current()
     try:
         ids = None if send_ids is None else _resolve(rt, send_ids)
         return rt.outbox.purge_dead(ids)
@@ -102,7 +99,7 @@ def purge_dead_letters(
         raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
 
 
-def _resolve(rt: Runtime, send_ids: Iterable[str] | None) -> list[str]:
+def _resolve(rt: Client, send_ids: Iterable[str] | None) -> list[str]:
     if send_ids is None:
         return [send_id for send_id, _ in rt.outbox.dead_letters(limit=ALL)]
     ids = list(send_ids)
@@ -112,11 +109,9 @@ def _resolve(rt: Runtime, send_ids: Iterable[str] | None) -> list[str]:
     return ids
 
 
-def _wake() -> None:
-    from .tasks import deliver
-
+def _wake(rt: Client) -> None:
     try:
-        deliver.apply_async()
+        rt.wake()
     except Exception as exc:  # kombu raises its own OperationalError family
         # The envelopes are safely in the outbox; the next drain (or any
         # worker starting) delivers them.

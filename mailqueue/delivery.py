@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -27,11 +28,12 @@ from .backoff import compute_backoff
 from .errors import DeliveryError, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from .outbox import Envelope
 from .payload import ApiCall, call_size, coalesce
-from .ratelimit import FleetRateLimiter
 from .responses import RequestResult
-from .runtime import Runtime
 from .status import PartResult
 from .transport import Transport
+
+if TYPE_CHECKING:
+    from .client import Client
 
 __all__ = ["DrainReport", "Drainer"]
 
@@ -65,12 +67,12 @@ class DrainReport:
 class Drainer:
     """One per worker process: owns the transport (one pooled HTTP session) and the limiter."""
 
-    def __init__(self, runtime: Runtime, wake: Wake, transport: Transport | None = None) -> None:
-        self.runtime = runtime
-        self.settings = runtime.settings
-        self.store = runtime.store
-        self.outbox = runtime.outbox
-        self.limiter = FleetRateLimiter(runtime.redis, self.settings)
+    def __init__(self, client: Client, wake: Wake, transport: Transport | None = None) -> None:
+        self.runtime = client
+        self.settings = client.settings
+        self.store = client.store
+        self.outbox = client.outbox
+        self.limiter = client.limiter
         self.transport = transport or Transport(
             self.settings, self.limiter, observer=metrics.observe_api_request
         )

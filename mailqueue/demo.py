@@ -138,7 +138,6 @@ def _interruptible() -> Iterator[_Stop]:
             signal.signal(sig, handler)
 
 
-
 def _environment(
     base: Settings,
     stack: ExitStack,
@@ -294,7 +293,7 @@ def _send_examples(
 
 
 def _records(sent: Sequence[Sent]) -> list[dict[str, Any]]:
-    from .producer import get_status
+    from .client import get_status
 
     records = []
     for item in sent:
@@ -371,7 +370,10 @@ def _tracking_events(
     engagement = [
         _event("open", first_address, first_id, user_agent="Mozilla/5.0"),
         _event(
-            "click", first_address, first_id, url="https://example.com/orders/1001",
+            "click",
+            first_address,
+            first_id,
+            url="https://example.com/orders/1001",
             user_agent="Mozilla/5.0",
         ),
     ]

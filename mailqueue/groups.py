@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import redis
 
 from . import keys
+from .client import Client
 from .errors import BrokerUnavailable
-from .runtime import Runtime
 
 __all__ = [
     "FINAL_STATES",
@@ -61,7 +61,7 @@ class GroupProgress:
         return self.finished >= self.total
 
 
-def get_group(rt: Runtime, group_id: str) -> GroupProgress | None:
+def get_group(rt: Client, group_id: str) -> GroupProgress | None:
     """The progress of a group, or None for an unknown (or expired) group id."""
     if keys.safe_id(group_id) is None:
         return None
@@ -87,7 +87,7 @@ class BatchProgress:
         return self.state in FINAL_STATES
 
 
-def get_batch_progress(rt: Runtime, send_id: str) -> BatchProgress | None:
+def get_batch_progress(rt: Client, send_id: str) -> BatchProgress | None:
     """How far one (batch) send has come, or None for an unknown send id.
 
     Recipients appear as each batch call is answered; the send's own state

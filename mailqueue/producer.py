@@ -13,9 +13,9 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -25,8 +25,10 @@ from .errors import BrokerUnavailable, ValidationError
 from .groups import SendIds
 from .outbox import Envelope
 from .payload import ApiCall, build_payload
-from .runtime import Runtime, current
 from .status import now_iso
+
+if TYPE_CHECKING:
+    from .client import Client
 
 __all__ = ["enqueue", "enqueue_many", "get_status"]
 
@@ -37,23 +39,13 @@ PIPELINE_CHUNK = 500
 # How many drains a bulk enqueue starts at once; more join while a backlog lasts.
 BULK_WAKEUPS = 4
 
-Wake = Callable[..., None]
-
-
-def _wake(task_id: str | None = None, countdown: float | None = None, **options: Any) -> None:
-    from .tasks import deliver
-
-    if countdown is not None:
-        options["countdown"] = countdown
-    deliver.apply_async(task_id=task_id, **options)
-
 
 def enqueue(
+    rt: Client,
     message: Mapping[str, Any],
     *,
     idempotency_key: str | None = None,
     send_id: str | None = None,
-    runtime: Runtime | None = None,
     **celery_options: Any,
 ) -> str:
     """Validate and queue one message; returns its send id.
@@ -63,7 +55,6 @@ def enqueue(
     the first attempt; other Celery options go to the wake-up task. ``send_id``
     chooses the id (letters, digits and ``._@:+=-``) instead of a new one.
     """
-    rt = runtime or current()
     calls = build_payload(message, rt.settings)
     due = _due(celery_options)
     if send_id is None:
@@ -103,16 +94,13 @@ def enqueue(
     return send_id
 
 
-def enqueue_many(
-    messages: Iterable[Mapping[str, Any]], *, runtime: Runtime | None = None
-) -> SendIds:
+def enqueue_many(rt: Client, messages: Iterable[Mapping[str, Any]]) -> SendIds:
     """Validate every message, then queue them all with pipelined writes; ids in order.
 
     A bad message raises ValidationError naming its index, and nothing is queued.
     The sends share a group id (the list's ``group_id``, ``group`` in their
     records) whose per-state counts (``groups.get_group``) follow the progress.
     """
-    rt = runtime or current()
     built: list[list[ApiCall]] = []
     for index, message in enumerate(messages):
         try:
@@ -148,11 +136,10 @@ def enqueue_many(
     return SendIds(ids, group_id=group)
 
 
-def get_status(send_id: str, *, runtime: Runtime | None = None) -> dict[str, Any] | None:
+def get_status(rt: Client, send_id: str) -> dict[str, Any] | None:
     """The status record of a send, or None for an unknown id."""
     if not isinstance(send_id, str) or keys.safe_id(send_id) is None:
         return None
-    rt = runtime or current()
     try:
         return rt.store.get(send_id)
     except redis.RedisError as exc:
@@ -160,7 +147,7 @@ def get_status(send_id: str, *, runtime: Runtime | None = None) -> dict[str, Any
 
 
 def _write(
-    rt: Runtime,
+    rt: Client,
     pipe: redis.client.Pipeline,
     send_id: str,
     calls: Sequence[ApiCall],
@@ -178,7 +165,7 @@ def _write(
             rt.outbox.schedule(pipe, envelope, due)
 
 
-def _forget(rt: Runtime, idem_key: str, send_id: str) -> None:
+def _forget(rt: Client, idem_key: str, send_id: str) -> None:
     try:
         if rt.redis.get(idem_key) == send_id.encode():
             rt.redis.delete(idem_key)
@@ -204,7 +191,7 @@ def _due(options: dict[str, Any]) -> float | None:
     return None
 
 
-def _wake_for_schedule(rt: Runtime, due: float, options: dict[str, Any]) -> None:
+def _wake_for_schedule(rt: Client, due: float, options: dict[str, Any]) -> None:
     from .delivery import MAX_COUNTDOWN
 
     delay = min(max(due - time.time(), 0.0), MAX_COUNTDOWN)
@@ -213,10 +200,10 @@ def _wake_for_schedule(rt: Runtime, due: float, options: dict[str, Any]) -> None
 
 
 def _publish(
-    rt: Runtime, task_id: str | None, options: dict[str, Any], *, announced: bool = True
+    rt: Client, task_id: str | None, options: dict[str, Any], *, announced: bool = True
 ) -> None:
     try:
-        _wake(task_id=task_id, **options)
+        rt.wake(task_id=task_id, **options)
     except Exception as exc:  # kombu raises its own OperationalError family
         # The message is safely in the outbox; any running or later drain (and
         # every worker's periodic sweep) delivers it. Raising here would make

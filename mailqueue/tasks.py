@@ -15,45 +15,33 @@ from typing import Any
 from celery import Task, bootsteps, signals
 from celery.result import AsyncResult
 
-from . import keys, metrics, runtime
+from . import keys, metrics
 from .celery_app import app
+from .client import default, reset_default
 from .delivery import Drainer
 from .errors import ValidationError
-from .producer import enqueue
 
 __all__ = ["deliver", "send_email"]
 
 log = logging.getLogger("mailqueue.tasks")
-
-_drainer: Drainer | None = None
 
 # How often every worker looks for work that no live drain is taking.
 SWEEP_INTERVAL = 10.0
 
 
 def _wake(delay: float) -> None:
-    if delay > 0:
-        deliver.apply_async(countdown=delay)
-    else:
-        deliver.apply_async()
+    default().wake(delay)
 
 
 def drainer() -> Drainer:
     """This process's drainer (one HTTP session, one limiter), built on first use."""
-    global _drainer
-    if _drainer is None or _drainer.runtime is not runtime.current():
-        if _drainer is not None:
-            _drainer.close()
-        _drainer = Drainer(runtime.current(), _wake)
-    return _drainer
+    return default().drainer
 
 
 @signals.worker_process_init.connect
 def _fresh_after_fork(**_: Any) -> None:
     # A forked pool child must not share the parent's sockets.
-    global _drainer
-    _drainer = None
-    runtime.reset()
+    reset_default()
 
 
 @signals.worker_ready.connect
@@ -61,7 +49,7 @@ def _collect_leftovers(**_: Any) -> None:
     # Work left by a worker that died (or queued while none ran) is picked up
     # as soon as a worker starts, without waiting for the next message.
     _wake(0)
-    settings = runtime.current().settings
+    settings = default().settings
     if settings.metrics_port:
         metrics.start_metrics_server(settings.metrics_port, redis_url=settings.status_redis_url)
 
@@ -74,7 +62,7 @@ def _sweep() -> None:
     what they queued would wait for the next producer.
     """
     try:
-        rt = runtime.current()
+        rt = default()
         if rt.redis.zcount(keys.DRAINS, int(time.time() * 1000), "+inf"):
             return
         outbox = rt.outbox
@@ -126,7 +114,7 @@ class SendEmailTask(Task):  # type: ignore[type-arg]
         options.pop("producer", None)
         options.pop("link", None)
         options.pop("link_error", None)
-        send_id = enqueue(message, **options)
+        send_id = default().enqueue(message, **options)
         return self.AsyncResult(send_id)
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:  # type: ignore[type-arg]
@@ -144,14 +132,16 @@ def send_email(self: Task[Any, Any], message: dict[str, Any]) -> str | None:
     task_id = self.request.id
     try:
         if task_id is None:
-            send_id = enqueue(message)
+            send_id = default().enqueue(message)
         else:
-            send_id = enqueue(message, send_id=task_id, idempotency_key=f"celery-task:{task_id}")
+            send_id = default().enqueue(
+                message, send_id=task_id, idempotency_key=f"celery-task:{task_id}"
+            )
     except ValidationError as exc:
         log.warning("send %s refused: %s", task_id, exc)
         if task_id is not None and keys.safe_id(task_id):
             error = {"kind": "validation", "status_code": None, "message": str(exc)}
-            runtime.current().store.create_rejected(task_id, error)
+            default().store.create_rejected(task_id, error)
         return None
     drainer().drain()
     return send_id

@@ -32,7 +32,7 @@ def check_worker_settings(settings: Settings) -> None:
 
 @worker_init.connect
 def _refuse_to_start(**_: Any) -> None:
-    from .runtime import current
+    from .client import default as current
 
     try:
         check_worker_settings(current().settings)

@@ -30,7 +30,7 @@ from typing import Any
 
 import mailqueue
 from mailqueue import keys
-from mailqueue.runtime import current
+from mailqueue.client import default as current
 from mailqueue.settings import RateLimit, Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import RedisServer

@@ -49,6 +49,35 @@ def test_celeryconfig_module_overrides_defaults(tmp_path: Path) -> None:
     assert out.stdout.strip() == "7"
 
 
+def test_import_reads_no_setting_and_opens_no_connection(tmp_path: Path) -> None:
+    # A celeryconfig that cannot be imported shows whether the import looked for it.
+    (tmp_path / "celeryconfig.py").write_text("raise RuntimeError('imported')\n")
+    env = {
+        "PYTHONPATH": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "MAILQUEUE_RATE_LIMIT": "garbage",
+        "MAILQUEUE_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    code = "import mailqueue, sys; print('celeryconfig' in sys.modules)"
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_a_malformed_setting_is_reported_when_something_is_sent() -> None:
+    env = {"PATH": "/usr/bin:/bin", "MAILQUEUE_RATE_LIMIT": "garbage"}
+    code = "import mailqueue; mailqueue.get_status('x')"
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+    assert out.returncode == 1
+    assert "MAILQUEUE_RATE_LIMIT must look like" in out.stderr
+
+
 def test_celery_finds_the_app_by_package_name() -> None:
     assert mailqueue.app.main == "mailqueue"
     assert "mailqueue.send_email" in mailqueue.app.tasks

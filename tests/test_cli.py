@@ -17,8 +17,8 @@ import requests
 from click.testing import CliRunner, Result
 
 import mailqueue
-from mailqueue import runtime
 from mailqueue.cli import cli, message_from_options
+from mailqueue.client import default
 from mailqueue.delivery import Drainer
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
@@ -57,7 +57,7 @@ def invoke(*args: str, input: str | None = None) -> Result:
 
 def drain() -> None:
     """Deliver what is queued, in this process (a worker's drain without a worker)."""
-    drainer = Drainer(runtime.current(), lambda delay: None)
+    drainer = Drainer(default(), lambda delay: None)
     try:
         drainer.drain(budget=10)
     finally:

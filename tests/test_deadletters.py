@@ -8,8 +8,8 @@ import pytest
 import redis
 
 import mailqueue
-from mailqueue import keys, runtime
-from mailqueue.deadletters import list_dead_letters, purge_dead_letters, requeue_dead_letters
+from mailqueue import keys
+from mailqueue.client import default
 from mailqueue.delivery import Drainer
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
@@ -26,15 +26,18 @@ def mailtrap() -> Iterator[LocalMailtrap]:
 @pytest.fixture
 def settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
     configured = Settings(
-        api_token=mailtrap.token, api_url=mailtrap.url, broker_url=redis_url,
-        rate_limit="1000/1s", max_retries=0,
+        api_token=mailtrap.token,
+        api_url=mailtrap.url,
+        broker_url=redis_url,
+        rate_limit="1000/1s",
+        max_retries=0,
     )
     mailqueue.configure(configured)
     return configured
 
 
 def drain() -> None:
-    drainer = Drainer(runtime.current(), lambda delay: None)
+    drainer = Drainer(default(), lambda delay: None)
     try:
         drainer.drain(budget=10)
     finally:
@@ -55,7 +58,7 @@ def test_a_permanently_failed_send_is_listed_with_its_error(
 ) -> None:
     send_id = failed_send(mailtrap)
 
-    [letter] = list_dead_letters()
+    [letter] = default().list_dead_letters()
 
     assert letter.send_id == send_id
     assert letter.state == "failed"
@@ -67,7 +70,7 @@ def test_a_requeued_send_is_delivered_when_mailtrap_accepts_it(
 ) -> None:
     send_id = failed_send(mailtrap)
 
-    assert requeue_dead_letters([send_id]) == 1
+    assert default().requeue_dead_letters([send_id]) == 1
     drain()
 
     record = mailqueue.get_status(send_id) or {}
@@ -82,9 +85,9 @@ def test_a_requeued_send_leaves_the_dead_letter_set(
 ) -> None:
     send_id = failed_send(mailtrap)
 
-    requeue_dead_letters([send_id])
+    default().requeue_dead_letters([send_id])
 
-    assert list_dead_letters() == []
+    assert default().list_dead_letters() == []
     assert not redis_client.exists(keys.dead_letter(send_id))
 
 
@@ -94,19 +97,19 @@ def test_requeue_without_ids_takes_every_dead_letter(
     failed_send(mailtrap)
     failed_send(mailtrap)
 
-    assert requeue_dead_letters() == 2
+    assert default().requeue_dead_letters() == 2
 
 
 def test_an_id_that_is_not_a_dead_letter_is_skipped(settings: Settings) -> None:
     send_id = mailqueue.enqueue(MESSAGE)
 
-    assert requeue_dead_letters([send_id]) == 0
+    assert default().requeue_dead_letters([send_id]) == 0
     assert (mailqueue.get_status(send_id) or {})["state"] == "queued"
 
 
 def test_a_malformed_id_is_a_validation_error_naming_its_position(settings: Settings) -> None:
     with pytest.raises(mailqueue.ValidationError) as info:
-        requeue_dead_letters(["ok", "no spaces allowed"])
+        default().requeue_dead_letters(["ok", "no spaces allowed"])
 
     assert info.value.field == "send_ids[1]"
 
@@ -115,7 +118,7 @@ def test_purge_forgets_only_the_ids_given(settings: Settings, mailtrap: LocalMai
     first = failed_send(mailtrap)
     second = failed_send(mailtrap)
 
-    assert purge_dead_letters([first]) == 1
+    assert default().purge_dead_letters([first]) == 1
 
-    assert [letter.send_id for letter in list_dead_letters()] == [second]
+    assert [letter.send_id for letter in default().list_dead_letters()] == [second]
     assert (mailqueue.get_status(first) or {})["state"] == "failed"

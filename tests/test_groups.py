@@ -8,20 +8,21 @@ import pytest
 
 import mailqueue
 from mailqueue.activity import fleet_activity
+from mailqueue.client import Client
+from mailqueue.client import default as current
 from mailqueue.groups import get_batch_progress, get_group
-from mailqueue.runtime import Runtime, current
 from mailqueue.settings import Settings
 
 MESSAGE = {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[Runtime]:
+def client(redis_url: str) -> Iterator[Client]:
     mailqueue.configure(Settings(broker_url=redis_url, api_token="tok"))
     yield current()
 
 
-def test_enqueue_many_is_a_list_of_ids_that_names_its_group(client: Runtime) -> None:
+def test_enqueue_many_is_a_list_of_ids_that_names_its_group(client: Client) -> None:
     ids = mailqueue.enqueue_many([MESSAGE, MESSAGE, MESSAGE])
 
     assert isinstance(ids, list)
@@ -30,7 +31,7 @@ def test_enqueue_many_is_a_list_of_ids_that_names_its_group(client: Runtime) -> 
     assert all((mailqueue.get_status(i) or {})["group"] == ids.group_id for i in ids)
 
 
-def test_group_progress_counts_every_send_until_all_are_final(client: Runtime) -> None:
+def test_group_progress_counts_every_send_until_all_are_final(client: Client) -> None:
     ids = mailqueue.enqueue_many([MESSAGE, MESSAGE])
 
     progress = get_group(client, ids.group_id or "")
@@ -40,12 +41,12 @@ def test_group_progress_counts_every_send_until_all_are_final(client: Runtime) -
     assert (progress.total, progress.finished, progress.done) == (2, 0, False)
 
 
-def test_unknown_or_unsafe_group_ids_have_no_progress(client: Runtime) -> None:
+def test_unknown_or_unsafe_group_ids_have_no_progress(client: Client) -> None:
     assert get_group(client, "0123456789abcdef") is None
     assert get_group(client, "../../etc") is None
 
 
-def test_an_empty_enqueue_many_has_no_group(client: Runtime) -> None:
+def test_an_empty_enqueue_many_has_no_group(client: Client) -> None:
     ids = mailqueue.enqueue_many([])
 
     assert ids == []
@@ -53,7 +54,7 @@ def test_an_empty_enqueue_many_has_no_group(client: Runtime) -> None:
 
 
 def test_batch_progress_has_the_sends_state_and_no_recipients_before_an_answer(
-    client: Runtime,
+    client: Client,
 ) -> None:
     send_id = mailqueue.enqueue({**MESSAGE, "to": ["x@example.com", "y@example.com"],
                                  "merge_data": {"x@example.com": {}, "y@example.com": {}}})
@@ -65,7 +66,7 @@ def test_batch_progress_has_the_sends_state_and_no_recipients_before_an_answer(
     assert get_batch_progress(client, "0123456789abcdef") is None
 
 
-def test_fleet_activity_counts_the_backlog_with_no_drain_running(client: Runtime) -> None:
+def test_fleet_activity_counts_the_backlog_with_no_drain_running(client: Client) -> None:
     mailqueue.enqueue_many([MESSAGE, MESSAGE, MESSAGE])
 
     activity = fleet_activity(client)

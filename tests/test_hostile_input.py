@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 import mailqueue
 from mailqueue import keys
+from mailqueue.client import default as current
 from mailqueue.payload import build_payload
-from mailqueue.runtime import current
 from mailqueue.settings import Settings
 from mailqueue.status import PartResult
 from mailqueue.webhooks import TrackingApp, create_app

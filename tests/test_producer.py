@@ -84,7 +84,7 @@ def test_enqueue_many_returns_ids_in_order_with_a_shared_group(settings: Setting
     first = mailqueue.get_status(ids[0])
     last = mailqueue.get_status(ids[-1])
     assert first is not None and last is not None and first["group"] == last["group"]
-    runtime = mailqueue.runtime.current()
+    runtime = mailqueue.client.default()
     assert runtime.store.group_counts(first["group"]) == {"queued": 1200}
 
 
@@ -151,14 +151,14 @@ def test_no_wake_up_is_published_while_a_drain_runs(
 def test_a_marker_left_while_drains_ran_does_not_outlive_them(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    from mailqueue import runtime
+    from mailqueue.client import default
     from mailqueue.delivery import Drainer
 
     redis_client.zadd(keys.DRAINS, {"worker-a": int((time.time() + 30) * 1000)})
     mailqueue.enqueue(MESSAGE)  # sets the marker, wakes nobody: worker-a will see it
     redis_client.zrem(keys.DRAINS, "worker-a")
     woken: list[float] = []
-    drainer = Drainer(runtime.current(), woken.append)
+    drainer = Drainer(default(), woken.append)
     redis_client.delete(keys.OUTBOX)  # nothing to send: the drain only starts and leaves
     drainer.drain(budget=1)
 

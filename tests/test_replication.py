@@ -10,10 +10,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-import mailqueue
 from mailqueue import ReplicationTimeout, Settings, keys
+from mailqueue.client import Client
 from mailqueue.connection import connect, replicated_transaction
-from mailqueue.runtime import Runtime
 from mailqueue.testing.redis_server import RedisServer
 
 
@@ -109,18 +108,18 @@ def test_more_replicas_asked_for_than_connected_waits_for_those_connected(
 def test_enqueue_with_a_stopped_replica_keeps_its_idempotency_key(
     master: RedisServer, replica: RedisServer
 ) -> None:
-    runtime = Runtime(Settings(broker_url=master.url, api_token="t", redis_min_replicas=1))
+    runtime = Client(Settings(broker_url=master.url, api_token="t", redis_min_replicas=1))
     message = {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
     assert replica.process is not None
     os.kill(replica.process.pid, signal.SIGSTOP)
     try:
         with pytest.raises(ReplicationTimeout):
-            mailqueue.enqueue(message, idempotency_key="order-1", runtime=runtime)
+            runtime.enqueue(message, idempotency_key="order-1")
     finally:
         os.kill(replica.process.pid, signal.SIGCONT)
 
     # The first attempt is queued on the master; a retry with the same key
     # finds it instead of queueing a second copy.
-    send_id = mailqueue.enqueue(message, idempotency_key="order-1", runtime=runtime)
+    send_id = runtime.enqueue(message, idempotency_key="order-1")
     records = list(redis.Redis(port=master.port).scan_iter(match=keys.send("*")))
     assert records == [keys.send(send_id).encode()]

@@ -20,6 +20,7 @@ import mimetypes
 from base64 import b64encode
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -27,10 +28,9 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils.encoding import force_str
 
-from .. import runtime
+from ..client import Client, default
 from ..errors import ConfigurationError, MailqueueError, UnsupportedFeature, ValidationError
 from ..payload import build_payload
-from ..producer import enqueue, enqueue_many
 from ..settings import Settings
 
 __all__ = ["ANYMAIL_ATTRIBUTES", "EmailBackend", "to_message_dict"]
@@ -74,7 +74,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         messages = list(email_messages)
         if not messages:
             return 0
-        rt = _runtime_for(self.settings)
+        rt = client_for(self.settings)
         if self.fail_silently:
             return self._queue_silently(messages, rt)
         dicts = []
@@ -85,15 +85,12 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
                 if len(messages) > 1:
                     exc.index = index
                 raise
-        if len(dicts) == 1:
-            send_ids = [enqueue(dicts[0], runtime=rt)]
-        else:
-            send_ids = enqueue_many(dicts, runtime=rt)
+        send_ids = [rt.enqueue(dicts[0])] if len(dicts) == 1 else rt.enqueue_many(dicts)
         for message, send_id in zip(messages, send_ids, strict=True):
             message.mailqueue_send_id = send_id
         return len(send_ids)
 
-    def _queue_silently(self, messages: Sequence[EmailMessage], rt: runtime.Runtime) -> int:
+    def _queue_silently(self, messages: Sequence[EmailMessage], rt: Client) -> int:
         # Django's contract: a message that cannot be sent is skipped, not
         # raised; the count says how many went. Validating each one first keeps
         # one bad message from holding back the others.
@@ -108,7 +105,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         if not accepted:
             return 0
         try:
-            send_ids = enqueue_many([converted for _, converted in accepted], runtime=rt)
+            send_ids = rt.enqueue_many([converted for _, converted in accepted])
         except MailqueueError:
             return 0
         for (message, _), send_id in zip(accepted, send_ids, strict=True):
@@ -116,13 +113,26 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         return len(send_ids)
 
 
-def _runtime_for(settings: Settings) -> runtime.Runtime:
-    # The wake-up task goes through the process-wide Celery app, so the Django
-    # settings must be the ones in force, not a private copy.
-    rt = runtime.current()
-    if rt.settings != settings:
-        rt = runtime.configure(settings)
-    return rt
+def client_for(settings: Settings) -> Client:
+    """The client for a backend's settings: the process's default when they match.
+
+    A backend with other settings (``get_connection(api_token=...)``) gets a
+    client of its own and leaves the process's default alone.
+    """
+    try:
+        current = default()
+    except ConfigurationError:
+        current = None
+    if current is not None and current.settings == settings:
+        return current
+    return _own_client(settings)
+
+
+@lru_cache(maxsize=8)
+def _own_client(settings: Settings) -> Client:
+    # One client per configuration (settings are frozen and hashable), so that
+    # each connection reuses its Redis and broker connections.
+    return Client(settings)
 
 
 def to_message_dict(message: EmailMessage, settings: Settings | None = None) -> dict[str, Any]:

@@ -11,8 +11,9 @@ import pytest
 import redis
 
 import mailqueue
+from mailqueue.client import Client
+from mailqueue.client import default as current
 from mailqueue.producer import PIPELINE_CHUNK
-from mailqueue.runtime import Runtime, current
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.worker import WorkerProcess
@@ -104,13 +105,13 @@ def test_enqueue_many_group_counts_follow_the_campaign_to_its_end(
 def test_enqueue_many_writes_in_a_few_pipelined_round_trips(
     settings: Settings, redis_url: str
 ) -> None:
-    runtime = Runtime(settings)
+    runtime = Client(settings)
     runtime.__dict__["redis"] = redis.Redis.from_url(redis_url, connection_class=CountingConnection)
     messages = [newsletter(i) for i in range(3_000)]
     runtime.redis.ping()  # the connection handshake is not the producer's doing
     CountingConnection.writes = 0
 
-    ids = mailqueue.enqueue_many(messages, runtime=runtime)
+    ids = runtime.enqueue_many(messages)
 
     assert len(ids) == 3_000
     chunks = math.ceil(3_000 / PIPELINE_CHUNK)

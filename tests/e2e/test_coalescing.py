@@ -97,8 +97,8 @@ def test_sends_already_accepted_are_not_sent_again_when_their_envelopes_return(
 ) -> None:
     first = enqueue_then_start_worker(settings, [order(i) for i in range(3)])
     # The same envelopes delivered again (as after a worker lost its acknowledgement).
+    from mailqueue.client import default as current
     from mailqueue.outbox import Envelope
-    from mailqueue.runtime import current
 
     runtime = current()
     replay = [

@@ -1,0 +1,272 @@
+"""The root object: one configuration of mailqueue and everything built from it.
+
+A ``Client`` owns its settings, its Redis client, the stores over it, the
+fleet rate limiter, the waker and the Celery app it publishes wake-ups
+through. Nothing is built until first use, so creating one does no I/O.
+Clients are independent: two with different settings (another token,
+another Redis) work side by side in one process.
+
+The module-level API (``mailqueue.enqueue``, ``get_status``, ...) delegates
+to a default client, built from the environment on first use; ``configure``
+replaces it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import redis
+from celery import Celery
+
+from .connection import connect
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .deadletters import DeadLetter
+    from .delivery import Drainer
+    from .groups import SendIds
+    from .outbox import Outbox
+    from .ratelimit import FleetRateLimiter
+    from .status import StatusStore
+    from .webhooks.store import EventStore
+
+__all__ = [
+    "Client",
+    "configure",
+    "default",
+    "enqueue",
+    "enqueue_many",
+    "get_status",
+    "reset_default",
+]
+
+
+class Client:
+    """One configuration of mailqueue: settings, Redis, stores, limiter, waker, Celery app.
+
+    ``celery`` is the app wake-ups are published through; by default a
+    private one configured from ``settings`` alone, so that this client's
+    wake-ups reach its own broker whatever the process's Celery app says.
+    """
+
+    def __init__(self, settings: Settings, *, celery: Celery | None = None) -> None:
+        self.settings = settings
+        self._celery = celery
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Client({self.settings!r})"
+
+    # -- parts, each built on first use ----------------------------------
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return connect(self.settings.status_redis_url)
+
+    @cached_property
+    def store(self) -> StatusStore:
+        from .status import StatusStore
+
+        return StatusStore(self.redis, self.settings)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        from .outbox import Outbox
+
+        return Outbox(
+            self.redis,
+            reclaim_idle=self.settings.reclaim_idle,
+            ttl=max(int(self.settings.status_ttl), 1),
+        )
+
+    @cached_property
+    def limiter(self) -> FleetRateLimiter:
+        from .ratelimit import FleetRateLimiter
+
+        return FleetRateLimiter(self.redis, self.settings)
+
+    @cached_property
+    def events(self) -> EventStore:
+        from .webhooks.store import EventStore
+
+        return EventStore(self.redis, self.settings)
+
+    @cached_property
+    def celery(self) -> Celery:
+        if self._celery is not None:
+            return self._celery
+        from .celery_app import celery_config
+
+        # Publishing only: the tasks are found by name on the worker's side.
+        app = Celery("mailqueue", set_as_current=False)
+        app.conf.update(celery_config(self.settings))
+        return app
+
+    @cached_property
+    def drainer(self) -> Drainer:
+        """This process's drainer for this client (one HTTP session), built on first use."""
+        from .delivery import Drainer
+
+        return Drainer(self, self.wake)
+
+    # -- producing --------------------------------------------------------
+
+    def enqueue(
+        self,
+        message: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        send_id: str | None = None,
+        **celery_options: Any,
+    ) -> str:
+        """Validate and queue one message; returns its send id (see ``mailqueue.enqueue``)."""
+        from .producer import enqueue
+
+        return enqueue(
+            self, message, idempotency_key=idempotency_key, send_id=send_id, **celery_options
+        )
+
+    def enqueue_many(self, messages: Iterable[Mapping[str, Any]]) -> SendIds:
+        """Validate every message, then queue them all; ids in order (as ``enqueue_many``)."""
+        from .producer import enqueue_many
+
+        return enqueue_many(self, messages)
+
+    def get_status(self, send_id: str) -> dict[str, Any] | None:
+        """The status record of a send, or None for an unknown id."""
+        from .producer import get_status
+
+        return get_status(self, send_id)
+
+    # -- dead letters -------------------------------------------------------
+
+    def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters, oldest first."""
+        from .deadletters import list_dead_letters
+
+        return list_dead_letters(self, limit)
+
+    def requeue_dead_letters(
+        self, send_ids: Iterable[str] | None = None, *, wake: bool = True
+    ) -> int:
+        """Send dead-lettered sends again (all when ``send_ids`` is None); returns how many."""
+        from .deadletters import requeue_dead_letters
+
+        return requeue_dead_letters(self, send_ids, wake=wake)
+
+    def purge_dead_letters(self, send_ids: Sequence[str] | None = None) -> int:
+        """Forget dead letters (all when ``send_ids`` is None); returns how many."""
+        from .deadletters import purge_dead_letters
+
+        return purge_dead_letters(self, send_ids)
+
+    # -- waking workers -----------------------------------------------------
+
+    def wake(self, delay: float = 0.0, **options: Any) -> None:
+        """Publish one wake-up for a worker, ``delay`` seconds from now.
+
+        By task name: the producer side never imports the worker's tasks.
+        ``options`` are Celery publishing options (``task_id``, ``priority``, ...).
+        """
+        if delay > 0:
+            options["countdown"] = delay
+        self.celery.send_task("mailqueue.deliver", **options)
+
+    # -- life cycle ---------------------------------------------------------
+
+    def fresh(self) -> Client:
+        """A client with the same settings and Celery app but no connection (after a fork)."""
+        return Client(self.settings, celery=self._celery)
+
+    def close(self) -> None:
+        """Close what this client opened. Only for a client no thread uses any more."""
+        drainer = self.__dict__.get("drainer")
+        if drainer is not None:
+            drainer.close()
+        if "redis" in self.__dict__:
+            self.redis.close()
+        if self._celery is None and "celery" in self.__dict__:
+            self.celery.close()
+
+
+_lock = threading.Lock()
+_default: Client | None = None
+
+
+def default() -> Client:
+    """The default client: from the environment on first use, unless ``configure`` chose one."""
+    global _default
+    client = _default
+    if client is None:
+        with _lock:
+            if _default is None:
+                from .celery_app import app
+
+                _default = Client(Settings.from_env(), celery=app)
+            client = _default
+    return client
+
+
+def configure(settings: Settings) -> Client:
+    """Make a client for ``settings`` the default in this process (producer and Celery app alike).
+
+    The previous default is not closed: a thread still using it finishes its
+    call on it. Code that needs another configuration beside the default
+    should create its own ``Client`` instead.
+    """
+    global _default
+    from .celery_app import app, apply_settings
+
+    client = Client(settings, celery=app)
+    with _lock:
+        apply_settings(settings)
+        _default = client
+    return client
+
+
+def reset_default() -> None:
+    """Forget the default client's connections (after a fork), keeping its settings."""
+    global _default
+    with _lock:
+        if _default is not None:
+            _default = _default.fresh()
+
+
+# -- the module-level API: the default client's methods ----------------------
+
+
+def enqueue(
+    message: Mapping[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    send_id: str | None = None,
+    **celery_options: Any,
+) -> str:
+    """Validate and queue one message; returns its send id.
+
+    With an ``idempotency_key`` seen before (within the status TTL) nothing is
+    queued and the first send's id is returned. ``countdown`` or ``eta`` delay
+    the first attempt; other Celery options go to the wake-up task. ``send_id``
+    chooses the id (letters, digits and ``._@:+=-``) instead of a new one.
+    """
+    return default().enqueue(
+        message, idempotency_key=idempotency_key, send_id=send_id, **celery_options
+    )
+
+
+def enqueue_many(messages: Iterable[Mapping[str, Any]]) -> SendIds:
+    """Validate every message, then queue them all with pipelined writes; ids in order.
+
+    A bad message raises ValidationError naming its index, and nothing is queued.
+    The sends share a group id (``group`` in their records) whose per-state
+    counts follow the campaign's progress.
+    """
+    return default().enqueue_many(messages)
+
+
+def get_status(send_id: str) -> dict[str, Any] | None:
+    """The status record of a send, or None for an unknown id."""
+    return default().get_status(send_id)
