@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Client",
+    "client_for_settings",
     "configure",
     "default",
     "enqueue",
@@ -225,6 +226,29 @@ def configure(settings: Settings) -> Client:
         apply_settings(settings)
         _default = client
     return client
+
+
+# Clients kept by ``client_for_settings``; settings compare by value (they are
+# not hashable: the account table is a mapping).
+_KEPT = 8
+_kept: list[Client] = []
+
+
+def client_for_settings(settings: Settings) -> Client:
+    """A client for ``settings`` shared within the process (the same one for equal settings).
+
+    For code that is handed settings again and again (a Django backend or
+    view): each configuration reuses its Redis and broker connections.
+    """
+    with _lock:
+        for client in _kept:
+            if client.settings == settings:
+                return client
+        client = Client(settings)
+        _kept.append(client)
+        # A client dropped from the list is not closed: a thread may still use it.
+        del _kept[:-_KEPT]
+        return client
 
 
 def reset_default() -> None:

@@ -241,6 +241,22 @@ def test_send_marks_the_message_with_a_queued_send_id(queue_only: None) -> None:
     assert record["state"] == "queued"
 
 
+def test_a_connection_with_its_own_token_leaves_the_process_default_alone(
+    queue_only: None,
+) -> None:
+    mail.send_mail("Hi", "Hello", None, ["b@example.com"])
+    project = mailqueue.client.default()
+    message = EmailMessage("Hi", "Hello", "a@example.com", ["b@example.com"])
+
+    mail.get_connection(api_token="another-token").send_messages([message])
+
+    assert mailqueue.client.default() is project
+    assert project.settings.api_token == "test-token"
+    record = mailqueue.get_status(message.mailqueue_send_id)  # the same Redis
+    assert record is not None
+    assert record["state"] == "queued"
+
+
 def test_send_messages_queues_every_message(queue_only: None) -> None:
     messages = [
         EmailMessage("Hi", "Hello", "a@example.com", [f"u{i}@example.com"]) for i in range(3)

@@ -20,7 +20,6 @@ import mimetypes
 from base64 import b64encode
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from functools import lru_cache
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -28,7 +27,7 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils.encoding import force_str
 
-from ..client import Client, default
+from ..client import Client, client_for_settings, configure, default
 from ..errors import ConfigurationError, MailqueueError, UnsupportedFeature, ValidationError
 from ..payload import build_payload
 from ..settings import Settings
@@ -64,6 +63,9 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         settings = Settings.from_django()
         try:
             self.settings = settings.replace(**overrides) if overrides else settings
+            # The project's own settings are the process's; a connection with
+            # overrides (get_connection(api_token=...)) keeps to itself.
+            self._shared = not overrides
         except TypeError:
             unknown = sorted(set(overrides) - set(Settings.__dataclass_fields__))
             raise ConfigurationError(
@@ -74,7 +76,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         messages = list(email_messages)
         if not messages:
             return 0
-        rt = client_for(self.settings)
+        rt = client_for(self.settings, shared=self._shared)
         if self.fail_silently:
             return self._queue_silently(messages, rt)
         dicts = []
@@ -113,26 +115,23 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         return len(send_ids)
 
 
-def client_for(settings: Settings) -> Client:
-    """The client for a backend's settings: the process's default when they match.
+def client_for(settings: Settings, *, shared: bool) -> Client:
+    """The client a backend sends through.
 
-    A backend with other settings (``get_connection(api_token=...)``) gets a
-    client of its own and leaves the process's default alone.
+    The project's settings (``shared``) are the process's: its default client,
+    made the default when it is not yet, so that ``mailqueue.get_status`` reads
+    where the backend wrote. A backend with overrides gets a client of its own
+    and leaves the default alone.
     """
+    if not shared:
+        return client_for_settings(settings)
     try:
-        current = default()
-    except ConfigurationError:
+        current: Client | None = default()
+    except ConfigurationError:  # the environment alone is not a usable configuration
         current = None
     if current is not None and current.settings == settings:
         return current
-    return _own_client(settings)
-
-
-@lru_cache(maxsize=8)
-def _own_client(settings: Settings) -> Client:
-    # One client per configuration (settings are frozen and hashable), so that
-    # each connection reuses its Redis and broker connections.
-    return Client(settings)
+    return configure(settings)
 
 
 def to_message_dict(message: EmailMessage, settings: Settings | None = None) -> dict[str, Any]:

@@ -10,11 +10,11 @@ accept events: it raises ``ConfigurationError``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from ..client import client_for_settings
 from ..settings import Settings
 from ..webhooks.handler import Response, TrackingHandler, text_response
 
@@ -28,11 +28,9 @@ except ImportError:  # pragma: no cover - older Django has no such middleware
         return view
 
 
-@lru_cache(maxsize=4)
 def _handler_for(settings: Settings) -> TrackingHandler:
-    # Keyed by the (frozen, hashable) settings: one Redis client per
-    # configuration, rebuilt when the Django settings change.
-    return TrackingHandler.from_settings(settings)
+    # One Redis client per configuration, another when the Django settings change.
+    return TrackingHandler(settings, client_for_settings(settings).events)
 
 
 def _tracking(request: HttpRequest) -> HttpResponse:
