@@ -40,6 +40,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -247,8 +248,21 @@ def _too_long(wait: float, waited: float, max_wait: float) -> RateLimited:
     )
 
 
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+
 class _Waiting:
-    """Blocking and non-blocking acquisition over a one-shot ``_attempt``."""
+    """Blocking and non-blocking acquisition over a one-shot ``_attempt``.
+
+    ``clock`` measures the wait and ``sleep`` waits; a test gives a limiter a
+    controllable pair to check what it admits without depending on the
+    machine's speed.
+    """
+
+    def __init__(self, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
+        self.clock = clock
+        self.sleep = sleep
 
     def _attempt(self) -> float:
         """Take a slot and return 0, or return the seconds until one may be free."""
@@ -259,15 +273,15 @@ class _Waiting:
 
         Raises ``RateLimited`` without taking a slot when the wait would exceed ``max_wait``.
         """
-        started = time.monotonic()
+        started = self.clock()
         while True:
             wait = self._attempt()
-            waited = time.monotonic() - started
+            waited = self.clock() - started
             if wait == 0:
                 return waited
             if max_wait is not None and waited + wait > max_wait:
                 raise _too_long(wait, waited, max_wait)
-            time.sleep(_sleep_for(wait))
+            self.sleep(_sleep_for(wait))
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free now; never waits."""
@@ -295,7 +309,9 @@ class FleetRateLimiter(_Waiting):
         *,
         margin: float | None = None,
         lane: Lane | None = None,
+        sleep: Sleep = time.sleep,
     ) -> None:
+        super().__init__(sleep=sleep)
         self.limit, self._token_key, default_lane = _target(target)
         self.lane: Lane = lane or default_lane
         self.margin = default_margin(self.limit) if margin is None else margin
@@ -318,7 +334,9 @@ class FleetRateLimiter(_Waiting):
 
     def for_lane(self, lane: Lane) -> FleetRateLimiter:
         """A limiter for ``lane`` over the same token's window."""
-        return FleetRateLimiter(self._redis, self._target, margin=self.margin, lane=lane)
+        return FleetRateLimiter(
+            self._redis, self._target, margin=self.margin, lane=lane, sleep=self.sleep
+        )
 
     def penalize(self, retry_after: float | None) -> None:
         """Pause the whole fleet after a 429, for ``retry_after`` seconds or one period.
@@ -362,7 +380,8 @@ class FleetRateLimiter(_Waiting):
 class _MemoryWindow:
     """The state both lanes of a ``MemoryRateLimiter`` share."""
 
-    def __init__(self, limit: RateLimit, window: float) -> None:
+    def __init__(self, limit: RateLimit, window: float, clock: Clock) -> None:
+        self.clock = clock
         self.limit = limit
         self.window = window
         self.shares = LaneShares.of(limit)
@@ -372,9 +391,9 @@ class _MemoryWindow:
         self.lock = threading.Lock()
 
     def attempt(self, lane: Lane) -> float:
-        """The same decision as the Redis script, on monotonic time."""
+        """The same decision as the Redis script, on this limiter's clock."""
         with self.lock:
-            now = time.monotonic()
+            now = self.clock()
             if lane == "bulk":
                 self.bulk_asked = now
             if self.cooldown_until > now:
@@ -431,11 +450,14 @@ class MemoryRateLimiter(_Waiting):
         *,
         margin: float | None = None,
         lane: Lane | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
     ) -> None:
+        super().__init__(clock=clock, sleep=sleep)
         self.limit, _, default_lane = _target(target)
         self.lane: Lane = lane or default_lane
         self.margin = default_margin(self.limit) if margin is None else margin
-        self._state = _MemoryWindow(self.limit, self.limit.period + self.margin)
+        self._state = _MemoryWindow(self.limit, self.limit.period + self.margin, clock)
 
     def for_lane(self, lane: Lane) -> MemoryRateLimiter:
         """A limiter for ``lane`` over the same window."""
@@ -446,14 +468,14 @@ class MemoryRateLimiter(_Waiting):
 
     def penalize(self, retry_after: float | None) -> None:
         """Pause for ``retry_after`` seconds or one period; a longer pause is kept."""
-        until = time.monotonic() + _cooldown_seconds(retry_after, self.limit)
+        until = self.clock() + _cooldown_seconds(retry_after, self.limit)
         with self._state.lock:
             self._state.cooldown_until = max(self._state.cooldown_until, until)
 
     def cooldown_remaining(self) -> float:
         """Seconds left of the cool-down, 0.0 when none is in force."""
         with self._state.lock:
-            return max(self._state.cooldown_until - time.monotonic(), 0.0)
+            return max(self._state.cooldown_until - self.clock(), 0.0)
 
     def _attempt(self) -> float:
         return self._state.attempt(self.lane)

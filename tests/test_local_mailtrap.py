@@ -214,11 +214,14 @@ def test_requests_beyond_the_rate_limit_get_429_with_retry_after() -> None:
 
 
 def test_rate_limit_window_slides() -> None:
-    with LocalMailtrap(rate_limit=(2, 0.3)) as server, requests.Session() as client:
+    with LocalMailtrap(rate_limit=(2, 1.0)) as server, requests.Session() as client:
         client.headers["Api-Token"] = server.token
         first = [post(client, server, "send", message()).status_code for _ in range(3)]
-        time.sleep(0.35)
-        later = post(client, server, "send", message()).status_code
+        # Once the first arrivals leave the window, a request is accepted again.
+        deadline = time.monotonic() + 10
+        while (later := post(client, server, "send", message()).status_code) == 429:
+            assert time.monotonic() < deadline, "the window never slid"
+            time.sleep(0.05)
     assert first == [200, 200, 429]
     assert later == 200
 
@@ -396,7 +399,7 @@ def test_reset_forgets_messages_and_counters(
 
 
 def test_concurrent_requests_overlap_their_latency() -> None:
-    with LocalMailtrap(latency=0.2) as server:
+    with LocalMailtrap(latency=0.5) as server:
 
         def send(_: int) -> int:
             return requests.post(
@@ -406,25 +409,19 @@ def test_concurrent_requests_overlap_their_latency() -> None:
                 timeout=5,
             ).status_code
 
-        started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(send, range(8)))
-        elapsed = time.monotonic() - started
     assert codes == [200] * 8
-    assert elapsed < 1.0
     assert server.stats.max_concurrency > 1
 
 
-def test_keep_alive_request_takes_under_10_ms(
+def test_a_client_session_keeps_one_connection_alive_for_every_request(
     mailtrap: LocalMailtrap, session: requests.Session
 ) -> None:
-    post(session, mailtrap, "send", message())  # open the connection
-    count = 50
-    started = time.perf_counter()
-    for _ in range(count):
-        post(session, mailtrap, "send", message())
-    per_request = (time.perf_counter() - started) / count
-    assert per_request < 0.010
+    codes = [post(session, mailtrap, "send", message()).status_code for _ in range(50)]
+
+    assert codes == [200] * 50
+    assert mailtrap.stats.connections == 1
 
 
 def test_command_line_prints_its_url_and_serves() -> None:

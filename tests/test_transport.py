@@ -196,18 +196,19 @@ def test_send_gives_up_after_three_attempts(mailtrap: LocalMailtrap, transport: 
 
 
 def test_rate_limited_waits_retry_after_and_penalizes_the_limiter(
-    mailtrap: LocalMailtrap,
+    mailtrap: LocalMailtrap, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="mailqueue.transport")
     limiter = RecordingLimiter()
     mailtrap.inject("429")
     with make_transport(mailtrap, limiter=limiter) as client:
-        started = time.monotonic()
         [result] = client.send(single())
-        elapsed = time.monotonic() - started
+    waits = [r.args[1] for r in caplog.records if r.msg.startswith("Retrying")]  # type: ignore[index]
     assert result.ok
     assert limiter.penalties == [1.0]
     assert len(limiter.acquired) == 2
-    assert elapsed >= 1.0
+    assert len(waits) == 1
+    assert waits[0] >= 1.0  # Retry-After: 1
 
 
 def test_limiter_is_asked_before_every_attempt_with_the_time_left(
@@ -226,10 +227,8 @@ def test_retry_that_would_pass_the_deadline_is_not_started(
     mailtrap: LocalMailtrap, transport: Transport
 ) -> None:
     mailtrap.inject("429")  # Retry-After: 1
-    started = time.monotonic()
     with pytest.raises(RateLimited):
-        transport.send(single(), deadline=started + 0.5)
-    assert time.monotonic() - started < 0.5
+        transport.send(single(), deadline=time.monotonic() + 0.5)
     assert mailtrap.stats.requests == 1
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 import mailqueue
+from mailqueue.activity import fleet_activity
+from mailqueue.client import default
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.worker import WorkerProcess
@@ -119,10 +121,18 @@ def test_sends_already_accepted_are_not_sent_again_when_their_envelopes_return(
     assert all(mailqueue.get_status(s)["state"] == "sent" for s in first)  # type: ignore[index]
 
 
+def wait_idle(timeout: float = 30.0) -> None:
+    """Until no drain is running (their heartbeats say so)."""
+    deadline = time.monotonic() + timeout
+    while fleet_activity(default()).live_drains:
+        assert time.monotonic() < deadline, "a drain never ended"
+        time.sleep(0.05)
+
+
 def test_a_lone_message_on_an_idle_queue_is_sent_at_once_by_the_send_path(
     mailtrap: LocalMailtrap, worker: WorkerProcess
 ) -> None:
-    time.sleep(0.5)  # the start-up drain has finished: the queue is idle
+    wait_idle()  # the start-up drain has finished: the queue is idle
     started = time.monotonic()
     send_id = mailqueue.enqueue(order(1))
     record = wait_final([send_id])[send_id]
