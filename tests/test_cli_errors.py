@@ -68,6 +68,17 @@ UNREACHABLE = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
 
 # (id, environment, arguments, fragments the error line must hold)
 BAD_SETTINGS = [
+    ("rate limit", {"MAILQUEUE_RATE_LIMIT": "garbage"}, ["status", "abc"],
+     ["MAILQUEUE_RATE_LIMIT"]),
+    ("status ttl", {"MAILQUEUE_STATUS_TTL": "a month"}, ["dead-letters", "list"],
+     ["MAILQUEUE_STATUS_TTL"]),
+    ("coalesce", {"MAILQUEUE_COALESCE": "perhaps"},
+     ["send", "--from", "a@example.com", "--to", "b@example.com", "--subject", "S", "--text", "T"],
+     ["MAILQUEUE_COALESCE"]),
+    ("webhook secret", {"MAILQUEUE_WEBHOOK_SECRET": "no-colon"}, ["serve-webhooks"],
+     ["MAILQUEUE_WEBHOOK_SECRET"]),
+    ("rate limit, worker", {"MAILQUEUE_RATE_LIMIT": "0/1s", "MAILTRAP_API_TOKEN": "t"},
+     ["worker"], ["MAILQUEUE_RATE_LIMIT"]),
     ("no token, worker", {}, ["worker"], ["MAILTRAP_API_TOKEN"]),
     ("unreachable redis, status", {"MAILQUEUE_BROKER_URL": UNREACHABLE}, ["status", "abc"],
      ["Redis", UNREACHABLE.split("@")[1]]),
@@ -127,6 +138,15 @@ def test_a_csv_without_an_email_column_names_the_columns_found(csv_without_email
                  clean_env(MAILQUEUE_BROKER_URL=UNREACHABLE))
 
     assert_one_error_line(result, "'email' column", "'address', 'name'")
+
+
+def test_help_works_whatever_the_settings_say() -> None:
+    result = run(["--help"], clean_env(MAILQUEUE_RATE_LIMIT="garbage",
+                                        MAILQUEUE_REDIS_URL="redis://127.0.0.1:1/0"))
+
+    assert result.returncode == 0, result.stderr
+    assert "Usage: mailqueue" in result.stdout
+    assert result.stderr == ""
 
 
 def test_serve_webhooks_on_a_busy_port_is_one_error_line(busy_port: int) -> None:
