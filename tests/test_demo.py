@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mailqueue.demo import _tracking_events
+from mailqueue.demo.script import tracking_events
 
 pytestmark = pytest.mark.e2e
 
@@ -116,7 +116,7 @@ def test_tracking_events_bounce_one_recipient_and_engage_others() -> None:
                         "c@example.com": {"message_id": "m3"}}},
     ]
 
-    delivery, engagement = _tracking_events(records)
+    delivery, engagement = tracking_events(records)
 
     assert [(e["event"], e["message_id"]) for e in delivery] == [
         ("delivery", "m1"), ("delivery", "m2"), ("bounce", "m3")

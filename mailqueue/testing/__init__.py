@@ -1,8 +1,20 @@
-"""Real local stand-ins for tests and demos: a Mailtrap API server and a private Redis."""
+"""Real local parts, a supported part of the package: the demo runs on them, and so can your tests.
+
+- ``LocalMailtrap``: a server speaking Mailtrap's sending API on a loopback
+  port (send, batch, sandbox, the bulk stream), with rate limits, latency and
+  injectable faults; ``mailqueue local-mailtrap`` runs one.
+- ``RedisServer``: a private, throw-away ``redis-server`` on a free port.
+- ``WorkerProcess``: a real ``celery -A mailqueue worker`` for given settings,
+  started and stopped with its whole process group.
+
+None of them depends on a test framework; pytest fixtures built on them live
+in the project's own tests.
+"""
 
 from __future__ import annotations
 
 from .mailtrap import AcceptedMessage, LocalMailtrap, MailtrapStats
 from .redis_server import RedisServer
+from .worker import WorkerProcess
 
-__all__ = ["AcceptedMessage", "LocalMailtrap", "MailtrapStats", "RedisServer"]
+__all__ = ["AcceptedMessage", "LocalMailtrap", "MailtrapStats", "RedisServer", "WorkerProcess"]

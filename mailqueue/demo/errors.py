@@ -1,0 +1,11 @@
+"""The demo's one error."""
+
+from __future__ import annotations
+
+from ..errors import MailqueueError
+
+__all__ = ["DemoError"]
+
+
+class DemoError(MailqueueError):
+    """A step of the demo did not do what it should."""
