@@ -21,6 +21,14 @@ from typing import Any
 
 from .addresses import EmailAddress, parse_address_list
 from .errors import UnsupportedFeature, ValidationError
+from .mailtrap_rules import (
+    MAX_ADDRESSES_PER_FIELD,
+    MAX_CATEGORY_CHARS,
+    MAX_CUSTOM_VARIABLES_BYTES,
+    RESERVED_HEADERS,
+    custom_variables_size,
+    is_template_uuid,
+)
 from .settings import Settings, valid_account_name
 
 __all__ = [
@@ -44,10 +52,6 @@ MESSAGE_KEYS = frozenset(
 ATTACHMENT_KEYS = frozenset({"filename", "content", "mimetype", "inline", "content_id"})
 BATCH_KEYS = ("merge_data", "merge_metadata", "merge_headers")
 
-# Mailtrap's documented per-message limits.
-MAX_ADDRESSES_PER_FIELD = 1000
-MAX_CATEGORY_CHARS = 255
-MAX_CUSTOM_VARIABLES_BYTES = 1000
 # Deeper JSON than this is refused rather than risk the encoder's recursion limit.
 MAX_JSON_DEPTH = 64
 
@@ -81,15 +85,15 @@ class NormalizedMessage:
     subject: str | None = None
     text: str | None = None
     html: str | None = None
-    headers: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
     attachments: list[Attachment] = field(default_factory=list)
     category: str | None = None
     metadata: dict[str, str] | None = None
     template_id: str | None = None
     merge_global_data: dict[str, Any] | None = None
     merge_data: dict[str, Any] | None = None
-    merge_metadata: dict[str, Any] | None = None
-    merge_headers: dict[str, Any] | None = None
+    merge_metadata: dict[str, dict[str, str]] | None = None
+    merge_headers: dict[str, dict[str, str]] | None = None
     esp_extra: dict[str, Any] | None = None
     # Routing facts, resolved by the worker that sends the message (see routing.py).
     stream: str = "transactional"
@@ -173,7 +177,7 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
     merge_data = _merge_dicts(get("merge_data"), "merge_data")
     merge_global_data = _json_dict(get("merge_global_data"), "merge_global_data")
     merge_headers = _merge_headers(get("merge_headers"))
-    merge_metadata = _merge_dicts(get("merge_metadata"), "merge_metadata")
+    merge_metadata = _merge_metadata(get("merge_metadata"))
     esp_extra = _json_dict(get("esp_extra"), "esp_extra")
 
     normalized = NormalizedMessage(
@@ -199,6 +203,7 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
         account=_account(get("account"), settings),
     )
     _check_mailtrap_rules(normalized, tags)
+    _check_schema_rules(normalized, settings)
     return normalized
 
 
@@ -242,6 +247,37 @@ def _check_reply_to(addresses: list[EmailAddress], unsupported: _Unsupported) ->
         unsupported.feature("EAI with multiple reply_to addresses")
 
 
+def _check_schema_rules(msg: NormalizedMessage, settings: Settings) -> None:
+    """Rules of Mailtrap's published request schema that Anymail lets through."""
+    if msg.from_email.uses_eai and not settings.allow_eai_from:
+        raise ValidationError(
+            "from_email has a non-ASCII local part, which Mailtrap refuses ('From' header"
+            " does not match the sender's domain); MAILQUEUE_ALLOW_EAI_FROM allows it",
+            field="from_email",
+        )
+    if msg.template_id is not None and not is_template_uuid(msg.template_id):
+        raise ValidationError(
+            "template_id must be a template UUID (8-4-4-4-12 hex digits)", field="template_id"
+        )
+    for name in msg.headers or {}:
+        _refuse_reserved_header(name, f"headers.{name}")
+    for address, entry in (msg.merge_headers or {}).items():
+        for name in entry:
+            _refuse_reserved_header(name, f"merge_headers.{address}.{name}")
+    for index, attachment in enumerate(msg.attachments):
+        if not attachment.content:
+            raise ValidationError(
+                "an attachment must not be empty", field=f"attachments[{index}].content"
+            )
+
+
+def _refuse_reserved_header(name: str, where: str) -> None:
+    if name.lower() in RESERVED_HEADERS:
+        raise ValidationError(
+            f"{name} is a header Mailtrap reserves; use the message's own field", field=where
+        )
+
+
 def _check_mailtrap_rules(msg: NormalizedMessage, tags: list[str]) -> None:
     """What Mailtrap is documented to reject, refused here instead of failing later."""
     if not (msg.to or msg.cc or msg.bcc):
@@ -278,21 +314,20 @@ def _check_mailtrap_rules(msg: NormalizedMessage, tags: list[str]) -> None:
                 raise ValidationError(f"{name} cannot be combined with template_id", field=name)
         if tags:
             raise ValidationError("tags cannot be combined with template_id", field="tags")
-    elif not (msg.text or msg.html or extra.get("text") or extra.get("html")) and not extra.get(
-        "template_uuid"
-    ):
-        raise ValidationError("a message needs text, html or template_id", field="text")
+    elif not extra.get("template_uuid"):
+        # Mailtrap's schema requires a subject unless a template supplies it.
+        if not (msg.subject or extra.get("subject")):
+            raise ValidationError(
+                "a subject is required unless template_id is used", field="subject"
+            )
+        if not (msg.text or msg.html or extra.get("text") or extra.get("html")):
+            raise ValidationError("a message needs text, html or template_id", field="text")
     for key in ("to", "cc", "bcc"):
         if key in extra:
             # Statuses are keyed by the recipients parsed here; esp_extra must not change them.
             raise ValidationError(
                 f"esp_extra cannot set {key}; use the {key} key", field=f"esp_extra.{key}"
             )
-
-
-def custom_variables_size(variables: Mapping[str, Any]) -> int:
-    """Bytes of ``custom_variables`` as compact UTF-8 JSON, the measure of Mailtrap's limit."""
-    return len(json.dumps(variables, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 # -- addresses ------------------------------------------------------------
@@ -344,7 +379,7 @@ def _recipients(value: object, name: str) -> list[EmailAddress]:
 def _extra_headers(
     value: object,
 ) -> tuple[
-    dict[str, Any] | None,
+    dict[str, str] | None,
     list[EmailAddress],
     list[EmailAddress] | None,
     str | None,
@@ -353,7 +388,7 @@ def _extra_headers(
     headers = _header_dict(value, "headers")
     # The last spelling of a name wins, in the position of the first (requests'
     # CaseInsensitiveDict, which Anymail uses).
-    folded: dict[str, tuple[str, Any]] = {}
+    folded: dict[str, tuple[str, str]] = {}
     for name, header_value in headers.items():
         folded[name.lower()] = (name, header_value)
     reply_to: list[EmailAddress] = []
@@ -370,7 +405,7 @@ def _extra_headers(
     return (rest or None), reply_to, header_from, header_to
 
 
-def _header_dict(value: object, where: str) -> dict[str, Any]:
+def _header_dict(value: object, where: str) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise ValidationError(
             f"{where} must be a dict of header names to values, not {type(value).__name__}",
@@ -395,7 +430,12 @@ def _header_dict(value: object, where: str) -> dict[str, Any]:
                 f"header {name} must be a string, not {type(header_value).__name__}",
                 field=f"{where}.{name}",
             )
-    return dict(value)
+    # Mailtrap's schema takes string values only; a number goes as its text.
+    return {name: _header_text(header_value) for name, header_value in value.items()}
+
+
+def _header_text(value: str | int | float) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 # -- simple fields --------------------------------------------------------
@@ -429,6 +469,10 @@ def _metadata(value: object) -> dict[str, str] | None:
         raise ValidationError(
             f"metadata must be a dict, not {type(value).__name__}", field="metadata"
         )
+    return _stringified(value, "metadata")
+
+
+def _stringified(value: Mapping[Any, Any], where: str) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, item in value.items():
         # Anymail sends str() of keys and values: 6 -> "6", None -> "None".
@@ -436,8 +480,8 @@ def _metadata(value: object) -> dict[str, str] | None:
             result[str(key)] = str(item)
         except Exception:  # str() of an arbitrary object may fail in any way
             raise ValidationError(
-                f"metadata value for {key!r} cannot be converted to a string",
-                field=f"metadata.{key}",
+                f"{where} value for {key!r} cannot be converted to a string",
+                field=f"{where}.{key}",
             ) from None
     return result
 
@@ -538,20 +582,32 @@ def _merge_dicts(value: object, name: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else dict(value)
 
 
-def _merge_headers(value: object) -> dict[str, Any] | None:
+def _merge_metadata(value: object) -> dict[str, dict[str, str]] | None:
+    """merge_metadata, its values strings as metadata's are (Mailtrap's schema wants strings)."""
+    checked = _merge_dicts(value, "merge_metadata")
+    if checked is None:
+        return None
+    return {
+        address: _stringified(entry, f"merge_metadata.{address}")
+        for address, entry in checked.items()
+    }
+
+
+def _merge_headers(value: object) -> dict[str, dict[str, str]] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise ValidationError(
             f"merge_headers must be a dict, not {type(value).__name__}", field="merge_headers"
         )
+    result: dict[str, dict[str, str]] = {}
     for address, entry in value.items():
         if not isinstance(address, str):
             raise ValidationError(
                 "merge_headers keys must be addresses", field=f"merge_headers.{address!r}"
             )
-        _header_dict(entry, f"merge_headers.{address}")
-    return value if isinstance(value, dict) else dict(value)
+        result[address] = _header_dict(entry, f"merge_headers.{address}")
+    return result
 
 
 def check_json(value: object, where: str, depth: int = 0) -> None:

@@ -1,8 +1,10 @@
 """Build Mailtrap API calls from a message dict: pure, no I/O.
 
 The payload is assembled into a dict by small steps in the order django-anymail's
-Mailtrap backend applies them, so its quirks carry over (``html`` is sent even when
-empty, metadata is stringified, a later Reply-To header overrides ``reply_to``).
+Mailtrap backend applies them, so its quirks carry over (metadata is stringified,
+a later Reply-To header overrides ``reply_to``) except where Mailtrap's published
+schema refuses them: an empty ``text`` or ``html`` is left out, and header and
+``custom_variables`` values are always strings.
 Batch sends are burst into one request per ``to`` address and chunked to
 Mailtrap's batch limits; :func:`coalesce` goes the other way, riding several
 single sends on one batch call.
@@ -17,12 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import MailqueueError, ValidationError
-from .message import (
+from .mailtrap_rules import (
+    MAX_BATCH_REQUESTS,
     MAX_CUSTOM_VARIABLES_BYTES,
-    NormalizedMessage,
     custom_variables_size,
-    normalize_message,
+    merge_request,
+    message_errors,
 )
+from .message import NormalizedMessage, normalize_message
 from .settings import Settings
 
 __all__ = [
@@ -37,7 +41,6 @@ __all__ = [
 ]
 
 # Mailtrap's documented limits, counted in decimal megabytes to stay on the safe side.
-MAX_BATCH_REQUESTS = 500
 MAX_BATCH_BYTES = 50_000_000
 MAX_MESSAGE_BYTES = 10_000_000
 
@@ -104,9 +107,14 @@ def build_payload(message: Mapping[str, Any], settings: Settings | None = None) 
         _reject_lone_surrogates(message, "")
         msg = normalize_message(message, settings)
         if not msg.is_batch:
-            return [_single_call(msg, _single_send_data(msg), settings)]
-        # The batch base is the single-send payload without its recipients.
-        return _batch_calls(msg, _single_send_data(msg, recipients=False), settings)
+            calls = [_single_call(msg, _single_send_data(msg), settings)]
+        else:
+            # The batch base is the single-send payload without its recipients.
+            calls = _batch_calls(msg, _single_send_data(msg, recipients=False), settings)
+        if msg.esp_extra:
+            # esp_extra reaches the body unchecked; the body is checked instead.
+            _check_extra_shaped_bodies(calls, settings)
+        return calls
     except MailqueueError:
         raise
     except Exception as error:  # a last line of defence: never anything but ValidationError
@@ -167,7 +175,7 @@ def _single_send_data(msg: NormalizedMessage, *, recipients: bool = True) -> dic
         data.setdefault("headers", {}).update(msg.headers)
     if msg.text:
         data["text"] = msg.text
-    if msg.html is not None:
+    if msg.html:
         data["html"] = msg.html
     if msg.attachments:
         data["attachments"] = [_attachment(attachment) for attachment in msg.attachments]
@@ -182,6 +190,22 @@ def _single_send_data(msg: NormalizedMessage, *, recipients: bool = True) -> dic
     if msg.esp_extra:
         _update_deep(data, msg.esp_extra)
     return data
+
+
+def _check_extra_shaped_bodies(calls: list[ApiCall], settings: Settings) -> None:
+    for call in calls:
+        if call.is_batch:
+            base = call.json.get("base", {})
+            bodies = [merge_request(base, request) for request in call.json["requests"]]
+        else:
+            bodies = [call.json]
+        for body in bodies:
+            errors = message_errors(body, allow_eai_from=settings.allow_eai_from)
+            if errors:
+                raise ValidationError(
+                    f"esp_extra makes a body Mailtrap refuses: {errors[0].message}",
+                    field=f"esp_extra.{errors[0].field}",
+                )
 
 
 def _set_reply_to(data: dict[str, Any], addresses: list[Any]) -> None:

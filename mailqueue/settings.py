@@ -123,8 +123,7 @@ class Account:
                 f"account names are letters, digits, '_' and '-' (at most 64), not {self.name!r}",
                 setting="accounts",
             )
-        sandbox = self.sandbox_id
-        object.__setattr__(self, "sandbox_id", str(sandbox) if sandbox else None)
+        object.__setattr__(self, "sandbox_id", _sandbox_id(self.sandbox_id))
         if isinstance(self.rate_limit, str):
             object.__setattr__(self, "rate_limit", RateLimit.parse(self.rate_limit))
 
@@ -160,6 +159,7 @@ class Settings:
     status_ttl: int = THIRTY_DAYS
     default_from_email: str | None = None
     ignore_unsupported_features: bool = False
+    allow_eai_from: bool = False
     # Beyond the documented table: delivery tuning.
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -173,10 +173,7 @@ class Settings:
     metrics_port: int | None = None
 
     def __post_init__(self) -> None:
-        # Anymail: sandbox mode is on exactly when bool(id) is true, so "" / 0 /
-        # None are transactional while the string "0" is a sandbox.
-        sandbox = self.sandbox_id
-        object.__setattr__(self, "sandbox_id", str(sandbox) if sandbox else None)
+        object.__setattr__(self, "sandbox_id", _sandbox_id(self.sandbox_id))
         if isinstance(self.rate_limit, str):
             object.__setattr__(self, "rate_limit", RateLimit.parse(self.rate_limit))
         if isinstance(self.webhook_secret, str):
@@ -343,6 +340,24 @@ def _account_fields(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _sandbox_id(value: object) -> str | None:
+    """Empty / 0 / None mean no sandbox, as in Anymail; anything else must be an inbox id.
+
+    Mailtrap's sandbox ids are integers from 1 (its published schema), so the
+    string ``"0"`` that Anymail takes for a sandbox is refused here.
+    """
+    if not value:
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(
+            "a sandbox id (MAILTRAP_SANDBOX_ID) must be a positive integer,"
+            f" not {str(value)[:40]!r}",
+            setting="sandbox_id",
+        )
+    return str(int(text))
+
+
 def _split_secrets(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -436,6 +451,7 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
     if ignore is None:
         ignore = source.anymail("IGNORE_UNSUPPORTED_FEATURES")
     put("ignore_unsupported_features", ignore, _boolean, "MAILQUEUE_IGNORE_UNSUPPORTED_FEATURES")
+    put("allow_eai_from", source.own("ALLOW_EAI_FROM"), _boolean, "MAILQUEUE_ALLOW_EAI_FROM")
     for name, convert in (
         ("CONNECT_TIMEOUT", float),
         ("READ_TIMEOUT", float),

@@ -21,7 +21,7 @@ GOOD: dict[str, Any] = {
 TEMPLATE: dict[str, Any] = {
     "from_email": "from@example.com",
     "to": ["to@example.com"],
-    "template_id": "tmpl",
+    "template_id": "b81aabcd-1a1e-41cf-91b6-eca0254b3d96",
 }
 BATCH: dict[str, Any] = {**GOOD, "merge_data": {}}
 
@@ -101,6 +101,39 @@ BAD_MESSAGES = [
     ("text with template", with_(TEMPLATE, text="T"), "text"),
     ("html with template", with_(TEMPLATE, html="<p>"), "html"),
     ("tag with template", with_(TEMPLATE, tags=["t"]), "tags"),
+    ("no subject", with_(GOOD, subject=_DELETE), "subject"),
+    ("empty subject", with_(GOOD, subject=""), "subject"),
+    ("template_id not a UUID", with_(TEMPLATE, template_id="welcome"), "template_id"),
+    ("template_id empty", with_(TEMPLATE, template_id=""), "template_id"),
+    (
+        "template_id braced",
+        with_(TEMPLATE, template_id="{b81aabcd-1a1e-41cf-91b6-eca0254b3d96}"),
+        "template_id",
+    ),
+    ("EAI from", with_(GOOD, from_email="José <josé@example.com>"), "from_email"),
+    ("reserved header", with_(GOOD, headers={"X-A": "1", "subject": "S"}), "headers.subject"),
+    ("reserved Cc header", with_(GOOD, headers={"Cc": "c@example.com"}), "headers.Cc"),
+    (
+        "reserved merge header",
+        with_(GOOD, merge_headers={"to@example.com": {"To": "x@example.com"}}),
+        "merge_headers.to@example.com.To",
+    ),
+    ("empty attachment", with_(GOOD, attachments=[{"content": ""}]), "attachments[0].content"),
+    (
+        "esp_extra header number",
+        with_(GOOD, esp_extra={"headers": {"X-P": 1}}),
+        "esp_extra.headers.X-P",
+    ),
+    (
+        "esp_extra custom_variables number",
+        with_(GOOD, esp_extra={"custom_variables": {"n": 1}}),
+        "esp_extra.custom_variables.n",
+    ),
+    (
+        "esp_extra category with template",
+        with_(TEMPLATE, esp_extra={"category": "c"}),
+        "esp_extra.category",
+    ),
     ("merge_global_data not a dict", with_(GOOD, merge_global_data=[1]), "merge_global_data"),
     (
         "merge_global_data Decimal",
@@ -192,7 +225,29 @@ def test_none_merge_data_is_not_a_batch_send() -> None:
 
 def test_empty_template_fields_are_allowed_with_template() -> None:
     [call] = build_payload(with_(TEMPLATE, subject="", text="", tags=[]))
-    assert call.json["template_uuid"] == "tmpl"
+    assert call.json["template_uuid"] == TEMPLATE["template_id"]
+
+
+def test_eai_from_is_allowed_by_its_setting() -> None:
+    message = with_(GOOD, from_email="josé@example.com")
+    [call] = build_payload(message, Settings(allow_eai_from=True))
+    assert call.json["from"] == {"email": "josé@example.com"}
+
+
+def test_eai_recipients_are_still_sent_as_anymail_sends_them() -> None:
+    [call] = build_payload(with_(GOOD, to=["josé@example.com"]))
+    assert call.json["to"] == [{"email": "josé@example.com"}]
+
+
+def test_template_id_in_upper_case_hex_is_a_uuid() -> None:
+    upper = TEMPLATE["template_id"].upper()
+    [call] = build_payload(with_(TEMPLATE, template_id=upper))
+    assert call.json["template_uuid"] == upper
+
+
+def test_subject_may_come_from_esp_extra() -> None:
+    [call] = build_payload(with_(GOOD, subject=_DELETE, esp_extra={"subject": "S"}))
+    assert call.json["subject"] == "S"
 
 
 def test_body_may_come_from_esp_extra() -> None:

@@ -82,17 +82,22 @@ def test_html_only_message_has_no_text() -> None:
     assert "text" not in data
 
 
-def test_empty_html_is_still_sent_when_text_is_present() -> None:
-    assert body(simple(html=""))["html"] == ""
+def test_empty_html_is_left_out_when_text_is_present() -> None:
+    assert "html" not in body(simple(html=""))
 
 
-def test_empty_subject_is_dropped() -> None:
-    assert "subject" not in body(simple(subject=""))
+def test_empty_text_is_left_out_when_html_is_present() -> None:
+    assert "text" not in body(simple(text="", html="<p>x</p>"))
 
 
-def test_extra_headers_keep_case_and_value_types() -> None:
-    data = body(simple(headers={"X-Custom": "value", "x-number": 5}))
-    assert data["headers"] == {"X-Custom": "value", "x-number": 5}
+def test_empty_subject_is_dropped_with_a_template() -> None:
+    message = simple(subject="", text=None, template_id="b81aabcd-1a1e-41cf-91b6-eca0254b3d96")
+    assert "subject" not in body(message)
+
+
+def test_extra_headers_keep_case_and_numbers_become_strings() -> None:
+    data = body(simple(headers={"X-Custom": "value", "x-number": 5, "X-Ratio": 0.5}))
+    assert data["headers"] == {"X-Custom": "value", "x-number": "5", "X-Ratio": "0.5"}
 
 
 def test_header_names_are_deduplicated_case_insensitively_last_wins() -> None:
@@ -159,7 +164,8 @@ def test_non_ascii_from_to_and_reply_to_encode_only_the_domain() -> None:
             reply_to=["Odpověď <odpověď@příklad.example.cz>"],
             subject="Předmět",
             headers={"X-Unicode": "Ünicode"},
-        )
+        ),
+        Settings(allow_eai_from=True),
     )
     assert data["from"] == {
         "name": "Odesílatel, z adresy",
@@ -204,8 +210,8 @@ def test_attachment_type_is_guessed_from_filename_else_octet_stream() -> None:
     data = body(
         simple(
             attachments=[
-                {"filename": "photo.png", "content": ""},
-                {"filename": "blob.unknownext", "content": ""},
+                {"filename": "photo.png", "content": "AA=="},
+                {"filename": "blob.unknownext", "content": "AA=="},
             ]
         )
     )
@@ -231,18 +237,18 @@ def test_inline_attachment_gets_disposition_and_cid_without_brackets() -> None:
 
 
 def test_inline_attachment_without_content_id_gets_empty_cid() -> None:
-    [wire] = body(simple(attachments=[{"content": "", "inline": True}]))["attachments"]
+    [wire] = body(simple(attachments=[{"content": "AA==", "inline": True}]))["attachments"]
     assert wire["disposition"] == "inline"
     assert wire["content_id"] == ""
 
 
 def test_content_id_without_inline_flag_means_inline() -> None:
-    [wire] = body(simple(attachments=[{"content": "", "content_id": "x"}]))["attachments"]
+    [wire] = body(simple(attachments=[{"content": "AA==", "content_id": "x"}]))["attachments"]
     assert wire["disposition"] == "inline"
 
 
 def test_non_inline_attachment_has_no_disposition_or_content_id() -> None:
-    [wire] = body(simple(attachments=[{"filename": "a.bin", "content": ""}]))["attachments"]
+    [wire] = body(simple(attachments=[{"filename": "a.bin", "content": "AA=="}]))["attachments"]
     assert "disposition" not in wire
     assert "content_id" not in wire
 
@@ -285,7 +291,7 @@ def test_template_without_merge_data_goes_to_send_without_subject_or_body() -> N
     message = {
         "from_email": "from@example.com",
         "to": ["to@example.com"],
-        "template_id": "tmpl-uuid",
+        "template_id": "b81aabcd-1a1e-41cf-91b6-eca0254b3d96",
         "merge_global_data": {"name": "Alice"},
     }
     [call] = build_payload(message)
@@ -293,7 +299,7 @@ def test_template_without_merge_data_goes_to_send_without_subject_or_body() -> N
     assert call.json == {
         "from": {"email": "from@example.com"},
         "to": [{"email": "to@example.com"}],
-        "template_uuid": "tmpl-uuid",
+        "template_uuid": "b81aabcd-1a1e-41cf-91b6-eca0254b3d96",
         "template_variables": {"name": "Alice"},
     }
 
@@ -408,6 +414,6 @@ def test_api_call_from_a_malformed_dict_is_a_validation_error() -> None:
 
 
 def test_text_attachment_with_a_declared_charset_keeps_it() -> None:
-    attachment = {"content": "", "mimetype": "text/plain; charset=iso-8859-1"}
+    attachment = {"content": "AA==", "mimetype": "text/plain; charset=iso-8859-1"}
     [wire] = body(simple(attachments=[attachment]))["attachments"]
     assert wire["type"] == "text/plain; charset=iso-8859-1"

@@ -17,7 +17,7 @@ def batch(**changes: Any) -> dict[str, Any]:
     message: dict[str, Any] = {
         "from_email": "from@example.com",
         "to": ["alice@example.com", "Bob <bob@example.com>", "cam@example.com"],
-        "template_id": "tmpl-uuid",
+        "template_id": "b81aabcd-1a1e-41cf-91b6-eca0254b3d96",
         "merge_global_data": {"global": "G", "name": "Anonymous"},
         "merge_data": {
             "alice@example.com": {"name": "Alice", "group": "A"},
@@ -47,7 +47,7 @@ def test_merge_data_sends_one_batch_request_per_to_with_merged_variables() -> No
     assert call.is_batch
     assert call.json["base"] == {
         "from": {"email": "from@example.com"},
-        "template_uuid": "tmpl-uuid",
+        "template_uuid": "b81aabcd-1a1e-41cf-91b6-eca0254b3d96",
         "template_variables": {"global": "G", "name": "Anonymous"},
     }
     assert call.json["requests"] == [
@@ -74,16 +74,27 @@ def test_empty_merge_data_still_makes_a_batch_send() -> None:
     ]
 
 
-def test_merge_metadata_is_merged_over_stringified_metadata_without_stringifying() -> None:
+def test_merge_metadata_is_stringified_like_metadata_and_merged_over_it() -> None:
     message = batch(
         metadata={"campaign": 7},
         merge_data=None,
-        merge_metadata={"alice@example.com": {"user": 123}},
+        merge_metadata={"alice@example.com": {"user": 123, "vip": True, "none": None}},
     )
     [call] = build_payload(message)
     assert call.json["base"]["custom_variables"] == {"campaign": "7"}
-    assert call.json["requests"][0]["custom_variables"] == {"campaign": "7", "user": 123}
+    assert call.json["requests"][0]["custom_variables"] == {
+        "campaign": "7",
+        "user": "123",
+        "vip": "True",
+        "none": "None",
+    }
     assert "custom_variables" not in call.json["requests"][1]
+
+
+def test_merge_header_numbers_become_strings() -> None:
+    message = batch(merge_data=None, merge_headers={"bob@example.com": {"X-Priority": 1}})
+    [call] = build_payload(message)
+    assert call.json["requests"][1]["headers"] == {"X-Priority": "1"}
 
 
 def test_merge_headers_are_merged_case_sensitively_over_headers() -> None:

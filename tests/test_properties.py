@@ -109,7 +109,7 @@ settings_choices = st.sampled_from(
     [
         Settings(),
         Settings(ignore_unsupported_features=True),
-        Settings(sandbox_id="12/34", default_from_email="default@example.com"),
+        Settings(sandbox_id="1234", default_from_email="default@example.com"),
     ]
 )
 

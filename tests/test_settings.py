@@ -29,20 +29,36 @@ def test_constructor_is_keyword_only() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"), [("", None), (None, None), (0, None), ("0", "0"), (12345, "12345")]
+    ("raw", "expected"), [("", None), (None, None), (0, None), ("7", "7"), (12345, "12345")]
 )
-def test_sandbox_id_falsy_means_unset_but_string_zero_is_a_sandbox(
-    raw: object, expected: str | None
-) -> None:
+def test_sandbox_id_falsy_means_unset(raw: object, expected: str | None) -> None:
     assert Settings(sandbox_id=raw).sandbox_id == expected  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("raw", ["0", "00", "-3", "12/34", "abc", "1.5", "١٢", True])
+def test_sandbox_id_must_be_a_positive_integer(raw: object) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings(sandbox_id=raw)  # type: ignore[arg-type]
+
+    assert raised.value.setting == "sandbox_id"
+
+
+def test_sandbox_id_from_the_environment_is_checked_too() -> None:
+    with pytest.raises(ConfigurationError, match="MAILTRAP_SANDBOX_ID"):
+        Settings.from_env({"MAILTRAP_SANDBOX_ID": "0"})
+
+
 def test_sandbox_switches_the_default_url_and_paths() -> None:
-    settings = Settings(sandbox_id="12/34")
+    settings = Settings(sandbox_id=" 1234 ")
 
     assert settings.base_url == "https://sandbox.api.mailtrap.io/api/"
-    assert settings.endpoint("send") == "send/12%2F34"
-    assert settings.endpoint("batch") == "batch/12%2F34"
+    assert settings.endpoint("send") == "send/1234"
+    assert settings.endpoint("batch") == "batch/1234"
+
+
+def test_allow_eai_from_is_off_unless_set() -> None:
+    assert Settings().allow_eai_from is False
+    assert Settings.from_env({"MAILQUEUE_ALLOW_EAI_FROM": "true"}).allow_eai_from is True
 
 
 def test_explicit_api_url_gets_a_trailing_slash() -> None:
