@@ -22,6 +22,7 @@ from .errors import ConfigurationError
 __all__ = [
     "DEFAULT_API_URL",
     "DEFAULT_BULK_API_URL",
+    "DEFAULT_GENERAL_API_URL",
     "SANDBOX_API_URL",
     "Account",
     "RateLimit",
@@ -31,6 +32,8 @@ __all__ = [
 DEFAULT_API_URL = "https://send.api.mailtrap.io/api/"
 DEFAULT_BULK_API_URL = "https://bulk.api.mailtrap.io/api/"
 SANDBOX_API_URL = "https://sandbox.api.mailtrap.io/api/"
+# Mailtrap's account API: Email Logs, Suppressions.
+DEFAULT_GENERAL_API_URL = "https://mailtrap.io/api/"
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 THIRTY_DAYS = 30 * 24 * 3600
 
@@ -171,6 +174,12 @@ class Settings:
     webhook_max_body: int = 16 * 1024 * 1024
     queue: str = "mailqueue"
     metrics_port: int | None = None
+    general_api_url: str | None = None
+    # None: on when a token is set. Never for the sandbox, which keeps no Email Logs.
+    reconcile: bool | None = None
+    # Seconds between a lost answer and the Email Logs look-up: Mailtrap may
+    # list an accepted message only some seconds after accepting it.
+    reconcile_settle: float = 5.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sandbox_id", _sandbox_id(self.sandbox_id))
@@ -185,7 +194,13 @@ class Settings:
             connection.check_url(self.redis_url, "redis_url")
         if connection.scheme_of(self.broker_url) in connection.REDIS_SCHEMES:
             connection.check_url(self.broker_url, "broker_url")
-        for name in ("status_ttl", "max_retries", "webhook_max_body", "redis_min_replicas"):
+        for name in (
+            "status_ttl",
+            "max_retries",
+            "webhook_max_body",
+            "redis_min_replicas",
+            "reconcile_settle",
+        ):
             if (getattr(self, name) or 0) < 0:
                 raise ConfigurationError(f"{name} must not be negative", setting=name)
         for pair in self.webhook_secret:
@@ -221,6 +236,25 @@ class Settings:
         if self.sandbox_id:
             return f"{name}/{quote(self.sandbox_id, safe='')}"
         return name
+
+    @property
+    def general_base_url(self) -> str:
+        """Mailtrap's general API base URL (Email Logs), always ending in ``/``."""
+        url = self.general_api_url or DEFAULT_GENERAL_API_URL
+        return url if url.endswith("/") else url + "/"
+
+    @property
+    def reconcile_enabled(self) -> bool:
+        """Whether unknown outcomes are looked up in Email Logs before sending again.
+
+        ``reconcile`` when set, else on whenever a token is; always off with a
+        sandbox id, since the sandbox keeps no Email Logs.
+        """
+        if self.sandbox_id:
+            return False
+        if self.reconcile is not None:
+            return self.reconcile
+        return bool(self.api_token)
 
     @property
     def status_redis_url(self) -> str:
@@ -424,6 +458,8 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
     put("api_url", source.mailtrap("API_URL") or None)
     put("bulk_api_url", source.mailtrap("BULK_API_URL") or None)
     put("bulk_api_token", source.mailtrap("BULK_API_TOKEN") or None)
+    put("general_api_url", source.mailtrap("GENERAL_API_URL") or None)
+    put("reconcile", source.own("RECONCILE") or None, _boolean, "MAILQUEUE_RECONCILE")
     put(
         "accounts",
         source.own("ACCOUNTS") or None,
@@ -463,6 +499,7 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
         ("WEBHOOK_MAX_BODY", _int),
         ("QUEUE", str),
         ("METRICS_PORT", _int),
+        ("RECONCILE_SETTLE", float),
     ):
         put(name.lower(), source.own(name) or None, convert, f"MAILQUEUE_{name}")
     return values

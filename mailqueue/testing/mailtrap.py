@@ -49,6 +49,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any
 
+from .email_logs import DEFAULT_DELAY, EmailLogs
+
 __all__ = ["FAULTS", "AcceptedMessage", "LocalMailtrap", "MailtrapStats", "main"]
 
 FAULTS = ("500", "503", "429", "reset", "lost", "slow", "nonjson")
@@ -57,6 +59,7 @@ MAX_BATCH_REQUESTS = 500
 MAX_RECIPIENTS = 1000
 MAX_CATEGORY = 255
 _PATH_RE = re.compile(r"^/api/(send|batch)(?:/([^/?]+))?/?(?:\?.*)?$")
+_GENERAL_PREFIX = "/general/api/"
 _BULK_PATH_RE = re.compile(r"^/bulk/api/(send|batch)/?(?:\?.*)?$")
 _TEMPLATE_FORBIDS = ("subject", "text", "html", "category")
 _HTML_BODY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
@@ -135,6 +138,7 @@ class LocalMailtrap:
         fault_rates: Mapping[str, float] | None = None,
         seed: int = 0,
         tokens: Sequence[str] = (),
+        logs_delay: float = DEFAULT_DELAY,
     ) -> None:
         for fault in fault_rates or {}:
             _check_fault(fault)
@@ -148,6 +152,8 @@ class LocalMailtrap:
         self.fault_rates = dict(fault_rates or {})
         self.slow_seconds = 3.0
         self.accepted: list[AcceptedMessage] = []
+        # Mailtrap's Email Logs, served on ``general_url`` (see email_logs.py).
+        self.email_logs = EmailLogs(delay=logs_delay)
         self._stats = MailtrapStats()
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -168,6 +174,11 @@ class LocalMailtrap:
     def bulk_url(self) -> str:
         """The bulk stream's API base URL, e.g. ``http://127.0.0.1:PORT/bulk/api/``."""
         return f"http://{self.host}:{self.port}/bulk/api/"
+
+    @property
+    def general_url(self) -> str:
+        """Mailtrap's general API base URL (Email Logs), e.g. ``http://127.0.0.1:PORT/general/api/``."""
+        return f"http://{self.host}:{self.port}{_GENERAL_PREFIX}"
 
     def start(self) -> LocalMailtrap:
         """Start serving in a background thread; returns self."""
@@ -229,6 +240,7 @@ class LocalMailtrap:
             self._stats = MailtrapStats()
             self._injected.clear()
             self._arrivals.clear()
+        self.email_logs.clear()
 
     # -- request handling (called from handler threads) --------------------
 
@@ -254,6 +266,8 @@ class LocalMailtrap:
             self._active -= 1
 
     def _answer(self, method: str, path: str, token: str | None, body: bytes) -> _Answer:
+        if path.startswith(_GENERAL_PREFIX):
+            return self._general(method, path[len(_GENERAL_PREFIX) :], token)
         where = _stream_of(path)
         if method != "POST":
             return _json_answer(405, {"errors": ["Method Not Allowed"]})
@@ -281,6 +295,16 @@ class LocalMailtrap:
         if fault == "slow":
             answer.delay = self.slow_seconds
         return answer
+
+    def _general(self, method: str, target: str, token: str | None) -> _Answer:
+        # The account API answers errors as {"error": ...} or a string "errors".
+        if token is None or (token != self.token and token not in self.extra_tokens):
+            return _json_answer(401, {"error": "Incorrect API token"})
+        # Every endpoint counts against the token's general limit too.
+        if self._rate_limited(token) is not None:
+            return _json_answer(429, {"errors": "Rate limit exceeded"})
+        status, data = self.email_logs.answer(method, target, token)
+        return _json_answer(status, data)
 
     def _rate_limited(self, token: str) -> _Answer | None:
         if self.rate_limit is None:
@@ -392,6 +416,8 @@ class LocalMailtrap:
         with self._lock:
             self.accepted.append(message)
             self._stats.messages += 1
+        if inbox_id is None:  # the sandbox keeps no Email Logs
+            self.email_logs.record(ids, recipients, payload, stream)
         return ids
 
 

@@ -1,0 +1,300 @@
+"""The Email Logs API of the local Mailtrap: every accepted message, listed as Mailtrap lists it.
+
+Mailtrap's account API (``https://mailtrap.io/api/``) answers
+``GET email_logs`` (filters ``sent_after``, ``sent_before``, ``to``,
+``subject``, ``sending_stream``; newest first; cursor paging with
+``search_after`` and ``next_page_cursor``) and ``GET email_logs/<message id>``.
+Each accepted message is one log entry per recipient, carrying its
+``custom_variables`` and ``sending_stream``; the sandbox keeps no logs.
+
+A real account lists a message only some time after accepting it, so an
+entry becomes visible ``delay`` seconds after it was accepted (2 s unless
+told otherwise). Mailtrap's own per-account limits (60 list and 1,000
+get-by-id requests a minute) can be switched on with ``list_limit`` and
+``get_limit``; ``failure`` answers every request with one status (503: the
+API is down, 401: the token is refused) to exercise a client's fallbacks.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+__all__ = ["DEFAULT_DELAY", "EmailLogs", "LogEntry"]
+
+DEFAULT_DELAY = 2.0
+PAGE_SIZE = 50
+
+_FILTER_KEY = re.compile(r"^filters\[(\w+)\](?:\[(\w+)\])?(\[\])?$")
+_TEXT_FILTERS = ("to", "from", "subject", "category")
+
+# Status and JSON body of an answer.
+Answer = tuple[int, object]
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One message as the Email Logs API shows it (one recipient each)."""
+
+    message_id: str
+    to: str
+    sender: str
+    subject: str | None
+    category: str | None
+    custom_variables: Mapping[str, Any]
+    sending_stream: str
+    sent_at: datetime  # whole seconds, as Mailtrap's examples show them
+    visible_at: float  # on the monotonic clock
+    order: int  # acceptance order, breaking ties of sent_at
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "status": "delivered",
+            "subject": self.subject,
+            "from": self.sender,
+            "to": self.to,
+            "sent_at": self.sent_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "client_ip": None,
+            "category": self.category,
+            "custom_variables": dict(self.custom_variables),
+            "sending_stream": self.sending_stream,
+            "domain_id": 1,
+            "template_id": None,
+            "template_variables": {},
+            "opens_count": 0,
+            "clicks_count": 0,
+        }
+
+
+class EmailLogs:
+    """The logs of one local Mailtrap; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        delay: float = DEFAULT_DELAY,
+        list_limit: tuple[int, float] | None = None,
+        get_limit: tuple[int, float] | None = None,
+        page_size: int = PAGE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.delay = delay
+        self.list_limit = list_limit
+        self.get_limit = get_limit
+        self.page_size = page_size
+        self.failure: int | None = None
+        self.requests: dict[str, int] = {"list": 0, "get": 0}
+        self._clock = clock
+        self._entries: list[LogEntry] = []
+        self._by_id: dict[str, LogEntry] = {}
+        self._arrivals: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    # -- recording ------------------------------------------------------
+
+    def record(
+        self,
+        message_ids: Iterable[str],
+        recipients: Iterable[str],
+        payload: Mapping[str, Any],
+        stream: str,
+    ) -> None:
+        """Log one accepted message: an entry per recipient, visible after ``delay``."""
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        visible_at = self._clock() + self.delay
+        sender = payload.get("from") or {}
+        variables = payload.get("custom_variables") or {}
+        with self._lock:
+            for message_id, recipient in zip(message_ids, recipients, strict=False):
+                entry = LogEntry(
+                    message_id=message_id,
+                    to=recipient,
+                    sender=str(sender.get("email", "")) if isinstance(sender, dict) else "",
+                    subject=payload.get("subject"),
+                    category=payload.get("category"),
+                    custom_variables=dict(variables) if isinstance(variables, dict) else {},
+                    sending_stream=stream,
+                    sent_at=now,
+                    visible_at=visible_at,
+                    order=len(self._entries),
+                )
+                self._entries.append(entry)
+                self._by_id[message_id] = entry
+
+    def clear(self) -> None:
+        """Forget every entry, counter and rate-limit window."""
+        with self._lock:
+            self._entries.clear()
+            self._by_id.clear()
+            self._arrivals.clear()
+            self.requests = {"list": 0, "get": 0}
+
+    @property
+    def entries(self) -> list[LogEntry]:
+        """Every entry, visible or not, in acceptance order."""
+        with self._lock:
+            return list(self._entries)
+
+    # -- answering ------------------------------------------------------
+
+    def answer(self, method: str, target: str, token: str) -> Answer:
+        """Answer a request for ``target`` (the path below the API base, with its query)."""
+        parts = urlsplit(target)
+        path = parts.path.strip("/")
+        if method != "GET":
+            return 405, {"error": "Method Not Allowed"}
+        if path == "email_logs":
+            kind = "list"
+        elif path.startswith("email_logs/") and path.count("/") == 1:
+            kind = "get"
+        else:
+            return 404, {"error": "Not Found"}
+        if self.failure is not None:
+            return self.failure, {"error": "Service Unavailable"}
+        with self._lock:
+            self.requests[kind] += 1
+        if self._limited(kind, token):
+            return 429, {"errors": "Rate limit exceeded"}
+        if kind == "get":
+            return self._get(unquote(path.partition("/")[2]))
+        return self._list(parse_qsl(parts.query, keep_blank_values=True))
+
+    def _limited(self, kind: str, token: str) -> bool:
+        limit = self.list_limit if kind == "list" else self.get_limit
+        if limit is None:
+            return False
+        amount, period = limit
+        now = self._clock()
+        with self._lock:
+            arrivals = self._arrivals.setdefault((kind, token), deque())
+            while arrivals and arrivals[0] <= now - period:
+                arrivals.popleft()
+            if len(arrivals) >= amount:
+                return True
+            arrivals.append(now)
+            return False
+
+    def _get(self, message_id: str) -> Answer:
+        with self._lock:
+            entry = self._by_id.get(message_id)
+        if entry is None or entry.visible_at > self._clock():
+            return 404, {"error": "Not Found"}
+        return 200, {**entry.as_json(), "events": []}
+
+    def _list(self, query: list[tuple[str, str]]) -> Answer:
+        try:
+            filters, cursor = _parse_query(query)
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        now = self._clock()
+        with self._lock:
+            visible = [e for e in self._entries if e.visible_at <= now]
+        matching = [e for e in visible if all(test(e) for test in filters)]
+        matching.sort(key=lambda e: (e.sent_at, e.order), reverse=True)
+        start = 0
+        if cursor is not None:
+            ids = [e.message_id for e in matching]
+            if cursor not in ids:
+                return 400, {"error": "search_after does not name a listed message"}
+            start = ids.index(cursor) + 1
+        page = matching[start : start + self.page_size]
+        more = start + len(page) < len(matching)
+        return 200, {
+            "messages": [e.as_json() for e in page],
+            "total_count": len(matching),
+            "next_page_cursor": page[-1].message_id if more and page else None,
+        }
+
+
+Filter = Callable[[LogEntry], bool]
+
+
+def _parse_query(query: list[tuple[str, str]]) -> tuple[list[Filter], str | None]:
+    """The filters and cursor of a list request; unknown filters are ignored, as by Mailtrap."""
+    specs: dict[str, dict[str, Any]] = {}
+    cursor: str | None = None
+    for key, value in query:
+        if key == "search_after":
+            cursor = value or None
+            continue
+        match = _FILTER_KEY.match(key)
+        if match is None:
+            continue
+        name, member, many = match.groups()
+        spec = specs.setdefault(name, {})
+        if member is None:
+            spec["value"] = value
+        elif member == "value" and many:
+            spec.setdefault("values", []).append(value)
+        else:
+            spec[member] = value
+    filters: list[Filter] = []
+    after = _time_bound(specs.get("sent_after"), "sent_after")
+    before = _time_bound(specs.get("sent_before"), "sent_before")
+    if after is not None and before is not None and after > before:
+        raise ValueError("sent_after must be before or equal to sent_before")
+    if after is not None:
+        filters.append(lambda e: e.sent_at >= after)
+    if before is not None:
+        filters.append(lambda e: e.sent_at <= before)
+    for name in _TEXT_FILTERS:
+        if name in specs:
+            filters.append(_text_filter(name, specs[name]))
+    if "sending_stream" in specs:
+        filters.append(_stream_filter(specs["sending_stream"]))
+    return filters, cursor
+
+
+def _time_bound(spec: Mapping[str, Any] | None, name: str) -> datetime | None:
+    if spec is None or not spec.get("value"):
+        return None
+    text = str(spec["value"]).replace("Z", "+00:00")
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when
+
+
+def _values(spec: Mapping[str, Any]) -> list[str]:
+    if "values" in spec:
+        return [str(v) for v in spec["values"]]
+    return [str(spec.get("value", ""))]
+
+
+def _field(entry: LogEntry, name: str) -> str:
+    value = {
+        "to": entry.to,
+        "from": entry.sender,
+        "subject": entry.subject,
+        "category": entry.category,
+    }[name]
+    return (value or "").casefold()
+
+
+def _text_filter(name: str, spec: Mapping[str, Any]) -> Filter:
+    operator = spec.get("operator", "ci_equal")
+    wanted = [v.casefold() for v in _values(spec)]
+    if operator in ("ci_equal", "ci_not_equal"):
+        negate = operator == "ci_not_equal"
+        return lambda e: (_field(e, name) in wanted) != negate
+    if operator in ("ci_contain", "ci_not_contain"):
+        negate = operator == "ci_not_contain"
+        return lambda e: any(w in _field(e, name) for w in wanted) != negate
+    return lambda e: True  # an unknown operator is ignored like an unknown filter
+
+
+def _stream_filter(spec: Mapping[str, Any]) -> Filter:
+    wanted = _values(spec)
+    negate = spec.get("operator") == "not_equal"
+    return lambda e: (e.sending_stream in wanted) != negate
