@@ -14,11 +14,14 @@ import functools
 import json
 import mimetypes
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any, TypeVar
 
 import click
@@ -37,7 +40,8 @@ from .client import Client
 from .connection import mask_url
 from .errors import BrokerUnavailable, ConfigurationError, MailqueueError, ValidationError
 from .groups import FINAL_STATES, SendIds, get_batch_progress, get_group
-from .settings import Settings
+from .settings import RateLimit, Settings
+from .testing.mailtrap import FAULTS, LocalMailtrap
 from .worker_checks import check_worker_settings
 
 __all__ = ["cli", "main", "message_from_options"]
@@ -499,17 +503,97 @@ def serve_webhooks(host: str, port: int) -> None:
         raise _listen_error(host, port, exc) from None
 
 
-@cli.command("local-mailtrap", context_settings=_PASS_THROUGH)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def local_mailtrap(args: tuple[str, ...]) -> None:
-    """Run a local server speaking Mailtrap's API (for development); --help for options."""
-    from .testing.mailtrap import main as mailtrap_main
-
+def _rate_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
     try:
-        code = mailtrap_main(list(args))
+        limit = RateLimit.parse(value)
+    except ConfigurationError:
+        raise click.BadParameter(f"expected AMOUNT/PERIOD, e.g. 150/10s, not {value!r}") from None
+    return (limit.amount, limit.period)
+
+
+def _fault_rates(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, float]:
+    rates = {}
+    for text in values:
+        fault, _, rate = text.partition("=")
+        try:
+            rates[fault] = float(rate)
+        except ValueError:
+            raise click.BadParameter(
+                f"expected FAULT=PROBABILITY, e.g. 500=0.05, not {text!r}"
+            ) from None
+    return rates
+
+
+@cli.command("local-mailtrap")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--token", default="local-mailtrap-token", show_default=True)
+@click.option("--rate-limit", callback=_rate_limit, metavar="AMOUNT/PERIOD", help="e.g. 150/10s")
+@click.option("--retry-after", is_flag=True, help="Send Retry-After on 429.")
+@click.option("--latency", default=0.0, type=click.FloatRange(min=0), help="Seconds per request.")
+@click.option(
+    "--fault-rate",
+    "fault_rates",
+    multiple=True,
+    callback=_fault_rates,
+    metavar="FAULT=P",
+    help=f"Fault probability per request; faults: {', '.join(FAULTS)}.",
+)
+@click.option("--slow-seconds", default=3.0, type=click.FloatRange(min=0), show_default=True)
+@click.option("--seed", default=0, type=int)
+def local_mailtrap(
+    host: str,
+    port: int,
+    token: str,
+    rate_limit: tuple[int, float] | None,
+    retry_after: bool,
+    latency: float,
+    fault_rates: dict[str, float],
+    slow_seconds: float,
+    seed: int,
+) -> None:
+    """Run a local server speaking Mailtrap's API (for development) until interrupted."""
+    try:
+        mailtrap = LocalMailtrap(
+            token=token,
+            host=host,
+            port=port,
+            rate_limit=rate_limit,
+            retry_after=retry_after,
+            latency=latency,
+            fault_rates=fault_rates,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise CliError(f"--fault-rate: {exc}") from None
+    mailtrap.slow_seconds = slow_seconds
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        mailtrap.start()
     except OSError as exc:
-        raise CliError(f"--port: cannot listen: {exc.strerror or exc}") from None
-    sys.exit(code)
+        raise _listen_error(host, port, exc) from None
+    try:
+        click.echo(mailtrap.url)
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        mailtrap.stop()
+    stats = mailtrap.stats
+    click.echo(
+        f"served {stats.requests} requests, accepted {stats.messages} messages, "
+        f"{stats.rate_limited} rate limited",
+        err=True,
+    )
 
 
 @cli.command()

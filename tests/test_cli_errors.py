@@ -119,6 +119,11 @@ BAD_ARGUMENTS = [
     ("unreadable JSON", ["send", "--json", "/nonexistent/message.json"], ["--json"]),
     ("bad metadata", ["send", "--metadata", "no-equals-sign"], ["--metadata[0]"]),
     ("requeue without ids", ["dead-letters", "requeue"], ["SEND_ID"]),
+    ("stand-in port not a number", ["local-mailtrap", "--port", "x"], ["--port"]),
+    ("stand-in rate limit", ["local-mailtrap", "--rate-limit", "fast"], ["--rate-limit"]),
+    ("stand-in fault rate", ["local-mailtrap", "--fault-rate", "500"], ["--fault-rate"]),
+    ("stand-in unknown fault", ["local-mailtrap", "--fault-rate", "teapot=0.1"],
+     ["--fault-rate", "teapot"]),
 ]
 
 

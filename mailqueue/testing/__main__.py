@@ -1,7 +1,9 @@
-"""``python -m mailqueue.testing``: run a LocalMailtrap until interrupted."""
+"""``python -m mailqueue.testing``: the same as ``mailqueue local-mailtrap``."""
 
 from __future__ import annotations
 
-from .mailtrap import main
+import sys
 
-raise SystemExit(main())
+from ..cli import main
+
+main(["local-mailtrap", *sys.argv[1:]])

@@ -29,12 +29,10 @@ and about 0.9 ms each from a ``requests.Session`` (client time included).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import random
 import re
-import signal
 import socket
 import sys
 import threading
@@ -46,12 +44,12 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from .email_logs import DEFAULT_DELAY, EmailLogs
 
-__all__ = ["FAULTS", "AcceptedMessage", "LocalMailtrap", "MailtrapStats", "main"]
+__all__ = ["FAULTS", "AcceptedMessage", "LocalMailtrap", "MailtrapStats"]
 
 FAULTS = ("500", "503", "429", "reset", "lost", "slow", "nonjson")
 
@@ -592,75 +590,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(head + answer.body)
         except OSError:
             self.close_connection = True
-
-
-def _parse_rate(text: str) -> tuple[int, float]:
-    from ..settings import RateLimit
-
-    limit = RateLimit.parse(text)
-    return limit.amount, limit.period
-
-
-def _parse_fault_rate(text: str) -> tuple[str, float]:
-    fault, _, rate = text.partition("=")
-    try:
-        _check_fault(fault)
-        return fault, float(rate)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"expected FAULT=PROBABILITY, e.g. 500=0.05 ({exc})"
-        ) from None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a LocalMailtrap until interrupted: ``python -m mailqueue.testing``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m mailqueue.testing", description="A local server speaking Mailtrap's API."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--token", default="local-mailtrap-token")
-    parser.add_argument("--rate-limit", type=_parse_rate, help="e.g. 150/10s")
-    parser.add_argument("--retry-after", action="store_true", help="send Retry-After on 429")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
-    parser.add_argument(
-        "--fault-rate",
-        type=_parse_fault_rate,
-        action="append",
-        default=[],
-        metavar="FAULT=P",
-        help=f"fault probability per request; faults: {', '.join(FAULTS)}",
-    )
-    parser.add_argument("--slow-seconds", type=float, default=3.0)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    mailtrap = LocalMailtrap(
-        token=args.token,
-        host=args.host,
-        port=args.port,
-        rate_limit=args.rate_limit,
-        retry_after=args.retry_after,
-        latency=args.latency,
-        fault_rates=dict(args.fault_rate),
-        seed=args.seed,
-    )
-    mailtrap.slow_seconds = args.slow_seconds
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    with mailtrap:
-        print(mailtrap.url, flush=True)
-        while not stopping.wait(0.5):
-            pass
-    stats = mailtrap.stats
-    print(
-        f"served {stats.requests} requests, accepted {stats.messages} messages, "
-        f"{stats.rate_limited} rate limited",
-        file=sys.stderr,
-    )
-    return 0
