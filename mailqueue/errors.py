@@ -9,10 +9,15 @@
     ├── BrokerUnavailable           the broker or status store cannot be reached
     │   └── ReplicationTimeout      a write reached the Redis master, but too few
     │                               replicas confirmed it in time
-    └── DeliveryError               an API call did not succeed
-        ├── TransientDeliveryError  worth retrying: timeouts, connection errors, 429, 5xx
-        │   └── RateLimited         a 429; carries retry_after when Mailtrap sent one
-        └── PermanentDeliveryError  retrying cannot help: other 4xx, malformed answers
+    ├── DeliveryError               an API call did not succeed
+    │   ├── TransientDeliveryError  worth retrying: timeouts, connection errors, 429, 5xx
+    │   │   └── RateLimited         a 429; carries retry_after when Mailtrap sent one
+    │   └── PermanentDeliveryError  retrying cannot help: other 4xx, malformed answers
+    └── EmailLogsUnavailable        Mailtrap's Email Logs cannot answer a look-up
+        │                           (unreachable, token refused, malformed answer):
+        │                           the outcome stays unknown, the part is sent again
+        └── EmailLogsBusy           the logs API's rate limit outlasted the wait
+                                    allowed: look again later, never send again yet
 
 Whether a failed delivery is retried is decided by the type alone: every
 third-party error is translated into this tree at exactly one boundary
@@ -26,6 +31,8 @@ __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
     "DeliveryError",
+    "EmailLogsBusy",
+    "EmailLogsUnavailable",
     "MailqueueError",
     "PermanentDeliveryError",
     "RateLimited",
@@ -150,3 +157,24 @@ def excerpt(text: str, limit: int = BODY_EXCERPT_CHARS) -> str:
     if len(text) <= limit:
         return text
     return text[:limit] + "…"
+
+
+class EmailLogsUnavailable(MailqueueError):
+    """Mailtrap's Email Logs could not answer a look-up.
+
+    ``reason`` is ``"unreachable"`` (no answer, 5xx), ``"refused"`` (401/403:
+    the token may not read logs), or ``"malformed"`` (an answer we cannot read).
+    """
+
+    def __init__(self, message: str, *, reason: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status_code = status_code
+
+
+class EmailLogsBusy(EmailLogsUnavailable):
+    """The logs API kept answering 429 longer than the caller could wait."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, reason="rate_limited", status_code=429)
+        self.retry_after = retry_after

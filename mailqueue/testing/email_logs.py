@@ -157,10 +157,10 @@ class EmailLogs:
             kind = "get"
         else:
             return 404, {"error": "Not Found"}
-        if self.failure is not None:
-            return self.failure, {"error": "Service Unavailable"}
         with self._lock:
             self.requests[kind] += 1
+        if self.failure is not None:
+            return self.failure, {"error": "Service Unavailable"}
         if self._limited(kind, token):
             return 429, {"errors": "Rate limit exceeded"}
         if kind == "get":

@@ -1,0 +1,115 @@
+"""The tag a worker puts on every message it sends, so that Email Logs can tell it apart. Pure.
+
+Mailtrap has no idempotency key: when an answer is lost, the only way to
+know whether a message went out is to find it in the Email Logs, which show
+each message's ``custom_variables``. The worker therefore adds one short
+variable, ``mq_tag: "<send id>.<part>.<request>.<attempt>"``, to each request
+of the call it is about to post. ``build_payload`` never sees it: the tag is
+added on the wire, to the call as it leaves.
+
+The tag never costs a message its acceptance: a request whose variables
+would pass Mailtrap's 1,000 bytes, a message that would pass 10 MB, a call
+that would pass 50 MB, or metadata that already uses the key, go untagged,
+and such a request is matched by recipient, subject and time instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .mailtrap_rules import MAX_CUSTOM_VARIABLES_BYTES
+from .message import custom_variables_size
+from .payload import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, ApiCall, call_size
+
+__all__ = ["TAG_KEY", "Tag", "parse_tag", "tag_call"]
+
+TAG_KEY = "mq_tag"
+
+
+@dataclass(frozen=True)
+class Tag:
+    """Which request of which part of which send, on which attempt."""
+
+    send_id: str
+    part: int
+    request: int
+    attempt: int
+
+    def __str__(self) -> str:
+        return f"{self.send_id}.{self.part}.{self.request}.{self.attempt}"
+
+    @property
+    def request_key(self) -> tuple[str, int, int]:
+        """The request this tag names, whatever the attempt."""
+        return (self.send_id, self.part, self.request)
+
+
+def parse_tag(variables: object) -> Tag | None:
+    """The tag in a message's ``custom_variables`` as Email Logs show them, or None."""
+    if not isinstance(variables, Mapping):
+        return None
+    value = variables.get(TAG_KEY)
+    if not isinstance(value, str):
+        return None
+    # Send ids may contain dots; the three numbers never do.
+    send_id, *numbers = value.rsplit(".", 3)
+    if len(numbers) != 3 or not send_id or not all(n.isdigit() for n in numbers):
+        return None
+    part, request, attempt = (int(n) for n in numbers)
+    return Tag(send_id, part, request, attempt)
+
+
+def tag_call(call: ApiCall, tags: Sequence[Tag]) -> tuple[ApiCall, list[bool]]:
+    """``call`` with ``tags[i]`` in request i's ``custom_variables``; and which requests got one.
+
+    One tag per request: one for a ``send`` call, one per entry of ``requests``
+    for a ``batch`` call. The input is not modified.
+    """
+    if len(tags) != len(call.recipients):
+        raise ValueError(f"{len(tags)} tags for {len(call.recipients)} requests")
+    if not call.is_batch:
+        variables = _tagged(call.json.get("custom_variables"), tags[0])
+        if variables is None:
+            return call, [False]
+        body = {**call.json, "custom_variables": variables}
+        if _size(body) > MAX_MESSAGE_BYTES:
+            return call, [False]
+        return ApiCall(call.path, body, call.recipients), [True]
+    base = call.json.get("base") or {}
+    base_size = _size(base)
+    requests: list[Any] = []
+    tagged: list[bool] = []
+    for request, tag in zip(call.json["requests"], tags, strict=True):
+        # A request's custom_variables replace base's, so base's come along.
+        current = request.get("custom_variables", base.get("custom_variables"))
+        variables = _tagged(current, tag)
+        new = None if variables is None else {**request, "custom_variables": variables}
+        if new is None or base_size + _size(new) > MAX_MESSAGE_BYTES:
+            requests.append(request)
+            tagged.append(False)
+        else:
+            requests.append(new)
+            tagged.append(True)
+    result = ApiCall(call.path, {**call.json, "requests": requests}, call.recipients)
+    if call_size(result) > MAX_BATCH_BYTES:
+        return call, [False] * len(tags)
+    return result, tagged
+
+
+def _tagged(variables: object, tag: Tag) -> dict[str, Any] | None:
+    """``variables`` plus the tag, or None when the tag does not fit or its key is taken."""
+    if variables is None:
+        variables = {}
+    if not isinstance(variables, Mapping) or TAG_KEY in variables:
+        return None
+    result = {**variables, TAG_KEY: str(tag)}
+    if custom_variables_size(result) > MAX_CUSTOM_VARIABLES_BYTES:
+        return None
+    return result
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value))
