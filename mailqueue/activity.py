@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
-from . import keys
 from .client import Client
-from .delivery import HEARTBEAT
 from .errors import BrokerUnavailable
+from .waker import HEARTBEAT
 
 __all__ = ["Activity", "fleet_activity"]
 
@@ -44,20 +42,11 @@ class Activity:
 
 def fleet_activity(rt: Client) -> Activity:
     """Live drains, the last heartbeat and the outbox backlog, in two round trips."""
-    now_ms = int(time.time() * 1000)
     try:
-        with rt.redis.pipeline(transaction=False) as pipe:
-            pipe.zcount(keys.DRAINS, now_ms, "+inf")
-            pipe.zrange(keys.DRAINS, -1, -1, withscores=True)
-            live, newest = pipe.execute()
+        live, expires = rt.waker.drains()
         waiting = rt.outbox.waiting()
     except redis.RedisError as exc:
         raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
-    return Activity(live_drains=int(live), last_heartbeat=_beat(newest), waiting=waiting)
-
-
-def _beat(newest: Any) -> float | None:
     # A heartbeat is stored as the moment it expires.
-    if not newest:
-        return None
-    return float(newest[0][1]) / 1000 - HEARTBEAT
+    beat = expires - HEARTBEAT if expires is not None else None
+    return Activity(live_drains=live, last_heartbeat=beat, waiting=waiting)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .outbox import Outbox
     from .ratelimit import FleetRateLimiter
     from .status import StatusStore
+    from .waker import Publish, Waker
     from .webhooks.store import EventStore
 
 __all__ = [
@@ -51,11 +52,16 @@ class Client:
     ``celery`` is the app wake-ups are published through; by default a
     private one configured from ``settings`` alone, so that this client's
     wake-ups reach its own broker whatever the process's Celery app says.
+    ``publish`` replaces Celery altogether: it is handed the options of each
+    wake-up (for tests and embedding).
     """
 
-    def __init__(self, settings: Settings, *, celery: Celery | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, celery: Celery | None = None, publish: Publish | None = None
+    ) -> None:
         self.settings = settings
         self._celery = celery
+        self._publish_to = publish
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -107,11 +113,17 @@ class Client:
         return app
 
     @cached_property
+    def waker(self) -> Waker:
+        from .waker import Waker
+
+        return Waker(self.redis, self._publish)
+
+    @cached_property
     def drainer(self) -> Drainer:
         """This process's drainer for this client (one HTTP session), built on first use."""
         from .delivery import Drainer
 
-        return Drainer(self, self.wake)
+        return Drainer(self)
 
     # -- producing --------------------------------------------------------
 
@@ -166,21 +178,20 @@ class Client:
 
     # -- waking workers -----------------------------------------------------
 
-    def wake(self, delay: float = 0.0, **options: Any) -> None:
-        """Publish one wake-up for a worker, ``delay`` seconds from now.
+    def _publish(self, options: dict[str, Any]) -> None:
+        if self._publish_to is not None:
+            self._publish_to(options)
+            return
+        from .waker import DELIVER_TASK
 
-        By task name: the producer side never imports the worker's tasks.
-        ``options`` are Celery publishing options (``task_id``, ``priority``, ...).
-        """
-        if delay > 0:
-            options["countdown"] = delay
-        self.celery.send_task("mailqueue.deliver", **options)
+        # By name: the producer side never imports the worker's tasks.
+        self.celery.send_task(DELIVER_TASK, **options)
 
     # -- life cycle ---------------------------------------------------------
 
     def fresh(self) -> Client:
         """A client with the same settings and Celery app but no connection (after a fork)."""
-        return Client(self.settings, celery=self._celery)
+        return Client(self.settings, celery=self._celery, publish=self._publish_to)
 
     def close(self) -> None:
         """Close what this client opened. Only for a client no thread uses any more."""

@@ -86,7 +86,9 @@ def requeue_dead_letters(
     except redis.RedisError as exc:
         raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
     if requeued and wake:
-        _wake(rt)
+        # The envelopes are safely in the outbox: a broker that cannot take
+        # the wake-up only delays them until a drain or a worker's sweep.
+        rt.waker.wake_soon()
     return requeued
 
 
@@ -107,12 +109,3 @@ def _resolve(rt: Client, send_ids: Iterable[str] | None) -> list[str]:
         if not isinstance(send_id, str) or keys.safe_id(send_id) is None:
             raise ValidationError(f"not a send id: {send_id!r}", field=f"send_ids[{index}]")
     return ids
-
-
-def _wake(rt: Client) -> None:
-    try:
-        rt.wake()
-    except Exception as exc:  # kombu raises its own OperationalError family
-        # The envelopes are safely in the outbox; the next drain (or any
-        # worker starting) delivers them.
-        log.warning("requeued, but no worker could be woken: %s", type(exc).__name__)

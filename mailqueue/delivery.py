@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,13 +44,6 @@ MAX_BATCH_BYTES = 50 * 1000 * 1000 - 64 * 1024  # Mailtrap's 50 MB, less room fo
 # A drain takes no new work after this many seconds, so that its Celery task
 # ends well inside the time limits and the visibility timeout.
 DRAIN_BUDGET = 20.0
-# A drain announces itself for this long, renewed at every round.
-HEARTBEAT = 30.0
-# The longest Celery countdown mailqueue uses: well under the visibility
-# timeout, so the Redis transport never redelivers a wake-up early.
-MAX_COUNTDOWN = 60.0
-
-Wake = Callable[[float], None]
 
 _OUTCOME_METRIC = {"sent": "sent", "partial": "partially_sent", "failed": "failed"}
 
@@ -67,7 +60,7 @@ class DrainReport:
 class Drainer:
     """One per worker process: owns the transport (one pooled HTTP session) and the limiter."""
 
-    def __init__(self, client: Client, wake: Wake, transport: Transport | None = None) -> None:
+    def __init__(self, client: Client, transport: Transport | None = None) -> None:
         self.runtime = client
         self.settings = client.settings
         self.store = client.store
@@ -76,7 +69,7 @@ class Drainer:
         self.transport = transport or Transport(
             self.settings, self.limiter, observer=metrics.observe_api_request
         )
-        self.wake = wake
+        self.waker = client.waker
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     def close(self) -> None:
@@ -87,13 +80,9 @@ class Drainer:
     def drain(self, budget: float = DRAIN_BUDGET) -> DrainReport:
         """Deliver what is waiting until the outbox is empty or ``budget`` seconds passed."""
         report = DrainReport()
-        redis = self.runtime.redis
         self.outbox.ensure_group()
         stop_at = time.monotonic() + budget
-        self._heartbeat()
-        # Visible as a running drain now, this drain stands for any wake-up a
-        # producer announced: later producers see it, and it sees their work.
-        redis.delete(keys.WAKEUP_PENDING)
+        self.waker.arrive(self.consumer)
         try:
             while time.monotonic() < stop_at:
                 self.outbox.move_due()
@@ -102,48 +91,33 @@ class Drainer:
                     count = MAX_BATCH_REQUESTS if self.settings.coalesce else 1
                     envelopes = self.outbox.read(self.consumer, keys.OUTBOX, count)
                 if not envelopes:
-                    # Leave the drain set first, then look once more: a producer
-                    # that saw this drain alive published no wake-up, so whatever
-                    # it added before we left must be seen here.
-                    redis.zrem(keys.DRAINS, self.consumer)
-                    redis.delete(keys.WAKEUP_PENDING)
+                    # Leave first, then look once more: a producer that saw this
+                    # drain alive published no wake-up (see waker.py).
+                    self.waker.leave(self.consumer)
                     self.outbox.move_due()
                     if self.outbox.waiting() == 0:
                         break
-                    self._heartbeat()
+                    self.waker.heartbeat(self.consumer)
                     continue
                 if len(envelopes) >= MAX_BATCH_REQUESTS or envelopes[0].call.is_batch:
-                    self._call_for_help()
-                self._heartbeat()
+                    self.waker.call_for_help()
+                self.waker.heartbeat(self.consumer)
                 self._deliver(envelopes, report)
             else:
                 # Out of budget with work left: hand over to a fresh task.
                 if self.outbox.waiting():
-                    self.wake(0)
+                    self.waker.wake()
         finally:
-            redis.zrem(keys.DRAINS, self.consumer)
-            redis.delete(keys.WAKEUP_PENDING)
+            self.waker.leave(self.consumer)
             self._schedule_next_retry()
         return report
-
-    def _heartbeat(self) -> None:
-        expires = int((time.time() + HEARTBEAT) * 1000)
-        self.runtime.redis.zadd(keys.DRAINS, {self.consumer: expires})
-
-    def _call_for_help(self) -> None:
-        """Under a backlog, ask one more worker to drain too (at most one call a second)."""
-        if self.runtime.redis.set(keys.DRAIN_HELP, 1, nx=True, px=1000):
-            self.wake(0)
 
     def _schedule_next_retry(self) -> None:
         """Make sure a wake-up comes for the next retry, or for envelopes a dead worker left."""
         candidates = [self.outbox.next_retry_due(), self.outbox.next_reclaim_due()]
         due = min((c for c in candidates if c is not None), default=None)
-        if due is None:
-            return
-        delay = min(max(due - time.time(), 0.0), MAX_COUNTDOWN)
-        if self.outbox.note_wakeup(time.time() + delay, horizon=delay + 1):
-            self.wake(delay)
+        if due is not None:
+            self.waker.wake_at(due)
 
     # -- one read -------------------------------------------------------
 

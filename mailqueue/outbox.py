@@ -43,23 +43,6 @@ end
 return #due
 """
 
-# Note when the earliest wake-up fires; answers 1 when the caller must
-# publish one (none is still to come at or before ``due``). A wake-up whose
-# time has passed covers nothing: it has fired, and its drain may already have
-# looked for due work. KEYS: wakeup. ARGV: due, ttl ms, now.
-_WAKEUP = """
-local at = tonumber(redis.call('GET', KEYS[1]))
-if at and at <= tonumber(ARGV[1]) and at > tonumber(ARGV[3]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
-
-# How long a producer's wake-up may take to start a drain before another
-# producer publishes one again (workers also sweep for unattended work).
-WAKEUP_PENDING_MS = 5000
-
-
 @dataclass
 class Envelope:
     """One API call on its way: the send it belongs to, which part, which attempt."""
@@ -107,7 +90,6 @@ class Outbox:
         self.reclaim_idle_ms = int(reclaim_idle * 1000)
         self.ttl = ttl
         self._move_due = client.register_script(_MOVE_DUE)
-        self._wakeup = client.register_script(_WAKEUP)
         self._group_ready = False
 
     def ensure_group(self) -> None:
@@ -131,34 +113,6 @@ class Outbox:
         """Queue the envelope to re-enter its stream at ``due`` (unix seconds)."""
         tag = "B|" if envelope.call.is_batch else "S|"
         pipe.zadd(keys.RETRY, {tag + envelope.encode(): due})
-
-    def wake_needed(self, pipe: redis.client.Pipeline) -> None:
-        """Queue the two commands whose answers ``must_wake`` reads, in the producer's transaction.
-
-        A producer wakes a worker only when no drain is running (a running one
-        sees the new work before it leaves) and no other producer's wake-up is
-        already on its way: without that marker, every producer of a burst on
-        an idle fleet would publish a wake-up of its own. Every drain clears the
-        marker when it starts and when it leaves, so a marker set while drains
-        ran never outlives them.
-        """
-        pipe.zcount(keys.DRAINS, int(time.time() * 1000), "+inf")
-        pipe.set(keys.WAKEUP_PENDING, 1, nx=True, px=WAKEUP_PENDING_MS)
-
-    @staticmethod
-    def must_wake(answers: Sequence[Any]) -> bool:
-        """Read the answers of ``wake_needed`` (the last two of a pipeline)."""
-        running, marked = answers[-2], answers[-1]
-        return int(running) == 0 and bool(marked)
-
-    def wakeup_failed(self) -> None:
-        """The wake-up announced by ``wake_needed`` could not be published."""
-        self.redis.delete(keys.WAKEUP_PENDING)
-
-    def note_wakeup(self, due: float, horizon: float) -> bool:
-        """True when no wake-up is scheduled at or before ``due``: the caller publishes one."""
-        args = [due, max(int(horizon * 1000), 1), time.time()]
-        return bool(self._wakeup(keys=[keys.WAKEUP], args=args))
 
     # -- worker side ----------------------------------------------------
 

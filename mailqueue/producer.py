@@ -8,7 +8,6 @@ record is left ``queued`` for a message that never was.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -81,16 +80,16 @@ def enqueue(
         with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
             _write(rt, pipe, send_id, calls, due=due, created_at=now_iso())
             if due is None:
-                rt.outbox.wake_needed(pipe)
+                rt.waker.announce(pipe)
             results = pipe.execute()
     except redis.RedisError as exc:
         if idem_key is not None:
             _forget(rt, idem_key, send_id)
         raise BrokerUnavailable(f"cannot reach Redis to enqueue: {type(exc).__name__}") from None
     if due is not None:
-        _wake_for_schedule(rt, due, celery_options)
-    elif rt.outbox.must_wake(results):
-        _publish(rt, send_id, celery_options)
+        rt.waker.wake_at(due, **celery_options)
+    else:
+        rt.waker.after_enqueue(results, task_id=send_id, **celery_options)
     return send_id
 
 
@@ -122,8 +121,8 @@ def enqueue_many(rt: Client, messages: Iterable[Mapping[str, Any]]) -> SendIds:
                 pipe.execute()
             written = start + PIPELINE_CHUNK
         with rt.redis.pipeline(transaction=True) as pipe:
-            rt.outbox.wake_needed(pipe)
-            wake = rt.outbox.must_wake(pipe.execute())
+            rt.waker.announce(pipe)
+            wake = rt.waker.must_wake(pipe.execute())
     except redis.RedisError as exc:
         raise BrokerUnavailable(
             f"cannot reach Redis to enqueue ({min(written, len(built))} of {len(built)} "
@@ -132,7 +131,7 @@ def enqueue_many(rt: Client, messages: Iterable[Mapping[str, Any]]) -> SendIds:
     envelopes = sum(len(calls) for calls in built)
     wakeups = min(BULK_WAKEUPS, max(1, math.ceil(envelopes / 500))) if wake else 0
     for _ in range(wakeups):
-        _publish(rt, None, {})
+        rt.waker.wake_soon()
     return SendIds(ids, group_id=group)
 
 
@@ -189,26 +188,3 @@ def _due(options: dict[str, Any]) -> float | None:
         except (TypeError, ValueError):
             raise ValidationError("countdown must be a number", field="countdown") from None
     return None
-
-
-def _wake_for_schedule(rt: Client, due: float, options: dict[str, Any]) -> None:
-    from .delivery import MAX_COUNTDOWN
-
-    delay = min(max(due - time.time(), 0.0), MAX_COUNTDOWN)
-    if rt.outbox.note_wakeup(time.time() + delay, horizon=delay + 1):
-        _publish(rt, None, {**options, "countdown": delay}, announced=False)
-
-
-def _publish(
-    rt: Client, task_id: str | None, options: dict[str, Any], *, announced: bool = True
-) -> None:
-    try:
-        rt.wake(task_id=task_id, **options)
-    except Exception as exc:  # kombu raises its own OperationalError family
-        # The message is safely in the outbox; any running or later drain (and
-        # every worker's periodic sweep) delivers it. Raising here would make
-        # the caller enqueue it twice.
-        log.warning("queued, but no worker could be woken: %s", type(exc).__name__)
-        if announced:
-            with contextlib.suppress(redis.RedisError):
-                rt.outbox.wakeup_failed()

@@ -29,10 +29,6 @@ log = logging.getLogger("mailqueue.tasks")
 SWEEP_INTERVAL = 10.0
 
 
-def _wake(delay: float) -> None:
-    default().wake(delay)
-
-
 def drainer() -> Drainer:
     """This process's drainer (one HTTP session, one limiter), built on first use."""
     return default().drainer
@@ -48,7 +44,7 @@ def _fresh_after_fork(**_: Any) -> None:
 def _collect_leftovers(**_: Any) -> None:
     # Work left by a worker that died (or queued while none ran) is picked up
     # as soon as a worker starts, without waiting for the next message.
-    _wake(0)
+    default().waker.wake()
     settings = default().settings
     if settings.metrics_port:
         metrics.start_metrics_server(settings.metrics_port, redis_url=settings.status_redis_url)
@@ -63,13 +59,13 @@ def _sweep() -> None:
     """
     try:
         rt = default()
-        if rt.redis.zcount(keys.DRAINS, int(time.time() * 1000), "+inf"):
+        if rt.waker.drain_alive():
             return
         outbox = rt.outbox
         now = time.time()
         due = (outbox.next_retry_due(), outbox.next_reclaim_due())
         if outbox.waiting() or any(at is not None and at <= now for at in due):
-            _wake(0)
+            rt.waker.wake()
     except Exception as exc:  # Redis or the broker is down: the next sweep tries again
         log.warning("sweep for waiting work failed: %s", type(exc).__name__)
 

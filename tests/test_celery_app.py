@@ -28,7 +28,7 @@ def test_late_acks_redelivery_on_worker_loss_and_one_prefetched_task() -> None:
 
 
 def test_the_longest_countdown_stays_under_the_visibility_timeout() -> None:
-    from mailqueue.delivery import MAX_COUNTDOWN
+    from mailqueue.waker import MAX_COUNTDOWN
 
     assert Settings().visibility_timeout / 2 > MAX_COUNTDOWN
 

@@ -37,7 +37,7 @@ def settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
 
 
 def drain() -> None:
-    drainer = Drainer(default(), lambda delay: None)
+    drainer = Drainer(default())
     try:
         drainer.drain(budget=10)
     finally:

@@ -155,8 +155,7 @@ def test_a_marker_left_while_drains_ran_does_not_outlive_them(
     redis_client.zadd(keys.DRAINS, {"worker-a": int((time.time() + 30) * 1000)})
     mailqueue.enqueue(MESSAGE)  # sets the marker, wakes nobody: worker-a will see it
     redis_client.zrem(keys.DRAINS, "worker-a")
-    woken: list[float] = []
-    drainer = Drainer(default(), woken.append)
+    drainer = Drainer(default())
     redis_client.delete(keys.OUTBOX)  # nothing to send: the drain only starts and leaves
     drainer.drain(budget=1)
 

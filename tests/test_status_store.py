@@ -182,20 +182,6 @@ def test_recipient_counts_summarize_a_campaign(store: StatusStore) -> None:
     assert store.recipient_counts("s1") == {"queued": 5, "failed": 1}
 
 
-def test_a_wake_up_already_due_does_not_cover_a_later_retry(redis_client: redis.Redis) -> None:
-    from mailqueue.outbox import Outbox
-
-    outbox = Outbox(redis_client, reclaim_idle=10, ttl=60)
-    now = time.time()
-
-    assert outbox.note_wakeup(now + 5, horizon=6) is True
-    assert outbox.note_wakeup(now + 8, horizon=9) is False  # the first one comes before it
-    assert outbox.note_wakeup(now + 2, horizon=3) is True  # an earlier one is needed
-    assert outbox.note_wakeup(now - 0.5, horizon=1) is True
-    # The wake-up noted for now - 0.5 has fired: a retry due later needs its own.
-    assert outbox.note_wakeup(now + 1, horizon=2) is True
-
-
 def test_waiting_counts_unread_envelopes_not_those_a_worker_holds(
     redis_client: redis.Redis,
 ) -> None:
