@@ -82,7 +82,9 @@ def format_status(record: Mapping[str, Any], activity: Activity | None = None) -
     return "\n".join(lines)
 
 
-def format_group(progress: GroupProgress, activity: Activity | None = None) -> str:
+def format_group(
+    progress: GroupProgress, activity: Activity | None = None, now: float | None = None
+) -> str:
     """A group's progress: how many sends, how many final, per-state counts."""
     lines = [
         f"group     {progress.group_id}",
@@ -92,7 +94,8 @@ def format_group(progress: GroupProgress, activity: Activity | None = None) -> s
     ]
     if activity is not None and not progress.done:
         lines.append(f"backlog   {_backlog(activity)}")
-        note = idle_note(activity)
+        idle = activity.idle_for(now)
+        note = idle_note(activity, now) if idle is None or idle >= STALL_AFTER else None
         if note:
             lines.append(f"note      {note}")
     return "\n".join(lines)
