@@ -7,6 +7,11 @@
     mailqueue_api_request_seconds{path}        API call latency
     mailqueue_retries_total                    in-process HTTP retries (before a send is put back)
     mailqueue_rate_limit_wait_seconds          time spent waiting on the fleet-wide rate limiter
+    mailqueue_reconcile_total{outcome}         requests of calls whose answer was lost, by what
+                                               Email Logs said: found (not sent again), absent
+                                               (sent again), unsure (sent again); and look-ups
+                                               that could not be made: fallback (sent again),
+                                               busy (the logs API's rate limit; looked up later)
     mailqueue_webhook_events_total{type,result} tracking events received
     mailqueue_queue_depth{queue}               read from Redis at scrape time: "outbox" (single
                                                sends), "batch", "retry", "dead"
@@ -46,6 +51,7 @@ from . import keys
 __all__ = [
     "SEND_OUTCOMES",
     "QueueDepthCollector",
+    "count_reconcile",
     "count_retries",
     "count_sends",
     "count_webhook_event",
@@ -74,6 +80,7 @@ WEBHOOK_EVENT_TYPES = frozenset(
 # request refused before parsing (verification, malformed body), also "all".
 WEBHOOK_RESULTS = frozenset({"received", "recorded", "duplicate", "unknown_message", "rejected"})
 API_PATHS = frozenset({"send", "batch"})
+RECONCILE_OUTCOMES = frozenset({"found", "absent", "unsure", "fallback", "busy"})
 
 SENDS = Counter("mailqueue_sends", "Sends by outcome.", ["outcome"])
 API_REQUESTS = Counter(
@@ -92,6 +99,11 @@ RATE_LIMIT_WAIT = Histogram(
     "mailqueue_rate_limit_wait_seconds",
     "Time spent waiting for the fleet-wide rate limiter.",
     buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+RECONCILE = Counter(
+    "mailqueue_reconcile",
+    "Requests with a lost answer by what Email Logs said, and look-ups not made.",
+    ["outcome"],
 )
 WEBHOOK_EVENTS = Counter(
     "mailqueue_webhook_events", "Tracking webhook events by type and result.", ["type", "result"]
@@ -119,6 +131,14 @@ def count_retries(n: int = 1) -> None:
     """Count ``n`` in-process retries of an API request."""
     if n > 0:
         RETRIES.inc(n)
+
+
+def count_reconcile(outcome: str, n: int = 1) -> None:
+    """Count ``n`` requests (or look-ups, for fallback and busy) by reconciliation outcome."""
+    if outcome not in RECONCILE_OUTCOMES:
+        raise ValueError(f"unknown reconcile outcome {outcome!r}")
+    if n > 0:
+        RECONCILE.labels(outcome=outcome).inc(n)
 
 
 def observe_rate_limit_wait(seconds: float) -> None:

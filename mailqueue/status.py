@@ -32,18 +32,21 @@ from .settings import Settings
 __all__ = ["Claim", "PartResult", "StatusStore", "now_iso"]
 
 FINAL_STATES = ("sent", "partially_sent", "failed")
-Claim = Literal["go", "done", "busy"]
+Claim = Literal["go", "done", "busy", "doubt"]
 
 # Claim parts of sends for one attempt. KEYS: send hashes. ARGV: now (ISO),
-# now (ms), lease (ms), ttl (s), then one part number per key.
-# Answers per key: 1 go, 0 already done, 2 another worker holds a live lease.
+# now (ms), lease (ms), ttl (s), reconcile (0/1), then one part number per key.
+# Answers per key: 1 go, 0 already done, 2 another worker holds a live lease,
+# 3 go, but an earlier call of the part may have reached Mailtrap (look it up).
 # A lease left behind by a worker that died mid-call means that call may have
-# reached Mailtrap: the new attempt is counted as a possible duplicate.
+# reached Mailtrap: when reconciling, the part is marked doubtful since the
+# lease began (began:<part> -> doubt:<part>, ms); otherwise the new attempt is counted as a
+# possible duplicate.
 _CLAIM = """
 local out = {}
 local now_iso, now_ms, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 for i, key in ipairs(KEYS) do
-  local part = ARGV[4 + i]
+  local part = ARGV[5 + i]
   if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
     out[i] = 0
   else
@@ -51,7 +54,12 @@ for i, key in ipairs(KEYS) do
     if held and held > now_ms then
       out[i] = 2
     else
-      if held then redis.call('HINCRBY', key, 'possible_duplicates', 1) end
+      if held and ARGV[5] == '1' then
+        local began = redis.call('HGET', key, 'began:' .. part) or (held - lease)
+        redis.call('HSETNX', key, 'doubt:' .. part, began)
+      elseif held then
+        redis.call('HINCRBY', key, 'possible_duplicates', 1)
+      end
       local state = redis.call('HGET', key, 'state')
       if not state then
         redis.call('HSET', key, 'created_at', now_iso, 'parts', 1)
@@ -67,9 +75,11 @@ for i, key in ipairs(KEYS) do
         redis.call('HSET', key, 'state', 'sending')
       end
       redis.call('HSET', key, 'lease:' .. part, now_ms + lease, 'updated_at', now_iso)
+      if ARGV[5] == '1' then redis.call('HSET', key, 'began:' .. part, now_ms) end
       redis.call('HINCRBY', key, 'attempts', 1)
       redis.call('EXPIRE', key, ttl)
       out[i] = 1
+      if ARGV[5] == '1' and redis.call('HEXISTS', key, 'doubt:' .. part) == 1 then out[i] = 3 end
     end
   end
 end
@@ -86,7 +96,7 @@ if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
   return redis.call('HGET', key, 'state')
 end
 redis.call('HSET', key, 'done:' .. part, outcome, 'updated_at', now_iso)
-redis.call('HDEL', key, 'lease:' .. part)
+redis.call('HDEL', key, 'lease:' .. part, 'began:' .. part, 'doubt:' .. part, 'looks:' .. part)
 redis.call('HINCRBY', key, 'parts_' .. outcome, 1)
 if err ~= '' then redis.call('HSET', key, 'error', err) end
 for i = 6, #ARGV, 2 do
@@ -231,17 +241,60 @@ class StatusStore:
 
     # -- worker side ----------------------------------------------------
 
-    def claim(self, parts: Sequence[tuple[str, int]], lease_seconds: float) -> list[Claim]:
-        """Claim ``(send_id, part)`` pairs for one attempt; one answer per pair, in order."""
+    def claim(
+        self, parts: Sequence[tuple[str, int]], lease_seconds: float, *, reconcile: bool = False
+    ) -> list[Claim]:
+        """Claim ``(send_id, part)`` pairs for one attempt; one answer per pair, in order.
+
+        With ``reconcile``, a part whose earlier call may have reached Mailtrap
+        (a dead worker's lease, or ``mark_doubtful``) answers ``"doubt"``.
+        """
         if not parts:
             return []
         now_ms = int(time.time() * 1000)
         answers = self._claim(
             keys=[keys.send(send_id) for send_id, _ in parts],
-            args=[now_iso(), now_ms, int(lease_seconds * 1000), self.ttl, *(p for _, p in parts)],
+            args=[
+                now_iso(),
+                now_ms,
+                int(lease_seconds * 1000),
+                self.ttl,
+                1 if reconcile else 0,
+                *(p for _, p in parts),
+            ],
         )
-        mapping: dict[int, Claim] = {1: "go", 0: "done", 2: "busy"}
+        mapping: dict[int, Claim] = {1: "go", 0: "done", 2: "busy", 3: "doubt"}
         return [mapping[int(answer)] for answer in answers]
+
+    # -- unknown outcomes (see reconcile.py) ------------------------------
+
+    def mark_doubtful(
+        self, pipe: redis.client.Pipeline, send_id: str, part: int, since: float
+    ) -> None:
+        """Queue marking a part whose call, begun at ``since`` (unix s), may have reached Mailtrap.
+
+        The earliest such call is kept: a look-up searches from it on.
+        """
+        pipe.hsetnx(keys.send(send_id), f"doubt:{part}", int(since * 1000))
+
+    def doubts(self, parts: Sequence[tuple[str, int]]) -> list[tuple[float | None, int]]:
+        """For each part: since when its outcome is unknown (unix s, None: it is not) and
+        how many look-ups found nothing so far."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for send_id, part in parts:
+                pipe.hmget(keys.send(send_id), [f"doubt:{part}", f"looks:{part}"])
+            rows = pipe.execute()
+        return [
+            (None if since is None else int(since) / 1000, int(looks or 0)) for since, looks in rows
+        ]
+
+    def note_look(self, pipe: redis.client.Pipeline, send_id: str, part: int) -> None:
+        """Queue counting one look-up of a part that found nothing."""
+        pipe.hincrby(keys.send(send_id), f"looks:{part}", 1)
+
+    def count(self, pipe: redis.client.Pipeline, send_id: str, name: str, amount: int = 1) -> None:
+        """Queue adding ``amount`` to a counter of the record (``reconciled``, ...)."""
+        pipe.hincrby(keys.send(send_id), name, amount)
 
     def record(
         self, pipe: redis.client.Pipeline, send_id: str, part: int, result: PartResult
@@ -319,6 +372,11 @@ class StatusStore:
             },
             "parts": int(fields.get("parts", 1)),
             "possible_duplicates": int(fields.get("possible_duplicates", 0)),
+            # Requests found in Mailtrap's Email Logs after a lost answer, not sent again.
+            "reconciled": int(fields.get("reconciled", 0)),
+            # Look-ups that could not be made (logs unreachable, token refused):
+            # the part was sent again and counted in possible_duplicates.
+            "reconcile_fallbacks": int(fields.get("reconcile_fallbacks", 0)),
         }
         if fields.get("next_attempt_at") and record["state"] == "retrying":
             record["next_attempt_at"] = fields["next_attempt_at"]
