@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 import click
 import redis
@@ -40,6 +40,8 @@ from .client import Client
 from .connection import mask_url
 from .errors import BrokerUnavailable, ConfigurationError, MailqueueError, ValidationError
 from .groups import FINAL_STATES, SendIds, get_batch_progress, get_group
+from .routing import Stream
+from .send_audit import reconcile_doubtful, reconcile_send
 from .settings import RateLimit, Settings
 from .testing.mailtrap import FAULTS, LocalMailtrap
 from .worker_checks import check_worker_settings
@@ -456,6 +458,41 @@ def dead_letters_purge(send_ids: tuple[str, ...], all_: bool) -> None:
     """Forget dead letters (their status records stay until they expire)."""
     count = _client().purge_dead_letters(_chosen(send_ids, all_))
     click.echo(f"purged {count} dead letter(s)")
+
+
+# -- reconcile ------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("send_ids", nargs=-1, metavar="SEND_ID...")
+@click.option("--all", "all_", is_flag=True, help="Every send whose outcome was in doubt.")
+@click.option(
+    "--stream",
+    type=click.Choice(["transactional", "bulk"]),
+    default="transactional",
+    show_default=True,
+    help="The stream whose token reads the logs.",
+)
+@click.option("--account", help="The named account whose token reads the logs.")
+def reconcile(send_ids: tuple[str, ...], all_: bool, stream: str, account: str | None) -> None:
+    """Ask Mailtrap's Email Logs what sends really did (after an incident)."""
+    chosen = _chosen(send_ids, all_)
+    client = _client()
+    which = cast(Stream, stream)
+    if chosen is None:
+        results = reconcile_doubtful(client, stream=which, account=account)
+    else:
+        results = []
+        for send_id in chosen:
+            result = reconcile_send(client, send_id, stream=which, account=account)
+            if result is None:
+                raise CliError(f"SEND_ID: no send {send_id!r}")
+            results.append(result)
+    if not results:
+        click.echo("no doubtful sends")
+        return
+    rows = [[r.send_id, str(r.messages), str(r.duplicates), str(r.recovered)] for r in results]
+    click.echo(table(["SEND ID", "MESSAGES", "DUPLICATES", "RECOVERED"], rows, indent=""))
 
 
 # -- processes ------------------------------------------------------------

@@ -26,6 +26,8 @@ its choosing.
     mq:rl:<token_key>:demand string  set for a moment whenever bulk mail asks for a slot
     mq:cooldown:<token_key>  string  set while the fleet backs off after a 429
     mq:stats                 hash    counters (unknown webhook message ids, ...)
+    mq:doubtful              zset    sends that may have gone out twice or whose outcome was
+                                     unknown, scored by when (for ``mailqueue reconcile --all``)
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ WAKEUP_PENDING = f"{PREFIX}:wakeup:pending"
 RETRY = f"{PREFIX}:retry"
 DEAD = f"{PREFIX}:dead"
 STATS = f"{PREFIX}:stats"
+DOUBTFUL = f"{PREFIX}:doubtful"
 
 # How many tracking events a send keeps for get_status' history.
 EVENTS_KEPT = 50

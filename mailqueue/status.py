@@ -276,6 +276,41 @@ class StatusStore:
         The earliest such call is kept: a look-up searches from it on.
         """
         pipe.hsetnx(keys.send(send_id), f"doubt:{part}", int(since * 1000))
+        self.note_doubtful(pipe, send_id)
+
+    def note_doubtful(self, pipe: redis.client.Pipeline, send_id: str) -> None:
+        """Queue listing a send among those an operator may want to reconcile."""
+        pipe.zadd(keys.DOUBTFUL, {send_id: time.time()})
+
+    def doubtful_sends(self) -> list[str]:
+        """Sends listed by ``note_doubtful`` within the status TTL, oldest first."""
+        self.redis.zremrangebyscore(keys.DOUBTFUL, "-inf", time.time() - self.ttl)
+        return [_text(member) for member in self.redis.zrange(keys.DOUBTFUL, 0, -1)]
+
+    def add_found(
+        self, send_id: str, found: Mapping[str, str], confirmed_duplicates: int
+    ) -> None:
+        """Record message ids found in Email Logs for recipients that had none.
+
+        Only a recipient with no message id yet is changed: it reads ``queued``
+        with the id, and webhook events for that id find the send.
+        """
+        current = self.redis.hgetall(keys.recipients(send_id))
+        with self.redis.pipeline(transaction=True) as pipe:
+            for recipient, message_id in found.items():
+                raw = current.get(recipient.encode())
+                entry = json.loads(raw) if raw else {}
+                if entry.get("message_id") or not keys.safe_id(message_id):
+                    continue
+                value = json.dumps({"status": "queued", "message_id": message_id})
+                pipe.hset(keys.recipients(send_id), recipient, value)
+                pipe.set(
+                    keys.message_index(message_id),
+                    json.dumps({"send": send_id, "recipients": [recipient]}),
+                    ex=self.ttl,
+                )
+            pipe.hset(keys.send(send_id), "confirmed_duplicates", confirmed_duplicates)
+            pipe.execute()
 
     def doubts(self, parts: Sequence[tuple[str, int]]) -> list[tuple[float | None, int]]:
         """For each part: since when its outcome is unknown (unix s, None: it is not) and
@@ -378,6 +413,9 @@ class StatusStore:
             # the part was sent again and counted in possible_duplicates.
             "reconcile_fallbacks": int(fields.get("reconcile_fallbacks", 0)),
         }
+        if "confirmed_duplicates" in fields:
+            # Set by ``mailqueue reconcile``: messages Email Logs show sent more than once.
+            record["confirmed_duplicates"] = int(fields["confirmed_duplicates"])
         if fields.get("next_attempt_at") and record["state"] == "retrying":
             record["next_attempt_at"] = fields["next_attempt_at"]
         if fields.get("group"):
