@@ -70,9 +70,9 @@ def reconcile_send(
     )
     duplicates = sum(count - 1 for count in copies.values())
     by_address = {address_key(r): r for r in recipients}
-    # The earliest message of each recipient is the one to keep.
+    # The message of each recipient's earliest attempt is the one to keep.
     found: dict[str, str] = {}
-    for item in sorted(ours, key=lambda i: (i.sent_at is None, i.sent_at)):
+    for item in sorted(ours, key=lambda i: i.tag.attempt if i.tag is not None else 0):
         recipient = by_address.get(address_key(item.to))
         if recipient is not None:
             found.setdefault(recipient, item.message_id)
