@@ -14,6 +14,7 @@ message whose enqueue raised.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import sys
@@ -116,17 +117,36 @@ def _count_records(url: str) -> int:
         client.close()
 
 
-def _wait_accepted(mailtrap: LocalMailtrap, count: int, timeout: float = 60.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; TimeoutError naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    while len(mailtrap.accepted) < count and time.monotonic() < deadline:
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not reached within {timeout:g} s: {what}")
         time.sleep(0.02)
+
+
+def _wait_accepted(mailtrap: LocalMailtrap, count: int, timeout: float = 60.0) -> None:
+    wait_for(
+        lambda: len(mailtrap.accepted) >= count, f"{count} messages accepted by the API", timeout
+    )
+
+
+def _count_in_state(send_ids: Sequence[str], state: str) -> int:
+    """How many of ``send_ids`` are in ``state`` right now."""
+    records = (mailqueue.get_status(send_id) for send_id in send_ids)
+    return sum(1 for record in records if record is not None and record["state"] == state)
 
 
 # -- scenarios ------------------------------------------------------------
 
 
-def scenario_kill(messages: int = 2000, kills: int = 5, every: float = 2.0) -> CrashReport:
-    """Two workers; every ``every`` seconds one is SIGKILLed and a fresh one started."""
+def scenario_kill(messages: int = 2000, kills: int = 5) -> CrashReport:
+    """Two workers; one is SIGKILLed and a fresh one started at evenly spaced points of the run.
+
+    Each kill waits for the run to reach its point (a share of the messages accepted by
+    the API), so every kill lands mid-run however fast or slow the machine is.
+    """
     with environment() as (_, mailtrap, settings):
         texts = soak_messages(messages, run="kill")
         report = CrashReport("workers killed with SIGKILL", SoakReport(messages=messages))
@@ -135,7 +155,7 @@ def scenario_kill(messages: int = 2000, kills: int = 5, every: float = 2.0) -> C
             started = time.monotonic()
             ids = enqueue_all(texts)
             for round_ in range(kills):
-                time.sleep(every)
+                _wait_accepted(mailtrap, (round_ + 1) * messages // (kills + 1))
                 victim = workers.pop(0)
                 seen = len(mailtrap.accepted)
                 victim.kill()
@@ -155,53 +175,90 @@ def scenario_kill(messages: int = 2000, kills: int = 5, every: float = 2.0) -> C
 
 
 def scenario_redis_restart(
-    messages: int = 600, down: float = 3.0, crash: bool = True
+    messages: int = 600, refusals: int = 3, crash: bool = True
 ) -> CrashReport:
-    """Producers keep sending while Redis (append-only, fsync always) is killed and restarted."""
+    """Producers keep sending while Redis (append-only, fsync always) is killed and restarted.
+
+    Every step waits for a state, not for time: Redis is cut off once a quarter of
+    ``messages`` have been accepted by the API, stays down until producers have been
+    refused ``refusals`` times, and producers go on until they have enqueued again
+    after the restart and ``messages`` in all.
+    """
     with environment(appendonly=True) as (server, mailtrap, settings):
         report = CrashReport("Redis killed and restarted", SoakReport(messages=0))
-        texts = soak_messages(messages, run="redis")
         sent_texts: list[dict[str, Any]] = []
         ids: list[str] = []
-        refusals: list[float] = []
+        durations: list[float] = []
+        after_restart: list[str] = []
+        restarted = threading.Event()
+        stop = threading.Event()
 
         def produce() -> None:
-            for message in texts:
-                began = time.monotonic()
-                try:
-                    ids.append(mailqueue.send_email.delay(message).id)
-                    sent_texts.append(message)
-                except mailqueue.BrokerUnavailable:
-                    refusals.append(time.monotonic() - began)
-                time.sleep(0.005)
+            for batch in itertools.count():
+                for message in soak_messages(100, run=f"redis {batch}"):
+                    if stop.is_set():
+                        return
+                    began = time.monotonic()
+                    try:
+                        send_id = mailqueue.send_email.delay(message).id
+                    except mailqueue.BrokerUnavailable:
+                        durations.append(time.monotonic() - began)
+                    else:
+                        ids.append(send_id)
+                        sent_texts.append(message)
+                        if restarted.is_set():
+                            after_restart.append(send_id)
+                    time.sleep(0.005)  # pacing: leave the workers some of the two cores
 
         with WorkerProcess(settings), WorkerProcess(settings):
             started = time.monotonic()
-            producer = threading.Thread(target=produce)
+            producer = threading.Thread(target=produce, daemon=True)
             producer.start()
-            _wait_accepted(mailtrap, messages // 4)
-            server.halt(crash=crash)
-            report.events.append(
-                f"Redis {'killed' if crash else 'stopped'} at {time.monotonic() - started:.1f} s "
-                f"after {len(mailtrap.accepted)} accepted; down {down:g} s"
-            )
-            time.sleep(down)
-            server.start()
-            producer.join()
+            try:
+                _wait_accepted(mailtrap, messages // 4)
+                server.halt(crash=crash)
+                report.events.append(
+                    f"Redis {'killed' if crash else 'stopped'} at "
+                    f"{time.monotonic() - started:.1f} s after {len(mailtrap.accepted)} accepted"
+                )
+                wait_for(lambda: len(durations) >= refusals, f"{refusals} enqueues refused")
+                server.start()
+                restarted.set()
+                report.events.append(
+                    f"Redis back at {time.monotonic() - started:.1f} s after "
+                    f"{len(durations)} enqueues refused"
+                )
+                wait_for(
+                    lambda: len(after_restart) >= 10 and len(ids) >= messages,
+                    f"10 enqueues after the restart and {messages} in all",
+                )
+            finally:
+                stop.set()
+                producer.join()
             wait_settled(ids, timeout=180)
             report.delivery.seconds = time.monotonic() - started
         report.delivery.messages = len(ids)
         analyse(mailtrap, sent_texts, ids, report.delivery)
-        report.refused = len(refusals)
-        report.slowest_refusal = max(refusals, default=0.0)
+        report.refused = len(durations)
+        report.slowest_refusal = max(durations, default=0.0)
         report.orphans = _count_records(server.url) - len(ids)
         return report
 
 
-def scenario_api_down(messages: int = 600, down: float = 60.0, **overrides: Any) -> CrashReport:
-    """The API refuses every connection for ``down`` seconds mid-run, then comes back."""
+def scenario_api_down(
+    messages: int = 600, down_until: str = "retrying", until_count: int = 5, **overrides: Any
+) -> CrashReport:
+    """The API refuses every connection mid-run, then comes back.
+
+    It goes down once an eighth of the messages have been accepted and stays down
+    until ``until_count`` sends are in state ``down_until`` ("retrying": the outage
+    was felt and retries are pending; "failed": some exhausted their retries).
+    """
     with environment(latency=0.01, **overrides) as (_, mailtrap, settings):
-        report = CrashReport(f"API unreachable for {down:g} s", SoakReport(messages=messages))
+        report = CrashReport(
+            f"API unreachable until {until_count} sends {down_until}",
+            SoakReport(messages=messages),
+        )
         texts = soak_messages(messages, run="api")
         with WorkerProcess(settings), WorkerProcess(settings):
             started = time.monotonic()
@@ -213,10 +270,14 @@ def scenario_api_down(messages: int = 600, down: float = 60.0, **overrides: Any)
                 f"{len(mailtrap.accepted)} accepted"
             )
             ids += enqueue_all(texts[messages // 2 :])
-            time.sleep(down)
+            wait_for(
+                lambda: _count_in_state(ids, down_until) >= until_count,
+                f"{until_count} sends {down_until}",
+                timeout=120,
+            )
             mailtrap.start()
             report.events.append(f"API back at {time.monotonic() - started:.1f} s")
-            wait_settled(ids, timeout=down + 180)
+            wait_settled(ids, timeout=180)
             report.delivery.seconds = time.monotonic() - started
         analyse(mailtrap, texts, ids, report.delivery)
         return report
