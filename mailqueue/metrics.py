@@ -19,17 +19,26 @@
 Labels never carry the API token, an address or a sandbox id.
 
 Celery's prefork pool runs deliveries in child processes, whose counters the
-parent cannot see. Set ``PROMETHEUS_MULTIPROC_DIR`` to an empty, writable
-directory in the worker's environment (prometheus_client's own convention; it
-must be set before the worker starts and emptied at each start): every process
-then writes its samples there and :func:`start_metrics_server`, run in the
-worker's main process, adds them up. Without it (``--pool threads`` or
-``solo``, the webhook server) the process's own registry is served.
+parent cannot see. A worker therefore always counts in prometheus_client's
+multiprocess mode (:func:`use_multiprocess_dir`, run in its main process before
+the pool forks): every process writes its samples to a folder, and
+:func:`start_metrics_server` adds them up. The folder is
+``PROMETHEUS_MULTIPROC_DIR`` when set (it must be an empty, writable directory),
+else a private one removed when the worker exits. A single-process server (the
+webhook) keeps its samples in memory (:func:`use_process_memory`).
+
+The instruments are made on first use, not at import: a process that imports
+mailqueue without counting anything (a producer, ``celery inspect ping``) leaves
+no file in the folder.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from wsgiref.simple_server import WSGIServer
@@ -47,6 +56,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import keys
+from .errors import ConfigurationError
 
 __all__ = [
     "SEND_OUTCOMES",
@@ -61,6 +71,8 @@ __all__ = [
     "observe_rate_limit_wait",
     "scrape_client",
     "start_metrics_server",
+    "use_multiprocess_dir",
+    "use_process_memory",
 ]
 
 log = logging.getLogger("mailqueue.metrics")
@@ -81,33 +93,124 @@ WEBHOOK_EVENT_TYPES = frozenset(
 WEBHOOK_RESULTS = frozenset({"received", "recorded", "duplicate", "unknown_message", "rejected"})
 API_PATHS = frozenset({"send", "batch"})
 RECONCILE_OUTCOMES = frozenset({"found", "absent", "unsure", "fallback", "busy"})
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-SENDS = Counter("mailqueue_sends", "Sends by outcome.", ["outcome"])
-API_REQUESTS = Counter(
-    "mailqueue_api_requests",
-    "Mailtrap API requests by endpoint and HTTP status.",
-    ["path", "status"],
-)
-API_SECONDS = Histogram(
-    "mailqueue_api_request_seconds",
-    "Mailtrap API request latency.",
-    ["path"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
-)
-RETRIES = Counter("mailqueue_retries", "In-process retries of Mailtrap API requests.")
-RATE_LIMIT_WAIT = Histogram(
-    "mailqueue_rate_limit_wait_seconds",
-    "Time spent waiting for the fleet-wide rate limiter.",
-    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-)
-RECONCILE = Counter(
-    "mailqueue_reconcile",
-    "Requests with a lost answer by what Email Logs said, and look-ups not made.",
-    ["outcome"],
-)
-WEBHOOK_EVENTS = Counter(
-    "mailqueue_webhook_events", "Tracking webhook events by type and result.", ["type", "result"]
-)
+
+class _Instruments:
+    """The metrics mailqueue counts into, registered in prometheus_client's default registry."""
+
+    def __init__(self) -> None:
+        self.sends = Counter("mailqueue_sends", "Sends by outcome.", ["outcome"])
+        self.api_requests = Counter(
+            "mailqueue_api_requests",
+            "Mailtrap API requests by endpoint and HTTP status.",
+            ["path", "status"],
+        )
+        self.api_seconds = Histogram(
+            "mailqueue_api_request_seconds",
+            "Mailtrap API request latency.",
+            ["path"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+        )
+        self.retries = Counter("mailqueue_retries", "In-process retries of Mailtrap API requests.")
+        self.rate_limit_wait = Histogram(
+            "mailqueue_rate_limit_wait_seconds",
+            "Time spent waiting for the fleet-wide rate limiter.",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        )
+        self.reconcile = Counter(
+            "mailqueue_reconcile",
+            "Requests with a lost answer by what Email Logs said, and look-ups not made.",
+            ["outcome"],
+        )
+        self.webhook_events = Counter(
+            "mailqueue_webhook_events",
+            "Tracking webhook events by type and result.",
+            ["type", "result"],
+        )
+
+    def unregister(self) -> None:
+        for metric in vars(self).values():
+            REGISTRY.unregister(metric)
+
+
+_instruments: _Instruments | None = None
+_instruments_lock = threading.Lock()
+
+
+def _metrics() -> _Instruments:
+    global _instruments
+    if _instruments is None:
+        with _instruments_lock:
+            if _instruments is None:
+                _instruments = _Instruments()
+    return _instruments
+
+
+def _switch_value_class(value_class: type) -> None:
+    """Count in a new way from now on; what this process counted so far is dropped."""
+    global _instruments
+    with _instruments_lock:
+        if _instruments is not None:
+            _instruments.unregister()
+            _instruments = None
+        values.ValueClass = value_class
+
+
+def use_process_memory() -> None:
+    """Keep this process's samples in memory, whatever ``PROMETHEUS_MULTIPROC_DIR`` says.
+
+    For a server that runs in one process (the webhook under waitress): it has
+    nothing to add up, so it needs no folder, and a read-only one cannot stop it.
+    """
+    _switch_value_class(values.MutexValue)
+
+
+def use_multiprocess_dir(directory: str | None = None) -> str:
+    """Count through files in a folder, for this process and the children it forks later.
+
+    The folder is ``directory``, else ``PROMETHEUS_MULTIPROC_DIR``, else a private
+    temporary one removed when this process exits. Returns its path; raises
+    ConfigurationError naming the setting when it is not a writable directory.
+    """
+    given = directory or os.environ.get(MULTIPROC_ENV)
+    if given:
+        if not _can_write_in(given):
+            raise ConfigurationError(
+                f"{MULTIPROC_ENV}={given} is not a writable directory: mount an empty, "
+                "writable folder there (a tmpfs or emptyDir), or unset it",
+                setting=MULTIPROC_ENV,
+            )
+        path = given
+    else:
+        try:
+            path = tempfile.mkdtemp(prefix="mailqueue-metrics-")
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create a metrics folder in {tempfile.gettempdir()} "
+                f"({exc.strerror}): set {MULTIPROC_ENV} to a writable directory",
+                setting=MULTIPROC_ENV,
+            ) from None
+        atexit.register(_remove_private_dir, path, os.getpid())
+    # Children read the folder from the environment; so does MultiProcessCollector.
+    os.environ[MULTIPROC_ENV] = path
+    _switch_value_class(values.MultiProcessValue())  # type: ignore[no-untyped-call]
+    return path
+
+
+def _can_write_in(directory: str) -> bool:
+    # Try it: permission bits say nothing of a read-only mount, and root passes them all.
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
+
+
+def _remove_private_dir(path: str, owner: int) -> None:
+    # Forked children inherit exit handlers: only the process that made the folder removes it.
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def count_sends(outcome: str, n: int = 1) -> None:
@@ -115,7 +218,7 @@ def count_sends(outcome: str, n: int = 1) -> None:
     if outcome not in SEND_OUTCOMES:
         raise ValueError(f"unknown send outcome {outcome!r}")
     if n > 0:
-        SENDS.labels(outcome=outcome).inc(n)
+        _metrics().sends.labels(outcome=outcome).inc(n)
 
 
 def observe_api_request(path: str, status: int | None, seconds: float) -> None:
@@ -123,14 +226,15 @@ def observe_api_request(path: str, status: int | None, seconds: float) -> None:
     endpoint = path.strip("/").partition("/")[0]
     # "send/<inbox id>" counts as "send": the sandbox id stays out of the labels.
     endpoint = endpoint if endpoint in API_PATHS else "other"
-    API_REQUESTS.labels(path=endpoint, status="error" if status is None else str(status)).inc()
-    API_SECONDS.labels(path=endpoint).observe(max(seconds, 0.0))
+    status_label = "error" if status is None else str(status)
+    _metrics().api_requests.labels(path=endpoint, status=status_label).inc()
+    _metrics().api_seconds.labels(path=endpoint).observe(max(seconds, 0.0))
 
 
 def count_retries(n: int = 1) -> None:
     """Count ``n`` in-process retries of an API request."""
     if n > 0:
-        RETRIES.inc(n)
+        _metrics().retries.inc(n)
 
 
 def count_reconcile(outcome: str, n: int = 1) -> None:
@@ -138,12 +242,12 @@ def count_reconcile(outcome: str, n: int = 1) -> None:
     if outcome not in RECONCILE_OUTCOMES:
         raise ValueError(f"unknown reconcile outcome {outcome!r}")
     if n > 0:
-        RECONCILE.labels(outcome=outcome).inc(n)
+        _metrics().reconcile.labels(outcome=outcome).inc(n)
 
 
 def observe_rate_limit_wait(seconds: float) -> None:
     """Record how long one acquire of the fleet rate limiter waited."""
-    RATE_LIMIT_WAIT.observe(max(seconds, 0.0))
+    _metrics().rate_limit_wait.observe(max(seconds, 0.0))
 
 
 def count_webhook_event(event_type: str, result: str, n: int = 1) -> None:
@@ -152,7 +256,7 @@ def count_webhook_event(event_type: str, result: str, n: int = 1) -> None:
         raise ValueError(f"unknown webhook result {result!r}")
     kind = event_type if event_type in WEBHOOK_EVENT_TYPES else "unknown"
     if n > 0:
-        WEBHOOK_EVENTS.labels(type=kind, result=result).inc(n)
+        _metrics().webhook_events.labels(type=kind, result=result).inc(n)
 
 
 class QueueDepthCollector:
@@ -217,6 +321,7 @@ class _ProcessRegistry:
 def exposition_registry(redis_client: redis.Redis | None = None) -> CollectorRegistry:
     """A registry to serve: every process's samples (or this one's), plus the queue depth."""
     registry = CollectorRegistry()
+    _metrics()  # every family is listed from the first scrape, before anything is counted
     if multiprocess_mode():
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:

@@ -15,7 +15,7 @@ from typing import Any
 from celery import Task, bootsteps, signals
 from celery.result import AsyncResult
 
-from . import keys, metrics
+from . import keys, metrics, worker_setup  # noqa: F401  (worker_setup: hooks)
 from .celery_app import app
 from .client import default, reset_default
 from .delivery import Drainer

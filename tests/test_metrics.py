@@ -14,6 +14,7 @@ import requests
 from prometheus_client import REGISTRY
 
 from mailqueue import keys, metrics
+from mailqueue.errors import ConfigurationError
 
 
 def sample(name: str, **labels: str) -> float:
@@ -200,3 +201,108 @@ def _exposition() -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(metrics.exposition_registry()).decode()
+
+
+# -- the metrics folder -------------------------------------------------------
+
+FORK_AND_COUNT = textwrap.dedent(
+    """
+    import os, sys
+    from prometheus_client import generate_latest
+    from mailqueue import metrics
+
+    print("folder", metrics.use_multiprocess_dir())
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            metrics.count_sends("sent", 2)
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    print(generate_latest(metrics.exposition_registry()).decode())
+    """
+)
+
+
+def _python(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_without_a_folder_a_private_one_adds_up_the_children_and_is_removed_at_exit(
+    tmp_path: Path,
+) -> None:
+    result = _python(FORK_AND_COUNT, {"TMPDIR": str(tmp_path)})
+
+    assert result.returncode == 0, result.stderr
+    folder = result.stdout.splitlines()[0].split(" ", 1)[1]
+    assert Path(folder).parent == tmp_path
+    assert 'mailqueue_sends_total{outcome="sent"} 4.0' in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_given_folder_is_used_and_kept(tmp_path: Path) -> None:
+    result = _python(FORK_AND_COUNT, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+
+    assert result.returncode == 0, result.stderr
+    assert f"folder {tmp_path}" in result.stdout
+    assert 'mailqueue_sends_total{outcome="sent"} 4.0' in result.stdout
+    assert any(path.name.startswith("counter_") for path in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file", "read-only"])
+def test_an_unusable_folder_is_a_configuration_error_naming_the_variable(
+    kind: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "metrics"
+    if kind == "a file":
+        folder.write_text("")
+    elif kind == "read-only":
+        folder = Path("/proc/self")  # not writable even for root
+
+    with pytest.raises(ConfigurationError, match=f"PROMETHEUS_MULTIPROC_DIR={folder} is not a"):
+        metrics.use_multiprocess_dir(str(folder))
+
+
+def test_importing_and_serving_nothing_leaves_no_file_in_the_folder(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # What a liveness probe does: start Celery's command line, which imports mailqueue.
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "mailqueue", "inspect", "ping", "--timeout", "0.5"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+            "MAILQUEUE_BROKER_URL": redis_url,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert "No nodes replied" in result.stdout + result.stderr  # it did run and ask
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_single_process_mode_ignores_an_unwritable_folder() -> None:
+    script = textwrap.dedent(
+        """
+        from prometheus_client import generate_latest
+        from mailqueue import metrics
+
+        metrics.use_process_memory()
+        metrics.count_webhook_event("opened", "received")
+        print(generate_latest(metrics.exposition_registry()).decode())
+        """
+    )
+    result = _python(script, {"PROMETHEUS_MULTIPROC_DIR": "/proc/self"})
+
+    assert result.returncode == 0, result.stderr
+    assert 'mailqueue_webhook_events_total{result="received",type="opened"} 1.0' in result.stdout

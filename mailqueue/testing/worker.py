@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,9 +76,18 @@ class WorkerProcess:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix="mailqueue-worker-", suffix=".log", delete=False
         )
+        # Its metrics folder, made at start and removed at stop, also after a
+        # SIGKILL (which skips the worker's own clean-up of a private folder).
+        self.metrics_dir: str | None = None
 
     def start(self, wait: float = 30.0) -> WorkerProcess:
-        env = {**os.environ, **settings_env(self.settings), **self.extra_env}
+        self.metrics_dir = tempfile.mkdtemp(prefix="mailqueue-worker-metrics-")
+        env = {
+            **os.environ,
+            **settings_env(self.settings),
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
+            **self.extra_env,
+        }
         env.pop("CELERY_CONFIG_MODULE", None)
         self.process = subprocess.Popen(
             [
@@ -150,6 +160,9 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
         self.process = None
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.metrics_dir = None
 
     def pids(self) -> list[int]:
         """The main process and its pool children."""

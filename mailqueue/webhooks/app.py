@@ -7,15 +7,20 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .. import metrics
 from ..settings import Settings
 from .handler import Response, TrackingHandler, text_response
 
-__all__ = ["TRACKING_PATH", "TrackingApp", "create_app", "serve"]
+__all__ = ["HEALTH_PATH", "METRICS_PATH", "TRACKING_PATH", "TrackingApp", "create_app", "serve"]
 
 logger = logging.getLogger(__name__)
 
 TRACKING_PATH = "/mailtrap/tracking/"
+# Liveness: answered without touching Redis, so a Redis outage restarts no webhook server.
+HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 _READ_CHUNK = 64 * 1024
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -41,9 +46,16 @@ class TrackingApp:
 
     def _respond(self, environ: dict[str, Any]) -> Response:
         path = environ.get("PATH_INFO") or "/"
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        if path in (HEALTH_PATH, METRICS_PATH):
+            if method.upper() not in ("GET", "HEAD"):
+                return text_response(405, "method not allowed", ("Allow", "GET, HEAD"))
+            if path == HEALTH_PATH:
+                return text_response(200, "ok")
+            exposition = generate_latest(metrics.exposition_registry())
+            return Response(200, [("Content-Type", CONTENT_TYPE_LATEST)], exposition)
         if path.rstrip("/") != TRACKING_PATH.rstrip("/"):
             return text_response(404, "not found")
-        method = str(environ.get("REQUEST_METHOD", "GET"))
         body = b""
         if method.upper() == "POST":
             declared = environ.get("CONTENT_LENGTH") or ""
@@ -98,6 +110,9 @@ def serve(settings: Settings | None = None, host: str = "127.0.0.1", port: int =
     from waitress import serve as waitress_serve
 
     settings = settings if settings is not None else Settings.from_env()
+    # One process: its own samples are all there is to serve, and no metrics
+    # folder (perhaps on a read-only root) is needed.
+    metrics.use_process_memory()
     app = create_app(settings)
     logger.info("tracking webhook listening on http://%s:%d%s", host, port, TRACKING_PATH)
     waitress_serve(
