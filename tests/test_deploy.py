@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import configparser
 import getpass
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 
 yaml = pytest.importorskip("yaml")
@@ -99,9 +102,6 @@ def commands() -> dict[str, list[str]]:
             found[f"compose:{name}"] = list(service["command"])
     for container in pod_containers():
         found[f"k8s:{container['name']}"] = list(container["command"])
-        probe = container.get("livenessProbe", {}).get("exec")
-        if probe:
-            found[f"k8s:{container['name']}:liveness"] = list(probe["command"])
     for line in dockerfile_lines():
         if line.startswith("CMD "):
             found["Dockerfile:CMD"] = list(yaml.safe_load(line[4:]))
@@ -262,10 +262,92 @@ def test_every_worker_runs_the_celery_worker() -> None:
         assert [Path(argv[0]).name, *argv[1:4]] == ["celery", "-A", "mailqueue", "worker"]
 
 
-def test_liveness_probe_pings_this_pods_celery_node() -> None:
-    (probe,) = [argv for where, argv in commands().items() if where.endswith(":liveness")]
+def heartbeat_checks() -> dict[str, tuple[list[str], str]]:
+    """Each worker's command and the shell health check that reads its heartbeat file."""
+    found: dict[str, tuple[list[str], str]] = {}
+    (cmd,) = [line for line in dockerfile_lines() if line.startswith("CMD ")]
+    (check,) = [line for line in dockerfile_lines() if line.startswith("HEALTHCHECK ")]
+    found["Dockerfile"] = (list(yaml.safe_load(cmd[4:])), check.split(" CMD ", 1)[1])
+    for name, service in compose()["services"].items():
+        if name.startswith("worker"):
+            kind, test = service["healthcheck"]["test"]
+            assert kind == "CMD-SHELL"
+            found[f"compose:{name}"] = (service["command"], test.replace("$$", "$"))
+    for container in pod_containers():
+        probe = container.get("livenessProbe", {}).get("exec")
+        if probe:
+            assert probe["command"][:2] == ["sh", "-c"]
+            found[f"k8s:{container['name']}"] = (container["command"], probe["command"][2])
+    return found
 
-    assert "inspect ping -d celery@$HOSTNAME" in " ".join(probe)
+
+def test_every_worker_has_a_health_check_reading_the_file_it_beats_to() -> None:
+    checks = heartbeat_checks()
+
+    assert set(checks) == {"Dockerfile", "compose:worker-1", "compose:worker-2", "k8s:worker"}
+    for where, (argv, check) in checks.items():
+        beats_to = argv[argv.index("--heartbeat-file") + 1]
+        assert shlex.quote(beats_to) in check, where
+
+
+@pytest.mark.parametrize("where", sorted(heartbeat_checks()))
+def test_heartbeat_check_passes_on_a_fresh_file_only(where: str, tmp_path: Path) -> None:
+    argv, check = heartbeat_checks()[where]
+    beat = tmp_path / "heartbeat"
+    script = check.replace(argv[argv.index("--heartbeat-file") + 1], str(beat))
+
+    def passes() -> bool:
+        return subprocess.run(["sh", "-c", script], timeout=30).returncode == 0
+
+    assert not passes()  # no file: the worker never started or has stopped
+    beat.touch()
+    assert passes()
+    stale = time.time() - 2 * 60
+    os.utime(beat, (stale, stale))
+    assert not passes()
+
+
+def test_webhook_probes_ask_the_health_path_the_server_answers() -> None:
+    from mailqueue.webhooks.app import HEALTH_PATH
+
+    (webhooks,) = [c for c in pod_containers() if c["name"] == "webhooks"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert webhooks[probe]["httpGet"]["path"] == HEALTH_PATH
+    _, *test = compose()["services"]["webhooks"]["healthcheck"]["test"]
+    assert f"127.0.0.1:8000{HEALTH_PATH}" in " ".join(test)
+
+
+def test_every_compose_service_has_a_health_check() -> None:
+    for name, service in compose()["services"].items():
+        assert service.get("healthcheck", {}).get("test"), name
+
+
+# -- Kubernetes schemas -----------------------------------------------------
+
+
+def test_kubernetes_manifests_match_the_kubernetes_schemas() -> None:
+    version = kubernetes_validate.latest_version()
+    unchecked = []
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            try:
+                # Strict: a misspelt or misplaced field is an error, not ignored.
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.SchemaNotFoundError:
+                unchecked.append(doc["kind"])
+
+    # Only KEDA's custom resource has no schema among Kubernetes' own.
+    assert unchecked == ["ScaledObject"]
+
+
+def test_schema_validation_catches_a_misplaced_field() -> None:
+    (worker,) = [
+        d for d in k8s_objects("Deployment") if d["metadata"]["name"] == "mailqueue-worker"
+    ]
+    worker["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFilesystem"] = True
+
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(worker, kubernetes_validate.latest_version(), strict=True)
 
 
 # -- environment names ------------------------------------------------------
