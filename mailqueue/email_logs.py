@@ -70,7 +70,9 @@ class LogsLimiters:
         self.sending = sending
 
 
-def fleet_limiters(redis_client: redis.Redis, route: Route) -> LogsLimiters:
+def fleet_limiters(
+    redis_client: redis.Redis, route: Route, list_limit: RateLimit = LIST_LIMIT
+) -> LogsLimiters:
     """Fleet-wide limiters in Redis for look-ups with ``route``'s token.
 
     Mailtrap counts the logs limits per account; mailqueue knows tokens, so a
@@ -89,7 +91,7 @@ def fleet_limiters(redis_client: redis.Redis, route: Route) -> LogsLimiters:
         )
 
     return LogsLimiters(
-        FleetRateLimiter(redis_client, logs_route("list", LIST_LIMIT)),
+        FleetRateLimiter(redis_client, logs_route("list", list_limit)),
         FleetRateLimiter(redis_client, logs_route("get", GET_LIMIT)),
         FleetRateLimiter(redis_client, route),
     )

@@ -164,7 +164,9 @@ class Reconciler:
         with self._lock:
             logs = self._logs.get(route.limiter_key)
             if logs is None:
-                limiters = fleet_limiters(self.client.redis, route)
+                limiters = fleet_limiters(
+                    self.client.redis, route, self.settings.email_logs_rate_limit
+                )
                 logs = EmailLogsClient(self.settings, route.token, limiters)
                 self._logs[route.limiter_key] = logs
             return logs

@@ -59,7 +59,9 @@ def reconcile_send(
     created = _timestamp(record.get("created_at")) or time.time() - client.settings.status_ttl
     since, until = window(created, time.time())
     with EmailLogsClient(
-        client.settings, route.token, fleet_limiters(client.redis, route)
+        client.settings,
+        route.token,
+        fleet_limiters(client.redis, route, client.settings.email_logs_rate_limit),
     ) as logs:
         logged = logs.search(recipients, since, until)
     ours = [item for item in logged if item.tag is not None and item.tag.send_id == send_id]

@@ -180,11 +180,16 @@ class Settings:
     # Seconds between a lost answer and the Email Logs look-up: Mailtrap may
     # list an accepted message only some seconds after accepting it.
     reconcile_settle: float = 5.0
+    # Mailtrap's Email Logs list limit per account (its rate-limits page: 60 a minute).
+    email_logs_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(60, 60.0))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sandbox_id", _sandbox_id(self.sandbox_id))
         if isinstance(self.rate_limit, str):
             object.__setattr__(self, "rate_limit", RateLimit.parse(self.rate_limit))
+        if isinstance(self.email_logs_rate_limit, str):
+            limit = RateLimit.parse(self.email_logs_rate_limit)
+            object.__setattr__(self, "email_logs_rate_limit", limit)
         if isinstance(self.webhook_secret, str):
             object.__setattr__(self, "webhook_secret", _split_secrets(self.webhook_secret))
         else:
@@ -480,6 +485,12 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
         "MAILQUEUE_REDIS_MIN_REPLICAS",
     )
     put("rate_limit", source.own("RATE_LIMIT") or None, _rate, "MAILQUEUE_RATE_LIMIT")
+    put(
+        "email_logs_rate_limit",
+        source.own("EMAIL_LOGS_RATE_LIMIT") or None,
+        _logs_rate,
+        "MAILQUEUE_EMAIL_LOGS_RATE_LIMIT",
+    )
     put("coalesce", source.own("COALESCE"), _boolean, "MAILQUEUE_COALESCE")
     put("status_ttl", source.own("STATUS_TTL") or None, _int, "MAILQUEUE_STATUS_TTL")
     put("default_from_email", source.own("DEFAULT_FROM_EMAIL") or None)
@@ -543,6 +554,14 @@ def _int(value: Any) -> int:
 
 def _rate(value: Any) -> RateLimit:
     return value if isinstance(value, RateLimit) else RateLimit.parse(str(value))
+
+
+def _logs_rate(value: Any) -> RateLimit:
+    # RateLimit.parse names MAILQUEUE_RATE_LIMIT; ``put`` names this setting instead.
+    try:
+        return _rate(value)
+    except ConfigurationError:
+        raise ValueError(f"expected e.g. '60/60s', got {value!r}") from None
 
 
 def _secret_list(value: Any) -> tuple[str, ...]:

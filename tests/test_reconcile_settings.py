@@ -39,3 +39,11 @@ def test_a_malformed_reconcile_setting_names_it() -> None:
         Settings.from_env({"MAILQUEUE_RECONCILE": "maybe"})
     with pytest.raises(ConfigurationError, match="reconcile_settle"):
         Settings(reconcile_settle=-1)
+
+
+def test_the_email_logs_list_limit_defaults_to_mailtraps_and_can_be_set() -> None:
+    assert str(Settings().email_logs_rate_limit) == "60/60s"
+    env = {"MAILQUEUE_EMAIL_LOGS_RATE_LIMIT": "600/60s"}
+    assert Settings.from_env(env).email_logs_rate_limit.amount == 600
+    with pytest.raises(ConfigurationError, match="MAILQUEUE_EMAIL_LOGS_RATE_LIMIT"):
+        Settings.from_env({"MAILQUEUE_EMAIL_LOGS_RATE_LIMIT": "lots"})
