@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .deadletters import DeadLetter
     from .delivery import Drainer
     from .groups import SendIds
+    from .keys import Keys
     from .outbox import Outbox
     from .ratelimit import FleetRateLimiter
     from .status import StatusStore
@@ -74,6 +75,12 @@ class Client:
         return connect(self.settings.status_redis_url)
 
     @cached_property
+    def keys(self) -> Keys:
+        from .keys import Keys
+
+        return Keys(self.settings.key_prefix)
+
+    @cached_property
     def store(self) -> StatusStore:
         from .status import StatusStore
 
@@ -85,6 +92,7 @@ class Client:
 
         return Outbox(
             self.redis,
+            self.keys,
             reclaim_idle=self.settings.reclaim_idle,
             ttl=max(int(self.settings.status_ttl), 1),
         )
@@ -93,7 +101,7 @@ class Client:
     def limiter(self) -> FleetRateLimiter:
         from .ratelimit import FleetRateLimiter
 
-        return FleetRateLimiter(self.redis, self.settings)
+        return FleetRateLimiter(self.redis, self.settings, key_space=self.keys)
 
     @cached_property
     def events(self) -> EventStore:
@@ -116,7 +124,7 @@ class Client:
     def waker(self) -> Waker:
         from .waker import Waker
 
-        return Waker(self.redis, self._publish)
+        return Waker(self.redis, self.keys, self._publish)
 
     @cached_property
     def drainer(self) -> Drainer:

@@ -77,7 +77,7 @@ def requeue_dead_letters(
             if not envelopes:
                 continue
             for envelope in envelopes:
-                rt.store.revive(send_id, envelope.part)
+                rt.store.revive(envelope.ref)
             with rt.redis.pipeline(transaction=True) as pipe:
                 for envelope in envelopes:
                     rt.outbox.add(pipe, envelope)

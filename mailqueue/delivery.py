@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from . import keys, metrics
+from . import metrics
 from .backoff import compute_backoff
 from .errors import DeliveryError, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from .outbox import Envelope
@@ -70,6 +70,7 @@ class Drainer:
             self.settings, self.limiter, observer=metrics.observe_api_request
         )
         self.waker = client.waker
+        self.keys = client.keys
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     def close(self) -> None:
@@ -86,10 +87,10 @@ class Drainer:
         try:
             while time.monotonic() < stop_at:
                 self.outbox.move_due()
-                envelopes = self.outbox.read(self.consumer, keys.OUTBOX_BATCH, 1)
+                envelopes = self.outbox.read(self.consumer, self.keys.outbox_batch, 1)
                 if not envelopes:
                     count = MAX_BATCH_REQUESTS if self.settings.coalesce else 1
-                    envelopes = self.outbox.read(self.consumer, keys.OUTBOX, count)
+                    envelopes = self.outbox.read(self.consumer, self.keys.outbox, count)
                 if not envelopes:
                     # Leave first, then look once more: a producer that saw this
                     # drain alive published no wake-up (see waker.py).
@@ -129,7 +130,7 @@ class Drainer:
 
     def _deliver(self, envelopes: list[Envelope], report: DrainReport) -> None:
         lease = self.lease
-        claims = self.store.claim([(e.send_id, e.part) for e in envelopes], lease)
+        claims = self.store.claim([e.ref for e in envelopes], lease)
         ready: list[Envelope] = []
         finished: list[Envelope] = []
         for envelope, claim in zip(envelopes, claims, strict=True):
@@ -210,7 +211,7 @@ class Drainer:
                 own.execute()
             return
         for envelope in group:
-            pipe.hincrby(keys.send(envelope.send_id), "possible_duplicates", doubts)
+            self.store.count_duplicates(pipe, envelope.send_id, doubts)
 
     # -- outcomes -------------------------------------------------------
 
@@ -229,7 +230,7 @@ class Drainer:
             parts = [_part_result([result]) for result in results]
         with self.runtime.redis.pipeline(transaction=True) as pipe:
             for envelope, part in zip(group, parts, strict=True):
-                self.store.record(pipe, envelope.send_id, envelope.part, part)
+                self.store.record(pipe, envelope.ref, part)
                 if part.outcome == "failed":
                     self.outbox.bury(pipe, envelope, time.time())
             if doubts:
@@ -258,9 +259,7 @@ class Drainer:
         with self.runtime.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
                 recipients = {r: None for request in envelope.call.recipients for r in request}
-                self.store.record(
-                    pipe, envelope.send_id, envelope.part, PartResult("failed", recipients, error)
-                )
+                self.store.record(pipe, envelope.ref, PartResult("failed", recipients, error))
                 self.outbox.bury(pipe, envelope, time.time())
             if doubts:
                 self._count_doubts(group, doubts, pipe)
@@ -294,7 +293,7 @@ class Drainer:
             for envelope in group:
                 envelope.attempt = attempt
                 # Doubts are counted below, all of them, not only the last error's.
-                self.store.mark_retrying(pipe, envelope.send_id, envelope.part, error, due, False)
+                self.store.mark_retrying(pipe, envelope.ref, error, due, False)
                 self.outbox.schedule(pipe, envelope, due)
             if doubts:
                 self._count_doubts(group, doubts, pipe)

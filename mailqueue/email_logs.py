@@ -31,6 +31,7 @@ import requests.adapters
 import requests.utils
 
 from .errors import EmailLogsBusy, EmailLogsUnavailable, RateLimited
+from .keys import Keys
 from .logmatch import Logged, parse_logged
 from .ratelimit import FleetRateLimiter
 from .responses import parse_retry_after
@@ -71,7 +72,10 @@ class LogsLimiters:
 
 
 def fleet_limiters(
-    redis_client: redis.Redis, route: Route, list_limit: RateLimit = LIST_LIMIT
+    redis_client: redis.Redis,
+    route: Route,
+    list_limit: RateLimit = LIST_LIMIT,
+    key_space: Keys | None = None,
 ) -> LogsLimiters:
     """Fleet-wide limiters in Redis for look-ups with ``route``'s token.
 
@@ -91,9 +95,9 @@ def fleet_limiters(
         )
 
     return LogsLimiters(
-        FleetRateLimiter(redis_client, logs_route("list", list_limit)),
-        FleetRateLimiter(redis_client, logs_route("get", GET_LIMIT)),
-        FleetRateLimiter(redis_client, route),
+        FleetRateLimiter(redis_client, logs_route("list", list_limit), key_space=key_space),
+        FleetRateLimiter(redis_client, logs_route("get", GET_LIMIT), key_space=key_space),
+        FleetRateLimiter(redis_client, route, key_space=key_space),
     )
 
 

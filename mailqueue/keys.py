@@ -1,33 +1,39 @@
 """Every Redis key mailqueue uses, and how long each lives.
 
+One application's keys share a prefix (``MAILQUEUE_KEY_PREFIX``, default
+``mq``), so that two applications can share one Redis. The prefix is written
+as a hash tag, ``{mq}``: every key of an application lives in one hash slot,
+so the transactions and scripts that touch several keys at once would also
+hold on Redis Cluster (on one shard: the outbox is one queue).
+
 Keys are built only from ids that mailqueue generated (send ids), validated
 (Mailtrap message ids and event ids, see ``safe_id``), or hashed (the API
 token and idempotency keys): a caller can never steer a write to a key of
-its choosing.
+its choosing. With the default prefix:
 
-    mq:send:<send_id>        hash    the status record's scalar fields
-    mq:rcpt:<send_id>        hash    recipient -> JSON {"status", "message_id"}
-    mq:events:<send_id>      list    normalized tracking events, newest first, bounded
-    mq:msgid:<message_id>    string  JSON {"send", "recipients"}: the webhook index
-    mq:evt:<event_id>        string  seen marker for webhook de-duplication
-    mq:idem:<sha256>         string  send id first enqueued under an idempotency key
-    mq:group:<group_id>      hash    per-state counts of the sends of one enqueue_many
-    mq:outbox                stream  single sends waiting for a worker (consumer group "workers")
-    mq:outbox:batch          stream  batch calls (merge-data sends) waiting for a worker
-    mq:drains                zset    drains running now, scored by their heartbeat's expiry (ms)
-    mq:drains:help           string  set for a second when a drain under a backlog woke another
-    mq:wakeup                string  when the earliest scheduled wake-up fires (unix seconds)
-    mq:wakeup:pending        string  set while a producer's wake-up is on its way to a worker
-    mq:retry                 zset    envelopes waiting for a retry, scored by due time
-    mq:dead                  zset    dead-lettered send ids, scored by the time they failed
-    mq:dead:<send_id>        hash    part -> the envelope of a dead-lettered part, for requeueing
-    mq:rl:<token_key>        ...     the fleet-wide rate limiter's state
-    mq:rl:<token_key>:bulk   zset    the bulk lane's grants in the same window
-    mq:rl:<token_key>:demand string  set for a moment whenever bulk mail asks for a slot
-    mq:cooldown:<token_key>  string  set while the fleet backs off after a 429
-    mq:stats                 hash    counters (unknown webhook message ids, ...)
-    mq:doubtful              zset    sends that may have gone out twice or whose outcome was
-                                     unknown, scored by when (for ``mailqueue reconcile --all``)
+    {mq}:send:<send_id>        hash    the status record's scalar fields
+    {mq}:rcpt:<send_id>        hash    recipient -> JSON {"status", "message_id"}
+    {mq}:events:<send_id>      list    normalized tracking events, newest first, bounded
+    {mq}:msgid:<message_id>    string  JSON {"send", "recipients"}: the webhook index
+    {mq}:evt:<event_id>        string  seen marker for webhook de-duplication
+    {mq}:idem:<sha256>         string  send id first enqueued under an idempotency key
+    {mq}:group:<group_id>      hash    per-state counts of the sends of one enqueue_many
+    {mq}:outbox                stream  single sends waiting for a worker (consumer group "workers")
+    {mq}:outbox:batch          stream  batch calls (merge-data sends) waiting for a worker
+    {mq}:drains                zset    drains running now, scored by their heartbeat's expiry (ms)
+    {mq}:drains:help           string  set for a second when a drain under a backlog woke another
+    {mq}:wakeup                string  when the earliest scheduled wake-up fires (unix seconds)
+    {mq}:wakeup:pending        string  set while a producer's wake-up is on its way to a worker
+    {mq}:retry                 zset    envelopes waiting for a retry, scored by due time
+    {mq}:dead                  zset    dead-lettered send ids, scored by the time they failed
+    {mq}:dead:<send_id>        hash    part -> the envelope of a dead-lettered part, for requeueing
+    {mq}:rl:<token_key>        ...     the fleet-wide rate limiter's state
+    {mq}:rl:<token_key>:bulk   zset    the bulk lane's grants in the same window
+    {mq}:rl:<token_key>:demand string  set for a moment whenever bulk mail asks for a slot
+    {mq}:cooldown:<token_key>  string  set while the fleet backs off after a 429
+    {mq}:stats                 hash    counters (unknown webhook message ids, ...)
+    {mq}:doubtful              zset    sends that may have gone out twice or whose outcome was
+                                       unknown, scored by when (for ``mailqueue reconcile --all``)
 """
 
 from __future__ import annotations
@@ -35,20 +41,19 @@ from __future__ import annotations
 import hashlib
 import re
 
-PREFIX = "mq"
+__all__ = [
+    "DEFAULT_PREFIX",
+    "EVENTS_KEPT",
+    "EVENT_ID_TTL",
+    "OUTBOX_GROUP",
+    "Keys",
+    "check_prefix",
+    "safe_id",
+]
 
-OUTBOX = f"{PREFIX}:outbox"
-OUTBOX_BATCH = f"{PREFIX}:outbox:batch"
+DEFAULT_PREFIX = "mq"
+# The consumer group of both outbox streams.
 OUTBOX_GROUP = "workers"
-DRAINS = f"{PREFIX}:drains"
-DRAIN_HELP = f"{PREFIX}:drains:help"
-WAKEUP = f"{PREFIX}:wakeup"
-WAKEUP_PENDING = f"{PREFIX}:wakeup:pending"
-RETRY = f"{PREFIX}:retry"
-DEAD = f"{PREFIX}:dead"
-STATS = f"{PREFIX}:stats"
-DOUBTFUL = f"{PREFIX}:doubtful"
-
 # How many tracking events a send keeps for get_status' history.
 EVENTS_KEPT = 50
 # Webhook event ids are remembered this long: Mailtrap retries a failed
@@ -56,6 +61,8 @@ EVENTS_KEPT = 50
 EVENT_ID_TTL = 4 * 3600
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._@:+=-]{1,200}$")
+# No braces (the prefix is the hash tag) and nothing a glob would read.
+_PREFIX = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def safe_id(value: object) -> str | None:
@@ -65,50 +72,75 @@ def safe_id(value: object) -> str | None:
     return None
 
 
-def send(send_id: str) -> str:
-    return f"{PREFIX}:send:{send_id}"
+def check_prefix(prefix: object) -> str | None:
+    """Why ``prefix`` cannot be a key prefix, or None when it can."""
+    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+        return "must be 1 to 64 letters, digits or ._:- (no braces)"
+    return None
 
 
-def recipients(send_id: str) -> str:
-    return f"{PREFIX}:rcpt:{send_id}"
+class Keys:
+    """The key names of one application (one prefix)."""
 
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        problem = check_prefix(prefix)
+        if problem is not None:
+            raise ValueError(f"key prefix {prefix!r} {problem}")
+        self.prefix = prefix
+        self.base = base = f"{{{prefix}}}"
+        self.outbox = f"{base}:outbox"
+        self.outbox_batch = f"{base}:outbox:batch"
+        self.drains = f"{base}:drains"
+        self.drain_help = f"{base}:drains:help"
+        self.wakeup = f"{base}:wakeup"
+        self.wakeup_pending = f"{base}:wakeup:pending"
+        self.retry = f"{base}:retry"
+        self.dead = f"{base}:dead"
+        self.stats = f"{base}:stats"
+        self.doubtful = f"{base}:doubtful"
 
-def events(send_id: str) -> str:
-    return f"{PREFIX}:events:{send_id}"
+    def __repr__(self) -> str:
+        return f"Keys({self.prefix!r})"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Keys) and other.prefix == self.prefix
 
-def message_index(message_id: str) -> str:
-    return f"{PREFIX}:msgid:{message_id}"
+    def __hash__(self) -> int:
+        return hash(self.prefix)
 
+    def send(self, send_id: str) -> str:
+        return f"{self.base}:send:{send_id}"
 
-def event_seen(event_id: str) -> str:
-    return f"{PREFIX}:evt:{event_id}"
+    def recipients(self, send_id: str) -> str:
+        return f"{self.base}:rcpt:{send_id}"
 
+    def events(self, send_id: str) -> str:
+        return f"{self.base}:events:{send_id}"
 
-def idempotency(key: str) -> str:
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{PREFIX}:idem:{digest}"
+    def message_index(self, message_id: str) -> str:
+        return f"{self.base}:msgid:{message_id}"
 
+    def event_seen(self, event_id: str) -> str:
+        return f"{self.base}:evt:{event_id}"
 
-def group(group_id: str) -> str:
-    return f"{PREFIX}:group:{group_id}"
+    def idempotency(self, key: str) -> str:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self.base}:idem:{digest}"
 
+    def group(self, group_id: str) -> str:
+        return f"{self.base}:group:{group_id}"
 
-def dead_letter(send_id: str) -> str:
-    return f"{PREFIX}:dead:{send_id}"
+    def dead_letter(self, send_id: str) -> str:
+        return f"{self.base}:dead:{send_id}"
 
+    def rate_limit(self, token_key: str) -> str:
+        return f"{self.base}:rl:{token_key}"
 
-def rate_limit(token_key: str) -> str:
-    return f"{PREFIX}:rl:{token_key}"
+    def rate_limit_bulk(self, token_key: str) -> str:
+        return f"{self.base}:rl:{token_key}:bulk"
 
+    def bulk_demand(self, token_key: str) -> str:
+        return f"{self.base}:rl:{token_key}:demand"
 
-def rate_limit_bulk(token_key: str) -> str:
-    return f"{PREFIX}:rl:{token_key}:bulk"
-
-
-def bulk_demand(token_key: str) -> str:
-    return f"{PREFIX}:rl:{token_key}:demand"
-
-
-def cooldown(token_key: str) -> str:
-    return f"{PREFIX}:cooldown:{token_key}"
+    def cooldown(self, token_key: str) -> str:
+        return f"{self.base}:cooldown:{token_key}"

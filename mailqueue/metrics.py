@@ -55,8 +55,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from . import keys
 from .errors import ConfigurationError
+from .keys import Keys
 
 __all__ = [
     "SEND_OUTCOMES",
@@ -262,15 +262,15 @@ def count_webhook_event(event_type: str, result: str, n: int = 1) -> None:
 class QueueDepthCollector:
     """``mailqueue_queue_depth{queue}`` read from Redis at each scrape, not cached."""
 
-    QUEUES = (
-        ("outbox", "xlen", keys.OUTBOX),
-        ("batch", "xlen", keys.OUTBOX_BATCH),
-        ("retry", "zcard", keys.RETRY),
-        ("dead", "zcard", keys.DEAD),
-    )
-
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, key_space: Keys | None = None) -> None:
         self.client = client
+        key_space = key_space or Keys()
+        self.queues = (
+            ("outbox", "xlen", key_space.outbox),
+            ("batch", "xlen", key_space.outbox_batch),
+            ("retry", "zcard", key_space.retry),
+            ("dead", "zcard", key_space.dead),
+        )
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families())
@@ -279,7 +279,7 @@ class QueueDepthCollector:
         depth, up = self._families()
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                for _, command, key in self.QUEUES:
+                for _, command, key in self.queues:
                     getattr(pipe, command)(key)
                 counts = pipe.execute()
         except redis.RedisError as exc:
@@ -288,7 +288,7 @@ class QueueDepthCollector:
             up.add_metric([], 0)
             yield up
             return
-        for (name, _, _), count in zip(self.QUEUES, counts, strict=True):
+        for (name, _, _), count in zip(self.queues, counts, strict=True):
             depth.add_metric([name], int(count))
         up.add_metric([], 1)
         yield depth
@@ -318,7 +318,9 @@ class _ProcessRegistry:
         return REGISTRY.collect()
 
 
-def exposition_registry(redis_client: redis.Redis | None = None) -> CollectorRegistry:
+def exposition_registry(
+    redis_client: redis.Redis | None = None, key_space: Keys | None = None
+) -> CollectorRegistry:
     """A registry to serve: every process's samples (or this one's), plus the queue depth."""
     registry = CollectorRegistry()
     _metrics()  # every family is listed from the first scrape, before anything is counted
@@ -327,7 +329,7 @@ def exposition_registry(redis_client: redis.Redis | None = None) -> CollectorReg
     else:
         registry.register(_ProcessRegistry())  # type: ignore[arg-type]
     if redis_client is not None:
-        registry.register(QueueDepthCollector(redis_client))  # type: ignore[arg-type]
+        registry.register(QueueDepthCollector(redis_client, key_space))  # type: ignore[arg-type]
     return registry
 
 
@@ -348,13 +350,16 @@ def start_metrics_server(
     addr: str = "0.0.0.0",
     redis_url: str | None = None,
     redis_client: redis.Redis | None = None,
+    key_space: Keys | None = None,
 ) -> tuple[WSGIServer, threading.Thread]:
     """Serve ``/metrics`` on ``addr:port`` from a daemon thread; returns the server and thread.
 
     ``port`` 0 picks a free port (``server.server_port``). With ``redis_url``
-    (or a ready ``redis_client``) the queue depth is included.
+    (or a ready ``redis_client``) the queue depth is included, read under
+    ``key_space`` (the default prefix when None).
     """
     if redis_client is None and redis_url is not None:
         redis_client = scrape_client(redis_url)
-    server, thread = start_http_server(port, addr, registry=exposition_registry(redis_client))
+    registry = exposition_registry(redis_client, key_space)
+    server, thread = start_http_server(port, addr, registry=registry)
     return server, thread

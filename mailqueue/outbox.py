@@ -1,9 +1,10 @@
 """The outbox: sends waiting for a worker, as Redis streams read by a consumer group.
 
 Each entry is an *envelope*: one API call the producer built, with the send
-id, the part number and the attempt count. Single sends go to ``mq:outbox``,
-where a worker reads up to 500 at once and combines them into one ``batch``
-call; batch calls (merge-data sends) go to ``mq:outbox:batch`` and are read
+id, the part number, the send's group and the attempt count. Single sends go
+to ``{mq}:outbox``, where a worker reads up to 500 at once and combines them
+into one ``batch`` call; batch calls (merge-data sends) go to
+``{mq}:outbox:batch`` and are read
 one at a time so that several workers share a large campaign.
 
 Why streams rather than one Celery message per send: a consumer group
@@ -25,8 +26,9 @@ from typing import Any, cast
 
 import redis
 
-from . import keys
+from .keys import OUTBOX_GROUP, Keys
 from .payload import ApiCall
+from .status import PartRef
 
 __all__ = ["Envelope", "Outbox"]
 
@@ -51,42 +53,49 @@ class Envelope:
     part: int
     call: ApiCall
     attempt: int = 0
+    # The send's enqueue_many group: the status scripts count its states.
+    group: str | None = None
     entry_id: str = field(default="", compare=False)
-    stream: str = field(default=keys.OUTBOX, compare=False)
+    stream: str = field(default="", compare=False)
 
     def encode(self) -> str:
-        return json.dumps(
-            {
-                "id": self.send_id,
-                "part": self.part,
-                "call": self.call.to_dict(),
-                "attempt": self.attempt,
-            },
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {
+            "id": self.send_id,
+            "part": self.part,
+            "call": self.call.to_dict(),
+            "attempt": self.attempt,
+        }
+        if self.group:
+            data["group"] = self.group
+        return json.dumps(data, separators=(",", ":"))
+
+    @property
+    def ref(self) -> PartRef:
+        """The part this envelope carries, as the status store names it."""
+        return PartRef(self.send_id, self.part, self.group)
 
     @classmethod
-    def decode(cls, raw: str | bytes, entry_id: str = "", stream: str = keys.OUTBOX) -> Envelope:
+    def decode(cls, raw: str | bytes, entry_id: str = "", stream: str = "") -> Envelope:
         data = json.loads(raw)
         return cls(
             send_id=data["id"],
             part=int(data["part"]),
             call=ApiCall.from_dict(data["call"]),
             attempt=int(data.get("attempt", 0)),
+            group=data.get("group") or None,
             entry_id=entry_id,
             stream=stream,
         )
-
-    @property
-    def target(self) -> str:
-        return keys.OUTBOX_BATCH if self.call.is_batch else keys.OUTBOX
 
 
 class Outbox:
     """Adds, reads, acknowledges, schedules and dead-letters envelopes."""
 
-    def __init__(self, client: redis.Redis, *, reclaim_idle: float, ttl: int) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, reclaim_idle: float, ttl: int
+    ) -> None:
         self.redis = client
+        self.keys = keys
         self.reclaim_idle_ms = int(reclaim_idle * 1000)
         self.ttl = ttl
         self._move_due = client.register_script(_MOVE_DUE)
@@ -96,9 +105,9 @@ class Outbox:
         """Create the consumer group on both streams (once per process)."""
         if self._group_ready:
             return
-        for stream in (keys.OUTBOX, keys.OUTBOX_BATCH):
+        for stream in (self.keys.outbox, self.keys.outbox_batch):
             try:
-                self.redis.xgroup_create(stream, keys.OUTBOX_GROUP, id="0", mkstream=True)
+                self.redis.xgroup_create(stream, OUTBOX_GROUP, id="0", mkstream=True)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -106,13 +115,17 @@ class Outbox:
 
     # -- producer side --------------------------------------------------
 
+    def stream_for(self, envelope: Envelope) -> str:
+        """The stream an envelope waits in: batch calls apart from single sends."""
+        return self.keys.outbox_batch if envelope.call.is_batch else self.keys.outbox
+
     def add(self, pipe: redis.client.Pipeline, envelope: Envelope) -> None:
-        pipe.xadd(envelope.target, {"e": envelope.encode()})
+        pipe.xadd(self.stream_for(envelope), {"e": envelope.encode()})
 
     def schedule(self, pipe: redis.client.Pipeline, envelope: Envelope, due: float) -> None:
         """Queue the envelope to re-enter its stream at ``due`` (unix seconds)."""
         tag = "B|" if envelope.call.is_batch else "S|"
-        pipe.zadd(keys.RETRY, {tag + envelope.encode(): due})
+        pipe.zadd(self.keys.retry, {tag + envelope.encode(): due})
 
     # -- worker side ----------------------------------------------------
 
@@ -120,19 +133,19 @@ class Outbox:
         """Envelopes for ``consumer``: first those abandoned by dead workers, then new ones."""
         self.ensure_group()
         claimed: Any = self.redis.xautoclaim(
-            stream, keys.OUTBOX_GROUP, consumer, self.reclaim_idle_ms, "0-0", count=count
+            stream, OUTBOX_GROUP, consumer, self.reclaim_idle_ms, "0-0", count=count
         )
         entries = list(claimed[1]) if claimed else []
         if len(entries) < count:
             fresh: Any = self.redis.xreadgroup(
-                keys.OUTBOX_GROUP, consumer, {stream: ">"}, count=count - len(entries)
+                OUTBOX_GROUP, consumer, {stream: ">"}, count=count - len(entries)
             )
             for _, items in fresh or []:
                 entries.extend(items)
         envelopes = []
         for entry_id, fields in entries:
             if not fields:  # deleted while pending
-                self.redis.xack(stream, keys.OUTBOX_GROUP, entry_id)
+                self.redis.xack(stream, OUTBOX_GROUP, entry_id)
                 continue
             raw = fields.get(b"e") or fields.get("e")
             envelopes.append(Envelope.decode(cast(bytes, raw), _text(entry_id), stream))
@@ -144,13 +157,13 @@ class Outbox:
             if envelope.entry_id:
                 by_stream.setdefault(envelope.stream, []).append(envelope.entry_id)
         for stream, ids in by_stream.items():
-            pipe.xack(stream, keys.OUTBOX_GROUP, *ids)
+            pipe.xack(stream, OUTBOX_GROUP, *ids)
             pipe.xdel(stream, *ids)
 
     def move_due(self, now: float | None = None, limit: int = 1000) -> int:
         return int(
             self._move_due(
-                keys=[keys.RETRY, keys.OUTBOX, keys.OUTBOX_BATCH],
+                keys=[self.keys.retry, self.keys.outbox, self.keys.outbox_batch],
                 args=[now if now is not None else time.time(), limit],
             )
         )
@@ -162,11 +175,11 @@ class Outbox:
         entries and the unread ones. Pending entries are not counted: a live
         worker is on them, and those of a dead one are reclaimed on schedule.
         """
-        streams = (keys.OUTBOX, keys.OUTBOX_BATCH)
+        streams = (self.keys.outbox, self.keys.outbox_batch)
         with self.redis.pipeline(transaction=False) as pipe:
             for stream in streams:
                 pipe.xlen(stream)
-                pipe.xpending(stream, keys.OUTBOX_GROUP)
+                pipe.xpending(stream, OUTBOX_GROUP)
             answers = pipe.execute(raise_on_error=False)
         total = 0
         for length, pending in zip(answers[::2], answers[1::2], strict=True):
@@ -179,9 +192,9 @@ class Outbox:
     def next_reclaim_due(self) -> float | None:
         """When the oldest envelope read but not acknowledged becomes reclaimable (unix seconds)."""
         due = None
-        for stream in (keys.OUTBOX, keys.OUTBOX_BATCH):
+        for stream in (self.keys.outbox, self.keys.outbox_batch):
             try:
-                oldest: Any = self.redis.xpending_range(stream, keys.OUTBOX_GROUP, "-", "+", 1)
+                oldest: Any = self.redis.xpending_range(stream, OUTBOX_GROUP, "-", "+", 1)
             except redis.ResponseError:  # no group yet
                 continue
             if oldest:
@@ -191,30 +204,30 @@ class Outbox:
         return due
 
     def next_retry_due(self) -> float | None:
-        first: Any = self.redis.zrange(keys.RETRY, 0, 0, withscores=True)
+        first: Any = self.redis.zrange(self.keys.retry, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
 
     # -- dead letters ---------------------------------------------------
 
     def bury(self, pipe: redis.client.Pipeline, envelope: Envelope, when: float) -> None:
         """Keep a failed envelope in the dead-letter set (for ``ttl`` seconds)."""
-        key = keys.dead_letter(envelope.send_id)
+        key = self.keys.dead_letter(envelope.send_id)
         pipe.hset(key, str(envelope.part), envelope.encode())
         pipe.expire(key, self.ttl)
-        pipe.zadd(keys.DEAD, {envelope.send_id: when})
+        pipe.zadd(self.keys.dead, {envelope.send_id: when})
 
     def dead_letters(self, limit: int = 100) -> list[tuple[str, float]]:
         """``(send_id, failed_at)`` pairs, oldest first."""
-        rows: Any = self.redis.zrange(keys.DEAD, 0, limit - 1, withscores=True)
+        rows: Any = self.redis.zrange(self.keys.dead, 0, limit - 1, withscores=True)
         return [(_text(member), float(score)) for member, score in rows]
 
     def exhume(self, send_id: str) -> list[Envelope]:
         """Remove a send from the dead-letter set and return its envelopes (attempts reset)."""
-        key = keys.dead_letter(send_id)
+        key = self.keys.dead_letter(send_id)
         with self.redis.pipeline() as pipe:
             pipe.hgetall(key)
             pipe.delete(key)
-            pipe.zrem(keys.DEAD, send_id)
+            pipe.zrem(self.keys.dead, send_id)
             raw, _, _ = pipe.execute()
         envelopes = [Envelope.decode(value) for value in cast(dict[bytes, bytes], raw).values()]
         for envelope in envelopes:
@@ -229,8 +242,8 @@ class Outbox:
             return 0
         with self.redis.pipeline() as pipe:
             for send_id in send_ids:
-                pipe.delete(keys.dead_letter(send_id))
-            pipe.zrem(keys.DEAD, *send_ids)
+                pipe.delete(self.keys.dead_letter(send_id))
+            pipe.zrem(self.keys.dead, *send_ids)
             results = pipe.execute()
         return int(results[-1])
 

@@ -67,7 +67,7 @@ def enqueue(
                 raise ValidationError(
                     "idempotency_key must be a non-empty string", field="idempotency_key"
                 )
-            key = keys.idempotency(idempotency_key)
+            key = rt.keys.idempotency(idempotency_key)
             first = rt.redis.set(key, send_id, nx=True, get=True, ex=rt.store.ttl)
             if first is not None:
                 return first.decode() if isinstance(first, bytes) else str(first)
@@ -157,7 +157,7 @@ def _write(
 ) -> None:
     rt.store.create(pipe, send_id, parts=len(calls), created_at=created_at, group=group)
     for part, call in enumerate(calls):
-        envelope = Envelope(send_id=send_id, part=part, call=call)
+        envelope = Envelope(send_id=send_id, part=part, call=call, group=group)
         if due is None:
             rt.outbox.add(pipe, envelope)
         else:

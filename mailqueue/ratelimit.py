@@ -47,8 +47,8 @@ from typing import Literal, Protocol
 import redis
 from redis.commands.core import Script
 
-from . import keys
 from .errors import BrokerUnavailable, RateLimited
+from .keys import Keys
 from .routing import Route
 from .settings import RateLimit, Settings
 
@@ -310,8 +310,12 @@ class FleetRateLimiter(_Waiting):
         margin: float | None = None,
         lane: Lane | None = None,
         sleep: Sleep = time.sleep,
+        key_space: Keys | None = None,
     ) -> None:
         super().__init__(sleep=sleep)
+        if key_space is None:
+            key_space = Keys(target.key_prefix) if isinstance(target, Settings) else Keys()
+        self._key_space = key_space
         self.limit, self._token_key, default_lane = _target(target)
         self.lane: Lane = lane or default_lane
         self.margin = default_margin(self.limit) if margin is None else margin
@@ -319,10 +323,10 @@ class FleetRateLimiter(_Waiting):
         self._redis = redis_client
         self._target = target
         self._keys = [
-            keys.rate_limit(self._token_key),
-            keys.rate_limit_bulk(self._token_key),
-            keys.cooldown(self._token_key),
-            keys.bulk_demand(self._token_key),
+            key_space.rate_limit(self._token_key),
+            key_space.rate_limit_bulk(self._token_key),
+            key_space.cooldown(self._token_key),
+            key_space.bulk_demand(self._token_key),
         ]
         self._window_us = round((self.limit.period + self.margin) * _MICRO)
         self._acquire = redis_client.register_script(_ACQUIRE)
@@ -335,7 +339,12 @@ class FleetRateLimiter(_Waiting):
     def for_lane(self, lane: Lane) -> FleetRateLimiter:
         """A limiter for ``lane`` over the same token's window."""
         return FleetRateLimiter(
-            self._redis, self._target, margin=self.margin, lane=lane, sleep=self.sleep
+            self._redis,
+            self._target,
+            margin=self.margin,
+            lane=lane,
+            sleep=self.sleep,
+            key_space=self._key_space,
         )
 
     def penalize(self, retry_after: float | None) -> None:

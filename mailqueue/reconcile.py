@@ -165,7 +165,10 @@ class Reconciler:
             logs = self._logs.get(route.limiter_key)
             if logs is None:
                 limiters = fleet_limiters(
-                    self.client.redis, route, self.settings.email_logs_rate_limit
+                    self.client.redis,
+                    route,
+                    self.settings.email_logs_rate_limit,
+                    self.client.keys,
                 )
                 logs = EmailLogsClient(self.settings, route.token, limiters)
                 self._logs[route.limiter_key] = logs
@@ -178,7 +181,7 @@ class Reconciler:
             return logged
         with self.client.redis.pipeline(transaction=False) as pipe:
             for item in untagged:
-                pipe.exists(keys.message_index(item.message_id))
+                pipe.exists(self.client.keys.message_index(item.message_id))
             answers = pipe.execute()
         known = {item.message_id for item, seen in zip(untagged, answers, strict=True) if seen}
         return [item for item in logged if item.message_id not in known]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from . import connection
+from . import connection, keys
 from .errors import ConfigurationError
 
 __all__ = [
@@ -155,6 +155,8 @@ class Settings:
     webhook_secret: tuple[str, ...] = ()
     broker_url: str = DEFAULT_BROKER_URL
     redis_url: str | None = None
+    # Every Redis key starts with it (as a hash tag), so applications can share one Redis.
+    key_prefix: str = keys.DEFAULT_PREFIX
     # None: 1 when the status store is reached through Sentinel, else 0 (see min_replicas).
     redis_min_replicas: int | None = None
     rate_limit: RateLimit = field(default_factory=lambda: RateLimit(150, 10.0))
@@ -197,6 +199,9 @@ class Settings:
         object.__setattr__(self, "accounts", _account_table(self.accounts))
         if self.redis_url is not None:
             connection.check_url(self.redis_url, "redis_url")
+        problem = keys.check_prefix(self.key_prefix)
+        if problem is not None:
+            raise ConfigurationError(f"MAILQUEUE_KEY_PREFIX {problem}", setting="key_prefix")
         if connection.scheme_of(self.broker_url) in connection.REDIS_SCHEMES:
             connection.check_url(self.broker_url, "broker_url")
         for name in (
@@ -478,6 +483,7 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
     put("webhook_secret", webhook, _secret_list, "MAILQUEUE_WEBHOOK_SECRET")
     put("broker_url", source.own("BROKER_URL") or None)
     put("redis_url", source.own("REDIS_URL") or None)
+    put("key_prefix", source.own("KEY_PREFIX") or None)
     put(
         "redis_min_replicas",
         source.own("REDIS_MIN_REPLICAS") or None,

@@ -19,24 +19,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import redis
 
-from . import keys
+from .keys import Keys, safe_id
 from .settings import Settings
 
-__all__ = ["Claim", "PartResult", "StatusStore", "now_iso"]
+__all__ = ["Claim", "PartRef", "PartResult", "StatusStore", "now_iso"]
 
 FINAL_STATES = ("sent", "partially_sent", "failed")
 Claim = Literal["go", "done", "busy", "doubt"]
 
-# Claim parts of sends for one attempt. KEYS: send hashes. ARGV: now (ISO),
-# now (ms), lease (ms), ttl (s), reconcile (0/1), then one part number per key.
-# Answers per key: 1 go, 0 already done, 2 another worker holds a live lease,
+# Claim parts of sends for one attempt. KEYS: n send hashes, then n group
+# hashes (a send in no group repeats its own hash there). ARGV: now (ISO),
+# now (ms), lease (ms), ttl (s), reconcile (0/1), then one part number per send.
+# Answers per send: 1 go, 0 already done, 2 another worker holds a live lease,
 # 3 go, but an earlier call of the part may have reached Mailtrap (look it up).
 # A lease left behind by a worker that died mid-call means that call may have
 # reached Mailtrap: when reconciling, the part is marked doubtful since the
@@ -45,8 +46,9 @@ Claim = Literal["go", "done", "busy", "doubt"]
 _CLAIM = """
 local out = {}
 local now_iso, now_ms, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-for i, key in ipairs(KEYS) do
-  local part = ARGV[5 + i]
+local n = #KEYS / 2
+for i = 1, n do
+  local key, gkey, part = KEYS[i], KEYS[n + i], ARGV[5 + i]
   if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
     out[i] = 0
   else
@@ -66,10 +68,9 @@ for i, key in ipairs(KEYS) do
       end
       if state ~= 'sent' and state ~= 'partially_sent' and state ~= 'failed' then
         if state ~= 'sending' then
-          local group = redis.call('HGET', key, 'group')
-          if group and state then
-            redis.call('HINCRBY', 'mq:group:' .. group, state, -1)
-            redis.call('HINCRBY', 'mq:group:' .. group, 'sending', 1)
+          if gkey ~= key and state then
+            redis.call('HINCRBY', gkey, state, -1)
+            redis.call('HINCRBY', gkey, 'sending', 1)
           end
         end
         redis.call('HSET', key, 'state', 'sending')
@@ -86,11 +87,12 @@ end
 return out
 """
 
-# Record the outcome of one part. KEYS: send hash, recipients hash.
+# Record the outcome of one part. KEYS: send hash, recipients hash, group
+# hash (the send hash again for a send in no group).
 # ARGV: part, outcome (sent|partial|failed), now, ttl, error JSON or "",
 # then recipient/value pairs. Returns the send's state after the update.
 _RECORD = """
-local key, rkey = KEYS[1], KEYS[2]
+local key, rkey, gkey = KEYS[1], KEYS[2], KEYS[3]
 local part, outcome, now_iso, ttl, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
   return redis.call('HGET', key, 'state')
@@ -118,10 +120,9 @@ elseif old ~= 'sending' then
 end
 if state ~= old then
   redis.call('HSET', key, 'state', state)
-  local group = redis.call('HGET', key, 'group')
-  if group then
-    if old then redis.call('HINCRBY', 'mq:group:' .. group, old, -1) end
-    redis.call('HINCRBY', 'mq:group:' .. group, state, 1)
+  if gkey ~= key then
+    if old then redis.call('HINCRBY', gkey, old, -1) end
+    redis.call('HINCRBY', gkey, state, 1)
   end
 end
 redis.call('EXPIRE', key, ttl)
@@ -130,9 +131,10 @@ return state
 """
 
 # A part's attempt failed transiently and will be retried later. KEYS: send
-# hash. ARGV: part, now, error JSON, next attempt (ISO), maybe delivered (0/1).
+# hash, group hash (the send hash again for none). ARGV: part, now, error
+# JSON, next attempt (ISO), maybe delivered (0/1).
 _RETRY = """
-local key, part = KEYS[1], ARGV[1]
+local key, gkey, part = KEYS[1], KEYS[2], ARGV[1]
 if redis.call('HEXISTS', key, 'done:' .. part) == 1 then return 0 end
 redis.call('HDEL', key, 'lease:' .. part)
 redis.call('HSET', key, 'updated_at', ARGV[2], 'error', ARGV[3], 'next_attempt_at', ARGV[4])
@@ -140,28 +142,27 @@ if ARGV[5] == '1' then redis.call('HINCRBY', key, 'possible_duplicates', 1) end
 local old = redis.call('HGET', key, 'state')
 if old == 'sending' or old == 'queued' then
   redis.call('HSET', key, 'state', 'retrying')
-  local group = redis.call('HGET', key, 'group')
-  if group then
-    redis.call('HINCRBY', 'mq:group:' .. group, old, -1)
-    redis.call('HINCRBY', 'mq:group:' .. group, 'retrying', 1)
+  if gkey ~= key then
+    redis.call('HINCRBY', gkey, old, -1)
+    redis.call('HINCRBY', gkey, 'retrying', 1)
   end
 end
 return 1
 """
 
-# Put a dead-lettered part back in play. KEYS: send hash. ARGV: part, now.
+# Put a dead-lettered part back in play. KEYS: send hash, group hash (the
+# send hash again for none). ARGV: part, now.
 _REVIVE = """
-local key, part = KEYS[1], ARGV[1]
+local key, gkey, part = KEYS[1], KEYS[2], ARGV[1]
 local outcome = redis.call('HGET', key, 'done:' .. part)
 if not outcome then return 0 end
 redis.call('HDEL', key, 'done:' .. part, 'error', 'next_attempt_at')
 redis.call('HINCRBY', key, 'parts_' .. outcome, -1)
 local old = redis.call('HGET', key, 'state')
 redis.call('HSET', key, 'state', 'queued', 'updated_at', ARGV[2])
-local group = redis.call('HGET', key, 'group')
-if group and old ~= 'queued' then
-  if old then redis.call('HINCRBY', 'mq:group:' .. group, old, -1) end
-  redis.call('HINCRBY', 'mq:group:' .. group, 'queued', 1)
+if gkey ~= key and old ~= 'queued' then
+  if old then redis.call('HINCRBY', gkey, old, -1) end
+  redis.call('HINCRBY', gkey, 'queued', 1)
 end
 return 1
 """
@@ -181,12 +182,21 @@ class PartResult:
     error: Mapping[str, Any] | None = None
 
 
+class PartRef(NamedTuple):
+    """One part of a send, and the send's group (``Envelope.ref``)."""
+
+    send_id: str
+    part: int
+    group: str | None = None
+
+
 class StatusStore:
     """Reads and writes status records; one instance per process is enough."""
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
+        self.keys = Keys(settings.key_prefix)
         self.ttl = max(int(settings.status_ttl), 1)
         self._claim = client.register_script(_CLAIM)
         self._record = client.register_script(_RECORD)
@@ -205,7 +215,7 @@ class StatusStore:
         group: str | None = None,
     ) -> None:
         """Queue the commands creating a ``queued`` record on ``pipe``."""
-        key = keys.send(send_id)
+        key = self.keys.send(send_id)
         fields: dict[Any, str | int] = {
             "state": "queued",
             "attempts": 0,
@@ -215,15 +225,15 @@ class StatusStore:
         }
         if group:
             fields["group"] = group
-            pipe.hincrby(keys.group(group), "queued", 1)
-            pipe.expire(keys.group(group), self.ttl)
+            pipe.hincrby(self.keys.group(group), "queued", 1)
+            pipe.expire(self.keys.group(group), self.ttl)
         pipe.hset(key, mapping=fields)
         pipe.expire(key, self.ttl)
 
     def create_rejected(self, send_id: str, error: Mapping[str, Any]) -> None:
         """Record a send refused before it was queued (a message that failed validation)."""
         stamp = now_iso()
-        key = keys.send(send_id)
+        key = self.keys.send(send_id)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "created_at", stamp)
             pipe.hset(
@@ -242,9 +252,9 @@ class StatusStore:
     # -- worker side ----------------------------------------------------
 
     def claim(
-        self, parts: Sequence[tuple[str, int]], lease_seconds: float, *, reconcile: bool = False
+        self, parts: Sequence[PartRef], lease_seconds: float, *, reconcile: bool = False
     ) -> list[Claim]:
-        """Claim ``(send_id, part)`` pairs for one attempt; one answer per pair, in order.
+        """Claim parts for one attempt; one answer per part, in order.
 
         With ``reconcile``, a part whose earlier call may have reached Mailtrap
         (a dead worker's lease, or ``mark_doubtful``) answers ``"doubt"``.
@@ -253,14 +263,14 @@ class StatusStore:
             return []
         now_ms = int(time.time() * 1000)
         answers = self._claim(
-            keys=[keys.send(send_id) for send_id, _ in parts],
+            keys=[self.keys.send(p.send_id) for p in parts] + [self._group(p) for p in parts],
             args=[
                 now_iso(),
                 now_ms,
                 int(lease_seconds * 1000),
                 self.ttl,
                 1 if reconcile else 0,
-                *(p for _, p in parts),
+                *(p.part for p in parts),
             ],
         )
         mapping: dict[int, Claim] = {1: "go", 0: "done", 2: "busy", 3: "doubt"}
@@ -275,17 +285,17 @@ class StatusStore:
 
         The earliest such call is kept: a look-up searches from it on.
         """
-        pipe.hsetnx(keys.send(send_id), f"doubt:{part}", int(since * 1000))
+        pipe.hsetnx(self.keys.send(send_id), f"doubt:{part}", int(since * 1000))
         self.note_doubtful(pipe, send_id)
 
     def note_doubtful(self, pipe: redis.client.Pipeline, send_id: str) -> None:
         """Queue listing a send among those an operator may want to reconcile."""
-        pipe.zadd(keys.DOUBTFUL, {send_id: time.time()})
+        pipe.zadd(self.keys.doubtful, {send_id: time.time()})
 
     def doubtful_sends(self) -> list[str]:
         """Sends listed by ``note_doubtful`` within the status TTL, oldest first."""
-        self.redis.zremrangebyscore(keys.DOUBTFUL, "-inf", time.time() - self.ttl)
-        return [_text(member) for member in self.redis.zrange(keys.DOUBTFUL, 0, -1)]
+        self.redis.zremrangebyscore(self.keys.doubtful, "-inf", time.time() - self.ttl)
+        return [_text(member) for member in self.redis.zrange(self.keys.doubtful, 0, -1)]
 
     def add_found(
         self, send_id: str, found: Mapping[str, str], confirmed_duplicates: int
@@ -295,21 +305,21 @@ class StatusStore:
         Only a recipient with no message id yet is changed: it reads ``queued``
         with the id, and webhook events for that id find the send.
         """
-        current = self.redis.hgetall(keys.recipients(send_id))
+        current = self.redis.hgetall(self.keys.recipients(send_id))
         with self.redis.pipeline(transaction=True) as pipe:
             for recipient, message_id in found.items():
                 raw = current.get(recipient.encode())
                 entry = json.loads(raw) if raw else {}
-                if entry.get("message_id") or not keys.safe_id(message_id):
+                if entry.get("message_id") or not safe_id(message_id):
                     continue
                 value = json.dumps({"status": "queued", "message_id": message_id})
-                pipe.hset(keys.recipients(send_id), recipient, value)
+                pipe.hset(self.keys.recipients(send_id), recipient, value)
                 pipe.set(
-                    keys.message_index(message_id),
+                    self.keys.message_index(message_id),
                     json.dumps({"send": send_id, "recipients": [recipient]}),
                     ex=self.ttl,
                 )
-            pipe.hset(keys.send(send_id), "confirmed_duplicates", confirmed_duplicates)
+            pipe.hset(self.keys.send(send_id), "confirmed_duplicates", confirmed_duplicates)
             pipe.execute()
 
     def doubts(self, parts: Sequence[tuple[str, int]]) -> list[tuple[float | None, int]]:
@@ -317,7 +327,7 @@ class StatusStore:
         how many look-ups found nothing so far."""
         with self.redis.pipeline(transaction=False) as pipe:
             for send_id, part in parts:
-                pipe.hmget(keys.send(send_id), [f"doubt:{part}", f"looks:{part}"])
+                pipe.hmget(self.keys.send(send_id), [f"doubt:{part}", f"looks:{part}"])
             rows = pipe.execute()
         return [
             (None if since is None else int(since) / 1000, int(looks or 0)) for since, looks in rows
@@ -325,33 +335,32 @@ class StatusStore:
 
     def note_look(self, pipe: redis.client.Pipeline, send_id: str, part: int) -> None:
         """Queue counting one look-up of a part that found nothing."""
-        pipe.hincrby(keys.send(send_id), f"looks:{part}", 1)
+        pipe.hincrby(self.keys.send(send_id), f"looks:{part}", 1)
 
     def count(self, pipe: redis.client.Pipeline, send_id: str, name: str, amount: int = 1) -> None:
         """Queue adding ``amount`` to a counter of the record (``reconciled``, ...)."""
-        pipe.hincrby(keys.send(send_id), name, amount)
+        pipe.hincrby(self.keys.send(send_id), name, amount)
 
-    def record(
-        self, pipe: redis.client.Pipeline, send_id: str, part: int, result: PartResult
-    ) -> None:
+    def record(self, pipe: redis.client.Pipeline, ref: PartRef, result: PartResult) -> None:
         """Queue the commands recording a finished part (and its message-id index) on ``pipe``."""
+        send_id = ref.send_id
         values: list[str] = []
         by_message: dict[str, list[str]] = {}
         for recipient, message_id in result.recipients.items():
             # A send Mailtrap accepted is queued even when its answer lacked an id.
             status = "queued" if message_id is not None or result.outcome == "sent" else "failed"
             values += [recipient, json.dumps({"status": status, "message_id": message_id})]
-            if message_id and keys.safe_id(message_id):
+            if message_id and safe_id(message_id):
                 by_message.setdefault(message_id, []).append(recipient)
         error = json.dumps(result.error) if result.error else ""
         self._record(
-            keys=[keys.send(send_id), keys.recipients(send_id)],
-            args=[part, result.outcome, now_iso(), self.ttl, error, *values],
+            keys=[self.keys.send(send_id), self.keys.recipients(send_id), self._group(ref)],
+            args=[ref.part, result.outcome, now_iso(), self.ttl, error, *values],
             client=pipe,
         )
         for message_id, recipients in by_message.items():
             pipe.set(
-                keys.message_index(message_id),
+                self.keys.message_index(message_id),
                 json.dumps({"send": send_id, "recipients": recipients}),
                 ex=self.ttl,
             )
@@ -359,8 +368,7 @@ class StatusStore:
     def mark_retrying(
         self,
         pipe: redis.client.Pipeline,
-        send_id: str,
-        part: int,
+        ref: PartRef,
         error: Mapping[str, Any],
         next_attempt_at: float,
         maybe_delivered: bool,
@@ -368,9 +376,9 @@ class StatusStore:
         """Queue the commands marking a part as waiting for a retry."""
         when = datetime.fromtimestamp(next_attempt_at, timezone.utc)
         self._retry(
-            keys=[keys.send(send_id)],
+            keys=[self.keys.send(ref.send_id), self._group(ref)],
             args=[
-                part,
+                ref.part,
                 now_iso(),
                 json.dumps(error),
                 when.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -379,18 +387,27 @@ class StatusStore:
             client=pipe,
         )
 
-    def revive(self, send_id: str, part: int) -> bool:
+    def revive(self, ref: PartRef) -> bool:
         """Undo a failed part so that it can be sent again (dead-letter requeue)."""
-        return bool(self._revive(keys=[keys.send(send_id)], args=[part, now_iso()]))
+        script_keys = [self.keys.send(ref.send_id), self._group(ref)]
+        return bool(self._revive(keys=script_keys, args=[ref.part, now_iso()]))
+
+    def count_duplicates(self, pipe: redis.client.Pipeline, send_id: str, amount: int) -> None:
+        """Queue counting ``amount`` more possible duplicates on a send."""
+        pipe.hincrby(self.keys.send(send_id), "possible_duplicates", amount)
+
+    def _group(self, ref: PartRef) -> str:
+        # The scripts take a send in no group's own hash in place of a group hash.
+        return self.keys.group(ref.group) if ref.group else self.keys.send(ref.send_id)
 
     # -- reading --------------------------------------------------------
 
     def get(self, send_id: str) -> dict[str, Any] | None:
         """The status record of DESIGN.md, or None for an unknown (or expired) id."""
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.send(send_id))
-            pipe.hgetall(keys.recipients(send_id))
-            pipe.lrange(keys.events(send_id), 0, -1)
+            pipe.hgetall(self.keys.send(send_id))
+            pipe.hgetall(self.keys.recipients(send_id))
+            pipe.lrange(self.keys.events(send_id), 0, -1)
             raw, rcpts, events = pipe.execute()
         if not raw:
             return None
@@ -426,41 +443,29 @@ class StatusStore:
 
     def state(self, send_id: str) -> str | None:
         """Just the state, in one round trip."""
-        value = self.redis.hget(keys.send(send_id), "state")
+        value = self.redis.hget(self.keys.send(send_id), "state")
         return _text(value) if value is not None else None
 
     def group_counts(self, group_id: str) -> dict[str, int]:
         """Per-state counts of the sends of one ``enqueue_many`` call."""
-        raw = cast(dict[bytes, bytes], self.redis.hgetall(keys.group(group_id)))
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.group(group_id)))
         return {_text(k): int(v) for k, v in raw.items() if int(v)}
 
     def recipient_counts(self, send_id: str) -> dict[str, int]:
         """Per-status counts of one send's recipients (a campaign's progress)."""
         counts: dict[str, int] = {}
-        for _, value in self.redis.hscan_iter(keys.recipients(send_id), count=1000):
+        for _, value in self.redis.hscan_iter(self.keys.recipients(send_id), count=1000):
             status = json.loads(value)["status"]
             counts[status] = counts.get(status, 0) + 1
         return counts
 
     def increment_stat(self, name: str, amount: int = 1) -> None:
-        self.redis.hincrby(keys.STATS, name, amount)
+        self.redis.hincrby(self.keys.stats, name, amount)
 
     def stats(self) -> dict[str, int]:
-        raw = cast(dict[bytes, bytes], self.redis.hgetall(keys.STATS))
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.stats))
         return {_text(k): int(v) for k, v in raw.items()}
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    """Successive lists of at most ``size`` items."""
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -47,7 +47,11 @@ def _collect_leftovers(**_: Any) -> None:
     default().waker.wake()
     settings = default().settings
     if settings.metrics_port:
-        metrics.start_metrics_server(settings.metrics_port, redis_url=settings.status_redis_url)
+        metrics.start_metrics_server(
+            settings.metrics_port,
+            redis_url=settings.status_redis_url,
+            key_space=default().keys,
+        )
 
 
 def _sweep() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-from . import keys
+from .keys import Keys
 
 __all__ = ["DELIVER_TASK", "HEARTBEAT", "MAX_COUNTDOWN", "Publish", "Waker"]
 
@@ -66,8 +66,9 @@ Publish = Callable[[dict[str, Any]], None]
 class Waker:
     """The one owner of the drains, pending, help and scheduled wake-up keys."""
 
-    def __init__(self, client: redis.Redis, publish: Publish) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, publish: Publish) -> None:
         self.redis = client
+        self.keys = keys
         self.publish = publish
         self._note_wakeup = client.register_script(_NOTE_WAKEUP)
 
@@ -81,8 +82,8 @@ class Waker:
         for work once more after leaving, and finds this), or none was and
         this producer publishes (or another's wake-up is on its way).
         """
-        pipe.zcount(keys.DRAINS, _now_ms(), "+inf")
-        pipe.set(keys.WAKEUP_PENDING, 1, nx=True, px=WAKEUP_PENDING_MS)
+        pipe.zcount(self.keys.drains, _now_ms(), "+inf")
+        pipe.set(self.keys.wakeup_pending, 1, nx=True, px=WAKEUP_PENDING_MS)
 
     @staticmethod
     def must_wake(answers: Sequence[Any]) -> bool:
@@ -107,7 +108,7 @@ class Waker:
         now = time.time()
         delay = min(max(due - now, 0.0), MAX_COUNTDOWN)
         args = [now + delay, max(int((delay + 1) * 1000), 1), now]
-        if self._note_wakeup(keys=[keys.WAKEUP], args=args):
+        if self._note_wakeup(keys=[self.keys.wakeup], args=args):
             self._publish_quietly({**options, "countdown": delay}, announced=False)
 
     def wake_soon(self, **options: Any) -> None:
@@ -133,19 +134,19 @@ class Waker:
             if announced:
                 # Let the next producer try instead of waiting for the marker to expire.
                 with contextlib.suppress(redis.RedisError):
-                    self.redis.delete(keys.WAKEUP_PENDING)
+                    self.redis.delete(self.keys.wakeup_pending)
 
     # -- drains -------------------------------------------------------------
 
     def arrive(self, consumer: str) -> None:
         """A drain starts: visible as running, it stands for any wake-up announced so far."""
         self.heartbeat(consumer)
-        self.redis.delete(keys.WAKEUP_PENDING)
+        self.redis.delete(self.keys.wakeup_pending)
 
     def heartbeat(self, consumer: str) -> None:
         """Renew a running drain's heartbeat."""
         expires = int((time.time() + HEARTBEAT) * 1000)
-        self.redis.zadd(keys.DRAINS, {consumer: expires})
+        self.redis.zadd(self.keys.drains, {consumer: expires})
 
     def leave(self, consumer: str) -> None:
         """A drain stops being visible. It must look for work once more afterwards.
@@ -154,13 +155,13 @@ class Waker:
         before this call must be seen by this drain after it.
         """
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(keys.DRAINS, consumer)
-            pipe.delete(keys.WAKEUP_PENDING)
+            pipe.zrem(self.keys.drains, consumer)
+            pipe.delete(self.keys.wakeup_pending)
             pipe.execute()
 
     def call_for_help(self) -> None:
         """Under a backlog, wake one more worker (at most once per ``HELP_INTERVAL_MS``)."""
-        if self.redis.set(keys.DRAIN_HELP, 1, nx=True, px=HELP_INTERVAL_MS):
+        if self.redis.set(self.keys.drain_help, 1, nx=True, px=HELP_INTERVAL_MS):
             self.wake()
 
     # -- observers ----------------------------------------------------------
@@ -168,14 +169,14 @@ class Waker:
     def drains(self) -> tuple[int, float | None]:
         """How many drains are alive, and when the newest heartbeat expires (unix seconds)."""
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcount(keys.DRAINS, _now_ms(), "+inf")
-            pipe.zrange(keys.DRAINS, -1, -1, withscores=True)
+            pipe.zcount(self.keys.drains, _now_ms(), "+inf")
+            pipe.zrange(self.keys.drains, -1, -1, withscores=True)
             live, newest = pipe.execute()
         return int(live), (float(newest[0][1]) / 1000 if newest else None)
 
     def drain_alive(self) -> bool:
         """Whether any drain's heartbeat is still fresh."""
-        return bool(self.redis.zcount(keys.DRAINS, _now_ms(), "+inf"))
+        return bool(self.redis.zcount(self.keys.drains, _now_ms(), "+inf"))
 
 
 def _now_ms() -> int:

@@ -112,7 +112,7 @@ def environment(
 def _count_records(url: str) -> int:
     client = redis.Redis.from_url(url)
     try:
-        return sum(1 for _ in client.scan_iter("mq:send:*", count=1000))
+        return sum(1 for _ in client.scan_iter("{mq}:send:*", count=1000))
     finally:
         client.close()
 

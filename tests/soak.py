@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mailqueue
-from mailqueue import keys
 from mailqueue.client import default as current
+from mailqueue.keys import Keys
 from mailqueue.settings import RateLimit, Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import RedisServer
@@ -148,7 +148,7 @@ def wait_settled(send_ids: Sequence[str], timeout: float) -> None:
     while pending and time.monotonic() < deadline:
         with client.pipeline(transaction=False) as pipe:
             for send_id in pending:
-                pipe.hget(keys.send(send_id), "state")
+                pipe.hget(Keys().send(send_id), "state")
             states = pipe.execute()
         pending = [
             sid

@@ -153,7 +153,7 @@ def test_bad_address_prints_one_error_line_naming_the_field_and_enqueues_nothing
                     "--text", "T")
 
     assert_one_error_line(result, "to[0]")
-    assert redis_client.keys("mq:send:*") == []
+    assert redis_client.keys("{mq}:send:*") == []
 
 
 def test_missing_from_address_names_from_email(settings: Settings) -> None:
@@ -287,7 +287,7 @@ def test_status_says_no_worker_is_draining_a_send_left_waiting(
 ) -> None:
     send_id = send_plain()
     # As if it had been queued a minute ago and no drain had run since.
-    redis_client.hset(f"mq:send:{send_id}", "updated_at", "2020-01-01T00:00:00.000Z")
+    redis_client.hset(f"{{mq}}:send:{send_id}", "updated_at", "2020-01-01T00:00:00.000Z")
 
     shown = invoke("status", send_id).stdout
     watched = invoke("status", send_id, "--watch", "--timeout", "0.2", "--interval", "0.1")
@@ -407,7 +407,7 @@ def test_campaign_with_a_bad_address_names_the_row_and_queues_nothing(
                     "--individual")
 
     assert_one_error_line(result, "row 3", "broken")
-    assert redis_client.keys("mq:send:*") == []
+    assert redis_client.keys("{mq}:send:*") == []
 
 
 @pytest.mark.e2e
@@ -572,7 +572,7 @@ def test_campaign_batch_with_a_bad_address_names_the_csv_row(
     result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM)
 
     assert_one_error_line(result, "row 3", "broken", "to[1]")
-    assert redis_client.keys("mq:send:*") == []
+    assert redis_client.keys("{mq}:send:*") == []
 
 
 @pytest.mark.e2e

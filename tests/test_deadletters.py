@@ -8,9 +8,9 @@ import pytest
 import redis
 
 import mailqueue
-from mailqueue import keys
 from mailqueue.client import default
 from mailqueue.delivery import Drainer
+from mailqueue.keys import Keys
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 
@@ -88,7 +88,7 @@ def test_a_requeued_send_leaves_the_dead_letter_set(
     default().requeue_dead_letters([send_id])
 
     assert default().list_dead_letters() == []
-    assert not redis_client.exists(keys.dead_letter(send_id))
+    assert not redis_client.exists(Keys().dead_letter(send_id))
 
 
 def test_requeue_without_ids_takes_every_dead_letter(

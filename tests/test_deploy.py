@@ -25,6 +25,7 @@ yaml = pytest.importorskip("yaml")
 
 from mailqueue import keys  # noqa: E402
 from mailqueue.delivery import DRAIN_BUDGET  # noqa: E402
+from mailqueue.keys import Keys  # noqa: E402
 from mailqueue.settings import Settings  # noqa: E402
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -433,7 +434,7 @@ def test_keda_scales_the_worker_deployment_on_the_outbox_streams() -> None:
     assert scaled["spec"]["scaleTargetRef"]["name"] in deployments
     triggers = scaled["spec"]["triggers"]
     assert {t["type"] for t in triggers} == {"redis-streams"}
-    assert {t["metadata"]["stream"] for t in triggers} == {keys.OUTBOX, keys.OUTBOX_BATCH}
+    assert {t["metadata"]["stream"] for t in triggers} == {Keys().outbox, Keys().outbox_batch}
     for trigger in triggers:
         assert trigger["metadata"]["consumerGroup"] == keys.OUTBOX_GROUP
         assert int(trigger["metadata"]["lagCount"]) > 0

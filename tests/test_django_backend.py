@@ -286,7 +286,7 @@ def test_invalid_message_raises_naming_it_and_queues_nothing(
 
     assert str(info.value).startswith("messages[1]: ")
     assert info.value.field == "to[0]"
-    assert redis_client.keys("mq:send:*") == []
+    assert redis_client.keys("{mq}:send:*") == []
 
 
 def test_fail_silently_swallows_a_bad_message_and_returns_zero(
@@ -295,7 +295,7 @@ def test_fail_silently_swallows_a_bad_message_and_returns_zero(
     sent = mail.send_mail("Hi", "Hello", "a@example.com", ["not an address"], fail_silently=True)
 
     assert sent == 0
-    assert redis_client.keys("mq:send:*") == []
+    assert redis_client.keys("{mq}:send:*") == []
 
 
 def test_fail_silently_queues_the_good_messages_and_counts_them(queue_only: None) -> None:

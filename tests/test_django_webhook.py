@@ -17,7 +17,7 @@ from django.test import Client, override_settings
 from django.urls import include, path, reverse
 
 from mailqueue.settings import Settings
-from mailqueue.status import PartResult, StatusStore, now_iso
+from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
 
 if not django_settings.configured:
     django_settings.configure(
@@ -60,7 +60,7 @@ def send_id(redis_client: redis.Redis) -> str:
     store = StatusStore(redis_client, Settings())
     with redis_client.pipeline() as pipe:
         store.create(pipe, "dj-1", parts=1, created_at=now_iso())
-        store.record(pipe, "dj-1", 0, PartResult("sent", {"to@example.com": MESSAGE_ID}))
+        store.record(pipe, PartRef("dj-1", 0), PartResult("sent", {"to@example.com": MESSAGE_ID}))
         pipe.execute()
     return "dj-1"
 

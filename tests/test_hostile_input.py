@@ -22,7 +22,7 @@ from mailqueue import keys
 from mailqueue.client import default as current
 from mailqueue.payload import build_payload
 from mailqueue.settings import Settings
-from mailqueue.status import PartResult
+from mailqueue.status import PartRef, PartResult
 from mailqueue.webhooks import TrackingApp, create_app
 
 SETTINGS = Settings(api_token="hostile-test-token")
@@ -227,7 +227,7 @@ def test_hostile_django_messages_raise_only_mailqueue_errors(
 
 HOSTILE_IDS = [
     "*",
-    "mq:send:*",
+    "{mq}:send:*",
     "../../etc/passwd",
     "a\nb",
     "a\r\nSET mq:evil 1",
@@ -291,8 +291,8 @@ def post_events(app: TrackingApp, events: list[dict[str, Any]]) -> int:
 
 
 KEY_SHAPES = {
-    "mq:send:", "mq:rcpt:", "mq:events:", "mq:msgid:", "mq:evt:", "mq:idem:", "mq:group:",
-    "mq:dead:",
+    "{mq}:send:", "{mq}:rcpt:", "{mq}:events:", "{mq}:msgid:", "{mq}:evt:", "{mq}:idem:",
+    "{mq}:group:", "{mq}:dead:",
 }  # fmt: skip
 
 
@@ -337,7 +337,7 @@ def test_webhook_event_for_a_known_message_with_a_hostile_event_id_updates_no_ex
     send_id = mailqueue.enqueue(BASE)
     with redis_client.pipeline() as pipe:
         store = current().store
-        store.record(pipe, send_id, 0, PartResult("sent", {"alice@example.com": "mid-1"}))
+        store.record(pipe, PartRef(send_id, 0), PartResult("sent", {"alice@example.com": "mid-1"}))
         pipe.execute()
     before = set(redis_client.scan_iter(count=1000))
 

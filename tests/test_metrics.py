@@ -13,8 +13,9 @@ import redis
 import requests
 from prometheus_client import REGISTRY
 
-from mailqueue import keys, metrics
+from mailqueue import metrics
 from mailqueue.errors import ConfigurationError
+from mailqueue.keys import Keys
 
 
 def sample(name: str, **labels: str) -> float:
@@ -133,9 +134,9 @@ def test_queue_depth_is_read_from_redis_at_scrape_time(
     serve: str, redis_client: redis.Redis
 ) -> None:
     for _ in range(3):
-        redis_client.xadd(keys.OUTBOX, {"e": b"{}"})
-    redis_client.xadd(keys.OUTBOX_BATCH, {"e": b"{}"})
-    redis_client.zadd(keys.RETRY, {"a": 1.0, "b": 2.0})
+        redis_client.xadd(Keys().outbox, {"e": b"{}"})
+    redis_client.xadd(Keys().outbox_batch, {"e": b"{}"})
+    redis_client.zadd(Keys().retry, {"a": 1.0, "b": 2.0})
 
     body = scrape(serve)
 

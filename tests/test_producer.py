@@ -9,7 +9,7 @@ import pytest
 import redis
 
 import mailqueue
-from mailqueue import keys
+from mailqueue.keys import Keys
 from mailqueue.outbox import Envelope
 from mailqueue.settings import Settings
 from mailqueue.testing.redis_server import free_port
@@ -24,7 +24,7 @@ def settings(redis_url: str) -> Iterator[Settings]:
     yield settings
 
 
-def outbox_envelopes(client: redis.Redis, stream: str = keys.OUTBOX) -> list[Envelope]:
+def outbox_envelopes(client: redis.Redis, stream: str = Keys().outbox) -> list[Envelope]:
     return [Envelope.decode(fields[b"e"]) for _, fields in client.xrange(stream)]
 
 
@@ -52,14 +52,14 @@ def test_apply_async_with_countdown_schedules_instead_of_queueing(
     mailqueue.send_email.apply_async((MESSAGE,), countdown=300)
 
     assert outbox_envelopes(redis_client) == []
-    [(_, due)] = redis_client.zrange(keys.RETRY, 0, -1, withscores=True)
+    [(_, due)] = redis_client.zrange(Keys().retry, 0, -1, withscores=True)
     assert before + 299 <= due <= time.time() + 301
 
 
 def test_a_record_never_holds_the_body(settings: Settings, redis_client: redis.Redis) -> None:
     send_id = mailqueue.enqueue({**MESSAGE, "text": "SECRET-BODY-TEXT"})
 
-    stored = redis_client.hgetall(keys.send(send_id))
+    stored = redis_client.hgetall(Keys().send(send_id))
 
     assert not any(b"SECRET-BODY-TEXT" in value for value in stored.values())
 
@@ -98,8 +98,8 @@ def test_enqueue_many_with_one_bad_message_names_its_index_and_queues_nothing(
 
     assert info.value.index == 2
     assert "messages[2]" in str(info.value)
-    assert redis_client.keys("mq:send:*") == []
-    assert not redis_client.exists(keys.OUTBOX) or redis_client.xlen(keys.OUTBOX) == 0
+    assert redis_client.keys("{mq}:send:*") == []
+    assert not redis_client.exists(Keys().outbox) or redis_client.xlen(Keys().outbox) == 0
 
 
 def test_a_batch_send_becomes_one_envelope_per_chunk(
@@ -108,7 +108,7 @@ def test_a_batch_send_becomes_one_envelope_per_chunk(
     to = [f"u{i}@example.com" for i in range(1001)]
     send_id = mailqueue.enqueue({**MESSAGE, "to": to, "merge_data": {}})
 
-    envelopes = outbox_envelopes(redis_client, keys.OUTBOX_BATCH)
+    envelopes = outbox_envelopes(redis_client, Keys().outbox_batch)
 
     assert [e.part for e in envelopes] == [0, 1, 2]
     assert mailqueue.get_status(send_id)["parts"] == 3  # type: ignore[index]
@@ -139,7 +139,7 @@ def test_a_burst_on_an_idle_fleet_publishes_one_wake_up(
 def test_no_wake_up_is_published_while_a_drain_runs(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    redis_client.zadd(keys.DRAINS, {"worker-a": int((time.time() + 30) * 1000)})
+    redis_client.zadd(Keys().drains, {"worker-a": int((time.time() + 30) * 1000)})
 
     mailqueue.enqueue(MESSAGE)
 
@@ -152,11 +152,11 @@ def test_a_marker_left_while_drains_ran_does_not_outlive_them(
     from mailqueue.client import default
     from mailqueue.delivery import Drainer
 
-    redis_client.zadd(keys.DRAINS, {"worker-a": int((time.time() + 30) * 1000)})
+    redis_client.zadd(Keys().drains, {"worker-a": int((time.time() + 30) * 1000)})
     mailqueue.enqueue(MESSAGE)  # sets the marker, wakes nobody: worker-a will see it
-    redis_client.zrem(keys.DRAINS, "worker-a")
+    redis_client.zrem(Keys().drains, "worker-a")
     drainer = Drainer(default())
-    redis_client.delete(keys.OUTBOX)  # nothing to send: the drain only starts and leaves
+    redis_client.delete(Keys().outbox)  # nothing to send: the drain only starts and leaves
     drainer.drain(budget=1)
 
     mailqueue.enqueue(MESSAGE)

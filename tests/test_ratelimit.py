@@ -15,8 +15,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from mailqueue import keys
 from mailqueue.errors import RateLimited, TransientDeliveryError
+from mailqueue.keys import Keys
 from mailqueue.ratelimit import (
     MAX_JITTER,
     FleetRateLimiter,
@@ -28,6 +28,7 @@ from mailqueue.ratelimit import (
 from mailqueue.settings import RateLimit, Settings
 
 TOKEN = "tok-3f9c1e7a-secret-api-token"
+
 
 def make_settings(amount: int, period: float) -> Settings:
     return Settings(api_token=TOKEN, rate_limit=RateLimit(amount, period))
@@ -78,7 +79,7 @@ class Limiters:
         if isinstance(limiter, MemoryRateLimiter):
             return limiter._state.granted[limiter.lane][-1]
         assert self.client is not None
-        log = keys.rate_limit_bulk if limiter.lane == "bulk" else keys.rate_limit
+        log = Keys().rate_limit_bulk if limiter.lane == "bulk" else Keys().rate_limit
         newest: Any = self.client.zrange(log(TOKEN_KEY), -1, -1, withscores=True)
         return float(newest[0][1]) / 1_000_000
 
@@ -87,7 +88,7 @@ class Limiters:
         if isinstance(limiter, MemoryRateLimiter):
             return limiter._state.cooldown_until
         assert self.client is not None
-        return int(self.client.get(keys.cooldown(TOKEN_KEY)) or 0) / 1_000_000
+        return int(self.client.get(Keys().cooldown(TOKEN_KEY)) or 0) / 1_000_000
 
     def wait_out_cooldown(self, limiter: RateLimiter) -> None:
         if self.client is None:
@@ -348,9 +349,7 @@ def test_default_margin_shrinks_with_short_periods() -> None:
 # -- fleet properties: real Redis, real processes ------------------------------------
 
 
-def _take_slots(
-    url: str, tries: int, start: Barrier, results: multiprocessing.Queue[int]
-) -> None:
+def _take_slots(url: str, tries: int, start: Barrier, results: multiprocessing.Queue[int]) -> None:
     limiter = FleetRateLimiter(redis.Redis.from_url(url), make_settings(20, 60.0))
     start.wait()
     results.put(sum(limiter.try_acquire() for _ in range(tries)))
@@ -421,12 +420,15 @@ def test_redis_holds_the_token_key_never_the_token(redis_client: redis.Redis) ->
     limiter.penalize(5.0)
 
     names = sorted(name.decode() for name in redis_client.scan_iter())
-    assert names == sorted([keys.rate_limit(settings.token_key), keys.cooldown(settings.token_key)])
+    key_space = Keys()
+    assert names == sorted(
+        [key_space.rate_limit(settings.token_key), key_space.cooldown(settings.token_key)]
+    )
     stored = [
         member.decode()
-        for member in redis_client.zrange(keys.rate_limit(settings.token_key), 0, -1)
+        for member in redis_client.zrange(Keys().rate_limit(settings.token_key), 0, -1)
     ]
-    stored.append(redis_client.get(keys.cooldown(settings.token_key)).decode())  # type: ignore[union-attr]
+    stored.append(redis_client.get(Keys().cooldown(settings.token_key)).decode())  # type: ignore[union-attr]
     assert all(TOKEN not in text for text in [*names, *stored])
 
 
@@ -435,8 +437,8 @@ def test_limiter_keys_expire_on_their_own(redis_client: redis.Redis) -> None:
     limiter = FleetRateLimiter(redis_client, settings)
     limiter.acquire()
     limiter.penalize(5.0)
-    assert 0 < redis_client.pttl(keys.rate_limit(settings.token_key)) <= 11_300
-    assert 0 < redis_client.pttl(keys.cooldown(settings.token_key)) <= 5_001
+    assert 0 < redis_client.pttl(Keys().rate_limit(settings.token_key)) <= 11_300
+    assert 0 < redis_client.pttl(Keys().cooldown(settings.token_key)) <= 5_001
 
 
 def test_unreachable_redis_is_reported_as_broker_unavailable() -> None:
@@ -465,7 +467,7 @@ def test_a_limiter_copied_into_forked_workers_counts_every_grant(
     child.join(timeout=30)
     limiter.acquire()
     assert child.exitcode == 0
-    assert redis_client.zcard(keys.rate_limit(settings.token_key)) == 3
+    assert redis_client.zcard(Keys().rate_limit(settings.token_key)) == 3
 
 
 def test_bulk_lane_keys_hold_no_token_and_expire(redis_client: redis.Redis) -> None:
@@ -475,7 +477,7 @@ def test_bulk_lane_keys_hold_no_token_and_expire(redis_client: redis.Redis) -> N
 
     names = sorted(name.decode() for name in redis_client.scan_iter())
     assert names == sorted(
-        [keys.rate_limit_bulk(settings.token_key), keys.bulk_demand(settings.token_key)]
+        [Keys().rate_limit_bulk(settings.token_key), Keys().bulk_demand(settings.token_key)]
     )
     assert all(TOKEN not in name for name in names)
     assert all(0 < redis_client.pttl(name) <= 11_300 for name in names)

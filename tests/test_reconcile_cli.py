@@ -14,7 +14,7 @@ from mailqueue.calltag import Tag, tag_call
 from mailqueue.cli import cli
 from mailqueue.client import default
 from mailqueue.settings import Settings
-from mailqueue.status import PartResult
+from mailqueue.status import PartRef, PartResult
 from mailqueue.testing import LocalMailtrap
 
 MESSAGE = {
@@ -52,7 +52,7 @@ def failed_send_that_went_out_twice(mailtrap: LocalMailtrap, send_id: str) -> No
     store = default().store
     with store.redis.pipeline() as pipe:
         store.create(pipe, send_id, parts=1, created_at="2020-01-01T00:00:00.000Z")
-        store.record(pipe, send_id, 0, PartResult("failed", {"alice@example.com": None}))
+        store.record(pipe, PartRef(send_id, 0), PartResult("failed", {"alice@example.com": None}))
         store.note_doubtful(pipe, send_id)
         pipe.execute()
     (call,) = build_payload(MESSAGE, default().settings)

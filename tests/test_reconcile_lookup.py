@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import requests
 
-from mailqueue import Settings, build_payload, keys
+from mailqueue import Settings, build_payload
 from mailqueue.calltag import Tag, tag_call
 from mailqueue.client import Client
+from mailqueue.keys import Keys
 from mailqueue.payload import ApiCall
 from mailqueue.reconcile import Doubtful, Reconciler, remaining_call
 from mailqueue.responses import RequestResult
@@ -128,7 +129,7 @@ def test_an_untagged_message_already_recorded_for_another_send_is_not_taken_for_
     post(mailtrap, call)  # an earlier send of the same mail, recorded as sent
     (accepted,) = mailtrap.accepted
     client.redis.set(
-        keys.message_index(accepted.message_ids[0]),
+        Keys().message_index(accepted.message_ids[0]),
         json.dumps({"send": "earlier", "recipients": ["alice@example.com"]}),
     )
     (lookup,) = look_up(client, Doubtful("send-4", 0, 0, call, started))

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from mailqueue.settings import Settings
-from mailqueue.status import PartResult, StatusStore
+from mailqueue.status import PartRef, PartResult, StatusStore
 
 
 @pytest.fixture
@@ -27,9 +27,9 @@ def test_a_dead_workers_lease_makes_the_part_doubtful_since_the_lease_began(
 ) -> None:
     create(store, "s1")
     before = time.time()
-    store.claim([("s1", 0)], lease_seconds=0.05, reconcile=True)
+    store.claim([PartRef("s1", 0)], lease_seconds=0.05, reconcile=True)
     deadline = time.monotonic() + 10
-    while (claimed := store.claim([("s1", 0)], 30, reconcile=True)) == ["busy"]:
+    while (claimed := store.claim([PartRef("s1", 0)], 30, reconcile=True)) == ["busy"]:
         assert time.monotonic() < deadline, "the lease never expired"
         time.sleep(0.01)
     assert claimed == ["doubt"]
@@ -42,17 +42,17 @@ def test_a_dead_workers_lease_makes_the_part_doubtful_since_the_lease_began(
 
 def test_a_part_marked_doubtful_stays_so_until_recorded(store: StatusStore) -> None:
     create(store, "s1")
-    assert store.claim([("s1", 0)], 30, reconcile=True) == ["go"]
+    assert store.claim([PartRef("s1", 0)], 30, reconcile=True) == ["go"]
     with store.redis.pipeline() as pipe:
         store.mark_doubtful(pipe, "s1", 0, 1000.0)
         store.mark_doubtful(pipe, "s1", 0, 2000.0)  # the earliest call is kept
         store.note_look(pipe, "s1", 0)
-        store.mark_retrying(pipe, "s1", 0, {"kind": "transient"}, time.time(), False)
+        store.mark_retrying(pipe, PartRef("s1", 0), {"kind": "transient"}, time.time(), False)
         pipe.execute()
-    assert store.claim([("s1", 0)], 30, reconcile=True) == ["doubt"]
+    assert store.claim([PartRef("s1", 0)], 30, reconcile=True) == ["doubt"]
     assert store.doubts([("s1", 0)]) == [(1000.0, 1)]
     with store.redis.pipeline() as pipe:
-        store.record(pipe, "s1", 0, PartResult("sent", {"a@example.com": "m1"}))
+        store.record(pipe, PartRef("s1", 0), PartResult("sent", {"a@example.com": "m1"}))
         store.count(pipe, "s1", "reconciled")
         pipe.execute()
     assert store.doubts([("s1", 0)]) == [(None, 0)]
@@ -64,9 +64,9 @@ def test_without_reconciling_a_dead_workers_lease_is_a_possible_duplicate(
     store: StatusStore,
 ) -> None:
     create(store, "s1")
-    store.claim([("s1", 0)], lease_seconds=0.05)
+    store.claim([PartRef("s1", 0)], lease_seconds=0.05)
     deadline = time.monotonic() + 10
-    while (claimed := store.claim([("s1", 0)], 30)) == ["busy"]:
+    while (claimed := store.claim([PartRef("s1", 0)], 30)) == ["busy"]:
         assert time.monotonic() < deadline, "the lease never expired"
         time.sleep(0.01)
     assert claimed == ["go"]

@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from mailqueue import ReplicationTimeout, Settings, keys
+from mailqueue import ReplicationTimeout, Settings
 from mailqueue.client import Client
 from mailqueue.connection import connect, replicated_transaction
+from mailqueue.keys import Keys
 from mailqueue.testing.redis_server import RedisServer
 
 
@@ -121,5 +122,5 @@ def test_enqueue_with_a_stopped_replica_keeps_its_idempotency_key(
     # The first attempt is queued on the master; a retry with the same key
     # finds it instead of queueing a second copy.
     send_id = runtime.enqueue(message, idempotency_key="order-1")
-    records = list(redis.Redis(port=master.port).scan_iter(match=keys.send("*")))
-    assert records == [keys.send(send_id).encode()]
+    records = list(redis.Redis(port=master.port).scan_iter(match=Keys().send("*")))
+    assert records == [Keys().send(send_id).encode()]

@@ -7,9 +7,9 @@ import time
 import pytest
 import redis
 
-from mailqueue import keys
+from mailqueue.keys import Keys
 from mailqueue.settings import Settings
-from mailqueue.status import PartResult, StatusStore
+from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
 
 
 @pytest.fixture
@@ -23,9 +23,11 @@ def create(store: StatusStore, send_id: str, parts: int = 1, group: str | None =
         pipe.execute()
 
 
-def record(store: StatusStore, send_id: str, part: int, result: PartResult) -> None:
+def record(
+    store: StatusStore, send_id: str, part: int, result: PartResult, group: str | None = None
+) -> None:
     with store.redis.pipeline() as pipe:
-        store.record(pipe, send_id, part, result)
+        store.record(pipe, PartRef(send_id, part, group), result)
         pipe.execute()
 
 
@@ -39,7 +41,7 @@ def test_new_record_is_queued_with_ttl(store: StatusStore) -> None:
     assert status["attempts"] == 0
     assert status["error"] is None
     assert status["recipients"] == {}
-    assert 0 < store.redis.ttl(keys.send("s1")) <= 600
+    assert 0 < store.redis.ttl(Keys().send("s1")) <= 600
 
 
 def test_unknown_id_has_no_record(store: StatusStore) -> None:
@@ -49,7 +51,7 @@ def test_unknown_id_has_no_record(store: StatusStore) -> None:
 def test_claim_moves_to_sending_and_counts_the_attempt(store: StatusStore) -> None:
     create(store, "s1")
 
-    assert store.claim([("s1", 0)], lease_seconds=30) == ["go"]
+    assert store.claim([PartRef("s1", 0)], lease_seconds=30) == ["go"]
 
     status = store.get("s1")
     assert status is not None and status["state"] == "sending" and status["attempts"] == 1
@@ -57,18 +59,18 @@ def test_claim_moves_to_sending_and_counts_the_attempt(store: StatusStore) -> No
 
 def test_a_live_lease_refuses_a_second_claimer(store: StatusStore) -> None:
     create(store, "s1")
-    store.claim([("s1", 0)], lease_seconds=30)
+    store.claim([PartRef("s1", 0)], lease_seconds=30)
 
-    assert store.claim([("s1", 0)], lease_seconds=30) == ["busy"]
+    assert store.claim([PartRef("s1", 0)], lease_seconds=30) == ["busy"]
 
 
 def test_an_expired_lease_is_taken_over_and_counted_as_a_possible_duplicate(
     store: StatusStore,
 ) -> None:
     create(store, "s1")
-    store.claim([("s1", 0)], lease_seconds=0.05)
+    store.claim([PartRef("s1", 0)], lease_seconds=0.05)
     deadline = time.monotonic() + 10
-    while (claimed := store.claim([("s1", 0)], lease_seconds=30)) == ["busy"]:
+    while (claimed := store.claim([PartRef("s1", 0)], lease_seconds=30)) == ["busy"]:
         assert time.monotonic() < deadline, "the lease never expired"
         time.sleep(0.01)
 
@@ -79,15 +81,15 @@ def test_an_expired_lease_is_taken_over_and_counted_as_a_possible_duplicate(
 
 def test_a_done_part_is_never_claimed_again(store: StatusStore) -> None:
     create(store, "s1")
-    store.claim([("s1", 0)], lease_seconds=30)
+    store.claim([PartRef("s1", 0)], lease_seconds=30)
     record(store, "s1", 0, PartResult("sent", {"a@example.com": "m-1"}))
 
-    assert store.claim([("s1", 0)], lease_seconds=30) == ["done"]
+    assert store.claim([PartRef("s1", 0)], lease_seconds=30) == ["done"]
 
 
 def test_recording_success_stores_recipients_and_the_message_id_index(store: StatusStore) -> None:
     create(store, "s1")
-    store.claim([("s1", 0)], lease_seconds=30)
+    store.claim([PartRef("s1", 0)], lease_seconds=30)
 
     record(store, "s1", 0, PartResult("sent", {"a@example.com": "m-1", "b@example.com": "m-2"}))
 
@@ -98,12 +100,12 @@ def test_recording_success_stores_recipients_and_the_message_id_index(store: Sta
         "a@example.com": {"status": "queued", "message_id": "m-1"},
         "b@example.com": {"status": "queued", "message_id": "m-2"},
     }
-    assert store.redis.get(keys.message_index("m-1")) is not None
+    assert store.redis.get(Keys().message_index("m-1")) is not None
 
 
 def test_state_waits_for_every_part_and_mixes_into_partially_sent(store: StatusStore) -> None:
     create(store, "s1", parts=2)
-    store.claim([("s1", 0), ("s1", 1)], lease_seconds=30)
+    store.claim([PartRef("s1", 0), PartRef("s1", 1)], lease_seconds=30)
 
     record(store, "s1", 0, PartResult("sent", {"a@example.com": "m-1"}))
     assert store.state("s1") == "sending"
@@ -137,11 +139,11 @@ def test_recording_twice_changes_nothing(store: StatusStore) -> None:
 
 def test_retrying_records_error_and_next_attempt(store: StatusStore) -> None:
     create(store, "s1")
-    store.claim([("s1", 0)], lease_seconds=30)
+    store.claim([PartRef("s1", 0)], lease_seconds=30)
     error = {"kind": "transient", "status_code": 503, "message": "unavailable"}
 
     with store.redis.pipeline() as pipe:
-        store.mark_retrying(pipe, "s1", 0, error, time.time() + 60, maybe_delivered=True)
+        store.mark_retrying(pipe, PartRef("s1", 0), error, time.time() + 60, maybe_delivered=True)
         pipe.execute()
 
     status = store.get("s1")
@@ -150,27 +152,48 @@ def test_retrying_records_error_and_next_attempt(store: StatusStore) -> None:
     assert status["error"] == error
     assert status["possible_duplicates"] == 1
     assert "next_attempt_at" in status
-    assert store.claim([("s1", 0)], lease_seconds=30) == ["go"]  # the lease was released
+    assert store.claim([PartRef("s1", 0)], lease_seconds=30) == ["go"]  # the lease was released
 
 
 def test_group_counts_follow_state_changes(store: StatusStore) -> None:
     for send_id in ("a", "b", "c"):
         create(store, send_id, group="g1")
-    store.claim([("a", 0), ("b", 0)], lease_seconds=30)
-    record(store, "a", 0, PartResult("sent", {"x@example.com": "m"}))
+    store.claim([PartRef("a", 0, "g1"), PartRef("b", 0, "g1")], lease_seconds=30)
+    record(store, "a", 0, PartResult("sent", {"x@example.com": "m"}), group="g1")
 
     assert store.group_counts("g1") == {"queued": 1, "sending": 1, "sent": 1}
+
+
+def test_every_key_a_script_writes_is_declared_and_shares_the_prefix_hash_tag(
+    redis_client: redis.Redis,
+) -> None:
+    shop = StatusStore(redis_client, Settings(key_prefix="shop"))
+    with redis_client.pipeline() as pipe:
+        shop.create(pipe, "a", parts=1, created_at=now_iso(), group="g1")
+        pipe.execute()
+    shop.claim([PartRef("a", 0, "g1")], lease_seconds=30)
+    with redis_client.pipeline() as pipe:
+        shop.mark_retrying(pipe, PartRef("a", 0, "g1"), {"kind": "transient"}, time.time(), False)
+        pipe.execute()
+    with redis_client.pipeline() as pipe:
+        shop.record(pipe, PartRef("a", 0, "g1"), PartResult("failed", {"x@example.com": None}))
+        pipe.execute()
+    shop.revive(PartRef("a", 0, "g1"))
+
+    names = sorted(name.decode() for name in redis_client.scan_iter())
+    assert names == ["{shop}:group:g1", "{shop}:rcpt:a", "{shop}:send:a"]
+    assert shop.group_counts("g1") == {"queued": 1}
 
 
 def test_revive_puts_a_failed_part_back_to_queued(store: StatusStore) -> None:
     create(store, "s1")
     record(store, "s1", 0, PartResult("failed", {"a@example.com": None}, {"kind": "permanent"}))
 
-    assert store.revive("s1", 0) is True
+    assert store.revive(PartRef("s1", 0)) is True
 
     status = store.get("s1")
     assert status is not None and status["state"] == "queued" and status["error"] is None
-    assert store.claim([("s1", 0)], lease_seconds=30) == ["go"]
+    assert store.claim([PartRef("s1", 0)], lease_seconds=30) == ["go"]
 
 
 def test_recipient_counts_summarize_a_campaign(store: StatusStore) -> None:
@@ -188,7 +211,7 @@ def test_waiting_counts_unread_envelopes_not_those_a_worker_holds(
     from mailqueue.outbox import Envelope, Outbox
     from mailqueue.payload import build_payload
 
-    outbox = Outbox(redis_client, reclaim_idle=60, ttl=60)
+    outbox = Outbox(redis_client, Keys(), reclaim_idle=60, ttl=60)
     outbox.ensure_group()
     [call] = build_payload(
         {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
@@ -199,6 +222,6 @@ def test_waiting_counts_unread_envelopes_not_those_a_worker_holds(
         pipe.execute()
 
     assert outbox.waiting() == 3
-    held = outbox.read("worker-1", keys.OUTBOX, 2)
+    held = outbox.read("worker-1", Keys().outbox, 2)
     assert len(held) == 2
     assert outbox.waiting() == 1

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import redis
 
-from mailqueue import keys
 from mailqueue.client import Client
 from mailqueue.delivery import Drainer
+from mailqueue.keys import Keys
 from mailqueue.settings import Settings
 from tests.memory_transport import MemoryTransport
 
@@ -164,11 +164,11 @@ def test_a_drain_clears_the_pending_marker_when_it_starts_and_leaves(
     client: Client, redis_client: redis.Redis
 ) -> None:
     client.waker.arrive("drain-a")
-    redis_client.set(keys.WAKEUP_PENDING, 1)
+    redis_client.set(Keys().wakeup_pending, 1)
 
     client.waker.leave("drain-a")
 
-    assert not redis_client.exists(keys.WAKEUP_PENDING)
+    assert not redis_client.exists(Keys().wakeup_pending)
     assert client.waker.drains() == (0, None)
 
 

@@ -17,10 +17,10 @@ import pytest
 import redis
 import requests
 
-from mailqueue import keys
 from mailqueue.errors import ConfigurationError
+from mailqueue.keys import Keys
 from mailqueue.settings import Settings
-from mailqueue.status import PartResult, StatusStore, now_iso
+from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
 from mailqueue.testing.redis_server import free_port
 from mailqueue.testing.wsgi import serving as serve_wsgi
 from mailqueue.webhooks import TrackingApp, create_app
@@ -67,7 +67,7 @@ def make_send(client: redis.Redis, send_id: str, recipients: dict[str, str | Non
     store = StatusStore(client, Settings())
     with client.pipeline() as pipe:
         store.create(pipe, send_id, parts=1, created_at=now_iso())
-        store.record(pipe, send_id, 0, PartResult("sent", recipients))
+        store.record(pipe, PartRef(send_id, 0), PartResult("sent", recipients))
         pipe.execute()
 
 
@@ -234,13 +234,13 @@ def test_a_redelivered_request_is_recorded_once(
     assert post(url, body).status_code == 200
     assert post(url, body).status_code == 200
     assert len(status_record(redis_client, alice)["events"]) == 2
-    assert redis_client.hget(keys.STATS, "webhook_duplicates") == b"2"
+    assert redis_client.hget(Keys().stats, "webhook_duplicates") == b"2"
 
 
 def test_unknown_message_ids_are_accepted_and_counted(url: str, redis_client: redis.Redis) -> None:
     answer = post(url, as_json(mailtrap_event("delivery", "e1")))
     assert answer.status_code == 200
-    assert redis_client.hget(keys.STATS, "webhook_unknown_message_ids") == b"1"
+    assert redis_client.hget(Keys().stats, "webhook_unknown_message_ids") == b"1"
 
 
 def test_an_empty_event_list_is_accepted(url: str) -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mailqueue.errors import ValidationError
 from mailqueue.settings import Settings
-from mailqueue.status import PartResult, StatusStore, now_iso
+from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
 from mailqueue.testing.wsgi import serving
 from mailqueue.webhooks import STATUS_RANK, TrackingApp, create_app, normalize_event
 from mailqueue.webhooks.events import EVENT_TYPES
@@ -134,7 +134,9 @@ def test_a_recipient_ends_at_the_furthest_status_whatever_the_order(
     status_store = StatusStore(redis_client, Settings())
     with redis_client.pipeline() as pipe:
         status_store.create(pipe, send_id, parts=1, created_at=now_iso())
-        status_store.record(pipe, send_id, 0, PartResult("sent", {"a@example.com": message_id}))
+        status_store.record(
+            pipe, PartRef(send_id, 0), PartResult("sent", {"a@example.com": message_id})
+        )
         pipe.execute()
     store = EventStore(redis_client, Settings())
     for number, name in enumerate(names):

@@ -9,8 +9,9 @@ import pytest
 import redis
 
 from mailqueue import keys
+from mailqueue.keys import Keys
 from mailqueue.settings import Settings
-from mailqueue.status import PartResult, StatusStore, now_iso
+from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
 from mailqueue.webhooks.events import TrackingEvent, normalize_event
 from mailqueue.webhooks.store import EventStore, parse_index_entry, pick_recipients
 
@@ -25,7 +26,7 @@ def make_send(
     store = StatusStore(client, SETTINGS)
     with client.pipeline() as pipe:
         store.create(pipe, send_id, parts=1, created_at=now_iso())
-        store.record(pipe, send_id, 0, PartResult(outcome, recipients))  # type: ignore[arg-type]
+        store.record(pipe, PartRef(send_id, 0), PartResult(outcome, recipients))  # type: ignore[arg-type]
         pipe.execute()
 
 
@@ -125,7 +126,7 @@ def test_a_soft_bounce_defers_a_queued_recipient_but_not_a_delivered_one(
 def test_a_failed_recipient_stays_failed(redis_client: redis.Redis, store: EventStore) -> None:
     make_send(redis_client, "s1", {"alice@example.com": "m1"})
     redis_client.hset(
-        keys.recipients("s1"),
+        Keys().recipients("s1"),
         "alice@example.com",
         json.dumps({"status": "failed", "message_id": "m1"}),
     )
@@ -160,9 +161,9 @@ def test_history_is_bounded(redis_client: redis.Redis, store: EventStore) -> Non
 
 def test_history_expires_with_the_send(redis_client: redis.Redis, store: EventStore) -> None:
     make_send(redis_client, "s1", {"alice@example.com": "m1"})
-    redis_client.expire(keys.send("s1"), 60)  # the send is older than the default TTL
+    redis_client.expire(Keys().send("s1"), 60)  # the send is older than the default TTL
     store.apply([event("delivery", "m1", "e1")], NOW)
-    assert 59_000 < redis_client.pttl(keys.events("s1")) <= 60_000
+    assert 59_000 < redis_client.pttl(Keys().events("s1")) <= 60_000
 
 
 def test_an_event_seen_before_is_ignored_and_counted(
@@ -189,7 +190,7 @@ def test_the_event_id_marker_lives_for_the_replay_window(
 ) -> None:
     make_send(redis_client, "s1", {"alice@example.com": "m1"})
     store.apply([event("open", "m1", "e1")], NOW)
-    assert keys.EVENT_ID_TTL - 5 <= redis_client.ttl(keys.event_seen("e1")) <= keys.EVENT_ID_TTL
+    assert keys.EVENT_ID_TTL - 5 <= redis_client.ttl(Keys().event_seen("e1")) <= keys.EVENT_ID_TTL
 
 
 def test_events_without_an_event_id_are_all_recorded(
@@ -206,18 +207,18 @@ def test_unknown_message_ids_are_counted_and_ignored(
     result = store.apply([event("delivery", "nobody", "e1"), event("open", "nobody", "e2")], NOW)
     assert (result.recorded, result.unknown_message_ids) == (0, 2)
     assert stats(redis_client)["webhook_unknown_message_ids"] == 2
-    assert not redis_client.exists(keys.event_seen("e1"))
+    assert not redis_client.exists(Keys().event_seen("e1"))
 
 
 def test_an_index_pointing_at_an_expired_send_counts_as_unknown_and_writes_nothing(
     redis_client: redis.Redis, store: EventStore
 ) -> None:
     redis_client.set(
-        keys.message_index("m1"), json.dumps({"send": "gone", "recipients": ["a@example.com"]})
+        Keys().message_index("m1"), json.dumps({"send": "gone", "recipients": ["a@example.com"]})
     )
     result = store.apply([event("delivery", "m1", "e1")], NOW)
     assert result.unknown_message_ids == 1
-    assert redis_client.keys("mq:*:gone") == []
+    assert redis_client.keys("{mq}:*:gone") == []
 
 
 @pytest.mark.parametrize(("message_id", "event_id"), [("m 1", "e1"), ("m1", "e/../1")])
@@ -275,7 +276,7 @@ def test_a_500_event_request_costs_as_many_round_trips_as_a_one_event_request(
         for i in range(500):
             store_client.create(pipe, f"s{i}", parts=1, created_at=now_iso())
             store_client.record(
-                pipe, f"s{i}", 0, PartResult("sent", {f"r{i}@example.com": f"m{i}"})
+                pipe, PartRef(f"s{i}", 0), PartResult("sent", {f"r{i}@example.com": f"m{i}"})
             )
         pipe.execute()
     counting = CountingRedis.from_url(redis_url)

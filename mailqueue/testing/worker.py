@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from .. import keys
+from ..keys import Keys
 from ..settings import Settings
 
 __all__ = ["WorkerProcess", "settings_env"]
@@ -38,6 +38,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MAILQUEUE_VISIBILITY_TIMEOUT": repr(settings.visibility_timeout),
         "MAILQUEUE_RECLAIM_IDLE": repr(settings.reclaim_idle),
         "MAILQUEUE_QUEUE": settings.queue,
+        "MAILQUEUE_KEY_PREFIX": settings.key_prefix,
     }
     optional = {
         "MAILTRAP_API_TOKEN": settings.api_token,
@@ -121,6 +122,7 @@ class WorkerProcess:
 
     def _wait_ready(self, wait: float) -> None:
         client = redis.Redis.from_url(self.settings.status_redis_url)
+        outbox = Keys(self.settings.key_prefix).outbox
         deadline = time.monotonic() + wait
         try:
             # The worker's ready hook publishes a wake-up; once a drain has run
@@ -128,7 +130,7 @@ class WorkerProcess:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
                     raise RuntimeError(f"worker exited at start:\n{self.output()}")
-                if client.exists(keys.OUTBOX) and _has_group(client):
+                if client.exists(outbox) and _has_group(client, outbox):
                     return
                 time.sleep(0.05)
         finally:
@@ -187,9 +189,9 @@ class WorkerProcess:
         os.unlink(self.log.name)
 
 
-def _has_group(client: redis.Redis) -> bool:
+def _has_group(client: redis.Redis, outbox: str) -> bool:
     try:
-        groups: Any = client.xinfo_groups(keys.OUTBOX)
+        groups: Any = client.xinfo_groups(outbox)
         return any(group["name"] in (b"workers", "workers") for group in groups)
     except redis.ResponseError:
         return False

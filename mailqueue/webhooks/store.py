@@ -1,7 +1,7 @@
 """Apply a request's tracking events to the status records in Redis.
 
 A whole request (up to 500 events) costs two round trips: one MGET resolves
-every message id through the ``mq:msgid:`` index, and one Lua script
+every message id through the ``{mq}:msgid:`` index, and one Lua script
 de-duplicates by ``event_id`` (SET NX EX), moves recipient statuses forward,
 appends to each send's bounded history and counts what it did, atomically.
 
@@ -22,8 +22,8 @@ from typing import Any, cast
 
 import redis
 
-from .. import keys
 from ..addresses import idna_encode
+from ..keys import EVENT_ID_TTL, EVENTS_KEPT, Keys, safe_id
 from ..settings import Settings
 from .events import TrackingEvent
 
@@ -113,6 +113,7 @@ class EventStore:
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
+        self.keys = Keys(settings.key_prefix)
         self.default_ttl_ms = max(int(settings.status_ttl), 1) * 1000
         self._apply = client.register_script(_APPLY)
 
@@ -123,14 +124,13 @@ class EventStore:
         usable = [event for event in events if _ids_are_safe(event)]
         invalid = len(events) - len(usable)
         message_ids = sorted({event.message_id for event in usable})
+        index_keys = [self.keys.message_index(m) for m in message_ids]
         found: list[bytes | None] = (
-            cast(list[bytes | None], self.redis.mget([keys.message_index(m) for m in message_ids]))
-            if message_ids
-            else []
+            cast(list[bytes | None], self.redis.mget(index_keys)) if message_ids else []
         )
         index = {mid: parse_index_entry(raw) for mid, raw in zip(message_ids, found, strict=True)}
 
-        key_list: list[str] = [keys.STATS]
+        key_list: list[str] = [self.keys.stats]
         positions: dict[str, int] = {}
 
         def position(key: str) -> int:
@@ -149,10 +149,10 @@ class EventStore:
             send_id, recipients = entry
             ops.append(
                 {
-                    "s": position(keys.send(send_id)),
-                    "r": position(keys.recipients(send_id)),
-                    "e": position(keys.events(send_id)),
-                    "d": position(keys.event_seen(event.event_id)) if event.event_id else 0,
+                    "s": position(self.keys.send(send_id)),
+                    "r": position(self.keys.recipients(send_id)),
+                    "e": position(self.keys.events(send_id)),
+                    "d": position(self.keys.event_seen(event.event_id)) if event.event_id else 0,
                     "rcpts": list(pick_recipients(recipients, event.recipient)),
                     "mid": event.message_id,
                     "status": event.event_type if event.event_type in STATUS_RANK else "",
@@ -164,8 +164,8 @@ class EventStore:
             "ranks": STATUS_RANK,
             "ops": ops,
             "now": now,
-            "kept": keys.EVENTS_KEPT,
-            "evt_ttl": keys.EVENT_ID_TTL,
+            "kept": EVENTS_KEPT,
+            "evt_ttl": EVENT_ID_TTL,
             "default_ttl_ms": self.default_ttl_ms,
             "unknown": unknown,
             "invalid": invalid,
@@ -184,13 +184,13 @@ class EventStore:
 
 def _ids_are_safe(event: TrackingEvent) -> bool:
     # Ids become key names; anything unexpected is counted and skipped.
-    if keys.safe_id(event.message_id) is None:
+    if safe_id(event.message_id) is None:
         return False
-    return event.event_id is None or keys.safe_id(event.event_id) is not None
+    return event.event_id is None or safe_id(event.event_id) is not None
 
 
 def parse_index_entry(raw: bytes | str | None) -> tuple[str, tuple[str, ...]] | None:
-    """``(send_id, recipients)`` from an ``mq:msgid:`` value, or None when absent or unusable.
+    """``(send_id, recipients)`` from an ``{mq}:msgid:`` value, or None when absent or unusable.
 
     Accepts ``{"send": id, "recipients": [...]}`` and the older ``[send_id, recipient]``.
     """
@@ -208,7 +208,7 @@ def parse_index_entry(raw: bytes | str | None) -> tuple[str, tuple[str, ...]] | 
         return None
     if isinstance(recipients, str):
         recipients = [recipients]
-    if keys.safe_id(send_id) is None or not isinstance(recipients, list):
+    if safe_id(send_id) is None or not isinstance(recipients, list):
         return None
     assert isinstance(send_id, str)
     return send_id, tuple(r for r in recipients if isinstance(r, str))

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import latency_row, machine, stack
 
 import mailqueue
-from mailqueue import keys
+from mailqueue.keys import Keys
 from mailqueue.testing.worker import WorkerProcess
 
 MESSAGE = {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
@@ -36,7 +36,7 @@ def lone_latencies(client, rounds: int, idle: float) -> list[float]:  # type: ig
     for _ in range(rounds):
         started = time.perf_counter()
         send_id = mailqueue.enqueue(MESSAGE)
-        while client.hget(keys.send(send_id), "state") != b"sent":
+        while client.hget(Keys().send(send_id), "state") != b"sent":
             time.sleep(0.0005)
         latencies.append(time.perf_counter() - started)
         time.sleep(idle)

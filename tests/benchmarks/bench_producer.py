@@ -25,7 +25,7 @@ from celery import Celery
 from harness import machine, percentile, stack
 
 import mailqueue
-from mailqueue import keys
+from mailqueue.keys import Keys
 
 MESSAGE = {
     "from_email": "Shop <shop@example.com>",
@@ -78,7 +78,7 @@ def main() -> None:
         client = env.client
 
         def drain_running() -> None:
-            client.zadd(keys.DRAINS, {"bench-drain": int((time.time() + 3600) * 1000)})
+            client.zadd(Keys().drains, {"bench-drain": int((time.time() + 3600) * 1000)})
 
         drain_running()
         measure(

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 import mailqueue
-from mailqueue import keys
+from mailqueue.keys import Keys
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap, RedisServer
 
@@ -72,7 +72,7 @@ def wait_final(
     while True:
         with client.pipeline(transaction=False) as pipe:
             for send_id in pending:
-                pipe.hget(keys.send(send_id), "state")
+                pipe.hget(Keys().send(send_id), "state")
             answers = pipe.execute()
         still = []
         for send_id, state in zip(pending, answers, strict=True):

@@ -117,7 +117,7 @@ def test_enqueue_many_writes_in_a_few_pipelined_round_trips(
     chunks = math.ceil(3_000 / PIPELINE_CHUNK)
     # One transaction per chunk, plus one look at the running drains.
     assert CountingConnection.writes <= chunks + 1
-    assert runtime.redis.xlen("mq:outbox") == 3_000
+    assert runtime.redis.xlen("{mq}:outbox") == 3_000
 
 
 def test_enqueue_many_holds_little_memory_per_message(settings: Settings) -> None:

@@ -113,10 +113,10 @@ def test_sends_already_accepted_are_not_sent_again_when_their_envelopes_return(
         pipe.execute()
     with WorkerProcess(settings, concurrency=2):
         deadline = time.monotonic() + 15
-        while redis_client.xlen("mq:outbox") and time.monotonic() < deadline:
+        while redis_client.xlen("{mq}:outbox") and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    assert redis_client.xlen("mq:outbox") == 0
+    assert redis_client.xlen("{mq}:outbox") == 0
     assert subjects_accepted(mailtrap) == Counter(f"Order {i}" for i in range(3))
     assert all(mailqueue.get_status(s)["state"] == "sent" for s in first)  # type: ignore[index]
 

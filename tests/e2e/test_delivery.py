@@ -55,7 +55,7 @@ def test_invalid_message_raises_before_anything_is_enqueued(
         mailqueue.send_email.delay({**PLAIN, "to": ["not an address"]})
 
     assert "to[0]" in str(info.value)
-    assert redis_client.keys("mq:send:*") == []
+    assert redis_client.keys("{mq}:send:*") == []
 
 
 def test_template_batch_over_500_recipients_takes_two_batch_calls(
@@ -104,7 +104,7 @@ def test_permanent_failure_ends_failed_with_error_and_dead_letter(
     assert record["error"]["kind"] == "permanent"
     assert record["error"]["status_code"] == 400
     assert record["recipients"]["someone@nowhere.invalid"]["status"] == "failed"
-    assert redis_client.zscore("mq:dead", send_id) is not None
+    assert redis_client.zscore("{mq}:dead", send_id) is not None
 
 
 def test_transient_faults_are_absorbed_by_retries(
