@@ -31,6 +31,7 @@ __all__ = [
     "RuleError",
     "batch_envelope_errors",
     "custom_variables_size",
+    "field_errors",
     "is_sandbox_id",
     "is_template_uuid",
     "merge_request",
@@ -74,7 +75,9 @@ def is_sandbox_id(text: str) -> bool:
 
 def custom_variables_size(variables: Mapping[str, Any]) -> int:
     """Bytes of ``custom_variables`` as compact UTF-8 JSON, the measure of Mailtrap's limit."""
-    return len(json.dumps(variables, ensure_ascii=False, separators=(",", ":")).encode())
+    text = json.dumps(variables, ensure_ascii=False, separators=(",", ":"))
+    # surrogatepass: a lone surrogate (from a \udXXX escape) is measured, not a crash.
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def merge_request(base: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,13 +85,24 @@ def merge_request(base: Mapping[str, Any], request: Mapping[str, Any]) -> dict[s
     return {**base, **request}
 
 
-def batch_envelope_errors(body: Mapping[str, Any]) -> list[RuleError]:
-    """Errors in a batch body's own shape (``base``, ``requests``), before any request."""
+def batch_envelope_errors(
+    body: Mapping[str, Any], *, allow_eai_from: bool = False
+) -> list[RuleError]:
+    """Errors in a batch body's own shape: ``requests``, and each field ``base`` sets.
+
+    ``base`` need not be a whole message (a request completes it), but every
+    field it does set must be valid on its own, as the schema types ``base``.
+    """
     errors: list[RuleError] = []
     base = body.get("base", {})
     requests = body.get("requests")
     if not isinstance(base, Mapping):
         errors.append(RuleError("base", "'base' must be an object"))
+    else:
+        errors.extend(
+            RuleError(f"base.{error.field}", error.message)
+            for error in field_errors(base, allow_eai_from=allow_eai_from)
+        )
     if not isinstance(requests, list) or not requests:
         errors.append(RuleError("requests", "empty field: 'requests'"))
     elif len(requests) > MAX_BATCH_REQUESTS:
@@ -102,12 +116,40 @@ def batch_envelope_errors(body: Mapping[str, Any]) -> list[RuleError]:
 
 def message_errors(body: Mapping[str, Any], *, allow_eai_from: bool = False) -> list[RuleError]:
     """Everything the schema refuses in one message (a send body, or base merged with a request)."""
+    errors = field_errors(body, allow_eai_from=allow_eai_from)
+    if "from" not in body:
+        errors.append(RuleError("from", "'from' is required"))
+    if not any(isinstance(body.get(kind), list) and body[kind] for kind in ("to", "cc", "bcc")):
+        errors.append(RuleError("to", "'to', 'cc' or 'bcc' address is required"))
+    if "template_uuid" in body:
+        errors.extend(
+            RuleError(name, f"'{name}' is not allowed with 'template_uuid'")
+            for name in _TEMPLATE_FORBIDS
+            if name in body
+        )
+    else:
+        if "subject" not in body:
+            errors.append(RuleError("subject", "'subject' is required"))
+        if "text" not in body and "html" not in body:
+            errors.append(RuleError("text", "must specify either text or html body"))
+    return errors
+
+
+def field_errors(body: Mapping[str, Any], *, allow_eai_from: bool = False) -> list[RuleError]:
+    """What the schema refuses in the fields ``body`` sets, each on its own."""
     errors: list[RuleError] = []
-    _check_sender(body, errors, allow_eai_from)
+    if "from" in body:
+        _check_sender(body["from"], errors, allow_eai_from)
     _check_recipients(body, errors)
     if "reply_to" in body and not _is_address(body["reply_to"]):
         errors.append(RuleError("reply_to", "'reply_to' address is invalid"))
-    _check_content(body, errors)
+    for name in ("subject", "text", "html"):
+        if name in body and (not isinstance(body[name], str) or not body[name]):
+            errors.append(RuleError(name, f"'{name}' must be a non-empty string"))
+    if "template_uuid" in body and not is_template_uuid(body["template_uuid"]):
+        errors.append(RuleError("template_uuid", "'template_uuid' must be a UUID"))
+    if "template_variables" in body and not isinstance(body["template_variables"], Mapping):
+        errors.append(RuleError("template_variables", "'template_variables' must be an object"))
     _check_category(body, errors)
     _check_string_map(body, "custom_variables", errors)
     variables = body.get("custom_variables")
@@ -124,11 +166,13 @@ def message_errors(body: Mapping[str, Any], *, allow_eai_from: bool = False) -> 
     headers = body.get("headers")
     if isinstance(headers, Mapping):
         for name in headers:
-            if isinstance(name, str) and name.lower() in RESERVED_HEADERS:
+            # ASCII only: str.lower() maps a few other letters (KELVIN SIGN) to ASCII ones.
+            if isinstance(name, str) and name.isascii() and name.lower() in RESERVED_HEADERS:
                 errors.append(
                     RuleError(f"headers.{name}", f"'headers' must not set the reserved {name}")
                 )
-    _check_attachments(body.get("attachments"), errors)
+    if "attachments" in body:
+        _check_attachments(body["attachments"], errors)
     return errors
 
 
@@ -139,22 +183,18 @@ def _is_address(value: object) -> bool:
     return isinstance(email, str) and "@" in email and isinstance(name, str)
 
 
-def _check_sender(body: Mapping[str, Any], errors: list[RuleError], allow_eai: bool) -> None:
-    sender = body.get("from")
-    if sender is None:
-        errors.append(RuleError("from", "'from' is required"))
-    elif not _is_address(sender):
+def _check_sender(sender: object, errors: list[RuleError], allow_eai: bool) -> None:
+    if not _is_address(sender):
         errors.append(RuleError("from", "'from' address is invalid"))
-    elif not allow_eai and not sender["email"].rpartition("@")[0].isascii():
+    elif not allow_eai and not str(sender["email"]).rpartition("@")[0].isascii():  # type: ignore[index]
         errors.append(RuleError("from", "'From' header does not match the sender's domain"))
 
 
 def _check_recipients(body: Mapping[str, Any], errors: list[RuleError]) -> None:
-    total = 0
     for kind in ("to", "cc", "bcc"):
-        entries = body.get(kind)
-        if entries is None:
+        if kind not in body:
             continue
+        entries = body[kind]
         if not isinstance(entries, list):
             errors.append(RuleError(kind, f"'{kind}' must be an array"))
             continue
@@ -167,31 +207,6 @@ def _check_recipients(body: Mapping[str, Any], errors: list[RuleError]) -> None:
         for index, entry in enumerate(entries):
             if not _is_address(entry):
                 errors.append(RuleError(f"{kind}[{index}]", f"'{kind}' address is invalid"))
-        total += len(entries)
-    if total == 0:
-        errors.append(RuleError("to", "'to', 'cc' or 'bcc' address is required"))
-
-
-def _check_content(body: Mapping[str, Any], errors: list[RuleError]) -> None:
-    if "template_uuid" in body:
-        if not is_template_uuid(body["template_uuid"]):
-            errors.append(RuleError("template_uuid", "'template_uuid' must be a UUID"))
-        errors.extend(
-            RuleError(name, f"'{name}' is not allowed with 'template_uuid'")
-            for name in _TEMPLATE_FORBIDS
-            if name in body
-        )
-    else:
-        subject = body.get("subject")
-        if not isinstance(subject, str) or not subject:
-            errors.append(RuleError("subject", "'subject' is required"))
-        if not any(key in body for key in ("text", "html")):
-            errors.append(RuleError("text", "must specify either text or html body"))
-        for name in ("text", "html"):
-            if name in body and (not isinstance(body[name], str) or not body[name]):
-                errors.append(RuleError(name, f"'{name}' must be a non-empty string"))
-    if "template_variables" in body and not isinstance(body["template_variables"], Mapping):
-        errors.append(RuleError("template_variables", "'template_variables' must be an object"))
 
 
 def _check_category(body: Mapping[str, Any], errors: list[RuleError]) -> None:
@@ -219,8 +234,6 @@ def _check_string_map(body: Mapping[str, Any], key: str, errors: list[RuleError]
 
 
 def _check_attachments(attachments: object, errors: list[RuleError]) -> None:
-    if attachments is None:
-        return
     if not isinstance(attachments, list):
         errors.append(RuleError("attachments", "'attachments' must be an array"))
         return

@@ -272,7 +272,7 @@ def _check_schema_rules(msg: NormalizedMessage, settings: Settings) -> None:
 
 
 def _refuse_reserved_header(name: str, where: str) -> None:
-    if name.lower() in RESERVED_HEADERS:
+    if name.isascii() and name.lower() in RESERVED_HEADERS:
         raise ValidationError(
             f"{name} is a header Mailtrap reserves; use the message's own field", field=where
         )

@@ -22,6 +22,8 @@ from .errors import MailqueueError, ValidationError
 from .mailtrap_rules import (
     MAX_BATCH_REQUESTS,
     MAX_CUSTOM_VARIABLES_BYTES,
+    RuleError,
+    batch_envelope_errors,
     custom_variables_size,
     merge_request,
     message_errors,
@@ -194,17 +196,21 @@ def _single_send_data(msg: NormalizedMessage, *, recipients: bool = True) -> dic
 
 def _check_extra_shaped_bodies(calls: list[ApiCall], settings: Settings) -> None:
     for call in calls:
+        allow_eai = settings.allow_eai_from
+        errors: list[RuleError] = []
         if call.is_batch:
             base = call.json.get("base", {})
+            errors = batch_envelope_errors(call.json, allow_eai_from=allow_eai)
             bodies = [merge_request(base, request) for request in call.json["requests"]]
         else:
             bodies = [call.json]
         for body in bodies:
-            errors = message_errors(body, allow_eai_from=settings.allow_eai_from)
+            errors = errors or message_errors(body, allow_eai_from=allow_eai)
             if errors:
                 raise ValidationError(
                     f"esp_extra makes a body Mailtrap refuses: {errors[0].message}",
-                    field=f"esp_extra.{errors[0].field}",
+                    # esp_extra goes into base, so a base field is named as esp_extra's.
+                    field=f"esp_extra.{errors[0].field.removeprefix('base.')}",
                 )
 
 

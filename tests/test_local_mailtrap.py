@@ -16,6 +16,7 @@ import requests
 from mailqueue.testing import LocalMailtrap
 
 SENDER = {"email": "sender@example.com", "name": "Sender"}
+TEMPLATE = "b81aabcd-1a1e-41cf-91b6-eca0254b3d96"
 
 
 def message(**overrides: Any) -> dict[str, Any]:
@@ -99,12 +100,22 @@ def test_bearer_authorization_is_accepted(mailtrap: LocalMailtrap) -> None:
 def test_missing_or_wrong_token_is_401(mailtrap: LocalMailtrap, headers: dict[str, str]) -> None:
     answer = requests.post(mailtrap.url + "send", json=message(), headers=headers, timeout=5)
     assert answer.status_code == 401
-    assert answer.json() == {"errors": ["Unauthorized"]}
+    assert answer.json() == {"success": False, "errors": ["Unauthorized"]}
     assert mailtrap.accepted == []
 
 
 def test_unknown_path_is_404(mailtrap: LocalMailtrap, session: requests.Session) -> None:
     assert post(session, mailtrap, "sendx", message()).status_code == 404
+
+
+@pytest.mark.parametrize("inbox", ["0", "abc", "-1", "1.5"])
+def test_a_sandbox_path_without_an_inbox_id_from_1_is_404(
+    mailtrap: LocalMailtrap, session: requests.Session, inbox: str
+) -> None:
+    answer = post(session, mailtrap, f"send/{inbox}", message())
+    assert answer.status_code == 404
+    assert answer.json() == {"success": False, "errors": ["Not Found"]}
+    assert mailtrap.accepted == []
 
 
 # -- validation -------------------------------------------------------------
@@ -117,8 +128,23 @@ def test_unknown_path_is_404(mailtrap: LocalMailtrap, session: requests.Session)
         ({"to": None}, "'to', 'cc' or 'bcc' address is required"),
         ({"subject": None}, "'subject' is required"),
         ({"text": None}, "must specify either text or html body"),
-        ({"template_uuid": "t-1"}, "'subject' is not allowed with 'template_uuid'"),
+        ({"template_uuid": TEMPLATE}, "'subject' is not allowed with 'template_uuid'"),
         ({"category": "x" * 256}, "'category' must be at most 255 characters"),
+        ({"subject": ""}, "'subject' must be a non-empty string"),
+        ({"html": ""}, "'html' must be a non-empty string"),
+        ({"headers": {"X-Priority": 1}}, "'headers' values must be strings"),
+        ({"headers": {"Subject": "x"}}, "reserved Subject"),
+        ({"custom_variables": {"n": 1}}, "'custom_variables' values must be strings"),
+        ({"custom_variables": {"k": "v" * 1000}}, "must not exceed 1000 bytes"),
+        ({"from": {"email": "josé@example.com"}}, "'From' header does not match"),
+        ({"from": {"email": "nobody"}}, "'from' address is invalid"),
+        ({"reply_to": {"name": "x"}}, "'reply_to' address is invalid"),
+        ({"attachments": [{"content": "", "filename": "a"}]}, "'content' must be a non-empty"),
+        ({"attachments": [{"content": "AA=="}]}, "attachment 'filename' is required"),
+        (
+            {"attachments": [{"content": "AA==", "filename": "a", "disposition": "x"}]},
+            "'disposition' must be 'attachment' or 'inline'",
+        ),
         ({"to": [{"email": f"r{i}@example.com"} for i in range(1001)]}, "at most 1000"),
         ({"to": [{"email": "someone@nowhere.invalid"}]}, "someone@nowhere.invalid"),
     ],
@@ -137,8 +163,18 @@ def test_send_validation_errors_are_400(
 def test_template_send_needs_no_subject_or_body(
     mailtrap: LocalMailtrap, session: requests.Session
 ) -> None:
-    data = message(subject=None, text=None, template_uuid="t-1")
+    data = message(subject=None, text=None, template_uuid=TEMPLATE)
     assert post(session, mailtrap, "send", data).status_code == 200
+
+
+@pytest.mark.parametrize("overrides", [{"template_uuid": "t-1"}, {"category": "c"}])
+def test_a_template_send_needs_a_uuid_and_no_category(
+    mailtrap: LocalMailtrap, session: requests.Session, overrides: dict[str, Any]
+) -> None:
+    data = {**message(subject=None, text=None, template_uuid=TEMPLATE), **overrides}
+    answer = post(session, mailtrap, "send", data)
+    assert answer.status_code == 400
+    assert answer.json()["success"] is False
 
 
 def test_html_alone_is_a_body(mailtrap: LocalMailtrap, session: requests.Session) -> None:
@@ -185,6 +221,34 @@ def test_sandbox_batch_answers_one_id_per_item(
     }
     body = post(session, mailtrap, "batch/99", data).json()
     assert [len(item["message_ids"]) for item in body["responses"]] == [1, 1]
+
+
+def test_a_request_that_breaks_the_schema_fails_alone_with_mailtrap_errors(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    data = {
+        "base": {"from": SENDER, "subject": "S", "text": "T"},
+        "requests": [
+            {"to": [{"email": "a@example.com"}], "custom_variables": {"n": 1}},
+            {"to": [{"email": "b@example.com"}], "custom_variables": {"n": "1"}},
+        ],
+    }
+    body = post(session, mailtrap, "batch", data).json()
+    assert body["responses"][0] == {
+        "success": False,
+        "errors": ["'custom_variables' values must be strings"],
+    }
+    assert body["responses"][1]["success"] is True
+
+
+@pytest.mark.parametrize("requests_", [None, []])
+def test_a_batch_without_requests_is_400(
+    mailtrap: LocalMailtrap, session: requests.Session, requests_: Any
+) -> None:
+    data = {"base": {"from": SENDER, "subject": "S", "text": "T"}, "requests": requests_}
+    answer = post(session, mailtrap, "batch", data)
+    assert answer.status_code == 400
+    assert answer.json() == {"success": False, "errors": ["empty field: 'requests'"]}
 
 
 def test_batch_over_500_requests_is_refused_whole(

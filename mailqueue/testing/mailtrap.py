@@ -13,12 +13,21 @@ stream; every accepted message records the ``stream`` it reached. One rate
 limit window is kept per token, over both streams, as Mailtrap counts it;
 ``tokens`` adds tokens the server accepts besides ``token`` (several accounts).
 
-It validates like Mailtrap, answers one message id per recipient (one per send
-on sandbox paths), refuses recipients in the ``.invalid`` domain (so a test can
-make one request of a batch fail), enforces a sliding-window rate limit, adds
+It refuses what Mailtrap's published request schema refuses (see
+:mod:`mailqueue.testing.validation`), in Mailtrap's shapes: a 400
+``{"success": false, "errors": [...]}`` for a bad ``send`` or batch envelope, a
+``{"success": false, "errors": [...]}`` item in a batch's ``responses`` for a bad
+request, a 401 ``{"success": false, "errors": ["Unauthorized"]}`` for a wrong
+token, and a 404 for a sandbox path whose inbox id is not an integer from 1.
+It answers one message id per recipient (one per send on sandbox paths),
+refuses recipients in the ``.invalid`` domain (so a test can make one request
+of a batch fail), enforces a sliding-window rate limit, adds
 latency, and injects faults: ``500``, ``503``, ``429``, ``reset`` (connection
 closed, message not accepted), ``lost`` (message accepted, answer never sent),
 ``slow`` (accepted, answered after ``slow_seconds``) and ``nonjson`` (an HTML 200).
+
+With ``ssl_context`` it speaks HTTPS (``url`` starts ``https://``), for clients
+that only speak HTTPS, such as Mailtrap's own SDK (``api_host="127.0.0.1:PORT"``).
 
 Each answer (status line, headers, body) goes out in a single write on a
 TCP_NODELAY socket: writing headers and body separately stalls every keep-alive
@@ -34,6 +43,7 @@ import json
 import random
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -48,18 +58,15 @@ from types import TracebackType
 from typing import Any
 
 from .email_logs import DEFAULT_DELAY, EmailLogs
+from .validation import check_batch, check_inbox_id, check_send
 
 __all__ = ["FAULTS", "AcceptedMessage", "LocalMailtrap", "MailtrapStats"]
 
 FAULTS = ("500", "503", "429", "reset", "lost", "slow", "nonjson")
 
-MAX_BATCH_REQUESTS = 500
-MAX_RECIPIENTS = 1000
-MAX_CATEGORY = 255
 _PATH_RE = re.compile(r"^/api/(send|batch)(?:/([^/?]+))?/?(?:\?.*)?$")
 _GENERAL_PREFIX = "/general/api/"
 _BULK_PATH_RE = re.compile(r"^/bulk/api/(send|batch)/?(?:\?.*)?$")
-_TEMPLATE_FORBIDS = ("subject", "text", "html", "category")
 _HTML_BODY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 
@@ -137,11 +144,13 @@ class LocalMailtrap:
         seed: int = 0,
         tokens: Sequence[str] = (),
         logs_delay: float = DEFAULT_DELAY,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         for fault in fault_rates or {}:
             _check_fault(fault)
         self.token = token
         self.extra_tokens = tuple(tokens)
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.rate_limit = rate_limit
@@ -166,17 +175,21 @@ class LocalMailtrap:
     @property
     def url(self) -> str:
         """The API base URL, e.g. ``http://127.0.0.1:PORT/api/``."""
-        return f"http://{self.host}:{self.port}/api/"
+        return f"{self._scheme}://{self.host}:{self.port}/api/"
 
     @property
     def bulk_url(self) -> str:
         """The bulk stream's API base URL, e.g. ``http://127.0.0.1:PORT/bulk/api/``."""
-        return f"http://{self.host}:{self.port}/bulk/api/"
+        return f"{self._scheme}://{self.host}:{self.port}/bulk/api/"
+
+    @property
+    def _scheme(self) -> str:
+        return "http" if self.ssl_context is None else "https"
 
     @property
     def general_url(self) -> str:
         """Mailtrap's general API base URL (Email Logs), e.g. ``http://127.0.0.1:PORT/general/api/``."""
-        return f"http://{self.host}:{self.port}{_GENERAL_PREFIX}"
+        return f"{self._scheme}://{self.host}:{self.port}{_GENERAL_PREFIX}"
 
     def start(self) -> LocalMailtrap:
         """Start serving in a background thread; returns self."""
@@ -184,6 +197,7 @@ class LocalMailtrap:
             return self
         server = _Server((self.host, self.port), _Handler)
         server.mailtrap = self
+        server.ssl_context = self.ssl_context
         self.port = int(server.server_address[1])
         self._server = server
         self._thread = threading.Thread(
@@ -268,11 +282,11 @@ class LocalMailtrap:
             return self._general(method, path[len(_GENERAL_PREFIX) :], token)
         where = _stream_of(path)
         if method != "POST":
-            return _json_answer(405, {"errors": ["Method Not Allowed"]})
-        if where is None:
-            return _json_answer(404, {"errors": ["Not Found"]})
+            return _failure(405, "Method Not Allowed")
+        if where is None or not check_inbox_id(where[2]):
+            return _failure(404, "Not Found")
         if token is None or (token != self.token and token not in self.extra_tokens):
-            return _json_answer(401, {"errors": ["Unauthorized"]})
+            return _failure(401, "Unauthorized")
         limited = self._rate_limited(token)
         if limited is not None:
             return limited
@@ -362,7 +376,7 @@ class LocalMailtrap:
         if not isinstance(data, dict):
             return _failure(400, "Request body must be a JSON object")
         if endpoint == "send":
-            errors = _validate(data)
+            errors = check_send(data)
             if errors:
                 return _failure(400, *errors)
             ids = self._accept(data, path, inbox_id, None, sender)
@@ -372,22 +386,13 @@ class LocalMailtrap:
     def _deliver_batch(
         self, data: dict[str, Any], path: str, inbox_id: str | None, sender: _Sender
     ) -> _Answer:
-        base = data.get("base", {})
-        requests = data.get("requests")
-        if not isinstance(base, dict):
-            return _failure(400, "'base' must be an object")
-        if not isinstance(requests, list) or not requests:
-            return _failure(400, "'requests' is required")
-        if len(requests) > MAX_BATCH_REQUESTS:
-            return _failure(400, f"'requests' must contain at most {MAX_BATCH_REQUESTS} items")
+        verdict = check_batch(data)
+        if verdict.envelope:
+            return _failure(400, *verdict.envelope)
         responses: list[dict[str, Any]] = []
-        for index, item in enumerate(requests):
-            if not isinstance(item, dict):
-                responses.append({"success": False, "errors": ["request must be an object"]})
-                continue
-            # A request-level key replaces the base key outright (no deep merge).
-            merged = {**base, **item}
-            errors = _validate(merged)
+        for index, (merged, errors) in enumerate(
+            zip(verdict.messages, verdict.errors, strict=True)
+        ):
             if errors:
                 responses.append({"success": False, "errors": errors})
                 continue
@@ -444,62 +449,34 @@ def _check_fault(fault: str) -> None:
         raise ValueError(f"unknown fault {fault!r}; expected one of {', '.join(FAULTS)}")
 
 
-def _validate(payload: Mapping[str, Any]) -> list[str]:
-    """Mailtrap's validation errors for one message (empty when it would be accepted)."""
-    errors: list[str] = []
-    sender = payload.get("from")
-    if not isinstance(sender, dict) or not sender.get("email"):
-        errors.append("'from' is required")
-    total = 0
-    for kind in ("to", "cc", "bcc"):
-        entries = payload.get(kind)
-        if entries is None:
-            continue
-        if not isinstance(entries, list):
-            errors.append(f"'{kind}' must be an array")
-            continue
-        if len(entries) > MAX_RECIPIENTS:
-            errors.append(f"'{kind}' must contain at most {MAX_RECIPIENTS} addresses")
-        for entry in entries:
-            email = entry.get("email") if isinstance(entry, dict) else None
-            if not isinstance(email, str) or "@" not in email:
-                errors.append(f"'{kind}' contains an invalid address")
-            elif email.rstrip(".").lower().endswith(".invalid"):
-                errors.append(f"'{kind}' address {email} is refused")
-        total += len(entries)
-    if total == 0:
-        errors.append("'to', 'cc' or 'bcc' address is required")
-    if payload.get("template_uuid"):
-        errors.extend(
-            f"'{name}' is not allowed with 'template_uuid'"
-            for name in _TEMPLATE_FORBIDS
-            if payload.get(name) is not None
-        )
-    else:
-        if not payload.get("subject"):
-            errors.append("'subject' is required")
-        if not payload.get("text") and not payload.get("html"):
-            errors.append("must specify either text or html body")
-    category = payload.get("category")
-    if isinstance(category, str) and len(category) > MAX_CATEGORY:
-        errors.append(f"'category' must be at most {MAX_CATEGORY} characters")
-    return errors
-
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
     mailtrap: LocalMailtrap
+    ssl_context: ssl.SSLContext | None = None
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
         super().__init__(address, handler)
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
 
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        # The handshake runs here, in the connection's own thread, so a slow or
+        # broken client never holds up the accepting loop.
+        secure = self.ssl_context.wrap_socket(request, server_side=True)
+        try:
+            super().finish_request(secure, client_address)
+        finally:
+            secure.close()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that drops its connection (a timeout, a killed worker) is
-        # routine for a test server; anything else is still reported.
-        if isinstance(sys.exc_info()[1], ConnectionError):
+        # routine for a test server, as is one that fails the TLS handshake;
+        # anything else is still reported.
+        if isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError)):
             return
         super().handle_error(request, client_address)
 
