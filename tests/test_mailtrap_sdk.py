@@ -22,6 +22,7 @@ import trustme
 from mailtrap.exceptions import APIError, AuthorizationError
 
 from mailqueue.testing import LocalMailtrap
+from tests.mailtrap_schema import batch_errors, send_errors
 
 TEMPLATE = "b81aabcd-1a1e-41cf-91b6-eca0254b3d96"
 SENDER = mt.Address(email="shop@example.com", name="Shop")
@@ -88,6 +89,7 @@ def test_sdk_send_is_accepted_with_one_id_per_recipient(mailtrap: LocalMailtrap)
     assert list(accepted.message_ids) == answer["message_ids"]
     assert accepted.recipients == ("alice@example.com", "bob@example.com", "carol@example.com")
     assert accepted.payload["attachments"][0]["disposition"] == "inline"
+    assert send_errors(accepted.payload) == []  # the SDK's body, under our reading of the spec
 
 
 def test_sdk_template_send_is_accepted(mailtrap: LocalMailtrap) -> None:
@@ -102,6 +104,7 @@ def test_sdk_template_send_is_accepted(mailtrap: LocalMailtrap) -> None:
 
     assert answer["success"] is True
     assert mailtrap.accepted[0].payload["template_uuid"] == TEMPLATE
+    assert send_errors(mailtrap.accepted[0].payload) == []
 
 
 @pytest.mark.parametrize(
@@ -193,6 +196,7 @@ def test_sdk_batch_answers_each_request_in_order(mailtrap: LocalMailtrap) -> Non
     assert refused["errors"] == ["'custom_variables' values must be strings"]
     assert third["success"] is True
     assert [m.payload["subject"] for m in mailtrap.accepted] == ["News", "Own"]
+    assert batch_errors(params.api_data) == ["7 is not of type 'string'"]
 
 
 def test_sdk_batch_template_request_may_not_carry_the_base_category(
