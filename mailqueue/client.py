@@ -95,6 +95,7 @@ class Client:
             self.keys,
             reclaim_idle=self.settings.reclaim_idle,
             ttl=max(int(self.settings.status_ttl), 1),
+            url=self.settings.status_redis_url,
         )
 
     @cached_property
@@ -124,7 +125,7 @@ class Client:
     def waker(self) -> Waker:
         from .waker import Waker
 
-        return Waker(self.redis, self.keys, self._publish)
+        return Waker(self.redis, self.keys, self._publish, url=self.settings.status_redis_url)
 
     @cached_property
     def drainer(self) -> Drainer:

@@ -25,6 +25,7 @@ import redis
 
 from . import metrics
 from .backoff import compute_backoff
+from .connection import redis_errors
 from .errors import DeliveryError, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from .outbox import Envelope
 from .payload import ApiCall, call_size, coalesce
@@ -80,6 +81,12 @@ class Drainer:
 
     def drain(self, budget: float = DRAIN_BUDGET) -> DrainReport:
         """Deliver what is waiting until the outbox is empty or ``budget`` seconds passed."""
+        # Pipelines of this module execute here, outside any store: their
+        # errors leave as BrokerUnavailable too.
+        with redis_errors(self.settings.status_redis_url, doing="deliver from the outbox"):
+            return self._drain(budget)
+
+    def _drain(self, budget: float) -> DrainReport:
         report = DrainReport()
         self.outbox.ensure_group()
         stop_at = time.monotonic() + budget

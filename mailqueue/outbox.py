@@ -28,6 +28,7 @@ import redis
 
 from .keys import OUTBOX_GROUP, Keys
 from .payload import ApiCall
+from .redis_edge import translated
 from .status import PartRef
 
 __all__ = ["Envelope", "Outbox"]
@@ -92,15 +93,23 @@ class Outbox:
     """Adds, reads, acknowledges, schedules and dead-letters envelopes."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, *, reclaim_idle: float, ttl: int
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        reclaim_idle: float,
+        ttl: int,
+        url: str = "redis",
     ) -> None:
         self.redis = client
         self.keys = keys
+        self.url = url  # named in errors
         self.reclaim_idle_ms = int(reclaim_idle * 1000)
         self.ttl = ttl
         self._move_due = client.register_script(_MOVE_DUE)
         self._group_ready = False
 
+    @translated("create the outbox consumer group")
     def ensure_group(self) -> None:
         """Create the consumer group on both streams (once per process)."""
         if self._group_ready:
@@ -129,6 +138,7 @@ class Outbox:
 
     # -- worker side ----------------------------------------------------
 
+    @translated("read the outbox")
     def read(self, consumer: str, stream: str, count: int) -> list[Envelope]:
         """Envelopes for ``consumer``: first those abandoned by dead workers, then new ones."""
         self.ensure_group()
@@ -160,6 +170,7 @@ class Outbox:
             pipe.xack(stream, OUTBOX_GROUP, *ids)
             pipe.xdel(stream, *ids)
 
+    @translated("move due retries")
     def move_due(self, now: float | None = None, limit: int = 1000) -> int:
         return int(
             self._move_due(
@@ -168,6 +179,7 @@ class Outbox:
             )
         )
 
+    @translated("count waiting envelopes")
     def waiting(self) -> int:
         """Envelopes in both streams that no worker has read yet.
 
@@ -189,6 +201,7 @@ class Outbox:
             total += max(int(length) - int(held), 0)
         return total
 
+    @translated("read the oldest unacknowledged envelope")
     def next_reclaim_due(self) -> float | None:
         """When the oldest envelope read but not acknowledged becomes reclaimable (unix seconds)."""
         due = None
@@ -203,6 +216,7 @@ class Outbox:
                 due = at if due is None else min(due, at)
         return due
 
+    @translated("read the next retry")
     def next_retry_due(self) -> float | None:
         first: Any = self.redis.zrange(self.keys.retry, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
@@ -216,11 +230,13 @@ class Outbox:
         pipe.expire(key, self.ttl)
         pipe.zadd(self.keys.dead, {envelope.send_id: when})
 
+    @translated("list dead letters")
     def dead_letters(self, limit: int = 100) -> list[tuple[str, float]]:
         """``(send_id, failed_at)`` pairs, oldest first."""
         rows: Any = self.redis.zrange(self.keys.dead, 0, limit - 1, withscores=True)
         return [(_text(member), float(score)) for member, score in rows]
 
+    @translated("take back a dead letter")
     def exhume(self, send_id: str) -> list[Envelope]:
         """Remove a send from the dead-letter set and return its envelopes (attempts reset)."""
         key = self.keys.dead_letter(send_id)
@@ -234,6 +250,7 @@ class Outbox:
             envelope.attempt = 0
         return envelopes
 
+    @translated("purge dead letters")
     def purge_dead(self, send_ids: Sequence[str] | None = None) -> int:
         """Forget dead letters (all of them when ``send_ids`` is None); returns how many."""
         if send_ids is None:

@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple, cast
 import redis
 
 from .keys import Keys, safe_id
+from .redis_edge import translated
 from .settings import Settings
 
 __all__ = ["Claim", "PartRef", "PartResult", "StatusStore", "now_iso"]
@@ -197,6 +198,7 @@ class StatusStore:
         self.redis = client
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
+        self.url = settings.status_redis_url
         self.ttl = max(int(settings.status_ttl), 1)
         self._claim = client.register_script(_CLAIM)
         self._record = client.register_script(_RECORD)
@@ -230,6 +232,7 @@ class StatusStore:
         pipe.hset(key, mapping=fields)
         pipe.expire(key, self.ttl)
 
+    @translated("record a refused send")
     def create_rejected(self, send_id: str, error: Mapping[str, Any]) -> None:
         """Record a send refused before it was queued (a message that failed validation)."""
         stamp = now_iso()
@@ -251,6 +254,7 @@ class StatusStore:
 
     # -- worker side ----------------------------------------------------
 
+    @translated("claim parts for sending")
     def claim(
         self, parts: Sequence[PartRef], lease_seconds: float, *, reconcile: bool = False
     ) -> list[Claim]:
@@ -292,11 +296,13 @@ class StatusStore:
         """Queue listing a send among those an operator may want to reconcile."""
         pipe.zadd(self.keys.doubtful, {send_id: time.time()})
 
+    @translated("list doubtful sends")
     def doubtful_sends(self) -> list[str]:
         """Sends listed by ``note_doubtful`` within the status TTL, oldest first."""
         self.redis.zremrangebyscore(self.keys.doubtful, "-inf", time.time() - self.ttl)
         return [_text(member) for member in self.redis.zrange(self.keys.doubtful, 0, -1)]
 
+    @translated("record message ids found in Email Logs")
     def add_found(
         self, send_id: str, found: Mapping[str, str], confirmed_duplicates: int
     ) -> None:
@@ -322,6 +328,7 @@ class StatusStore:
             pipe.hset(self.keys.send(send_id), "confirmed_duplicates", confirmed_duplicates)
             pipe.execute()
 
+    @translated("read doubtful parts")
     def doubts(self, parts: Sequence[tuple[str, int]]) -> list[tuple[float | None, int]]:
         """For each part: since when its outcome is unknown (unix s, None: it is not) and
         how many look-ups found nothing so far."""
@@ -387,6 +394,7 @@ class StatusStore:
             client=pipe,
         )
 
+    @translated("revive a dead-lettered part")
     def revive(self, ref: PartRef) -> bool:
         """Undo a failed part so that it can be sent again (dead-letter requeue)."""
         script_keys = [self.keys.send(ref.send_id), self._group(ref)]
@@ -402,6 +410,7 @@ class StatusStore:
 
     # -- reading --------------------------------------------------------
 
+    @translated("read a status record")
     def get(self, send_id: str) -> dict[str, Any] | None:
         """The status record of DESIGN.md, or None for an unknown (or expired) id."""
         with self.redis.pipeline(transaction=False) as pipe:
@@ -441,16 +450,19 @@ class StatusStore:
             record["events"] = [json.loads(event) for event in events]
         return record
 
+    @translated("read a send's state")
     def state(self, send_id: str) -> str | None:
         """Just the state, in one round trip."""
         value = self.redis.hget(self.keys.send(send_id), "state")
         return _text(value) if value is not None else None
 
+    @translated("read a group's progress")
     def group_counts(self, group_id: str) -> dict[str, int]:
         """Per-state counts of the sends of one ``enqueue_many`` call."""
         raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.group(group_id)))
         return {_text(k): int(v) for k, v in raw.items() if int(v)}
 
+    @translated("read a send's recipients")
     def recipient_counts(self, send_id: str) -> dict[str, int]:
         """Per-status counts of one send's recipients (a campaign's progress)."""
         counts: dict[str, int] = {}
@@ -459,9 +471,11 @@ class StatusStore:
             counts[status] = counts.get(status, 0) + 1
         return counts
 
+    @translated("count a statistic")
     def increment_stat(self, name: str, amount: int = 1) -> None:
         self.redis.hincrby(self.keys.stats, name, amount)
 
+    @translated("read statistics")
     def stats(self) -> dict[str, int]:
         raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.stats))
         return {_text(k): int(v) for k, v in raw.items()}

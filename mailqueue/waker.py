@@ -30,6 +30,7 @@ from typing import Any
 import redis
 
 from .keys import Keys
+from .redis_edge import translated
 
 __all__ = ["DELIVER_TASK", "HEARTBEAT", "MAX_COUNTDOWN", "Publish", "Waker"]
 
@@ -66,9 +67,12 @@ Publish = Callable[[dict[str, Any]], None]
 class Waker:
     """The one owner of the drains, pending, help and scheduled wake-up keys."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, publish: Publish) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, publish: Publish, *, url: str = "redis"
+    ) -> None:
         self.redis = client
         self.keys = keys
+        self.url = url  # named in errors
         self.publish = publish
         self._note_wakeup = client.register_script(_NOTE_WAKEUP)
 
@@ -108,7 +112,14 @@ class Waker:
         now = time.time()
         delay = min(max(due - now, 0.0), MAX_COUNTDOWN)
         args = [now + delay, max(int((delay + 1) * 1000), 1), now]
-        if self._note_wakeup(keys=[self.keys.wakeup], args=args):
+        try:
+            needed = self._note_wakeup(keys=[self.keys.wakeup], args=args)
+        except redis.RedisError as exc:
+            # The work is safe in Redis already; the workers' sweep finds it
+            # once due. Raising would make a producer enqueue it twice.
+            log.warning("queued, but the wake-up could not be scheduled: %s", type(exc).__name__)
+            return
+        if needed:
             self._publish_quietly({**options, "countdown": delay}, announced=False)
 
     def wake_soon(self, **options: Any) -> None:
@@ -138,16 +149,19 @@ class Waker:
 
     # -- drains -------------------------------------------------------------
 
+    @translated("announce a drain")
     def arrive(self, consumer: str) -> None:
         """A drain starts: visible as running, it stands for any wake-up announced so far."""
         self.heartbeat(consumer)
         self.redis.delete(self.keys.wakeup_pending)
 
+    @translated("renew a drain's heartbeat")
     def heartbeat(self, consumer: str) -> None:
         """Renew a running drain's heartbeat."""
         expires = int((time.time() + HEARTBEAT) * 1000)
         self.redis.zadd(self.keys.drains, {consumer: expires})
 
+    @translated("end a drain")
     def leave(self, consumer: str) -> None:
         """A drain stops being visible. It must look for work once more afterwards.
 
@@ -159,6 +173,7 @@ class Waker:
             pipe.delete(self.keys.wakeup_pending)
             pipe.execute()
 
+    @translated("wake a helper drain")
     def call_for_help(self) -> None:
         """Under a backlog, wake one more worker (at most once per ``HELP_INTERVAL_MS``)."""
         if self.redis.set(self.keys.drain_help, 1, nx=True, px=HELP_INTERVAL_MS):
@@ -166,6 +181,7 @@ class Waker:
 
     # -- observers ----------------------------------------------------------
 
+    @translated("read the running drains")
     def drains(self) -> tuple[int, float | None]:
         """How many drains are alive, and when the newest heartbeat expires (unix seconds)."""
         with self.redis.pipeline(transaction=False) as pipe:
@@ -174,6 +190,7 @@ class Waker:
             live, newest = pipe.execute()
         return int(live), (float(newest[0][1]) / 1000 if newest else None)
 
+    @translated("read the running drains")
     def drain_alive(self) -> bool:
         """Whether any drain's heartbeat is still fresh."""
         return bool(self.redis.zcount(self.keys.drains, _now_ms(), "+inf"))

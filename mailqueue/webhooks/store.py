@@ -24,6 +24,7 @@ import redis
 
 from ..addresses import idna_encode
 from ..keys import EVENT_ID_TTL, EVENTS_KEPT, Keys, safe_id
+from ..redis_edge import translated
 from ..settings import Settings
 from .events import TrackingEvent
 
@@ -114,9 +115,11 @@ class EventStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
         self.keys = Keys(settings.key_prefix)
+        self.url = settings.status_redis_url
         self.default_ttl_ms = max(int(settings.status_ttl), 1) * 1000
         self._apply = client.register_script(_APPLY)
 
+    @translated("record tracking events")
     def apply(self, events: Sequence[TrackingEvent], now: str) -> ApplyResult:
         """Record ``events`` (``now`` is the ISO 8601 time stamped on changed recipients)."""
         if not events:

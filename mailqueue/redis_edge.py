@@ -1,0 +1,44 @@
+"""The stores' edge: a Redis error leaves a store only as ``BrokerUnavailable``.
+
+Every method of a store that talks to Redis carries ``@translated("...")``;
+callers (the producer, the drain, the CLI, the webhook app) then handle one
+mailqueue error, whose message names the masked URL and what was being done.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
+
+from .connection import redis_errors
+
+__all__ = ["AtRedis", "translated"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class AtRedis(Protocol):
+    """A store: it knows the URL of the Redis it talks to."""
+
+    url: str
+
+
+S = TypeVar("S", bound=AtRedis)
+
+
+def translated(
+    doing: str,
+) -> Callable[[Callable[Concatenate[S, P], R]], Callable[Concatenate[S, P], R]]:
+    """Make a store method raise BrokerUnavailable ("cannot ``doing``: ...") for a RedisError."""
+
+    def decorate(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+        @functools.wraps(method)
+        def wrapper(store: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            with redis_errors(store.url, doing=doing):
+                return method(store, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
