@@ -13,18 +13,21 @@ def compute_backoff(
     base: float,
     cap: float,
     retry_after: float | None = None,
+    floor: float | None = None,
     rng: random.Random | None = None,
 ) -> float:
     """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1).
 
-    Exponential (``base``, twice that, four times, … at most ``cap``) with "equal
-    jitter": between half and all of that, so a fleet that failed together
-    does not retry together, yet never retries much sooner than planned.
-    Mailtrap's ``Retry-After`` is a floor when it was given.
+    Exponential (``base``, twice that, four times, … at most ``cap``) with
+    jitter: drawn between ``floor`` and that ceiling, so a fleet that failed
+    together does not retry together. Without a ``floor``, "equal jitter":
+    at least half the ceiling, never much sooner than planned. Mailtrap's
+    ``Retry-After`` is a floor when it was given.
     """
     exponent = min(max(attempt, 1) - 1, 32)
     ceiling = min(cap, base * (2**exponent))
-    delay: float = ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    low = ceiling / 2 if floor is None else min(floor, ceiling)
+    delay: float = (rng or random).uniform(low, ceiling)
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay

@@ -39,7 +39,8 @@ from .cli_views import counts_line, format_group, format_status, stall_note, tab
 from .client import Client
 from .connection import mask_url
 from .errors import BrokerUnavailable, ConfigurationError, MailqueueError, ValidationError
-from .groups import FINAL_STATES, SendIds, get_batch_progress, get_group
+from .groups import SendIds, get_batch_progress, get_group
+from .records import FINAL_STATES
 from .routing import Stream
 from .send_audit import reconcile_doubtful, reconcile_send
 from .settings import RateLimit, Settings
@@ -424,7 +425,7 @@ def dead_letters_list(limit: int, as_json: bool) -> None:
             letter.send_id,
             _when(letter.failed_at),
             letter.state or "expired",
-            (letter.error or {}).get("message", "-")[:80],
+            (letter.error["message"] if letter.error else "-")[:80],
         ]
         for letter in letters
     ]

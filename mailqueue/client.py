@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .keys import Keys
     from .outbox import Outbox
     from .ratelimit import FleetRateLimiter
+    from .records import StatusRecord
     from .status import StatusStore
     from .waker import Publish, Waker
     from .webhooks.store import EventStore
@@ -157,7 +158,7 @@ class Client:
 
         return enqueue_many(self, messages)
 
-    def get_status(self, send_id: str) -> dict[str, Any] | None:
+    def get_status(self, send_id: str) -> StatusRecord | None:
         """The status record of a send, or None for an unknown id."""
         from .producer import get_status
 
@@ -311,6 +312,6 @@ def enqueue_many(messages: Iterable[Mapping[str, Any]]) -> SendIds:
     return default().enqueue_many(messages)
 
 
-def get_status(send_id: str) -> dict[str, Any] | None:
+def get_status(send_id: str) -> StatusRecord | None:
     """The status record of a send, or None for an unknown id."""
     return default().get_status(send_id)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 
 from . import keys
 from .errors import BrokerUnavailable, ValidationError
+from .records import ErrorRecord
 
 if TYPE_CHECKING:
     from .client import Client
@@ -38,7 +39,7 @@ class DeadLetter:
     send_id: str
     failed_at: float  # unix seconds
     state: str | None  # None when the status record has expired
-    error: dict[str, Any] | None
+    error: ErrorRecord | None
 
 
 def list_dead_letters(rt: Client, limit: int = 100) -> list[DeadLetter]:

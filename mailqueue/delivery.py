@@ -28,7 +28,14 @@ from .backoff import compute_backoff
 from .connection import redis_errors
 from .errors import DeliveryError, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from .outbox import Envelope
-from .payload import ApiCall, call_size, coalesce
+from .payload import (
+    BATCH_WRAPPER_BYTES,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_REQUESTS,
+    ApiCall,
+    call_size,
+    coalesce,
+)
 from .responses import RequestResult
 from .status import PartResult
 from .transport import Transport
@@ -36,12 +43,10 @@ from .transport import Transport
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["DrainReport", "Drainer"]
+__all__ = ["DrainReport", "Drainer", "group_calls"]
 
 log = logging.getLogger("mailqueue.delivery")
 
-MAX_BATCH_REQUESTS = 500
-MAX_BATCH_BYTES = 50 * 1000 * 1000 - 64 * 1024  # Mailtrap's 50 MB, less room for the wrapper
 # A drain takes no new work after this many seconds, so that its Celery task
 # ends well inside the time limits and the visibility timeout.
 DRAIN_BUDGET = 20.0
@@ -152,27 +157,8 @@ class Drainer:
             with self.runtime.redis.pipeline(transaction=False) as pipe:
                 self.outbox.ack(pipe, finished)
                 pipe.execute()
-        for group in self._calls(ready):
+        for group in group_calls(ready, coalescing=self.settings.coalesce):
             self._post(group, report)
-
-    def _calls(self, ready: list[Envelope]) -> list[list[Envelope]]:
-        """Group envelopes into calls: batch calls alone, single sends coalesced."""
-        groups: list[list[Envelope]] = []
-        current: list[Envelope] = []
-        size = 0
-        for envelope in ready:
-            if envelope.call.is_batch or not self.settings.coalesce:
-                groups.append([envelope])
-                continue
-            weight = call_size(envelope.call)
-            if current and (len(current) >= MAX_BATCH_REQUESTS or size + weight > MAX_BATCH_BYTES):
-                groups.append(current)
-                current, size = [], 0
-            current.append(envelope)
-            size += weight
-        if current:
-            groups.append(current)
-        return groups
 
     def _post(self, group: list[Envelope], report: DrainReport) -> None:
         call = (
@@ -315,6 +301,37 @@ class Drainer:
             delay,
             exc,
         )
+
+
+def group_calls(
+    ready: Sequence[Envelope],
+    *,
+    coalescing: bool,
+    max_requests: int = MAX_BATCH_REQUESTS,
+    max_bytes: int = MAX_BATCH_BYTES,
+) -> list[list[Envelope]]:
+    """Group envelopes into API calls: batch calls alone, single sends coalesced.
+
+    A coalesced group holds at most ``max_requests`` sends whose call bodies,
+    with the batch wrapper (each request is one separator more, and shared
+    keys only shrink it), fit in ``max_bytes``.
+    """
+    groups: list[list[Envelope]] = []
+    current: list[Envelope] = []
+    size = BATCH_WRAPPER_BYTES
+    for envelope in ready:
+        if envelope.call.is_batch or not coalescing:
+            groups.append([envelope])
+            continue
+        weight = call_size(envelope.call) + 1
+        if current and (len(current) >= max_requests or size + weight > max_bytes):
+            groups.append(current)
+            current, size = [], BATCH_WRAPPER_BYTES
+        current.append(envelope)
+        size += weight
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _part_result(results: Sequence[RequestResult]) -> PartResult:

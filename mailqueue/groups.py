@@ -15,6 +15,7 @@ import redis
 from . import keys
 from .client import Client
 from .errors import BrokerUnavailable
+from .records import FINAL_STATES
 
 __all__ = [
     "FINAL_STATES",
@@ -25,7 +26,6 @@ __all__ = [
     "get_group",
 ]
 
-FINAL_STATES = frozenset({"sent", "partially_sent", "failed", "cancelled", "expired"})
 
 
 class SendIds(list[str]):

@@ -32,6 +32,7 @@ from .message import NormalizedMessage, normalize_message
 from .settings import Settings
 
 __all__ = [
+    "BATCH_WRAPPER_BYTES",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_REQUESTS",
     "MAX_MESSAGE_BYTES",
@@ -49,6 +50,9 @@ MAX_MESSAGE_BYTES = 10_000_000
 _RECIPIENT_KEYS = ("to", "cc", "bcc")
 # json.dumps of {"base": B, "requests": [R]} adds this much around B and [R].
 _BATCH_ENVELOPE = len(json.dumps({"base": None, "requests": None})) - 2 * len("null")
+# What coalescing single calls into one batch call may add to the sum of
+# their sizes: the wrapper, the list's brackets and separators, an empty base.
+BATCH_WRAPPER_BYTES = _BATCH_ENVELOPE + 4
 
 _default_settings: Settings | None = None
 

@@ -23,7 +23,8 @@ from .connection import replicated_transaction
 from .errors import BrokerUnavailable, ValidationError
 from .groups import SendIds
 from .outbox import Envelope
-from .payload import ApiCall, build_payload
+from .payload import MAX_BATCH_REQUESTS, ApiCall, build_payload
+from .records import StatusRecord
 from .status import now_iso
 
 if TYPE_CHECKING:
@@ -129,13 +130,14 @@ def enqueue_many(rt: Client, messages: Iterable[Mapping[str, Any]]) -> SendIds:
             f"messages were queued): {type(exc).__name__}"
         ) from None
     envelopes = sum(len(calls) for calls in built)
-    wakeups = min(BULK_WAKEUPS, max(1, math.ceil(envelopes / 500))) if wake else 0
+    # One drain reads up to a batch call's worth of sends at a time.
+    wakeups = min(BULK_WAKEUPS, max(1, math.ceil(envelopes / MAX_BATCH_REQUESTS))) if wake else 0
     for _ in range(wakeups):
         rt.waker.wake_soon()
     return SendIds(ids, group_id=group)
 
 
-def get_status(rt: Client, send_id: str) -> dict[str, Any] | None:
+def get_status(rt: Client, send_id: str) -> StatusRecord | None:
     """The status record of a send, or None for an unknown id."""
     if not isinstance(send_id, str) or keys.safe_id(send_id) is None:
         return None

@@ -27,12 +27,12 @@ from typing import Any, Literal, NamedTuple, cast
 import redis
 
 from .keys import Keys, safe_id
+from .records import State, StatusRecord
 from .redis_edge import translated
 from .settings import Settings
 
 __all__ = ["Claim", "PartRef", "PartResult", "StatusStore", "now_iso"]
 
-FINAL_STATES = ("sent", "partially_sent", "failed")
 Claim = Literal["go", "done", "busy", "doubt"]
 
 # Claim parts of sends for one attempt. KEYS: n send hashes, then n group
@@ -411,7 +411,7 @@ class StatusStore:
     # -- reading --------------------------------------------------------
 
     @translated("read a status record")
-    def get(self, send_id: str) -> dict[str, Any] | None:
+    def get(self, send_id: str) -> StatusRecord | None:
         """The status record of DESIGN.md, or None for an unknown (or expired) id."""
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.send(send_id))
@@ -421,9 +421,9 @@ class StatusStore:
         if not raw:
             return None
         fields = {_text(k): _text(v) for k, v in raw.items()}
-        record: dict[str, Any] = {
+        record: StatusRecord = {
             "id": send_id,
-            "state": fields.get("state", "queued"),
+            "state": cast(State, fields.get("state", "queued")),
             "attempts": int(fields.get("attempts", 0)),
             "created_at": fields.get("created_at"),
             "updated_at": fields.get("updated_at"),

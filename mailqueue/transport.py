@@ -21,6 +21,7 @@ import requests.utils
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from . import metrics
+from .backoff import compute_backoff
 from .errors import DeliveryError, RateLimited, TransientDeliveryError
 from .payload import ApiCall
 from .responses import RequestResult, classify_exception, parse_response
@@ -59,11 +60,14 @@ def backoff_seconds(
     Exponential with full jitter between ``BACKOFF_MIN`` and ``BACKOFF_MAX``; never
     less than Mailtrap's ``retry_after`` when a 429 gave one.
     """
-    ceiling = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (attempt - 1))
-    draw = (rng or random).uniform(BACKOFF_MIN, max(BACKOFF_MIN, ceiling))
-    if retry_after is not None:
-        return max(draw, retry_after)
-    return draw
+    return compute_backoff(
+        attempt,
+        base=BACKOFF_MIN,
+        cap=BACKOFF_MAX,
+        floor=BACKOFF_MIN,
+        retry_after=retry_after,
+        rng=rng,
+    )
 
 
 class Transport:

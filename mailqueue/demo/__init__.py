@@ -19,9 +19,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, cast
 
 from ..client import Client
+from ..records import FINAL_STATES
 from ..settings import Settings
 from .errors import DemoError
 from .local import Echo, Stop, interruptible, prepare, start_webhook, start_worker
@@ -36,7 +37,6 @@ from .script import (
 
 __all__ = ["DEMO_TRACKING_SECRET", "DemoError", "run"]
 
-FINAL_STATES = frozenset({"sent", "partially_sent", "failed"})
 
 
 def run(
@@ -91,7 +91,7 @@ def _records(client: Client, sent: Sequence[Sent]) -> list[dict[str, Any]]:
         record = client.get_status(item.send_id)
         if record is None:
             raise DemoError(f"the status record of {item.label} ({item.send_id}) vanished")
-        records.append(record)
+        records.append(cast(dict[str, Any], record))
     return records
 
 
