@@ -1,0 +1,227 @@
+"""The drain loop's branches, over an in-memory transport and a real Redis for the stores.
+
+The end-to-end tests prove the same loop against the local Mailtrap over
+HTTP and real workers; here each branch is set up and observed directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mailqueue.client import Client
+from mailqueue.delivery import Drainer, group_calls
+from mailqueue.errors import PermanentDeliveryError, TransientDeliveryError
+from mailqueue.outbox import Envelope
+from mailqueue.payload import (
+    BATCH_WRAPPER_BYTES,
+    MAX_BATCH_REQUESTS,
+    ApiCall,
+    build_payload,
+    call_size,
+)
+from mailqueue.responses import RequestResult
+from mailqueue.settings import Settings
+from tests.memory_transport import MemoryTransport, accept_all
+
+
+def message(recipient: str, **extra: Any) -> dict[str, Any]:
+    base = {"from_email": "shop@example.com", "to": [recipient], "subject": "Hi", "text": "Hi"}
+    return base | extra
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Client]:
+    settings = Settings(broker_url=redis_url, api_token="t", rate_limit="100000/1s", max_retries=3)
+    client = Client(settings, publish=lambda options: None)
+    yield client
+    client.close()
+
+
+def drain(client: Client, transport: MemoryTransport) -> Any:
+    return Drainer(client, transport).drain(budget=10)  # type: ignore[arg-type]
+
+
+def state(client: Client, send_id: str) -> str | None:
+    return client.store.state(send_id)
+
+
+def test_waiting_single_sends_go_out_in_one_coalesced_batch_call(client: Client) -> None:
+    ids = [client.enqueue(message(f"r{i}@example.com")) for i in range(3)]
+    transport = MemoryTransport()
+
+    report = drain(client, transport)
+
+    assert transport.paths() == ["batch"]
+    assert [state(client, send_id) for send_id in ids] == ["sent"] * 3
+    assert (report.calls, report.sent) == (1, 3)
+    assert client.outbox.waiting() == 0
+
+
+def test_a_whole_call_400_sends_each_message_alone_and_fails_only_the_bad_one(
+    client: Client,
+) -> None:
+    good = client.enqueue(message("good@example.com"))
+    bad = client.enqueue(message("bad@example.com"))
+
+    def refuse_batches_and_bad(call: ApiCall) -> list[RequestResult]:
+        if call.path == "batch" or "bad@example.com" in call.recipients[0]:
+            raise PermanentDeliveryError("refused", status_code=400, path=call.path)
+        return accept_all(call)
+
+    transport = MemoryTransport(refuse_batches_and_bad)
+    report = drain(client, transport)
+
+    assert transport.paths() == ["batch", "send", "send"]
+    assert state(client, good) == "sent"
+    assert state(client, bad) == "failed"
+    assert (report.sent, report.failed) == (1, 1)
+    assert [send_id for send_id, _ in client.outbox.dead_letters()] == [bad]
+
+
+def test_a_permanent_error_on_a_lone_send_fails_it_and_keeps_a_dead_letter(
+    client: Client,
+) -> None:
+    send_id = client.enqueue(message("a@example.com"))
+
+    def refuse(call: ApiCall) -> list[RequestResult]:
+        raise PermanentDeliveryError("unauthorized", status_code=401, path=call.path)
+
+    drain(client, MemoryTransport(refuse))
+
+    record = client.get_status(send_id)
+    assert record is not None and record["state"] == "failed"
+    assert record["error"] is not None and record["error"]["status_code"] == 401
+    assert [sid for sid, _ in client.outbox.dead_letters()] == [send_id]
+
+
+def test_a_transient_error_schedules_a_retry_with_the_error_recorded(client: Client) -> None:
+    send_id = client.enqueue(message("a@example.com"))
+
+    def unavailable(call: ApiCall) -> list[RequestResult]:
+        raise TransientDeliveryError("unavailable", status_code=503, path=call.path)
+
+    report = drain(client, MemoryTransport(unavailable))
+
+    record = client.get_status(send_id)
+    assert record is not None and record["state"] == "retrying"
+    assert record["error"] is not None and record["error"]["kind"] == "transient"
+    assert "next_attempt_at" in record
+    assert report.retried == 1
+    assert client.outbox.next_retry_due() is not None
+    assert client.outbox.waiting() == 0
+
+
+def test_a_transient_error_past_the_retries_fails_the_send(client: Client) -> None:
+    send_id = client.enqueue(message("a@example.com"))
+    envelope = client.outbox.read("setup", client.keys.outbox, 1)[0]
+    with client.redis.pipeline() as pipe:
+        client.outbox.ack(pipe, [envelope])
+        envelope.attempt = client.settings.max_retries
+        client.outbox.add(pipe, envelope)
+        pipe.execute()
+
+    def unavailable(call: ApiCall) -> list[RequestResult]:
+        raise TransientDeliveryError("unavailable", status_code=503, path=call.path)
+
+    drain(client, MemoryTransport(unavailable))
+
+    assert state(client, send_id) == "failed"
+
+
+def test_a_batch_answer_with_some_requests_refused_is_partially_sent(client: Client) -> None:
+    send_id = client.enqueue(
+        message("a@example.com", to=["a@example.com", "b@example.com"], merge_data={})
+    )
+
+    def refuse_b(call: ApiCall) -> list[RequestResult]:
+        return [
+            RequestResult({r: None for r in request}, error="invalid address")
+            if "b@example.com" in request
+            else RequestResult({r: "m-" + r for r in request})
+            for request in call.recipients
+        ]
+
+    drain(client, MemoryTransport(refuse_b))
+
+    record = client.get_status(send_id)
+    assert record is not None and record["state"] == "partially_sent"
+    assert record["recipients"]["a@example.com"]["status"] == "queued"
+    assert record["recipients"]["b@example.com"]["status"] == "failed"
+
+
+def test_a_part_already_done_is_acknowledged_and_not_sent_again(client: Client) -> None:
+    send_id = client.enqueue(message("a@example.com"))
+    transport = MemoryTransport()
+    drain(client, transport)
+    # The same envelope delivered again, as after a lost acknowledgement.
+    (call,) = build_payload(message("a@example.com"), client.settings)
+    with client.redis.pipeline() as pipe:
+        client.outbox.add(pipe, Envelope(send_id=send_id, part=0, call=call))
+        pipe.execute()
+
+    report = drain(client, transport)
+
+    assert len(transport.calls) == 1
+    assert report.skipped == 1
+    assert client.outbox.waiting() == 0
+
+
+def test_more_waiting_sends_than_one_batch_takes_go_out_in_several_calls(
+    client: Client,
+) -> None:
+    client.enqueue_many([message(f"r{i}@example.com") for i in range(MAX_BATCH_REQUESTS + 1)])
+    transport = MemoryTransport()
+
+    drain(client, transport)
+
+    sizes = sorted(len(call.recipients) for call in transport.calls)
+    assert sizes == [1, MAX_BATCH_REQUESTS]
+
+
+# -- grouping, pure ---------------------------------------------------------
+
+
+def envelopes(count: int, **extra: Any) -> list[Envelope]:
+    result = []
+    for i in range(count):
+        (call,) = build_payload(message(f"r{i}@example.com", **extra), Settings())
+        result.append(Envelope(send_id=f"s{i}", part=0, call=call))
+    return result
+
+
+def test_grouping_starts_a_new_call_before_the_byte_limit() -> None:
+    waiting = envelopes(5)
+    one = call_size(waiting[0].call)
+    limit = BATCH_WRAPPER_BYTES + 3 * (one + 1)  # the wrapper and three sends, not four
+
+    groups = group_calls(waiting, coalescing=True, max_bytes=limit)
+
+    assert [len(group) for group in groups] == [3, 2]
+
+
+def test_grouping_starts_a_new_call_at_the_request_limit() -> None:
+    groups = group_calls(envelopes(5), coalescing=True, max_requests=2)
+
+    assert [len(group) for group in groups] == [2, 2, 1]
+
+
+def test_without_coalescing_every_send_is_its_own_call() -> None:
+    groups = group_calls(envelopes(3), coalescing=False)
+
+    assert [len(group) for group in groups] == [1, 1, 1]
+
+
+def test_a_batch_call_is_never_combined_with_others() -> None:
+    (batch,) = build_payload(
+        message("a@example.com", to=["a@example.com", "b@example.com"], merge_data={}),
+        Settings(),
+    )
+    waiting = [*envelopes(2), Envelope(send_id="b", part=0, call=batch), *envelopes(1)]
+
+    groups = group_calls(waiting, coalescing=True)
+
+    # The batch call goes alone; the single sends around it share one call.
+    assert [[e.send_id for e in group] for group in groups] == [["b"], ["s0", "s1", "s0"]]
