@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery
 
 from .connection import celery_broker
+from .errors import ConfigurationError
 from .settings import Settings
 
 __all__ = ["app", "apply_settings", "celery_config"]
@@ -109,7 +110,14 @@ class _ProcessConfig(Mapping[str, Any]):
 
     def _loaded(self) -> dict[str, Any]:
         if self._values is None:
-            self._values = {**celery_config(Settings.from_env()), **_celeryconfig_overrides()}
+            try:
+                settings = Settings.from_env()
+            except ConfigurationError as exc:
+                from .worker_checks import refuse_in_celery_command
+
+                refuse_in_celery_command(exc)
+                raise
+            self._values = {**celery_config(settings), **_celeryconfig_overrides()}
         return self._values
 
     def __getitem__(self, name: str) -> Any:

@@ -4,7 +4,9 @@ Without an API token every call Mailtrap answers is a 401, so a worker that
 started anyway would leave every send ``queued`` and log a failure every few
 seconds. The check runs when Celery starts a worker (its ``worker_init``
 signal, for ``celery -A mailqueue worker`` and ``mailqueue worker`` alike)
-and prints one line naming the setting instead of a traceback.
+and prints one line naming the setting instead of a traceback; so does a
+malformed setting that Celery's command line meets while reading its
+configuration.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import click
 from celery.signals import worker_init
 
 from .errors import ConfigurationError, MailqueueError
 from .settings import Settings
 
-__all__ = ["check_worker_settings"]
+__all__ = ["check_worker_settings", "refuse_in_celery_command"]
 
 
 def check_worker_settings(settings: Settings) -> None:
@@ -28,6 +31,24 @@ def check_worker_settings(settings: Settings) -> None:
             "(the sandbox needs one too)",
             setting="api_token",
         )
+
+
+def refuse_in_celery_command(exc: MailqueueError) -> None:
+    """End Celery's own command line (``celery -A mailqueue worker``) with one line for ``exc``.
+
+    Celery reads its configuration while it parses the worker's options, long
+    before ``worker_init``; a malformed setting found then would otherwise end
+    in a traceback. Anywhere else (a web process publishing) this does nothing
+    and the caller raises as usual.
+    """
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return
+    from celery.bin.celery import celery as celery_command
+
+    if context.find_root().command is celery_command:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
 
 
 @worker_init.connect

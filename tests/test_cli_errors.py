@@ -171,12 +171,18 @@ def test_local_mailtrap_on_a_busy_port_is_one_error_line(busy_port: int) -> None
     assert_one_error_line(result, "--port", "Address already in use")
 
 
-def test_celery_worker_without_a_token_exits_at_start_naming_the_setting(
-    redis_url: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [({}, "MAILTRAP_API_TOKEN"),
+     ({"MAILTRAP_API_TOKEN": "t", "MAILQUEUE_RATE_LIMIT": "garbage"}, "MAILQUEUE_RATE_LIMIT")],
+    ids=["no token", "malformed setting"],
+)
+def test_celery_worker_that_cannot_send_exits_at_start_naming_the_setting(
+    redis_url: str, tmp_path: Path, env: dict[str, str], setting: str
 ) -> None:
     result = run(
         ["-A", "mailqueue", "worker", "--pool", "solo", "--loglevel", "WARNING"],
-        clean_env(MAILQUEUE_BROKER_URL=redis_url),
+        clean_env(MAILQUEUE_BROKER_URL=redis_url, **env),
         module="celery",
         cwd=tmp_path,  # no celeryconfig module here
     )
@@ -184,5 +190,5 @@ def test_celery_worker_without_a_token_exits_at_start_naming_the_setting(
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1
-    assert "MAILTRAP_API_TOKEN" in errors[0]
+    assert len(errors) == 1, result.stderr
+    assert setting in errors[0]
