@@ -10,7 +10,22 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .celery_app import app
-from .client import Client, configure, enqueue, enqueue_many, get_status
+from .client import (
+    Client,
+    cancel,
+    cancel_campaign,
+    configure,
+    enqueue,
+    enqueue_many,
+    get_campaign,
+    get_status,
+    get_suppression,
+    pause_campaign,
+    reschedule,
+    resume_campaign,
+    suppress,
+    unsuppress,
+)
 from .errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -46,10 +61,19 @@ __all__ = [
     "__version__",
     "app",
     "build_payload",
+    "cancel",
+    "cancel_campaign",
     "celery",
     "configure",
     "enqueue",
     "enqueue_many",
+    "get_campaign",
     "get_status",
+    "get_suppression",
+    "pause_campaign",
+    "reschedule",
+    "resume_campaign",
     "send_email",
+    "suppress",
+    "unsuppress",
 ]

@@ -9,6 +9,7 @@ Anymail's default ``idna2008`` encoder); local parts are never encoded.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from email.charset import Charset
@@ -20,7 +21,13 @@ import idna
 
 from .errors import ValidationError
 
-__all__ = ["EmailAddress", "format_header_list", "idna_encode", "parse_address_list"]
+__all__ = [
+    "EmailAddress",
+    "comparable",
+    "format_header_list",
+    "idna_encode",
+    "parse_address_list",
+]
 
 # Addresses this simple parse identically with getaddresses + headerregistry, so
 # they skip both (a large batch send is mostly such addresses).
@@ -151,3 +158,17 @@ def _invalid(text: str, field: str, why: str) -> ValidationError:
 def format_header_list(addresses: list[EmailAddress]) -> str:
     """Several addresses as one header value, joined with ``", "``."""
     return ", ".join(address.format_header() for address in addresses)
+
+
+def comparable(address: str) -> str:
+    """One spelling of an addr-spec for comparisons: case-folded, the domain in IDNA form.
+
+    Mailtrap and mailboxes treat ``Alice@Example.com`` and ``alice@example.com``
+    alike, and a Unicode domain is the same domain as its A-label form.
+    """
+    local, at, domain = address.strip().rpartition("@")
+    if not at:
+        return address.strip().casefold()
+    with contextlib.suppress(UnicodeError, ValueError):
+        domain = domain if domain.isascii() else idna_encode(domain)
+    return f"{local.casefold()}@{domain.casefold()}"

@@ -25,6 +25,7 @@ from .connection import connect
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from .campaigns import CampaignRecord, CampaignStore
     from .deadletters import DeadLetter
     from .delivery import Drainer
     from .groups import SendIds
@@ -33,18 +34,28 @@ if TYPE_CHECKING:
     from .ratelimit import FleetRateLimiter
     from .records import StatusRecord
     from .status import StatusStore
+    from .suppressions import Suppression, SuppressionList
     from .waker import Publish, Waker
     from .webhooks.store import EventStore
 
 __all__ = [
     "Client",
+    "cancel",
+    "cancel_campaign",
     "client_for_settings",
     "configure",
     "default",
     "enqueue",
     "enqueue_many",
+    "get_campaign",
     "get_status",
+    "get_suppression",
+    "pause_campaign",
+    "reschedule",
     "reset_default",
+    "resume_campaign",
+    "suppress",
+    "unsuppress",
 ]
 
 
@@ -96,6 +107,24 @@ class Client:
             self.keys,
             reclaim_idle=self.settings.reclaim_idle,
             ttl=max(int(self.settings.status_ttl), 1),
+            url=self.settings.status_redis_url,
+        )
+
+    @cached_property
+    def campaigns(self) -> CampaignStore:
+        from .campaigns import CampaignStore
+
+        return CampaignStore(self.redis, self.settings)
+
+    @cached_property
+    def suppressions(self) -> SuppressionList:
+        from .suppressions import SuppressionList
+
+        return SuppressionList(
+            self.redis,
+            self.keys,
+            soft_bounce_limit=self.settings.soft_bounce_limit,
+            soft_bounce_days=self.settings.soft_bounce_days,
             url=self.settings.status_redis_url,
         )
 
@@ -152,17 +181,80 @@ class Client:
             self, message, idempotency_key=idempotency_key, send_id=send_id, **celery_options
         )
 
-    def enqueue_many(self, messages: Iterable[Mapping[str, Any]]) -> SendIds:
+    def enqueue_many(
+        self, messages: Iterable[Mapping[str, Any]], *, campaign: str | None = None
+    ) -> SendIds:
         """Validate every message, then queue them all; ids in order (as ``enqueue_many``)."""
         from .producer import enqueue_many
 
-        return enqueue_many(self, messages)
+        return enqueue_many(self, messages, campaign=campaign)
 
     def get_status(self, send_id: str) -> StatusRecord | None:
         """The status record of a send, or None for an unknown id."""
         from .producer import get_status
 
         return get_status(self, send_id)
+
+    # -- campaigns, suppressions, schedules ---------------------------------
+
+    def get_campaign(self, name: str) -> CampaignRecord | None:
+        """The campaign's record (state, recipients, counts, ETA), or None."""
+        from .steering import get_campaign
+
+        return get_campaign(self, name)
+
+    def pause_campaign(self, name: str) -> CampaignRecord:
+        """Pause a campaign fleet-wide: no new call of it starts; returns its record."""
+        from .steering import pause_campaign
+
+        return pause_campaign(self, name)
+
+    def resume_campaign(self, name: str) -> CampaignRecord:
+        """Resume a paused campaign; ValidationError for a cancelled one."""
+        from .steering import resume_campaign
+
+        return resume_campaign(self, name)
+
+    def cancel_campaign(self, name: str) -> CampaignRecord:
+        """Cancel a campaign: recipients not yet handed to Mailtrap end ``cancelled``."""
+        from .steering import cancel_campaign
+
+        return cancel_campaign(self, name)
+
+    def suppress(
+        self, address: str, *, reason: str = "manual", stream: str | None = None
+    ) -> Suppression:
+        """Never mail ``address`` again (on ``stream`` only, when given)."""
+        from .steering import translated
+
+        with translated():
+            return self.suppressions.suppress(address, reason=reason, stream=stream)
+
+    def unsuppress(self, address: str) -> bool:
+        """Let mail reach ``address`` again; True when it was suppressed."""
+        from .steering import translated
+
+        with translated():
+            return self.suppressions.unsuppress(address)
+
+    def get_suppression(self, address: str) -> Suppression | None:
+        """The suppression of ``address``, or None."""
+        from .steering import translated
+
+        with translated():
+            return self.suppressions.get(address)
+
+    def cancel(self, send_id: str) -> StatusRecord:
+        """Cancel a send not yet handed to Mailtrap; returns its status record."""
+        from .steering import cancel_send
+
+        return cancel_send(self, send_id)
+
+    def reschedule(self, send_id: str, when: Any) -> StatusRecord:
+        """Move a send not yet handed to Mailtrap to ``when``; returns its status record."""
+        from .steering import reschedule_send
+
+        return reschedule_send(self, send_id, when)
 
     # -- dead letters -------------------------------------------------------
 
@@ -302,16 +394,62 @@ def enqueue(
     )
 
 
-def enqueue_many(messages: Iterable[Mapping[str, Any]]) -> SendIds:
+def enqueue_many(messages: Iterable[Mapping[str, Any]], *, campaign: str | None = None) -> SendIds:
     """Validate every message, then queue them all with pipelined writes; ids in order.
 
     A bad message raises ValidationError naming its index, and nothing is queued.
     The sends share a group id (``group`` in their records) whose per-state
-    counts follow the campaign's progress.
+    counts follow the campaign's progress. ``campaign`` names the campaign of
+    every message (``get_campaign``, ``pause_campaign``, ...).
     """
-    return default().enqueue_many(messages)
+    return default().enqueue_many(messages, campaign=campaign)
 
 
 def get_status(send_id: str) -> StatusRecord | None:
     """The status record of a send, or None for an unknown id."""
     return default().get_status(send_id)
+
+
+def get_campaign(name: str) -> CampaignRecord | None:
+    """The campaign's record: name, state, recipients, counts, eta_seconds; None if unknown."""
+    return default().get_campaign(name)
+
+
+def pause_campaign(name: str) -> CampaignRecord:
+    """Pause a campaign fleet-wide (within 2 s no new call of it starts); returns its record."""
+    return default().pause_campaign(name)
+
+
+def resume_campaign(name: str) -> CampaignRecord:
+    """Resume a paused campaign; ValidationError for a cancelled one."""
+    return default().resume_campaign(name)
+
+
+def cancel_campaign(name: str) -> CampaignRecord:
+    """Cancel a campaign: every recipient not yet handed to Mailtrap ends ``cancelled``."""
+    return default().cancel_campaign(name)
+
+
+def suppress(address: str, *, reason: str = "manual", stream: str | None = None) -> Suppression:
+    """Never mail ``address`` again (on ``stream`` only, when given)."""
+    return default().suppress(address, reason=reason, stream=stream)
+
+
+def unsuppress(address: str) -> bool:
+    """Let mail reach ``address`` again; True when it was suppressed."""
+    return default().unsuppress(address)
+
+
+def get_suppression(address: str) -> Suppression | None:
+    """The suppression of ``address`` (address, reason, stream, created_at), or None."""
+    return default().get_suppression(address)
+
+
+def cancel(send_id: str) -> StatusRecord:
+    """Cancel a send not yet handed to Mailtrap; returns its status record."""
+    return default().cancel(send_id)
+
+
+def reschedule(send_id: str, when: Any) -> StatusRecord:
+    """Move a send not yet handed to Mailtrap to ``when`` (datetime, ISO 8601 or Unix time)."""
+    return default().reschedule(send_id, when)

@@ -18,8 +18,8 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
 
 import redis
 
@@ -37,8 +37,9 @@ from .payload import (
     coalesce,
 )
 from .responses import RequestResult
-from .status import PartResult
-from .transport import Transport
+from .status import Claim, PartResult
+from .transport import Transport, Withdrawn
+from .withheld import without_recipients
 
 if TYPE_CHECKING:
     from .client import Client
@@ -142,27 +143,94 @@ class Drainer:
 
     def _deliver(self, envelopes: list[Envelope], report: DrainReport) -> None:
         lease = self.lease
+        suppressed = self._suppressed(envelopes)
         claims = self.store.claim([e.ref for e in envelopes], lease)
         ready: list[Envelope] = []
-        finished: list[Envelope] = []
-        for envelope, claim in zip(envelopes, claims, strict=True):
-            if claim == "go":
-                ready.append(envelope)
-            elif claim == "done":
-                finished.append(envelope)
-                report.skipped += 1
-            # "busy": another worker holds a live lease; leave the entry pending
-            # so that it is reclaimed if that worker dies.
-        if finished:
-            with self.runtime.redis.pipeline(transaction=False) as pipe:
-                self.outbox.ack(pipe, finished)
+        with self.runtime.redis.pipeline(transaction=True) as pipe:
+            steered = 0
+            for envelope, claim in zip(envelopes, claims, strict=True):
+                if claim == "go":
+                    drop = suppressed.get(id(envelope))
+                    if drop and not self._withhold(pipe, envelope, drop):
+                        steered += 1
+                        continue
+                    ready.append(envelope)
+                elif claim == "done":
+                    self.outbox.ack(pipe, [envelope])
+                    report.skipped += 1
+                    steered += 1
+                elif claim != "busy":
+                    self._steer(pipe, envelope, claim)
+                    steered += 1
+                # "busy": another worker holds a live lease; leave the entry pending
+                # so that it is reclaimed if that worker dies.
+            if steered:
                 pipe.execute()
         for group in group_calls(ready, coalescing=self.settings.coalesce):
             self._post(group, report)
 
+    def _suppressed(self, envelopes: Sequence[Envelope]) -> dict[int, set[str]]:
+        """Per envelope (by ``id``), its recipients that must not be mailed."""
+        by_stream: dict[str, list[Envelope]] = {}
+        for envelope in envelopes:
+            by_stream.setdefault(envelope.mail_stream, []).append(envelope)
+        found: dict[int, set[str]] = {}
+        for stream, group in by_stream.items():
+            addresses = sorted({a for e in group for a in e.flat_recipients})
+            banned = self.runtime.suppressions.suppressed(addresses, stream)
+            if not banned:
+                continue
+            for envelope in group:
+                drop = banned.intersection(envelope.flat_recipients)
+                if drop:
+                    found[id(envelope)] = drop
+        return found
+
+    def _withhold(self, pipe: redis.client.Pipeline, envelope: Envelope, drop: set[str]) -> bool:
+        """Take suppressed recipients out of a claimed envelope; False when none is left.
+
+        A part left with no recipient ends ``failed`` (error kind ``suppressed``)
+        without a call; its recipients read ``suppressed``.
+        """
+        counted = envelope.flat_recipients
+        call = without_recipients(envelope.call, drop)
+        if call is not None:
+            kept = {a for request in call.recipients for a in request}
+            envelope.withheld = tuple(a for a in counted if a not in kept)
+            envelope.outgoing = call
+            return True
+        error = {
+            "kind": "suppressed",
+            "status_code": None,
+            "message": "every recipient is suppressed",
+        }
+        result = PartResult(
+            "failed", {}, error, withheld=tuple(dict.fromkeys(counted)), withheld_as="suppressed"
+        )
+        self.store.record(pipe, envelope.ref, result, counted)
+        self.outbox.ack(pipe, [envelope])
+        metrics.count_sends("failed")
+        return False
+
+    def _steer(self, pipe: redis.client.Pipeline, envelope: Envelope, claim: Claim) -> None:
+        """Act on a claim that must not send now: hold, end or put off the envelope."""
+        if claim == "paused":
+            self.outbox.hold(pipe, envelope)
+        elif claim in ("cancelled", "expired"):
+            outcome: Literal["cancelled", "expired"] = (
+                "cancelled" if claim == "cancelled" else "expired"
+            )
+            self.store.finish_unsent(pipe, envelope.ref, envelope.flat_recipients, outcome)
+        elif claim == "later":
+            due = self.store.not_before(envelope.send_id) or time.time()
+            self.outbox.schedule(pipe, envelope, due)
+        self.outbox.ack(pipe, [envelope])
+
     def _post(self, group: list[Envelope], report: DrainReport) -> None:
         call = (
-            group[0].call if len(group) == 1 else coalesce([e.call for e in group], self.settings)
+            group[0].to_send
+            if len(group) == 1
+            else coalesce([e.to_send for e in group], self.settings)
         )
         report.calls += 1
         # A live worker always finishes (or gives up) before its lease ends, so
@@ -177,8 +245,23 @@ class Drainer:
             nonlocal doubts
             doubts += error.maybe_delivered
 
+        campaigns = {e.campaign for e in group if e.campaign}
+
+        def proceed() -> bool:
+            # Read again once the limiter let the call go: a pause or a cancel
+            # written while it waited holds for it too.
+            states = self.runtime.campaigns.states(campaigns)
+            return all(state == "running" for state in states.values())
+
         try:
-            results = self.transport.send(call, deadline=deadline, on_error=note)
+            if campaigns and not proceed():
+                raise Withdrawn()
+            results = self.transport.send(
+                call, deadline=deadline, on_error=note, proceed=proceed if campaigns else None
+            )
+        except Withdrawn:
+            self._withdraw(group)
+            return
         except PermanentDeliveryError as exc:
             if len(group) > 1 and exc.status_code in (400, 413, 422):
                 if doubts:
@@ -193,6 +276,18 @@ class Drainer:
             self._retry_later(group, exc, report, doubts)
             return
         self._record(group, call, results, report, doubts)
+
+    def _withdraw(self, group: Sequence[Envelope]) -> None:
+        """Give back claimed envelopes whose campaign stopped before their call started.
+
+        They go back to their stream, where the next claim holds or ends them.
+        """
+        with self.runtime.redis.pipeline(transaction=True) as pipe:
+            for envelope in group:
+                self.store.mark_retrying(pipe, envelope.ref, None, None, False)
+                self.outbox.add(pipe, envelope)
+            self.outbox.ack(pipe, group)
+            pipe.execute()
 
     def _count_doubts(
         self, group: Sequence[Envelope], doubts: int, pipe: redis.client.Pipeline | None = None
@@ -223,7 +318,9 @@ class Drainer:
             parts = [_part_result([result]) for result in results]
         with self.runtime.redis.pipeline(transaction=True) as pipe:
             for envelope, part in zip(group, parts, strict=True):
-                self.store.record(pipe, envelope.ref, part)
+                if envelope.withheld:
+                    part = replace(part, withheld=envelope.withheld)
+                self.store.record(pipe, envelope.ref, part, envelope.flat_recipients)
                 if part.outcome == "failed":
                     self.outbox.bury(pipe, envelope, time.time())
             if doubts:
@@ -251,8 +348,9 @@ class Drainer:
         error = exc.as_record()
         with self.runtime.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
-                recipients = {r: None for request in envelope.call.recipients for r in request}
-                self.store.record(pipe, envelope.ref, PartResult("failed", recipients, error))
+                recipients = {r: None for request in envelope.to_send.recipients for r in request}
+                result = PartResult("failed", recipients, error, withheld=envelope.withheld)
+                self.store.record(pipe, envelope.ref, result, envelope.flat_recipients)
                 self.outbox.bury(pipe, envelope, time.time())
             if doubts:
                 self._count_doubts(group, doubts, pipe)
@@ -281,6 +379,10 @@ class Drainer:
             retry_after=retry_after,
         )
         due = time.time() + delay
+        expiries = [e.expires_at for e in group if e.expires_at is not None]
+        if expiries:
+            # A retry due after the send's expiry would only find it expired then.
+            due = min(due, max(min(expiries), time.time()))
         error = exc.as_record()
         with self.runtime.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
@@ -320,10 +422,10 @@ def group_calls(
     current: list[Envelope] = []
     size = BATCH_WRAPPER_BYTES
     for envelope in ready:
-        if envelope.call.is_batch or not coalescing:
+        if envelope.to_send.is_batch or not coalescing:
             groups.append([envelope])
             continue
-        weight = call_size(envelope.call) + 1
+        weight = call_size(envelope.to_send) + 1
         if current and (len(current) >= max_requests or size + weight > max_bytes):
             groups.append(current)
             current, size = [], BATCH_WRAPPER_BYTES

@@ -34,6 +34,12 @@ its choosing. With the default prefix:
     {mq}:stats                 hash    counters (unknown webhook message ids, ...)
     {mq}:doubtful              zset    sends that may have gone out twice or whose outcome was
                                        unknown, scored by when (for ``mailqueue reconcile --all``)
+    {mq}:campaign:<name>       hash    a campaign's state, totals and per-status recipient counts
+    {mq}:held:<name>           list    envelopes of a paused campaign, back in the outbox on resume
+    {mq}:campaigns             zset    campaign names, scored by when each was first enqueued
+    {mq}:scheduled             zset    send ids held for a time to come, scored by it
+    {mq}:suppressed            hash    comparable address -> JSON {address, reason, stream, ...}
+    {mq}:softbounce:<sha256>   zset    one address's recent soft bounces, scored by their time
 """
 
 from __future__ import annotations
@@ -98,6 +104,9 @@ class Keys:
         self.dead = f"{base}:dead"
         self.stats = f"{base}:stats"
         self.doubtful = f"{base}:doubtful"
+        self.campaigns = f"{base}:campaigns"
+        self.scheduled = f"{base}:scheduled"
+        self.suppressed = f"{base}:suppressed"
 
     def __repr__(self) -> str:
         return f"Keys({self.prefix!r})"
@@ -144,3 +153,13 @@ class Keys:
 
     def cooldown(self, token_key: str) -> str:
         return f"{self.base}:cooldown:{token_key}"
+
+    def campaign(self, name: str) -> str:
+        return f"{self.base}:campaign:{name}"
+
+    def campaign_held(self, name: str) -> str:
+        return f"{self.base}:held:{name}"
+
+    def soft_bounces(self, address: str) -> str:
+        digest = hashlib.sha256(address.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self.base}:softbounce:{digest}"

@@ -13,6 +13,7 @@ import binascii
 import json
 import math
 import mimetypes
+import re
 from base64 import b64decode, b64encode
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,12 +30,14 @@ from .mailtrap_rules import (
     custom_variables_size,
     is_template_uuid,
 )
+from .schedule import parse_when
 from .settings import Settings, valid_account_name
 
 __all__ = [
     "MESSAGE_KEYS",
     "Attachment",
     "NormalizedMessage",
+    "campaign_name",
     "check_json",
     "custom_variables_size",
     "normalize_message",
@@ -46,7 +49,7 @@ MESSAGE_KEYS = frozenset(
         "attachments", "headers", "tags", "metadata", "template_id",
         "merge_global_data", "merge_data", "merge_metadata", "merge_headers",
         "esp_extra", "send_at", "track_opens", "track_clicks", "envelope_sender",
-        "stream", "account",
+        "stream", "account", "campaign", "expires_at",
     }
 )  # fmt: skip
 ATTACHMENT_KEYS = frozenset({"filename", "content", "mimetype", "inline", "content_id"})
@@ -98,6 +101,8 @@ class NormalizedMessage:
     # Routing facts, resolved by the worker that sends the message (see routing.py).
     stream: str = "transactional"
     account: str | None = None
+    # Groups sends for progress, pause, resume and cancel (see campaigns.py).
+    campaign: str | None = None
 
     @property
     def is_batch(self) -> bool:
@@ -161,10 +166,14 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
     text = _optional_str(get("text"), "text")
     html = _optional_str(get("html"), "html")
     attachments = _attachments(get("attachments"))
-    for name in ("envelope_sender", "send_at"):
+    if get("envelope_sender") is not None:
+        check_json(get("envelope_sender"), "envelope_sender")
+        unsupported.feature("envelope_sender")
+    # Mailtrap has no delayed sending: the queue holds the message until then,
+    # and neither time reaches the body.
+    for name in ("send_at", "expires_at"):
         if get(name) is not None:
-            check_json(get(name), name)
-            unsupported.feature(name)
+            parse_when(get(name), name)
     metadata = _metadata(get("metadata"))
     tags = _tags(get("tags"))
     if len(tags) > 1:
@@ -201,6 +210,7 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
         esp_extra=esp_extra,
         stream=_stream(get("stream")),
         account=_account(get("account"), settings),
+        campaign=campaign_name(get("campaign")),
     )
     _check_mailtrap_rules(normalized, tags)
     _check_schema_rules(normalized, settings)
@@ -213,6 +223,21 @@ def _stream(value: object) -> str:
     if value not in ("transactional", "bulk"):
         raise ValidationError("stream must be 'transactional' or 'bulk'", field="stream")
     return str(value)
+
+
+_CAMPAIGN_RE = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+def campaign_name(value: object, field: str = "campaign") -> str | None:
+    """A valid campaign name (letters, digits, ``._:-``, at most 100), or None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _CAMPAIGN_RE.match(value):
+        raise ValidationError(
+            "campaign must be a name of letters, digits and '._:-' (at most 100 characters)",
+            field=field,
+        )
+    return value
 
 
 def _account(value: object, settings: Settings) -> str | None:

@@ -46,6 +46,21 @@ end
 return #due
 """
 
+# Put a paused campaign's envelopes back in their streams. KEYS: held list,
+# single stream, batch stream. ARGV: limit. Returns how many moved.
+_RELEASE = """
+local moved = 0
+for i = 1, tonumber(ARGV[1]) do
+  local raw = redis.call('LPOP', KEYS[1])
+  if not raw then break end
+  local stream = KEYS[2]
+  if string.sub(raw, 1, 2) == 'B|' then stream = KEYS[3] end
+  redis.call('XADD', stream, '*', 'e', string.sub(raw, 3))
+  moved = moved + 1
+end
+return moved
+"""
+
 @dataclass
 class Envelope:
     """One API call on its way: the send it belongs to, which part, which attempt."""
@@ -56,8 +71,30 @@ class Envelope:
     attempt: int = 0
     # The send's enqueue_many group: the status scripts count its states.
     group: str | None = None
+    # The campaign it belongs to ("" for none) and when it stops being worth
+    # sending (unix seconds): what a worker checks when it claims the part.
+    campaign: str = ""
+    expires_at: float | None = None
+    # Mailtrap's sending stream ("transactional" or "bulk"): suppressions may
+    # cover one stream only.
+    mail_stream: str = "transactional"
     entry_id: str = field(default="", compare=False)
     stream: str = field(default="", compare=False)
+    # What a worker sends, when suppressed recipients were taken out of
+    # ``call`` (which stays whole: a retry or a hold queues it again), and
+    # the recipients taken out. Never encoded.
+    outgoing: ApiCall | None = field(default=None, compare=False)
+    withheld: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def to_send(self) -> ApiCall:
+        """The call a worker makes for this envelope."""
+        return self.outgoing if self.outgoing is not None else self.call
+
+    @property
+    def flat_recipients(self) -> list[str]:
+        """Every recipient of the call, in ``message_ids`` order."""
+        return [address for request in self.call.recipients for address in request]
 
     def encode(self) -> str:
         data: dict[str, Any] = {
@@ -68,12 +105,25 @@ class Envelope:
         }
         if self.group:
             data["group"] = self.group
+        if self.campaign:
+            data["campaign"] = self.campaign
+        if self.expires_at is not None:
+            data["expires_at"] = self.expires_at
+        if self.mail_stream != "transactional":
+            data["mail_stream"] = self.mail_stream
         return json.dumps(data, separators=(",", ":"))
 
     @property
     def ref(self) -> PartRef:
         """The part this envelope carries, as the status store names it."""
-        return PartRef(self.send_id, self.part, self.group)
+        return PartRef(
+            self.send_id,
+            self.part,
+            self.group,
+            self.campaign,
+            sum(len(request) for request in self.call.recipients),
+            self.expires_at,
+        )
 
     @classmethod
     def decode(cls, raw: str | bytes, entry_id: str = "", stream: str = "") -> Envelope:
@@ -84,6 +134,9 @@ class Envelope:
             call=ApiCall.from_dict(data["call"]),
             attempt=int(data.get("attempt", 0)),
             group=data.get("group") or None,
+            campaign=str(data.get("campaign", "")),
+            expires_at=float(data["expires_at"]) if data.get("expires_at") else None,
+            mail_stream=str(data.get("mail_stream", "transactional")),
             entry_id=entry_id,
             stream=stream,
         )
@@ -107,6 +160,7 @@ class Outbox:
         self.reclaim_idle_ms = int(reclaim_idle * 1000)
         self.ttl = ttl
         self._move_due = client.register_script(_MOVE_DUE)
+        self._release = client.register_script(_RELEASE)
         self._group_ready = False
 
     @translated("create the outbox consumer group")
@@ -135,6 +189,45 @@ class Outbox:
         """Queue the envelope to re-enter its stream at ``due`` (unix seconds)."""
         tag = "B|" if envelope.call.is_batch else "S|"
         pipe.zadd(self.keys.retry, {tag + envelope.encode(): due})
+
+    def hold(self, pipe: redis.client.Pipeline, envelope: Envelope) -> None:
+        """Park an envelope of a paused campaign until it is resumed or cancelled."""
+        tag = "B|" if envelope.call.is_batch else "S|"
+        held = self.keys.campaign_held(envelope.campaign)
+        pipe.rpush(held, tag + envelope.encode())
+        pipe.expire(held, self.ttl)
+
+    @translated("put a campaign's held sends back")
+    def release(self, campaign: str, chunk: int = 1000) -> int:
+        """Put every parked envelope of ``campaign`` back in its stream; returns how many."""
+        script_keys = [self.keys.campaign_held(campaign), self.keys.outbox, self.keys.outbox_batch]
+        total = 0
+        while True:
+            moved = int(self._release(keys=script_keys, args=[chunk]))
+            total += moved
+            if moved < chunk:
+                return total
+
+    @translated("look for scheduled sends")
+    def scheduled(self, match: str) -> list[tuple[str, float]]:
+        """``(member, due)`` of waiting envelopes whose encoding contains ``match``."""
+        rows = self.redis.zscan_iter(self.keys.retry, match=f"*{match}*", count=1000)
+        return [(_text(member), float(score)) for member, score in rows]
+
+    @translated("reschedule sends")
+    def move_scheduled(self, members: Sequence[str], due: float) -> int:
+        """Give waiting envelopes (members of ``scheduled``) a new due time."""
+        if not members:
+            return 0
+        changed: Any = self.redis.zadd(
+            self.keys.retry, dict.fromkeys(members, due), xx=True, ch=True
+        )
+        return int(changed)
+
+    @staticmethod
+    def decode_scheduled(member: str) -> Envelope:
+        """The envelope of a member of ``scheduled``."""
+        return Envelope.decode(member[2:])
 
     # -- worker side ----------------------------------------------------
 

@@ -13,6 +13,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +23,11 @@ from . import keys
 from .connection import replicated_transaction
 from .errors import BrokerUnavailable, ValidationError
 from .groups import SendIds
+from .message import campaign_name
 from .outbox import Envelope
 from .payload import MAX_BATCH_REQUESTS, ApiCall, build_payload
 from .records import StatusRecord
+from .schedule import schedule_of
 from .status import now_iso
 
 if TYPE_CHECKING:
@@ -56,7 +59,9 @@ def enqueue(
     chooses the id (letters, digits and ``._@:+=-``) instead of a new one.
     """
     calls = build_payload(message, rt.settings)
-    due = _due(celery_options)
+    plan = _plan(message, celery_options)
+    if plan.campaign:
+        rt.campaigns.check_open(plan.campaign)
     if send_id is None:
         send_id = uuid.uuid4().hex
     elif keys.safe_id(send_id) is None:
@@ -79,37 +84,49 @@ def enqueue(
         # A ReplicationTimeout passes through, and the idempotency key is
         # kept: the message is on the master, so a retry must find it.
         with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
-            _write(rt, pipe, send_id, calls, due=due, created_at=now_iso())
-            if due is None:
+            _write(rt, pipe, send_id, calls, plan, created_at=now_iso())
+            if plan.campaign:
+                rt.campaigns.add(pipe, plan.campaign, _recipient_count(calls))
+            if plan.due is None:
                 rt.waker.announce(pipe)
             results = pipe.execute()
     except redis.RedisError as exc:
         if idem_key is not None:
             _forget(rt, idem_key, send_id)
         raise BrokerUnavailable(f"cannot reach Redis to enqueue: {type(exc).__name__}") from None
-    if due is not None:
-        rt.waker.wake_at(due, **celery_options)
+    if plan.due is not None:
+        rt.waker.wake_at(plan.due, **celery_options)
     else:
         rt.waker.after_enqueue(results, task_id=send_id, **celery_options)
     return send_id
 
 
-def enqueue_many(rt: Client, messages: Iterable[Mapping[str, Any]]) -> SendIds:
+def enqueue_many(
+    rt: Client, messages: Iterable[Mapping[str, Any]], *, campaign: str | None = None
+) -> SendIds:
     """Validate every message, then queue them all with pipelined writes; ids in order.
 
     A bad message raises ValidationError naming its index, and nothing is queued.
     The sends share a group id (the list's ``group_id``, ``group`` in their
     records) whose per-state counts (``groups.get_group``) follow the progress.
+    ``campaign`` names the campaign of every message (see ``campaigns.py``).
     """
+    campaign = campaign_name(campaign)
     built: list[list[ApiCall]] = []
+    plans: list[_Plan] = []
     for index, message in enumerate(messages):
         try:
+            if campaign is not None:
+                message = {**message, "campaign": campaign}
             built.append(build_payload(message, rt.settings))
+            plans.append(_plan(message, {}))
         except ValidationError as exc:
             exc.index = index
             raise
     if not built:
         return SendIds()
+    for name in sorted({plan.campaign for plan in plans if plan.campaign}):
+        rt.campaigns.check_open(name)
     group = uuid.uuid4().hex
     ids = [uuid.uuid4().hex for _ in built]
     created_at = now_iso()
@@ -117,8 +134,15 @@ def enqueue_many(rt: Client, messages: Iterable[Mapping[str, Any]]) -> SendIds:
     try:
         for start in range(0, len(built), PIPELINE_CHUNK):
             with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
+                joined: dict[str, int] = {}
                 for offset, calls in enumerate(built[start : start + PIPELINE_CHUNK]):
-                    _write(rt, pipe, ids[start + offset], calls, created_at=created_at, group=group)
+                    plan = plans[start + offset]
+                    _write(rt, pipe, ids[start + offset], calls, plan, created_at, group=group)
+                    if plan.campaign:
+                        count = _recipient_count(calls)
+                        joined[plan.campaign] = joined.get(plan.campaign, 0) + count
+                for name, count in joined.items():
+                    rt.campaigns.add(pipe, name, count)
                 pipe.execute()
             written = start + PIPELINE_CHUNK
         with rt.redis.pipeline(transaction=True) as pipe:
@@ -129,11 +153,20 @@ def enqueue_many(rt: Client, messages: Iterable[Mapping[str, Any]]) -> SendIds:
             f"cannot reach Redis to enqueue ({min(written, len(built))} of {len(built)} "
             f"messages were queued): {type(exc).__name__}"
         ) from None
-    envelopes = sum(len(calls) for calls in built)
+    envelopes = sum(
+        len(calls) for calls, plan in zip(built, plans, strict=True) if plan.due is None
+    )
     # One drain reads up to a batch call's worth of sends at a time.
-    wakeups = min(BULK_WAKEUPS, max(1, math.ceil(envelopes / MAX_BATCH_REQUESTS))) if wake else 0
+    wakeups = (
+        min(BULK_WAKEUPS, max(1, math.ceil(envelopes / MAX_BATCH_REQUESTS)))
+        if wake and envelopes
+        else 0
+    )
     for _ in range(wakeups):
         rt.waker.wake_soon()
+    scheduled = [plan.due for plan in plans if plan.due is not None]
+    if scheduled:
+        rt.waker.wake_at(min(scheduled))
     return SendIds(ids, group_id=group)
 
 
@@ -147,23 +180,74 @@ def get_status(rt: Client, send_id: str) -> StatusRecord | None:
         raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Where and when a validated message waits: its campaign, first attempt and expiry."""
+
+    campaign: str | None = None
+    stream: str = "transactional"
+    due: float | None = None
+    send_at: float | None = None
+    expires_at: float | None = None
+
+
+def _plan(message: Mapping[str, Any], celery_options: dict[str, Any]) -> _Plan:
+    """The message's plan; ``send_at`` and Celery's ``countdown``/``eta``: the later wins."""
+    due = _due(celery_options)
+    schedule = schedule_of(message)
+    if schedule.send_at is not None and (due is None or schedule.send_at > due):
+        due = schedule.send_at
+    if schedule.expires_at is not None and due is not None and schedule.expires_at <= due:
+        raise ValidationError("expires_at must come after send_at", field="expires_at")
+    return _Plan(
+        campaign=message.get("campaign"),
+        stream=message.get("stream") or "transactional",
+        due=due,
+        send_at=schedule.send_at,
+        expires_at=schedule.expires_at,
+    )
+
+
+def _recipient_count(calls: Sequence[ApiCall]) -> int:
+    return sum(len(request) for call in calls for request in call.recipients)
+
+
 def _write(
     rt: Client,
     pipe: redis.client.Pipeline,
     send_id: str,
     calls: Sequence[ApiCall],
-    *,
+    plan: _Plan,
     created_at: str,
-    due: float | None = None,
+    *,
     group: str | None = None,
 ) -> None:
-    rt.store.create(pipe, send_id, parts=len(calls), created_at=created_at, group=group)
+    rt.store.create(
+        pipe,
+        send_id,
+        parts=len(calls),
+        created_at=created_at,
+        group=group,
+        campaign=plan.campaign,
+        send_at=plan.send_at,
+        expires_at=plan.expires_at,
+    )
     for part, call in enumerate(calls):
-        envelope = Envelope(send_id=send_id, part=part, call=call, group=group)
-        if due is None:
+        envelope = Envelope(
+            send_id=send_id,
+            part=part,
+            call=call,
+            group=group,
+            campaign=plan.campaign or "",
+            expires_at=plan.expires_at,
+            mail_stream=plan.stream,
+        )
+        if plan.due is None:
             rt.outbox.add(pipe, envelope)
         else:
-            rt.outbox.schedule(pipe, envelope, due)
+            rt.outbox.schedule(pipe, envelope, plan.due)
+    if plan.due is not None:
+        pipe.zadd(rt.keys.scheduled, {send_id: plan.due})
 
 
 def _forget(rt: Client, idem_key: str, send_id: str) -> None:

@@ -58,8 +58,11 @@ class MessageDict(TypedDict, total=False):
     merge_metadata: dict[str, dict[str, Any]]
     merge_headers: dict[str, dict[str, str]]
     esp_extra: dict[str, Any]
+    send_at: Any  # datetime, ISO 8601 string or Unix timestamp
     account: str
     stream: str
+    campaign: str
+    expires_at: Any  # as send_at
 
 
 class ErrorRecord(TypedDict):
@@ -94,6 +97,9 @@ class StatusRecord(_StatusRecordFields, total=False):
 
     next_attempt_at: str
     group: str
+    campaign: str
+    send_at: str  # ISO 8601 UTC: held by the queue until then
+    expires_at: str
     events: list[dict[str, Any]]
     confirmed_duplicates: int
 

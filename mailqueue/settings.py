@@ -184,6 +184,18 @@ class Settings:
     reconcile_settle: float = 5.0
     # Mailtrap's Email Logs list limit per account (its rate-limits page: 60 a minute).
     email_logs_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(60, 60.0))
+    # Suppressions fed by tracking events: an address is suppressed after
+    # this many soft bounces within this many days (0 turns it off).
+    soft_bounce_limit: int = 3
+    soft_bounce_days: float = 7.0
+    # A campaign pauses itself when its bounce or complaint rate passes these,
+    # once it has this many tracked recipients. Mailtrap publishes no number;
+    # these follow the mailbox providers' bulk-sender guidance (complaints
+    # well under 0.3 %, bounces a few per cent at most), and a campaign
+    # stopped early costs less than a sending domain's reputation.
+    campaign_bounce_rate: float = 0.05
+    campaign_complaint_rate: float = 0.003
+    campaign_min_tracked: int = 100
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sandbox_id", _sandbox_id(self.sandbox_id))
@@ -210,6 +222,11 @@ class Settings:
             "webhook_max_body",
             "redis_min_replicas",
             "reconcile_settle",
+            "soft_bounce_limit",
+            "soft_bounce_days",
+            "campaign_bounce_rate",
+            "campaign_complaint_rate",
+            "campaign_min_tracked",
         ):
             if (getattr(self, name) or 0) < 0:
                 raise ConfigurationError(f"{name} must not be negative", setting=name)
@@ -517,6 +534,11 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
         ("QUEUE", str),
         ("METRICS_PORT", _int),
         ("RECONCILE_SETTLE", float),
+        ("SOFT_BOUNCE_LIMIT", _int),
+        ("SOFT_BOUNCE_DAYS", float),
+        ("CAMPAIGN_BOUNCE_RATE", float),
+        ("CAMPAIGN_COMPLAINT_RATE", float),
+        ("CAMPAIGN_MIN_TRACKED", _int),
     ):
         put(name.lower(), source.own(name) or None, convert, f"MAILQUEUE_{name}")
     return values

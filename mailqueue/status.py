@@ -26,74 +26,101 @@ from typing import Any, Literal, NamedTuple, cast
 
 import redis
 
+from .campaigns import bucket_of
 from .keys import Keys, safe_id
 from .records import State, StatusRecord
 from .redis_edge import translated
 from .settings import Settings
 
-__all__ = ["Claim", "PartRef", "PartResult", "StatusStore", "now_iso"]
+__all__ = ["Claim", "PartRef", "PartResult", "StatusStore", "iso_of", "now_iso"]
 
-Claim = Literal["go", "done", "busy", "doubt"]
+Claim = Literal["go", "done", "busy", "doubt", "paused", "cancelled", "expired", "later"]
 
 # Claim parts of sends for one attempt. KEYS: n send hashes, then n group
-# hashes (a send in no group repeats its own hash there). ARGV: now (ISO),
-# now (ms), lease (ms), ttl (s), reconcile (0/1), then one part number per send.
+# hashes, then n campaign records (a send in no group or campaign repeats its
+# own hash there). ARGV: now (ISO), now (ms), lease (ms), ttl (s), reconcile
+# (0/1), then three values per send: part, its recipient count, its expiry
+# (ms, 0: none).
 # Answers per send: 1 go, 0 already done, 2 another worker holds a live lease,
-# 3 go, but an earlier call of the part may have reached Mailtrap (look it up).
+# 3 go, but an earlier call of the part may have reached Mailtrap (look it up),
+# 4 its campaign is paused, 5 cancelled (the send or its campaign), 6 expired,
+# 7 rescheduled for later (not_before).
+# Steering (4 to 7) applies only to a part no worker has started: one with a
+# lease left behind may be in Mailtrap's hands already, so it goes ahead.
 # A lease left behind by a worker that died mid-call means that call may have
 # reached Mailtrap: when reconciling, the part is marked doubtful since the
 # lease began (began:<part> -> doubt:<part>, ms); otherwise the new attempt is counted as a
 # possible duplicate.
+# A campaign counts a claimed part's recipients as ``sending`` until recorded.
 _CLAIM = """
 local out = {}
 local now_iso, now_ms, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local n = #KEYS / 2
+local n = #KEYS / 3
 for i = 1, n do
-  local key, gkey, part = KEYS[i], KEYS[n + i], ARGV[5 + i]
+  local key, gkey, ckey = KEYS[i], KEYS[n + i], KEYS[2 * n + i]
+  local base = 5 + 3 * (i - 1)
+  local part, rcount, expires = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+  local held = tonumber(redis.call('HGET', key, 'lease:' .. part))
+  local state = redis.call('HGET', key, 'state')
+  local campaign = false
+  if ckey ~= key then campaign = redis.call('HGET', ckey, 'state') end
+  local not_before = tonumber(redis.call('HGET', key, 'not_before'))
   if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
     out[i] = 0
+  elseif held and held > now_ms then
+    out[i] = 2
+  elseif not held and (state == 'cancelled' or campaign == 'cancelled') then
+    out[i] = 5
+  elseif not held and expires > 0 and expires <= now_ms then
+    out[i] = 6
+  elseif not held and campaign == 'paused' then
+    out[i] = 4
+  elseif not held and not_before and not_before > now_ms then
+    out[i] = 7
   else
-    local held = tonumber(redis.call('HGET', key, 'lease:' .. part))
-    if held and held > now_ms then
-      out[i] = 2
-    else
-      if held and ARGV[5] == '1' then
-        local began = redis.call('HGET', key, 'began:' .. part) or (held - lease)
-        redis.call('HSETNX', key, 'doubt:' .. part, began)
-      elseif held then
-        redis.call('HINCRBY', key, 'possible_duplicates', 1)
-      end
-      local state = redis.call('HGET', key, 'state')
-      if not state then
-        redis.call('HSET', key, 'created_at', now_iso, 'parts', 1)
-      end
-      if state ~= 'sent' and state ~= 'partially_sent' and state ~= 'failed' then
-        if state ~= 'sending' then
-          if gkey ~= key and state then
-            redis.call('HINCRBY', gkey, state, -1)
-            redis.call('HINCRBY', gkey, 'sending', 1)
-          end
-        end
-        redis.call('HSET', key, 'state', 'sending')
-      end
-      redis.call('HSET', key, 'lease:' .. part, now_ms + lease, 'updated_at', now_iso)
-      if ARGV[5] == '1' then redis.call('HSET', key, 'began:' .. part, now_ms) end
-      redis.call('HINCRBY', key, 'attempts', 1)
-      redis.call('EXPIRE', key, ttl)
-      out[i] = 1
-      if ARGV[5] == '1' and redis.call('HEXISTS', key, 'doubt:' .. part) == 1 then out[i] = 3 end
+    if held and ARGV[5] == '1' then
+      local began = redis.call('HGET', key, 'began:' .. part) or (held - lease)
+      redis.call('HSETNX', key, 'doubt:' .. part, began)
+    elseif held then
+      redis.call('HINCRBY', key, 'possible_duplicates', 1)
     end
+    if not state then
+      redis.call('HSET', key, 'created_at', now_iso, 'parts', 1)
+    end
+    if state ~= 'sent' and state ~= 'partially_sent' and state ~= 'failed' then
+      if state ~= 'sending' then
+        if gkey ~= key and state then
+          redis.call('HINCRBY', gkey, state, -1)
+          redis.call('HINCRBY', gkey, 'sending', 1)
+        end
+      end
+      redis.call('HSET', key, 'state', 'sending')
+    end
+    if ckey ~= key and not held then
+      redis.call('HINCRBY', ckey, 'n:waiting', -rcount)
+      redis.call('HINCRBY', ckey, 'n:sending', rcount)
+    end
+    redis.call('HSET', key, 'lease:' .. part, now_ms + lease, 'updated_at', now_iso)
+    if ARGV[5] == '1' then redis.call('HSET', key, 'began:' .. part, now_ms) end
+    redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('EXPIRE', key, ttl)
+    out[i] = 1
+    if ARGV[5] == '1' and redis.call('HEXISTS', key, 'doubt:' .. part) == 1 then out[i] = 3 end
   end
 end
 return out
 """
 
 # Record the outcome of one part. KEYS: send hash, recipients hash, group
-# hash (the send hash again for a send in no group).
-# ARGV: part, outcome (sent|partial|failed), now, ttl, error JSON or "",
-# then recipient/value pairs. Returns the send's state after the update.
+# hash, campaign record (the send hash again for none). ARGV: part, outcome
+# (sent|partial|failed|cancelled|expired), now, ttl, error JSON or "",
+# campaign moves (JSON {where: amount}, applied with the outcome, exactly
+# once), recipients handed to Mailtrap, now (unix seconds), then
+# recipient/value pairs. Returns the send's state after the update.
+# A send is sent when every part was accepted, partially_sent when some
+# recipients went out, and otherwise cancelled, expired or failed.
 _RECORD = """
-local key, rkey, gkey = KEYS[1], KEYS[2], KEYS[3]
+local key, rkey, gkey, ckey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local part, outcome, now_iso, ttl, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
   return redis.call('HGET', key, 'state')
@@ -102,21 +129,34 @@ redis.call('HSET', key, 'done:' .. part, outcome, 'updated_at', now_iso)
 redis.call('HDEL', key, 'lease:' .. part, 'began:' .. part, 'doubt:' .. part, 'looks:' .. part)
 redis.call('HINCRBY', key, 'parts_' .. outcome, 1)
 if err ~= '' then redis.call('HSET', key, 'error', err) end
-for i = 6, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   redis.call('HSET', rkey, ARGV[i], ARGV[i + 1])
 end
+if ckey ~= key then
+  for where, amount in pairs(cjson.decode(ARGV[6])) do
+    redis.call('HINCRBY', ckey, 'n:' .. where, amount)
+  end
+  local handed = tonumber(ARGV[7])
+  if handed > 0 then
+    redis.call('HSETNX', ckey, 'first_sent_at', ARGV[8])
+    redis.call('HSET', ckey, 'last_sent_at', ARGV[8])
+    redis.call('HINCRBY', ckey, 'handed', handed)
+  end
+end
+local function count(name) return tonumber(redis.call('HGET', key, 'parts_' .. name) or '0') end
 local parts = tonumber(redis.call('HGET', key, 'parts') or '1')
-local ok = tonumber(redis.call('HGET', key, 'parts_sent') or '0')
-local partial = tonumber(redis.call('HGET', key, 'parts_partial') or '0')
-local failed = tonumber(redis.call('HGET', key, 'parts_failed') or '0')
+local ok, partial, failed = count('sent'), count('partial'), count('failed')
+local cancelled, expired = count('cancelled'), count('expired')
 local old = redis.call('HGET', key, 'state')
 local state = old
-if ok + partial + failed >= parts then
+if ok + partial + failed + cancelled + expired >= parts then
   if ok == parts then state = 'sent'
-  elseif failed == parts then state = 'failed'
-  else state = 'partially_sent' end
+  elseif ok + partial > 0 then state = 'partially_sent'
+  elseif cancelled > 0 then state = 'cancelled'
+  elseif expired > 0 then state = 'expired'
+  else state = 'failed' end
   if state ~= 'failed' then redis.call('HDEL', key, 'error') end
-elseif old ~= 'sending' then
+elseif old ~= 'sending' and old ~= 'cancelled' then
   state = 'sending'
 end
 if state ~= old then
@@ -131,24 +171,51 @@ redis.call('EXPIRE', rkey, ttl)
 return state
 """
 
-# A part's attempt failed transiently and will be retried later. KEYS: send
-# hash, group hash (the send hash again for none). ARGV: part, now, error
-# JSON, next attempt (ISO), maybe delivered (0/1).
+# A part's attempt failed transiently and will be retried later, or was
+# withheld before its call (its campaign was paused meanwhile). KEYS: send
+# hash, group hash, campaign record (the send hash again for none). ARGV:
+# part, now, error JSON ("" for none), next attempt (ISO, "" for none), maybe
+# delivered (0/1), recipient count. Its recipients wait again in the campaign.
 _RETRY = """
-local key, gkey, part = KEYS[1], KEYS[2], ARGV[1]
+local key, gkey, ckey, part = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 if redis.call('HEXISTS', key, 'done:' .. part) == 1 then return 0 end
-redis.call('HDEL', key, 'lease:' .. part)
-redis.call('HSET', key, 'updated_at', ARGV[2], 'error', ARGV[3], 'next_attempt_at', ARGV[4])
+local had = redis.call('HDEL', key, 'lease:' .. part)
+redis.call('HSET', key, 'updated_at', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', key, 'error', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSET', key, 'next_attempt_at', ARGV[4]) end
 if ARGV[5] == '1' then redis.call('HINCRBY', key, 'possible_duplicates', 1) end
+if ckey ~= key and had == 1 then
+  redis.call('HINCRBY', ckey, 'n:sending', -tonumber(ARGV[6]))
+  redis.call('HINCRBY', ckey, 'n:waiting', tonumber(ARGV[6]))
+end
 local old = redis.call('HGET', key, 'state')
 if old == 'sending' or old == 'queued' then
-  redis.call('HSET', key, 'state', 'retrying')
-  if gkey ~= key then
-    redis.call('HINCRBY', gkey, old, -1)
-    redis.call('HINCRBY', gkey, 'retrying', 1)
+  local state = 'retrying'
+  if ARGV[3] == '' then state = 'queued' end
+  if state ~= old then
+    redis.call('HSET', key, 'state', state)
+    if gkey ~= key then
+      redis.call('HINCRBY', gkey, old, -1)
+      redis.call('HINCRBY', gkey, state, 1)
+    end
   end
 end
 return 1
+"""
+
+# Cancel a send that has not been handed to Mailtrap. KEYS: send hash, group
+# hash (the send hash again for none). ARGV: now (ISO). Answers the state it
+# had; only queued and retrying change.
+_CANCEL = """
+local key, gkey = KEYS[1], KEYS[2]
+local old = redis.call('HGET', key, 'state')
+if old ~= 'queued' and old ~= 'retrying' then return old or '' end
+redis.call('HSET', key, 'state', 'cancelled', 'updated_at', ARGV[1])
+if gkey ~= key then
+  redis.call('HINCRBY', gkey, old, -1)
+  redis.call('HINCRBY', gkey, 'cancelled', 1)
+end
+return old
 """
 
 # Put a dead-lettered part back in play. KEYS: send hash, group hash (the
@@ -174,21 +241,55 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def iso_of(seconds: float) -> str:
+    """Unix seconds as ISO 8601 UTC (milliseconds kept only when there are some)."""
+    moment = datetime.fromtimestamp(seconds, timezone.utc)
+    spec = "milliseconds" if moment.microsecond else "seconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class PartResult:
-    """One part's outcome: per-recipient message ids, and an error when any failed."""
+    """One part's outcome: per-recipient message ids, and an error when any failed.
 
-    outcome: Literal["sent", "partial", "failed"]
+    ``withheld`` recipients were never handed to Mailtrap and read
+    ``withheld_as`` (``suppressed``, ``cancelled``, ``expired``). A campaign
+    counts the part's recipients out of ``counted_from``.
+    """
+
+    outcome: Literal["sent", "partial", "failed", "cancelled", "expired"]
     recipients: Mapping[str, str | None]  # recipient -> message id (None: failed)
     error: Mapping[str, Any] | None = None
+    withheld: tuple[str, ...] = ()
+    withheld_as: str = "suppressed"
+    counted_from: str = "sending"
 
 
 class PartRef(NamedTuple):
-    """One part of a send, and the send's group (``Envelope.ref``)."""
+    """One part of a send, with what the status scripts need (``Envelope.ref``).
+
+    The send's group and campaign (their counters move with the part), the
+    part's recipient count (as its campaign counts them) and its expiry.
+    """
 
     send_id: str
     part: int
     group: str | None = None
+    campaign: str = ""
+    recipients: int = 1
+    expires_at: float | None = None
+
+
+_CLAIMS: Mapping[int, Claim] = {
+    1: "go",
+    0: "done",
+    2: "busy",
+    3: "doubt",
+    4: "paused",
+    5: "cancelled",
+    6: "expired",
+    7: "later",
+}
 
 
 class StatusStore:
@@ -204,6 +305,7 @@ class StatusStore:
         self._record = client.register_script(_RECORD)
         self._retry = client.register_script(_RETRY)
         self._revive = client.register_script(_REVIVE)
+        self._cancel = client.register_script(_CANCEL)
 
     # -- producer side --------------------------------------------------
 
@@ -215,6 +317,9 @@ class StatusStore:
         parts: int,
         created_at: str,
         group: str | None = None,
+        campaign: str | None = None,
+        send_at: float | None = None,
+        expires_at: float | None = None,
     ) -> None:
         """Queue the commands creating a ``queued`` record on ``pipe``."""
         key = self.keys.send(send_id)
@@ -229,6 +334,12 @@ class StatusStore:
             fields["group"] = group
             pipe.hincrby(self.keys.group(group), "queued", 1)
             pipe.expire(self.keys.group(group), self.ttl)
+        if campaign:
+            fields["campaign"] = campaign
+        if send_at is not None:
+            fields["send_at"] = iso_of(send_at)
+        if expires_at is not None:
+            fields["expires_at"] = iso_of(expires_at)
         pipe.hset(key, mapping=fields)
         pipe.expire(key, self.ttl)
 
@@ -261,24 +372,26 @@ class StatusStore:
         """Claim parts for one attempt; one answer per part, in order.
 
         With ``reconcile``, a part whose earlier call may have reached Mailtrap
-        (a dead worker's lease, or ``mark_doubtful``) answers ``"doubt"``.
+        (a dead worker's lease, or ``mark_doubtful``) answers ``"doubt"``. A
+        part of a paused campaign answers ``"paused"``; of a cancelled send or
+        campaign ``"cancelled"``; past its expiry ``"expired"``; of a send
+        rescheduled for later ``"later"`` (see ``_CLAIM``).
         """
         if not parts:
             return []
         now_ms = int(time.time() * 1000)
+        args: list[Any] = [now_iso(), now_ms, int(lease_seconds * 1000), self.ttl]
+        args.append(1 if reconcile else 0)
+        for p in parts:
+            expires = int(p.expires_at * 1000) if p.expires_at is not None else 0
+            args += [p.part, p.recipients, expires]
         answers = self._claim(
-            keys=[self.keys.send(p.send_id) for p in parts] + [self._group(p) for p in parts],
-            args=[
-                now_iso(),
-                now_ms,
-                int(lease_seconds * 1000),
-                self.ttl,
-                1 if reconcile else 0,
-                *(p.part for p in parts),
-            ],
+            keys=[self.keys.send(p.send_id) for p in parts]
+            + [self._group(p) for p in parts]
+            + [self._campaign(p) for p in parts],
+            args=args,
         )
-        mapping: dict[int, Claim] = {1: "go", 0: "done", 2: "busy", 3: "doubt"}
-        return [mapping[int(answer)] for answer in answers]
+        return [_CLAIMS[int(answer)] for answer in answers]
 
     # -- unknown outcomes (see reconcile.py) ------------------------------
 
@@ -348,51 +461,124 @@ class StatusStore:
         """Queue adding ``amount`` to a counter of the record (``reconciled``, ...)."""
         pipe.hincrby(self.keys.send(send_id), name, amount)
 
-    def record(self, pipe: redis.client.Pipeline, ref: PartRef, result: PartResult) -> None:
-        """Queue the commands recording a finished part (and its message-id index) on ``pipe``."""
+    def record(
+        self,
+        pipe: redis.client.Pipeline,
+        ref: PartRef,
+        result: PartResult,
+        counted: Sequence[str] = (),
+    ) -> None:
+        """Queue the commands recording a finished part (and its message-id index) on ``pipe``.
+
+        For a part of a campaign, each address of ``counted`` (the part's
+        recipients as the claim counted them, duplicates included) moves from
+        ``result.counted_from`` to where the result puts it.
+        """
         send_id = ref.send_id
         values: list[str] = []
         by_message: dict[str, list[str]] = {}
+        statuses: dict[str, str] = {}
         for recipient, message_id in result.recipients.items():
             # A send Mailtrap accepted is queued even when its answer lacked an id.
             status = "queued" if message_id is not None or result.outcome == "sent" else "failed"
             values += [recipient, json.dumps({"status": status, "message_id": message_id})]
+            statuses[recipient] = status
             if message_id and safe_id(message_id):
                 by_message.setdefault(message_id, []).append(recipient)
+        for recipient in result.withheld:
+            values += [recipient, json.dumps({"status": result.withheld_as, "message_id": None})]
+            statuses[recipient] = result.withheld_as
+        moves: dict[str, int] = {}
+        handed = 0
+        for address in counted if ref.campaign else ():
+            where = bucket_of(statuses.get(address, "failed"))
+            moves[where] = moves.get(where, 0) + 1
+            handed += where == "sent"
+        if moves:
+            moves[result.counted_from] = moves.get(result.counted_from, 0) - len(counted)
         error = json.dumps(result.error) if result.error else ""
         self._record(
-            keys=[self.keys.send(send_id), self.keys.recipients(send_id), self._group(ref)],
-            args=[ref.part, result.outcome, now_iso(), self.ttl, error, *values],
+            keys=[
+                self.keys.send(send_id),
+                self.keys.recipients(send_id),
+                self._group(ref),
+                self._campaign(ref),
+            ],
+            args=[
+                ref.part,
+                result.outcome,
+                now_iso(),
+                self.ttl,
+                error,
+                json.dumps(moves, separators=(",", ":")),
+                handed,
+                time.time(),
+                *values,
+            ],
             client=pipe,
         )
         for message_id, recipients in by_message.items():
-            pipe.set(
-                self.keys.message_index(message_id),
-                json.dumps({"send": send_id, "recipients": recipients}),
-                ex=self.ttl,
-            )
+            entry: dict[str, Any] = {"send": send_id, "recipients": recipients}
+            if ref.campaign:
+                entry["campaign"] = ref.campaign
+            pipe.set(self.keys.message_index(message_id), json.dumps(entry), ex=self.ttl)
+
+    def finish_unsent(
+        self,
+        pipe: redis.client.Pipeline,
+        ref: PartRef,
+        recipients: Sequence[str],
+        outcome: Literal["cancelled", "expired"],
+    ) -> None:
+        """Queue the commands ending a part that was never handed to Mailtrap."""
+        result = PartResult(
+            outcome,
+            {},
+            withheld=tuple(recipients),
+            withheld_as=outcome,
+            counted_from="waiting",
+        )
+        self.record(pipe, ref, result, recipients)
 
     def mark_retrying(
         self,
         pipe: redis.client.Pipeline,
         ref: PartRef,
-        error: Mapping[str, Any],
-        next_attempt_at: float,
+        error: Mapping[str, Any] | None,
+        next_attempt_at: float | None,
         maybe_delivered: bool,
     ) -> None:
-        """Queue the commands marking a part as waiting for a retry."""
-        when = datetime.fromtimestamp(next_attempt_at, timezone.utc)
+        """Queue the commands marking a part as waiting again (for a retry when ``error``)."""
+        when = ""
+        if next_attempt_at is not None:
+            moment = datetime.fromtimestamp(next_attempt_at, timezone.utc)
+            when = moment.isoformat(timespec="seconds").replace("+00:00", "Z")
         self._retry(
-            keys=[self.keys.send(ref.send_id), self._group(ref)],
+            keys=[self.keys.send(ref.send_id), self._group(ref), self._campaign(ref)],
             args=[
                 ref.part,
                 now_iso(),
-                json.dumps(error),
-                when.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                json.dumps(error) if error else "",
+                when,
                 1 if maybe_delivered else 0,
+                ref.recipients,
             ],
             client=pipe,
         )
+
+    @translated("read when a send may go")
+    def not_before(self, send_id: str) -> float | None:
+        """When a rescheduled send may go (unix seconds), or None."""
+        raw = self.redis.hget(self.keys.send(send_id), "not_before")
+        return int(_text(raw)) / 1000 if raw is not None else None
+
+    @translated("cancel a send")
+    def cancel(self, send_id: str) -> str:
+        """Mark a queued or retrying send ``cancelled``; answers the state it had ('' unknown)."""
+        group = self.redis.hget(self.keys.send(send_id), "group")
+        ref = PartRef(send_id, 0, _text(group) if group is not None else None)
+        script_keys = [self.keys.send(send_id), self._group(ref)]
+        return _text(self._cancel(keys=script_keys, args=[now_iso()]))
 
     @translated("revive a dead-lettered part")
     def revive(self, ref: PartRef) -> bool:
@@ -407,6 +593,10 @@ class StatusStore:
     def _group(self, ref: PartRef) -> str:
         # The scripts take a send in no group's own hash in place of a group hash.
         return self.keys.group(ref.group) if ref.group else self.keys.send(ref.send_id)
+
+    def _campaign(self, ref: PartRef) -> str:
+        # As for groups: a send in no campaign's own hash stands for none.
+        return self.keys.campaign(ref.campaign) if ref.campaign else self.keys.send(ref.send_id)
 
     # -- reading --------------------------------------------------------
 
@@ -446,6 +636,12 @@ class StatusStore:
             record["next_attempt_at"] = fields["next_attempt_at"]
         if fields.get("group"):
             record["group"] = fields["group"]
+        if fields.get("campaign"):
+            record["campaign"] = fields["campaign"]
+        if fields.get("send_at"):
+            record["send_at"] = fields["send_at"]
+        if fields.get("expires_at"):
+            record["expires_at"] = fields["expires_at"]
         if events:
             record["events"] = [json.loads(event) for event in events]
         return record

@@ -27,7 +27,7 @@ from .payload import ApiCall
 from .responses import RequestResult, classify_exception, parse_response
 from .settings import Settings
 
-__all__ = ["Limiter", "Observer", "Transport", "backoff_seconds"]
+__all__ = ["Limiter", "Observer", "Transport", "Withdrawn", "backoff_seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ class Limiter(Protocol):
     def acquire(self, max_wait: float | None = None) -> float: ...
 
     def penalize(self, retry_after: float | None) -> None: ...
+
+
+class Withdrawn(Exception):  # not an error: the caller chose not to send
+    """The call was not made: ``proceed`` said no once the limiter let it go."""
 
 
 # Called after every attempt with the API path, the HTTP status (None when no
@@ -135,8 +139,13 @@ class Transport:
         *,
         deadline: float | None = None,
         on_error: Callable[[DeliveryError], None] | None = None,
+        proceed: Callable[[], bool] | None = None,
     ) -> list[RequestResult]:
         """``post`` with up to ``attempts`` tries for transient errors, never past ``deadline``.
+
+        ``proceed`` is asked after each wait for the limiter, just before the
+        POST: when it answers False the call is not made and ``Withdrawn`` is
+        raised (a campaign paused while its call waited).
 
         ``deadline`` is a ``time.monotonic()`` value. The last error is re-raised
         when the attempts or the time run out. ``on_error`` sees the error of
@@ -174,7 +183,7 @@ class Transport:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return retrying(self._attempt, call, deadline, on_error)
+        return retrying(self._attempt, call, deadline, on_error, proceed)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -191,10 +200,13 @@ class Transport:
         call: ApiCall,
         deadline: float | None,
         on_error: Callable[[DeliveryError], None] | None = None,
+        proceed: Callable[[], bool] | None = None,
     ) -> list[RequestResult]:
         if self.limiter is not None:
             max_wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             metrics.observe_rate_limit_wait(self.limiter.acquire(max_wait))
+        if proceed is not None and not proceed():
+            raise Withdrawn()
         try:
             return self.post(call)
         except RateLimited as exc:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from mailqueue.errors import DeliveryError
 from mailqueue.payload import ApiCall
 from mailqueue.responses import RequestResult
+from mailqueue.transport import Withdrawn
 
 Handler = Callable[[ApiCall], list[RequestResult]]
 
@@ -40,7 +41,10 @@ class MemoryTransport:
         *,
         deadline: float | None = None,
         on_error: Callable[[DeliveryError], None] | None = None,
+        proceed: Callable[[], bool] | None = None,
     ) -> list[RequestResult]:
+        if proceed is not None and not proceed():
+            raise Withdrawn()
         with self._lock:
             self.calls.append(call)
         try:

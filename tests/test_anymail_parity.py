@@ -172,7 +172,10 @@ def random_message(rng: random.Random) -> dict[str, Any]:
             ]
         )
     if rng.random() < 0.05:
-        message[rng.choice(["send_at", "track_opens", "track_clicks"])] = rng.choice([True, False])
+        message[rng.choice(["track_opens", "track_clicks"])] = rng.choice([True, False])
+    if rng.random() < 0.05:
+        # Held by the queue: Anymail's Mailtrap backend refuses it, the body is the same.
+        message["send_at"] = rng.choice([1893456000, "2030-01-01T00:00:00Z"])
     if rng.random() < 0.03:
         message["envelope_sender"] = "bounce@example.com"
     return message
@@ -216,7 +219,7 @@ def anymail_message(message: dict[str, Any]) -> EmailMultiAlternatives:
             )
     for key in (
         "tags", "metadata", "template_id", "merge_global_data", "merge_data",
-        "merge_metadata", "merge_headers", "esp_extra", "send_at", "track_opens",
+        "merge_metadata", "merge_headers", "esp_extra", "track_opens",
         "track_clicks", "envelope_sender",
     ):  # fmt: skip
         if key in message:

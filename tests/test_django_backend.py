@@ -37,6 +37,7 @@ import mailqueue  # noqa: E402
 from mailqueue.django import EmailBackend  # noqa: E402
 from mailqueue.django.backend import to_message_dict  # noqa: E402
 from mailqueue.payload import build_payload  # noqa: E402
+from mailqueue.schedule import parse_when  # noqa: E402
 from mailqueue.settings import Settings  # noqa: E402
 from mailqueue.testing import LocalMailtrap  # noqa: E402
 from mailqueue.testing.worker import WorkerProcess  # noqa: E402
@@ -218,14 +219,16 @@ def test_json_alternative_is_dropped_when_ignoring_unsupported_features() -> Non
     assert "html" not in converted
 
 
-def test_send_at_datetime_reaches_the_unsupported_feature_check() -> None:
-    message = AnymailMessage(from_email="a@example.com", to=["b@example.com"], subject="s")
+def test_send_at_datetime_is_carried_for_the_queue_to_hold() -> None:
+    message = AnymailMessage(
+        from_email="a@example.com", to=["b@example.com"], subject="s", body="Hello"
+    )
     message.send_at = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
-    with pytest.raises(mailqueue.UnsupportedFeature) as info:
-        build_payload(to_message_dict(message))
+    converted = to_message_dict(message)
 
-    assert info.value.field == "send_at"
+    assert parse_when(converted["send_at"], "send_at") == message.send_at.timestamp()
+    assert build_payload(converted) == build_payload({**converted, "send_at": None})
 
 
 # -- queueing through Django's API (real Redis, no worker) -----------------

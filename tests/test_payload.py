@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from base64 import b64encode
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -330,11 +331,41 @@ def test_esp_extra_merge_does_not_modify_the_message() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("send_at", 1700000000), ("track_opens", True), ("track_clicks", False)],
+    [("track_opens", True), ("track_clicks", False)],
 )
 def test_unsupported_attributes_raise_even_when_false(key: str, value: object) -> None:
     with pytest.raises(UnsupportedFeature, match=f"Mailtrap does not support {key}"):
         build_payload(simple(**{key: value}))
+
+
+@pytest.mark.parametrize(
+    "when",
+    [1700000000, 1700000000.5, "2030-01-01T09:00:00Z", "2030-01-01T09:00:00+02:00",
+     datetime(2030, 1, 1, tzinfo=timezone.utc), datetime(2030, 1, 1)],
+)  # fmt: skip
+def test_send_at_and_expires_at_leave_the_body_as_it_is(when: object) -> None:
+    assert body(simple(send_at=when)) == body(simple())
+    assert body(simple(expires_at=when)) == body(simple())
+
+
+@pytest.mark.parametrize("key", ["send_at", "expires_at"])
+@pytest.mark.parametrize("when", ["tomorrow", True, [1], "2030-13-01T00:00:00", -5, 1e20])
+def test_a_time_that_is_not_one_is_refused_naming_its_field(key: str, when: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        build_payload(simple(**{key: when}))
+    assert info.value.field == key
+
+
+@pytest.mark.parametrize("name", ["spring-2030", "news.letter:42_a", "x" * 100])
+def test_a_campaign_name_leaves_the_body_as_it_is(name: str) -> None:
+    assert body(simple(campaign=name)) == body(simple())
+
+
+@pytest.mark.parametrize("name", ["", "has space", "x" * 101, "ünïcode", 42, "a/b"])
+def test_a_campaign_name_of_other_characters_is_refused(name: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        build_payload(simple(campaign=name))
+    assert info.value.field == "campaign"
 
 
 def test_envelope_sender_is_unsupported() -> None:
@@ -342,7 +373,7 @@ def test_envelope_sender_is_unsupported() -> None:
         build_payload(simple(envelope_sender="bounce@example.com"))
 
 
-@pytest.mark.parametrize("key", ["send_at", "track_opens", "track_clicks", "envelope_sender"])
+@pytest.mark.parametrize("key", ["track_opens", "track_clicks", "envelope_sender"])
 def test_unsupported_attributes_are_dropped_when_ignoring(key: str) -> None:
     assert body(simple(**{key: "x@example.com"}), IGNORE) == body(simple())
 

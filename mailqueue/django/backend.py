@@ -259,5 +259,5 @@ def _attachment(item: Any, default_charset: str) -> dict[str, Any]:
 
 
 def _iso(value: Any) -> Any:
-    # send_at is refused (or dropped) later; a datetime must still reach that check.
+    # send_at travels as ISO 8601 (the message dict stays JSON); the queue holds it.
     return value.isoformat() if isinstance(value, (datetime, date)) else value

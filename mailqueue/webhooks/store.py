@@ -14,7 +14,6 @@ describes the API's acceptance, so events never touch it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,10 +21,12 @@ from typing import Any, cast
 
 import redis
 
-from ..addresses import idna_encode
+from ..addresses import comparable
+from ..campaigns import CampaignStore
 from ..keys import EVENT_ID_TTL, EVENTS_KEPT, Keys, safe_id
 from ..redis_edge import translated
 from ..settings import Settings
+from ..suppressions import SuppressionList
 from .events import TrackingEvent
 
 __all__ = ["STATUS_RANK", "ApplyResult", "EventStore", "parse_index_entry", "pick_recipients"]
@@ -47,8 +48,9 @@ STATUS_RANK: Mapping[str, int] = {
 
 # KEYS: stats hash, then the keys the operations point at by index.
 # ARGV[1]: JSON {ranks, ops, now, kept, evt_ttl, default_ttl_ms, unknown, invalid};
-# an op is {s, r, e, d (index of the event-id marker, 0 for none), rcpts,
-# mid, status ("" for none), at, event (JSON)}.
+# an op is {s, r, e, d (index of the event-id marker, 0 for none), c (index
+# of the send's campaign record, 0 for none), rcpts, mid, status ("" for
+# none), at, event (JSON)}.
 # Returns {recorded, duplicates, unknown message ids, status changes}.
 _APPLY = """
 local args = cjson.decode(ARGV[1])
@@ -73,6 +75,13 @@ for _, op in ipairs(args.ops) do
         end
         local current = ranks[entry.status] or -1
         if ranks[op.status] > current then
+          if op.c > 0 and raw and entry.status then
+            -- The recipient's campaign counts it at its new furthest point.
+            local was = entry.status
+            if was == 'queued' then was = 'sent' end
+            redis.call('HINCRBY', KEYS[op.c], 'n:' .. was, -1)
+            redis.call('HINCRBY', KEYS[op.c], 'n:' .. op.status, 1)
+          end
           entry.status = op.status
           entry.updated_at = args.now
           entry.event_at = op.at
@@ -118,6 +127,14 @@ class EventStore:
         self.url = settings.status_redis_url
         self.default_ttl_ms = max(int(settings.status_ttl), 1) * 1000
         self._apply = client.register_script(_APPLY)
+        self.suppressions = SuppressionList(
+            client,
+            self.keys,
+            soft_bounce_limit=settings.soft_bounce_limit,
+            soft_bounce_days=settings.soft_bounce_days,
+            url=self.url,
+        )
+        self.campaigns = CampaignStore(client, settings)
 
     @translated("record tracking events")
     def apply(self, events: Sequence[TrackingEvent], now: str) -> ApplyResult:
@@ -132,6 +149,7 @@ class EventStore:
             cast(list[bytes | None], self.redis.mget(index_keys)) if message_ids else []
         )
         index = {mid: parse_index_entry(raw) for mid, raw in zip(message_ids, found, strict=True)}
+        campaign_of = {mid: _campaign_of(raw) for mid, raw in zip(message_ids, found, strict=True)}
 
         key_list: list[str] = [self.keys.stats]
         positions: dict[str, int] = {}
@@ -143,6 +161,7 @@ class EventStore:
             return positions[key]
 
         ops: list[dict[str, Any]] = []
+        campaigns: set[str] = set()
         unknown = 0
         for event in usable:
             entry = index.get(event.message_id)
@@ -150,12 +169,16 @@ class EventStore:
                 unknown += 1
                 continue
             send_id, recipients = entry
+            campaign = campaign_of.get(event.message_id)
+            if campaign:
+                campaigns.add(campaign)
             ops.append(
                 {
                     "s": position(self.keys.send(send_id)),
                     "r": position(self.keys.recipients(send_id)),
                     "e": position(self.keys.events(send_id)),
                     "d": position(self.keys.event_seen(event.event_id)) if event.event_id else 0,
+                    "c": position(self.keys.campaign(campaign)) if campaign else 0,
                     "rcpts": list(pick_recipients(recipients, event.recipient)),
                     "mid": event.message_id,
                     "status": event.event_type if event.event_type in STATUS_RANK else "",
@@ -176,6 +199,12 @@ class EventStore:
         recorded, duplicates, unknown_total, changed = self._apply(
             keys=key_list, args=[json.dumps(payload, separators=(",", ":"))]
         )
+        # Both act on facts, not on this delivery: a replayed event changes nothing.
+        self.suppressions.note_events(
+            (event, _addresses(event, index.get(event.message_id))) for event in usable
+        )
+        if campaigns:
+            self.campaigns.auto_pause(campaigns)
         return ApplyResult(
             recorded=int(recorded),
             duplicates=int(duplicates),
@@ -192,17 +221,38 @@ def _ids_are_safe(event: TrackingEvent) -> bool:
     return event.event_id is None or safe_id(event.event_id) is not None
 
 
+def _addresses(
+    event: TrackingEvent, entry: tuple[str, tuple[str, ...]] | None
+) -> tuple[str, ...]:
+    """Whom an event concerns: its ``email``, else the recipients of its message id."""
+    if event.recipient:
+        return (event.recipient,)
+    return pick_recipients(entry[1], None) if entry is not None else ()
+
+
+def _decoded(raw: bytes | str | None) -> Any:
+    """An ``{mq}:msgid:`` value decoded, or None when absent or not JSON."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _campaign_of(raw: bytes | str | None) -> str | None:
+    """The campaign named by an ``{mq}:msgid:`` value, if any and valid."""
+    value = _decoded(raw)
+    campaign = value.get("campaign") if isinstance(value, dict) else None
+    return campaign if isinstance(campaign, str) and safe_id(campaign) else None
+
+
 def parse_index_entry(raw: bytes | str | None) -> tuple[str, tuple[str, ...]] | None:
     """``(send_id, recipients)`` from an ``{mq}:msgid:`` value, or None when absent or unusable.
 
     Accepts ``{"send": id, "recipients": [...]}`` and the older ``[send_id, recipient]``.
     """
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
+    value = _decoded(raw)
     if isinstance(value, dict):
         send_id, recipients = value.get("send"), value.get("recipients")
     elif isinstance(value, list) and value:
@@ -227,15 +277,8 @@ def pick_recipients(recipients: Sequence[str], email: str | None) -> tuple[str, 
     """
     if len(recipients) <= 1 or not email:
         return tuple(recipients)
-    wanted = _comparable(email)
-    matching = tuple(r for r in recipients if _comparable(r) == wanted)
+    wanted = comparable(email)
+    matching = tuple(r for r in recipients if comparable(r) == wanted)
     return matching or tuple(recipients)
 
 
-def _comparable(address: str) -> str:
-    local, at, domain = address.strip().rpartition("@")
-    if not at:
-        return address.strip().casefold()
-    with contextlib.suppress(UnicodeError, ValueError):
-        domain = domain if domain.isascii() else idna_encode(domain)
-    return f"{local.casefold()}@{domain.casefold()}"

@@ -8,7 +8,7 @@ from typing import Any
 
 import mailqueue
 
-FINAL = {"sent", "partially_sent", "failed"}
+FINAL = {"sent", "partially_sent", "failed", "cancelled", "expired"}
 
 
 def wait_final(send_ids: Iterable[str], timeout: float = 30.0) -> dict[str, dict[str, Any]]:

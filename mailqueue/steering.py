@@ -1,0 +1,177 @@
+"""Steering what is queued: pause, resume and cancel campaigns; cancel and reschedule sends.
+
+Each call changes a record in Redis; workers read those records when they
+claim a part (``StatusStore.claim``) and once more just before each call
+(``Drainer``), so a pause or a cancel holds fleet-wide as soon as it is
+written, apart from calls already under way. Envelopes a paused campaign's
+claims parked go back to the outbox on resume or cancel, and a worker is
+woken to take them (a cancelled one ends them ``cancelled`` without a call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from .errors import BrokerUnavailable, ValidationError
+from .keys import safe_id
+from .records import StatusRecord
+from .schedule import parse_when
+from .status import iso_of
+
+if TYPE_CHECKING:
+    from .campaigns import CampaignRecord
+    from .client import Client
+
+__all__ = [
+    "cancel_campaign",
+    "cancel_send",
+    "get_campaign",
+    "list_scheduled",
+    "pause_campaign",
+    "reschedule_send",
+    "resume_campaign",
+    "translated",
+]
+
+# States in which a send has not been handed to Mailtrap (or only partly, and
+# its remaining parts wait): the ones cancel and reschedule act on.
+_STEERABLE = ("queued", "retrying")
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Turn a Redis error into ``BrokerUnavailable`` (the one boundary of these calls)."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
+
+
+def get_campaign(rt: Client, name: str) -> CampaignRecord | None:
+    with translated():
+        return rt.campaigns.get(name)
+
+
+def pause_campaign(rt: Client, name: str) -> CampaignRecord:
+    with translated():
+        return rt.campaigns.pause(name)
+
+
+def resume_campaign(rt: Client, name: str) -> CampaignRecord:
+    with translated():
+        record = rt.campaigns.resume(name)
+        released = rt.outbox.release(record["name"])
+    if released:
+        _wake(rt)
+    return record
+
+
+def cancel_campaign(rt: Client, name: str) -> CampaignRecord:
+    with translated():
+        record = rt.campaigns.cancel(name)
+        released = rt.outbox.release(record["name"])
+        # Scheduled parts end now rather than at their time.
+        match = json.dumps({"campaign": record["name"]}, separators=(",", ":"))[1:-1]
+        scheduled = rt.outbox.scheduled(match)
+        rt.outbox.move_scheduled([member for member, _ in scheduled], time.time())
+    if released or scheduled:
+        _wake(rt)
+    return record
+
+
+def cancel_send(rt: Client, send_id: str) -> StatusRecord:
+    """Cancel a send not yet handed to Mailtrap; its waiting parts end ``cancelled``."""
+    with translated():
+        _steerable(rt, send_id)
+        if rt.store.cancel(send_id) not in _STEERABLE:
+            # A worker claimed it meanwhile: it is on its way to Mailtrap.
+            _steerable(rt, send_id)
+        rt.redis.zrem(rt.keys.scheduled, send_id)
+        scheduled = rt.outbox.scheduled(_id_match(send_id))
+        for member, _ in scheduled:
+            envelope = rt.outbox.decode_scheduled(member)
+            if envelope.send_id != send_id:
+                continue
+            with rt.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(rt.keys.retry, member)
+                rt.store.finish_unsent(pipe, envelope.ref, envelope.flat_recipients, "cancelled")
+                pipe.execute()
+        record = rt.store.get(send_id)
+    assert record is not None
+    # Parts already in a stream end ``cancelled`` when a worker meets them.
+    _wake(rt)
+    return record
+
+
+def reschedule_send(rt: Client, send_id: str, when: Any) -> StatusRecord:
+    """Hold a send not yet handed to Mailtrap until ``when``."""
+    due = parse_when(when, "when")
+    with translated():
+        _steerable(rt, send_id)
+        rt.redis.hset(
+            rt.keys.send(send_id),
+            mapping={"not_before": int(due * 1000), "send_at": iso_of(due)},
+        )
+        members = [
+            member
+            for member, _ in rt.outbox.scheduled(_id_match(send_id))
+            if rt.outbox.decode_scheduled(member).send_id == send_id
+        ]
+        rt.outbox.move_scheduled(members, due)
+        rt.redis.zadd(rt.keys.scheduled, {send_id: due})
+        record = rt.store.get(send_id)
+    assert record is not None
+    rt.waker.wake_at(due)
+    return record
+
+
+def list_scheduled(rt: Client, limit: int = 100) -> list[dict[str, Any]]:
+    """Sends waiting for a time still to come, soonest first, with their state and campaign."""
+    with translated():
+        rows: Any = rt.redis.zrangebyscore(
+            rt.keys.scheduled, time.time(), "+inf", start=0, num=limit, withscores=True
+        )
+        found = []
+        for member, score in rows:
+            send_id = member.decode() if isinstance(member, bytes) else str(member)
+            fields: Any = rt.redis.hmget(rt.keys.send(send_id), ["state", "campaign"])
+            state = fields[0].decode() if fields[0] else None
+            if state not in _STEERABLE:
+                continue
+            found.append(
+                {
+                    "id": send_id,
+                    "send_at": iso_of(float(score)),
+                    "state": state,
+                    "campaign": fields[1].decode() if fields[1] else None,
+                }
+            )
+    return found
+
+
+def _steerable(rt: Client, send_id: str) -> None:
+    if not isinstance(send_id, str) or safe_id(send_id) is None:
+        raise ValidationError("not a send id", field="send_id")
+    state = rt.store.state(send_id)
+    if state is None:
+        raise ValidationError(f"no send with id {send_id!r}", field="send_id")
+    if state not in _STEERABLE:
+        raise ValidationError(
+            f"send {send_id} is {state}: only a send not yet handed to Mailtrap can change",
+            field="send_id",
+        )
+
+
+def _id_match(send_id: str) -> str:
+    # The envelope's JSON spells its id as "id":"<send id>" (no spaces).
+    return json.dumps({"id": send_id}, separators=(",", ":"))[1:-1]
+
+
+def _wake(rt: Client) -> None:
+    rt.waker.wake_soon()

@@ -1,0 +1,277 @@
+"""Addresses mailqueue must not mail: kept in Redis, checked when a worker claims a send.
+
+One hash holds every suppression, keyed by the address in its comparable
+form (case-folded, IDNA domain: ``addresses.comparable``), so that
+``Alice@Bücher.example`` and ``alice@xn--bcher-kva.example`` are one entry.
+A suppression covers every stream, or only one: an unsubscribe concerns the
+bulk stream (marketing) and must not stop a password reset.
+
+Tracking events feed it (``note_events``): hard bounces and spam complaints
+suppress on every stream, unsubscribes on the bulk stream, and soft bounces
+once an address has had ``soft_bounce_limit`` of them within
+``soft_bounce_days``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, TypedDict, cast
+
+import redis
+
+from .addresses import comparable, parse_address_list
+from .errors import ValidationError
+from .keys import Keys
+from .redis_edge import translated
+
+if TYPE_CHECKING:
+    from .webhooks.events import TrackingEvent
+
+__all__ = ["STREAMS", "SUPPRESSING_EVENTS", "Suppression", "SuppressionList", "normalize_stream"]
+
+STREAMS = ("transactional", "bulk")
+_ALL = "*"
+
+# Mailtrap event name -> (stream suppressed, None for every stream; reason).
+# Mailtrap itself suppresses these per stream; keeping them here as well means
+# the queue never spends a call (and a rate-limit slot) on them.
+SUPPRESSING_EVENTS: Mapping[str, tuple[str | None, str]] = {
+    "bounce": (None, "hard_bounce"),
+    "spam": (None, "spam_complaint"),
+    "spam_complaint": (None, "spam_complaint"),
+    "unsubscribe": ("bulk", "unsubscribe"),
+}
+SOFT_BOUNCE_EVENTS = frozenset({"soft bounce", "soft_bounce"})
+
+# Add a suppression without narrowing one already there: an address
+# suppressed on every stream stays so when it later unsubscribes from bulk,
+# and suppressions of both streams become one of every stream.
+# KEYS: the hash. ARGV: field, JSON record. Returns the stored record.
+_SUPPRESS = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local new = cjson.decode(ARGV[2])
+if old then
+  local kept = cjson.decode(old)
+  if kept.stream == '*' or kept.stream == new.stream then return old end
+  new.stream = '*'
+end
+local encoded = cjson.encode(new)
+redis.call('HSET', KEYS[1], ARGV[1], encoded)
+return encoded
+"""
+
+# Count one soft bounce and say whether the address now has enough of them.
+# KEYS: the address's zset. ARGV: event key, when, window start, limit, ttl.
+_SOFT_BOUNCE = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) and 1 or 0
+"""
+
+
+class Suppression(TypedDict):
+    """One suppressed address. ``stream`` None means every stream."""
+
+    address: str
+    reason: str
+    stream: str | None
+    created_at: str
+
+
+def normalize_stream(stream: object) -> str | None:
+    """``None`` (every stream), ``"transactional"`` or ``"bulk"``; ValidationError otherwise."""
+    if stream is None or stream == "" or stream == "all":
+        return None
+    if stream not in STREAMS:
+        raise ValidationError("stream must be 'transactional', 'bulk' or None", field="stream")
+    return str(stream)
+
+
+def _address(address: object) -> str:
+    parsed = parse_address_list(address, "address")
+    if len(parsed) != 1:
+        raise ValidationError("give exactly one address", field="address")
+    return parsed[0].addr_spec
+
+
+def _reason(reason: object) -> str:
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 200:
+        raise ValidationError("reason must be a short non-empty string", field="reason")
+    return reason.strip()
+
+
+def _decode(raw: bytes | str) -> Suppression:
+    data = json.loads(raw)
+    stream = data.get("stream")
+    return Suppression(
+        address=str(data.get("address", "")),
+        reason=str(data.get("reason", "")),
+        stream=None if stream in (None, _ALL) else str(stream),
+        created_at=str(data.get("created_at", "")),
+    )
+
+
+class SuppressionList:
+    """Reads and writes the suppression hash; one per client."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        soft_bounce_limit: int,
+        soft_bounce_days: float,
+        url: str = "redis",
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.url = url  # named in errors
+        self.soft_bounce_limit = soft_bounce_limit
+        self.soft_bounce_days = soft_bounce_days
+        self._suppress = client.register_script(_SUPPRESS)
+        self._soft_bounce = client.register_script(_SOFT_BOUNCE)
+
+    @translated("suppress an address")
+    def suppress(
+        self,
+        address: str,
+        *,
+        reason: str = "manual",
+        stream: str | None = None,
+        created_at: str | None = None,
+    ) -> Suppression:
+        """Suppress ``address`` on ``stream`` (every stream when None); returns the record."""
+        spec = _address(address)
+        record = {
+            "address": spec,
+            "reason": _reason(reason),
+            "stream": normalize_stream(stream) or _ALL,
+            "created_at": created_at or _now_iso(),
+        }
+        stored = self._suppress(
+            keys=[self.keys.suppressed], args=[comparable(spec), json.dumps(record)]
+        )
+        return _decode(cast(bytes, stored))
+
+    @translated("unsuppress an address")
+    def unsuppress(self, address: str) -> bool:
+        """Forget ``address``'s suppression; True when there was one."""
+        spec = _address(address)
+        removed = self.redis.hdel(self.keys.suppressed, comparable(spec))
+        self.redis.delete(self.keys.soft_bounces(comparable(spec)))
+        return bool(removed)
+
+    @translated("read a suppression")
+    def get(self, address: str) -> Suppression | None:
+        """The suppression of ``address``, or None."""
+        raw = self.redis.hget(self.keys.suppressed, comparable(_address(address)))
+        return None if raw is None else _decode(cast(bytes, raw))
+
+    @translated("check suppressions")
+    def suppressed(self, addresses: Sequence[str], stream: str) -> set[str]:
+        """Those of ``addresses`` (as given) that must not be mailed on ``stream``."""
+        if not addresses:
+            return set()
+        found = cast(
+            list[bytes | None],
+            self.redis.hmget(self.keys.suppressed, [comparable(a) for a in addresses]),
+        )
+        return {
+            address
+            for address, raw in zip(addresses, found, strict=True)
+            if raw is not None and _decode(raw)["stream"] in (None, stream)
+        }
+
+    def __iter__(self) -> Iterator[Suppression]:
+        return iter(self.entries())
+
+    @translated("list suppressions")
+    def entries(self) -> list[Suppression]:
+        """Every suppression (read in chunks of a thousand)."""
+        return [_decode(raw) for _, raw in self.redis.hscan_iter(self.keys.suppressed, count=1000)]
+
+    @translated("count suppressions")
+    def __len__(self) -> int:
+        return int(self.redis.hlen(self.keys.suppressed))
+
+    @translated("import suppressions")
+    def import_rows(self, rows: Iterable[Mapping[str, Any]], *, reason: str = "import") -> int:
+        """Suppress each row's ``address`` (``email``), with its own ``reason``/``stream`` if any.
+
+        Every row is validated first, so a bad one (ValidationError naming its
+        index) adds nothing. Returns how many rows were written.
+        """
+        records: list[tuple[str, str]] = []
+        for index, row in enumerate(rows):
+            try:
+                spec = _address(row.get("address") or row.get("email"))
+                record = {
+                    "address": spec,
+                    "reason": _reason(row.get("reason") or reason),
+                    "stream": normalize_stream(row.get("stream")) or _ALL,
+                    "created_at": str(row.get("created_at") or _now_iso()),
+                }
+            except ValidationError as exc:
+                exc.index = index
+                raise
+            records.append((comparable(spec), json.dumps(record)))
+        for start in range(0, len(records), 1000):
+            with self.redis.pipeline(transaction=False) as pipe:
+                for field, record_json in records[start : start + 1000]:
+                    self._suppress(
+                        keys=[self.keys.suppressed], args=[field, record_json], client=pipe
+                    )
+                pipe.execute()
+        return len(records)
+
+    # -- fed by tracking events -------------------------------------------
+
+    def note_events(self, events: Iterable[tuple[TrackingEvent, Sequence[str]]]) -> int:
+        """Suppress the addresses tracking events call for; returns how many events did.
+
+        Each event comes with the addresses it concerns: its ``email``, or
+        the recipients its message id was sent to.
+        """
+        done = 0
+        for event, addresses in events:
+            name = event.mailtrap_event.strip().lower()
+            for address in addresses:
+                try:
+                    if name in SUPPRESSING_EVENTS:
+                        stream, reason = SUPPRESSING_EVENTS[name]
+                        self.suppress(address, reason=reason, stream=stream)
+                        done += 1
+                    elif name in SOFT_BOUNCE_EVENTS and self.soft_bounce_limit > 0:
+                        key = event.event_id or f"{event.message_id}:{event.timestamp}"
+                        done += self.note_soft_bounce(address, key, _seconds(event.timestamp))
+                except ValidationError:
+                    continue  # an address we cannot parse names nothing we send
+        return done
+
+    @translated("count a soft bounce")
+    def note_soft_bounce(self, address: str, event_key: str, at: float) -> bool:
+        """Count one soft bounce (``event_key`` makes a replay count once); True once suppressed."""
+        window = self.soft_bounce_days * 86400
+        key = self.keys.soft_bounces(comparable(address))
+        reached = self._soft_bounce(
+            keys=[key],
+            args=[event_key, at, at - window, self.soft_bounce_limit, max(int(window), 1)],
+        )
+        if int(reached):
+            self.suppress(address, reason="soft_bounce")
+            return True
+        return False
+
+
+def _seconds(iso: str) -> float:
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return datetime.now(timezone.utc).timestamp()
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
