@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from . import connection, keys
 from .errors import ConfigurationError
+from .mailtrap_rules import is_sandbox_id
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -410,7 +411,7 @@ def _sandbox_id(value: object) -> str | None:
     if not value:
         return None
     text = str(value).strip()
-    if isinstance(value, bool) or not text.isascii() or not text.isdigit() or int(text) < 1:
+    if isinstance(value, bool) or not is_sandbox_id(text):
         raise ConfigurationError(
             "a sandbox id (MAILTRAP_SANDBOX_ID) must be a positive integer,"
             f" not {str(value)[:40]!r}",
