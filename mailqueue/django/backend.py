@@ -191,7 +191,8 @@ def _bodies(message: EmailMessage, ignore_unsupported: bool) -> dict[str, str]:
         if body:
             bodies["text"] = body
     elif subtype == "html":
-        # Even an empty html body is sent, as Anymail does.
+        # An empty html body still counts as the html part, as in Anymail (a
+        # second one is "multiple html parts"); build_payload leaves it out.
         set_html(body)
     else:
         add_alternative(body, f"text/{subtype}")
