@@ -50,6 +50,10 @@ def format_status(record: Mapping[str, Any], activity: Activity | None = None) -
         lines.append(f"next try  {record['next_attempt_at']}")
     if record.get("possible_duplicates"):
         lines.append(f"possible duplicates  {record['possible_duplicates']}")
+    if record.get("reconciled"):
+        lines.append(f"found in Email Logs  {record['reconciled']} (a lost answer, not resent)")
+    if record.get("reconcile_fallbacks"):
+        lines.append(f"look-ups failed      {record['reconcile_fallbacks']} (sent again)")
     if activity is not None and record["state"] in WAITING_STATES:
         lines.append(f"backlog   {_backlog(activity)}")
         note = stall_note(record, activity)

@@ -75,3 +75,10 @@ def test_a_groups_progress_shows_counts_and_the_idle_fleet_until_it_is_done() ->
     assert "no worker has drained the queue for 10 min" in shown
     assert "note" not in format_group(done, idle(600), now=NOW.timestamp())
     assert "note" not in format_group(running, idle(STALL_AFTER / 2), now=NOW.timestamp())
+
+
+def test_a_record_says_what_email_logs_found_and_which_look_ups_failed() -> None:
+    text = format_status(record("sent", reconciled=3, reconcile_fallbacks=1, possible_duplicates=1))
+    assert "found in Email Logs  3" in text
+    assert "look-ups failed      1" in text
+    assert "possible duplicates  1" in text
