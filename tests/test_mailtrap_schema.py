@@ -2,7 +2,8 @@
 
 Two properties, over generated messages:
 - every message that passes validation builds bodies valid under the schema
-  (tests/mailtrap_schema.py), for ``send``, ``batch`` and the sandbox paths;
+  (tests/mailtrap_schema.py), for ``send``, ``batch`` and the sandbox paths,
+  and so do single sends coalesced into one batch;
 - the local Mailtrap accepts a body exactly when the schema does: the built
   bodies, and the same bodies broken in one place (a field Mailtrap's schema
   types, set to any JSON value, or one of the rules the producer enforces).
@@ -20,7 +21,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailqueue.payload import ApiCall, build_payload
+from mailqueue.payload import ApiCall, build_payload, coalesce
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from tests.mailtrap_schema import FIELDS, batch_errors, send_errors
@@ -127,6 +128,22 @@ def test_every_body_a_valid_message_builds_is_valid_under_the_schema(
 
     for call in calls:
         assert body_errors(call) == [], json.dumps(call.json, ensure_ascii=False)[:2000]
+
+
+@PROPERTY_SETTINGS
+@given(messages=st.lists(sendable_messages(), min_size=1, max_size=4), config=sandbox_or_not)
+def test_single_sends_coalesced_into_one_batch_make_a_valid_batch_body(
+    messages: list[dict[str, Any]], config: Settings
+) -> None:
+    singles = []
+    for message in messages:
+        for key in ("merge_data", "merge_metadata", "merge_headers"):
+            message.pop(key, None)
+        singles.extend(build_payload(message, config))
+
+    combined = coalesce(singles, config)
+
+    assert batch_errors(combined.json) == [], json.dumps(combined.json, ensure_ascii=False)[:2000]
 
 
 # -- the stand-in against the schema -----------------------------------------
