@@ -171,7 +171,7 @@ def start(tmp_path: Path) -> Iterator[Callable[[list[str], Confinement], Confine
         process.stop()
 
 
-def wait_healthy(process: Confined, check: list[str], timeout: float = 60.0) -> None:
+def wait_healthy(process: Confined, check: list[str], timeout: float = 120.0) -> None:
     """Run ``check`` inside until it passes; fail with the process's output if it never does."""
     deadline = time.monotonic() + timeout
     while True:
@@ -189,7 +189,7 @@ def send_one(subject: str) -> None:
     send_id = mailqueue.send_email.delay(
         {"from_email": "a@example.com", "to": ["b@example.com"], "subject": subject, "text": "t"}
     ).id
-    (record,) = wait_final([send_id], timeout=60).values()
+    (record,) = wait_final([send_id], timeout=120).values()
     assert record["state"] == "sent"
 
 
@@ -227,7 +227,7 @@ def assert_webhook_runs(process: Confined, health: list[str] | None, env: Enviro
     assert "Traceback" not in process.output(), process.output()
 
 
-def wait_http(url: str, process: Confined, timeout: float = 60.0) -> None:
+def wait_http(url: str, process: Confined, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if process.exited() is not None:

@@ -43,9 +43,9 @@ def test_worker_touches_its_heartbeat_file_while_running_and_removes_it_at_stop(
         start_new_session=True,
     )
     try:
-        wait_for(beat.exists, "the heartbeat file appears", timeout=60)
+        wait_for(beat.exists, "the heartbeat file appears", timeout=120)
         first = beat.stat().st_mtime_ns
-        wait_for(lambda: beat.stat().st_mtime_ns > first, "a second beat", timeout=60)
+        wait_for(lambda: beat.stat().st_mtime_ns > first, "a second beat", timeout=120)
 
         worker.send_signal(signal.SIGTERM)
         _, errors = worker.communicate(timeout=60)

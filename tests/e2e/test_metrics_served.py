@@ -37,7 +37,7 @@ def served_metrics(exposition: str) -> set[str]:
     return {name for name in names if not name.endswith("_created")}
 
 
-def scrape_until(url: str, wanted: str, timeout: float = 30.0) -> str:
+def scrape_until(url: str, wanted: str, timeout: float = 90.0) -> str:
     """Scrape ``url`` until its body contains ``wanted``; the last body otherwise."""
     deadline = time.monotonic() + timeout
     body = ""
@@ -63,7 +63,7 @@ def test_worker_without_a_metrics_folder_counts_its_pool_children_sends(
         send_id = mailqueue.send_email.delay(
             {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
         ).id
-        wait_final([send_id])
+        wait_final([send_id], timeout=90)
         body = scrape_until(f"http://127.0.0.1:{port}/metrics", SENT_ONCE)
 
     assert SENT_ONCE in body
@@ -79,7 +79,7 @@ def test_readme_lists_exactly_the_metrics_the_worker_and_webhook_serve(
         send_id = mailqueue.send_email.delay(
             {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
         ).id
-        wait_final([send_id])
+        wait_final([send_id], timeout=90)
         worker_body = scrape_until(f"http://127.0.0.1:{port}/metrics", SENT_ONCE)
     with serving(create_app(settings)) as base:
         event = {
