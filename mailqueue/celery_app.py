@@ -26,6 +26,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     broker = celery_broker(settings.broker_url)
     return {
         "broker_url": broker["broker_url"],
+        "broker_transport": broker["broker_transport"],
         # JSON only: a pickled message from the broker could run code.
         "task_serializer": "json",
         "result_serializer": "json",

@@ -272,36 +272,33 @@ class BrokerConfig(TypedDict):
     """The Celery settings that name the broker."""
 
     broker_url: str
+    broker_transport: str | None
     broker_transport_options: dict[str, Any]
-
-
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def celery_broker(url: str) -> BrokerConfig:
     """The Celery broker settings for ``url``.
 
-    ``redis+sentinel://`` becomes Celery's own Sentinel transport: one
-    ``sentinel://`` URL per sentinel (carrying the master's credentials and
-    the db) and the master name, plus the sentinels' own credentials, as
-    transport options. Any other URL is Celery's business and passes unchanged.
+    ``redis+sentinel://`` becomes a Sentinel transport (``sentinel_broker``):
+    a ``sentinel://`` URL carrying the master's credentials and the db, and
+    as transport options every sentinel, the master name and the sentinels'
+    own credentials. Any other URL is Celery's business and passes unchanged.
     """
     if not is_sentinel(url):
-        return {"broker_url": url, "broker_transport_options": {}}
+        return {"broker_url": url, "broker_transport": None, "broker_transport_options": {}}
     target = parse_sentinel_url(url)
     userinfo = ""
     if target.username or target.password:
         user, password = (quote(part or "", safe="") for part in (target.username, target.password))
         userinfo = f"{user}:{password}@"
-    broker_url = ";".join(
-        f"sentinel://{userinfo}{_bracketed(host)}:{port}/{target.db}"
-        for host, port in target.sentinels
-    )
+    host, port = target.sentinels[0]
+    host = f"[{host}]" if ":" in host else host
     return {
-        "broker_url": broker_url,
+        "broker_url": f"sentinel://{userinfo}{host}:{port}/{target.db}",
+        "broker_transport": "mailqueue.sentinel_broker:SentinelTransport",
         "broker_transport_options": {
             "master_name": target.master_name,
+            "sentinels": [list(address) for address in target.sentinels],
             "sentinel_kwargs": target.sentinel_kwargs(),
         },
     }

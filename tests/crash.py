@@ -4,6 +4,7 @@
     .venv/bin/python tests/crash.py redis         # Redis (append-only) killed and restarted mid-run
     .venv/bin/python tests/crash.py api-down      # the API refuses connections for a minute
     .venv/bin/python tests/crash.py broker-down   # producers facing a down Redis
+    .venv/bin/python tests/crash.py failover      # Sentinel: the Redis master SIGKILLed mid-run
     .venv/bin/python tests/crash.py all
 
 Each prints its figures and exits non-zero on a lost message, a wrong status, an
@@ -25,12 +26,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 import mailqueue
+from mailqueue.connection import connect
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
-from mailqueue.testing.redis_server import RedisServer
+from mailqueue.testing.redis_server import RedisServer, online_replicas
+from mailqueue.testing.sentinel import SentinelGroup
 from mailqueue.testing.worker import WorkerProcess
 
 try:
@@ -56,6 +57,7 @@ class CrashReport:
     slowest_refusal: float = 0.0  # seconds the slowest of them took
     refusal_bound: float = 5.0
     orphans: int = 0  # status records beyond the sends whose enqueue returned
+    stray_refusals: int = 0  # refusals outside the window where one is expected
 
     @property
     def ok(self) -> bool:
@@ -64,6 +66,7 @@ class CrashReport:
             and self.delivery.not_final == 0
             and self.orphans == 0
             and self.slowest_refusal < self.refusal_bound
+            and self.stray_refusals == 0
         )
 
     def lines(self) -> list[str]:
@@ -74,6 +77,7 @@ class CrashReport:
             f"producer refusals   {self.refused} (slowest {self.slowest_refusal:.2f} s, "
             f"bound {self.refusal_bound:g} s)",
             f"orphan records      {self.orphans}",
+            f"stray refusals      {self.stray_refusals}",
             f"verdict             {'OK' if self.ok else 'FAILED'}",
         ]
 
@@ -110,7 +114,7 @@ def environment(
 
 
 def _count_records(url: str) -> int:
-    client = redis.Redis.from_url(url)
+    client = connect(url)
     try:
         return sum(1 for _ in client.scan_iter("{mq}:send:*", count=1000))
     finally:
@@ -338,11 +342,150 @@ def scenario_broker_down(attempts: int = 5) -> CrashReport:
         return report
 
 
+@dataclass
+class _Producers:
+    """Threads enqueueing one message at a time, as web requests would, until stopped."""
+
+    texts: list[dict[str, Any]]
+    pace: float
+    ids: list[str] = field(default_factory=list)
+    sent_texts: list[dict[str, Any]] = field(default_factory=list)
+    refusals: list[tuple[float, float]] = field(default_factory=list)  # (began, ended)
+    successes_at: list[float] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, count: int) -> list[threading.Thread]:
+        numbers = itertools.count()
+        threads = [threading.Thread(target=self._produce, args=(numbers,)) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def _produce(self, numbers: Iterator[int]) -> None:
+        while not self.stop.is_set():
+            number = next(numbers)
+            if number >= len(self.texts):
+                return
+            message = self.texts[number]
+            began = time.monotonic()
+            try:
+                send_id = mailqueue.send_email.delay(message).id
+            except mailqueue.BrokerUnavailable:
+                with self.lock:
+                    self.refusals.append((began, time.monotonic()))
+            else:
+                with self.lock:
+                    self.ids.append(send_id)
+                    self.sent_texts.append(message)
+                    self.successes_at.append(time.monotonic())
+            time.sleep(self.pace)
+
+    def successes_since(self, moment: float) -> int:
+        with self.lock:
+            return sum(1 for at in self.successes_at if at > moment)
+
+
+def scenario_failover(
+    *,
+    producers: int = 4,
+    pace: float = 0.01,
+    warmup: int = 200,
+    after: int = 400,
+    rejoin: bool = True,
+    grace: float = 5.0,
+    settle: float = 180.0,
+) -> CrashReport:
+    """Sentinel, one replica: the master is SIGKILLed while producers enqueue and a worker sends.
+
+    Every send whose enqueue returned an id must end ``sent``; a producer may
+    be refused (BrokerUnavailable) only between the kill and ``grace``
+    seconds after the sentinels agree on the promoted replica. With
+    ``rejoin`` the killed master is restarted and must come back as a
+    replica of the new master, so that later enqueues are replicated again.
+    """
+    with ExitStack() as stack:
+        group = stack.enter_context(SentinelGroup(replicas=1, down_after_ms=1000))
+        mailtrap = stack.enter_context(LocalMailtrap(latency=0.02))
+        settings = crash_settings(mailtrap, group.url)
+        mailqueue.configure(settings)
+        report = CrashReport(
+            "Redis master killed; Sentinel promotes its replica", SoakReport(messages=0)
+        )
+        texts = soak_messages(100_000, run="failover")
+        load = _Producers(texts, pace)
+        stack.enter_context(WorkerProcess(settings))
+        started = time.monotonic()
+        threads = load.run(producers)
+        try:
+            _wait_accepted(mailtrap, warmup, timeout=120)
+            old = group.kill_master()
+            killed = time.monotonic()
+            report.events.append(
+                f"master :{old.port} SIGKILLed at {killed - started:.1f} s, "
+                f"{len(load.ids)} enqueued and {len(mailtrap.accepted)} accepted so far"
+            )
+            new = group.wait_for_failover(old.port)
+            promoted = time.monotonic()
+            report.events.append(
+                f"replica :{new.port} promoted {promoted - killed:.1f} s after the kill"
+            )
+            if rejoin:
+                old.start()
+                try:
+                    wait_for(lambda: online_replicas(new.port) == 1, "the old master to rejoin")
+                    back = True
+                except TimeoutError:
+                    back = False
+                report.events.append(
+                    f"old master restarted: back as a replica {time.monotonic() - promoted:.1f} s "
+                    f"after the promotion"
+                    if back
+                    else "old master restarted: did NOT rejoin"
+                )
+            wait_for(
+                lambda: load.successes_since(promoted) >= after,
+                f"{after} enqueues after the promotion",
+                timeout=180,
+            )
+        finally:
+            load.stop.set()
+            for thread in threads:
+                thread.join()
+        enqueued_at_end = time.monotonic()
+        wait_settled(load.ids, timeout=settle)
+        report.delivery.seconds = time.monotonic() - started
+        report.delivery.messages = len(load.ids)
+        analyse(mailtrap, load.sent_texts, load.ids, report.delivery)
+        report.refused = len(load.refusals)
+        report.slowest_refusal = max((end - began for began, end in load.refusals), default=0.0)
+        report.stray_refusals = sum(
+            1 for began, end in load.refusals if end < killed or began > promoted + grace
+        )
+        if load.refusals:
+            first = min(began for began, _ in load.refusals) - killed
+            last = max(end for _, end in load.refusals) - killed
+            report.events.append(
+                f"refusals from {first:+.1f} s to {last:+.1f} s after the kill "
+                f"(window: until {promoted - killed + grace:.1f} s)"
+            )
+        report.events.append(
+            f"enqueued {len(load.ids)} in {enqueued_at_end - started:.1f} s by {producers} "
+            f"producers, {load.successes_since(promoted)} after the promotion"
+        )
+        # A refused enqueue whose write reached a replica before the master died is
+        # delivered anyway: the producer could not know. Counted, not a failure.
+        extra = _count_records(group.url) - len(load.ids)
+        report.events.append(f"refused, yet queued {extra} (delivered; their reply was lost)")
+        return report
+
+
 SCENARIOS: dict[str, Callable[[], CrashReport]] = {
     "kill": scenario_kill,
     "redis": scenario_redis_restart,
     "api-down": scenario_api_down,
     "broker-down": scenario_broker_down,
+    "failover": scenario_failover,
 }
 
 

@@ -200,10 +200,10 @@ def test_sentinel_broker_becomes_celerys_sentinel_transport() -> None:
         "redis+sentinel://app:p%40ss@h1:5000,[::1]:5001/primary/2?sentinel_password=sp"
     )
 
-    assert broker["broker_url"] == (
-        "sentinel://app:p%40ss@h1:5000/2;sentinel://app:p%40ss@[::1]:5001/2"
-    )
+    assert broker["broker_url"] == "sentinel://app:p%40ss@h1:5000/2"
+    assert broker["broker_transport"] == "mailqueue.sentinel_broker:SentinelTransport"
     options = broker["broker_transport_options"]
+    assert options["sentinels"] == [["h1", 5000], ["::1", 5001]]
     assert options["master_name"] == "primary"
     assert options["sentinel_kwargs"]["password"] == "sp"
     assert "username" not in options["sentinel_kwargs"]
@@ -212,6 +212,7 @@ def test_sentinel_broker_becomes_celerys_sentinel_transport() -> None:
 def test_other_brokers_pass_unchanged() -> None:
     assert celery_broker("redis://h:6379/0") == {
         "broker_url": "redis://h:6379/0",
+        "broker_transport": None,
         "broker_transport_options": {},
     }
 
@@ -305,3 +306,20 @@ def test_sentinels_that_cannot_be_reached_become_broker_unavailable() -> None:
 def test_errors_other_than_redis_ones_pass_through() -> None:
     with pytest.raises(KeyError), redis_errors("redis://h/0", doing="enqueue"):
         raise KeyError("not ours")
+
+
+def test_celery_connects_through_the_sentinel_transport_for_a_sentinel_broker() -> None:
+    from celery import Celery
+
+    from mailqueue.sentinel_broker import SentinelChannel, SentinelTransport
+
+    app = Celery("probe")
+    app.conf.update(celery_config(Settings(broker_url="redis+sentinel://127.0.0.1:1,h2:2/m/3")))
+    connection = app.connection_for_write()
+
+    # Building the transport opens nothing.
+    assert isinstance(connection.transport, SentinelTransport)
+    assert connection.transport.Channel is SentinelChannel
+    assert connection.alt == []  # no URL list to switch through (and off this transport)
+    assert connection.transport_options["sentinels"] == [["127.0.0.1", 1], ["h2", 2]]
+    assert connection.virtual_host == "3"

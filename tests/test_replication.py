@@ -14,7 +14,7 @@ from mailqueue import ReplicationTimeout, Settings
 from mailqueue.client import Client
 from mailqueue.connection import connect, replicated_transaction
 from mailqueue.keys import Keys
-from mailqueue.testing.redis_server import RedisServer
+from mailqueue.testing.redis_server import RedisServer, online_replicas
 
 
 @pytest.fixture
@@ -26,18 +26,8 @@ def master() -> Iterator[RedisServer]:
 @pytest.fixture
 def replica(master: RedisServer) -> Iterator[RedisServer]:
     with RedisServer(replica_of=master.port) as server:
-        _wait_until(lambda: _online_replicas(master) == 1, "the replica to sync")
+        _wait_until(lambda: online_replicas(master.port) == 1, "the replica to sync")
         yield server
-
-
-def _online_replicas(server: RedisServer) -> int:
-    with redis.Redis(port=server.port) as client:
-        info = client.info("replication")
-    return sum(
-        1
-        for key, value in info.items()
-        if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
-    )
 
 
 def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

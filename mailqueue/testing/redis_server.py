@@ -20,7 +20,7 @@ from types import TracebackType
 
 from ..errors import ConfigurationError
 
-__all__ = ["RedisServer", "find_redis_server", "free_port"]
+__all__ = ["RedisServer", "find_redis_server", "free_port", "online_replicas"]
 
 
 def free_port() -> int:
@@ -28,6 +28,19 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def online_replicas(port: int) -> int:
+    """How many replicas the server on ``port`` has in sync (state ``online``)."""
+    import redis
+
+    with redis.Redis(port=port, socket_connect_timeout=1.0, socket_timeout=2.0) as client:
+        info = client.info("replication")
+    return sum(
+        1
+        for key, value in info.items()
+        if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
 
 
 def find_redis_server() -> str:

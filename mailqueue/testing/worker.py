@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from ..connection import connect
 from ..keys import Keys
 from ..settings import Settings
 
@@ -45,6 +46,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MAILTRAP_API_URL": settings.api_url,
         "MAILTRAP_SANDBOX_ID": settings.sandbox_id,
         "MAILQUEUE_REDIS_URL": settings.redis_url,
+        "MAILQUEUE_REDIS_MIN_REPLICAS": (
+            None if settings.redis_min_replicas is None else str(settings.redis_min_replicas)
+        ),
         "MAILQUEUE_DEFAULT_FROM_EMAIL": settings.default_from_email,
         "MAILTRAP_TRACKING_SECRET": settings.tracking_secret,
         "MAILQUEUE_WEBHOOK_SECRET": ",".join(settings.webhook_secret) or None,
@@ -121,7 +125,7 @@ class WorkerProcess:
         return self
 
     def _wait_ready(self, wait: float) -> None:
-        client = redis.Redis.from_url(self.settings.status_redis_url)
+        client = connect(self.settings.status_redis_url)
         outbox = Keys(self.settings.key_prefix).outbox
         deadline = time.monotonic() + wait
         try:
