@@ -80,6 +80,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def apply_settings(settings: Settings) -> None:
     """(Re)configure the app for ``settings`` (an explicit call wins over ``celeryconfig``)."""
     app.conf.update(celery_config(settings))
+    # The app keeps the pools it took for the broker then in force: without
+    # forgetting them (as Celery itself does after a fork), wake-ups would
+    # still go to the previous broker. They are kombu's pools, shared by URL,
+    # so they are left open for whoever else uses that broker.
+    state = vars(app)
+    state["_pool"] = None
+    if state.get("amqp") is not None:
+        state["amqp"]._producer_pool = None
 
 
 def _celeryconfig_overrides() -> dict[str, Any]:

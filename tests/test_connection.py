@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+import mailqueue
 from mailqueue import BrokerUnavailable, ConfigurationError, Settings
 from mailqueue.celery_app import celery_config
 from mailqueue.connection import (
@@ -323,3 +324,16 @@ def test_celery_connects_through_the_sentinel_transport_for_a_sentinel_broker() 
     assert connection.alt == []  # no URL list to switch through (and off this transport)
     assert connection.transport_options["sentinels"] == [["127.0.0.1", 1], ["h2", 2]]
     assert connection.virtual_host == "3"
+
+
+def test_reconfiguring_sends_wake_ups_to_the_new_broker() -> None:
+    from mailqueue.celery_app import app
+
+    mailqueue.configure(Settings(broker_url="redis+sentinel://127.0.0.1:1/m"))
+    with app.producer_or_acquire() as producer:  # builds the pools; connects nothing
+        assert producer.connection.transport_cls.endswith("SentinelTransport")
+
+    mailqueue.configure(Settings(broker_url="redis://127.0.0.1:2/0"))
+    with app.producer_or_acquire() as producer:
+        assert producer.connection.transport_cls == "redis"
+        assert producer.connection.port == 2
