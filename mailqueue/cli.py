@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import click
 import redis
@@ -35,6 +35,8 @@ from .campaign_csv import (
     read_recipients,
     recipient_of,
 )
+from .cli_errors import CliError
+from .cli_steering import register as register_steering
 from .cli_views import counts_line, format_group, format_status, stall_note, table
 from .client import Client
 from .connection import mask_url
@@ -50,13 +52,6 @@ from .worker_checks import check_worker_settings
 __all__ = ["cli", "main", "message_from_options"]
 
 T = TypeVar("T")
-
-
-class CliError(click.ClickException):
-    """A user mistake: printed as one ``error: ...`` line on stderr, exit status 1."""
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
 
 
 def _field_error(exc: ValidationError) -> str:
@@ -318,11 +313,12 @@ def _watch(
 # -- campaign -------------------------------------------------------------
 
 
-@cli.command()
+@click.command("send")
 @click.argument("csv_path", metavar="CSV")
 @click.option("--template-id", required=True, metavar="UUID", help="Mailtrap template UUID.")
 @click.option("--from", "from_email", metavar="ADDRESS", help="Sender address.")
 @click.option("--individual", is_flag=True, help="One message per row instead of one batch send.")
+@click.option("--name", metavar="NAME", help="Campaign name, to follow, pause, resume or cancel.")
 @click.option("--follow", is_flag=True, help="Show per-state counts until every send is final.")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds --follow waits.")
 def campaign(
@@ -330,24 +326,28 @@ def campaign(
     template_id: str,
     from_email: str | None,
     individual: bool,
+    name: str | None,
     follow: bool,
     timeout: float,
 ) -> None:
     """Send a template to every row of CSV (an 'email' column plus merge columns).
 
     Prints the id to follow with 'mailqueue status': the batch send's, or
-    with --individual the group's.
+    with --individual the group's. With --name, 'mailqueue campaign status
+    NAME' follows it too, and pause, resume and cancel steer it.
     """
     recipients = read_recipients(_read_text(csv_path, "CSV"), source=csv_path)
     client = _client()
     if individual:
         messages = individual_messages(recipients, template_id, from_email)
-        ids = _row_errors(recipients, lambda: client.enqueue_many(messages))
+        ids = _row_errors(recipients, lambda: client.enqueue_many(messages, campaign=name))
         click.echo(f"queued {len(ids)} sends in group {ids.group_id}", err=True)
         click.echo(ids.group_id)
         progress = functools.partial(_group_line, client, ids)
     else:
         message = batch_message(recipients, template_id, from_email)
+        if name is not None:
+            message["campaign"] = name
         send_id = _row_errors(recipients, lambda: client.enqueue(message))
         click.echo(send_id)
         progress = functools.partial(_batch_line, client, send_id)
@@ -647,6 +647,9 @@ def demo(to: tuple[str, ...], from_email: str | None, template_id: str | None) -
     except KeyboardInterrupt:
         click.echo("interrupted; everything the demo started is stopped", err=True)
         sys.exit(130)
+
+
+register_steering(cli, campaign)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
