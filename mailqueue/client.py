@@ -26,6 +26,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .campaigns import CampaignRecord, CampaignStore
+    from .caps import CapLimiter
     from .deadletters import DeadLetter
     from .delivery import Drainer
     from .groups import SendIds
@@ -115,6 +116,17 @@ class Client:
         from .campaigns import CampaignStore
 
         return CampaignStore(self.redis, self.settings)
+
+    @cached_property
+    def caps(self) -> CapLimiter:
+        from .caps import CapLimiter, Caps
+
+        caps = Caps(
+            hourly=self.settings.hourly_cap,
+            daily=self.settings.daily_cap,
+            reserve=self.settings.cap_transactional_reserve,
+        )
+        return CapLimiter(self.redis, self.keys, caps, url=self.settings.status_redis_url)
 
     @cached_property
     def suppressions(self) -> SuppressionList:

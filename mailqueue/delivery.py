@@ -25,6 +25,7 @@ import redis
 
 from . import metrics
 from .backoff import compute_backoff
+from .caps import Lane
 from .connection import redis_errors
 from .errors import DeliveryError, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from .outbox import Envelope
@@ -245,6 +246,10 @@ class Drainer:
             nonlocal doubts
             doubts += error.maybe_delivered
 
+        wait = self.runtime.caps.take(self.settings.token_key, lane_of(group), messages_in(call))
+        if wait > 0:
+            self._defer(group, wait)
+            return
         campaigns = {e.campaign for e in group if e.campaign}
 
         def proceed() -> bool:
@@ -276,6 +281,17 @@ class Drainer:
             self._retry_later(group, exc, report, doubts)
             return
         self._record(group, call, results, report, doubts)
+
+    def _defer(self, group: Sequence[Envelope], wait: float) -> None:
+        """Hold claimed envelopes in the queue for ``wait`` seconds: a volume cap is reached."""
+        due = time.time() + wait
+        with self.runtime.redis.pipeline(transaction=True) as pipe:
+            for envelope in group:
+                self.store.mark_retrying(pipe, envelope.ref, None, due, False)
+                self.outbox.schedule(pipe, envelope, due)
+            self.outbox.ack(pipe, group)
+            pipe.execute()
+        log.info("%d send(s) held %.0f s by the volume caps", len(group), wait)
 
     def _withdraw(self, group: Sequence[Envelope]) -> None:
         """Give back claimed envelopes whose campaign stopped before their call started.
@@ -434,6 +450,17 @@ def group_calls(
     if current:
         groups.append(current)
     return groups
+
+
+def lane_of(group: Sequence[Envelope]) -> Lane:
+    """Transactional unless a send of the group is bulk mail: a campaign, a bulk enqueue."""
+    bulk = any(e.mail_stream == "bulk" or e.campaign or e.group for e in group)
+    return "bulk" if bulk else "transactional"
+
+
+def messages_in(call: ApiCall) -> int:
+    """Messages a call asks Mailtrap to send: one per recipient, as Mailtrap gives ids."""
+    return sum(len(request) for request in call.recipients)
 
 
 def _part_result(results: Sequence[RequestResult]) -> PartResult:

@@ -40,6 +40,8 @@ its choosing. With the default prefix:
     {mq}:scheduled             zset    send ids held for a time to come, scored by it
     {mq}:suppressed            hash    comparable address -> JSON {address, reason, stream, ...}
     {mq}:softbounce:<sha256>   zset    one address's recent soft bounces, scored by their time
+    {mq}:cap:<token_key>:hour  hash    messages handed to Mailtrap per minute, the last hour
+    {mq}:cap:<token_key>:day   hash    messages handed to Mailtrap per hour, the last day
 """
 
 from __future__ import annotations
@@ -163,3 +165,6 @@ class Keys:
     def soft_bounces(self, address: str) -> str:
         digest = hashlib.sha256(address.encode("utf-8", "surrogatepass")).hexdigest()
         return f"{self.base}:softbounce:{digest}"
+
+    def cap(self, token_key: str, period: str) -> str:
+        return f"{self.base}:cap:{token_key}:{period}"

@@ -197,6 +197,12 @@ class Settings:
     campaign_bounce_rate: float = 0.05
     campaign_complaint_rate: float = 0.003
     campaign_min_tracked: int = 100
+    # Messages an hour and a day each token may hand to Mailtrap, fleet-wide
+    # (Mailtrap plans cap both); None: no cap. Bulk mail leaves this share of
+    # each cap to transactional mail.
+    hourly_cap: int | None = None
+    daily_cap: int | None = None
+    cap_transactional_reserve: float = 0.1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sandbox_id", _sandbox_id(self.sandbox_id))
@@ -228,9 +234,17 @@ class Settings:
             "campaign_bounce_rate",
             "campaign_complaint_rate",
             "campaign_min_tracked",
+            "hourly_cap",
+            "daily_cap",
+            "cap_transactional_reserve",
         ):
             if (getattr(self, name) or 0) < 0:
                 raise ConfigurationError(f"{name} must not be negative", setting=name)
+        if self.cap_transactional_reserve > 1:
+            raise ConfigurationError(
+                "cap_transactional_reserve is a share of the cap, at most 1",
+                setting="cap_transactional_reserve",
+            )
         for pair in self.webhook_secret:
             if ":" not in pair:
                 raise ConfigurationError(
@@ -540,6 +554,9 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
         ("CAMPAIGN_BOUNCE_RATE", float),
         ("CAMPAIGN_COMPLAINT_RATE", float),
         ("CAMPAIGN_MIN_TRACKED", _int),
+        ("HOURLY_CAP", _int),
+        ("DAILY_CAP", _int),
+        ("CAP_TRANSACTIONAL_RESERVE", float),
     ):
         put(name.lower(), source.own(name) or None, convert, f"MAILQUEUE_{name}")
     return values

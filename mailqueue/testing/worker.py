@@ -40,6 +40,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MAILQUEUE_RECLAIM_IDLE": repr(settings.reclaim_idle),
         "MAILQUEUE_QUEUE": settings.queue,
         "MAILQUEUE_KEY_PREFIX": settings.key_prefix,
+        "MAILQUEUE_SOFT_BOUNCE_LIMIT": str(settings.soft_bounce_limit),
+        "MAILQUEUE_SOFT_BOUNCE_DAYS": repr(settings.soft_bounce_days),
+        "MAILQUEUE_CAMPAIGN_BOUNCE_RATE": repr(settings.campaign_bounce_rate),
+        "MAILQUEUE_CAMPAIGN_COMPLAINT_RATE": repr(settings.campaign_complaint_rate),
+        "MAILQUEUE_CAMPAIGN_MIN_TRACKED": str(settings.campaign_min_tracked),
+        "MAILQUEUE_CAP_TRANSACTIONAL_RESERVE": repr(settings.cap_transactional_reserve),
     }
     optional = {
         "MAILTRAP_API_TOKEN": settings.api_token,
@@ -52,6 +58,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MAILQUEUE_DEFAULT_FROM_EMAIL": settings.default_from_email,
         "MAILTRAP_TRACKING_SECRET": settings.tracking_secret,
         "MAILQUEUE_WEBHOOK_SECRET": ",".join(settings.webhook_secret) or None,
+        "MAILQUEUE_HOURLY_CAP": None if settings.hourly_cap is None else str(settings.hourly_cap),
+        "MAILQUEUE_DAILY_CAP": None if settings.daily_cap is None else str(settings.daily_cap),
     }
     env.update({name: value for name, value in optional.items() if value})
     return env

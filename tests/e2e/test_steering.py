@@ -212,3 +212,29 @@ def test_a_send_held_past_its_expiry_ends_expired(
     assert record["recipients"]["reader1@example.com"]["status"] == "expired"
     assert mailqueue.get_status(first)["state"] == "queued"  # type: ignore[index]
     assert mailtrap.accepted == []
+
+
+def test_the_hourly_cap_holds_bulk_mail_and_leaves_transactional_its_reserve(
+    mailtrap: LocalMailtrap, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(hourly_cap=10, cap_transactional_reserve=0.2, coalesce=False)
+    with WorkerProcess(settings, concurrency=2):
+        ids = mailqueue.enqueue_many([newsletter(i) for i in range(15)], campaign="capped")
+        wait_for(lambda: len(mailtrap.accepted) >= 8, 30, "the campaign used its share")
+        wait_for(lambda: campaign("capped")["counts"].get("sent") == 8, 10, "recorded")
+        time.sleep(2.0)  # a window in which nothing more may arrive
+        assert len(mailtrap.accepted) == 8
+        assert sum(mailqueue.get_status(i)["state"] == "queued" for i in ids) == 7  # type: ignore[index]
+
+        resets = [
+            mailqueue.enqueue({**newsletter(0), "to": [f"user{i}@example.com"]}) for i in range(3)
+        ]
+        wait_for(lambda: len(mailtrap.accepted) >= 10, 30, "transactional mail used the reserve")
+        wait_for(
+            lambda: sorted(mailqueue.get_status(i)["state"] for i in resets)  # type: ignore[index]
+            == ["queued", "sent", "sent"],
+            10,
+            "two resets sent, the third held by the cap itself",
+        )
+        time.sleep(2.0)
+        assert len(mailtrap.accepted) == 10

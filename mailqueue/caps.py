@@ -1,0 +1,121 @@
+"""Volume caps: messages per hour and per day an account may hand to Mailtrap, fleet-wide.
+
+Mailtrap plans cap both (new accounts 150 an hour; the free plan 150 a day,
+refused beyond). A worker asks ``take`` before each call; when the call's
+messages would pass a cap, the call waits in the queue until the window has
+room, instead of reaching Mailtrap and being refused or delayed there.
+
+Windows slide: the hourly one is counted in minute buckets, the daily one in
+hour buckets, one Redis hash each, so a burst at the turn of an hour cannot
+pass twice the cap. Transactional mail comes first: bulk mail may use the cap
+less a reserve (``cap_transactional_reserve``, a share of each cap), and only
+transactional mail may use the reserve, so a password reset waits only when
+the cap itself is used up.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import redis
+
+from .keys import Keys
+from .redis_edge import translated
+
+__all__ = ["CapLimiter", "Caps", "Lane"]
+
+Lane = Literal["transactional", "bulk"]
+
+# Take ``amount`` from both windows if both have room for the lane, else say
+# how long until they might. KEYS: hourly hash (minute buckets), daily hash
+# (hour buckets). ARGV: now (s), amount, hourly cap (0: none), daily cap (0:
+# none), hourly reserve, daily reserve, lane ("bulk" leaves the reserve alone).
+# Answers 0 when taken, else the seconds to wait (at least 1).
+_TAKE = """
+local now, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
+local function window(key, cap, reserve, width, span)
+  if cap <= 0 then return 0, 0 end
+  local current = math.floor(now / width)
+  local oldest = current - span + 1
+  local used, first = 0, nil
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    local bucket, count = tonumber(fields[i]), tonumber(fields[i + 1])
+    if bucket < oldest then
+      redis.call('HDEL', key, fields[i])
+    else
+      used = used + count
+      if not first or bucket < first then first = bucket end
+    end
+  end
+  local limit = cap
+  if ARGV[7] == 'bulk' then limit = cap - reserve end
+  -- A call larger than the whole cap goes alone into an empty window.
+  if used + amount <= limit or used == 0 then return 0, used end
+  local frees = ((first or current) + span) * width - now
+  return math.max(frees, 1), used
+end
+local wait_h = window(KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[5]), 60, 60)
+local wait_d = window(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[6]), 3600, 24)
+if wait_h > 0 or wait_d > 0 then return math.ceil(math.max(wait_h, wait_d)) end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('HINCRBY', KEYS[1], math.floor(now / 60), amount)
+  redis.call('EXPIRE', KEYS[1], 3700)
+end
+if tonumber(ARGV[4]) > 0 then
+  redis.call('HINCRBY', KEYS[2], math.floor(now / 3600), amount)
+  redis.call('EXPIRE', KEYS[2], 90000)
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Caps:
+    """An account's caps: messages an hour and a day (None: no cap), and the reserve share."""
+
+    hourly: int | None = None
+    daily: int | None = None
+    reserve: float = 0.1
+
+    @property
+    def any(self) -> bool:
+        return bool(self.hourly or self.daily)
+
+    def reserved(self, cap: int | None) -> int:
+        """Messages of ``cap`` that only transactional mail may use."""
+        return math.ceil((cap or 0) * self.reserve)
+
+
+class CapLimiter:
+    """Takes messages from an account's hourly and daily windows, fleet-wide."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, caps: Caps, url: str = "redis") -> None:
+        self.redis = client
+        self.keys = keys
+        self.caps = caps
+        self.url = url  # named in errors
+        self._take = client.register_script(_TAKE)
+
+    @translated("count messages against the volume caps")
+    def take(self, account: str, lane: Lane, amount: int, now: float | None = None) -> float:
+        """Take ``amount`` messages for ``account``; 0 when taken, else seconds to wait."""
+        caps = self.caps
+        if not caps.any or amount <= 0:
+            return 0.0
+        wait = self._take(
+            keys=[self.keys.cap(account, "hour"), self.keys.cap(account, "day")],
+            args=[
+                time.time() if now is None else now,
+                amount,
+                caps.hourly or 0,
+                caps.daily or 0,
+                caps.reserved(caps.hourly),
+                caps.reserved(caps.daily),
+                lane,
+            ],
+        )
+        return float(wait)

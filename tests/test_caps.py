@@ -1,0 +1,122 @@
+"""Volume caps on a real Redis: sliding hourly and daily windows, transactional first."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from mailqueue.caps import CapLimiter, Caps
+from mailqueue.client import Client
+from mailqueue.delivery import Drainer
+from mailqueue.keys import Keys
+from mailqueue.settings import Settings
+from tests.memory_transport import MemoryTransport
+
+NOW = 1_900_008_000.0  # on the hour: 527,780 hours since 1970
+
+
+def limiter(client: redis.Redis, **caps: Any) -> CapLimiter:
+    return CapLimiter(client, Keys(), Caps(**caps))
+
+
+def test_no_cap_takes_everything(redis_client: redis.Redis) -> None:
+    assert limiter(redis_client).take("t", "bulk", 10_000, now=NOW) == 0
+
+
+def test_the_hourly_cap_holds_the_rest_until_its_oldest_minute_leaves(
+    redis_client: redis.Redis,
+) -> None:
+    caps = limiter(redis_client, hourly=10, reserve=0)
+    assert caps.take("t", "bulk", 6, now=NOW) == 0
+    assert caps.take("t", "bulk", 4, now=NOW + 600) == 0
+    assert caps.take("t", "bulk", 1, now=NOW + 700) == pytest.approx(3600 - 700)
+    # The first six leave the window an hour after their minute began.
+    assert caps.take("t", "bulk", 6, now=NOW + 3600) == 0
+
+
+def test_the_window_slides_rather_than_resetting_on_the_hour(redis_client: redis.Redis) -> None:
+    caps = limiter(redis_client, hourly=10, reserve=0)
+    assert caps.take("t", "bulk", 10, now=NOW + 3540) == 0  # the last minute of an hour
+    assert caps.take("t", "bulk", 1, now=NOW + 3600) > 0  # the next hour has no room yet
+
+
+def test_the_daily_cap_counts_across_hours(redis_client: redis.Redis) -> None:
+    caps = limiter(redis_client, daily=5, reserve=0)
+    for hour in range(5):
+        assert caps.take("t", "bulk", 1, now=NOW + hour * 3600) == 0
+    assert caps.take("t", "bulk", 1, now=NOW + 5 * 3600) == pytest.approx(19 * 3600)
+    assert caps.take("t", "bulk", 1, now=NOW + 24 * 3600) == 0
+
+
+def test_bulk_leaves_the_reserve_to_transactional_mail(redis_client: redis.Redis) -> None:
+    caps = limiter(redis_client, hourly=10, reserve=0.2)
+    assert caps.take("t", "bulk", 8, now=NOW) == 0
+    assert caps.take("t", "bulk", 1, now=NOW) > 0
+    assert caps.take("t", "transactional", 2, now=NOW) == 0
+    assert caps.take("t", "transactional", 1, now=NOW) > 0
+
+
+def test_accounts_count_apart(redis_client: redis.Redis) -> None:
+    caps = limiter(redis_client, hourly=1, reserve=0)
+    assert caps.take("a", "bulk", 1, now=NOW) == 0
+    assert caps.take("b", "bulk", 1, now=NOW) == 0
+    assert caps.take("a", "bulk", 1, now=NOW) > 0
+
+
+def test_a_call_larger_than_the_cap_goes_alone_into_an_empty_window(
+    redis_client: redis.Redis,
+) -> None:
+    caps = limiter(redis_client, hourly=10, reserve=0)
+    assert caps.take("t", "bulk", 500, now=NOW) == 0
+    assert caps.take("t", "bulk", 1, now=NOW) > 0
+
+
+# -- held by the drain ---------------------------------------------------------
+
+
+@pytest.fixture
+def capped(redis_url: str) -> Iterator[Client]:
+    wakeups: queue.Queue[dict[str, Any]] = queue.Queue()
+    settings = Settings(
+        broker_url=redis_url,
+        api_token="t",
+        rate_limit="100000/1s",
+        coalesce=False,
+        hourly_cap=10,
+        cap_transactional_reserve=0.2,
+    )
+    client = Client(settings, publish=wakeups.put)
+    yield client
+    client.close()
+
+
+def message(index: int) -> dict[str, Any]:
+    return {
+        "from_email": "news@example.com",
+        "to": [f"reader{index}@example.com"],
+        "subject": "News",
+        "text": "Hello",
+    }
+
+
+def test_a_capped_campaign_waits_in_the_queue_and_transactional_mail_still_goes(
+    capped: Client,
+) -> None:
+    ids = capped.enqueue_many([message(i) for i in range(12)], campaign="spring")
+    transport = MemoryTransport()
+    Drainer(capped, transport=transport).drain(budget=5)  # type: ignore[arg-type]
+    assert len(transport.calls) == 8  # the cap less the transactional reserve
+    held = [capped.get_status(i) for i in ids if capped.store.state(i) != "sent"]
+    assert len(held) == 4
+    assert {r["state"] for r in held if r} == {"queued"}
+    record = capped.get_campaign("spring")
+    assert record is not None and record["counts"] == {"sent": 8, "waiting": 4}
+
+    reset = capped.enqueue({**message(100), "to": ["alice@example.com"]})
+    Drainer(capped, transport=transport).drain(budget=5)  # type: ignore[arg-type]
+    assert capped.store.state(reset) == "sent"
+    assert len(transport.calls) == 9
