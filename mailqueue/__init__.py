@@ -39,6 +39,7 @@ from .errors import (
     ValidationError,
 )
 from .payload import ApiCall, build_payload
+from .records import MessageDict, StatusRecord
 from .settings import Settings
 from .tasks import send_email
 
@@ -51,10 +52,12 @@ __all__ = [
     "ConfigurationError",
     "DeliveryError",
     "MailqueueError",
+    "MessageDict",
     "PermanentDeliveryError",
     "RateLimited",
     "ReplicationTimeout",
     "Settings",
+    "StatusRecord",
     "TransientDeliveryError",
     "UnsupportedFeature",
     "ValidationError",

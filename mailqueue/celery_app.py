@@ -78,7 +78,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def apply_settings(settings: Settings) -> None:
-    """(Re)configure the app for ``settings`` (an explicit call wins over ``celeryconfig``)."""
+    """(Re)configure the app for ``settings`` (an explicit call wins over ``celeryconfig``).
+
+    Before the configuration was first read, the environment is then never
+    read for it: explicit settings replace it.
+    """
+    if not _process_config.read:
+        _process_config.explicit = settings
+        return
     app.conf.update(celery_config(settings))
     # The app keeps the pools it took for the broker then in force: without
     # forgetting them (as Celery itself does after a fork), wake-ups would
@@ -116,9 +123,19 @@ class _ProcessConfig(Mapping[str, Any]):
 
     def __init__(self) -> None:
         self._values: dict[str, Any] | None = None
+        # Settings given to ``configure`` before the configuration was read.
+        self.explicit: Settings | None = None
+
+    @property
+    def read(self) -> bool:
+        """Whether Celery has read the configuration already."""
+        return self._values is not None
 
     def _loaded(self) -> dict[str, Any]:
         if self._values is None:
+            if self.explicit is not None:
+                self._values = {**_celeryconfig_overrides(), **celery_config(self.explicit)}
+                return self._values
             try:
                 settings = Settings.from_env()
             except ConfigurationError as exc:
@@ -139,5 +156,6 @@ class _ProcessConfig(Mapping[str, Any]):
         return len(self._loaded())
 
 
+_process_config = _ProcessConfig()
 app = Celery("mailqueue", include=["mailqueue.tasks", "mailqueue.worker_checks"])
-app.config_from_object(_ProcessConfig())
+app.config_from_object(_process_config)

@@ -78,6 +78,23 @@ def test_a_malformed_setting_is_reported_when_something_is_sent() -> None:
     assert "MAILQUEUE_RATE_LIMIT must look like" in out.stderr
 
 
+def test_configure_before_the_app_is_read_never_reads_the_environment(tmp_path: Path) -> None:
+    # Run away from the repository's celeryconfig.py, which reads the environment itself.
+    env = {"PATH": "/usr/bin:/bin", "MAILQUEUE_RATE_LIMIT": "garbage"}
+    code = (
+        "import mailqueue\n"
+        "mailqueue.configure(mailqueue.Settings(broker_url='redis://127.0.0.1:9/0', queue='q'))\n"
+        "print(mailqueue.app.conf.broker_url, mailqueue.app.conf.task_default_queue)"
+    )
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["redis://127.0.0.1:9/0", "q"]
+
+
 def test_celery_finds_the_app_by_package_name() -> None:
     assert mailqueue.app.main == "mailqueue"
     assert "mailqueue.send_email" in mailqueue.app.tasks
