@@ -74,3 +74,15 @@ def test_fleet_activity_counts_the_backlog_with_no_drain_running(client: Client)
     assert (activity.live_drains, activity.waiting) == (0, 3)
     assert activity.last_heartbeat is None
     assert activity.idle_for() is None
+
+
+def test_fleet_activity_follows_a_drains_heartbeat_from_arrival_to_leaving(
+    client: Client,
+) -> None:
+    client.waker.arrive("worker-1")
+    running = fleet_activity(client)
+    client.waker.leave("worker-1")
+
+    assert (running.live_drains, running.idle_for()) == (1, 0.0)
+    assert running.last_heartbeat is not None
+    assert fleet_activity(client).live_drains == 0
