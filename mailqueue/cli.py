@@ -541,6 +541,25 @@ def serve_webhooks(host: str, port: int) -> None:
         raise _listen_error(host, port, exc) from None
 
 
+@cli.command("dashboard")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+def dashboard(host: str, port: int) -> None:
+    """Serve the web dashboard (needs MAILQUEUE_DASHBOARD_SECRET)."""
+    try:
+        import waitress  # noqa: F401
+    except ImportError:
+        raise CliError("dashboard needs waitress: pip install 'mailqueue[webhooks]'") from None
+    from .dashboard import create_app, serve
+
+    app = create_app(_client())  # refuse to start without a secret, before binding a port
+    click.echo(f"dashboard on http://{host}:{port}/", err=True)
+    try:
+        serve(app, host, port)
+    except OSError as exc:
+        raise _listen_error(host, port, exc) from None
+
+
 def _rate_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     if value is None:
         return None

@@ -362,6 +362,19 @@ class FleetRateLimiter(_Waiting):
         """Seconds left of the fleet's cool-down, 0.0 when none is in force."""
         return self._run(self._cooldown_left, [self._keys[2]], []) / _MICRO
 
+    def window_use(self) -> int:
+        """Requests granted in the current window, both lanes together (for display)."""
+        try:
+            seconds, micros = self._redis.time()
+            cutoff = f"({int(seconds) * _MICRO + int(micros) - self._window_us}"
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zcount(self._keys[0], cutoff, "+inf")
+                pipe.zcount(self._keys[1], cutoff, "+inf")
+                counts = pipe.execute()
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"rate limiter store unavailable: {exc}") from exc
+        return sum(int(count) for count in counts)
+
     def _attempt(self) -> float:
         with self._counter_lock:
             self._counter += 1

@@ -1,0 +1,98 @@
+"""What each dashboard page shows, read through the stores' own functions (no key spelled here).
+
+Every function returns plain JSON-ready data. Nothing here returns a message
+body or a token: status records carry neither, and envelopes are never read.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..activity import fleet_activity
+from ..client import Client
+from ..deadletters import list_dead_letters
+from ..keys import safe_id
+from ..steering import translated
+
+__all__ = ["FUNNEL", "campaign", "campaigns", "dead_letters", "fleet", "search", "suppressions"]
+
+# The funnel's steps in order, then the ways out of it.
+FUNNEL = ("waiting", "sent", "delivered", "opened", "clicked")
+EXITS = ("bounced", "complained", "suppressed", "cancelled", "expired", "failed")
+
+
+def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
+    """The fleet now: drains, backlog per stream, limiter use, dead letters."""
+    now = time.time() if now is None else now
+    activity = fleet_activity(rt)
+    with translated():
+        streams = [
+            {
+                "stream": name,
+                "waiting": waiting,
+                "oldest_age": None if oldest is None else round(max(now - oldest, 0.0), 1),
+            }
+            for name, waiting, oldest in rt.outbox.backlog()
+        ]
+        dead = len(rt.outbox.dead_letters(limit=1000))
+    limit = rt.limiter.limit
+    return {
+        "live_drains": activity.live_drains,
+        "idle_for": activity.idle_for(now),
+        "waiting": activity.waiting,
+        "streams": streams,
+        "limiter": {
+            "used": rt.limiter.window_use(),
+            "limit": limit.amount,
+            "period": limit.period,
+            "cooldown": round(rt.limiter.cooldown_remaining(), 1),
+        },
+        "dead_letters": dead,
+        "at": now,
+    }
+
+
+def campaigns(rt: Client) -> list[dict[str, Any]]:
+    """Every campaign's record, newest names first as the store lists them."""
+    with translated():
+        records = [rt.campaigns.get(name) for name in rt.campaigns.names()]
+    return [dict(record) for record in records if record is not None]
+
+
+def campaign(rt: Client, name: str) -> dict[str, Any] | None:
+    with translated():
+        record = rt.campaigns.get(name)
+    return None if record is None else dict(record)
+
+
+def search(rt: Client, query: str) -> dict[str, Any]:
+    """A send by id (its record and history of events), or an address's suppression."""
+    query = query.strip()
+    found: dict[str, Any] = {"query": query, "send": None, "suppression": None}
+    if not query:
+        return found
+    with translated():
+        if "@" in query:
+            found["suppression"] = rt.suppressions.get(query)
+        elif safe_id(query) is not None:
+            found["send"] = rt.store.get(query)
+    return found
+
+
+def dead_letters(rt: Client, limit: int = 100) -> list[dict[str, Any]]:
+    return [
+        {
+            "send_id": letter.send_id,
+            "failed_at": letter.failed_at,
+            "state": letter.state,
+            "error": letter.error,
+        }
+        for letter in list_dead_letters(rt, limit=limit)
+    ]
+
+
+def suppressions(rt: Client, limit: int = 200) -> list[dict[str, Any]]:
+    with translated():
+        entries = rt.suppressions.entries()
+    return [dict(entry) for entry in entries[:limit]]
