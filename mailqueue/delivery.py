@@ -69,7 +69,7 @@ class Drainer:
     """One per worker process: owns the transport (one pooled HTTP session) and the limiter."""
 
     def __init__(self, client: Client, transport: Transport | None = None) -> None:
-        self.runtime = client
+        self.client = client
         self.settings = client.settings
         self.store = client.store
         self.outbox = client.outbox
@@ -147,7 +147,7 @@ class Drainer:
         suppressed = self._suppressed(envelopes)
         claims = self.store.claim([e.ref for e in envelopes], lease)
         ready: list[Envelope] = []
-        with self.runtime.redis.pipeline(transaction=True) as pipe:
+        with self.client.redis.pipeline(transaction=True) as pipe:
             steered = 0
             for envelope, claim in zip(envelopes, claims, strict=True):
                 if claim == "go":
@@ -178,7 +178,7 @@ class Drainer:
         found: dict[int, set[str]] = {}
         for stream, group in by_stream.items():
             addresses = sorted({a for e in group for a in e.flat_recipients})
-            banned = self.runtime.suppressions.suppressed(addresses, stream)
+            banned = self.client.suppressions.suppressed(addresses, stream)
             if not banned:
                 continue
             for envelope in group:
@@ -246,7 +246,7 @@ class Drainer:
             nonlocal doubts
             doubts += error.maybe_delivered
 
-        wait = self.runtime.caps.take(self.settings.token_key, lane_of(group), messages_in(call))
+        wait = self.client.caps.take(self.settings.token_key, lane_of(group), messages_in(call))
         if wait > 0:
             self._defer(group, wait)
             return
@@ -255,7 +255,7 @@ class Drainer:
         def proceed() -> bool:
             # Read again once the limiter let the call go: a pause or a cancel
             # written while it waited holds for it too.
-            states = self.runtime.campaigns.states(campaigns)
+            states = self.client.campaigns.states(campaigns)
             return all(state == "running" for state in states.values())
 
         try:
@@ -285,7 +285,7 @@ class Drainer:
     def _defer(self, group: Sequence[Envelope], wait: float) -> None:
         """Hold claimed envelopes in the queue for ``wait`` seconds: a volume cap is reached."""
         due = time.time() + wait
-        with self.runtime.redis.pipeline(transaction=True) as pipe:
+        with self.client.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
                 self.store.mark_retrying(pipe, envelope.ref, None, due, False)
                 self.outbox.schedule(pipe, envelope, due)
@@ -298,7 +298,7 @@ class Drainer:
 
         They go back to their stream, where the next claim holds or ends them.
         """
-        with self.runtime.redis.pipeline(transaction=True) as pipe:
+        with self.client.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
                 self.store.mark_retrying(pipe, envelope.ref, None, None, False)
                 self.outbox.add(pipe, envelope)
@@ -310,7 +310,7 @@ class Drainer:
     ) -> None:
         """Count ``doubts`` possible duplicates on every send of ``group``."""
         if pipe is None:
-            with self.runtime.redis.pipeline(transaction=False) as own:
+            with self.client.redis.pipeline(transaction=False) as own:
                 self._count_doubts(group, doubts, own)
                 own.execute()
             return
@@ -332,7 +332,7 @@ class Drainer:
             parts = [_part_result(results)]
         else:
             parts = [_part_result([result]) for result in results]
-        with self.runtime.redis.pipeline(transaction=True) as pipe:
+        with self.client.redis.pipeline(transaction=True) as pipe:
             for envelope, part in zip(group, parts, strict=True):
                 if envelope.withheld:
                     part = replace(part, withheld=envelope.withheld)
@@ -362,7 +362,7 @@ class Drainer:
         doubts: int = 0,
     ) -> None:
         error = exc.as_record()
-        with self.runtime.redis.pipeline(transaction=True) as pipe:
+        with self.client.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
                 recipients = {r: None for request in envelope.to_send.recipients for r in request}
                 result = PartResult("failed", recipients, error, withheld=envelope.withheld)
@@ -400,7 +400,7 @@ class Drainer:
             # A retry due after the send's expiry would only find it expired then.
             due = min(due, max(min(expiries), time.time()))
         error = exc.as_record()
-        with self.runtime.redis.pipeline(transaction=True) as pipe:
+        with self.client.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
                 envelope.attempt = attempt
                 # Doubts are counted below, all of them, not only the last error's.

@@ -54,6 +54,7 @@ __all__ = [
     "EVENTS_KEPT",
     "EVENT_ID_TTL",
     "OUTBOX_GROUP",
+    "KeyFamily",
     "Keys",
     "check_prefix",
     "safe_id",
@@ -87,6 +88,24 @@ def check_prefix(prefix: object) -> str | None:
     return None
 
 
+class KeyFamily:
+    """The keys of one kind, one per id: ``keys.send("abc")`` is ``{mq}:send:abc``.
+
+    ``hashed`` families name their key by the id's SHA-256 (idempotency keys,
+    addresses): any string is accepted and none is stored.
+    """
+
+    def __init__(self, base: str, kind: str, *, suffix: str = "", hashed: bool = False) -> None:
+        self._head = f"{base}:{kind}:"
+        self._suffix = suffix
+        self._hashed = hashed
+
+    def __call__(self, name: str) -> str:
+        if self._hashed:
+            name = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{self._head}{name}{self._suffix}"
+
+
 class Keys:
     """The key names of one application (one prefix)."""
 
@@ -109,6 +128,22 @@ class Keys:
         self.campaigns = f"{base}:campaigns"
         self.scheduled = f"{base}:scheduled"
         self.suppressed = f"{base}:suppressed"
+        # One key per id (a send, a message, a token, ...).
+        self.send = KeyFamily(base, "send")
+        self.recipients = KeyFamily(base, "rcpt")
+        self.events = KeyFamily(base, "events")
+        self.message_index = KeyFamily(base, "msgid")
+        self.event_seen = KeyFamily(base, "evt")
+        self.idempotency = KeyFamily(base, "idem", hashed=True)
+        self.group = KeyFamily(base, "group")
+        self.dead_letter = KeyFamily(base, "dead")
+        self.rate_limit = KeyFamily(base, "rl")
+        self.rate_limit_bulk = KeyFamily(base, "rl", suffix=":bulk")
+        self.bulk_demand = KeyFamily(base, "rl", suffix=":demand")
+        self.cooldown = KeyFamily(base, "cooldown")
+        self.campaign = KeyFamily(base, "campaign")
+        self.campaign_held = KeyFamily(base, "held")
+        self.soft_bounces = KeyFamily(base, "softbounce", hashed=True)
 
     def __repr__(self) -> str:
         return f"Keys({self.prefix!r})"
@@ -118,53 +153,6 @@ class Keys:
 
     def __hash__(self) -> int:
         return hash(self.prefix)
-
-    def send(self, send_id: str) -> str:
-        return f"{self.base}:send:{send_id}"
-
-    def recipients(self, send_id: str) -> str:
-        return f"{self.base}:rcpt:{send_id}"
-
-    def events(self, send_id: str) -> str:
-        return f"{self.base}:events:{send_id}"
-
-    def message_index(self, message_id: str) -> str:
-        return f"{self.base}:msgid:{message_id}"
-
-    def event_seen(self, event_id: str) -> str:
-        return f"{self.base}:evt:{event_id}"
-
-    def idempotency(self, key: str) -> str:
-        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        return f"{self.base}:idem:{digest}"
-
-    def group(self, group_id: str) -> str:
-        return f"{self.base}:group:{group_id}"
-
-    def dead_letter(self, send_id: str) -> str:
-        return f"{self.base}:dead:{send_id}"
-
-    def rate_limit(self, token_key: str) -> str:
-        return f"{self.base}:rl:{token_key}"
-
-    def rate_limit_bulk(self, token_key: str) -> str:
-        return f"{self.base}:rl:{token_key}:bulk"
-
-    def bulk_demand(self, token_key: str) -> str:
-        return f"{self.base}:rl:{token_key}:demand"
-
-    def cooldown(self, token_key: str) -> str:
-        return f"{self.base}:cooldown:{token_key}"
-
-    def campaign(self, name: str) -> str:
-        return f"{self.base}:campaign:{name}"
-
-    def campaign_held(self, name: str) -> str:
-        return f"{self.base}:held:{name}"
-
-    def soft_bounces(self, address: str) -> str:
-        digest = hashlib.sha256(address.encode("utf-8", "surrogatepass")).hexdigest()
-        return f"{self.base}:softbounce:{digest}"
 
     def cap(self, token_key: str, period: str) -> str:
         return f"{self.base}:cap:{token_key}:{period}"
