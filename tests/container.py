@@ -21,6 +21,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,15 @@ __all__ = ["Confined", "Confinement", "available"]
 
 # Only folders under these may be created or mounted: the host's own tree is never touched.
 _MOUNTABLE = ("/run/", "/tmp")
+
+# What the confined process must still see when a volume hides the folder it lives in
+# (a checkout or a virtualenv under /tmp, as a CI clone may be): bound back in place.
+_HOST_FOLDERS = tuple(
+    dict.fromkeys(
+        str(Path(p).resolve())
+        for p in (Path(__file__).resolve().parents[1], sys.prefix, sys.base_prefix)
+    )
+)
 
 
 def available() -> str | None:
@@ -66,6 +76,14 @@ class Confinement:
                 raise ValueError(f"cannot emulate a folder outside /run and /tmp: {path}")
         owner = f"{self.uid}:{self.gid}"
         lines = ["set -e", "mount -t tmpfs -o mode=0755 tmpfs /run"]
+        hidden = [
+            folder
+            for folder in _HOST_FOLDERS
+            if any(_under(folder, volume) for volume in self.volumes)
+        ]
+        for index, folder in enumerate(hidden):
+            lines.append(f"mkdir -p /run/.host/{index}")
+            lines.append(f"mount --bind {shlex.quote(folder)} /run/.host/{index}")
         lines += [f"mkdir -p {shlex.quote(p)}" for p in self.volumes if p.startswith("/run/")]
         lines += [
             f"mkdir -p {shlex.quote(p)}; chown {owner} {shlex.quote(p)}" for p in self.image_dirs
@@ -77,6 +95,9 @@ class Confinement:
             f"mount -t tmpfs -o mode=0770,uid={self.uid},gid={self.gid} tmpfs {shlex.quote(p)}"
             for p in self.volumes
         ]
+        for index, folder in enumerate(hidden):
+            lines.append(f"mkdir -p {shlex.quote(folder)}")
+            lines.append(f"mount --bind /run/.host/{index} {shlex.quote(folder)}")
         lines.append(f"cd {shlex.quote(self.workdir)}")
         return "\n".join(lines)
 
@@ -90,6 +111,10 @@ class Confinement:
             "--ambient-caps=+dac_read_search",
             "--",
         ]
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 class Confined:
