@@ -388,13 +388,13 @@ class _Producers:
 
 def scenario_failover(
     *,
-    producers: int = 4,
-    pace: float = 0.01,
+    producers: int = 2,
+    pace: float = 0.02,
     warmup: int = 200,
     after: int = 400,
     rejoin: bool = True,
     grace: float = 5.0,
-    settle: float = 180.0,
+    settle: float = 600.0,
 ) -> CrashReport:
     """Sentinel, one replica: the master is SIGKILLed while producers enqueue and a worker sends.
 
@@ -414,13 +414,13 @@ def scenario_failover(
         )
         texts = soak_messages(100_000, run="failover")
         load = _Producers(texts, pace)
-        stack.enter_context(WorkerProcess(settings))
+        worker = stack.enter_context(WorkerProcess(settings))
         started = time.monotonic()
         threads = load.run(producers)
         try:
             _wait_accepted(mailtrap, warmup, timeout=120)
-            old = group.kill_master()
             killed = time.monotonic()
+            old = group.kill_master()
             report.events.append(
                 f"master :{old.port} SIGKILLed at {killed - started:.1f} s, "
                 f"{len(load.ids)} enqueued and {len(mailtrap.accepted)} accepted so far"
@@ -455,6 +455,8 @@ def scenario_failover(
         enqueued_at_end = time.monotonic()
         wait_settled(load.ids, timeout=settle)
         report.delivery.seconds = time.monotonic() - started
+        # Stopped before the count, so that no send changes state while it runs.
+        worker.stop()
         report.delivery.messages = len(load.ids)
         analyse(mailtrap, load.sent_texts, load.ids, report.delivery)
         report.refused = len(load.refusals)
