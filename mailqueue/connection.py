@@ -38,6 +38,7 @@ __all__ = [
     "celery_broker",
     "check_url",
     "connect",
+    "connect_probe",
     "is_sentinel",
     "mask_url",
     "parse_sentinel_url",
@@ -70,6 +71,7 @@ _TIMEOUTS: dict[str, Any] = {
     "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
     "socket_timeout": SOCKET_TIMEOUT,
 }
+_PROBE_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
 _SENTINEL_QUERY = frozenset({"sentinel_password", "sentinel_username"})
 _SECRET_QUERY = re.compile(r"([?&][^=&#]*pass[^=&#]*=)[^&#]*", re.IGNORECASE)
 
@@ -195,21 +197,34 @@ def connect(url: str) -> redis.Redis:
     the sentinels for the master at each new connection, so after a failover
     it follows the new master by itself.
     """
+    return _client(url, _TIMEOUTS, health_check_interval=HEALTH_CHECK_INTERVAL)
+
+
+def connect_probe(url: str) -> redis.Redis:
+    """Like ``connect``, for a metrics scrape: shorter timeouts and no retries.
+
+    A scrape has about 10 s; a client retrying a dead Redis would spend them
+    all and lose the scrape's other figures too.
+    """
+    return _client(url, _PROBE_TIMEOUTS, retry=None)
+
+
+def _client(url: str, timeouts: dict[str, Any], **options: Any) -> redis.Redis:
     check_url(url, "redis_url")
-    if is_sentinel(url):
-        target = parse_sentinel_url(url)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(target.sentinels), sentinel_kwargs=target.sentinel_kwargs(), **_TIMEOUTS
-        )
-        client = sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.master_name,
-            db=target.db,
-            username=target.username,
-            password=target.password,
-            health_check_interval=HEALTH_CHECK_INTERVAL,
-        )
-        return cast(redis.Redis, client)
-    return redis.Redis.from_url(url, health_check_interval=HEALTH_CHECK_INTERVAL, **_TIMEOUTS)
+    if not is_sentinel(url):
+        return redis.Redis.from_url(url, **timeouts, **options)
+    target = parse_sentinel_url(url)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels), sentinel_kwargs=target.sentinel_kwargs(), **timeouts
+    )
+    client = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.master_name,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **options,
+    )
+    return cast(redis.Redis, client)
 
 
 def mask_url(url: str) -> str:

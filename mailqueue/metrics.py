@@ -55,6 +55,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .connection import connect_probe
 from .errors import ConfigurationError
 from .keys import Keys
 
@@ -334,14 +335,8 @@ def exposition_registry(
 
 
 def scrape_client(redis_url: str) -> redis.Redis:
-    """A Redis client for the queue depth: short timeouts and no retries.
-
-    A scrape has about 10 s; a default client retrying a dead Redis would spend
-    them all and lose the counters too.
-    """
-    return redis.Redis.from_url(
-        redis_url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=None
-    )
+    """A Redis client for the queue depth: short timeouts and no retries."""
+    return connect_probe(redis_url)
 
 
 def start_metrics_server(

@@ -16,6 +16,7 @@ from mailqueue.connection import (
     SentinelTarget,
     celery_broker,
     connect,
+    connect_probe,
     mask_url,
     parse_sentinel_url,
     redis_errors,
@@ -264,6 +265,20 @@ def test_connect_sets_the_bounded_timeouts_once(acl_server: RedisServer) -> None
     assert kwargs["socket_connect_timeout"] == SOCKET_CONNECT_TIMEOUT
     assert kwargs["socket_timeout"] == SOCKET_TIMEOUT
     client.close()
+
+
+def test_a_probe_client_gives_up_at_once_and_also_takes_sentinel_urls(
+    acl_server: RedisServer,
+) -> None:
+    probe = connect_probe(f"redis://127.0.0.1:{free_port()}/0")
+    sentinel_probe = connect_probe(f"redis+sentinel://127.0.0.1:{free_port()}/mymaster")
+
+    with pytest.raises(redis.ConnectionError):
+        probe.ping()
+    with pytest.raises(redis.ConnectionError):
+        sentinel_probe.ping()
+    assert probe.connection_pool.connection_kwargs["socket_timeout"] < SOCKET_TIMEOUT
+    assert connect_probe(acl_server.url).ping() is True
 
 
 def test_a_wrong_password_becomes_broker_unavailable_without_the_password(
