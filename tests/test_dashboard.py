@@ -17,6 +17,7 @@ import pytest
 
 from mailqueue.client import Client
 from mailqueue.dashboard import DashboardApp, create_app, mounted
+from mailqueue.dashboard.render import funnel_svg
 from mailqueue.delivery import Drainer
 from mailqueue.errors import ConfigurationError
 from mailqueue.settings import Settings
@@ -95,6 +96,19 @@ def csrf(page: str) -> str:
 
 def drain(client: Client) -> None:
     Drainer(client, transport=MemoryTransport()).drain(budget=5)  # type: ignore[arg-type]
+
+
+def test_the_funnel_counts_each_recipient_at_every_step_it_passed() -> None:
+    svg = funnel_svg({"sent": 5, "delivered": 3, "opened": 1, "bounced": 1, "waiting": 2}, 12)
+    steps = dict(re.findall(r'data-step="(\w+)">(\d+)<', svg))
+    assert steps == {
+        "queued": "12",
+        "sent": "10",
+        "delivered": "4",
+        "opened": "1",
+        "clicked": "0",
+        "bounced": "1",
+    }
 
 
 def test_it_refuses_to_exist_without_a_secret_or_with_a_malformed_one(client: Client) -> None:

@@ -106,9 +106,11 @@ class DashboardApp:
             return render.Page("", "Fleet", "/api/"), render.fleet(data), data
         if path == "/campaigns":
             data = views.campaigns(rt)
-            return render.Page("campaigns", "Campaigns", "/api/campaigns"), render.campaigns(
-                base, data
-            ), data
+            return (
+                render.Page("campaigns", "Campaigns", "/api/campaigns"),
+                render.campaigns(base, data),
+                data,
+            )
         if path.startswith("/campaigns/"):
             name = unquote(path[len("/campaigns/") :])
             record = views.campaign(rt, name)

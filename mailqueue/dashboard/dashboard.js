@@ -59,7 +59,10 @@
         document.activeElement.tagName === "INPUT") {
       return;
     }
-    fetch(live.getAttribute("data-api"), { credentials: "same-origin", cache: "no-store" })
+    // From the origin, never the document's URL: one carrying user:password
+    // (http://user:pass@host/) would make fetch refuse the request.
+    var url = new URL(live.getAttribute("data-api"), window.location.origin);
+    fetch(url.href, { credentials: "same-origin", cache: "no-store" })
       .then(function (response) {
         if (!response.ok) { throw new Error(String(response.status)); }
         return response.json();

@@ -110,11 +110,9 @@ def fleet(data: Mapping[str, Any]) -> str:
 
 def funnel_svg(counts: Mapping[str, int], recipients: int) -> str:
     """Horizontal bars: how many reached each step (cumulative), then the ways out."""
-    reached = {step: 0 for step in FUNNEL}
+    # A recipient is counted where it is now; it passed every step before that.
+    reached = {step: sum(counts.get(s, 0) for s in FUNNEL[i:]) for i, step in enumerate(FUNNEL)}
     reached["waiting"] = recipients
-    later = {"sent": FUNNEL[1:], "delivered": FUNNEL[2:], "opened": FUNNEL[3:], "clicked": ()}
-    for step, following in later.items():
-        reached[step] = counts.get(step, 0) + sum(counts.get(s, 0) for s in following)
     reached["sent"] += counts.get("bounced", 0) + counts.get("complained", 0)
     rows = [(("queued" if s == "waiting" else s), reached[s], "#3b7dd8") for s in FUNNEL]
     rows += [(s, counts.get(s, 0), "#c0504d") for s in EXITS if counts.get(s, 0)]
@@ -132,7 +130,7 @@ def funnel_svg(counts: Mapping[str, int], recipients: int) -> str:
         )
     return (
         f'<svg class=funnel width=480 height="{height}" role=img aria-label="campaign funnel">'
-        f'{"".join(bars)}</svg>'
+        f"{''.join(bars)}</svg>"
     )
 
 
@@ -149,7 +147,7 @@ def _eta(record: Mapping[str, Any]) -> str:
 def campaigns(base: str, records: Sequence[Mapping[str, Any]]) -> str:
     rows = "".join(
         f'<tr><td><a href="{escape(base)}/campaigns/{quote(r["name"], safe="")}">'
-        f"{escape(r['name'])}</a></td><td class=\"state-{escape(r['state'])}\">"
+        f'{escape(r["name"])}</a></td><td class="state-{escape(r["state"])}">'
         f"{escape(r['state'])}</td><td class=num>{r['recipients']}</td>"
         f"<td class=num>{r['counts'].get('waiting', 0)}</td><td class=num>{_rate(r)}</td>"
         f"<td class=num>{_eta(r)}</td></tr>"
@@ -215,9 +213,10 @@ def _send(record: Mapping[str, Any]) -> str:
         for address, info in record.get("recipients", {}).items()
     )
     events = "".join(
-        f"<tr><td>{escape(str(event.get('at') or event.get('timestamp') or ''))}</td>"
-        f"<td>{escape(str(event.get('event') or event.get('type') or ''))}</td>"
-        f"<td>{escape(json.dumps(_without_body(event), sort_keys=True))}</td></tr>"
+        f"<tr><td>{escape(str(event.get('timestamp') or ''))}</td>"
+        f"<td>{escape(str(event.get('event_type') or ''))}</td>"
+        f"<td>{escape(str(event.get('recipient') or ''))}</td>"
+        f"<td>{escape(json.dumps(_detail(event), sort_keys=True))}</td></tr>"
         for event in record.get("events", [])
     )
     return (
@@ -228,14 +227,23 @@ def _send(record: Mapping[str, Any]) -> str:
         f"{' · campaign ' + escape(record['campaign']) if record.get('campaign') else ''}</p>"
         + (f"<p>Error: {escape(json.dumps(error, sort_keys=True))}</p>" if error else "")
         + "<h3>Recipients</h3><table><tr><th>address<th>status<th>message id</tr>"
-        f"{recipients}</table><h3>History</h3><table id=history><tr><th>when<th>event<th>detail"
-        f"</tr>{events or '<tr><td colspan=3>no events yet</td></tr>'}</table>"
+        f"{recipients}</table><h3>History</h3><table id=history><tr><th>when<th>event<th>recipient"
+        f"<th>detail</tr>{events or '<tr><td colspan=4>no events yet</td></tr>'}</table>"
     )
 
 
-def _without_body(event: Mapping[str, Any]) -> dict[str, Any]:
-    # Events carry no body today; a future field must not leak one here.
-    return {k: v for k, v in event.items() if k not in ("text", "html", "body", "content")}
+_SHOWN_APART = frozenset({"timestamp", "event_type", "recipient"})
+# Events carry no body today; a future field must not leak one here.
+_NEVER_SHOWN = frozenset({"text", "html", "body", "content"})
+
+
+def _detail(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's other non-empty fields."""
+    return {
+        k: v
+        for k, v in event.items()
+        if v not in (None, "", [], {}) and k not in _SHOWN_APART and k not in _NEVER_SHOWN
+    }
 
 
 def dead_letters(base: str, letters: Sequence[Mapping[str, Any]], token: str) -> str:
