@@ -36,6 +36,7 @@ from django.test import override_settings  # noqa: E402
 import mailqueue  # noqa: E402
 from mailqueue.django import EmailBackend  # noqa: E402
 from mailqueue.django.backend import to_message_dict  # noqa: E402
+from mailqueue.keys import Keys  # noqa: E402
 from mailqueue.payload import build_payload  # noqa: E402
 from mailqueue.schedule import parse_when  # noqa: E402
 from mailqueue.settings import Settings  # noqa: E402
@@ -388,3 +389,36 @@ def test_template_id_and_merge_data_survive_the_queue(
     assert received["x@example.com"]["template_uuid"] == TEMPLATE
     assert received["x@example.com"]["template_variables"] == {"name": "X"}
     assert received["y@example.com"]["template_variables"] == {"name": "Y"}
+
+
+# -- Anymail's pre_send signal ----------------------------------------------
+
+
+def test_pre_send_can_change_a_message_or_cancel_it_before_it_is_queued(
+    queue_only: None, redis_client: redis.Redis
+) -> None:
+    from anymail.exceptions import AnymailCancelSend
+    from anymail.signals import pre_send
+
+    seen: list[tuple[str, str]] = []
+
+    def receiver(sender: type, message: EmailMessage, esp_name: str, **kwargs: Any) -> None:
+        seen.append((sender.__name__, esp_name))
+        if "blocked@example.com" in message.to:
+            raise AnymailCancelSend("not to this one")
+        message.tags = ["checked"]
+
+    pre_send.connect(receiver)
+    try:
+        kept = AnymailMessage("Hi", "Text", to=["ok@example.com"])
+        cancelled = AnymailMessage("Hi", "Text", to=["blocked@example.com"])
+        assert mail.get_connection().send_messages([kept, cancelled]) == 1
+    finally:
+        pre_send.disconnect(receiver)
+    assert seen == [("EmailBackend", "Mailtrap")] * 2
+    assert not hasattr(cancelled, "mailqueue_send_id")
+    assert mailqueue.get_status(kept.mailqueue_send_id) is not None
+    entries = redis_client.xrange(Keys().outbox)
+    assert len(entries) == 1
+    # What the receiver changed is what was queued.
+    assert b'"checked"' in b"".join(entries[0][1].values())

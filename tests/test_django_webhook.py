@@ -148,3 +148,44 @@ def test_get_is_405(client: Client) -> None:
 
 def test_head_is_200(client: Client) -> None:
     assert client.head(URL).status_code == 200
+
+
+def test_every_event_reaches_anymail_tracking_receivers_as_anymail_events(
+    client: Client, redis_client: redis.Redis, send_id: str
+) -> None:
+    from anymail.signals import AnymailTrackingEvent, tracking
+
+    received: list[tuple[str, Any]] = []
+
+    def receiver(sender: Any, event: Any, esp_name: str, **kwargs: Any) -> None:
+        received.append((esp_name, event))
+
+    tracking.connect(receiver)
+    try:
+        body = {"events": [delivery("e1"), {**delivery("e2", "click"), "url": "https://x.test/"}]}
+        assert post(client, json.dumps(body).encode()).status_code == 200
+    finally:
+        tracking.disconnect(receiver)
+    assert [name for name, _ in received] == ["Mailtrap", "Mailtrap"]
+    first, second = (event for _, event in received)
+    assert isinstance(first, AnymailTrackingEvent)
+    assert (first.event_type, first.event_id, first.message_id) == ("delivered", "e1", MESSAGE_ID)
+    assert first.recipient == "to@example.com" and first.timestamp.timestamp() == 1714564800
+    assert (second.event_type, second.click_url) == ("clicked", "https://x.test/")
+    assert recipient_status(redis_client, send_id) == "clicked"
+
+
+def test_a_failing_tracking_receiver_does_not_make_mailtrap_post_again(
+    client: Client, redis_client: redis.Redis, send_id: str
+) -> None:
+    from anymail.signals import tracking
+
+    def receiver(**kwargs: Any) -> None:
+        raise RuntimeError("the app's bug")
+
+    tracking.connect(receiver)
+    try:
+        assert post(client, json.dumps({"events": [delivery()]}).encode()).status_code == 200
+    finally:
+        tracking.disconnect(receiver)
+    assert recipient_status(redis_client, send_id) == "delivered"

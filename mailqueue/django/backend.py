@@ -31,6 +31,7 @@ from ..client import Client, client_for_settings, configure, default
 from ..errors import ConfigurationError, MailqueueError, UnsupportedFeature, ValidationError
 from ..payload import build_payload
 from ..settings import Settings
+from .signals import run_pre_send
 
 __all__ = ["ANYMAIL_ATTRIBUTES", "EmailBackend", "to_message_dict"]
 
@@ -73,7 +74,8 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             ) from None
 
     def send_messages(self, email_messages: Iterable[EmailMessage]) -> int:
-        messages = list(email_messages)
+        # Anymail's pre_send first: a receiver may change a message, or cancel it.
+        messages = [m for m in email_messages if run_pre_send(type(self), m)]
         if not messages:
             return 0
         rt = client_for(self.settings, shared=self._shared)

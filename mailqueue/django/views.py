@@ -17,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ..client import client_for_settings
 from ..settings import Settings
 from ..webhooks.handler import Response, TrackingHandler, text_response
+from .signals import send_tracking_signals
 
 __all__ = ["mailtrap_tracking"]
 
@@ -30,7 +31,9 @@ except ImportError:  # pragma: no cover - older Django has no such middleware
 
 def _handler_for(settings: Settings) -> TrackingHandler:
     # One Redis client per configuration, another when the Django settings change.
-    return TrackingHandler(settings, client_for_settings(settings).events)
+    return TrackingHandler(
+        settings, client_for_settings(settings).events, observers=[send_tracking_signals]
+    )
 
 
 def _tracking(request: HttpRequest) -> HttpResponse:

@@ -12,7 +12,7 @@ sends can produce a 500.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import NamedTuple
 
@@ -23,6 +23,7 @@ from ..errors import MailqueueError, ValidationError
 from ..settings import Settings
 from ..status import now_iso
 from .body import parse_body
+from .events import TrackingEvent
 from .store import EventStore
 from .verify import REALM, RequestVerifier
 
@@ -55,11 +56,18 @@ def text_response(status: int, text: str, *extra: tuple[str, str]) -> Response:
 class TrackingHandler:
     """Verifies, parses and records one webhook request."""
 
-    def __init__(self, settings: Settings, store: EventStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: EventStore,
+        observers: Sequence[Callable[[Sequence[TrackingEvent]], None]] = (),
+    ) -> None:
         # Fails here, at start-up, when no credential is configured.
         self.verifier = RequestVerifier.from_settings(settings)
         self.store = store
         self.max_body = settings.webhook_max_body
+        # Told of every event of a request once it is recorded (Anymail's tracking signal).
+        self.observers = tuple(observers)
 
     @classmethod
     def from_settings(
@@ -128,6 +136,13 @@ class TrackingHandler:
         metrics.count_webhook_event("all", "recorded", result.recorded)
         metrics.count_webhook_event("all", "duplicate", result.duplicates)
         metrics.count_webhook_event("all", "unknown_message", result.unknown_message_ids)
+        for observe in self.observers:
+            try:
+                observe(events)
+            except Exception:
+                # The events are recorded: a failing receiver must not make
+                # Mailtrap post them again (and record nothing new).
+                logger.exception("tracking webhook: an event receiver failed")
         return Response(200, [_TEXT], b"")
 
 
