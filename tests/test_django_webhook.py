@@ -30,7 +30,10 @@ if not django_settings.configured:
     )
     django.setup()
 
-urlpatterns = [path("anymail/", include("mailqueue.django.urls"))]
+urlpatterns = [
+    path("anymail/", include("mailqueue.django.urls")),
+    path("ops/mail/", include("mailqueue.django.dashboard")),
+]
 
 URL = "/anymail/mailtrap/tracking/"
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -189,3 +192,36 @@ def test_a_failing_tracking_receiver_does_not_make_mailtrap_post_again(
     finally:
         tracking.disconnect(receiver)
     assert recipient_status(redis_client, send_id) == "delivered"
+
+
+def test_the_dashboard_is_served_from_the_urlconf_with_its_own_auth_and_token(
+    client: Client, redis_url: str
+) -> None:
+    import re
+    from urllib.parse import urlencode
+
+    from mailqueue.client import client_for_settings
+
+    ops = "Basic " + base64.b64encode(b"ops:pw").decode()
+    queued = client_for_settings(Settings(broker_url=redis_url, api_token="t"))
+    queued.enqueue_many(
+        [{"from_email": "a@example.com", "to": ["b@example.com"], "subject": "S", "text": "T"}],
+        campaign="june",
+    )
+    with override_settings(MAILQUEUE_DASHBOARD_SECRET="ops:pw", MAILQUEUE_BROKER_URL=redis_url):
+        assert client.get("/ops/mail/").status_code == 401
+        page = client.get("/ops/mail/campaigns/june", headers={"Authorization": ops})
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert 'src="/ops/mail/static/dashboard.js"' in html
+        found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+        assert found is not None
+        form = {"name": "june", "csrf": found.group(1)}
+        answer = client.post(
+            "/ops/mail/action/pause",
+            urlencode(form),
+            content_type="application/x-www-form-urlencoded",
+            headers={"Authorization": ops},
+        )
+        assert answer.status_code == 303 and answer["Location"] == "/ops/mail/campaigns/june"
+    assert (queued.get_campaign("june") or {})["state"] == "paused"

@@ -1,0 +1,57 @@
+"""The dashboard in a Django project: ``path("ops/mail/", include("mailqueue.django.dashboard"))``.
+
+The secret is ``MAILQUEUE_DASHBOARD_SECRET`` from the Django settings, else
+from the environment. The dashboard keeps its own basic auth and its own CSRF
+token (Django's middleware is not asked: the forms carry the dashboard's).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.http import HttpRequest, HttpResponse
+from django.urls import re_path
+from django.views.decorators.csrf import csrf_exempt
+
+from ..client import client_for_settings
+from ..dashboard import DashboardApp, create_app
+from ..dashboard.auth import ENV
+from ..settings import Settings
+
+__all__ = ["dashboard", "urlpatterns"]
+
+
+def _app(settings: Settings, secret: str | None) -> DashboardApp:
+    # Cheap to build per request: the client (and its Redis pool) is shared per settings.
+    return create_app(client_for_settings(settings), {ENV: secret or ""})
+
+
+def _dashboard(request: HttpRequest, path: str = "") -> HttpResponse:
+    secret = getattr(django_settings, ENV, None) or os.environ.get(ENV)
+    app = _app(Settings.from_django(), secret)
+    environ = dict(request.META)
+    # The body may have been read already (a middleware looking at POST).
+    environ["wsgi.input"] = io.BytesIO(request.body)
+    environ["CONTENT_LENGTH"] = str(len(request.body))
+    environ["PATH_INFO"] = "/" + path
+    full = request.path
+    environ["SCRIPT_NAME"] = full[: len(full) - len(path)].rstrip("/")
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        answer["status"], answer["headers"] = status, headers
+
+    body = b"".join(app(environ, start_response))
+    response = HttpResponse(body, status=int(answer["status"].split()[0]))
+    for name, value in answer["headers"]:
+        if name.lower() != "content-length":
+            response[name] = value
+    return response
+
+
+dashboard = csrf_exempt(_dashboard)
+
+urlpatterns = [re_path(r"^(?P<path>.*)$", dashboard, name="mailqueue_dashboard")]
