@@ -10,6 +10,7 @@ parse. Nothing printed ever holds the API token or a Redis password.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import json
 import mimetypes
@@ -42,6 +43,7 @@ from .client import Client
 from .connection import mask_url
 from .errors import BrokerUnavailable, ConfigurationError, MailqueueError, ValidationError
 from .groups import SendIds, get_batch_progress, get_group
+from .lane_metrics import format_lanes
 from .records import FINAL_STATES
 from .routing import Stream
 from .send_audit import reconcile_doubtful, reconcile_send
@@ -310,6 +312,21 @@ def _watch(
         time.sleep(max(interval, 0.05))
 
 
+# -- lanes ----------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def lanes(as_json: bool) -> None:
+    """Work waiting per lane and Mailtrap stream: backlog, in flight, oldest age."""
+    stats = _client().lane_stats()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(entry) for entry in stats], indent=2))
+        return
+    for line in format_lanes(stats):
+        click.echo(line)
+
+
 # -- campaign -------------------------------------------------------------
 
 
@@ -319,6 +336,14 @@ def _watch(
 @click.option("--from", "from_email", metavar="ADDRESS", help="Sender address.")
 @click.option("--individual", is_flag=True, help="One message per row instead of one batch send.")
 @click.option("--name", metavar="NAME", help="Campaign name, to follow, pause, resume or cancel.")
+@click.option(
+    "--stream",
+    type=click.Choice(["bulk", "transactional"]),
+    default="bulk",
+    show_default=True,
+    help="Mailtrap's sending stream: promotional mail must use bulk.",
+)
+@click.option("--account", metavar="NAME", help="A configured account (MAILQUEUE_ACCOUNTS).")
 @click.option("--follow", is_flag=True, help="Show per-state counts until every send is final.")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds --follow waits.")
 def campaign(
@@ -327,6 +352,8 @@ def campaign(
     from_email: str | None,
     individual: bool,
     name: str | None,
+    stream: str,
+    account: str | None,
     follow: bool,
     timeout: float,
 ) -> None:
@@ -338,14 +365,18 @@ def campaign(
     """
     recipients = read_recipients(_read_text(csv_path, "CSV"), source=csv_path)
     client = _client()
+    routing = {"stream": stream, **({"account": account} if account else {})}
     if individual:
-        messages = individual_messages(recipients, template_id, from_email)
+        messages = [
+            {**message, **routing}
+            for message in individual_messages(recipients, template_id, from_email)
+        ]
         ids = _row_errors(recipients, lambda: client.enqueue_many(messages, campaign=name))
         click.echo(f"queued {len(ids)} sends in group {ids.group_id}", err=True)
         click.echo(ids.group_id)
         progress = functools.partial(_group_line, client, ids)
     else:
-        message = batch_message(recipients, template_id, from_email)
+        message = {**batch_message(recipients, template_id, from_email), **routing}
         if name is not None:
             message["campaign"] = name
         send_id = _row_errors(recipients, lambda: client.enqueue(message))

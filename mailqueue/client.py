@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .delivery import Drainer
     from .groups import SendIds
     from .keys import Keys
-    from .outbox import Outbox
+    from .outbox import LaneStats, Outbox
     from .ratelimit import FleetRateLimiter
     from .records import StatusRecord
     from .status import StatusStore
@@ -267,6 +267,10 @@ class Client:
         from .steering import reschedule_send
 
         return reschedule_send(self, send_id, when)
+
+    def lane_stats(self) -> list[LaneStats]:
+        """Work waiting per lane and Mailtrap stream: backlog, in flight, oldest age."""
+        return self.outbox.lane_stats()
 
     # -- dead letters -------------------------------------------------------
 

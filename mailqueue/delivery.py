@@ -1,9 +1,13 @@
 """The worker's side: drain the outbox, call Mailtrap, record what happened.
 
-A drain reads envelopes, claims their parts (a part already done is only
-acknowledged), combines waiting single sends into one ``batch`` call when
-coalescing is on, posts each call through the transport (which waits on the
-fleet rate limiter and retries transient errors in-process for a few
+A drain reads envelopes, transactional lane first and then the campaigns in
+turn, claims their parts (a part already done is only acknowledged), builds
+each call with this worker's settings (the route: URL, token, sandbox inbox),
+combines waiting single sends to the same route into one ``batch`` call when
+coalescing is on, and hands each call to a small pool of threads, so that
+several calls are in flight per process while the drain goes on reading.
+Each call goes through the transport (which waits on the fleet rate limiter,
+in the call's lane, and retries transient errors in-process for a few
 seconds), then records every part's outcome and acknowledges its envelope in
 one pipeline. What still fails transiently is scheduled for a later attempt
 with exponential backoff; what fails permanently, or runs out of attempts, is
@@ -12,32 +16,36 @@ with exponential backoff; what fails permanently, or runs out of attempts, is
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 import redis
 
 from . import metrics
 from .backoff import compute_backoff
-from .caps import Lane
 from .connection import redis_errors
-from .errors import DeliveryError, PermanentDeliveryError, RateLimited, TransientDeliveryError
-from .outbox import Envelope
-from .payload import (
-    BATCH_WRAPPER_BYTES,
-    MAX_BATCH_BYTES,
-    MAX_BATCH_REQUESTS,
-    ApiCall,
-    call_size,
-    coalesce,
+from .envelope import Envelope
+from .errors import (
+    ConfigurationError,
+    DeliveryError,
+    PermanentDeliveryError,
+    RateLimited,
+    TransientDeliveryError,
 )
+from .inflight import InFlight
+from .payload import BATCH_WRAPPER_BYTES, MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, ApiCall, coalesce
+from .ratelimit import FleetRateLimiter
 from .responses import RequestResult
+from .routing import Lane, Route, resolve_route
 from .status import Claim, PartResult
 from .transport import Transport, Withdrawn
 from .withheld import without_recipients
@@ -52,6 +60,14 @@ log = logging.getLogger("mailqueue.delivery")
 # A drain takes no new work after this many seconds, so that its Celery task
 # ends well inside the time limits and the visibility timeout.
 DRAIN_BUDGET = 20.0
+# While calls are in flight and nothing new was read, the drain looks for new
+# work this often: a transactional send queued meanwhile starts within it
+# (producers wake nobody while a drain runs).
+POLL_INTERVAL = 0.05
+# Due retries are moved back into their streams at most this often.
+MOVE_DUE_INTERVAL = 0.25
+# A running drain renews its heartbeat at most this often (it lasts 30 s).
+HEARTBEAT_INTERVAL = 1.0
 
 _OUTCOME_METRIC = {"sent": "sent", "partial": "partially_sent", "failed": "failed"}
 
@@ -63,33 +79,53 @@ class DrainReport:
     failed: int = 0
     retried: int = 0
     skipped: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        """Add to the counters; calls in flight report from their own threads."""
+        with self._lock:
+            for name, amount in counts.items():
+                setattr(self, name, getattr(self, name) + amount)
 
 
 class Drainer:
-    """One per worker process: owns the transport (one pooled HTTP session) and the limiter."""
+    """One per worker process: owns the transports (pooled HTTP sessions), limiters and threads.
+
+    ``transport`` (tests) serves every route; otherwise each route gets a
+    transport of its own, built on first use.
+    """
 
     def __init__(self, client: Client, transport: Transport | None = None) -> None:
         self.client = client
         self.settings = client.settings
         self.store = client.store
         self.outbox = client.outbox
-        self.limiter = client.limiter
-        self.transport = transport or Transport(
-            self.settings, self.limiter, observer=metrics.observe_api_request
-        )
         self.waker = client.waker
         self.keys = client.keys
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._shared_transport = transport
+        self._transports: dict[tuple[object, ...], Transport] = {}
+        self._routes: dict[tuple[str, str | None, str | None], Route | ConfigurationError] = {}
+        self._parts_lock = threading.Lock()
+        self._flight = InFlight(max(1, self.settings.calls_in_flight))
+        self._last_campaign = ""
+        self._moved_at = -MOVE_DUE_INTERVAL
+        self._beat_at = -HEARTBEAT_INTERVAL
 
     def close(self) -> None:
-        self.transport.close()
+        self._flight.close()
+        for transport in self._transports.values():
+            transport.close()
+        if self._shared_transport is not None:
+            self._shared_transport.close()
 
     # -- the loop -------------------------------------------------------
 
     def drain(self, budget: float = DRAIN_BUDGET) -> DrainReport:
         """Deliver what is waiting until the outbox is empty or ``budget`` seconds passed."""
         # Pipelines of this module execute here, outside any store: their
-        # errors leave as BrokerUnavailable too.
+        # errors leave as BrokerUnavailable too (also those of calls in flight,
+        # which the drain re-raises).
         with redis_errors(self.settings.status_redis_url, doing="deliver from the outbox"):
             return self._drain(budget)
 
@@ -98,34 +134,96 @@ class Drainer:
         self.outbox.ensure_group()
         stop_at = time.monotonic() + budget
         self.waker.arrive(self.consumer)
+        self._beat_at = time.monotonic()
+        closing = False
         try:
-            while time.monotonic() < stop_at:
-                self.outbox.move_due()
-                envelopes = self.outbox.read(self.consumer, self.keys.outbox_batch, 1)
-                if not envelopes:
-                    count = MAX_BATCH_REQUESTS if self.settings.coalesce else 1
-                    envelopes = self.outbox.read(self.consumer, self.keys.outbox, count)
-                if not envelopes:
-                    # Leave first, then look once more: a producer that saw this
-                    # drain alive published no wake-up (see waker.py).
+            while True:
+                closing = closing or time.monotonic() >= stop_at or self._flight.failed()
+                if closing and (self._flight.failed() or not self._flight.running):
+                    # Out of budget: leave, then hand what is left over to a fresh
+                    # task. Looking before leaving would miss work queued in between
+                    # by a producer that saw this drain alive and woke nobody.
+                    self._flight.join()
                     self.waker.leave(self.consumer)
-                    self.outbox.move_due()
-                    if self.outbox.waiting() == 0:
-                        break
-                    self.waker.heartbeat(self.consumer)
+                    if self.outbox.waiting():
+                        self.waker.wake()
+                    break
+                if closing:
+                    # Bulk calls may still wait on the limiter for seconds: meanwhile
+                    # transactional mail is still served, campaigns are not.
+                    if not self._start_transactional(report):
+                        self._flight.wait(POLL_INTERVAL)
+                    self._heartbeat()
                     continue
-                if len(envelopes) >= MAX_BATCH_REQUESTS or envelopes[0].call.is_batch:
-                    self.waker.call_for_help()
-                self.waker.heartbeat(self.consumer)
-                self._deliver(envelopes, report)
-            else:
-                # Out of budget with work left: hand over to a fresh task.
-                if self.outbox.waiting():
-                    self.waker.wake()
+                self._move_due()
+                # Transactional work first, every round: it never waits behind a campaign.
+                started = self._start_transactional(report)
+                started = self._start_bulk(report) or started
+                if started:
+                    self._heartbeat()
+                    continue
+                if self._flight.running:
+                    self._flight.wait(POLL_INTERVAL)
+                    self._heartbeat()
+                    continue
+                # Leave first, then look once more: a producer that saw this
+                # drain alive published no wake-up (see waker.py).
+                self.waker.leave(self.consumer)
+                self.outbox.move_due()
+                if self.outbox.waiting() == 0:
+                    break
+                self._heartbeat(force=True)
         finally:
+            self._flight.join()
             self.waker.leave(self.consumer)
             self._schedule_next_retry()
         return report
+
+    def _start_transactional(self, report: DrainReport) -> bool:
+        if not self._flight.can_start("transactional"):
+            return False
+        count = MAX_BATCH_REQUESTS if self.settings.coalesce else 1
+        envelopes = self.outbox.read(self.consumer, self.keys.outbox, count)
+        if not envelopes:
+            envelopes = self.outbox.read(self.consumer, self.keys.outbox_batch, 1)
+        if not envelopes:
+            return False
+        if len(envelopes) >= MAX_BATCH_REQUESTS or envelopes[0].is_batch:
+            self.waker.call_for_help()
+        self._deliver(envelopes, report)
+        return True
+
+    def _start_bulk(self, report: DrainReport) -> bool:
+        """Read the next campaign after the one read last, so campaigns take turns."""
+        if not self._flight.can_start("bulk"):
+            return False
+        queues = self.outbox.campaign_queues()
+        if not queues:
+            return False
+        start = queues.index(self._last_campaign) + 1 if self._last_campaign in queues else 0
+        for queue in queues[start:] + queues[:start]:
+            parsed = self.keys.parse_campaign_queue(queue)
+            singles = parsed is not None and parsed[1] == "send" and self.settings.coalesce
+            envelopes = self.outbox.read(self.consumer, queue, MAX_BATCH_REQUESTS if singles else 1)
+            if envelopes:
+                self._last_campaign = queue
+                self.waker.call_for_help()
+                self._deliver(envelopes, report)
+                return True
+            self.outbox.retire(queue)
+        return False
+
+    def _move_due(self) -> None:
+        now = time.monotonic()
+        if now - self._moved_at >= MOVE_DUE_INTERVAL:
+            self._moved_at = now
+            self.outbox.move_due()
+
+    def _heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._beat_at >= HEARTBEAT_INTERVAL:
+            self._beat_at = now
+            self.waker.heartbeat(self.consumer)
 
     def _schedule_next_retry(self) -> None:
         """Make sure a wake-up comes for the next retry, or for envelopes a dead worker left."""
@@ -158,7 +256,7 @@ class Drainer:
                     ready.append(envelope)
                 elif claim == "done":
                     self.outbox.ack(pipe, [envelope])
-                    report.skipped += 1
+                    report.add(skipped=1)
                     steered += 1
                 elif claim != "busy":
                     self._steer(pipe, envelope, claim)
@@ -167,8 +265,65 @@ class Drainer:
                 # so that it is reclaimed if that worker dies.
             if steered:
                 pipe.execute()
-        for group in group_calls(ready, coalescing=self.settings.coalesce):
-            self._post(group, report)
+        for route, group in self._calls(ready, report):
+            self._flight.start(group[0].lane, functools.partial(self._post, route, group, report))
+
+    def _route(self, envelope: Envelope) -> Route | ConfigurationError:
+        """The envelope's route under this worker's settings, or why it has none."""
+        facts = (envelope.mail_stream, envelope.account, envelope.legacy_sandbox)
+        route = self._routes.get(facts)
+        if route is None:
+            try:
+                route = resolve_route(
+                    self.settings,
+                    stream=envelope.mail_stream,
+                    account=envelope.account,
+                    fallback_sandbox=envelope.legacy_sandbox,
+                )
+            except ConfigurationError as exc:
+                route = exc
+            self._routes[facts] = route
+        return route
+
+    def _calls(
+        self, ready: list[Envelope], report: DrainReport
+    ) -> list[tuple[Route, list[Envelope]]]:
+        """Group envelopes into calls, each to one route (``group_calls`` per route and lane).
+
+        A coalesced call never mixes streams, tokens or sandboxes, nor lanes.
+        """
+        by_target: dict[tuple[object, ...], tuple[Route, list[Envelope]]] = {}
+        for envelope in ready:
+            route = self._route(envelope)
+            if isinstance(route, ConfigurationError):
+                # A worker missing this account or token keeps the mail for
+                # later: its settings may be fixed, and queued mail follows them.
+                error = TransientDeliveryError(f"cannot route this message: {route}")
+                self._retry_later([envelope], error, report)
+                continue
+            by_target.setdefault((*route.target, envelope.lane), (route, []))[1].append(envelope)
+        return [
+            (route, group)
+            for route, envelopes in by_target.values()
+            for group in group_calls(envelopes, coalescing=self.settings.coalesce)
+        ]
+
+    def _transport(self, route: Route, lane: Lane) -> Transport:
+        """The route's transport for ``lane``: its session, and the lane's share of the limit."""
+        if self._shared_transport is not None:
+            return self._shared_transport
+        key = (*route.target, lane)
+        with self._parts_lock:
+            transport = self._transports.get(key)
+            if transport is None:
+                limiter = FleetRateLimiter(
+                    self.client.redis, route, lane=lane, key_space=self.keys
+                )
+                transport = Transport(
+                    self.settings, limiter, route=route, observer=metrics.observe_api_request
+                )
+                self._transports[key] = transport
+            return transport
 
     def _suppressed(self, envelopes: Sequence[Envelope]) -> dict[int, set[str]]:
         """Per envelope (by ``id``), its recipients that must not be mailed."""
@@ -227,13 +382,14 @@ class Drainer:
             self.outbox.schedule(pipe, envelope, due)
         self.outbox.ack(pipe, [envelope])
 
-    def _post(self, group: list[Envelope], report: DrainReport) -> None:
-        call = (
-            group[0].to_send
-            if len(group) == 1
-            else coalesce([e.to_send for e in group], self.settings)
-        )
-        report.calls += 1
+    def _post(self, route: Route, group: list[Envelope], report: DrainReport) -> None:
+        if len(group) == 1:
+            call = group[0].call_for(route)
+        else:
+            # Request i of the coalesced call is envelope i's message alone.
+            merged = coalesce([envelope.call_for(route) for envelope in group])
+            call = dataclasses.replace(merged, path=route.endpoint("batch"))
+        report.add(calls=1)
         # A live worker always finishes (or gives up) before its lease ends, so
         # no other worker ever takes over a call still in progress.
         margin = self.settings.connect_timeout + self.settings.read_timeout + 1
@@ -246,7 +402,7 @@ class Drainer:
             nonlocal doubts
             doubts += error.maybe_delivered
 
-        wait = self.client.caps.take(self.settings.token_key, lane_of(group), messages_in(call))
+        wait = self.client.caps.take(route.limiter_key, group[0].lane, messages_in(call))
         if wait > 0:
             self._defer(group, wait)
             return
@@ -261,7 +417,7 @@ class Drainer:
         try:
             if campaigns and not proceed():
                 raise Withdrawn()
-            results = self.transport.send(
+            results = self._transport(route, group[0].lane).send(
                 call, deadline=deadline, on_error=note, proceed=proceed if campaigns else None
             )
         except Withdrawn:
@@ -273,7 +429,7 @@ class Drainer:
                     self._count_doubts(group, doubts)
                 # One bad request must not fail its companions: send each alone.
                 for envelope in group:
-                    self._post([envelope], report)
+                    self._post(route, [envelope], report)
                 return
             self._fail(group, exc, report, doubts)
             return
@@ -347,11 +503,9 @@ class Drainer:
         log.debug("%d part(s) recorded after %s", len(group), call.path)
 
     def _count(self, report: DrainReport, parts: Sequence[PartResult]) -> None:
+        failed = sum(part.outcome == "failed" for part in parts)
+        report.add(failed=failed, sent=len(parts) - failed)
         for part in parts:
-            if part.outcome == "failed":
-                report.failed += 1
-            else:
-                report.sent += 1
             metrics.count_sends(_OUTCOME_METRIC[part.outcome])
 
     def _fail(
@@ -372,7 +526,7 @@ class Drainer:
                 self._count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
             pipe.execute()
-        report.failed += len(group)
+        report.add(failed=len(group))
         metrics.count_sends("failed", len(group))
         log.warning("sends %s failed: %s", ",".join(e.send_id for e in group), exc)
 
@@ -410,7 +564,7 @@ class Drainer:
                 self._count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
             pipe.execute()
-        report.retried += len(group)
+        report.add(retried=len(group))
         metrics.count_sends("retried", len(group))
         log.info(
             "sends %s retry %d in %.1f s: %s",
@@ -438,10 +592,10 @@ def group_calls(
     current: list[Envelope] = []
     size = BATCH_WRAPPER_BYTES
     for envelope in ready:
-        if envelope.to_send.is_batch or not coalescing:
+        if envelope.is_batch or not coalescing:
             groups.append([envelope])
             continue
-        weight = call_size(envelope.to_send) + 1
+        weight = envelope.body_bytes + 1
         if current and (len(current) >= max_requests or size + weight > max_bytes):
             groups.append(current)
             current, size = [], BATCH_WRAPPER_BYTES
@@ -450,12 +604,6 @@ def group_calls(
     if current:
         groups.append(current)
     return groups
-
-
-def lane_of(group: Sequence[Envelope]) -> Lane:
-    """Transactional unless a send of the group is bulk mail: a campaign, a bulk enqueue."""
-    bulk = any(e.mail_stream == "bulk" or e.campaign or e.group for e in group)
-    return "bulk" if bulk else "transactional"
 
 
 def messages_in(call: ApiCall) -> int:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .ratelimit import Lane
+from .routing import Lane
 
 __all__ = ["InFlight"]
 
@@ -78,9 +78,7 @@ class InFlight:
         self._pool.shutdown(wait=True)
 
     def _free(self, lane: Lane) -> bool:
-        return (
-            sum(self._running.values()) < self.size and self._running[lane] < self._limits[lane]
-        )
+        return sum(self._running.values()) < self.size and self._running[lane] < self._limits[lane]
 
     def _run(self, lane: Lane, call: Callable[[], None]) -> None:
         try:

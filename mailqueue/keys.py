@@ -20,6 +20,10 @@ its choosing. With the default prefix:
     {mq}:group:<group_id>      hash    per-state counts of the sends of one enqueue_many
     {mq}:outbox                stream  single sends waiting for a worker (consumer group "workers")
     {mq}:outbox:batch          stream  batch calls (merge-data sends) waiting for a worker
+    {mq}:outbox:campaign:<stream>:<kind>:<name>
+                               stream  the bulk lane: one per campaign, Mailtrap stream and
+                                       kind (send or batch); <name> is "-" for lone bulk mail
+    {mq}:outbox:campaigns      zset    the bulk lane's streams that may hold work, by first use
     {mq}:drains                zset    drains running now, scored by their heartbeat's expiry (ms)
     {mq}:drains:help           string  set for a second when a drain under a backlog woke another
     {mq}:wakeup                string  when the earliest scheduled wake-up fires (unix seconds)
@@ -117,6 +121,8 @@ class Keys:
         self.base = base = f"{{{prefix}}}"
         self.outbox = f"{base}:outbox"
         self.outbox_batch = f"{base}:outbox:batch"
+        self.outbox_campaigns = f"{base}:outbox:campaigns"
+        self._campaign_queue = f"{base}:outbox:campaign:"
         self.drains = f"{base}:drains"
         self.drain_help = f"{base}:drains:help"
         self.wakeup = f"{base}:wakeup"
@@ -156,3 +162,14 @@ class Keys:
 
     def cap(self, token_key: str, period: str) -> str:
         return f"{self.base}:cap:{token_key}:{period}"
+
+    def campaign_queue(self, stream: str, kind: str, campaign: str) -> str:
+        return f"{self._campaign_queue}{stream}:{kind}:{campaign or '-'}"
+
+    def parse_campaign_queue(self, name: str) -> tuple[str, str, str] | None:
+        """``(stream, kind, campaign)`` of a campaign queue's name, None for any other name."""
+        if not name.startswith(self._campaign_queue):
+            return None
+        stream, _, rest = name[len(self._campaign_queue) :].partition(":")
+        kind, _, campaign = rest.partition(":")
+        return stream, kind, "" if campaign == "-" else campaign

@@ -15,6 +15,8 @@
     mailqueue_webhook_events_total{type,result} tracking events received
     mailqueue_queue_depth{queue}               read from Redis at scrape time: "outbox" (single
                                                sends), "batch", "retry", "dead"
+    mailqueue_lane_*{lane,stream}              backlog, in flight and oldest age per lane
+                                               (see lane_metrics.py)
 
 Labels never carry the API token, an address or a sandbox id.
 
@@ -330,7 +332,10 @@ def exposition_registry(
     else:
         registry.register(_ProcessRegistry())  # type: ignore[arg-type]
     if redis_client is not None:
+        from .lane_metrics import LaneCollector
+
         registry.register(QueueDepthCollector(redis_client, key_space))  # type: ignore[arg-type]
+        registry.register(LaneCollector(redis_client, key_space))  # type: ignore[arg-type]
     return registry
 
 

@@ -1,11 +1,15 @@
 """The outbox: sends waiting for a worker, as Redis streams read by a consumer group.
 
-Each entry is an *envelope*: one API call the producer built, with the send
-id, the part number, the send's group and the attempt count. Single sends go
-to ``{mq}:outbox``, where a worker reads up to 500 at once and combines them
-into one ``batch`` call; batch calls (merge-data sends) go to
-``{mq}:outbox:batch`` and are read
-one at a time so that several workers share a large campaign.
+Each entry is an *envelope* (``envelope.py``): one API call's body and its
+routing facts, with the send id, the part number, the send's group and the
+attempt count. Work waits in two lanes. The transactional lane is
+``{mq}:outbox`` for single sends, where a worker reads up to 500 at once and
+combines them into one ``batch`` call, and ``{mq}:outbox:batch`` for
+merge-data sends. The bulk lane has a stream per campaign (and Mailtrap
+stream and kind), listed in ``{mq}:outbox:campaigns``; drains read the
+transactional lane first and take the campaigns in turn, so a small campaign
+queued behind a huge one does not wait for it to finish. Batch calls are
+read one at a time so that several workers share a large campaign.
 
 Why streams rather than one Celery message per send: a consumer group
 remembers what each worker read and has not acknowledged, so a worker killed
@@ -18,128 +22,90 @@ transport would redeliver early once the visibility timeout passed.
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
+from .envelope import Envelope
 from .keys import OUTBOX_GROUP, Keys
-from .payload import ApiCall
 from .redis_edge import translated
-from .status import PartRef
+from .routing import LANES, STREAMS, Lane, Stream
 
-__all__ = ["Envelope", "Outbox"]
+__all__ = ["Envelope", "LaneStats", "Outbox"]
 
-# Move retries that are due back into their stream. KEYS: retry zset, single
-# stream, batch stream. ARGV: now, limit. Returns how many moved.
+# A stream's abandoned entries are looked for at most this often per process:
+# a drain polling for transactional work must not autoclaim on every poll.
+RECLAIM_CHECK_INTERVAL = 1.0
+# Tags of a paused campaign's held envelopes: their kind and Mailtrap stream,
+# which name the stream they go back to. Members of the earlier format carry
+# "S|" or "B|" (the transactional stream).
+_HOLD_TAGS = {
+    ("send", "transactional"): "ST|",
+    ("send", "bulk"): "SB|",
+    ("batch", "transactional"): "BT|",
+    ("batch", "bulk"): "BB|",
+}
+
+# Move due retries back into one stream. KEYS: retry zset, stream, campaign
+# registry. ARGV: 1 when the stream is a campaign's, now, then pairs of
+# (zset member, envelope). A member another worker moved first is skipped.
 _MOVE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, raw in ipairs(due) do
-  local stream = KEYS[2]
-  if string.sub(raw, 1, 2) == 'B|' then stream = KEYS[3] end
-  redis.call('XADD', stream, '*', 'e', string.sub(raw, 3))
-  redis.call('ZREM', KEYS[1], raw)
+local moved = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('XADD', KEYS[2], '*', 'e', ARGV[i + 1])
+    moved = moved + 1
+  end
 end
-return #due
+if moved > 0 and ARGV[1] == '1' then
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[2], KEYS[2])
+end
+return moved
 """
 
 # Put a paused campaign's envelopes back in their streams. KEYS: held list,
-# single stream, batch stream. ARGV: limit. Returns how many moved.
+# campaign registry, then the campaign's streams for the tags ST, SB, BT, BB,
+# then the transactional lane's single and batch streams (for members of the
+# earlier format). ARGV: limit, now. Returns how many moved.
 _RELEASE = """
+local targets = {ST = 3, SB = 4, BT = 5, BB = 6, S = 7, B = 8}
 local moved = 0
 for i = 1, tonumber(ARGV[1]) do
   local raw = redis.call('LPOP', KEYS[1])
   if not raw then break end
-  local stream = KEYS[2]
-  if string.sub(raw, 1, 2) == 'B|' then stream = KEYS[3] end
-  redis.call('XADD', stream, '*', 'e', string.sub(raw, 3))
+  local bar = string.find(raw, '|', 1, true)
+  local key = targets[string.sub(raw, 1, bar - 1)]
+  redis.call('XADD', KEYS[key], '*', 'e', string.sub(raw, bar + 1))
+  if key <= 6 then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], KEYS[key]) end
   moved = moved + 1
 end
 return moved
 """
 
+# Forget a campaign's stream once nothing is left in it, neither unread nor
+# pending. KEYS: stream, campaign registry. Returns 1 when it was retired.
+_RETIRE = """
+if redis.call('XLEN', KEYS[1]) > 0 then return 0 end
+redis.call('ZREM', KEYS[2], KEYS[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
 @dataclass
-class Envelope:
-    """One API call on its way: the send it belongs to, which part, which attempt."""
+class LaneStats:
+    """Work waiting in one lane for one Mailtrap stream."""
 
-    send_id: str
-    part: int
-    call: ApiCall
-    attempt: int = 0
-    # The send's enqueue_many group: the status scripts count its states.
-    group: str | None = None
-    # The campaign it belongs to ("" for none) and when it stops being worth
-    # sending (unix seconds): what a worker checks when it claims the part.
-    campaign: str = ""
-    expires_at: float | None = None
-    # Mailtrap's sending stream ("transactional" or "bulk"): suppressions may
-    # cover one stream only.
-    mail_stream: str = "transactional"
-    entry_id: str = field(default="", compare=False)
-    stream: str = field(default="", compare=False)
-    # What a worker sends, when suppressed recipients were taken out of
-    # ``call`` (which stays whole: a retry or a hold queues it again), and
-    # the recipients taken out. Never encoded.
-    outgoing: ApiCall | None = field(default=None, compare=False)
-    withheld: tuple[str, ...] = field(default=(), compare=False)
-
-    @property
-    def to_send(self) -> ApiCall:
-        """The call a worker makes for this envelope."""
-        return self.outgoing if self.outgoing is not None else self.call
-
-    @property
-    def flat_recipients(self) -> list[str]:
-        """Every recipient of the call, in ``message_ids`` order."""
-        return [address for request in self.call.recipients for address in request]
-
-    def encode(self) -> str:
-        data: dict[str, Any] = {
-            "id": self.send_id,
-            "part": self.part,
-            "call": self.call.to_dict(),
-            "attempt": self.attempt,
-        }
-        if self.group:
-            data["group"] = self.group
-        if self.campaign:
-            data["campaign"] = self.campaign
-        if self.expires_at is not None:
-            data["expires_at"] = self.expires_at
-        if self.mail_stream != "transactional":
-            data["mail_stream"] = self.mail_stream
-        return json.dumps(data, separators=(",", ":"))
-
-    @property
-    def ref(self) -> PartRef:
-        """The part this envelope carries, as the status store names it."""
-        return PartRef(
-            self.send_id,
-            self.part,
-            self.group,
-            self.campaign,
-            sum(len(request) for request in self.call.recipients),
-            self.expires_at,
-        )
-
-    @classmethod
-    def decode(cls, raw: str | bytes, entry_id: str = "", stream: str = "") -> Envelope:
-        data = json.loads(raw)
-        return cls(
-            send_id=data["id"],
-            part=int(data["part"]),
-            call=ApiCall.from_dict(data["call"]),
-            attempt=int(data.get("attempt", 0)),
-            group=data.get("group") or None,
-            campaign=str(data.get("campaign", "")),
-            expires_at=float(data["expires_at"]) if data.get("expires_at") else None,
-            mail_stream=str(data.get("mail_stream", "transactional")),
-            entry_id=entry_id,
-            stream=stream,
-        )
+    lane: Lane
+    stream: Stream
+    waiting: int = 0  # unread envelopes
+    in_flight: int = 0  # read by a worker, not yet acknowledged
+    oldest_seconds: float = 0.0  # age of the oldest envelope still in a stream
+    campaigns: int = 0  # streams of the bulk lane that hold work
 
 
 class Outbox:
@@ -161,38 +127,50 @@ class Outbox:
         self.ttl = ttl
         self._move_due = client.register_script(_MOVE_DUE)
         self._release = client.register_script(_RELEASE)
+        self._retire = client.register_script(_RETIRE)
         self._group_ready = False
+        self._reclaimed_at: dict[str, float] = {}
 
     @translated("create the outbox consumer group")
     def ensure_group(self) -> None:
-        """Create the consumer group on both streams (once per process)."""
+        """Create the consumer group on the transactional lane's streams (once per process).
+
+        A campaign's stream gets its group when it is first read.
+        """
         if self._group_ready:
             return
         for stream in (self.keys.outbox, self.keys.outbox_batch):
-            try:
-                self.redis.xgroup_create(stream, OUTBOX_GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            self._create_group(stream)
         self._group_ready = True
+
+    def _create_group(self, stream: str) -> None:
+        try:
+            self.redis.xgroup_create(stream, OUTBOX_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     # -- producer side --------------------------------------------------
 
     def stream_for(self, envelope: Envelope) -> str:
-        """The stream an envelope waits in: batch calls apart from single sends."""
-        return self.keys.outbox_batch if envelope.call.is_batch else self.keys.outbox
+        """The stream an envelope waits in: its lane's, its campaign's, its kind's."""
+        if envelope.lane == "transactional":
+            return self.keys.outbox_batch if envelope.is_batch else self.keys.outbox
+        return self.keys.campaign_queue(envelope.mail_stream, envelope.kind, envelope.lane_key)
 
     def add(self, pipe: redis.client.Pipeline, envelope: Envelope) -> None:
-        pipe.xadd(self.stream_for(envelope), {"e": envelope.encode()})
+        stream = self.stream_for(envelope)
+        pipe.xadd(stream, {"e": envelope.encode()})
+        if envelope.lane == "bulk":
+            pipe.zadd(self.keys.outbox_campaigns, {stream: time.time()}, nx=True)
 
     def schedule(self, pipe: redis.client.Pipeline, envelope: Envelope, due: float) -> None:
         """Queue the envelope to re-enter its stream at ``due`` (unix seconds)."""
-        tag = "B|" if envelope.call.is_batch else "S|"
-        pipe.zadd(self.keys.retry, {tag + envelope.encode(): due})
+        pipe.zadd(self.keys.retry, {envelope.encode(): due})
 
     def hold(self, pipe: redis.client.Pipeline, envelope: Envelope) -> None:
         """Park an envelope of a paused campaign until it is resumed or cancelled."""
-        tag = "B|" if envelope.call.is_batch else "S|"
+        tag = _HOLD_TAGS[envelope.kind, envelope.mail_stream]
         held = self.keys.campaign_held(envelope.campaign)
         pipe.rpush(held, tag + envelope.encode())
         pipe.expire(held, self.ttl)
@@ -200,10 +178,19 @@ class Outbox:
     @translated("put a campaign's held sends back")
     def release(self, campaign: str, chunk: int = 1000) -> int:
         """Put every parked envelope of ``campaign`` back in its stream; returns how many."""
-        script_keys = [self.keys.campaign_held(campaign), self.keys.outbox, self.keys.outbox_batch]
+        script_keys = [
+            self.keys.campaign_held(campaign),
+            self.keys.outbox_campaigns,
+            *(
+                self.keys.campaign_queue(stream, kind, campaign)
+                for kind, stream in _HOLD_TAGS  # ST, SB, BT, BB, in the script's order
+            ),
+            self.keys.outbox,
+            self.keys.outbox_batch,
+        ]
         total = 0
         while True:
-            moved = int(self._release(keys=script_keys, args=[chunk]))
+            moved = int(self._release(keys=script_keys, args=[chunk, time.time()]))
             total += moved
             if moved < chunk:
                 return total
@@ -227,7 +214,7 @@ class Outbox:
     @staticmethod
     def decode_scheduled(member: str) -> Envelope:
         """The envelope of a member of ``scheduled``."""
-        return Envelope.decode(member[2:])
+        return Envelope.decode(_strip_legacy_tag(member))
 
     # -- worker side ----------------------------------------------------
 
@@ -235,16 +222,15 @@ class Outbox:
     def read(self, consumer: str, stream: str, count: int) -> list[Envelope]:
         """Envelopes for ``consumer``: first those abandoned by dead workers, then new ones."""
         self.ensure_group()
-        claimed: Any = self.redis.xautoclaim(
-            stream, OUTBOX_GROUP, consumer, self.reclaim_idle_ms, "0-0", count=count
-        )
-        entries = list(claimed[1]) if claimed else []
-        if len(entries) < count:
-            fresh: Any = self.redis.xreadgroup(
-                OUTBOX_GROUP, consumer, {stream: ">"}, count=count - len(entries)
-            )
-            for _, items in fresh or []:
-                entries.extend(items)
+        try:
+            entries = self._entries(consumer, stream, count)
+        except redis.ResponseError as exc:
+            # A campaign's stream is deleted when it empties; one written since
+            # has no group yet. Created at id 0, the group still sees every entry.
+            if "NOGROUP" not in str(exc):
+                raise
+            self._create_group(stream)
+            entries = self._entries(consumer, stream, count)
         envelopes = []
         for entry_id, fields in entries:
             if not fields:  # deleted while pending
@@ -253,6 +239,37 @@ class Outbox:
             raw = fields.get(b"e") or fields.get("e")
             envelopes.append(Envelope.decode(cast(bytes, raw), _text(entry_id), stream))
         return envelopes
+
+    def _entries(self, consumer: str, stream: str, count: int) -> list[Any]:
+        entries: list[Any] = []
+        now = time.monotonic()
+        if now - self._reclaimed_at.get(stream, -math.inf) >= RECLAIM_CHECK_INTERVAL:
+            claimed: Any = self.redis.xautoclaim(
+                stream, OUTBOX_GROUP, consumer, self.reclaim_idle_ms, "0-0", count=count
+            )
+            entries = list(claimed[1]) if claimed else []
+            # Only a check that found nothing waits for the interval: a backlog
+            # of abandoned entries is taken over read after read.
+            if len(entries) < count:
+                self._reclaimed_at[stream] = now
+        if len(entries) < count:
+            fresh: Any = self.redis.xreadgroup(
+                OUTBOX_GROUP, consumer, {stream: ">"}, count=count - len(entries)
+            )
+            for _, items in fresh or []:
+                entries.extend(items)
+        return entries
+
+    @translated("list the campaigns waiting")
+    def campaign_queues(self) -> list[str]:
+        """The bulk lane's streams that may hold work, oldest campaign first."""
+        names: Any = self.redis.zrange(self.keys.outbox_campaigns, 0, -1)
+        return [_text(name) for name in names]
+
+    @translated("retire a campaign's stream")
+    def retire(self, stream: str) -> bool:
+        """Forget a campaign's stream if it holds nothing; True when it was retired."""
+        return bool(self._retire(keys=[stream, self.keys.outbox_campaigns]))
 
     def ack(self, pipe: redis.client.Pipeline, envelopes: Iterable[Envelope]) -> None:
         by_stream: dict[str, list[str]] = {}
@@ -265,34 +282,87 @@ class Outbox:
 
     @translated("move due retries")
     def move_due(self, now: float | None = None, limit: int = 1000) -> int:
-        return int(
-            self._move_due(
-                keys=[self.keys.retry, self.keys.outbox, self.keys.outbox_batch],
-                args=[now if now is not None else time.time(), limit],
-            )
+        """Put retries that are due back into their streams; returns how many moved."""
+        due: Any = self.redis.zrangebyscore(
+            self.keys.retry, "-inf", now if now is not None else time.time(), start=0, num=limit
         )
+        if not due:
+            return 0
+        by_stream: dict[str, list[str]] = {}
+        for member in due:
+            text = _text(member)
+            envelope = Envelope.decode(_strip_legacy_tag(text))
+            by_stream.setdefault(self.stream_for(envelope), []).extend((text, envelope.encode()))
+        moved = 0
+        for stream, pairs in by_stream.items():
+            campaign = "1" if self.keys.parse_campaign_queue(stream) else "0"
+            moved += int(
+                self._move_due(
+                    keys=[self.keys.retry, stream, self.keys.outbox_campaigns],
+                    args=[campaign, time.time(), *pairs],
+                )
+            )
+        return moved
+
+    def streams(self) -> list[str]:
+        """Every stream that may hold work: the transactional lane's, then the campaigns'."""
+        return [self.keys.outbox, self.keys.outbox_batch, *self.campaign_queues()]
 
     @translated("count waiting envelopes")
     def waiting(self) -> int:
-        """Envelopes in both streams that no worker has read yet.
+        """Envelopes in every stream that no worker has read yet.
 
         Acknowledged entries are deleted, so a stream holds exactly the pending
         entries and the unread ones. Pending entries are not counted: a live
         worker is on them, and those of a dead one are reclaimed on schedule.
         """
-        streams = (self.keys.outbox, self.keys.outbox_batch)
+        return sum(unread for _, unread, _, _ in self._survey(self.streams()))
+
+    @translated("read the lanes' figures")
+    def lane_stats(self) -> list[LaneStats]:
+        """Backlog, work in flight and the oldest envelope's age, per lane and Mailtrap stream."""
+        stats = {(lane, stream): LaneStats(lane, stream) for lane in LANES for stream in STREAMS}
+        now_ms = time.time() * 1000
+        for stream, unread, held, first_ms in self._survey(self.streams(), oldest=True):
+            parsed = self.keys.parse_campaign_queue(stream)
+            lane = "transactional" if parsed is None else "bulk"
+            mail_stream = "transactional" if parsed is None else parsed[0]
+            entry = stats.get((lane, mail_stream))  # type: ignore[arg-type]
+            if entry is None:
+                continue
+            entry.waiting += unread
+            entry.in_flight += held
+            if unread + held and first_ms is not None:
+                entry.oldest_seconds = max(entry.oldest_seconds, (now_ms - first_ms) / 1000)
+            if parsed is not None and unread + held:
+                entry.campaigns += 1
+        return list(stats.values())
+
+    def _survey(
+        self, streams: Sequence[str], *, oldest: bool = False
+    ) -> list[tuple[str, int, int, float | None]]:
+        """``(stream, unread, pending, first entry's time in ms)`` for each stream."""
         with self.redis.pipeline(transaction=False) as pipe:
             for stream in streams:
                 pipe.xlen(stream)
                 pipe.xpending(stream, OUTBOX_GROUP)
+                if oldest:
+                    pipe.xrange(stream, count=1)
             answers = pipe.execute(raise_on_error=False)
-        total = 0
-        for length, pending in zip(answers[::2], answers[1::2], strict=True):
+        step = 3 if oldest else 2
+        rows = []
+        for index, stream in enumerate(streams):
+            length, pending = answers[index * step], answers[index * step + 1]
             if isinstance(length, Exception):
                 raise length
-            held = pending["pending"] if isinstance(pending, dict) else 0
-            total += max(int(length) - int(held), 0)
-        return total
+            held = int(pending["pending"]) if isinstance(pending, dict) else 0
+            first_ms = None
+            if oldest:
+                first = answers[index * step + 2]
+                if isinstance(first, list) and first:
+                    first_ms = float(_text(first[0][0]).partition("-")[0])
+            rows.append((stream, max(int(length) - held, 0), held, first_ms))
+        return rows
 
     @translated("read the backlog of each stream")
     def backlog(self) -> list[tuple[str, int, float | None]]:
@@ -324,7 +394,7 @@ class Outbox:
     def next_reclaim_due(self) -> float | None:
         """When the oldest envelope read but not acknowledged becomes reclaimable (unix seconds)."""
         due = None
-        for stream in (self.keys.outbox, self.keys.outbox_batch):
+        for stream in self.streams():
             try:
                 oldest: Any = self.redis.xpending_range(stream, OUTBOX_GROUP, "-", "+", 1)
             except redis.ResponseError:  # no group yet
@@ -382,6 +452,11 @@ class Outbox:
             pipe.zrem(self.keys.dead, *send_ids)
             results = pipe.execute()
         return int(results[-1])
+
+
+def _strip_legacy_tag(member: str) -> str:
+    # Retries scheduled by earlier versions carry an "S|" or "B|" stream tag.
+    return member[2:] if member[:2] in ("S|", "B|") else member
 
 
 def _text(value: Any) -> str:

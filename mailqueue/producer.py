@@ -21,10 +21,10 @@ import redis
 
 from . import keys
 from .connection import replicated_transaction
+from .envelope import envelopes_for
 from .errors import BrokerUnavailable, ValidationError
 from .groups import SendIds
 from .message import campaign_name
-from .outbox import Envelope
 from .payload import MAX_BATCH_REQUESTS, ApiCall, build_payload
 from .records import StatusRecord
 from .schedule import schedule_of
@@ -186,6 +186,7 @@ class _Plan:
 
     campaign: str | None = None
     stream: str = "transactional"
+    account: str | None = None
     due: float | None = None
     send_at: float | None = None
     expires_at: float | None = None
@@ -202,6 +203,7 @@ def _plan(message: Mapping[str, Any], celery_options: dict[str, Any]) -> _Plan:
     return _Plan(
         campaign=message.get("campaign"),
         stream=message.get("stream") or "transactional",
+        account=message.get("account"),
         due=due,
         send_at=schedule.send_at,
         expires_at=schedule.expires_at,
@@ -232,16 +234,16 @@ def _write(
         send_at=plan.send_at,
         expires_at=plan.expires_at,
     )
-    for part, call in enumerate(calls):
-        envelope = Envelope(
-            send_id=send_id,
-            part=part,
-            call=call,
-            group=group,
-            campaign=plan.campaign or "",
-            expires_at=plan.expires_at,
-            mail_stream=plan.stream,
-        )
+    envelopes = envelopes_for(
+        calls,
+        send_id=send_id,
+        stream=plan.stream,
+        account=plan.account,
+        group=group,
+        campaign=plan.campaign,
+        expires_at=plan.expires_at,
+    )
+    for envelope in envelopes:
         if plan.due is None:
             rt.outbox.add(pipe, envelope)
         else:

@@ -42,14 +42,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import redis
 from redis.commands.core import Script
 
 from .errors import BrokerUnavailable, RateLimited
 from .keys import Keys
-from .routing import Route
+from .routing import Lane, Route
 from .settings import RateLimit, Settings
 
 __all__ = [
@@ -62,8 +62,6 @@ __all__ = [
     "RateLimiter",
     "default_margin",
 ]
-
-Lane = Literal["transactional", "bulk"]
 
 # Of a token's limit: kept free for transactional mail, and guaranteed to
 # bulk mail while it has work.

@@ -24,10 +24,14 @@ from .settings import (
     token_hash,
 )
 
-__all__ = ["STREAMS", "Route", "Stream", "resolve_route"]
+__all__ = ["LANES", "STREAMS", "Lane", "Route", "Stream", "resolve_route"]
 
+# Mailtrap's sending streams: which URL (and suppression list) a message uses.
 Stream = Literal["transactional", "bulk"]
 STREAMS: tuple[Stream, ...] = ("transactional", "bulk")
+# mailqueue's priority lanes: which work waits behind which (see envelope.lane_for).
+Lane = Literal["transactional", "bulk"]
+LANES: tuple[Lane, ...] = ("transactional", "bulk")
 
 
 @dataclass(frozen=True, repr=False)
@@ -66,18 +70,23 @@ class Route:
 
 
 def resolve_route(
-    settings: Settings, *, stream: Stream = "transactional", account: str | None = None
+    settings: Settings,
+    *,
+    stream: Stream = "transactional",
+    account: str | None = None,
+    fallback_sandbox: str | None = None,
 ) -> Route:
     """Resolve a message's ``stream`` and ``account`` with ``settings`` (a worker's).
 
-    With a sandbox id (the account's, else the top-level one) both streams go
-    to the sandbox with the transactional token. Raises ConfigurationError for
-    an unknown account or a missing token, naming the setting.
+    With a sandbox id (the account's, else the top-level one, else
+    ``fallback_sandbox``) both streams go to the sandbox with the
+    transactional token. Raises ConfigurationError for an unknown account or
+    a missing token, naming the setting.
     """
     if stream not in STREAMS:
         raise ConfigurationError(f"unknown sending stream {stream!r}", setting="stream")
     named = settings.account(account)
-    sandbox_id = (named.sandbox_id if named else None) or settings.sandbox_id
+    sandbox_id = (named.sandbox_id if named else None) or settings.sandbox_id or fallback_sandbox
     api_token = (named.api_token if named else None) or settings.api_token
     api_url = (named.api_url if named else None) or settings.api_url
     if sandbox_id or stream == "transactional":

@@ -174,6 +174,8 @@ class Settings:
     retry_backoff_max: float = 3600.0
     visibility_timeout: float = 150.0
     reclaim_idle: float = 120.0
+    # API calls in flight per worker process (threads); bulk mail may use all but one.
+    calls_in_flight: int = 8
     webhook_max_body: int = 16 * 1024 * 1024
     queue: str = "mailqueue"
     metrics_port: int | None = None
@@ -545,6 +547,7 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
         ("RETRY_BACKOFF_MAX", float),
         ("VISIBILITY_TIMEOUT", float),
         ("RECLAIM_IDLE", float),
+        ("CALLS_IN_FLIGHT", _int),
         ("WEBHOOK_MAX_BODY", _int),
         ("QUEUE", str),
         ("METRICS_PORT", _int),

@@ -25,6 +25,7 @@ from .backoff import compute_backoff
 from .errors import DeliveryError, RateLimited, TransientDeliveryError
 from .payload import ApiCall
 from .responses import RequestResult, classify_exception, parse_response
+from .routing import Route, resolve_route
 from .settings import Settings
 
 __all__ = ["Limiter", "Observer", "Transport", "Withdrawn", "backoff_seconds"]
@@ -82,19 +83,23 @@ class Transport:
         settings: Settings,
         limiter: Limiter | None = None,
         *,
+        route: Route | None = None,
         observer: Observer | None = None,
         pool_size: int = POOL_SIZE,
         attempts: int = ATTEMPTS,
     ) -> None:
         from . import __version__
 
+        # Where the calls go: the route's URL and token (the transactional
+        # stream of the top-level settings unless another route is given).
+        self.route = route or resolve_route(settings)
         self.settings = settings
         self.limiter = limiter
         self.observer = observer
         self.attempts = attempts
-        self._base_url = settings.base_url
+        self._base_url = self.route.base_url
         self._timeout = (settings.connect_timeout, settings.read_timeout)
-        self._sandbox = bool(settings.sandbox_id)
+        self._sandbox = bool(self.route.sandbox_id)
         self._session = requests.Session()
         # No urllib3 retries: a silently repeated POST could send twice.
         adapter = requests.adapters.HTTPAdapter(
@@ -104,7 +109,7 @@ class Transport:
         self._session.mount("http://", adapter)
         self._session.headers.update(
             {
-                "Api-Token": settings.require_token(),
+                "Api-Token": self.route.token,
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "User-Agent": f"mailqueue/{__version__} {requests.utils.default_user_agent()}",

@@ -41,6 +41,7 @@ def settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
     configured = Settings(
         api_token=mailtrap.token,
         api_url=mailtrap.url,
+        bulk_api_url=mailtrap.bulk_url,
         broker_url=redis_url,
         rate_limit="1000/1s",
         connect_timeout=2.0,
@@ -335,6 +336,23 @@ def test_campaign_is_one_batch_send_with_merge_data(
     assert (mailqueue.get_status(send_id) or {})["state"] == "sent"
     merge = {m.recipients[0]: m.payload["template_variables"] for m in mailtrap.accepted}
     assert merge == {"ann@example.com": {"name": "Ann"}, "ben@example.com": {"name": "Ben"}}
+    # Campaigns are promotional: Mailtrap's bulk stream unless told otherwise.
+    assert {m.stream for m in mailtrap.accepted} == {"bulk"}
+
+
+def test_campaign_stream_transactional_sends_to_the_transactional_url(
+    settings: Settings, mailtrap: LocalMailtrap, tmp_path: Path
+) -> None:
+    csv_path = write_csv(tmp_path / "list.csv", "email,name\nann@example.com,Ann\n")
+
+    result = invoke(
+        "campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
+        "--individual", "--stream", "transactional",
+    )  # fmt: skip
+    drain()
+
+    assert result.exit_code == 0, result.output
+    assert [m.stream for m in mailtrap.accepted] == ["transactional"]
 
 
 def test_campaign_individual_queues_one_send_per_row(

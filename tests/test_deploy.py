@@ -427,15 +427,20 @@ def test_compose_runs_redis_two_workers_and_the_webhook() -> None:
     assert services["worker-1"]["environment"]["MAILQUEUE_BROKER_URL"] == "redis://redis:6379/0"
 
 
-def test_keda_scales_the_worker_deployment_on_the_outbox_streams() -> None:
+def test_keda_scales_the_worker_deployment_on_each_lane() -> None:
     (scaled,) = k8s_objects("ScaledObject")
     deployments = {d["metadata"]["name"] for d in k8s_objects("Deployment")}
 
     assert scaled["spec"]["scaleTargetRef"]["name"] in deployments
     triggers = scaled["spec"]["triggers"]
-    assert {t["type"] for t in triggers} == {"redis-streams"}
-    assert {t["metadata"]["stream"] for t in triggers} == {Keys().outbox, Keys().outbox_batch}
-    for trigger in triggers:
+    streams = [t for t in triggers if t["type"] == "redis-streams"]
+    (bulk,) = [t for t in triggers if t["type"] == "prometheus"]
+    # The transactional lane's streams, and the bulk lane's gauge (its streams come and go).
+    assert {t["metadata"]["stream"] for t in streams} == {Keys().outbox, Keys().outbox_batch}
+    assert 'lane="bulk"' in bulk["metadata"]["query"]
+    assert "mailqueue_lane_backlog" in bulk["metadata"]["query"]
+    assert "activationThreshold" in bulk["metadata"]
+    for trigger in streams:
         assert trigger["metadata"]["consumerGroup"] == keys.OUTBOX_GROUP
         assert int(trigger["metadata"]["lagCount"]) > 0
         # KEDA requires the activation threshold whenever lagCount is given.

@@ -120,6 +120,7 @@ def delivering(
         api_token=mailtrap.token,
         api_url=mailtrap.url,
         broker_url=redis_url,
+        bulk_api_url=mailtrap.bulk_url,
         connect_timeout=2.0,
         read_timeout=2.0,
         rate_limit="1000/1s",
@@ -334,7 +335,41 @@ def test_unknown_backend_keyword_is_a_configuration_error(queue_only: None) -> N
     assert info.value.setting == "api_tokn"
 
 
+def test_a_connection_for_the_bulk_stream_routes_its_messages_there(queue_only: None) -> None:
+    message = EmailMessage("News", "Hello", "a@example.com", ["b@example.com"])
+    chosen = EmailMessage("Receipt", "Hello", "a@example.com", ["b@example.com"])
+    chosen.stream = "transactional"  # type: ignore[attr-defined]
+
+    backend = EmailBackend(stream="bulk", account="eu")
+
+    assert backend._message_dict(message)["stream"] == "bulk"
+    assert backend._message_dict(message)["account"] == "eu"
+    assert backend._message_dict(chosen)["stream"] == "transactional"
+
+
+def test_an_unknown_stream_for_a_connection_is_a_configuration_error(queue_only: None) -> None:
+    with pytest.raises(mailqueue.ConfigurationError) as info:
+        EmailBackend(stream="promotional")
+
+    assert info.value.setting == "stream"
+
+
 # -- delivery end to end (real worker, local Mailtrap) ---------------------
+
+
+@pytest.mark.e2e
+def test_get_connection_stream_bulk_delivers_to_the_bulk_url(
+    delivering: WorkerProcess, mailtrap: LocalMailtrap
+) -> None:
+    news = EmailMessage("News", "Hello", None, ["alice@example.com"])
+    receipt = EmailMessage("Receipt", "Hello", None, ["alice@example.com"])
+
+    mail.get_connection(stream="bulk").send_messages([news])
+    receipt.send()
+    wait_final([news.mailqueue_send_id, receipt.mailqueue_send_id])
+
+    streams = {m.payload["subject"]: m.stream for m in mailtrap.accepted}
+    assert streams == {"News": "bulk", "Receipt": "transactional"}
 
 
 @pytest.mark.e2e

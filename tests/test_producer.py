@@ -36,7 +36,8 @@ def test_send_email_delay_returns_an_async_result_named_by_the_send_id(
     assert mailqueue.get_status(result.id)["state"] == "queued"  # type: ignore[index]
     [envelope] = outbox_envelopes(redis_client)
     assert envelope.send_id == result.id
-    assert envelope.call.path == "send"
+    assert (envelope.kind, envelope.mail_stream) == ("send", "transactional")
+    assert envelope.lane == "transactional"
 
 
 def test_apply_async_takes_the_message_as_its_only_argument(settings: Settings) -> None:
@@ -108,9 +109,12 @@ def test_a_batch_send_becomes_one_envelope_per_chunk(
     to = [f"u{i}@example.com" for i in range(1001)]
     send_id = mailqueue.enqueue({**MESSAGE, "to": to, "merge_data": {}})
 
-    envelopes = outbox_envelopes(redis_client, Keys().outbox_batch)
+    # A send of several calls is a campaign of its own, in the bulk lane.
+    queue = Keys().campaign_queue("transactional", "batch", send_id)
+    envelopes = outbox_envelopes(redis_client, queue)
 
     assert [e.part for e in envelopes] == [0, 1, 2]
+    assert {(e.lane, e.lane_key) for e in envelopes} == {("bulk", send_id)}
     assert mailqueue.get_status(send_id)["parts"] == 3  # type: ignore[index]
 
 

@@ -8,6 +8,10 @@ queue it. Settings come from ``Settings.from_django()``, so an Anymail project's
 ``ANYMAIL = {"MAILTRAP_API_TOKEN": ...}`` works as is. Each queued message gets
 ``mailqueue_send_id`` for ``mailqueue.get_status``.
 
+Routing: ``get_connection(stream="bulk")`` (or ``account="eu"``) queues every
+message of that connection for Mailtrap's bulk stream (or that account); a
+message's own ``stream`` / ``account`` attribute wins over the connection's.
+
 Unlike a backend that pickles or JSON-encodes the ``EmailMessage`` itself, the
 Anymail attributes travel as plain keys of the message dict, so nothing such as
 ``template_id`` or ``merge_data`` is lost on the way to the worker.
@@ -46,6 +50,9 @@ ANYMAIL_ATTRIBUTES = (
     "track_clicks", "envelope_sender",
 )  # fmt: skip
 
+# mailqueue's routing facts, read from a message attribute or the connection.
+ROUTING_ATTRIBUTES = ("stream", "account")
+
 DEFAULT_ATTACHMENT_TYPE = "application/octet-stream"
 # Django's send_mail hands these to get_connection; they mean nothing to an API.
 _SMTP_KWARGS = frozenset({"username", "password"})
@@ -55,11 +62,17 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
     """Validate and queue Django email messages; ``send_messages`` returns how many were queued.
 
     Keyword arguments (e.g. from ``get_connection(api_token=...)``) override the
-    ``Settings`` field of the same name.
+    ``Settings`` field of the same name; ``stream`` and ``account`` route every
+    message of the connection that does not choose for itself.
     """
 
     def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
         super().__init__(fail_silently=fail_silently)
+        self.routing = {name: kwargs.pop(name) for name in ROUTING_ATTRIBUTES if name in kwargs}
+        if self.routing.get("stream", "transactional") not in ("transactional", "bulk"):
+            raise ConfigurationError(
+                "stream must be 'transactional' or 'bulk'", setting="stream"
+            )
         overrides = {name: value for name, value in kwargs.items() if name not in _SMTP_KWARGS}
         settings = Settings.from_django()
         try:
@@ -84,7 +97,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         dicts = []
         for index, message in enumerate(messages):
             try:
-                dicts.append(to_message_dict(message, self.settings))
+                dicts.append(self._message_dict(message))
             except ValidationError as exc:
                 if len(messages) > 1:
                     exc.index = index
@@ -101,7 +114,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         accepted: list[tuple[EmailMessage, dict[str, Any]]] = []
         for message in messages:
             try:
-                converted = to_message_dict(message, self.settings)
+                converted = self._message_dict(message)
                 build_payload(converted, self.settings)
             except MailqueueError:
                 continue
@@ -115,6 +128,10 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         for (message, _), send_id in zip(accepted, send_ids, strict=True):
             message.mailqueue_send_id = send_id
         return len(send_ids)
+
+
+    def _message_dict(self, message: EmailMessage) -> dict[str, Any]:
+        return {**self.routing, **to_message_dict(message, self.settings)}
 
 
 def client_for(settings: Settings, *, shared: bool) -> Client:
@@ -159,7 +176,7 @@ def to_message_dict(message: EmailMessage, settings: Settings | None = None) -> 
     if message.attachments:
         charset = django_settings.DEFAULT_CHARSET or "utf-8"
         result["attachments"] = [_attachment(item, charset) for item in message.attachments]
-    for name in ANYMAIL_ATTRIBUTES:
+    for name in (*ANYMAIL_ATTRIBUTES, *ROUTING_ATTRIBUTES):
         value = getattr(message, name, None)
         if value is not None and value is not _UNSET:
             result[name] = _iso(value) if name == "send_at" else value

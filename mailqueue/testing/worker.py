@@ -18,7 +18,7 @@ import redis
 
 from ..connection import connect
 from ..keys import Keys
-from ..settings import Settings
+from ..settings import Settings, account_env_prefix
 
 __all__ = ["WorkerProcess", "settings_env"]
 
@@ -46,11 +46,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MAILQUEUE_CAMPAIGN_COMPLAINT_RATE": repr(settings.campaign_complaint_rate),
         "MAILQUEUE_CAMPAIGN_MIN_TRACKED": str(settings.campaign_min_tracked),
         "MAILQUEUE_CAP_TRANSACTIONAL_RESERVE": repr(settings.cap_transactional_reserve),
+        "MAILQUEUE_CALLS_IN_FLIGHT": str(settings.calls_in_flight),
     }
     optional = {
         "MAILTRAP_API_TOKEN": settings.api_token,
         "MAILTRAP_API_URL": settings.api_url,
         "MAILTRAP_SANDBOX_ID": settings.sandbox_id,
+        "MAILTRAP_BULK_API_URL": settings.bulk_api_url,
+        "MAILTRAP_BULK_API_TOKEN": settings.bulk_api_token,
         "MAILQUEUE_REDIS_URL": settings.redis_url,
         "MAILQUEUE_REDIS_MIN_REPLICAS": (
             None if settings.redis_min_replicas is None else str(settings.redis_min_replicas)
@@ -62,6 +65,23 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MAILQUEUE_DAILY_CAP": None if settings.daily_cap is None else str(settings.daily_cap),
     }
     env.update({name: value for name, value in optional.items() if value})
+    env.update(_accounts_env(settings))
+    return env
+
+
+def _accounts_env(settings: Settings) -> dict[str, str]:
+    if not settings.accounts:
+        return {}
+    env = {"MAILQUEUE_ACCOUNTS": ",".join(settings.accounts)}
+    for name, account in settings.accounts.items():
+        prefix = account_env_prefix(name)
+        for field in ("api_token", "bulk_api_token", "api_url", "bulk_api_url", "sandbox_id"):
+            value = getattr(account, field)
+            if value:
+                env[prefix + field.upper()] = str(value)
+        if account.rate_limit is not None:
+            limit = account.rate_limit
+            env[prefix + "RATE_LIMIT"] = f"{limit.amount}/{limit.period!r}s"
     return env
 
 

@@ -26,6 +26,7 @@ def make_settings(redis_url: str, mailtrap: LocalMailtrap) -> Callable[..., Sett
         values: dict[str, object] = {
             "api_token": mailtrap.token,
             "api_url": mailtrap.url,
+            "bulk_api_url": mailtrap.bulk_url,
             "broker_url": redis_url,
             "connect_timeout": 2.0,
             "read_timeout": 2.0,

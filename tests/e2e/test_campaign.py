@@ -13,6 +13,7 @@ import redis
 import mailqueue
 from mailqueue.client import Client
 from mailqueue.client import default as current
+from mailqueue.keys import Keys
 from mailqueue.producer import PIPELINE_CHUNK
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
@@ -117,7 +118,9 @@ def test_enqueue_many_writes_in_a_few_pipelined_round_trips(
     chunks = math.ceil(3_000 / PIPELINE_CHUNK)
     # One transaction per chunk, plus one look at the running drains.
     assert CountingConnection.writes <= chunks + 1
-    assert runtime.redis.xlen("{mq}:outbox") == 3_000
+    # A campaign waits in a stream of its own, in the bulk lane.
+    queue = Keys().campaign_queue("transactional", "send", ids.group_id or "")
+    assert runtime.redis.xlen(queue) == 3_000
 
 
 def test_enqueue_many_holds_little_memory_per_message(settings: Settings) -> None:

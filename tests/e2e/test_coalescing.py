@@ -100,12 +100,13 @@ def test_sends_already_accepted_are_not_sent_again_when_their_envelopes_return(
     first = enqueue_then_start_worker(settings, [order(i) for i in range(3)])
     # The same envelopes delivered again (as after a worker lost its acknowledgement).
     from mailqueue.client import default as current
-    from mailqueue.outbox import Envelope
+    from mailqueue.envelope import envelopes_for
 
     runtime = current()
     replay = [
-        Envelope(send_id, 0, mailqueue.build_payload(order(i), settings)[0])
+        envelope
         for i, send_id in enumerate(first)
+        for envelope in envelopes_for(mailqueue.build_payload(order(i), settings), send_id=send_id)
     ]
     with redis_client.pipeline() as pipe:
         for envelope in replay:

@@ -1,0 +1,226 @@
+"""Lanes under load: lone transactional sends during campaigns, campaign times, the limit's floor.
+
+Run: ``python tests/benchmarks/bench_lanes.py [--quick]``.
+
+Everything is real and local, on one machine: a private redis-server, a
+LocalMailtrap enforcing 150 requests per 10 s per token and answering after
+100 ms, one Celery worker (``celery -A mailqueue worker --concurrency 2``),
+and the producer in this process. Times run from the first enqueue.
+
+(a) Ten lone transactional sends (a password reset each), one a second, from
+    ``send_email.delay`` to ``sent``: p50, p99 and max on an idle queue (the
+    baseline), during a merge-data bulk campaign (1,000,000 recipients; 100,000
+    with ``--quick``), and during 100,000 individual bulk messages from one
+    ``enqueue_many`` (20,000 with ``--quick``).
+(b) Each campaign's time to its last accepted message, alone and with those
+    lone sends running.
+(c) The 100,000-recipient campaign against the rate limit's floor: its enqueue
+    time plus 10.2 s (200 calls: 150 at once, the last 50 ten seconds later,
+    each answered in 100 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness import Stack, machine, percentile, stack, wait_final
+
+import mailqueue
+from mailqueue import keys
+from mailqueue.testing.worker import WorkerProcess
+
+RATE = (150, 10.0)
+LATENCY = 0.1
+TEMPLATE = "7f1b6a36-0000-4000-8000-00000000c0de"
+LONE_SENDS = 10
+
+
+@dataclass
+class Run:
+    label: str
+    campaign_seconds: float = 0.0
+    enqueue_seconds: float = 0.0
+    calls: int = 0
+    rate_limited: int = 0
+    lone: list[float] = field(default_factory=list)
+
+    def lone_row(self) -> str:
+        if not self.lone:
+            return ""
+        ms = [value * 1000 for value in self.lone]
+        p50, p99 = statistics.median(ms), percentile(ms, 0.99)
+        return (
+            f"    lone sends: p50 {p50:7.1f} ms   p99 {p99:7.1f} ms"
+            f"   max {max(ms):7.1f} ms   ({len(ms)} sends)"
+        )
+
+    def show(self) -> None:
+        print(self.label)
+        if self.campaign_seconds:
+            print(
+                f"    campaign: {self.campaign_seconds:7.2f} s"
+                f" (enqueue {self.enqueue_seconds:.2f} s)"
+                f"   {self.calls} API calls   {self.rate_limited} x 429"
+            )
+        if self.lone:
+            print(self.lone_row())
+
+
+def reset() -> dict[str, Any]:
+    return {
+        "from_email": "Shop <shop@example.com>",
+        "to": ["customer@example.com"],
+        "subject": "Reset your password",
+        "text": "Follow the link to reset it.",
+    }
+
+
+def merge_campaign(recipients: int) -> list[dict[str, Any]]:
+    addresses = [f"reader{i}@example.com" for i in range(recipients)]
+    return [
+        {
+            "from_email": "News <news@example.com>",
+            "to": addresses,
+            "template_id": TEMPLATE,
+            "merge_global_data": {"issue": "42"},
+            "merge_data": {address: {"n": str(i)} for i, address in enumerate(addresses)},
+            "stream": "bulk",
+        }
+    ]
+
+
+def individual_campaign(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "from_email": "News <news@example.com>",
+            "to": [f"reader{i}@example.com"],
+            "template_id": TEMPLATE,
+            "merge_global_data": {"n": str(i)},
+            "stream": "bulk",
+        }
+        for i in range(count)
+    ]
+
+
+def lone_sends(env: Stack, results: list[float], stop: threading.Event) -> None:
+    """One transactional send a second; each one's time from delay() to sent."""
+    start = time.monotonic()
+    for index in range(LONE_SENDS):
+        if stop.is_set():
+            return
+        began = time.monotonic()
+        send_id = mailqueue.send_email.delay(reset()).id
+        while env.client.hget(keys.send(send_id), "state") != b"sent":
+            if time.monotonic() - began > 60:
+                results.append(float("inf"))
+                break
+            time.sleep(0.002)
+        else:
+            results.append(time.monotonic() - began)
+        time.sleep(max(0.0, start + index + 1 - time.monotonic()))
+
+
+def run(
+    env: Stack,
+    label: str,
+    campaign: Callable[[], list[dict[str, Any]]] | None,
+    *,
+    with_lone_sends: bool,
+    timeout: float,
+) -> Run:
+    settings = env.settings(rate_limit="150/10s", bulk_api_url=env.mailtrap.bulk_url)
+    env.client.flushdb()
+    messages = campaign() if campaign is not None else []
+    result = Run(label)
+    with WorkerProcess(settings, concurrency=2):
+        # Let the start-up drain finish so the first send meets an idle queue.
+        time.sleep(1.0)
+        env.mailtrap.reset()
+        stop = threading.Event()
+        sender = threading.Thread(target=lone_sends, args=(env, result.lone, stop))
+        started = time.monotonic()
+        ids: list[str] = []
+        if messages:
+            ids = list(mailqueue.enqueue_many(messages))
+            result.enqueue_seconds = time.monotonic() - started
+        if with_lone_sends:
+            sender.start()
+        if ids:
+            ended, states = wait_final(env.client, ids, timeout)
+            result.campaign_seconds = ended - started
+            unsent = sum(1 for state in states.values() if state != "sent")
+            if unsent:
+                print(f"    ! {unsent} campaign sends not sent after {timeout:g} s")
+        if with_lone_sends:
+            sender.join(timeout=LONE_SENDS + 120)
+            stop.set()
+    stats = env.mailtrap.stats
+    result.calls = stats.requests - len(result.lone)
+    result.rate_limited = stats.rate_limited
+    return result
+
+
+def floor_seconds(calls: int) -> float:
+    amount, period = RATE
+    return ((calls - 1) // amount) * period + LATENCY * 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a CI-sized run")
+    options = parser.parse_args()
+    big, individual = (100_000, 20_000) if options.quick else (1_000_000, 100_000)
+    big_timeout = 60 + big / 500 / 15 * 1.5
+
+    print(f"machine: {machine()}; LocalMailtrap {RATE[0]}/{RATE[1]:g}s per token, ")
+    print(f"{LATENCY * 1000:.0f} ms latency; one worker: `celery -A mailqueue worker -c 2`")
+    with stack(rate_limit=RATE, latency=LATENCY) as env:
+        idle = run(env, "(a) lone sends, idle queue", None, with_lone_sends=True, timeout=60)
+        idle.show()
+        for name, build, timeout in (
+            (
+                f"{big:,}-recipient merge-data bulk campaign",
+                lambda: merge_campaign(big),
+                big_timeout,
+            ),
+            (
+                f"{individual:,} individual bulk messages (enqueue_many)",
+                lambda: individual_campaign(individual),
+                60 + individual / 500 / 15 * 1.5,
+            ),
+        ):
+            alone = run(env, f"(b) {name}, alone", build, with_lone_sends=False, timeout=timeout)
+            alone.show()
+            mixed = run(
+                env, f"(a) {name}, with lone sends", build, with_lone_sends=True, timeout=timeout
+            )
+            mixed.show()
+            ratio = mixed.campaign_seconds / alone.campaign_seconds
+            print(
+                f"    with lone sends the campaign took {ratio:.3f}x"
+                f" its time alone; lone-send p50 {statistics.median(mixed.lone) * 1000:.0f} ms"
+                f" against {statistics.median(idle.lone) * 1000:.0f} ms idle"
+            )
+        floor_run = run(
+            env,
+            "(c) 100,000-recipient merge-data campaign",
+            lambda: merge_campaign(100_000),
+            with_lone_sends=False,
+            timeout=120,
+        )
+        floor_run.show()
+        floor = floor_run.enqueue_seconds + floor_seconds(200)
+        print(
+            f"    floor: enqueue {floor_run.enqueue_seconds:.2f} s + {floor_seconds(200):.1f} s = "
+            f"{floor:.2f} s; the campaign took {floor_run.campaign_seconds / floor:.2f}x the floor"
+        )
+
+
+if __name__ == "__main__":
+    main()
