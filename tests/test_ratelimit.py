@@ -307,13 +307,8 @@ def test_under_two_floods_both_lanes_are_served_and_the_window_is_kept(
     make_limiter: Limiters,
 ) -> None:
     amount, period, margin, windows = 20, 0.4, 0.02, 6
-    # Two threads share the window here, so both run on real time: a clock
-    # that jumps whenever one thread sleeps would starve the other.
-    transactional = (
-        make_limiter(amount, period, margin=margin)
-        if make_limiter.client is not None
-        else MemoryRateLimiter(make_settings(amount, period), margin=margin)
-    )
+    # One thread takes turns for both lanes, tick by tick, on the limiter's own clock.
+    transactional = make_limiter(amount, period, margin=margin)
     bulk = transactional.for_lane("bulk")
     granted: dict[str, list[float]] = {"transactional": [], "bulk": []}
     ticks = round(windows * (period + margin) / 0.01)
