@@ -632,6 +632,13 @@ def _fault_rates(
     help=f"Fault probability per request; faults: {', '.join(FAULTS)}.",
 )
 @click.option("--slow-seconds", default=3.0, type=click.FloatRange(min=0), show_default=True)
+@click.option(
+    "--logs-delay",
+    default=2.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Seconds before an accepted message shows in its Email Logs.",
+)
 @click.option("--seed", default=0, type=int)
 def local_mailtrap(
     host: str,
@@ -642,6 +649,7 @@ def local_mailtrap(
     latency: float,
     fault_rates: dict[str, float],
     slow_seconds: float,
+    logs_delay: float,
     seed: int,
 ) -> None:
     """Run a local server speaking Mailtrap's API (for development) until interrupted."""
@@ -655,6 +663,7 @@ def local_mailtrap(
             latency=latency,
             fault_rates=fault_rates,
             seed=seed,
+            logs_delay=logs_delay,
         )
     except ValueError as exc:
         raise CliError(f"--fault-rate: {exc}") from None
@@ -672,6 +681,7 @@ def local_mailtrap(
         raise _listen_error(host, port, exc) from None
     try:
         click.echo(mailtrap.url)
+        click.echo(f"Email Logs (MAILTRAP_GENERAL_API_URL): {mailtrap.general_url}", err=True)
         while not stopping.wait(0.5):
             pass
     finally:

@@ -12,6 +12,11 @@ seconds), then records every part's outcome and acknowledges its envelope in
 one pipeline. What still fails transiently is scheduled for a later attempt
 with exponential backoff; what fails permanently, or runs out of attempts, is
 ``failed`` and kept as a dead letter.
+
+A call that may have reached Mailtrap without its answer reaching us is not
+retried blindly when reconciling is on: its parts are marked doubtful and
+come back after the settle delay, to be looked up in Email Logs first
+(``reconcile.py``); only what the logs do not show is sent again.
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ import redis
 
 from . import metrics
 from .backoff import compute_backoff
+from .calltag import Tag, tag_call
 from .connection import redis_errors
 from .envelope import Envelope
 from .errors import (
     ConfigurationError,
     DeliveryError,
+    EmailLogsBusy,
+    EmailLogsUnavailable,
     PermanentDeliveryError,
     RateLimited,
     TransientDeliveryError,
@@ -44,6 +52,7 @@ from .errors import (
 from .inflight import InFlight
 from .payload import BATCH_WRAPPER_BYTES, MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, ApiCall, coalesce
 from .ratelimit import FleetRateLimiter
+from .reconcile import LOOKS_BEFORE_RESEND, Doubtful, PartLookup, Reconciler, remaining_call
 from .responses import RequestResult
 from .routing import Lane, Route, resolve_route
 from .status import Claim, PartResult
@@ -79,6 +88,7 @@ class DrainReport:
     failed: int = 0
     retried: int = 0
     skipped: int = 0
+    reconciled: int = 0  # parts recorded from Email Logs instead of being sent again
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -108,12 +118,14 @@ class Drainer:
         self._routes: dict[tuple[str, str | None, str | None], Route | ConfigurationError] = {}
         self._parts_lock = threading.Lock()
         self._flight = InFlight(max(1, self.settings.calls_in_flight))
+        self.reconciler = Reconciler(client)
         self._last_campaign = ""
         self._moved_at = -MOVE_DUE_INTERVAL
         self._beat_at = -HEARTBEAT_INTERVAL
 
     def close(self) -> None:
         self._flight.close()
+        self.reconciler.close()
         for transport in self._transports.values():
             transport.close()
         if self._shared_transport is not None:
@@ -243,17 +255,20 @@ class Drainer:
     def _deliver(self, envelopes: list[Envelope], report: DrainReport) -> None:
         lease = self.lease
         suppressed = self._suppressed(envelopes)
-        claims = self.store.claim([e.ref for e in envelopes], lease)
+        claims = self.store.claim(
+            [e.ref for e in envelopes], lease, reconcile=self.settings.reconcile_enabled
+        )
         ready: list[Envelope] = []
+        doubtful: list[Envelope] = []
         with self.client.redis.pipeline(transaction=True) as pipe:
             steered = 0
             for envelope, claim in zip(envelopes, claims, strict=True):
-                if claim == "go":
+                if claim in ("go", "doubt"):
                     drop = suppressed.get(id(envelope))
                     if drop and not self._withhold(pipe, envelope, drop):
                         steered += 1
                         continue
-                    ready.append(envelope)
+                    (ready if claim == "go" else doubtful).append(envelope)
                 elif claim == "done":
                     self.outbox.ack(pipe, [envelope])
                     report.add(skipped=1)
@@ -265,6 +280,10 @@ class Drainer:
                 # so that it is reclaimed if that worker dies.
             if steered:
                 pipe.execute()
+        if doubtful:
+            self._flight.start(
+                doubtful[0].lane, functools.partial(self._settle_doubts, doubtful, report)
+            )
         for route, group in self._calls(ready, report):
             self._flight.start(group[0].lane, functools.partial(self._post, route, group, report))
 
@@ -382,13 +401,36 @@ class Drainer:
             self.outbox.schedule(pipe, envelope, due)
         self.outbox.ack(pipe, [envelope])
 
-    def _post(self, route: Route, group: list[Envelope], report: DrainReport) -> None:
-        if len(group) == 1:
-            call = group[0].call_for(route)
+    def _post(
+        self,
+        route: Route,
+        group: list[Envelope],
+        report: DrainReport,
+        lookup: PartLookup | None = None,
+    ) -> None:
+        """Post one call for ``group``; ``lookup``: only the requests Email Logs did not show."""
+        if lookup is not None:
+            (envelope,) = group
+            call = remaining_call(envelope.call_for(route), lookup.to_send)
+            tags = [
+                Tag(envelope.send_id, envelope.part, i, envelope.attempt) for i in lookup.to_send
+            ]
+        elif len(group) == 1:
+            envelope = group[0]
+            call = envelope.call_for(route)
+            tags = [
+                Tag(envelope.send_id, envelope.part, i, envelope.attempt)
+                for i in range(len(call.recipients))
+            ]
         else:
             # Request i of the coalesced call is envelope i's message alone.
             merged = coalesce([envelope.call_for(route) for envelope in group])
             call = dataclasses.replace(merged, path=route.endpoint("batch"))
+            tags = [Tag(e.send_id, e.part, 0, e.attempt) for e in group]
+        reconciling = self.reconciler.enabled_for(route)
+        if reconciling:
+            call, _ = tag_call(call, tags)
+        started = time.time()
         report.add(calls=1)
         # A live worker always finishes (or gives up) before its lease ends, so
         # no other worker ever takes over a call still in progress.
@@ -418,12 +460,34 @@ class Drainer:
             if campaigns and not proceed():
                 raise Withdrawn()
             results = self._transport(route, group[0].lane).send(
-                call, deadline=deadline, on_error=note, proceed=proceed if campaigns else None
+                call,
+                deadline=deadline,
+                on_error=note,
+                proceed=proceed if campaigns else None,
+                give_up=_unknown_outcome if reconciling else None,
             )
         except Withdrawn:
             self._withdraw(group)
             return
-        except PermanentDeliveryError as exc:
+        except DeliveryError as exc:
+            if reconciling and _unknown_outcome(exc):
+                self._doubt_later(group, started, exc, report)
+                return
+            self._failed_call(route, group, exc, report, doubts)
+            return
+        if lookup is not None:
+            results = lookup.merge(results)
+        self._record(group, call, results, report, doubts)
+
+    def _failed_call(
+        self,
+        route: Route,
+        group: list[Envelope],
+        exc: DeliveryError,
+        report: DrainReport,
+        doubts: int,
+    ) -> None:
+        if isinstance(exc, PermanentDeliveryError):
             if len(group) > 1 and exc.status_code in (400, 413, 422):
                 if doubts:
                     self._count_doubts(group, doubts)
@@ -432,11 +496,178 @@ class Drainer:
                     self._post(route, [envelope], report)
                 return
             self._fail(group, exc, report, doubts)
-            return
-        except TransientDeliveryError as exc:
+        elif isinstance(exc, TransientDeliveryError):
             self._retry_later(group, exc, report, doubts)
+        else:
+            self._fail(group, exc, report, doubts)
+
+    # -- unknown outcomes ------------------------------------------------
+
+    def _doubt_later(
+        self, group: Sequence[Envelope], started: float, exc: DeliveryError, report: DrainReport
+    ) -> None:
+        """The call may have reached Mailtrap: look it up after the settle delay, not resend now."""
+        due = time.time() + self.settings.reconcile_settle
+        error = exc.as_record()
+        with self.client.redis.pipeline(transaction=True) as pipe:
+            for envelope in group:
+                envelope.attempt += 1
+                self.store.mark_doubtful(pipe, envelope.send_id, envelope.part, started)
+                self.store.mark_retrying(pipe, envelope.ref, error, due, False)
+                self.outbox.schedule(pipe, envelope, due)
+            self.outbox.ack(pipe, group)
+            pipe.execute()
+        report.add(retried=len(group))
+        metrics.count_sends("retried", len(group))
+        log.info(
+            "sends %s: outcome unknown (%s); looking it up in Email Logs in %.1f s",
+            ",".join(e.send_id for e in group),
+            exc,
+            self.settings.reconcile_settle,
+        )
+
+    def _settle_doubts(self, doubtful: list[Envelope], report: DrainReport) -> None:
+        """Look doubtful parts up in Email Logs, route by route, then record or send them."""
+        marks = dict(
+            zip(
+                [(e.send_id, e.part) for e in doubtful],
+                self.store.doubts([(e.send_id, e.part) for e in doubtful]),
+                strict=True,
+            )
+        )
+        by_route: dict[tuple[object, ...], tuple[Route, list[Envelope]]] = {}
+        for envelope in doubtful:
+            route = self._route(envelope)
+            if isinstance(route, ConfigurationError):
+                error = TransientDeliveryError(f"cannot route this message: {route}")
+                self._retry_later([envelope], error, report)
+                continue
+            by_route.setdefault(route.target, (route, []))[1].append(envelope)
+        for route, envelopes in by_route.values():
+            self._look_up(route, envelopes, marks, report)
+
+    def _look_up(
+        self,
+        route: Route,
+        envelopes: list[Envelope],
+        marks: dict[tuple[str, int], tuple[float | None, int]],
+        report: DrainReport,
+    ) -> None:
+        if not self.reconciler.enabled_for(route):
+            # A sandbox account keeps no Email Logs: send again, as without reconciling.
+            self._send_again(route, [(e, None) for e in envelopes], report, fallback=False)
             return
-        self._record(group, call, results, report, doubts)
+        fallback_since = time.time() - self.lease
+        parts = [
+            Doubtful(
+                e.send_id,
+                e.part,
+                e.attempt,
+                e.call_for(route),
+                marks[(e.send_id, e.part)][0] or fallback_since,
+            )
+            for e in envelopes
+        ]
+        margin = self.settings.connect_timeout + self.settings.read_timeout + 1
+        deadline = time.monotonic() + max(self.lease - margin, 1.0)
+        try:
+            lookups = self.reconciler.look_up(route, parts, deadline=deadline)
+        except EmailLogsBusy as exc:
+            metrics.count_reconcile("busy")
+            delay = max(exc.retry_after or 0.0, self.settings.reconcile_settle)
+            self._look_later(envelopes, delay, report, noted=False)
+            return
+        except EmailLogsUnavailable as exc:
+            metrics.count_reconcile("fallback")
+            log.warning(
+                "sends %s: Email Logs cannot answer (%s); sending again",
+                ",".join(e.send_id for e in envelopes),
+                exc,
+            )
+            self._send_again(route, [(e, None) for e in envelopes], report, fallback=True)
+            return
+        found: list[tuple[Envelope, PartLookup]] = []
+        again: list[Envelope] = []
+        resend: list[tuple[Envelope, PartLookup | None]] = []
+        for envelope, lookup in zip(envelopes, lookups, strict=True):
+            for outcome in ("found", "absent", "unsure"):
+                metrics.count_reconcile(
+                    outcome, sum(v.outcome == outcome for v in lookup.verdicts)
+                )
+            looks = marks[(envelope.send_id, envelope.part)][1]
+            if not lookup.to_send:
+                found.append((envelope, lookup))
+            elif looks + 1 < LOOKS_BEFORE_RESEND and not lookup.undecided:
+                # Mailtrap may list a message seconds after accepting it: look once more.
+                again.append(envelope)
+            else:
+                resend.append((envelope, lookup))
+        if found:
+            self._record_found(found, report)
+        if again:
+            self._look_later(again, self.settings.reconcile_settle, report, noted=True)
+        if resend:
+            self._send_again(route, resend, report, fallback=False)
+
+    def _record_found(
+        self, found: Sequence[tuple[Envelope, PartLookup]], report: DrainReport
+    ) -> None:
+        """Every request of these parts is in the logs: record them sent, send nothing."""
+        parts = [_part_result(lookup.merge([])) for _, lookup in found]
+        with self.client.redis.pipeline(transaction=True) as pipe:
+            for (envelope, lookup), part in zip(found, parts, strict=True):
+                self.store.record(pipe, envelope.ref, part)
+                self.store.count(pipe, envelope.send_id, "reconciled", len(lookup.found))
+                if lookup.copies:
+                    self.store.count(pipe, envelope.send_id, "possible_duplicates", lookup.copies)
+            self.outbox.ack(pipe, [envelope for envelope, _ in found])
+            pipe.execute()
+        report.add(reconciled=len(found))
+        self._count(report, parts)
+
+    def _look_later(
+        self, envelopes: Sequence[Envelope], delay: float, report: DrainReport, *, noted: bool
+    ) -> None:
+        due = time.time() + delay
+        error = {"kind": "transient", "message": "answer lost; looking it up in Email Logs"}
+        with self.client.redis.pipeline(transaction=True) as pipe:
+            for envelope in envelopes:
+                if noted:
+                    self.store.note_look(pipe, envelope.send_id, envelope.part)
+                self.store.mark_retrying(pipe, envelope.ref, error, due, False)
+                self.outbox.schedule(pipe, envelope, due)
+            self.outbox.ack(pipe, envelopes)
+            pipe.execute()
+        report.add(retried=len(envelopes))
+
+    def _send_again(
+        self,
+        route: Route,
+        items: Sequence[tuple[Envelope, PartLookup | None]],
+        report: DrainReport,
+        *,
+        fallback: bool,
+    ) -> None:
+        """Send what the logs did not show (or everything, when they could not answer).
+
+        Each such part counts a possible duplicate: a message the logs listed
+        late, or could not be asked about, goes out twice.
+        """
+        with self.client.redis.pipeline(transaction=False) as pipe:
+            for envelope, lookup in items:
+                self.store.count(pipe, envelope.send_id, "possible_duplicates")
+                self.store.note_doubtful(pipe, envelope.send_id)
+                if fallback:
+                    self.store.count(pipe, envelope.send_id, "reconcile_fallbacks")
+                if lookup is not None and lookup.found:
+                    self.store.count(pipe, envelope.send_id, "reconciled", len(lookup.found))
+            pipe.execute()
+        whole = [e for e, lookup in items if lookup is None or not lookup.found]
+        for envelope, lookup in items:
+            if lookup is not None and lookup.found:
+                self._post(route, [envelope], report, lookup)
+        for call_route, group in self._calls(whole, report):
+            self._post(call_route, group, report)
 
     def _defer(self, group: Sequence[Envelope], wait: float) -> None:
         """Hold claimed envelopes in the queue for ``wait`` seconds: a volume cap is reached."""
@@ -609,6 +840,16 @@ def group_calls(
 def messages_in(call: ApiCall) -> int:
     """Messages a call asks Mailtrap to send: one per recipient, as Mailtrap gives ids."""
     return sum(len(request) for request in call.recipients)
+
+
+# Server errors after which Mailtrap may have accepted the call: a 503 says the
+# request was not handled, a 500 or a gateway's 502 / 504 does not.
+_MAYBE_HANDLED = frozenset({500, 502, 504})
+
+
+def _unknown_outcome(error: DeliveryError) -> bool:
+    """Whether a failed call may have reached Mailtrap: a lost or unreadable answer, a 5xx."""
+    return error.maybe_delivered or error.status_code in _MAYBE_HANDLED
 
 
 def _part_result(results: Sequence[RequestResult]) -> PartResult:

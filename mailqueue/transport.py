@@ -18,7 +18,7 @@ from typing import Protocol
 import requests
 import requests.adapters
 import requests.utils
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from . import metrics
 from .backoff import compute_backoff
@@ -145,6 +145,7 @@ class Transport:
         deadline: float | None = None,
         on_error: Callable[[DeliveryError], None] | None = None,
         proceed: Callable[[], bool] | None = None,
+        give_up: Callable[[DeliveryError], bool] | None = None,
     ) -> list[RequestResult]:
         """``post`` with up to ``attempts`` tries for transient errors, never past ``deadline``.
 
@@ -156,6 +157,8 @@ class Transport:
         when the attempts or the time run out. ``on_error`` sees the error of
         every failed attempt, also those a later attempt recovered from: an
         attempt that may have been delivered makes a success a possible duplicate.
+        An error for which ``give_up`` answers True is re-raised at once, never
+        retried (a call that may have reached Mailtrap is looked up instead).
         """
 
         def wait(state: RetryCallState) -> float:
@@ -181,8 +184,13 @@ class Transport:
                 error,
             )
 
+        def retry(error: BaseException) -> bool:
+            if not isinstance(error, TransientDeliveryError):
+                return False
+            return give_up is None or not give_up(error)
+
         retrying = Retrying(
-            retry=retry_if_exception_type(TransientDeliveryError),
+            retry=retry_if_exception(retry),
             stop=stop,
             wait=wait,
             before_sleep=before_sleep,

@@ -1,11 +1,13 @@
 """Crash scenarios: after each, every message ends ``sent`` or ``failed`` with a reason.
 
     .venv/bin/python tests/crash.py kill          # workers SIGKILLed and replaced, repeatedly
+    .venv/bin/python tests/crash.py kill-held     # ... each while an accepted call's answer is held
     .venv/bin/python tests/crash.py redis         # Redis (append-only) killed and restarted mid-run
     .venv/bin/python tests/crash.py api-down      # the API refuses connections for a minute
     .venv/bin/python tests/crash.py broker-down   # producers facing a down Redis
     .venv/bin/python tests/crash.py failover      # Sentinel: the Redis master SIGKILLed mid-run
     .venv/bin/python tests/crash.py all
+    .venv/bin/python tests/crash.py --no-reconcile kill   # without Email Logs look-ups
 
 Each prints its figures and exits non-zero on a lost message, a wrong status, an
 unflagged duplicate, a producer that hung, or a status record left for a
@@ -82,10 +84,18 @@ class CrashReport:
         ]
 
 
+# Whether workers look lost answers up in Email Logs (``--no-reconcile`` turns it off).
+RECONCILE = True
+
+
 def crash_settings(mailtrap: LocalMailtrap, redis_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "api_token": mailtrap.token,
         "api_url": mailtrap.url,
+        "general_api_url": mailtrap.general_url,
+        "reconcile": RECONCILE,
+        "reconcile_settle": 2.0,
+        "email_logs_rate_limit": "6000/60s",
         "broker_url": redis_url,
         "connect_timeout": 1.0,
         "read_timeout": 2.0,
@@ -103,11 +113,17 @@ def crash_settings(mailtrap: LocalMailtrap, redis_url: str, **overrides: Any) ->
 
 @contextmanager
 def environment(
-    *, appendonly: bool = False, latency: float = 0.02, **overrides: Any
+    *,
+    appendonly: bool = False,
+    latency: float = 0.02,
+    fault_rates: dict[str, float] | None = None,
+    **overrides: Any,
 ) -> Iterator[tuple[RedisServer, LocalMailtrap, Settings]]:
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer(appendonly=appendonly))
-        mailtrap = stack.enter_context(LocalMailtrap(latency=latency))
+        mailtrap = stack.enter_context(
+            LocalMailtrap(latency=latency, fault_rates=fault_rates, logs_delay=1.0)
+        )
         settings = crash_settings(mailtrap, server.url, **overrides)
         mailqueue.configure(settings)
         yield server, mailtrap, settings
@@ -170,6 +186,39 @@ def scenario_kill(messages: int = 2000, kills: int = 5) -> CrashReport:
                 )
                 workers.append(WorkerProcess(settings).start())
             wait_settled(ids, timeout=180)
+            report.delivery.seconds = time.monotonic() - started
+        finally:
+            for worker in workers:
+                worker.stop()
+        analyse(mailtrap, texts, ids, report.delivery)
+        return report
+
+
+def scenario_kill_held(messages: int = 1000, kills: int = 3) -> CrashReport:
+    """Coalesced calls whose answers are held 1.5 s; each kill lands while one is on its way."""
+    with environment(fault_rates={"slow": 1.0}, coalesce=True) as (_, mailtrap, settings):
+        mailtrap.slow_seconds = 1.5  # under the read timeout: held, not lost
+        texts = soak_messages(messages, run="held")
+        report = CrashReport(
+            "workers killed while Mailtrap's answer to an accepted call is held",
+            SoakReport(messages=messages),
+        )
+        workers = [WorkerProcess(settings).start(), WorkerProcess(settings).start()]
+        try:
+            started = time.monotonic()
+            ids = enqueue_all(texts)
+            for round_ in range(kills):
+                before = len(mailtrap.accepted)
+                _wait_accepted(mailtrap, before + 1, timeout=30)
+                victim = workers.pop(0)
+                victim.kill()
+                victim.stop()
+                report.events.append(
+                    f"kill {round_ + 1}: at {time.monotonic() - started:.1f} s, "
+                    f"{len(mailtrap.accepted)} messages accepted so far"
+                )
+                workers.append(WorkerProcess(settings).start())
+            wait_settled(ids, timeout=240)
             report.delivery.seconds = time.monotonic() - started
         finally:
             for worker in workers:
@@ -484,6 +533,7 @@ def scenario_failover(
 
 SCENARIOS: dict[str, Callable[[], CrashReport]] = {
     "kill": scenario_kill,
+    "kill-held": scenario_kill_held,
     "redis": scenario_redis_restart,
     "api-down": scenario_api_down,
     "broker-down": scenario_broker_down,
@@ -494,7 +544,12 @@ SCENARIOS: dict[str, Callable[[], CrashReport]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=[*SCENARIOS, "all"])
+    parser.add_argument(
+        "--no-reconcile", action="store_true", help="send again without looking in Email Logs"
+    )
     args = parser.parse_args(argv)
+    global RECONCILE
+    RECONCILE = not args.no_reconcile
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     failed = False
     for name in names:

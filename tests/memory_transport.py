@@ -42,7 +42,9 @@ class MemoryTransport:
         deadline: float | None = None,
         on_error: Callable[[DeliveryError], None] | None = None,
         proceed: Callable[[], bool] | None = None,
+        give_up: Callable[[DeliveryError], bool] | None = None,
     ) -> list[RequestResult]:
+        # One attempt per call: no retry for give_up to stop.
         if proceed is not None and not proceed():
             raise Withdrawn()
         with self._lock:

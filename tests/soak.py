@@ -1,6 +1,6 @@
 """Fault soak: many messages through two real workers against a faulty local Mailtrap.
 
-    .venv/bin/python tests/soak.py [--messages 10000] [--quick] [--no-coalesce]
+    .venv/bin/python tests/soak.py [--messages 10000] [--quick] [--no-coalesce] [--no-reconcile]
 
 Every message has a unique subject, so what the local Mailtrap accepted can be
 matched against every status record. The run reports messages lost (neither
@@ -13,8 +13,12 @@ Mailtrap accepted it counts as a wrong status unless its record flags the doubt
 wrong status or unflagged duplicate.
 
 Mailtrap has no idempotency key, so a message whose answer was lost (``slow``:
-accepted, answered after the client's read timeout) may be accepted twice when
-it is retried; such duplicates are expected, and must be counted.
+accepted, answered after the client's read timeout; ``lost``: accepted, the
+connection closed without an answer) may be accepted twice when it is
+retried. With reconciliation (the default) the worker looks such a call up in
+the local Mailtrap's Email Logs first and sends again only what is absent;
+``--no-reconcile`` shows the behaviour without it. Duplicates either way
+must be counted.
 """
 
 from __future__ import annotations
@@ -42,10 +46,14 @@ FAULT_RATES: Mapping[str, float] = {
     "429": 0.05,
     "reset": 0.03,
     "slow": 0.02,
+    "lost": 0.02,
 }
 FINAL = frozenset({"sent", "partially_sent", "failed"})
 READ_TIMEOUT = 1.0
 SLOW_SECONDS = 2.0  # above the read timeout: the answer of a "slow" request is lost
+# Email Logs list a message LOGS_DELAY after accepting it; the worker looks after SETTLE.
+LOGS_DELAY = 1.0
+SETTLE = 2.0
 
 
 @dataclass
@@ -67,6 +75,8 @@ class SoakReport:
     flagged_total: int = 0  # records with possible_duplicates > 0, duplicated or not
     failed_flagged_accepted: int = 0  # failed, flagged as possibly delivered, and it was
     requests: int = 0
+    reconciled: int = 0  # requests found in Email Logs instead of being sent again
+    fallbacks: int = 0  # look-ups the logs could not answer
     faults: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
 
@@ -85,7 +95,10 @@ class SoakReport:
             f"lost                {len(self.lost)}",
             f"wrong statuses      {len(self.wrong)}",
             f"duplicated          {self.duplicated} (flagged {self.flagged_duplicates}, "
-            f"unflagged {len(self.unflagged_duplicates)})",
+            f"unflagged {len(self.unflagged_duplicates)}), "
+            f"{self.duplicated * 10_000 / max(self.messages, 1):.1f} per 10,000",
+            f"reconciled          {self.reconciled} requests found in Email Logs, "
+            f"{self.fallbacks} look-ups fell back",
             f"flagged in status   {self.flagged_total} records with possible_duplicates > 0",
             f"failed but flagged  {self.failed_flagged_accepted} (accepted by Mailtrap; "
             "the record counts the doubt)",
@@ -98,6 +111,10 @@ def soak_settings(mailtrap: LocalMailtrap, redis_url: str) -> Settings:
     return Settings(
         api_token=mailtrap.token,
         api_url=mailtrap.url,
+        general_api_url=mailtrap.general_url,
+        reconcile_settle=SETTLE,
+        # The local Mailtrap does not limit its Email Logs; Mailtrap allows 60 a minute.
+        email_logs_rate_limit=RateLimit(6000, 60.0),
         broker_url=redis_url,
         connect_timeout=1.0,
         read_timeout=READ_TIMEOUT,
@@ -185,6 +202,8 @@ def analyse(
         state = record.get("state")
         flagged = int(record.get("possible_duplicates", 0))
         report.flagged_total += flagged > 0
+        report.reconciled += int(record.get("reconciled", 0))
+        report.fallbacks += int(record.get("reconcile_fallbacks", 0))
         if state == "sent":
             report.sent += 1
         elif state == "failed":
@@ -231,7 +250,7 @@ def soak_environment(
     """A private Redis, a faulty local Mailtrap, and settings in force for both."""
     with ExitStack() as stack:
         redis_server = stack.enter_context(RedisServer())
-        mailtrap = LocalMailtrap(fault_rates=fault_rates, seed=seed)
+        mailtrap = LocalMailtrap(fault_rates=fault_rates, seed=seed, logs_delay=LOGS_DELAY)
         mailtrap.slow_seconds = SLOW_SECONDS
         stack.enter_context(mailtrap)
         settings = soak_settings(mailtrap, redis_server.url)
@@ -248,11 +267,12 @@ def run_soak(
     fault_rates: Mapping[str, float] = FAULT_RATES,
     seed: int = 1,
     timeout: float = 600.0,
+    reconcile: bool = True,
 ) -> SoakReport:
     """Run one soak of ``count`` messages and return what it saw."""
     report = SoakReport(messages=count)
     with soak_environment(fault_rates, seed) as (mailtrap, settings):
-        settings = settings.replace(coalesce=coalesce)
+        settings = settings.replace(coalesce=coalesce, reconcile=reconcile)
         mailqueue.configure(settings)
         messages = soak_messages(count, run=str(seed))
         with ExitStack() as stack:
@@ -270,11 +290,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="500 messages")
     parser.add_argument("--no-coalesce", action="store_true", help="one API call per message")
+    parser.add_argument(
+        "--no-reconcile", action="store_true", help="send again without looking in Email Logs"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
     count = 500 if args.quick else args.messages
-    report = run_soak(count, coalesce=not args.no_coalesce, seed=args.seed, timeout=args.timeout)
+    report = run_soak(
+        count,
+        coalesce=not args.no_coalesce,
+        seed=args.seed,
+        timeout=args.timeout,
+        reconcile=not args.no_reconcile,
+    )
     print("\n".join(report.lines()))
     for title, problems in (
         ("lost", report.lost),

@@ -91,7 +91,7 @@ def wait_final(send_ids: list[str], timeout: float = 60.0) -> None:
 
 @pytest.fixture
 def mailtrap() -> Iterator[LocalMailtrap]:
-    server = LocalMailtrap(token=TOKEN)
+    server = LocalMailtrap(token=TOKEN, logs_delay=0.1)
     server.slow_seconds = 2.0
     with server:
         yield server
@@ -102,6 +102,8 @@ def secret_settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
     settings = Settings(
         api_token=TOKEN,
         api_url=mailtrap.url,
+        general_api_url=mailtrap.general_url,
+        reconcile_settle=0.3,
         broker_url=redis_url,
         tracking_secret=TRACKING_SECRET,
         webhook_secret=WEBHOOK_SECRET,

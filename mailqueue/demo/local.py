@@ -107,7 +107,12 @@ def prepare(
     mailtrap = LocalMailtrap()
     stack.callback(mailtrap.stop)
     mailtrap.start()
-    changes.update(api_token=mailtrap.token, api_url=mailtrap.url, sandbox_id=None)
+    changes.update(
+        api_token=mailtrap.token,
+        api_url=mailtrap.url,
+        general_api_url=mailtrap.general_url,
+        sandbox_id=None,
+    )
     echo(f"mailtrap: local stand-in at {mailtrap.url}")
     recipients = list(to) or list(LOCAL_RECIPIENTS)
     return base.replace(**changes), recipients, from_email or LOCAL_FROM, LOCAL_TEMPLATE_ID

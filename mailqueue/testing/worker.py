@@ -47,13 +47,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MAILQUEUE_CAMPAIGN_MIN_TRACKED": str(settings.campaign_min_tracked),
         "MAILQUEUE_CAP_TRANSACTIONAL_RESERVE": repr(settings.cap_transactional_reserve),
         "MAILQUEUE_CALLS_IN_FLIGHT": str(settings.calls_in_flight),
+        "MAILQUEUE_RECONCILE_SETTLE": repr(settings.reconcile_settle),
     }
+    if settings.reconcile is not None:
+        env["MAILQUEUE_RECONCILE"] = "true" if settings.reconcile else "false"
     optional = {
         "MAILTRAP_API_TOKEN": settings.api_token,
         "MAILTRAP_API_URL": settings.api_url,
         "MAILTRAP_SANDBOX_ID": settings.sandbox_id,
         "MAILTRAP_BULK_API_URL": settings.bulk_api_url,
         "MAILTRAP_BULK_API_TOKEN": settings.bulk_api_token,
+        "MAILTRAP_GENERAL_API_URL": settings.general_api_url,
         "MAILQUEUE_REDIS_URL": settings.redis_url,
         "MAILQUEUE_REDIS_MIN_REPLICAS": (
             None if settings.redis_min_replicas is None else str(settings.redis_min_replicas)

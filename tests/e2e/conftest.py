@@ -16,7 +16,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def mailtrap() -> Iterator[LocalMailtrap]:
-    with LocalMailtrap() as server:
+    # Email Logs list a message shortly after accepting it, well inside the settle delay.
+    with LocalMailtrap(logs_delay=0.2) as server:
         yield server
 
 
@@ -27,6 +28,8 @@ def make_settings(redis_url: str, mailtrap: LocalMailtrap) -> Callable[..., Sett
             "api_token": mailtrap.token,
             "api_url": mailtrap.url,
             "bulk_api_url": mailtrap.bulk_url,
+            "general_api_url": mailtrap.general_url,
+            "reconcile_settle": 0.5,
             "broker_url": redis_url,
             "connect_timeout": 2.0,
             "read_timeout": 2.0,

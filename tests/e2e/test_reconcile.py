@@ -1,0 +1,99 @@
+"""Lost answers with real workers: looked up in Email Logs, nothing twice, fallbacks counted."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import mailqueue
+from mailqueue.settings import Settings
+from mailqueue.testing import LocalMailtrap
+from mailqueue.testing.worker import WorkerProcess
+
+from .helpers import wait_final
+
+pytestmark = pytest.mark.e2e
+
+
+def message(i: int) -> dict[str, Any]:
+    return {
+        "from_email": "shop@example.com",
+        "to": [f"r{i}@example.com"],
+        "subject": f"m{i}",
+        "text": "x",
+    }
+
+
+def copies(mailtrap: LocalMailtrap) -> Counter[str]:
+    return Counter(m.payload["subject"] for m in mailtrap.accepted)
+
+
+def test_sigkill_while_an_accepted_coalesced_call_is_answered_sends_nothing_twice(
+    make_settings: Callable[..., Settings], mailtrap: LocalMailtrap
+) -> None:
+    settings = make_settings(reclaim_idle=3.0)
+    mailtrap.slow_seconds = 1.5  # Mailtrap accepted the call; its answer is on its way
+    mailtrap.inject("slow")
+    first = WorkerProcess(settings, concurrency=2).start()
+    try:
+        ids = mailqueue.enqueue_many([message(i) for i in range(100)])
+        deadline = time.monotonic() + 20
+        while not mailtrap.accepted and time.monotonic() < deadline:
+            time.sleep(0.005)
+        first.kill()
+        accepted_at_kill = len(mailtrap.accepted)
+    finally:
+        first.stop()
+    assert accepted_at_kill > 1, "the kill must land while a coalesced call is answered"
+
+    with WorkerProcess(settings, concurrency=2):
+        records = wait_final(ids, timeout=60)
+
+    assert {r["state"] for r in records.values()} == {"sent"}
+    assert copies(mailtrap) == {f"m{i}": 1 for i in range(100)}
+    assert sum(r["reconciled"] for r in records.values()) >= accepted_at_kill
+    assert sum(r["possible_duplicates"] for r in records.values()) == 0
+
+
+def test_a_reset_after_accept_and_an_answer_past_the_timeout_send_nothing_twice(
+    settings: Settings, mailtrap: LocalMailtrap, worker: WorkerProcess
+) -> None:
+    mailtrap.slow_seconds = settings.read_timeout + 1.0
+    ids = []
+    for i, fault in enumerate(("lost", "slow")):
+        mailtrap.inject(fault)
+        ids.append(mailqueue.enqueue(message(i)))
+        wait_final(ids[-1:], timeout=30)
+    records = wait_final(ids)
+    assert copies(mailtrap) == {"m0": 1, "m1": 1}
+    for record in records.values():
+        assert record["state"] == "sent"
+        assert record["reconciled"] == 1 and record["possible_duplicates"] == 0
+
+
+def test_logs_slower_than_the_settle_delay_give_a_counted_resend(
+    settings: Settings, mailtrap: LocalMailtrap, worker: WorkerProcess
+) -> None:
+    mailtrap.email_logs.delay = 3600
+    mailtrap.inject("lost")
+    send_id = mailqueue.enqueue(message(1))
+    record = wait_final([send_id], timeout=30)[send_id]
+    assert record["state"] == "sent"
+    assert copies(mailtrap) == {"m1": 2}
+    assert record["possible_duplicates"] == 1 and record["reconciled"] == 0
+
+
+def test_a_logs_api_that_is_down_falls_back_to_sending_again_counted(
+    settings: Settings, mailtrap: LocalMailtrap, worker: WorkerProcess
+) -> None:
+    mailtrap.email_logs.failure = 503
+    mailtrap.inject("lost")
+    send_id = mailqueue.enqueue(message(1))
+    record = wait_final([send_id], timeout=30)[send_id]
+    assert record["state"] == "sent"
+    assert copies(mailtrap) == {"m1": 2}
+    assert record["possible_duplicates"] == 1 and record["reconcile_fallbacks"] == 1
