@@ -218,14 +218,20 @@ end
 return old
 """
 
-# Put a dead-lettered part back in play. KEYS: send hash, group hash (the
-# send hash again for none). ARGV: part, now.
+# Put a dead-lettered part back in play. KEYS: send hash, group hash,
+# campaign record (the send hash again for none). ARGV: part, now, recipient
+# count.
 _REVIVE = """
-local key, gkey, part = KEYS[1], KEYS[2], ARGV[1]
+local key, gkey, ckey, part = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local outcome = redis.call('HGET', key, 'done:' .. part)
 if not outcome then return 0 end
 redis.call('HDEL', key, 'done:' .. part, 'error', 'next_attempt_at')
 redis.call('HINCRBY', key, 'parts_' .. outcome, -1)
+if ckey ~= key and outcome == 'failed' then
+  -- Its recipients wait again in their campaign.
+  redis.call('HINCRBY', ckey, 'n:failed', -tonumber(ARGV[3]))
+  redis.call('HINCRBY', ckey, 'n:waiting', tonumber(ARGV[3]))
+end
 local old = redis.call('HGET', key, 'state')
 redis.call('HSET', key, 'state', 'queued', 'updated_at', ARGV[2])
 if gkey ~= key and old ~= 'queued' then
@@ -583,8 +589,8 @@ class StatusStore:
     @translated("revive a dead-lettered part")
     def revive(self, ref: PartRef) -> bool:
         """Undo a failed part so that it can be sent again (dead-letter requeue)."""
-        script_keys = [self.keys.send(ref.send_id), self._group(ref)]
-        return bool(self._revive(keys=script_keys, args=[ref.part, now_iso()]))
+        script_keys = [self.keys.send(ref.send_id), self._group(ref), self._campaign(ref)]
+        return bool(self._revive(keys=script_keys, args=[ref.part, now_iso(), ref.recipients]))
 
     def count_duplicates(self, pipe: redis.client.Pipeline, send_id: str, amount: int) -> None:
         """Queue counting ``amount`` more possible duplicates on a send."""

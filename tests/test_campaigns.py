@@ -15,7 +15,7 @@ import pytest
 from mailqueue.campaigns import auto_pause_reason, record_from_fields
 from mailqueue.client import Client
 from mailqueue.delivery import Drainer
-from mailqueue.errors import ValidationError
+from mailqueue.errors import PermanentDeliveryError, ValidationError
 from mailqueue.payload import ApiCall
 from mailqueue.responses import RequestResult
 from mailqueue.settings import Settings
@@ -396,3 +396,17 @@ def test_expires_at_before_send_at_is_refused(client: Client) -> None:
     with pytest.raises(ValidationError) as info:
         client.enqueue({**message(0), "send_at": 2000000000, "expires_at": 1990000000})
     assert info.value.field == "expires_at"
+
+
+def test_a_failed_part_requeued_from_the_dead_letters_counts_again(client: Client) -> None:
+    client.enqueue_many([message(i) for i in range(2)], campaign="spring")
+
+    def refuse(call: ApiCall) -> list[RequestResult]:
+        raise PermanentDeliveryError("refused", status_code=401, path=call.path)
+
+    drain(client, refuse)
+    assert counts(client, "spring") == {"failed": 2, "waiting": 0}
+    assert client.requeue_dead_letters(wake=False) == 2
+    assert counts(client, "spring") == {"waiting": 2}
+    drain(client)
+    assert counts(client, "spring") == {"sent": 2, "waiting": 0}
