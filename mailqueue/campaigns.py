@@ -184,7 +184,10 @@ class CampaignStore:
         pipe.hincrby(key, "recipients", recipients)
         pipe.hincrby(key, "n:waiting", recipients)
         pipe.expire(key, self.ttl)
-        pipe.zadd(self.keys.campaigns, {name: time.time()}, nx=True)
+        now = time.time()
+        pipe.zadd(self.keys.campaigns, {name: now}, nx=True)
+        # Names outlive their records by at most a status TTL.
+        pipe.zremrangebyscore(self.keys.campaigns, "-inf", f"({now - self.ttl}")
 
     # -- worker side ----------------------------------------------------
 

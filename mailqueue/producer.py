@@ -250,6 +250,8 @@ def _write(
             rt.outbox.schedule(pipe, envelope, plan.due)
     if plan.due is not None:
         pipe.zadd(rt.keys.scheduled, {send_id: plan.due})
+        # The list is of times to come: entries whose time has passed go.
+        pipe.zremrangebyscore(rt.keys.scheduled, "-inf", f"({time.time()}")
 
 
 def _forget(rt: Client, idem_key: str, send_id: str) -> None:
