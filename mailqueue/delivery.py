@@ -616,7 +616,9 @@ class Drainer:
         parts = [_part_result(lookup.merge([])) for _, lookup in found]
         with self.client.redis.pipeline(transaction=True) as pipe:
             for (envelope, lookup), part in zip(found, parts, strict=True):
-                self.store.record(pipe, envelope.ref, part)
+                if envelope.withheld:
+                    part = replace(part, withheld=envelope.withheld)
+                self.store.record(pipe, envelope.ref, part, envelope.flat_recipients)
                 self.store.count(pipe, envelope.send_id, "reconciled", len(lookup.found))
                 if lookup.copies:
                     self.store.count(pipe, envelope.send_id, "possible_duplicates", lookup.copies)

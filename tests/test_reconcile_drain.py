@@ -173,3 +173,15 @@ def test_without_reconciling_nothing_is_tagged_or_looked_up(
     assert "custom_variables" not in mailtrap.accepted[0].payload
     assert mailtrap.email_logs.requests == {"list": 0, "get": 0}
     assert record["possible_duplicates"] >= 1
+
+
+def test_a_campaign_part_found_in_the_logs_counts_as_sent_in_its_campaign(
+    settings: Settings, mailtrap: LocalMailtrap
+) -> None:
+    mailtrap.inject("lost")
+    ids = list(mailqueue.enqueue_many([message(i) for i in range(3)], campaign="spring"))
+    records = deliver_until_final(ids)
+    assert copies(mailtrap) == {f"m{i}": 1 for i in range(3)}
+    assert sum(r["reconciled"] for r in records.values()) == 3
+    campaign = mailqueue.get_campaign("spring")
+    assert campaign is not None and campaign["counts"].get("sent") == 3
