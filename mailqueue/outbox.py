@@ -364,32 +364,6 @@ class Outbox:
             rows.append((stream, max(int(length) - held, 0), held, first_ms))
         return rows
 
-    @translated("read the backlog of each stream")
-    def backlog(self) -> list[tuple[str, int, float | None]]:
-        """Per stream: its name, envelopes not yet read, and when its oldest entry was added.
-
-        The oldest entry may be one a worker is on; its age is how long the
-        stream has held work (unix seconds from the entry id, None when empty).
-        """
-        streams = (self.keys.outbox, self.keys.outbox_batch)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for stream in streams:
-                pipe.xlen(stream)
-                pipe.xpending(stream, OUTBOX_GROUP)
-                pipe.xrange(stream, count=1)
-            answers = pipe.execute(raise_on_error=False)
-        rows: list[tuple[str, int, float | None]] = []
-        for index, stream in enumerate(streams):
-            length, pending, first = answers[3 * index : 3 * index + 3]
-            if isinstance(length, Exception):
-                raise length
-            held = pending["pending"] if isinstance(pending, dict) else 0
-            oldest = None
-            if isinstance(first, list) and first:
-                oldest = int(_text(first[0][0]).split("-")[0]) / 1000
-            rows.append((stream, max(int(length) - int(held), 0), oldest))
-        return rows
-
     @translated("read the oldest unacknowledged envelope")
     def next_reclaim_due(self) -> float | None:
         """When the oldest envelope read but not acknowledged becomes reclaimable (unix seconds)."""

@@ -136,8 +136,11 @@ def test_the_fleet_shows_backlog_per_stream_and_the_limiter(
     assert status.startswith("200") and headers["Content-Type"] == "application/json"
     data = json.loads(body)["data"]
     assert data["waiting"] == 3
-    by_stream = {row["stream"].rsplit(":", 1)[-1]: row for row in data["streams"]}
-    assert by_stream["outbox"]["waiting"] == 3 and by_stream["outbox"]["oldest_age"] >= 0
+    by_lane = {(row["lane"], row["stream"]): row for row in data["lanes"]}
+    # A bulk enqueue goes to the bulk lane, on Mailtrap's transactional stream.
+    bulk = by_lane["bulk", "transactional"]
+    assert bulk["waiting"] == 3 and bulk["oldest_age"] >= 0 and bulk["campaigns"] == 1
+    assert by_lane["transactional", "transactional"]["waiting"] == 0
     assert data["limiter"] == {"used": 0, "limit": 150, "period": 10.0, "cooldown": 0.0}
     drain(client)
     for _ in range(3):

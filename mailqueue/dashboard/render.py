@@ -89,9 +89,10 @@ def _form(base: str, action: str, fields: Mapping[str, str], label: str, confirm
 def fleet(data: Mapping[str, Any]) -> str:
     limiter = data["limiter"]
     rows = "".join(
-        f"<tr><td>{escape(row['stream'])}</td><td class=num>{row['waiting']}</td>"
-        f"<td class=num>{_age(row['oldest_age'])}</td></tr>"
-        for row in data["streams"]
+        f"<tr><td>{escape(row['lane'])}</td><td>{escape(row['stream'])}</td>"
+        f"<td class=num>{row['waiting']}</td><td class=num>{row['in_flight']}</td>"
+        f"<td class=num>{_age(row['oldest_age'])}</td><td class=num>{row['campaigns']}</td></tr>"
+        for row in data["lanes"]
     )
     cooldown = f" (cool-down {limiter['cooldown']}s)" if limiter["cooldown"] else ""
     return (
@@ -102,7 +103,8 @@ def fleet(data: Mapping[str, Any]) -> str:
         f"requests in {limiter['period']:g}s{cooldown}</div>"
         f"<div class=tile id=dead><b>{data['dead_letters']}</b>dead letters</div></div>"
         f"<p>Last drain activity: {'now' if data['live_drains'] else _age(data['idle_for'])}</p>"
-        "<h2>Backlog per stream</h2><table><tr><th>stream<th>waiting<th>oldest entry</tr>"
+        "<h2>Backlog per lane and stream</h2><table><tr><th>lane<th>stream<th>waiting"
+        "<th>in flight<th>oldest entry<th>campaigns</tr>"
         f"{rows}</table><h2>Backlog over time</h2><svg id=rates data-series=waiting "
         'width=480 height=80 role=img aria-label="backlog over time"></svg>'
     )

@@ -23,17 +23,22 @@ EXITS = ("bounced", "complained", "suppressed", "cancelled", "expired", "failed"
 
 
 def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
-    """The fleet now: drains, backlog per stream, limiter use, dead letters."""
+    """The fleet now: drains, backlog per lane and stream, limiter use, dead letters."""
     now = time.time() if now is None else now
     activity = fleet_activity(rt)
     with translated():
-        streams = [
+        lanes = [
             {
-                "stream": name,
-                "waiting": waiting,
-                "oldest_age": None if oldest is None else round(max(now - oldest, 0.0), 1),
+                "lane": stats.lane,
+                "stream": stats.stream,
+                "waiting": stats.waiting,
+                "in_flight": stats.in_flight,
+                "oldest_age": round(stats.oldest_seconds, 1)
+                if stats.waiting + stats.in_flight
+                else None,
+                "campaigns": stats.campaigns,
             }
-            for name, waiting, oldest in rt.outbox.backlog()
+            for stats in rt.outbox.lane_stats()
         ]
         dead = len(rt.outbox.dead_letters(limit=1000))
     limit = rt.limiter.limit
@@ -41,7 +46,7 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
         "live_drains": activity.live_drains,
         "idle_for": activity.idle_for(now),
         "waiting": activity.waiting,
-        "streams": streams,
+        "lanes": lanes,
         "limiter": {
             "used": rt.limiter.window_use(),
             "limit": limit.amount,
