@@ -372,6 +372,13 @@ def test_get_connection_stream_bulk_delivers_to_the_bulk_url(
     assert streams == {"News": "bulk", "Receipt": "transactional"}
 
 
+def untagged(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload as the message built it: without the tag the worker adds on the wire."""
+    variables = {k: v for k, v in (payload.get("custom_variables") or {}).items() if k != "mq_tag"}
+    rest = {k: v for k, v in payload.items() if k != "custom_variables"}
+    return {**rest, "custom_variables": variables} if variables else rest
+
+
 @pytest.mark.e2e
 def test_send_mail_is_sent_with_exactly_the_expected_json(
     delivering: WorkerProcess, mailtrap: LocalMailtrap
@@ -382,7 +389,7 @@ def test_send_mail_is_sent_with_exactly_the_expected_json(
     record = wait_final([message.mailqueue_send_id])[message.mailqueue_send_id]
 
     assert record["state"] == "sent"
-    assert [accepted.payload for accepted in mailtrap.accepted] == [
+    assert [untagged(accepted.payload) for accepted in mailtrap.accepted] == [
         {
             "from": {"email": "site@example.com", "name": "Site"},
             "to": [{"email": "alice@example.com"}],
@@ -402,7 +409,7 @@ def test_rich_message_arrives_as_anymail_would_send_it(
     record = wait_final([message.mailqueue_send_id])[message.mailqueue_send_id]
 
     assert record["state"] == "sent"
-    assert [accepted.payload for accepted in mailtrap.accepted] == [anymail_call(message)[1]]
+    assert [untagged(a.payload) for a in mailtrap.accepted] == [anymail_call(message)[1]]
     attachments = mailtrap.accepted[0].payload["attachments"]
     assert attachments[0]["disposition"] == "inline"
     assert attachments[0]["content_id"] == "logo"
