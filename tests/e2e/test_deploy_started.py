@@ -193,14 +193,23 @@ def send_one(subject: str) -> None:
     assert record["state"] == "sent"
 
 
-def scrape(port: int) -> str:
-    return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+SENT_ONCE = 'mailqueue_sends_total{outcome="sent"} 1.0'
+
+
+def scrape_until(port: int, wanted: str, timeout: float = 60.0) -> str:
+    """Scrape until ``wanted`` shows: a send is counted just after its status is recorded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if wanted in body or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)
 
 
 def assert_worker_runs(process: Confined, health: list[str], env: Environment) -> None:
     wait_healthy(process, health)
     send_one("through the deployed worker")
-    assert 'mailqueue_sends_total{outcome="sent"} 1.0' in scrape(env.metrics_port)
+    assert SENT_ONCE in scrape_until(env.metrics_port, SENT_ONCE)
     assert process.stop() == 0, process.output()
     assert "Traceback" not in process.output(), process.output()
 
@@ -404,7 +413,7 @@ def test_systemd_worker_unit_starts_and_delivers_under_its_hardening(
 
     wait_http(f"http://127.0.0.1:{environment.metrics_port}/metrics", process)
     send_one("through the systemd worker")
-    assert 'mailqueue_sends_total{outcome="sent"} 1.0' in scrape(environment.metrics_port)
+    assert SENT_ONCE in scrape_until(environment.metrics_port, SENT_ONCE)
     assert process.stop() == 0, process.output()
 
 
