@@ -131,9 +131,7 @@ def test_every_page_needs_one_of_the_rotated_credentials(app: DashboardApp) -> N
 def test_the_fleet_shows_backlog_per_stream_and_the_limiter(
     app: DashboardApp, client: Client
 ) -> None:
-    # Lone sends wait in the transactional lane's stream (campaigns in their own).
-    for i in range(3):
-        client.enqueue(message(i))
+    client.enqueue_many([message(i) for i in range(3)])
     status, headers, body = call(app, "/api/")
     assert status.startswith("200") and headers["Content-Type"] == "application/json"
     data = json.loads(body)["data"]
