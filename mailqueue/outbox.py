@@ -366,7 +366,10 @@ class Outbox:
 
     @translated("read the oldest unacknowledged envelope")
     def next_reclaim_due(self) -> float | None:
-        """When the oldest envelope read but not acknowledged becomes reclaimable (unix seconds)."""
+        """When the oldest envelope read but not acknowledged becomes reclaimable (unix seconds).
+
+        In the past when it already is: how long ago tells whether its wake-up was lost.
+        """
         due = None
         for stream in self.streams():
             try:
@@ -375,7 +378,7 @@ class Outbox:
                 continue
             if oldest:
                 idle = int(oldest[0]["time_since_delivered"])
-                at = time.time() + max(self.reclaim_idle_ms - idle, 0) / 1000
+                at = time.time() + (self.reclaim_idle_ms - idle) / 1000
                 due = at if due is None else min(due, at)
         return due
 

@@ -17,7 +17,7 @@ from celery.result import AsyncResult
 
 from . import keys, metrics, worker_setup  # noqa: F401  (worker_setup: hooks)
 from .celery_app import app
-from .client import default, reset_default
+from .client import Client, default, reset_default
 from .delivery import Drainer
 from .errors import ValidationError
 
@@ -27,6 +27,9 @@ log = logging.getLogger("mailqueue.tasks")
 
 # How often every worker looks for work that no live drain is taking.
 SWEEP_INTERVAL = 10.0
+# Work due for this long was not found by a live drain (which looks every
+# second or so): its wake-up was lost, and a sweep wakes a drain for it.
+OVERDUE = SWEEP_INTERVAL
 
 
 def drainer() -> Drainer:
@@ -54,22 +57,33 @@ def _collect_leftovers(**_: Any) -> None:
         )
 
 
-def _sweep() -> None:
-    """Wake a drain when work waits and no drain is alive.
+def sweep(rt: Client) -> bool:
+    """Wake a drain when work waits that no drain is coming for; True when one was woken.
 
-    A drain that died with its worker or with Redis leaves its heartbeat behind
-    for a while, and producers that see it publish no wake-up: without this,
-    what they queued would wait for the next producer.
+    Two wake-ups can go missing. A drain that died with its worker leaves its
+    heartbeat behind for a while, and producers that see it publish none. And
+    a scheduled wake-up (for a retry, or to reclaim a dead worker's envelopes)
+    dies unrun with the worker that held it, while its note still tells every
+    drain that one is on its way. So work waits for a wake-up when no drain is
+    alive, or when it has been due for longer than a live drain takes to find it.
     """
+    outbox = rt.outbox
+    due = [at for at in (outbox.next_retry_due(), outbox.next_reclaim_due()) if at is not None]
+    now = time.time()  # read after them: a reclaim due now is due at their own reading
+    if any(at <= now - OVERDUE for at in due):
+        rt.waker.wake()
+        return True
+    if rt.waker.drain_alive():
+        return False
+    if outbox.waiting() or any(at <= now for at in due):
+        rt.waker.wake()
+        return True
+    return False
+
+
+def _sweep() -> None:
     try:
-        rt = default()
-        if rt.waker.drain_alive():
-            return
-        outbox = rt.outbox
-        now = time.time()
-        due = (outbox.next_retry_due(), outbox.next_reclaim_due())
-        if outbox.waiting() or any(at is not None and at <= now for at in due):
-            rt.waker.wake()
+        sweep(default())
     except Exception as exc:  # Redis or the broker is down: the next sweep tries again
         log.warning("sweep for waiting work failed: %s", type(exc).__name__)
 

@@ -1,0 +1,87 @@
+"""A worker's sweep on a real Redis: work whose wake-up was lost gets one, other work none."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mailqueue.client import Client
+from mailqueue.keys import OUTBOX_GROUP
+from mailqueue.settings import Settings
+from mailqueue.tasks import OVERDUE, sweep
+
+RECLAIM_IDLE = 3.0
+DEAD = "dead-worker"
+
+
+@pytest.fixture
+def published() -> list[dict[str, Any]]:
+    return []
+
+
+@pytest.fixture
+def client(redis_url: str, published: list[dict[str, Any]]) -> Iterator[Client]:
+    settings = Settings(broker_url=redis_url, api_token="t", reclaim_idle=RECLAIM_IDLE)
+    client = Client(settings, publish=published.append)
+    yield client
+    client.close()
+
+
+def held_by_a_dead_worker(client: Client, idle: float) -> None:
+    """One envelope read by a worker that died ``idle`` seconds ago, its drain still announced."""
+    client.enqueue(
+        {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
+    )
+    stream = client.keys.outbox
+    (envelope,) = client.outbox.read(DEAD, stream, 1)
+    # As if read ``idle`` seconds ago: XCLAIM sets the entry's idle time.
+    client.redis.xclaim(stream, OUTBOX_GROUP, DEAD, 0, [envelope.entry_id], idle=int(idle * 1000))
+    client.waker.heartbeat(DEAD)
+
+
+def test_an_envelope_of_a_dead_worker_is_not_swept_before_it_is_reclaimable(
+    client: Client, published: list[dict[str, Any]]
+) -> None:
+    held_by_a_dead_worker(client, idle=0.0)
+    client.waker.leave(DEAD)
+    published.clear()
+    assert sweep(client) is False
+    assert published == []
+
+
+def test_a_reclaimable_envelope_with_no_drain_alive_gets_a_wake_up(
+    client: Client, published: list[dict[str, Any]]
+) -> None:
+    held_by_a_dead_worker(client, idle=RECLAIM_IDLE + 0.5)
+    client.waker.leave(DEAD)
+    published.clear()
+    assert sweep(client) is True
+    assert len(published) == 1
+
+
+def test_a_drain_that_looks_alive_is_trusted_with_work_just_due(
+    client: Client, published: list[dict[str, Any]]
+) -> None:
+    held_by_a_dead_worker(client, idle=RECLAIM_IDLE + 0.5)
+    published.clear()
+    assert sweep(client) is False
+    assert published == []
+
+
+def test_work_overdue_under_a_drain_that_looks_alive_gets_a_wake_up(
+    client: Client, published: list[dict[str, Any]]
+) -> None:
+    # The wake-up scheduled for this reclaim died with the worker that held
+    # it, and that worker's drain heartbeat has not yet expired.
+    held_by_a_dead_worker(client, idle=RECLAIM_IDLE + OVERDUE + 1.0)
+    published.clear()
+    assert client.waker.drain_alive()
+    assert sweep(client) is True
+    assert len(published) == 1
+
+
+def test_nothing_waiting_wakes_nobody(client: Client, published: list[dict[str, Any]]) -> None:
+    assert sweep(client) is False
+    assert published == []
