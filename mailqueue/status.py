@@ -32,7 +32,16 @@ from .records import State, StatusRecord
 from .redis_edge import translated
 from .settings import Settings
 
-__all__ = ["Claim", "PartRef", "PartResult", "StatusStore", "iso_of", "now_iso"]
+__all__ = [
+    "Claim",
+    "PartRef",
+    "PartResult",
+    "Recorded",
+    "StatusStore",
+    "became_final",
+    "iso_of",
+    "now_iso",
+]
 
 Claim = Literal["go", "done", "busy", "doubt", "paused", "cancelled", "expired", "later"]
 
@@ -116,14 +125,18 @@ return out
 # (sent|partial|failed|cancelled|expired), now, ttl, error JSON or "",
 # campaign moves (JSON {where: amount}, applied with the outcome, exactly
 # once), recipients handed to Mailtrap, now (unix seconds), then
-# recipient/value pairs. Returns the send's state after the update.
+# recipient/value pairs. Returns the send's state after the update and 1 when
+# this write made the send final (its last part ended), else 0: exactly one
+# write per final outcome answers 1, whoever makes it (a retry, a look-up in
+# Email Logs, a worker taking over from a dead one), so its writer alone tells
+# the outcome hooks. A part already done answers 0.
 # A send is sent when every part was accepted, partially_sent when some
 # recipients went out, and otherwise cancelled, expired or failed.
 _RECORD = """
 local key, rkey, gkey, ckey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local part, outcome, now_iso, ttl, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
-  return redis.call('HGET', key, 'state')
+  return {redis.call('HGET', key, 'state') or '', 0}
 end
 redis.call('HSET', key, 'done:' .. part, outcome, 'updated_at', now_iso)
 redis.call('HDEL', key, 'lease:' .. part, 'began:' .. part, 'doubt:' .. part, 'looks:' .. part)
@@ -149,7 +162,11 @@ local ok, partial, failed = count('sent'), count('partial'), count('failed')
 local cancelled, expired = count('cancelled'), count('expired')
 local old = redis.call('HGET', key, 'state')
 local state = old
-if ok + partial + failed + cancelled + expired >= parts then
+local ended = ok + partial + failed + cancelled + expired
+local final = 0
+if ended >= parts then
+  -- Each write ends one part: the write that ends the last one makes the send final.
+  if ended - 1 < parts then final = 1 end
   if ok == parts then state = 'sent'
   elseif ok + partial > 0 then state = 'partially_sent'
   elseif cancelled > 0 then state = 'cancelled'
@@ -168,7 +185,7 @@ if state ~= old then
 end
 redis.call('EXPIRE', key, ttl)
 redis.call('EXPIRE', rkey, ttl)
-return state
+return {state, final}
 """
 
 # A part's attempt failed transiently and will be retried later, or was
@@ -269,6 +286,23 @@ class PartResult:
     withheld: tuple[str, ...] = ()
     withheld_as: str = "suppressed"
     counted_from: str = "sending"
+
+
+class Recorded(NamedTuple):
+    """A part's outcome queued on a pipeline: where its answer is in the pipeline's results."""
+
+    send_id: str
+    position: int
+
+    def became_final(self, results: Sequence[Any]) -> bool:
+        """Whether this write, once executed, ended the send's last part."""
+        answer = results[self.position]
+        return int(answer[1]) == 1
+
+
+def became_final(recorded: Sequence[Recorded], results: Sequence[Any]) -> list[str]:
+    """The sends that writes of ``recorded`` made final, from their pipeline's ``results``."""
+    return [r.send_id for r in recorded if r.became_final(results)]
 
 
 class PartRef(NamedTuple):
@@ -473,12 +507,14 @@ class StatusStore:
         ref: PartRef,
         result: PartResult,
         counted: Sequence[str] = (),
-    ) -> None:
+    ) -> Recorded:
         """Queue the commands recording a finished part (and its message-id index) on ``pipe``.
 
         For a part of a campaign, each address of ``counted`` (the part's
         recipients as the claim counted them, duplicates included) moves from
-        ``result.counted_from`` to where the result puts it.
+        ``result.counted_from`` to where the result puts it. The answer tells,
+        once ``pipe`` has executed, whether this write made the send final
+        (``became_final``).
         """
         send_id = ref.send_id
         values: list[str] = []
@@ -503,6 +539,7 @@ class StatusStore:
         if moves:
             moves[result.counted_from] = moves.get(result.counted_from, 0) - len(counted)
         error = json.dumps(result.error) if result.error else ""
+        recorded = Recorded(send_id, len(pipe))
         self._record(
             keys=[
                 self.keys.send(send_id),
@@ -528,6 +565,7 @@ class StatusStore:
             if ref.campaign:
                 entry["campaign"] = ref.campaign
             pipe.set(self.keys.message_index(message_id), json.dumps(entry), ex=self.ttl)
+        return recorded
 
     def finish_unsent(
         self,
@@ -535,7 +573,7 @@ class StatusStore:
         ref: PartRef,
         recipients: Sequence[str],
         outcome: Literal["cancelled", "expired"],
-    ) -> None:
+    ) -> Recorded:
         """Queue the commands ending a part that was never handed to Mailtrap."""
         result = PartResult(
             outcome,
@@ -544,7 +582,7 @@ class StatusStore:
             withheld_as=outcome,
             counted_from="waiting",
         )
-        self.record(pipe, ref, result, recipients)
+        return self.record(pipe, ref, result, recipients)
 
     def mark_retrying(
         self,
