@@ -85,6 +85,12 @@ class Caps:
     def any(self) -> bool:
         return bool(self.hourly or self.daily)
 
+    def for_account(self, hourly: int | None, daily: int | None) -> Caps:
+        """These caps with an account's own hourly and daily figures."""
+        if (hourly, daily) == (self.hourly, self.daily):
+            return self
+        return Caps(hourly=hourly, daily=daily, reserve=self.reserve)
+
     def reserved(self, cap: int | None) -> int:
         """Messages of ``cap`` that only transactional mail may use."""
         return math.ceil((cap or 0) * self.reserve)
@@ -101,9 +107,20 @@ class CapLimiter:
         self._take = client.register_script(_TAKE)
 
     @translated("count messages against the volume caps")
-    def take(self, account: str, lane: Lane, amount: int, now: float | None = None) -> float:
-        """Take ``amount`` messages for ``account``; 0 when taken, else seconds to wait."""
-        caps = self.caps
+    def take(
+        self,
+        account: str,
+        lane: Lane,
+        amount: int,
+        now: float | None = None,
+        *,
+        caps: Caps | None = None,
+    ) -> float:
+        """Take ``amount`` messages for ``account``; 0 when taken, else seconds to wait.
+
+        ``caps``: the account's own caps (default: the top-level ones).
+        """
+        caps = caps or self.caps
         if not caps.any or amount <= 0:
             return 0.0
         wait = self._take(

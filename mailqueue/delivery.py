@@ -444,7 +444,9 @@ class Drainer:
             nonlocal doubts
             doubts += error.maybe_delivered
 
-        wait = self.client.caps.take(route.limiter_key, group[0].lane, messages_in(call))
+        limiter = self.client.caps
+        caps = limiter.caps.for_account(route.hourly_cap, route.daily_cap)
+        wait = limiter.take(route.limiter_key, group[0].lane, messages_in(call), caps=caps)
         if wait > 0:
             self._defer(group, wait)
             return

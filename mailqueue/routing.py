@@ -49,6 +49,9 @@ class Route:
     sandbox_id: str | None
     rate_limit: RateLimit
     limiter_key: str
+    # Messages an hour and a day for this token (None: no cap).
+    hourly_cap: int | None = None
+    daily_cap: int | None = None
 
     def endpoint(self, name: str) -> str:
         """The relative path for ``send`` or ``batch``, with the sandbox inbox when set."""
@@ -113,4 +116,11 @@ def resolve_route(
         sandbox_id=sandbox_id,
         rate_limit=limit,
         limiter_key=token_hash(token),
+        hourly_cap=_own_or_top(named.hourly_cap if named else None, settings.hourly_cap),
+        daily_cap=_own_or_top(named.daily_cap if named else None, settings.daily_cap),
     )
+
+
+def _own_or_top(own: int | None, top: int | None) -> int | None:
+    # An account's 0 means no cap of its own (as the top-level 0 does), not "inherit".
+    return top if own is None else own

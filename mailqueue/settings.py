@@ -82,6 +82,8 @@ def _secret_repr(value: object) -> str:
 # every queued message, so they stay short and plain.
 _ACCOUNT_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ACCOUNT_FIELDS = ("api_token", "bulk_api_token", "api_url", "bulk_api_url", "sandbox_id")
+# An account's own limits, beside its text fields: each falls back to the top-level one.
+_ACCOUNT_LIMITS = ("rate_limit", "hourly_cap", "daily_cap")
 
 
 def token_hash(token: str) -> str:
@@ -120,6 +122,9 @@ class Account:
     bulk_api_url: str | None = None
     sandbox_id: str | None = None
     rate_limit: RateLimit | None = None
+    # Messages an hour and a day, counted per token (Mailtrap plans cap both).
+    hourly_cap: int | None = None
+    daily_cap: int | None = None
 
     def __post_init__(self) -> None:
         if not valid_account_name(self.name):
@@ -130,10 +135,15 @@ class Account:
         object.__setattr__(self, "sandbox_id", _sandbox_id(self.sandbox_id))
         if isinstance(self.rate_limit, str):
             object.__setattr__(self, "rate_limit", RateLimit.parse(self.rate_limit))
+        for name in ("hourly_cap", "daily_cap"):
+            if (getattr(self, name) or 0) < 0:
+                raise ConfigurationError(
+                    f"account {self.name!r}: {name} must not be negative", setting="accounts"
+                )
 
     def __repr__(self) -> str:
         parts = [f"name={self.name!r}"]
-        for name in (*_ACCOUNT_FIELDS, "rate_limit"):
+        for name in (*_ACCOUNT_FIELDS, *_ACCOUNT_LIMITS):
             value = getattr(self, name)
             if value is not None:
                 shown = _secret_repr(value) if name in _SECRET_FIELDS else repr(value)
@@ -403,7 +413,7 @@ def _account_fields(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in values.items():
         field_name = str(key).lower()
-        if field_name not in (*_ACCOUNT_FIELDS, "rate_limit"):
+        if field_name not in (*_ACCOUNT_FIELDS, *_ACCOUNT_LIMITS):
             raise ConfigurationError(
                 f"account {name!r} has an unknown setting {key!r}", setting="accounts"
             )
@@ -411,6 +421,14 @@ def _account_fields(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if field_name == "rate_limit":
             fields[field_name] = _rate(value)
+        elif field_name in ("hourly_cap", "daily_cap"):
+            try:
+                fields[field_name] = _int(value)
+            except ValueError:
+                raise ConfigurationError(
+                    f"account {name!r}: {field_name} must be a whole number, not {value!r}",
+                    setting="accounts",
+                ) from None
         elif field_name == "sandbox_id":
             fields[field_name] = value
         else:
@@ -570,7 +588,8 @@ def _accounts(raw: Any, source: _EnvSource) -> dict[str, Account]:
 
     For a list (``marketing,eu``), each account's settings are read from
     ``MAILQUEUE_ACCOUNT_<NAME>_API_TOKEN``, ``..._BULK_API_TOKEN``,
-    ``..._API_URL``, ``..._BULK_API_URL``, ``..._SANDBOX_ID`` and ``..._RATE_LIMIT``.
+    ``..._API_URL``, ``..._BULK_API_URL``, ``..._SANDBOX_ID``, ``..._RATE_LIMIT``,
+    ``..._HOURLY_CAP`` and ``..._DAILY_CAP``.
     """
     if isinstance(raw, Mapping):
         return _account_table(raw)
@@ -581,7 +600,8 @@ def _accounts(raw: Any, source: _EnvSource) -> dict[str, Account]:
             raise ValueError(f"{name!r} is not an account name (letters, digits, '_', '-')")
         own_prefix = account_env_prefix(name)[len("MAILQUEUE_") :]
         table[name] = {
-            key: source.own(own_prefix + key.upper()) for key in (*_ACCOUNT_FIELDS, "rate_limit")
+            key: source.own(own_prefix + key.upper())
+            for key in (*_ACCOUNT_FIELDS, *_ACCOUNT_LIMITS)
         }
     return _account_table(table)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,8 +13,10 @@ import redis
 from mailqueue.caps import CapLimiter, Caps
 from mailqueue.client import Client
 from mailqueue.delivery import Drainer
+from mailqueue.errors import ConfigurationError
 from mailqueue.keys import Keys
-from mailqueue.settings import Settings
+from mailqueue.routing import resolve_route
+from mailqueue.settings import Account, Settings
 from tests.memory_transport import MemoryTransport
 
 NOW = 1_900_008_000.0  # on the hour: 527,780 hours since 1970
@@ -120,3 +123,58 @@ def test_a_capped_campaign_waits_in_the_queue_and_transactional_mail_still_goes(
     Drainer(capped, transport=transport).drain(budget=5)  # type: ignore[arg-type]
     assert capped.store.state(reset) == "sent"
     assert len(transport.calls) == 9
+
+
+# -- an account's own caps -----------------------------------------------------
+
+
+def test_an_account_reads_its_caps_from_the_environment_and_from_django() -> None:
+    from_env = Settings.from_env(
+        {
+            "MAILTRAP_API_TOKEN": "top-tok",
+            "MAILQUEUE_HOURLY_CAP": "1000",
+            "MAILQUEUE_ACCOUNTS": "eu",
+            "MAILQUEUE_ACCOUNT_EU_API_TOKEN": "eu-tok",
+            "MAILQUEUE_ACCOUNT_EU_HOURLY_CAP": "150",
+            "MAILQUEUE_ACCOUNT_EU_DAILY_CAP": "1500",
+        }
+    )
+    route = resolve_route(from_env, account="eu")
+    assert (route.hourly_cap, route.daily_cap) == (150, 1500)
+    top = resolve_route(from_env)
+    assert (top.hourly_cap, top.daily_cap) == (1000, None)
+
+    django = SimpleNamespace(MAILQUEUE_ACCOUNTS={"eu": {"API_TOKEN": "t", "DAILY_CAP": 200}})
+    eu = resolve_route(Settings.from_django(django, environ={}), account="eu")
+    assert (eu.hourly_cap, eu.daily_cap) == (None, 200)
+
+
+@pytest.mark.parametrize("value", ["many", "-1"])
+def test_a_bad_account_cap_is_refused_naming_the_account(value: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"'eu'.*hourly_cap"):
+        Settings.from_env(
+            {
+                "MAILQUEUE_ACCOUNTS": "eu",
+                "MAILQUEUE_ACCOUNT_EU_API_TOKEN": "t",
+                "MAILQUEUE_ACCOUNT_EU_HOURLY_CAP": value,
+            }
+        )
+
+
+def test_an_account_cap_holds_that_accounts_mail_only(redis_url: str) -> None:
+    settings = Settings(
+        broker_url=redis_url,
+        api_token="t",
+        rate_limit="100000/1s",
+        coalesce=False,
+        accounts={"eu": Account(name="eu", api_token="eu-tok", hourly_cap=2)},
+    )
+    client = Client(settings, publish=lambda options: None)
+    try:
+        capped = [client.enqueue({**message(i), "account": "eu"}) for i in range(4)]
+        free = [client.enqueue(message(10 + i)) for i in range(4)]
+        Drainer(client, transport=MemoryTransport()).drain(budget=5)  # type: ignore[arg-type]
+        assert [client.store.state(i) for i in free] == ["sent"] * 4
+        assert sorted(client.store.state(i) for i in capped) == ["queued", "queued", "sent", "sent"]
+    finally:
+        client.close()
