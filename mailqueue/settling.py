@@ -1,0 +1,170 @@
+"""Settling doubtful envelopes: parts whose last call may have reached Mailtrap unanswered.
+
+When reconciling is on, such a part comes back after the settle delay and is
+looked up in Email Logs (``reconcile.py``) before anything is sent again:
+what the logs show is recorded ``sent`` with no call; what they do not show,
+after a second look, is sent again and counted a possible duplicate; when the
+logs cannot answer, the part is sent again as it would be without reconciling.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from . import metrics
+from .claims import call_deadline, lease_for
+from .envelope import Envelope
+from .errors import EmailLogsBusy, EmailLogsUnavailable
+from .outcomes import DrainReport, Outcomes, Stage, part_result, send_ids
+from .posting import Poster
+from .reconcile import LOOKS_BEFORE_RESEND, Doubtful, PartLookup, Reconciler
+from .routing import Route
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["Settler"]
+
+log = logging.getLogger("mailqueue.delivery")
+
+
+class Settler(Stage):
+    """Looks doubtful parts up in Email Logs, then records them or sends them again."""
+
+    def __init__(
+        self, client: Client, poster: Poster, outcomes: Outcomes, reconciler: Reconciler
+    ) -> None:
+        super().__init__(client)
+        self.poster = poster
+        self.outcomes = outcomes
+        self.reconciler = reconciler
+
+    def settle(self, doubtful: list[Envelope], report: DrainReport) -> None:
+        """Look doubtful parts up in Email Logs, route by route, then record or send them."""
+        marks = dict(
+            zip(
+                [(e.send_id, e.part) for e in doubtful],
+                self.store.doubts([(e.send_id, e.part) for e in doubtful]),
+                strict=True,
+            )
+        )
+        for route, envelopes in self.poster.routed(doubtful, report, by_lane=False):
+            self._look_up(route, envelopes, marks, report)
+
+    def _look_up(
+        self,
+        route: Route,
+        envelopes: list[Envelope],
+        marks: dict[tuple[str, int], tuple[float | None, int]],
+        report: DrainReport,
+    ) -> None:
+        if not self.reconciler.enabled_for(route):
+            # A sandbox account keeps no Email Logs: send again, as without reconciling.
+            self._send_again(route, [(e, None) for e in envelopes], report, fallback=False)
+            return
+        fallback_since = time.time() - lease_for(self.settings)
+        parts = [
+            Doubtful(
+                e.send_id,
+                e.part,
+                e.attempt,
+                e.call_for(route),
+                marks[(e.send_id, e.part)][0] or fallback_since,
+            )
+            for e in envelopes
+        ]
+        deadline = call_deadline(self.settings)
+        try:
+            lookups = self.reconciler.look_up(route, parts, deadline=deadline)
+        except EmailLogsBusy as exc:
+            metrics.count_reconcile("busy")
+            delay = max(exc.retry_after or 0.0, self.settings.reconcile_settle)
+            self._look_later(envelopes, delay, report, noted=False)
+            return
+        except EmailLogsUnavailable as exc:
+            metrics.count_reconcile("fallback")
+            log.warning(
+                "sends %s: Email Logs cannot answer (%s); sending again",
+                send_ids(envelopes),
+                exc,
+            )
+            self._send_again(route, [(e, None) for e in envelopes], report, fallback=True)
+            return
+        found: list[tuple[Envelope, PartLookup]] = []
+        again: list[Envelope] = []
+        resend: list[tuple[Envelope, PartLookup | None]] = []
+        for envelope, lookup in zip(envelopes, lookups, strict=True):
+            for outcome in ("found", "absent", "unsure"):
+                metrics.count_reconcile(outcome, sum(v.outcome == outcome for v in lookup.verdicts))
+            looks = marks[(envelope.send_id, envelope.part)][1]
+            if not lookup.to_send:
+                found.append((envelope, lookup))
+            elif looks + 1 < LOOKS_BEFORE_RESEND and not lookup.undecided:
+                # Mailtrap may list a message seconds after accepting it: look once more.
+                again.append(envelope)
+            else:
+                resend.append((envelope, lookup))
+        if found:
+            self._record_found(found, report)
+        if again:
+            self._look_later(again, self.settings.reconcile_settle, report, noted=True)
+        if resend:
+            self._send_again(route, resend, report, fallback=False)
+
+    def _record_found(
+        self, found: Sequence[tuple[Envelope, PartLookup]], report: DrainReport
+    ) -> None:
+        """Every request of these parts is in the logs: record them sent, send nothing."""
+        parts = [part_result(lookup.merge([])) for _, lookup in found]
+        with self.client.redis.pipeline(transaction=True) as pipe:
+            for (envelope, lookup), part in zip(found, parts, strict=True):
+                if envelope.withheld:
+                    part = replace(part, withheld=envelope.withheld)
+                self.store.record(pipe, envelope.ref, part, envelope.flat_recipients)
+                self.store.count(pipe, envelope.send_id, "reconciled", len(lookup.found))
+                if lookup.copies:
+                    self.store.count(pipe, envelope.send_id, "possible_duplicates", lookup.copies)
+            self.outbox.ack(pipe, [envelope for envelope, _ in found])
+            pipe.execute()
+        report.add(reconciled=len(found))
+        self.outcomes.count(report, parts)
+
+    def _look_later(
+        self, envelopes: Sequence[Envelope], delay: float, report: DrainReport, *, noted: bool
+    ) -> None:
+        error = {"kind": "transient", "message": "answer lost; looking it up in Email Logs"}
+        self.outcomes.put_off(envelopes, error, time.time() + delay, looked=noted)
+        report.add(retried=len(envelopes))
+
+    def _send_again(
+        self,
+        route: Route,
+        items: Sequence[tuple[Envelope, PartLookup | None]],
+        report: DrainReport,
+        *,
+        fallback: bool,
+    ) -> None:
+        """Send what the logs did not show (or everything, when they could not answer).
+
+        Each such part counts a possible duplicate: a message the logs listed
+        late, or could not be asked about, goes out twice.
+        """
+        with self.client.redis.pipeline(transaction=False) as pipe:
+            for envelope, lookup in items:
+                self.store.count(pipe, envelope.send_id, "possible_duplicates")
+                self.store.note_doubtful(pipe, envelope.send_id)
+                if fallback:
+                    self.store.count(pipe, envelope.send_id, "reconcile_fallbacks")
+                if lookup is not None and lookup.found:
+                    self.store.count(pipe, envelope.send_id, "reconciled", len(lookup.found))
+            pipe.execute()
+        whole = [e for e, lookup in items if lookup is None or not lookup.found]
+        for envelope, lookup in items:
+            if lookup is not None and lookup.found:
+                self.poster.post(route, [envelope], report, lookup)
+        for call_route, group in self.poster.calls(whole, report):
+            self.poster.post(call_route, group, report)
