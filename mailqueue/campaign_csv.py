@@ -4,24 +4,29 @@ Spreadsheets export CSV in several shapes: Excel writes a UTF-8 byte-order
 mark, and locales whose decimal mark is a comma separate fields with
 semicolons (or tabs). The file's own dialect is sniffed from its first lines;
 a file too plain to tell (one column) is read as ordinary comma-separated CSV.
-Pure: no I/O, the caller reads the file.
+Pure: no I/O, the caller opens the file; rows are read one at a time, so a
+file of any size streams.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from .errors import ValidationError
+from .payload import MAX_BATCH_REQUESTS
 
 __all__ = [
     "Recipient",
     "batch_message",
+    "batch_messages",
     "individual_messages",
+    "iter_recipients",
     "read_recipients",
     "recipient_of",
 ]
@@ -51,8 +56,21 @@ def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
 
 def read_recipients(text: str, *, source: str = "CSV") -> list[Recipient]:
     """The recipients of a campaign file; ValidationError naming ``source`` and the line."""
-    text = text.removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text, newline=""), _dialect(text))
+    return list(iter_recipients(io.StringIO(text, newline=""), source=source))
+
+
+def iter_recipients(handle: IO[str], *, source: str = "CSV") -> Iterator[Recipient]:
+    """The recipients of a campaign file, one row at a time (open it with ``newline=""``).
+
+    Only the first ``SNIFF_CHARS`` are held at once, to tell the dialect; a
+    file of a million rows streams in the memory of one. Errors are raised
+    when the row is reached: ValidationError naming ``source`` and the line.
+    """
+    sample = handle.read(SNIFF_CHARS).removeprefix("\ufeff")
+    if len(sample) == SNIFF_CHARS:
+        sample += handle.readline()  # the sample ends on a line's end
+    lines = itertools.chain(io.StringIO(sample, newline=""), handle)
+    reader = csv.reader(lines, _dialect(sample))
     try:
         header = [name.strip() for name in next(reader, [])]
     except csv.Error as exc:
@@ -64,32 +82,33 @@ def read_recipients(text: str, *, source: str = "CSV") -> list[Recipient]:
             f"the CSV needs an 'email' column (columns found: {found})", field=source
         )
     email_at = columns.index(EMAIL_COLUMN)
-    recipients = []
+    merge_at = [(index, name) for index, name in enumerate(header) if name and index != email_at]
+    any_rows = False
     line = reader.line_num + 1
     try:
         for row in reader:
             if any(cell.strip() for cell in row):
-                recipients.append(_recipient(row, header, email_at, line, source))
+                yield _recipient(row, merge_at, email_at, line, source)
+                any_rows = True
             line = reader.line_num + 1
     except csv.Error as exc:
         raise ValidationError(f"line {line}: not readable as CSV: {exc}", field=source) from None
-    if not recipients:
+    if not any_rows:
         raise ValidationError("no recipients", field=source)
-    return recipients
 
 
 def _recipient(
-    row: Sequence[str], header: Sequence[str], email_at: int, line: int, source: str
+    row: Sequence[str],
+    merge_at: Sequence[tuple[int, str]],
+    email_at: int,
+    line: int,
+    source: str,
 ) -> Recipient:
-    cells = [cell.strip() for cell in row]
-    email = cells[email_at] if email_at < len(cells) else ""
+    width = len(row)
+    email = row[email_at].strip() if email_at < width else ""
     if not email:
         raise ValidationError(f"line {line}: the 'email' column is empty", field=source)
-    merge = {
-        name: cells[index] if index < len(cells) else ""
-        for index, name in enumerate(header)
-        if name and index != email_at
-    }
+    merge = {name: row[index].strip() if index < width else "" for index, name in merge_at}
     return Recipient(email=email, line=line, merge=merge)
 
 
@@ -106,6 +125,19 @@ def individual_messages(
             message["merge_global_data"] = dict(recipient.merge)
         messages.append(message)
     return messages
+
+
+def batch_messages(
+    recipients: Iterable[Recipient],
+    template_id: str,
+    from_email: str | None = None,
+    *,
+    size: int = MAX_BATCH_REQUESTS,
+) -> Iterator[tuple[list[Recipient], dict[str, Any]]]:
+    """``batch_message`` of every ``size`` rows in turn, with the rows it holds."""
+    rows = iter(recipients)
+    while chunk := list(itertools.islice(rows, size)):
+        yield chunk, batch_message(chunk, template_id, from_email)
 
 
 def batch_message(

@@ -31,11 +31,11 @@ import redis
 from .activity import fleet_activity
 from .campaign_csv import (
     Recipient,
-    batch_message,
     individual_messages,
     read_recipients,
     recipient_of,
 )
+from .campaign_file import queue_campaign_file
 from .cli_errors import CliError
 from .cli_steering import register as register_steering
 from .cli_views import counts_line, format_group, format_status, stall_note, table
@@ -363,10 +363,10 @@ def campaign(
     with --individual the group's. With --name, 'mailqueue campaign status
     NAME' follows it too, and pause, resume and cancel steer it.
     """
-    recipients = read_recipients(_read_text(csv_path, "CSV"), source=csv_path)
     client = _client()
     routing = {"stream": stream, **({"account": account} if account else {})}
     if individual:
+        recipients = read_recipients(_read_text(csv_path, "CSV"), source=csv_path)
         messages = [
             {**message, **routing}
             for message in individual_messages(recipients, template_id, from_email)
@@ -376,14 +376,46 @@ def campaign(
         click.echo(ids.group_id)
         progress = functools.partial(_group_line, client, ids)
     else:
-        message = {**batch_message(recipients, template_id, from_email), **routing}
-        if name is not None:
-            message["campaign"] = name
-        send_id = _row_errors(recipients, lambda: client.enqueue(message))
+        send_id = _queue_file(client, csv_path, template_id, from_email, routing, name)
         click.echo(send_id)
         progress = functools.partial(_batch_line, client, send_id)
     if follow:
         _follow(progress, timeout)
+
+
+def _queue_file(
+    client: Client,
+    csv_path: str,
+    template_id: str,
+    from_email: str | None,
+    routing: Mapping[str, Any],
+    name: str | None,
+) -> str:
+    """Queue the file as one batch send, streamed; a live count on a terminal."""
+    live = sys.stderr.isatty()
+
+    def show(phase: str, count: int) -> None:
+        if live:
+            click.echo(f"\r{phase} {count:,} recipients", nl=False, err=True)
+
+    try:
+        queued = queue_campaign_file(
+            client, csv_path, template_id,
+            from_email=from_email, routing=routing, campaign=name, progress=show,
+        )  # fmt: skip
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"CSV: cannot read {csv_path!r}: {_reason(exc)}") from None
+    finally:
+        if live:
+            click.echo(err=True)
+    if queued.already_queued:
+        click.echo(f"send {queued.send_id} was queued already: nothing queued again", err=True)
+    elif queued.resumed_from:
+        click.echo(
+            f"queued the {queued.parts - queued.resumed_from} parts of {queued.parts} "
+            f"an interrupted run had left", err=True,
+        )  # fmt: skip
+    return queued.send_id
 
 
 def _row_errors(recipients: Sequence[Recipient], enqueue: Callable[[], T]) -> T:

@@ -1,0 +1,148 @@
+"""A campaign file queued as one batch send in parts, streamed, on a real Redis.
+
+Delivery runs the drain loop over an in-memory transport; the CLI's own
+tests (``test_cli.py``) send the same files to the local Mailtrap.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from mailqueue.campaign_file import queue_campaign_file
+from mailqueue.chunked_send import PARTS_PER_TRANSACTION
+from mailqueue.client import Client
+from mailqueue.delivery import Drainer
+from mailqueue.errors import ValidationError
+from mailqueue.settings import Settings
+from tests.memory_transport import MemoryTransport
+
+TEMPLATE = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+FROM = "news@example.com"
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Client]:
+    wakeups: queue.Queue[dict[str, Any]] = queue.Queue()
+    settings = Settings(broker_url=redis_url, api_token="t", rate_limit="100000/1s")
+    client = Client(settings, publish=wakeups.put)
+    yield client
+    client.close()
+
+
+def write_rows(path: Path, count: int, bad: dict[int, str] | None = None) -> str:
+    lines = ["email,name"]
+    for n in range(count):
+        lines.append(f"{(bad or {}).get(n, f'user{n}@example.com')},Name {n}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def streams(redis_client: redis.Redis) -> dict[str, int]:
+    return {
+        key.decode(): int(redis_client.xlen(key))
+        for key in redis_client.scan_iter("{mq}:outbox*")
+        if redis_client.type(key) == b"stream"
+    }
+
+
+def test_a_file_is_one_send_of_one_part_per_500_rows(client: Client, tmp_path: Path) -> None:
+    queued = queue_campaign_file(
+        client, write_rows(tmp_path / "list.csv", 1234), TEMPLATE, from_email=FROM,
+        routing={"stream": "bulk"}, campaign="spring",
+    )  # fmt: skip
+
+    assert (queued.parts, queued.recipients, queued.resumed_from) == (3, 1234, 0)
+    record = client.get_campaign("spring")
+    assert record is not None
+    assert (record["recipients"], record["counts"]) == (1234, {"waiting": 1234})
+    status = client.get_status(queued.send_id)
+    assert status is not None
+    assert (status["state"], status["parts"], status["campaign"]) == ("queued", 3, "spring")
+
+
+def test_every_row_reaches_mailtrap_once_with_its_merge_data(
+    client: Client, tmp_path: Path
+) -> None:
+    queued = queue_campaign_file(
+        client, write_rows(tmp_path / "list.csv", 1100), TEMPLATE, from_email=FROM,
+        campaign="spring",
+    )  # fmt: skip
+    transport = MemoryTransport()
+    Drainer(client, transport=transport).drain(budget=10)  # type: ignore[arg-type]
+
+    merged = {}
+    for call in transport.calls:
+        for request in call.json["requests"]:
+            merged[request["to"][0]["email"]] = request["template_variables"]["name"]
+    assert merged == {f"user{n}@example.com": f"Name {n}" for n in range(1100)}
+    assert sum(len(call.json["requests"]) for call in transport.calls) == 1100
+    status = client.get_status(queued.send_id)
+    assert status is not None and status["state"] == "sent"
+    record = client.get_campaign("spring")
+    assert record is not None
+    assert (record["state"], record["counts"]) == ("finished", {"sent": 1100, "waiting": 0})
+
+
+def test_a_bad_row_past_the_first_part_is_named_and_nothing_is_queued(
+    client: Client, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    path = write_rows(tmp_path / "list.csv", 1200, bad={1100: "broken"})
+
+    with pytest.raises(ValidationError) as caught:
+        queue_campaign_file(client, path, TEMPLATE, from_email=FROM, campaign="spring")
+
+    # Row 1102 of the file: the header is line 1, recipient 0 is line 2.
+    assert "row 1102 (broken)" in str(caught.value)
+    assert caught.value.field == "to[1100]"
+    assert redis_client.keys("{mq}:send:*") == []
+    assert streams(redis_client) == {}
+    assert client.get_campaign("spring") is None
+
+
+def test_an_interrupted_enqueue_run_again_queues_only_the_rest(
+    client: Client, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    rows = 500 * PARTS_PER_TRANSACTION * 2 + 7  # three transactions
+    path = write_rows(tmp_path / "list.csv", rows)
+
+    def stop_after_the_first_transaction(phase: str, count: int) -> None:
+        if phase == "queued":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        queue_campaign_file(
+            client, path, TEMPLATE, from_email=FROM, campaign="spring",
+            progress=stop_after_the_first_transaction,
+        )  # fmt: skip
+    halfway = client.get_campaign("spring")
+    assert halfway is not None and halfway["recipients"] == 500 * PARTS_PER_TRANSACTION
+
+    again = queue_campaign_file(client, path, TEMPLATE, from_email=FROM, campaign="spring")
+    once_more = queue_campaign_file(client, path, TEMPLATE, from_email=FROM, campaign="spring")
+
+    assert again.resumed_from == PARTS_PER_TRANSACTION
+    assert once_more.already_queued and once_more.send_id == again.send_id
+    record = client.get_campaign("spring")
+    assert record is not None and record["recipients"] == rows
+    assert sum(streams(redis_client).values()) == again.parts == 2 * PARTS_PER_TRANSACTION + 1
+
+
+def test_another_file_under_the_same_name_is_another_send(
+    client: Client, tmp_path: Path
+) -> None:
+    first = queue_campaign_file(
+        client, write_rows(tmp_path / "a.csv", 3), TEMPLATE, from_email=FROM, campaign="spring"
+    )
+    second = queue_campaign_file(
+        client, write_rows(tmp_path / "b.csv", 4), TEMPLATE, from_email=FROM, campaign="spring"
+    )
+
+    assert first.send_id != second.send_id
+    record = client.get_campaign("spring")
+    assert record is not None and record["recipients"] == 7
