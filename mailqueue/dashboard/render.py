@@ -74,9 +74,13 @@ def _age(seconds: float | None) -> str:
     return "-" if seconds is None else duration(seconds)
 
 
-def _form(base: str, action: str, fields: Mapping[str, str], label: str, confirm: str = "") -> str:
+def _form(
+    base: str, token: str, action: str, fields: Mapping[str, str], label: str, confirm: str = ""
+) -> str:
+    """A one-button form posting ``action`` on what ``fields`` name, with the CSRF token."""
     hidden = "".join(
-        f'<input type=hidden name="{escape(k)}" value="{escape(v)}">' for k, v in fields.items()
+        f'<input type=hidden name="{escape(k)}" value="{escape(v)}">'
+        for k, v in {**fields, "csrf": token}.items()
     )
     ask = f' data-confirm="{escape(confirm)}"' if confirm else ""
     return (
@@ -84,6 +88,20 @@ def _form(base: str, action: str, fields: Mapping[str, str], label: str, confirm
         f'{hidden}<button type=submit name=do value="{escape(action)}">{escape(label)}</button>'
         "</form>"
     )
+
+
+def _row(*cells: str) -> str:
+    """A table row of ``cells``, each already HTML."""
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def _table(headings: Sequence[str], rows: str, *, empty: str = "", table_id: str = "") -> str:
+    """A table: its heading row, then ``rows``, or one row saying ``empty`` when there are none."""
+    head = "".join(f"<th>{heading}" for heading in headings)
+    if not rows and empty:
+        rows = f"<tr><td colspan={len(headings)}>{empty}</td></tr>"
+    ident = f" id={table_id}" if table_id else ""
+    return f"<table{ident}><tr>{head}</tr>{rows}</table>"
 
 
 def fleet(data: Mapping[str, Any]) -> str:
@@ -103,9 +121,9 @@ def fleet(data: Mapping[str, Any]) -> str:
         f"requests in {limiter['period']:g}s{cooldown}</div>"
         f"<div class=tile id=dead><b>{data['dead_letters']}</b>dead letters</div></div>"
         f"<p>Last drain activity: {'now' if data['live_drains'] else _age(data['idle_for'])}</p>"
-        "<h2>Backlog per lane and stream</h2><table><tr><th>lane<th>stream<th>waiting"
-        "<th>in flight<th>oldest entry<th>campaigns</tr>"
-        f"{rows}</table><h2>Backlog over time</h2><svg id=rates data-series=waiting "
+        "<h2>Backlog per lane and stream</h2>"
+        + _table(("lane", "stream", "waiting", "in flight", "oldest entry", "campaigns"), rows)
+        + "<h2>Backlog over time</h2><svg id=rates data-series=waiting "
         'width=480 height=80 role=img aria-label="backlog over time"></svg>'
     )
 
@@ -155,24 +173,22 @@ def campaigns(base: str, records: Sequence[Mapping[str, Any]]) -> str:
         f"<td class=num>{_eta(r)}</td></tr>"
         for r in records
     )
-    return (
-        "<h1>Campaigns</h1><table><tr><th>name<th>state<th>recipients<th>waiting<th>rate"
-        f"<th>ETA</tr>{rows or '<tr><td colspan=6>none yet</td></tr>'}</table>"
-    )
+    headings = ("name", "state", "recipients", "waiting", "rate", "ETA")
+    return "<h1>Campaigns</h1>" + _table(headings, rows, empty="none yet")
 
 
 def campaign(base: str, record: Mapping[str, Any] | None, token: str) -> str:
     if record is None:
         return "<h1>Campaign</h1><p>No such campaign.</p>"
     name, state = record["name"], record["state"]
-    fields = {"name": name, "csrf": token}
+    fields = {"name": name}
     buttons = []
     if state == "running":
-        buttons.append(_form(base, "pause", fields, "Pause"))
+        buttons.append(_form(base, token, "pause", fields, "Pause"))
     if state == "paused":
-        buttons.append(_form(base, "resume", fields, "Resume"))
+        buttons.append(_form(base, token, "resume", fields, "Resume"))
     if state in ("running", "paused"):
-        buttons.append(_form(base, "cancel", fields, "Cancel", f"Cancel campaign {name}?"))
+        buttons.append(_form(base, token, "cancel", fields, "Cancel", f"Cancel campaign {name}?"))
     reason = f" ({escape(record['reason'])})" if record.get("reason") else ""
     return (
         f"<h1>Campaign {escape(name)}</h1>"
@@ -210,15 +226,17 @@ def search(query: str, found: Mapping[str, Any]) -> str:
 def _send(record: Mapping[str, Any]) -> str:
     error = record.get("error")
     recipients = "".join(
-        f"<tr><td>{escape(address)}</td><td>{escape(str(info.get('status')))}</td>"
-        f"<td>{escape(str(info.get('message_id') or ''))}</td></tr>"
+        _row(*map(escape, (address, str(info.get("status")), str(info.get("message_id") or ""))))
         for address, info in record.get("recipients", {}).items()
     )
     events = "".join(
-        f"<tr><td>{escape(str(event.get('timestamp') or ''))}</td>"
-        f"<td>{escape(str(event.get('event_type') or ''))}</td>"
-        f"<td>{escape(str(event.get('recipient') or ''))}</td>"
-        f"<td>{escape(json.dumps(_detail(event), sort_keys=True))}</td></tr>"
+        _row(
+            *(
+                escape(str(event.get(name) or ""))
+                for name in ("timestamp", "event_type", "recipient")
+            ),
+            escape(json.dumps(_detail(event), sort_keys=True)),
+        )
         for event in record.get("events", [])
     )
     return (
@@ -228,9 +246,15 @@ def _send(record: Mapping[str, Any]) -> str:
         f" · updated {escape(str(record.get('updated_at')))}"
         f"{' · campaign ' + escape(record['campaign']) if record.get('campaign') else ''}</p>"
         + (f"<p>Error: {escape(json.dumps(error, sort_keys=True))}</p>" if error else "")
-        + "<h3>Recipients</h3><table><tr><th>address<th>status<th>message id</tr>"
-        f"{recipients}</table><h3>History</h3><table id=history><tr><th>when<th>event<th>recipient"
-        f"<th>detail</tr>{events or '<tr><td colspan=4>no events yet</td></tr>'}</table>"
+        + "<h3>Recipients</h3>"
+        + _table(("address", "status", "message id"), recipients)
+        + "<h3>History</h3>"
+        + _table(
+            ("when", "event", "recipient", "detail"),
+            events,
+            empty="no events yet",
+            table_id="history",
+        )
     )
 
 
@@ -248,44 +272,49 @@ def _detail(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# The buttons of a listing's rows, each acting on one field of its entry:
+# (action, label, question asked before it is done).
+_DEAD_LETTER_ACTIONS = (
+    ("requeue", "Requeue", "Send {} again?"),
+    ("purge", "Purge", "Forget {} for good?"),
+)
+_SUPPRESSION_ACTIONS = (("unsuppress", "Unsuppress", "Send to {} again?"),)
+
+
+def _buttons(
+    base: str, token: str, field: str, value: str, actions: Sequence[tuple[str, str, str]]
+) -> str:
+    return " ".join(
+        _form(base, token, action, {field: value}, label, question.format(value))
+        for action, label, question in actions
+    )
+
+
 def dead_letters(base: str, letters: Sequence[Mapping[str, Any]], token: str) -> str:
-    rows = "".join(_dead_row(base, letter, token) for letter in letters)
-    return (
-        "<h1>Dead letters</h1><table><tr><th>send id<th>failed at<th>state<th>error<th></tr>"
-        f"{rows or '<tr><td colspan=5>none</td></tr>'}</table>"
+    rows = "".join(
+        _row(
+            escape(letter["send_id"]),
+            _when(letter["failed_at"]),
+            escape(str(letter["state"])),
+            escape(json.dumps(letter["error"], sort_keys=True) if letter["error"] else ""),
+            _buttons(base, token, "send_id", letter["send_id"], _DEAD_LETTER_ACTIONS),
+        )
+        for letter in letters
     )
-
-
-def _dead_row(base: str, letter: Mapping[str, Any], token: str) -> str:
-    send_id = letter["send_id"]
-    fields = {"send_id": send_id, "csrf": token}
-    error = json.dumps(letter["error"], sort_keys=True) if letter["error"] else ""
-    requeue = _form(base, "requeue", fields, "Requeue", f"Send {send_id} again?")
-    purge = _form(base, "purge", fields, "Purge", f"Forget {send_id} for good?")
-    return (
-        f"<tr><td>{escape(send_id)}</td><td>{_when(letter['failed_at'])}</td>"
-        f"<td>{escape(str(letter['state']))}</td><td>{escape(error)}</td>"
-        f"<td>{requeue} {purge}</td></tr>"
-    )
+    headings = ("send id", "failed at", "state", "error", "")
+    return "<h1>Dead letters</h1>" + _table(headings, rows, empty="none")
 
 
 def suppressions(base: str, entries: Sequence[Mapping[str, Any]], token: str) -> str:
-    rows = "".join(_suppression_row(base, entry, token) for entry in entries)
-    return (
-        "<h1>Suppressions</h1><table><tr><th>address<th>reason<th>stream<th>since<th></tr>"
-        f"{rows or '<tr><td colspan=5>none</td></tr>'}</table>"
+    rows = "".join(
+        _row(
+            *map(escape, (e["address"], e["reason"], e["stream"] or "all", e["created_at"])),
+            _buttons(base, token, "address", e["address"], _SUPPRESSION_ACTIONS),
+        )
+        for e in entries
     )
-
-
-def _suppression_row(base: str, entry: Mapping[str, Any], token: str) -> str:
-    address = entry["address"]
-    fields = {"address": address, "csrf": token}
-    button = _form(base, "unsuppress", fields, "Unsuppress", f"Send to {address} again?")
-    return (
-        f"<tr><td>{escape(address)}</td><td>{escape(entry['reason'])}</td>"
-        f"<td>{escape(entry['stream'] or 'all')}</td><td>{escape(entry['created_at'])}</td>"
-        f"<td>{button}</td></tr>"
-    )
+    headings = ("address", "reason", "stream", "since", "")
+    return "<h1>Suppressions</h1>" + _table(headings, rows, empty="none")
 
 
 def fragment(html: str, data: Any) -> bytes:
