@@ -18,6 +18,7 @@ import redis
 
 from . import metrics
 from .envelope import Envelope
+from .outcome_hooks import Endings
 from .outcomes import DrainReport, Stage
 from .settings import Settings
 from .status import Claim, PartResult
@@ -56,12 +57,13 @@ class Claimer(Stage):
         )
         ready: list[Envelope] = []
         doubtful: list[Envelope] = []
+        endings = Endings()
         with self.client.redis.pipeline(transaction=True) as pipe:
             steered = 0
             for envelope, claim in zip(envelopes, claims, strict=True):
                 if claim in ("go", "doubt"):
                     drop = suppressed.get(id(envelope))
-                    if drop and not self._withhold(pipe, envelope, drop):
+                    if drop and not self._withhold(pipe, envelope, drop, endings):
                         steered += 1
                         continue
                     (ready if claim == "go" else doubtful).append(envelope)
@@ -70,12 +72,12 @@ class Claimer(Stage):
                     report.add(skipped=1)
                     steered += 1
                 elif claim != "busy":
-                    self._steer(pipe, envelope, claim)
+                    self._steer(pipe, envelope, claim, endings)
                     steered += 1
                 # "busy": another worker holds a live lease; leave the entry pending
                 # so that it is reclaimed if that worker dies.
             if steered:
-                pipe.execute()
+                self.hooks.announce(endings.finished(pipe.execute()))
         return ready, doubtful
 
     def _suppressed(self, envelopes: Sequence[Envelope]) -> dict[int, set[str]]:
@@ -95,7 +97,9 @@ class Claimer(Stage):
                     found[id(envelope)] = drop
         return found
 
-    def _withhold(self, pipe: redis.client.Pipeline, envelope: Envelope, drop: set[str]) -> bool:
+    def _withhold(
+        self, pipe: redis.client.Pipeline, envelope: Envelope, drop: set[str], endings: Endings
+    ) -> bool:
         """Take suppressed recipients out of a claimed envelope; False when none is left.
 
         A part left with no recipient ends ``failed`` (error kind ``suppressed``)
@@ -116,12 +120,14 @@ class Claimer(Stage):
         result = PartResult(
             "failed", {}, error, withheld=tuple(dict.fromkeys(counted)), withheld_as="suppressed"
         )
-        self.store.record(pipe, envelope.ref, result, counted)
+        endings.add(self.store.record(pipe, envelope.ref, result, counted), envelope)
         self.outbox.ack(pipe, [envelope])
         metrics.count_sends("failed")
         return False
 
-    def _steer(self, pipe: redis.client.Pipeline, envelope: Envelope, claim: Claim) -> None:
+    def _steer(
+        self, pipe: redis.client.Pipeline, envelope: Envelope, claim: Claim, endings: Endings
+    ) -> None:
         """Act on a claim that must not send now: hold, end or put off the envelope."""
         if claim == "paused":
             self.outbox.hold(pipe, envelope)
@@ -129,7 +135,8 @@ class Claimer(Stage):
             outcome: Literal["cancelled", "expired"] = (
                 "cancelled" if claim == "cancelled" else "expired"
             )
-            self.store.finish_unsent(pipe, envelope.ref, envelope.flat_recipients, outcome)
+            recipients = envelope.flat_recipients
+            endings.add(self.store.finish_unsent(pipe, envelope.ref, recipients, outcome), envelope)
         elif claim == "later":
             due = self.store.not_before(envelope.send_id) or time.time()
             self.outbox.schedule(pipe, envelope, due)

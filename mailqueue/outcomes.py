@@ -23,6 +23,7 @@ from . import metrics
 from .backoff import compute_backoff
 from .envelope import Envelope
 from .errors import DeliveryError, RateLimited, TransientDeliveryError
+from .outcome_hooks import Endings, OutcomeHooks
 from .payload import ApiCall
 from .responses import RequestResult
 from .status import PartResult
@@ -62,6 +63,8 @@ class Stage:
         self.settings = client.settings
         self.store = client.store
         self.outbox = client.outbox
+        # Told each send's final outcome by the stage whose write made it final.
+        self.hooks = OutcomeHooks(client)
 
 
 class Outcomes(Stage):
@@ -81,17 +84,20 @@ class Outcomes(Stage):
             parts = [part_result(results)]
         else:
             parts = [part_result([result]) for result in results]
+        endings = Endings()
         with self.client.redis.pipeline(transaction=True) as pipe:
             for envelope, part in zip(group, parts, strict=True):
                 if envelope.withheld:
                     part = replace(part, withheld=envelope.withheld)
-                self.store.record(pipe, envelope.ref, part, envelope.flat_recipients)
+                recorded = self.store.record(pipe, envelope.ref, part, envelope.flat_recipients)
+                endings.add(recorded, envelope)
                 if part.outcome == "failed":
                     self.outbox.bury(pipe, envelope, time.time())
             if doubts:
                 self.count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
-            pipe.execute()
+            answers = pipe.execute()
+        self.hooks.announce(endings.finished(answers))
         self.count(report, parts)
         log.debug("%d part(s) recorded after %s", len(group), call.path)
 
@@ -111,16 +117,19 @@ class Outcomes(Stage):
     ) -> None:
         """End every part of ``group`` ``failed`` with ``exc``, kept as a dead letter."""
         error = exc.as_record()
+        endings = Endings()
         with self.client.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
                 recipients = {r: None for request in envelope.to_send.recipients for r in request}
                 result = PartResult("failed", recipients, error, withheld=envelope.withheld)
-                self.store.record(pipe, envelope.ref, result, envelope.flat_recipients)
+                recorded = self.store.record(pipe, envelope.ref, result, envelope.flat_recipients)
+                endings.add(recorded, envelope)
                 self.outbox.bury(pipe, envelope, time.time())
             if doubts:
                 self.count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
-            pipe.execute()
+            answers = pipe.execute()
+        self.hooks.announce(endings.finished(answers))
         report.add(failed=len(group))
         metrics.count_sends("failed", len(group))
         log.warning("sends %s failed: %s", send_ids(group), exc)

@@ -215,6 +215,11 @@ class Settings:
     hourly_cap: int | None = None
     daily_cap: int | None = None
     cap_transactional_reserve: float = 0.1
+    # Told each send's final outcome, once, in the worker (see outcomes.py): a
+    # callable's dotted path, and a Celery task name sent to a queue of its own.
+    on_outcome: str | None = None
+    on_outcome_task: str | None = None
+    on_outcome_queue: str = "celery"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sandbox_id", _sandbox_id(self.sandbox_id))
@@ -568,6 +573,9 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
         ("CALLS_IN_FLIGHT", _int),
         ("WEBHOOK_MAX_BODY", _int),
         ("QUEUE", str),
+        ("ON_OUTCOME", str),
+        ("ON_OUTCOME_TASK", str),
+        ("ON_OUTCOME_QUEUE", str),
         ("METRICS_PORT", _int),
         ("RECONCILE_SETTLE", float),
         ("SOFT_BOUNCE_LIMIT", _int),

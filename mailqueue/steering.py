@@ -20,6 +20,7 @@ import redis
 
 from .errors import BrokerUnavailable, ValidationError
 from .keys import safe_id
+from .outcome_hooks import Endings, OutcomeHooks
 from .records import StatusRecord
 from .schedule import parse_when
 from .status import iso_of
@@ -98,10 +99,15 @@ def cancel_send(rt: Client, send_id: str) -> StatusRecord:
             envelope = rt.outbox.decode_scheduled(member)
             if envelope.send_id != send_id:
                 continue
+            endings = Endings()
             with rt.redis.pipeline(transaction=True) as pipe:
                 pipe.zrem(rt.keys.retry, member)
-                rt.store.finish_unsent(pipe, envelope.ref, envelope.flat_recipients, "cancelled")
-                pipe.execute()
+                recipients = envelope.flat_recipients
+                ended = rt.store.finish_unsent(pipe, envelope.ref, recipients, "cancelled")
+                endings.add(ended, envelope)
+                results = pipe.execute()
+            # Its last part ended here, not in a worker: the hooks are told from here.
+            OutcomeHooks(rt).announce(endings.finished(results))
         record = rt.store.get(send_id)
     assert record is not None
     # Parts already in a stream end ``cancelled`` when a worker meets them.

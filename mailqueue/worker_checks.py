@@ -31,6 +31,11 @@ def check_worker_settings(settings: Settings) -> None:
             "(the sandbox needs one too)",
             setting="api_token",
         )
+    if settings.on_outcome:
+        # Found at start, not at the first send's end: a typo is one line, not a log per send.
+        from .outcome_hooks import load_callable
+
+        load_callable(settings.on_outcome, "on_outcome")
 
 
 def refuse_in_celery_command(exc: MailqueueError) -> None:

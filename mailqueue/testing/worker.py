@@ -67,6 +67,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MAILQUEUE_WEBHOOK_SECRET": ",".join(settings.webhook_secret) or None,
         "MAILQUEUE_HOURLY_CAP": None if settings.hourly_cap is None else str(settings.hourly_cap),
         "MAILQUEUE_DAILY_CAP": None if settings.daily_cap is None else str(settings.daily_cap),
+        "MAILQUEUE_ON_OUTCOME": settings.on_outcome,
+        "MAILQUEUE_ON_OUTCOME_TASK": settings.on_outcome_task,
+        "MAILQUEUE_ON_OUTCOME_QUEUE": settings.on_outcome_queue,
     }
     env.update({name: value for name, value in optional.items() if value})
     env.update(_accounts_env(settings))
