@@ -4,7 +4,7 @@ A thin layer over ``mailqueue.steering`` and the stores, as the rest of the
 command line: errors become one ``error:`` line through the main group.
 
     mailqueue campaign status|pause|resume|cancel NAME [--watch]
-    mailqueue suppressions list|add|remove|import|export
+    mailqueue suppressions list|add|remove|import|export|sync
     mailqueue scheduled list|cancel|reschedule
 """
 
@@ -139,7 +139,7 @@ _COLUMNS = ("address", "reason", "stream", "created_at")
 
 @click.group("suppressions")
 def suppressions_group() -> None:
-    """Addresses mailqueue never mails: list, add, remove, import, export."""
+    """Addresses mailqueue never mails: list, add, remove, import, export, sync."""
 
 
 @suppressions_group.command("list")
@@ -205,6 +205,18 @@ def suppressions_export() -> None:
     for entry in sorted(_client().suppressions.entries(), key=lambda s: s["address"]):
         writer.writerow({**entry, "stream": entry["stream"] or ""})
     click.echo(out.getvalue(), nl=False)
+
+
+@suppressions_group.command("sync")
+def suppressions_sync() -> None:
+    """Add Mailtrap's own suppressions here; lift there those lifted here since."""
+    from .suppression_sync import sync_suppressions
+
+    report = sync_suppressions(_client())
+    click.echo(
+        f"Mailtrap lists {report.listed}: {report.added} added here, "
+        f"{report.lifted} lifted at Mailtrap"
+    )
 
 
 # -- scheduled sends -------------------------------------------------------

@@ -13,11 +13,13 @@
     │   ├── TransientDeliveryError  worth retrying: timeouts, connection errors, 429, 5xx
     │   │   └── RateLimited         a 429; carries retry_after when Mailtrap sent one
     │   └── PermanentDeliveryError  retrying cannot help: other 4xx, malformed answers
-    └── EmailLogsUnavailable        Mailtrap's Email Logs cannot answer a look-up
-        │                           (unreachable, token refused, malformed answer):
-        │                           the outcome stays unknown, the part is sent again
-        └── EmailLogsBusy           the logs API's rate limit outlasted the wait
-                                    allowed: look again later, never send again yet
+    ├── EmailLogsUnavailable        Mailtrap's Email Logs cannot answer a look-up
+    │   │                           (unreachable, token refused, malformed answer):
+    │   │                           the outcome stays unknown, the part is sent again
+    │   └── EmailLogsBusy           the logs API's rate limit outlasted the wait
+    │                               allowed: look again later, never send again yet
+    └── SuppressionSyncError        Mailtrap's suppression list could not be read or
+                                    changed (unreachable, token refused, malformed)
 
 Whether a failed delivery is retried is decided by the type alone: every
 third-party error is translated into this tree at exactly one boundary
@@ -37,6 +39,7 @@ __all__ = [
     "PermanentDeliveryError",
     "RateLimited",
     "ReplicationTimeout",
+    "SuppressionSyncError",
     "TransientDeliveryError",
     "UnsupportedFeature",
     "ValidationError",
@@ -178,3 +181,11 @@ class EmailLogsBusy(EmailLogsUnavailable):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message, reason="rate_limited", status_code=429)
         self.retry_after = retry_after
+
+
+class SuppressionSyncError(MailqueueError):
+    """Mailtrap's suppression list could not be read or changed; nothing more is synced."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code

@@ -43,6 +43,8 @@ its choosing. With the default prefix:
     {mq}:campaigns             zset    campaign names, scored by when each was first enqueued
     {mq}:scheduled             zset    send ids held for a time to come, scored by it
     {mq}:suppressed            hash    comparable address -> JSON {address, reason, stream, ...}
+    {mq}:suppressed:lifted     hash    comparable address -> when its suppression was lifted
+                                       here (for the sync with Mailtrap's own list)
     {mq}:softbounce:<sha256>   zset    one address's recent soft bounces, scored by their time
     {mq}:cap:<token_key>:hour  hash    messages handed to Mailtrap per minute, the last hour
     {mq}:cap:<token_key>:day   hash    messages handed to Mailtrap per hour, the last day
@@ -134,6 +136,7 @@ class Keys:
         self.campaigns = f"{base}:campaigns"
         self.scheduled = f"{base}:scheduled"
         self.suppressed = f"{base}:suppressed"
+        self.suppressed_lifted = f"{base}:suppressed:lifted"
         # One key per id (a send, a message, a token, ...).
         self.send = KeyFamily(base, "send")
         self.recipients = KeyFamily(base, "rcpt")

@@ -48,8 +48,10 @@ SOFT_BOUNCE_EVENTS = frozenset({"soft bounce", "soft_bounce"})
 # Add a suppression without narrowing one already there: an address
 # suppressed on every stream stays so when it later unsubscribes from bulk,
 # and suppressions of both streams become one of every stream.
-# KEYS: the hash. ARGV: field, JSON record. Returns the stored record.
+# A suppression added here again is no longer one lifted here.
+# KEYS: the hash, the lifted hash. ARGV: field, JSON record. Returns the stored record.
 _SUPPRESS = """
+redis.call('HDEL', KEYS[2], ARGV[1])
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local new = cjson.decode(ARGV[2])
 if old then
@@ -69,6 +71,13 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) and 1 or 0
+"""
+
+
+# Forget one lift if it is still the one read. KEYS: the lifted hash. ARGV: field, time.
+_FORGET_LIFT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
 """
 
 
@@ -133,6 +142,7 @@ class SuppressionList:
         self.soft_bounce_days = soft_bounce_days
         self._suppress = client.register_script(_SUPPRESS)
         self._soft_bounce = client.register_script(_SOFT_BOUNCE)
+        self._forget_lift = client.register_script(_FORGET_LIFT)
 
     @translated("suppress an address")
     def suppress(
@@ -152,17 +162,39 @@ class SuppressionList:
             "created_at": created_at or _now_iso(),
         }
         stored = self._suppress(
-            keys=[self.keys.suppressed], args=[comparable(spec), json.dumps(record)]
+            keys=[self.keys.suppressed, self.keys.suppressed_lifted],
+            args=[comparable(spec), json.dumps(record)],
         )
         return _decode(cast(bytes, stored))
 
     @translated("unsuppress an address")
     def unsuppress(self, address: str) -> bool:
-        """Forget ``address``'s suppression; True when there was one."""
-        spec = _address(address)
-        removed = self.redis.hdel(self.keys.suppressed, comparable(spec))
-        self.redis.delete(self.keys.soft_bounces(comparable(spec)))
+        """Forget ``address``'s suppression; True when there was one.
+
+        The time is kept (``lifted``), so that a sync with Mailtrap lifts the
+        address's suppression there too instead of bringing it back.
+        """
+        key = comparable(_address(address))
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.suppressed, key)
+            pipe.delete(self.keys.soft_bounces(key))
+            pipe.hset(self.keys.suppressed_lifted, key, _now_iso())
+            removed, _, _ = pipe.execute()
         return bool(removed)
+
+    @translated("read lifted suppressions")
+    def lifted(self) -> dict[str, str]:
+        """Addresses (comparable form) whose suppression was lifted here, and when (ISO 8601)."""
+        return {
+            _text(key): _text(when)
+            for key, when in self.redis.hscan_iter(self.keys.suppressed_lifted, count=1000)
+        }
+
+    @translated("forget lifted suppressions")
+    def forget_lifted(self, lifted: Mapping[str, str]) -> None:
+        """Forget these lifts (as ``lifted`` read them); a lift written since stays."""
+        for key, when in lifted.items():
+            self._forget_lift(keys=[self.keys.suppressed_lifted], args=[key, when])
 
     @translated("read a suppression")
     def get(self, address: str) -> Suppression | None:
@@ -222,7 +254,9 @@ class SuppressionList:
             with self.redis.pipeline(transaction=False) as pipe:
                 for field, record_json in records[start : start + 1000]:
                     self._suppress(
-                        keys=[self.keys.suppressed], args=[field, record_json], client=pipe
+                        keys=[self.keys.suppressed, self.keys.suppressed_lifted],
+                        args=[field, record_json],
+                        client=pipe,
                     )
                 pipe.execute()
         return len(records)
@@ -275,3 +309,7 @@ def _seconds(iso: str) -> float:
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

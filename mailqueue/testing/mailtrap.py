@@ -58,6 +58,7 @@ from types import TracebackType
 from typing import Any
 
 from .email_logs import DEFAULT_DELAY, EmailLogs
+from .suppressions import RemoteSuppressions
 from .validation import check_batch, check_inbox_id, check_send
 
 __all__ = ["FAULTS", "AcceptedMessage", "LocalMailtrap", "MailtrapStats"]
@@ -161,6 +162,8 @@ class LocalMailtrap:
         self.accepted: list[AcceptedMessage] = []
         # Mailtrap's Email Logs, served on ``general_url`` (see email_logs.py).
         self.email_logs = EmailLogs(delay=logs_delay)
+        # The account's suppression list, served on ``general_url`` too.
+        self.suppressions = RemoteSuppressions()
         self._stats = MailtrapStats()
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -279,7 +282,7 @@ class LocalMailtrap:
 
     def _answer(self, method: str, path: str, token: str | None, body: bytes) -> _Answer:
         if path.startswith(_GENERAL_PREFIX):
-            return self._general(method, path[len(_GENERAL_PREFIX) :], token)
+            return self._general(method, path[len(_GENERAL_PREFIX) :], token, body)
         where = _stream_of(path)
         if method != "POST":
             return _failure(405, "Method Not Allowed")
@@ -308,14 +311,17 @@ class LocalMailtrap:
             answer.delay = self.slow_seconds
         return answer
 
-    def _general(self, method: str, target: str, token: str | None) -> _Answer:
+    def _general(self, method: str, target: str, token: str | None, body: bytes) -> _Answer:
         # The account API answers errors as {"error": ...} or a string "errors".
         if token is None or (token != self.token and token not in self.extra_tokens):
             return _json_answer(401, {"error": "Incorrect API token"})
         # Every endpoint counts against the token's general limit too.
         if self._rate_limited(token) is not None:
             return _json_answer(429, {"errors": "Rate limit exceeded"})
-        status, data = self.email_logs.answer(method, target, token)
+        if target.startswith("suppressions"):
+            status, data = self.suppressions.answer(method, target, body)
+        else:
+            status, data = self.email_logs.answer(method, target, token)
         return _json_answer(status, data)
 
     def _rate_limited(self, token: str) -> _Answer | None:
