@@ -27,9 +27,8 @@ from urllib.parse import quote
 
 import redis
 import requests
-import requests.adapters
-import requests.utils
 
+from .api_session import ApiSession
 from .errors import EmailLogsBusy, EmailLogsUnavailable, RateLimited
 from .keys import Keys
 from .logmatch import Logged, parse_logged
@@ -101,7 +100,7 @@ def fleet_limiters(
     )
 
 
-class EmailLogsClient:
+class EmailLogsClient(ApiSession):
     """Reads Email Logs with one token over a pooled ``requests.Session``."""
 
     def __init__(
@@ -112,32 +111,11 @@ class EmailLogsClient:
         *,
         attempts: int = ATTEMPTS,
     ) -> None:
-        from . import __version__
-
         self.base_url = settings.general_base_url
         self.limiters = limiters or LogsLimiters(None, None, None)
         self.attempts = attempts
         self._timeout = (settings.connect_timeout, settings.read_timeout)
-        self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        self._session.headers.update(
-            {
-                "Api-Token": token,
-                "Accept": "application/json",
-                "User-Agent": f"mailqueue/{__version__} {requests.utils.default_user_agent()}",
-            }
-        )
-
-    def close(self) -> None:
-        self._session.close()
-
-    def __enter__(self) -> EmailLogsClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().__init__({"Api-Token": token}, pool_size=4)
 
     # -- look-ups ---------------------------------------------------------
 

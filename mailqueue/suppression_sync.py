@@ -31,10 +31,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
-import requests.adapters
-import requests.utils
 
 from .addresses import comparable
+from .api_session import ApiSession
 from .errors import SuppressionSyncError, ValidationError
 from .responses import parse_retry_after
 from .transport import backoff_seconds
@@ -71,34 +70,13 @@ class SyncReport:
     lifted: int = 0  # lifted at Mailtrap because they were lifted here
 
 
-class MailtrapSuppressions:
+class MailtrapSuppressions(ApiSession):
     """Reads and deletes the suppressions of one token's account, over a pooled session."""
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:
-        from . import __version__
-
+        super().__init__({"Authorization": f"Bearer {token}"})
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._timeout = timeout
-        self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers.update(
-            {
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/json",
-                "User-Agent": f"mailqueue/{__version__} {requests.utils.default_user_agent()}",
-            }
-        )
-
-    def close(self) -> None:
-        self._session.close()
-
-    def __enter__(self) -> MailtrapSuppressions:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every suppression of the account, oldest first."""
@@ -123,50 +101,35 @@ class MailtrapSuppressions:
     def _request(
         self, method: str, path: str, params: dict[str, str], missing_ok: bool = False
     ) -> Any:
-        failures = 0
+        tries = 0
         waited = 0.0
         while True:
+            tries += 1
             try:
                 response = self._session.request(
                     method, self.base_url + path, params=params, timeout=self._timeout
                 )
             except requests.RequestException as exc:
-                failures += 1
-                if failures >= ATTEMPTS:
-                    raise SuppressionSyncError(
-                        f"Mailtrap's suppression list is unreachable ({type(exc).__name__})"
-                    ) from None
-                time.sleep(backoff_seconds(failures))
+                if tries >= ATTEMPTS:
+                    problem = f"is unreachable ({type(exc).__name__})"
+                    raise SuppressionSyncError(f"Mailtrap's suppression list {problem}") from None
+                time.sleep(backoff_seconds(tries))
                 continue
             status = response.status_code
-            if status == 429:
+            if status == 429 and waited < MAX_WAIT:
+                # The account's limit: 10 list requests a minute.
                 pause = parse_retry_after(response.headers.get("Retry-After")) or 10.0
-                if waited + pause > MAX_WAIT:
-                    raise SuppressionSyncError(
-                        "Mailtrap kept refusing for its rate limit", status_code=429
-                    )
                 waited += pause
                 time.sleep(pause)
+                tries -= 1
+                continue
+            if status >= 500 and tries < ATTEMPTS:
+                time.sleep(backoff_seconds(tries))
                 continue
             if status == 404 and missing_ok:
                 return None
-            if status in (401, 403):
-                raise SuppressionSyncError(
-                    f"Mailtrap refused the API token for suppressions ({status})",
-                    status_code=status,
-                )
-            if status >= 500:
-                failures += 1
-                if failures >= ATTEMPTS:
-                    raise SuppressionSyncError(
-                        f"Mailtrap's suppression list answered {status}", status_code=status
-                    )
-                time.sleep(backoff_seconds(failures))
-                continue
             if status >= 300:
-                raise SuppressionSyncError(
-                    f"Mailtrap's suppression list answered {status}", status_code=status
-                )
+                raise SuppressionSyncError(_problem(status), status_code=status)
             try:
                 return json.loads(response.content) if response.content else None
             except ValueError:
@@ -174,6 +137,14 @@ class MailtrapSuppressions:
                     "Mailtrap's suppression list answered something other than JSON",
                     status_code=status,
                 ) from None
+
+
+def _problem(status: int) -> str:
+    if status in (401, 403):
+        return f"Mailtrap refused the API token for suppressions ({status})"
+    if status == 429:
+        return "Mailtrap kept refusing for its rate limit (429)"
+    return f"Mailtrap's suppression list answered {status}"
 
 
 def sync_suppressions(client: Client, api: MailtrapSuppressions | None = None) -> SyncReport:

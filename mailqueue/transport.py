@@ -16,11 +16,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 import requests
-import requests.adapters
-import requests.utils
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from . import metrics
+from .api_session import ApiSession
 from .backoff import compute_backoff
 from .errors import DeliveryError, RateLimited, TransientDeliveryError
 from .payload import ApiCall
@@ -75,7 +74,7 @@ def backoff_seconds(
     )
 
 
-class Transport:
+class Transport(ApiSession):
     """Posts API calls to Mailtrap over one pooled, keep-alive ``requests.Session``."""
 
     def __init__(
@@ -88,8 +87,6 @@ class Transport:
         pool_size: int = POOL_SIZE,
         attempts: int = ATTEMPTS,
     ) -> None:
-        from . import __version__
-
         # Where the calls go: the route's URL and token (the transactional
         # stream of the top-level settings unless another route is given).
         self.route = route or resolve_route(settings)
@@ -100,20 +97,9 @@ class Transport:
         self._base_url = self.route.base_url
         self._timeout = (settings.connect_timeout, settings.read_timeout)
         self._sandbox = bool(self.route.sandbox_id)
-        self._session = requests.Session()
-        # No urllib3 retries: a silently repeated POST could send twice.
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=1, pool_maxsize=pool_size, max_retries=0
-        )
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        self._session.headers.update(
-            {
-                "Api-Token": self.route.token,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": f"mailqueue/{__version__} {requests.utils.default_user_agent()}",
-            }
+        super().__init__(
+            {"Api-Token": self.route.token, "Content-Type": "application/json"},
+            pool_size=pool_size,
         )
 
     def post(self, call: ApiCall) -> list[RequestResult]:
@@ -197,16 +183,6 @@ class Transport:
             reraise=True,
         )
         return retrying(self._attempt, call, deadline, on_error, proceed)
-
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._session.close()
-
-    def __enter__(self) -> Transport:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _attempt(
         self,

@@ -1,0 +1,49 @@
+"""The one way mailqueue opens HTTP to Mailtrap: a pooled, keep-alive session per token.
+
+Sending, Email Logs and the suppression list each hold one; a subclass adds
+its requests. urllib3 never retries on its own: a silently repeated POST
+could send twice, so every retry is decided (and counted) by the caller.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import requests
+import requests.adapters
+import requests.utils
+
+__all__ = ["ApiSession"]
+
+_S = TypeVar("_S", bound="ApiSession")
+
+
+class ApiSession:
+    """Owns a ``requests.Session`` with the token's headers; close it, or use it in ``with``."""
+
+    def __init__(self, headers: dict[str, str], *, pool_size: int = 1) -> None:
+        from . import __version__
+
+        self._session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=1, pool_maxsize=pool_size, max_retries=0
+        )
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self._session.headers.update(
+            {
+                **headers,
+                "Accept": "application/json",
+                "User-Agent": f"mailqueue/{__version__} {requests.utils.default_user_agent()}",
+            }
+        )
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
