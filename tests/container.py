@@ -25,7 +25,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+
+from mailqueue.testing.running import Running
 
 __all__ = ["Confined", "Confinement", "available"]
 
@@ -117,7 +118,7 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-class Confined:
+class Confined(Running):
     """``with Confined(argv, confinement) as process:`` runs ``argv`` confined; stopped on exit."""
 
     def __init__(self, argv: Sequence[str], confinement: Confinement, log: Path) -> None:
@@ -190,14 +191,3 @@ class Confined:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # nothing of it may outlive the test
         return self.process.returncode
-
-    def __enter__(self) -> Confined:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

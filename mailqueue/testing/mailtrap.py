@@ -54,10 +54,10 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 from .email_logs import DEFAULT_DELAY, EmailLogs
+from .running import Running
 from .suppressions import RemoteSuppressions
 from .validation import check_batch, check_inbox_id, check_send
 
@@ -129,7 +129,7 @@ def _failure(status: int, *errors: str) -> _Answer:
     return _json_answer(status, {"success": False, "errors": list(errors)})
 
 
-class LocalMailtrap:
+class LocalMailtrap(Running):
     """A threaded Mailtrap API server on ``host:port`` (port 0 picks a free one)."""
 
     def __init__(
@@ -222,17 +222,6 @@ class LocalMailtrap:
         server.close_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-    def __enter__(self) -> LocalMailtrap:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- control and records ---------------------------------------------
 

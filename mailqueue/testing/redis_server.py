@@ -16,9 +16,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from ..errors import ConfigurationError
+from .running import Running
 
 __all__ = ["RedisServer", "find_redis_server", "free_port", "online_replicas"]
 
@@ -63,7 +63,7 @@ def find_redis_server() -> str:
     )
 
 
-class RedisServer:
+class RedisServer(Running):
     """``with RedisServer() as server: server.url`` runs a private redis-server."""
 
     def __init__(
@@ -172,14 +172,3 @@ class RedisServer:
         """
         self.halt(crash=crash)
         self.start()
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

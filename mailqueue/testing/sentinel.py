@@ -17,6 +17,7 @@ import redis
 
 from ..errors import ConfigurationError
 from .redis_server import RedisServer, free_port, online_replicas
+from .running import Running
 
 __all__ = ["SentinelGroup", "SentinelServer"]
 
@@ -63,7 +64,7 @@ class SentinelServer(RedisServer):
         return [config, "--sentinel"]
 
 
-class SentinelGroup:
+class SentinelGroup(Running):
     """``with SentinelGroup() as group: group.url`` runs a master, replicas and sentinels."""
 
     def __init__(
@@ -187,12 +188,6 @@ class SentinelGroup:
                 pass
             time.sleep(0.05)
         raise ConfigurationError(f"timed out after {timeout:g} s waiting for {what}")
-
-    def __enter__(self) -> SentinelGroup:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 def _client(port: int) -> redis.Redis:

@@ -11,7 +11,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 import redis
@@ -19,6 +18,7 @@ import redis
 from ..connection import connect
 from ..keys import Keys
 from ..settings import Settings, account_env_prefix
+from .running import Running
 
 __all__ = ["WorkerProcess", "settings_env"]
 
@@ -92,7 +92,7 @@ def _accounts_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
+class WorkerProcess(Running):
     """``with WorkerProcess(settings, concurrency=2): ...`` runs ``celery -A mailqueue worker``."""
 
     def __init__(
@@ -214,16 +214,8 @@ class WorkerProcess:
         )
         return [int(pid) for pid in result.stdout.split()]
 
-    def __enter__(self) -> WorkerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def __exit__(self, *exc_info: object) -> None:
+        super().__exit__(*exc_info)
         self.log.close()
         os.unlink(self.log.name)
 
