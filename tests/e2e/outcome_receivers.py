@@ -15,11 +15,11 @@ import redis
 LIST = "test:outcomes"
 
 
-def note(entry: dict[str, Any]) -> None:
-    """Append ``entry`` to the list the test reads."""
+def note(entry: dict[str, Any], name: str = LIST) -> None:
+    """Append ``entry`` to the list ``name`` the test reads."""
     client = redis.Redis.from_url(os.environ["OUTCOME_RECEIVER_REDIS_URL"])
     try:
-        client.rpush(LIST, json.dumps(entry))
+        client.rpush(name, json.dumps(entry))
     finally:
         client.close()
 
