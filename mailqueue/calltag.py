@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from .mailtrap_rules import MAX_CUSTOM_VARIABLES_BYTES
@@ -71,7 +72,7 @@ def tag_call(call: ApiCall, tags: Sequence[Tag]) -> tuple[ApiCall, list[bool]]:
     if len(tags) != len(call.recipients):
         raise ValueError(f"{len(tags)} tags for {len(call.recipients)} requests")
     if not call.is_batch:
-        variables = _tagged(call.json.get("custom_variables"), tags[0])
+        variables = _tagged(call.json.get("custom_variables"), tag=tags[0])
         if variables is None:
             return call, [False]
         body = {**call.json, "custom_variables": variables}
@@ -79,34 +80,82 @@ def tag_call(call: ApiCall, tags: Sequence[Tag]) -> tuple[ApiCall, list[bool]]:
             return call, [False]
         return ApiCall(call.path, body, call.recipients), [True]
     base = call.json.get("base") or {}
-    base_size = _size(base)
+    # Each request's JSON and base's are disjoint stretches of the body's, and
+    # a tag makes a request at most _GROWTH longer: when the body leaves that
+    # much room under the message limit, no request can reach it, and a batch
+    # of 500 small messages is not measured 500 times over.
+    body_size = _size(call.json)
+    roomy = body_size + _GROWTH <= MAX_MESSAGE_BYTES
+    base_size = 0 if roomy else _size(base)
+    sizes = _VariablesSizes()
     requests: list[Any] = []
     tagged: list[bool] = []
     for request, tag in zip(call.json["requests"], tags, strict=True):
         # A request's custom_variables replace base's, so base's come along.
         current = request.get("custom_variables", base.get("custom_variables"))
-        variables = _tagged(current, tag)
+        variables = _tagged(current, tag=tag, sizes=sizes)
         new = None if variables is None else {**request, "custom_variables": variables}
-        if new is None or base_size + _size(new) > MAX_MESSAGE_BYTES:
+        if new is None or (not roomy and base_size + _size(new) > MAX_MESSAGE_BYTES):
             requests.append(request)
             tagged.append(False)
         else:
             requests.append(new)
             tagged.append(True)
     result = ApiCall(call.path, {**call.json, "requests": requests}, call.recipients)
-    if call_size(result) > MAX_BATCH_BYTES:
+    if (
+        body_size + _GROWTH * len(requests) > MAX_BATCH_BYTES
+        and call_size(result) > MAX_BATCH_BYTES
+    ):
         return call, [False] * len(tags)
     return result, tagged
 
 
-def _tagged(variables: object, tag: Tag) -> dict[str, Any] | None:
+# The most a tag adds to a request's JSON: the key, and custom_variables of at
+# most MAX_CUSTOM_VARIABLES_BYTES compact UTF-8 written with json.dumps'
+# defaults (ASCII escapes and spaces take at most three characters a byte;
+# six leaves a margin).
+_GROWTH = len(', "custom_variables": ') + 6 * MAX_CUSTOM_VARIABLES_BYTES
+_TAG_ITEM = len(f'"{TAG_KEY}":')
+
+
+class _VariablesSizes:
+    """``custom_variables_size`` of the variables a call's requests share, measured once each."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[Mapping[str, Any], int]] = {}
+
+    def with_tag(self, variables: dict[str, Any], tag: str) -> int:
+        """The size of ``{**variables, TAG_KEY: tag}``, without encoding ``variables`` again.
+
+        Compact JSON of that dict is ``variables``' own with one more item
+        before its closing brace.
+        """
+        text = encode_basestring(tag)
+        tag_size = _TAG_ITEM + len(text.encode("utf-8", "surrogatepass"))
+        if not variables:
+            return len("{}") + tag_size
+        known = self._known.get(id(variables))
+        if known is None or known[0] is not variables:
+            known = (variables, custom_variables_size(variables))
+            self._known[id(variables)] = known
+        return known[1] + len(",") + tag_size
+
+
+def _tagged(
+    variables: object, *, tag: Tag, sizes: _VariablesSizes | None = None
+) -> dict[str, Any] | None:
     """``variables`` plus the tag, or None when the tag does not fit or its key is taken."""
     if variables is None:
         variables = {}
     if not isinstance(variables, Mapping) or TAG_KEY in variables:
         return None
-    result = {**variables, TAG_KEY: str(tag)}
-    if custom_variables_size(result) > MAX_CUSTOM_VARIABLES_BYTES:
+    text = str(tag)
+    result = {**variables, TAG_KEY: text}
+    if sizes is not None and type(variables) is dict:
+        size = sizes.with_tag(variables, text)
+    else:
+        size = custom_variables_size(result)
+    if size > MAX_CUSTOM_VARIABLES_BYTES:
         return None
     return result
 
