@@ -84,13 +84,34 @@ class Outcomes(Stage):
             parts = [part_result(results)]
         else:
             parts = [part_result([result]) for result in results]
+        self.finish(group, parts, doubts=doubts)
+        self.count(report, parts)
+        log.debug("%d part(s) recorded after %s", len(group), call.path)
+
+    def finish(
+        self,
+        group: Sequence[Envelope],
+        parts: Sequence[PartResult],
+        *,
+        doubts: int = 0,
+        counts: Sequence[Mapping[str, int]] | None = None,
+    ) -> None:
+        """Record each envelope's part outcome and acknowledge them all, in one pipeline.
+
+        A failed part is kept as a dead letter; ``doubts`` possible duplicates
+        are counted on every send, ``counts`` (one mapping per envelope) on
+        each one's own; the sends these writes made final are announced.
+        """
+        extras = counts if counts is not None else [{}] * len(group)
         endings = Endings()
         with self.client.redis.pipeline(transaction=True) as pipe:
-            for envelope, part in zip(group, parts, strict=True):
+            for envelope, part, extra in zip(group, parts, extras, strict=True):
                 if envelope.withheld:
                     part = replace(part, withheld=envelope.withheld)
                 recorded = self.store.record(pipe, envelope.ref, part, envelope.flat_recipients)
                 endings.add(recorded, envelope)
+                for name, amount in extra.items():
+                    self.store.count(pipe, envelope.send_id, name, amount)
                 if part.outcome == "failed":
                     self.outbox.bury(pipe, envelope, time.time())
             if doubts:
@@ -98,8 +119,6 @@ class Outcomes(Stage):
             self.outbox.ack(pipe, group)
             answers = pipe.execute()
         self.hooks.announce(endings.finished(answers))
-        self.count(report, parts)
-        log.debug("%d part(s) recorded after %s", len(group), call.path)
 
     def count(self, report: DrainReport, parts: Sequence[PartResult]) -> None:
         """Count recorded parts in the drain's report and the metrics."""
@@ -117,19 +136,13 @@ class Outcomes(Stage):
     ) -> None:
         """End every part of ``group`` ``failed`` with ``exc``, kept as a dead letter."""
         error = exc.as_record()
-        endings = Endings()
-        with self.client.redis.pipeline(transaction=True) as pipe:
-            for envelope in group:
-                recipients = {r: None for request in envelope.to_send.recipients for r in request}
-                result = PartResult("failed", recipients, error, withheld=envelope.withheld)
-                recorded = self.store.record(pipe, envelope.ref, result, envelope.flat_recipients)
-                endings.add(recorded, envelope)
-                self.outbox.bury(pipe, envelope, time.time())
-            if doubts:
-                self.count_doubts(group, doubts, pipe)
-            self.outbox.ack(pipe, group)
-            answers = pipe.execute()
-        self.hooks.announce(endings.finished(answers))
+        parts = [
+            PartResult(
+                "failed", {r: None for request in e.to_send.recipients for r in request}, error
+            )
+            for e in group
+        ]
+        self.finish(group, parts, doubts=doubts)
         report.add(failed=len(group))
         metrics.count_sends("failed", len(group))
         log.warning("sends %s failed: %s", send_ids(group), exc)

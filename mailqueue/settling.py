@@ -12,14 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from . import metrics
 from .claims import call_deadline, lease_for
 from .envelope import Envelope
 from .errors import EmailLogsBusy, EmailLogsUnavailable
-from .outcome_hooks import Endings
 from .outcomes import DrainReport, Outcomes, Stage, part_result, send_ids
 from .posting import Poster
 from .reconcile import LOOKS_BEFORE_RESEND, Doubtful, PartLookup, Reconciler
@@ -121,19 +119,12 @@ class Settler(Stage):
     ) -> None:
         """Every request of these parts is in the logs: record them sent, send nothing."""
         parts = [part_result(lookup.merge([])) for _, lookup in found]
-        endings = Endings()
-        with self.client.redis.pipeline(transaction=True) as pipe:
-            for (envelope, lookup), part in zip(found, parts, strict=True):
-                if envelope.withheld:
-                    part = replace(part, withheld=envelope.withheld)
-                recorded = self.store.record(pipe, envelope.ref, part, envelope.flat_recipients)
-                endings.add(recorded, envelope)
-                self.store.count(pipe, envelope.send_id, "reconciled", len(lookup.found))
-                if lookup.copies:
-                    self.store.count(pipe, envelope.send_id, "possible_duplicates", lookup.copies)
-            self.outbox.ack(pipe, [envelope for envelope, _ in found])
-            answers = pipe.execute()
-        self.hooks.announce(endings.finished(answers))
+        counts = [
+            {"reconciled": len(lookup.found)}
+            | ({"possible_duplicates": lookup.copies} if lookup.copies else {})
+            for _, lookup in found
+        ]
+        self.outcomes.finish([envelope for envelope, _ in found], parts, counts=counts)
         report.add(reconciled=len(found))
         self.outcomes.count(report, parts)
 
