@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -101,6 +102,27 @@ def test_recording_success_stores_recipients_and_the_message_id_index(store: Sta
         "b@example.com": {"status": "queued", "message_id": "m-2"},
     }
     assert store.redis.get(Keys().message_index("m-1")) is not None
+
+
+def test_recipients_and_the_message_index_are_stored_as_json_dumps_writes_them(
+    store: StatusStore,
+) -> None:
+    create(store, "s1")
+    store.claim([PartRef("s1", 0)], lease_seconds=30)
+    recipients = {"ünï@example.com": "m-1", "b@example.com": None, 'c"q@example.com': "m-2"}
+
+    record(store, "s1", 0, PartResult("partial", recipients, withheld=("w@example.com",)))
+
+    stored = store.redis.hgetall(Keys().recipients("s1"))
+    assert {k.decode(): v.decode() for k, v in stored.items()} == {
+        "ünï@example.com": json.dumps({"status": "queued", "message_id": "m-1"}),
+        "b@example.com": json.dumps({"status": "failed", "message_id": None}),
+        'c"q@example.com': json.dumps({"status": "queued", "message_id": "m-2"}),
+        "w@example.com": json.dumps({"status": "suppressed", "message_id": None}),
+    }
+    entry = store.redis.get(Keys().message_index("m-1"))
+    assert entry == json.dumps({"send": "s1", "recipients": ["ünï@example.com"]}).encode()
+    assert 0 < store.redis.ttl(Keys().message_index("m-1")) <= 600
 
 
 def test_state_waits_for_every_part_and_mixes_into_partially_sent(store: StatusStore) -> None:
