@@ -9,23 +9,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import api
+from .api import *  # noqa: F403  (the names in api.__all__, re-exported below)
 from .celery_app import app
-from .client import (
-    Client,
-    cancel,
-    cancel_campaign,
-    configure,
-    enqueue,
-    enqueue_many,
-    get_campaign,
-    get_status,
-    get_suppression,
-    pause_campaign,
-    reschedule,
-    resume_campaign,
-    suppress,
-    unsuppress,
-)
+from .client import Client
 from .errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -64,19 +51,8 @@ __all__ = [
     "__version__",
     "app",
     "build_payload",
-    "cancel",
-    "cancel_campaign",
     "celery",
-    "configure",
-    "enqueue",
-    "enqueue_many",
-    "get_campaign",
-    "get_status",
-    "get_suppression",
-    "pause_campaign",
-    "reschedule",
-    "resume_campaign",
     "send_email",
-    "suppress",
-    "unsuppress",
 ]
+# The default client's functions: mailqueue.enqueue, mailqueue.get_status, ...
+__all__ += api.__all__

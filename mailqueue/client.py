@@ -6,9 +6,9 @@ through. Nothing is built until first use, so creating one does no I/O.
 Clients are independent: two with different settings (another token,
 another Redis) work side by side in one process.
 
-The module-level API (``mailqueue.enqueue``, ``get_status``, ...) delegates
-to a default client, built from the environment on first use; ``configure``
-replaces it.
+The module-level API (``api.py``: ``mailqueue.enqueue``, ``get_status``, ...)
+delegates to a default client, built from the environment on first use;
+``configure`` replaces it.
 """
 
 from __future__ import annotations
@@ -39,25 +39,7 @@ if TYPE_CHECKING:
     from .waker import Publish, Waker
     from .webhooks.store import EventStore
 
-__all__ = [
-    "Client",
-    "cancel",
-    "cancel_campaign",
-    "client_for_settings",
-    "configure",
-    "default",
-    "enqueue",
-    "enqueue_many",
-    "get_campaign",
-    "get_status",
-    "get_suppression",
-    "pause_campaign",
-    "reschedule",
-    "reset_default",
-    "resume_campaign",
-    "suppress",
-    "unsuppress",
-]
+__all__ = ["Client", "client_for_settings", "configure", "default", "reset_default"]
 
 
 class Client:
@@ -386,86 +368,3 @@ def reset_default() -> None:
     with _lock:
         if _default is not None:
             _default = _default.fresh()
-
-
-# -- the module-level API: the default client's methods ----------------------
-
-
-def enqueue(
-    message: Mapping[str, Any],
-    *,
-    idempotency_key: str | None = None,
-    send_id: str | None = None,
-    **celery_options: Any,
-) -> str:
-    """Validate and queue one message; returns its send id.
-
-    With an ``idempotency_key`` seen before (within the status TTL) nothing is
-    queued and the first send's id is returned. ``countdown`` or ``eta`` delay
-    the first attempt; other Celery options go to the wake-up task. ``send_id``
-    chooses the id (letters, digits and ``._@:+=-``) instead of a new one.
-    """
-    return default().enqueue(
-        message, idempotency_key=idempotency_key, send_id=send_id, **celery_options
-    )
-
-
-def enqueue_many(messages: Iterable[Mapping[str, Any]], *, campaign: str | None = None) -> SendIds:
-    """Validate every message, then queue them all with pipelined writes; ids in order.
-
-    A bad message raises ValidationError naming its index, and nothing is queued.
-    The sends share a group id (``group`` in their records) whose per-state
-    counts follow the campaign's progress. ``campaign`` names the campaign of
-    every message (``get_campaign``, ``pause_campaign``, ...).
-    """
-    return default().enqueue_many(messages, campaign=campaign)
-
-
-def get_status(send_id: str) -> StatusRecord | None:
-    """The status record of a send, or None for an unknown id."""
-    return default().get_status(send_id)
-
-
-def get_campaign(name: str) -> CampaignRecord | None:
-    """The campaign's record: name, state, recipients, counts, eta_seconds; None if unknown."""
-    return default().get_campaign(name)
-
-
-def pause_campaign(name: str) -> CampaignRecord:
-    """Pause a campaign fleet-wide (within 2 s no new call of it starts); returns its record."""
-    return default().pause_campaign(name)
-
-
-def resume_campaign(name: str) -> CampaignRecord:
-    """Resume a paused campaign; ValidationError for a cancelled one."""
-    return default().resume_campaign(name)
-
-
-def cancel_campaign(name: str) -> CampaignRecord:
-    """Cancel a campaign: every recipient not yet handed to Mailtrap ends ``cancelled``."""
-    return default().cancel_campaign(name)
-
-
-def suppress(address: str, *, reason: str = "manual", stream: str | None = None) -> Suppression:
-    """Never mail ``address`` again (on ``stream`` only, when given)."""
-    return default().suppress(address, reason=reason, stream=stream)
-
-
-def unsuppress(address: str) -> bool:
-    """Let mail reach ``address`` again; True when it was suppressed."""
-    return default().unsuppress(address)
-
-
-def get_suppression(address: str) -> Suppression | None:
-    """The suppression of ``address`` (address, reason, stream, created_at), or None."""
-    return default().get_suppression(address)
-
-
-def cancel(send_id: str) -> StatusRecord:
-    """Cancel a send not yet handed to Mailtrap; returns its status record."""
-    return default().cancel(send_id)
-
-
-def reschedule(send_id: str, when: Any) -> StatusRecord:
-    """Move a send not yet handed to Mailtrap to ``when`` (datetime, ISO 8601 or Unix time)."""
-    return default().reschedule(send_id, when)

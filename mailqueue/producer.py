@@ -51,13 +51,7 @@ def enqueue(
     send_id: str | None = None,
     **celery_options: Any,
 ) -> str:
-    """Validate and queue one message; returns its send id.
-
-    With an ``idempotency_key`` seen before (within the status TTL) nothing is
-    queued and the first send's id is returned. ``countdown`` or ``eta`` delay
-    the first attempt; other Celery options go to the wake-up task. ``send_id``
-    chooses the id (letters, digits and ``._@:+=-``) instead of a new one.
-    """
+    """Validate ``message`` and queue it on ``rt``'s outbox (``api.enqueue`` tells the options)."""
     calls = build_payload(message, rt.settings)
     plan = _plan(message, celery_options)
     if plan.campaign:
