@@ -153,6 +153,10 @@ class Keys:
         self.campaign = KeyFamily(base, "campaign")
         self.campaign_held = KeyFamily(base, "held")
         self.soft_bounces = KeyFamily(base, "softbounce", hashed=True)
+        # A minute's state changes (``StatusStore.states_by_minute``), by its unix minute.
+        self.state_minute = KeyFamily(base, "states")
+        # An address's recent sends (``address_index``), by the address's SHA-256.
+        self.address_sends = KeyFamily(base, "addr", hashed=True)
 
     def __repr__(self) -> str:
         return f"Keys({self.prefix!r})"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from . import keys
+from .address_index import note_send
 from .connection import replicated_transaction
 from .envelope import envelopes_for
 from .errors import BrokerUnavailable, ValidationError
@@ -228,6 +229,7 @@ def _write(
         send_at=plan.send_at,
         expires_at=plan.expires_at,
     )
+    note_send(rt, pipe, send_id, calls, campaign=plan.campaign)
     envelopes = envelopes_for(
         calls,
         send_id=send_id,

@@ -126,8 +126,9 @@ return out
 # (sent|partial|failed|cancelled|expired), now, ttl, error JSON or "",
 # campaign moves (JSON {where: amount}, applied with the outcome, exactly
 # once), recipients handed to Mailtrap, now (unix seconds), then
-# recipient/value pairs. Returns the send's state after the update and 1 when
-# this write made the send final (its last part ended), else 0: exactly one
+# recipient/value pairs; KEYS[5] counts the minute's final outcomes by state.
+# Returns the send's state after the update and 1 when this write made the
+# send final (its last part ended), else 0: exactly one
 # write per final outcome answers 1, whoever makes it (a retry, a look-up in
 # Email Logs, a worker taking over from a dead one), so its writer alone tells
 # the outcome hooks. A part already done answers 0.
@@ -174,6 +175,10 @@ if ended >= parts then
   elseif expired > 0 then state = 'expired'
   else state = 'failed' end
   if state ~= 'failed' then redis.call('HDEL', key, 'error') end
+  if final == 1 then
+    redis.call('HINCRBY', KEYS[5], state, 1)
+    redis.call('EXPIRE', KEYS[5], MINUTES_KEPT)
+  end
 elseif old ~= 'sending' and old ~= 'cancelled' then
   state = 'sending'
 end
@@ -191,7 +196,8 @@ return {state, final}
 
 # A part's attempt failed transiently and will be retried later, or was
 # withheld before its call (its campaign was paused meanwhile). KEYS: send
-# hash, group hash, campaign record (the send hash again for none). ARGV:
+# hash, group hash, campaign record (the send hash again for none), the
+# minute's state counts. ARGV:
 # part, now, error JSON ("" for none), next attempt (ISO, "" for none), maybe
 # delivered (0/1), recipient count. Its recipients wait again in the campaign.
 _RETRY = """
@@ -215,6 +221,10 @@ if old == 'sending' or old == 'queued' then
     if gkey ~= key then
       redis.call('HINCRBY', gkey, old, -1)
       redis.call('HINCRBY', gkey, state, 1)
+    end
+    if state == 'retrying' then
+      redis.call('HINCRBY', KEYS[4], state, 1)
+      redis.call('EXPIRE', KEYS[4], MINUTES_KEPT)
     end
   end
 end
@@ -258,6 +268,12 @@ if gkey ~= key and old ~= 'queued' then
 end
 return 1
 """
+
+
+# Per-minute state counts live two hours: the dashboard shows the last one.
+STATE_MINUTES_KEPT = 2 * 3600
+_RECORD = _RECORD.replace("MINUTES_KEPT", str(STATE_MINUTES_KEPT))
+_RETRY = _RETRY.replace("MINUTES_KEPT", str(STATE_MINUTES_KEPT))
 
 
 def now_iso() -> str:
@@ -383,6 +399,9 @@ class StatusStore:
             fields["expires_at"] = iso_of(expires_at)
         pipe.hset(key, mapping=fields)
         pipe.expire(key, self.ttl)
+        minute = self.keys.state_minute(str(_minute()))
+        pipe.hincrby(minute, "queued", 1)
+        pipe.expire(minute, STATE_MINUTES_KEPT)
 
     @translated("record a refused send")
     def create_rejected(self, send_id: str, error: Mapping[str, Any]) -> None:
@@ -547,6 +566,7 @@ class StatusStore:
                 self.keys.recipients(send_id),
                 self._group(ref),
                 self._campaign(ref),
+                self.keys.state_minute(str(_minute())),
             ],
             args=[
                 ref.part,
@@ -603,7 +623,12 @@ class StatusStore:
             moment = datetime.fromtimestamp(next_attempt_at, timezone.utc)
             when = moment.isoformat(timespec="seconds").replace("+00:00", "Z")
         self._retry(
-            keys=[self.keys.send(ref.send_id), self._group(ref), self._campaign(ref)],
+            keys=[
+                self.keys.send(ref.send_id),
+                self._group(ref),
+                self._campaign(ref),
+                self.keys.state_minute(str(_minute())),
+            ],
             args=[
                 ref.part,
                 now_iso(),
@@ -716,6 +741,26 @@ class StatusStore:
             counts[status] = counts.get(status, 0) + 1
         return counts
 
+    @translated("read state counts")
+    def states_by_minute(
+        self, minutes: int = 60, now: float | None = None
+    ) -> list[tuple[int, dict[str, int]]]:
+        """The last ``minutes`` minutes, oldest first: (unix minute, {state: sends}).
+
+        Counted as sends change state: ``queued`` when created, ``retrying``
+        when a retry is scheduled, and the final state when the send ends.
+        """
+        last = _minute(now)
+        span = range(last - minutes + 1, last + 1)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for minute in span:
+                pipe.hgetall(self.keys.state_minute(str(minute)))
+            rows = pipe.execute()
+        return [
+            (minute * 60, {_text(k): int(v) for k, v in row.items()})
+            for minute, row in zip(span, rows, strict=True)
+        ]
+
     @translated("count a statistic")
     def increment_stat(self, name: str, amount: int = 1) -> None:
         self.redis.hincrby(self.keys.stats, name, amount)
@@ -735,6 +780,10 @@ def _recipient_json(status: str, message_id: str | None) -> str:
         f'{{"status": {encode_basestring_ascii(status)}, "message_id": '
         f"{'null' if message_id is None else encode_basestring_ascii(message_id)}}}"
     )
+
+
+def _minute(now: float | None = None) -> int:
+    return int((time.time() if now is None else now) // 60)
 
 
 def _text(value: Any) -> str:

@@ -241,3 +241,43 @@ def test_the_command_refuses_to_start_without_a_secret(redis_url: str) -> None:
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith("error: ") and "MAILQUEUE_DASHBOARD_SECRET" in done.stderr
+
+
+def test_the_fleet_counts_sends_by_state_over_the_last_hour(
+    app: DashboardApp,
+    client: Client,
+) -> None:
+    client.enqueue_many([message(i) for i in range(3)])
+    client.enqueue({**message(9), "to": ["someone@nowhere.invalid"]})
+    drain(client)
+
+    data = json.loads(call(app, "/api/")[2])["data"]
+    hour = data["last_hour"]
+
+    assert hour["totals"]["queued"] == 4
+    assert hour["totals"]["sent"] + hour["totals"]["failed"] == 4
+    assert len(hour["minutes"]) == 60
+    assert sum(sum(counts.values()) for _, counts in hour["minutes"]) == 8
+    page = call(app, "/")[2]
+    assert 'id=last-hour-chart width=720 height=200' in page
+    assert 'data-state="queued"' in page
+
+
+def test_search_by_address_lists_its_recent_lone_sends_newest_first(
+    app: DashboardApp,
+    client: Client,
+) -> None:
+    first = client.enqueue({**message(1), "to": ["Alice@Example.com"]})
+    second = client.enqueue({**message(2), "to": ["bob@example.com"], "cc": ["alice@example.com"]})
+    client.enqueue_many([{**message(3), "to": ["alice@example.com"]}], campaign="spring")
+    drain(client)
+
+    found = json.loads(call(app, "/api/search?q=alice@example.com")[2])["data"]
+
+    assert [send["id"] for send in found["sends"]] == [second, first]
+    assert {send["state"] for send in found["sends"]} == {"sent"}
+    assert found["sends"][0]["status"] == "queued"
+    page = call(app, "/search?q=alice@example.com")[2]
+    assert f'href="?q={second}"' in page and "the secret body text" not in page
+    nobody = call(app, "/search?q=nobody@example.com")[2]
+    assert "campaign recipients are not indexed" in nobody

@@ -134,3 +134,25 @@ def test_a_part_requeued_from_the_dead_letters_ends_in_a_new_final_outcome(
 
     assert finals(store, (ref, SENT)) == ["s1"]
     assert finals(store, (ref, SENT)) == []
+
+
+def test_state_changes_are_counted_per_minute_once_each(store: StatusStore) -> None:
+    create(store, "s1")
+    create(store, "s2", parts=2)
+    ref = PartRef("s1", 0)
+    store.claim([ref], lease_seconds=30)
+    with store.redis.pipeline() as pipe:
+        store.mark_retrying(pipe, ref, {"kind": "transient", "message": "503"}, None, False)
+        pipe.execute()
+    finals(store, (ref, SENT), (ref, SENT), (PartRef("s2", 0), FAILED))
+    finals(store, (PartRef("s2", 1), FAILED))
+
+    minutes = store.states_by_minute(60)
+
+    assert len(minutes) == 60
+    assert minutes[-1][0] - minutes[0][0] == 59 * 60
+    totals: dict[str, int] = {}
+    for _, counts in minutes:
+        for state, count in counts.items():
+            totals[state] = totals.get(state, 0) + count
+    assert totals == {"queued": 2, "retrying": 1, "sent": 1, "failed": 1}

@@ -203,7 +203,11 @@ def test_every_key_a_script_writes_is_declared_and_shares_the_prefix_hash_tag(
     shop.revive(PartRef("a", 0, "g1"))
 
     names = sorted(name.decode() for name in redis_client.scan_iter())
-    assert names == ["{shop}:group:g1", "{shop}:rcpt:a", "{shop}:send:a"]
+    # The minute's state counts (the minute may have turned meanwhile).
+    minutes = [name for name in names if name.startswith("{shop}:states:")]
+    assert 1 <= len(minutes) <= 2
+    others = sorted(set(names) - set(minutes))
+    assert others == ["{shop}:group:g1", "{shop}:rcpt:a", "{shop}:send:a"]
     assert shop.group_counts("g1") == {"queued": 1}
 
 

@@ -34,10 +34,18 @@
     var width = Number(svg.getAttribute("width")), height = Number(svg.getAttribute("height"));
     while (svg.firstChild) { svg.removeChild(svg.firstChild); }
     var top = Math.max.apply(null, samples.concat([1]));
+    // The samples so far span the whole width: the picture is readable from the first poll.
     var points = samples.map(function (value, i) {
-      var x = samples.length < 2 ? 0 : (i * width) / (MAX_SAMPLES - 1);
-      return x.toFixed(1) + "," + (height - 14 - (value * (height - 20)) / top).toFixed(1);
+      var x = samples.length < 2 ? 0 : (i * width) / (samples.length - 1);
+      return x.toFixed(1) + "," + (height - 20 - (value * (height - 30)) / top).toFixed(1);
     });
+    var axis = document.createElementNS(ns, "line");
+    axis.setAttribute("x1", "0");
+    axis.setAttribute("x2", String(width));
+    axis.setAttribute("y1", String(height - 20));
+    axis.setAttribute("y2", String(height - 20));
+    axis.setAttribute("stroke", "#c5ced8");
+    svg.appendChild(axis);
     var line = document.createElementNS(ns, "polyline");
     line.setAttribute("points", points.join(" "));
     line.setAttribute("fill", "none");
@@ -47,7 +55,7 @@
     var label = document.createElementNS(ns, "text");
     label.setAttribute("x", "0");
     label.setAttribute("y", String(height - 2));
-    label.setAttribute("font-size", "11");
+    label.setAttribute("font-size", "13");
     label.textContent = "now " + samples[samples.length - 1] + ", peak " + top +
       " (last " + samples.length * 2 + " s)";
     svg.appendChild(label);

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..campaign_view import duration
-from .views import EXITS, FUNNEL
+from .views import EXITS, FUNNEL, STATE_CHANGES
 
 __all__ = ["Page", "fragment", "funnel_svg", "page"]
 
@@ -37,7 +37,21 @@ td,th{padding:.3em .8em;border-bottom:1px solid #e2e6ea;text-align:left}
 .tile b{display:block;font-size:1.8em}form.inline{display:inline}button{cursor:pointer}
 .state-paused{color:#b26b00}.state-cancelled{color:#a33}.state-finished{color:#2a7}
 #updated{font-size:.8em;color:#8a97a6;margin-left:auto}
+.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em;vertical-align:middle}
 """
+
+# Each state's colour in the fleet view's picture of the last hour.
+_STATE_COLOURS = {
+    "queued": "#9fb3c8",
+    "retrying": "#e0a030",
+    "sent": "#2a9d5c",
+    "partially_sent": "#7cc47f",
+    "failed": "#c0504d",
+    "cancelled": "#8a6db1",
+    "expired": "#6d7b8a",
+}
+# The pictures of numbers over time, drawn large enough to read.
+_CHART_WIDTH, _CHART_HEIGHT = 720, 200
 
 
 class Page:
@@ -121,10 +135,64 @@ def fleet(data: Mapping[str, Any]) -> str:
         f"requests in {limiter['period']:g}s{cooldown}</div>"
         f"<div class=tile id=dead><b>{data['dead_letters']}</b>dead letters</div></div>"
         f"<p>Last drain activity: {'now' if data['live_drains'] else _age(data['idle_for'])}</p>"
-        "<h2>Backlog per lane and stream</h2>"
+        + _last_hour(data["last_hour"])
+        + "<h2>Backlog per lane and stream</h2>"
         + _table(("lane", "stream", "waiting", "in flight", "oldest entry", "campaigns"), rows)
-        + "<h2>Backlog over time</h2><svg id=rates data-series=waiting "
-        'width=480 height=80 role=img aria-label="backlog over time"></svg>'
+        + "<h2>Backlog over time</h2>"
+        + _rates_svg("waiting", "backlog over time")
+    )
+
+
+def _rates_svg(series: str, label: str) -> str:
+    """The picture the page's script draws its samples of ``series`` in."""
+    return (
+        f"<svg id=rates data-series={series} width={_CHART_WIDTH} height={_CHART_HEIGHT} "
+        f'role=img aria-label="{escape(label)}"></svg>'
+    )
+
+
+def _last_hour(hour: Mapping[str, Any]) -> str:
+    """Sends by state over the last hour: the totals, and a bar per minute stacked by state."""
+    totals = hour["totals"]
+    legend = " ".join(
+        f'<span class=tile data-state="{state}"><span class=swatch '
+        f'style="background:{_STATE_COLOURS[state]}"></span>{escape(state)} '
+        f"<b>{totals.get(state, 0)}</b></span>"
+        for state in STATE_CHANGES
+    )
+    return (
+        "<h2>Sends by state, last hour</h2>"
+        f"<div class=tiles id=last-hour>{legend}</div>" + _minutes_svg(hour["minutes"])
+    )
+
+
+def _minutes_svg(minutes: Sequence[Sequence[Any]]) -> str:
+    """One column per minute, oldest on the left, its state changes stacked."""
+    width, height, foot = _CHART_WIDTH, _CHART_HEIGHT, 18
+    top = max([sum(counts.values()) for _, counts in minutes] + [1])
+    step = width / max(len(minutes), 1)
+    shapes = []
+    for index, (_, counts) in enumerate(minutes):
+        y = float(height - foot)
+        for state in STATE_CHANGES:
+            count = counts.get(state, 0)
+            if not count:
+                continue
+            tall = (height - foot - 4) * count / top
+            y -= tall
+            shapes.append(
+                f'<rect x="{index * step + 1:.1f}" y="{y:.1f}" width="{max(step - 2, 1):.1f}" '
+                f'height="{tall:.1f}" fill="{_STATE_COLOURS[state]}">'
+                f"<title>{escape(state)}: {count}</title></rect>"
+            )
+    shapes.append(
+        f'<text x=0 y="{height - 3}" font-size=13>60 min ago</text>'
+        f'<text x="{width}" y="{height - 3}" font-size=13 text-anchor=end>now · peak {top}/min'
+        "</text>"
+    )
+    return (
+        f'<svg id=last-hour-chart width={width} height={height} role=img '
+        f'aria-label="sends by state per minute, last hour">{"".join(shapes)}</svg>'
     )
 
 
@@ -196,8 +264,7 @@ def campaign(base: str, record: Mapping[str, Any] | None, token: str) -> str:
         f"{reason} · {record['recipients']} recipients · rate {_rate(record)} · "
         f"ETA {_eta(record)}</p><p>{' '.join(buttons)}</p>"
         f"{funnel_svg(record['counts'], record['recipients'])}"
-        "<h2>Handed to Mailtrap over time</h2><svg id=rates data-series=handed "
-        'width=480 height=80 role=img aria-label="rate over time"></svg>'
+        "<h2>Handed to Mailtrap over time</h2>" + _rates_svg("handed", "rate over time")
     )
 
 
@@ -219,7 +286,22 @@ def search(query: str, found: Mapping[str, Any]) -> str:
             if entry
             else "not suppressed"
         )
-        return form + f"<p>{escape(query)}: {said}.</p>"
+        rows = "".join(
+            _row(
+                f'<a href="?q={quote(s["id"], safe="")}">{escape(s["id"])}</a>',
+                escape(str(s["state"])),
+                escape(str(s["status"] or "")),
+                escape(str(s["created_at"] or "")),
+            )
+            for s in found.get("sends", [])
+        )
+        sends = _table(
+            ("send", "state", "this recipient", "created"),
+            rows,
+            empty="no recent lone send (campaign recipients are not indexed one by one)",
+            table_id="address-sends",
+        )
+        return form + f"<p>{escape(query)}: {said}.</p><h2>Recent sends</h2>{sends}"
     return form + "<p>No send with that id (it may have expired).</p>"
 
 

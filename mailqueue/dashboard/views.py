@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from ..activity import fleet_activity
+from ..address_index import recent_sends
 from ..client import Client
 from ..deadletters import list_dead_letters
 from ..keys import safe_id
@@ -20,6 +21,8 @@ __all__ = ["FUNNEL", "campaign", "campaigns", "dead_letters", "fleet", "search",
 # The funnel's steps in order, then the ways out of it.
 FUNNEL = ("waiting", "sent", "delivered", "opened", "clicked")
 EXITS = ("bounced", "complained", "suppressed", "cancelled", "expired", "failed")
+# The state changes counted per minute, in the order the fleet view draws them.
+STATE_CHANGES = ("queued", "retrying", "sent", "partially_sent", "failed", "cancelled", "expired")
 
 
 def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
@@ -41,6 +44,7 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
             for stats in rt.outbox.lane_stats()
         ]
         dead = len(rt.outbox.dead_letters(limit=1000))
+        minutes = rt.store.states_by_minute(60, now)
     limit = rt.limiter.limit
     return {
         "live_drains": activity.live_drains,
@@ -54,6 +58,13 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
             "cooldown": round(rt.limiter.cooldown_remaining(), 1),
         },
         "dead_letters": dead,
+        "last_hour": {
+            "totals": {
+                state: sum(counts.get(state, 0) for _, counts in minutes)
+                for state in STATE_CHANGES
+            },
+            "minutes": [[start, counts] for start, counts in minutes],
+        },
         "at": now,
     }
 
@@ -72,14 +83,32 @@ def campaign(rt: Client, name: str) -> dict[str, Any] | None:
 
 
 def search(rt: Client, query: str) -> dict[str, Any]:
-    """A send by id (its record and history of events), or an address's suppression."""
+    """A send by id (its record and history of events), or an address's suppression and sends.
+
+    An address's sends are its recent lone sends (``address_index``); a
+    campaign's recipients are not indexed one by one.
+    """
     query = query.strip()
-    found: dict[str, Any] = {"query": query, "send": None, "suppression": None}
+    found: dict[str, Any] = {"query": query, "send": None, "suppression": None, "sends": []}
     if not query:
         return found
     with translated():
         if "@" in query:
             found["suppression"] = rt.suppressions.get(query)
+            address = query.lower()
+            for send_id in recent_sends(rt, query):
+                record = rt.store.get(send_id)
+                if record is None:
+                    continue
+                mine = [r for a, r in record["recipients"].items() if a.lower() == address]
+                found["sends"].append(
+                    {
+                        "id": send_id,
+                        "state": record["state"],
+                        "created_at": record["created_at"],
+                        "status": mine[0]["status"] if mine else None,
+                    }
+                )
         elif safe_id(query) is not None:
             found["send"] = rt.store.get(query)
     return found

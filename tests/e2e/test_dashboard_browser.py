@@ -1,7 +1,8 @@
 """The dashboard in the distribution's headless Chromium, over a real Redis, worker and stand-in.
 
 A campaign appears, its funnel moves, Pause and Resume work from its page,
-and each main view is saved as a screenshot under ``tests/artifacts/``.
+an address finds its lone send, the fleet counts sends by state over the last
+hour, and each main view is saved as a screenshot under ``tests/artifacts/``.
 Every wait is for a state of the page, with a deadline.
 """
 
@@ -61,7 +62,7 @@ def browser() -> Iterator[webdriver.Chrome]:
         "--no-sandbox",
         "--disable-dev-shm-usage",
         "--disable-gpu",
-        "--window-size=1100,800",
+        "--window-size=1200,1300",
     ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
@@ -177,6 +178,19 @@ def test_a_campaign_appears_moves_and_is_paused_and_resumed_from_the_page(
     assert "opened" in browser.page_source and "This week's news." not in browser.page_source
     shot(browser, "send-history")
 
+    receipt = client.enqueue({**newsletter(0), "to": ["alice@example.com"], "subject": "Receipt"})
+    browser.get(dashboard + "/search?q=alice@example.com")
+    until(
+        browser,
+        "the address's send, sent",
+        lambda d: read(
+            d,
+            "var t = document.getElementById('address-sends');"
+            f" return !!t && t.innerText.includes('{receipt}') && t.innerText.includes('sent')",
+        ),
+    )
+    shot(browser, "address-search")
+
     browser.get(dashboard + "/")
     until(
         browser,
@@ -184,4 +198,7 @@ def test_a_campaign_appears_moves_and_is_paused_and_resumed_from_the_page(
         lambda d: polls(d) >= 2 and read(d, "return !!document.querySelector('#rates polyline')"),
     )
     assert read(browser, "return document.querySelector('#waiting b').textContent") == "0"
+    sent = read(browser, "return document.querySelector('[data-state=sent] b').textContent")
+    assert int(sent) == RECIPIENTS + 1
+    assert read(browser, "return document.querySelectorAll('#last-hour-chart rect').length") > 0
     shot(browser, "fleet")
