@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -39,7 +39,7 @@ _TEXT_FILTERS = ("to", "from", "subject", "category")
 Answer = tuple[int, object]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LogEntry:
     """One message as the Email Logs API shows it (one recipient each)."""
 
@@ -108,26 +108,39 @@ class EmailLogs:
         stream: str,
     ) -> None:
         """Log one accepted message: an entry per recipient, visible after ``delay``."""
+        self.record_all([(message_ids, recipients, payload)], stream)
+
+    def record_all(
+        self,
+        messages: Sequence[tuple[Iterable[str], Iterable[str], Mapping[str, Any]]],
+        stream: str,
+    ) -> None:
+        """Log messages accepted together (ids, recipients, payload each), as ``record`` does."""
         now = datetime.now(timezone.utc).replace(microsecond=0)
         visible_at = self._clock() + self.delay
-        sender = payload.get("from") or {}
-        variables = payload.get("custom_variables") or {}
         with self._lock:
-            for message_id, recipient in zip(message_ids, recipients, strict=False):
-                entry = LogEntry(
-                    message_id=message_id,
-                    to=recipient,
-                    sender=str(sender.get("email", "")) if isinstance(sender, dict) else "",
-                    subject=payload.get("subject"),
-                    category=payload.get("category"),
-                    custom_variables=dict(variables) if isinstance(variables, dict) else {},
-                    sending_stream=stream,
-                    sent_at=now,
-                    visible_at=visible_at,
-                    order=len(self._entries),
-                )
-                self._entries.append(entry)
-                self._by_id[message_id] = entry
+            for message_ids, recipients, payload in messages:
+                sender = payload.get("from") or {}
+                address = str(sender.get("email", "")) if isinstance(sender, dict) else ""
+                variables = payload.get("custom_variables") or {}
+                # Entries are frozen: the recipients of one message share a copy.
+                copied = dict(variables) if isinstance(variables, dict) else {}
+                subject, category = payload.get("subject"), payload.get("category")
+                for message_id, recipient in zip(message_ids, recipients, strict=False):
+                    entry = LogEntry(
+                        message_id=message_id,
+                        to=recipient,
+                        sender=address,
+                        subject=subject,
+                        category=category,
+                        custom_variables=copied,
+                        sending_stream=stream,
+                        sent_at=now,
+                        visible_at=visible_at,
+                        order=len(self._entries),
+                    )
+                    self._entries.append(entry)
+                    self._by_id[message_id] = entry
 
     def clear(self) -> None:
         """Forget every entry, counter and rate-limit window."""

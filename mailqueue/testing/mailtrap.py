@@ -71,7 +71,7 @@ _BULK_PATH_RE = re.compile(r"^/bulk/api/(send|batch)/?(?:\?.*)?$")
 _HTML_BODY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AcceptedMessage:
     """One message the server accepted (a single send, or one item of a batch)."""
 
@@ -384,15 +384,20 @@ class LocalMailtrap(Running):
         verdict = check_batch(data)
         if verdict.envelope:
             return _failure(400, *verdict.envelope)
-        responses: list[dict[str, Any]] = []
-        for index, (merged, errors) in enumerate(
-            zip(verdict.messages, verdict.errors, strict=True)
-        ):
-            if errors:
-                responses.append({"success": False, "errors": errors})
-                continue
-            ids = self._accept(merged, path, inbox_id, index, sender)
-            responses.append({"success": True, "message_ids": list(ids)})
+        taken = [
+            (index, merged)
+            for index, (merged, errors) in enumerate(
+                zip(verdict.messages, verdict.errors, strict=True)
+            )
+            if not errors
+        ]
+        ids = iter(self._accept_all(taken, path, inbox_id, sender))
+        responses = [
+            {"success": False, "errors": errors}
+            if errors
+            else {"success": True, "message_ids": list(next(ids))}
+            for errors in verdict.errors
+        ]
         return _json_answer(200, {"success": True, "responses": responses})
 
     def _accept(
@@ -403,20 +408,38 @@ class LocalMailtrap(Running):
         index: int | None,
         sender: _Sender,
     ) -> tuple[str, ...]:
-        recipients = tuple(
-            entry["email"] for kind in ("to", "cc", "bcc") for entry in payload.get(kind) or ()
-        )
-        # The sandbox answers one id per send, not one per recipient.
-        count = 1 if inbox_id is not None else len(recipients)
-        ids = tuple(str(uuid.uuid4()) for _ in range(count))
-        stream, token = sender
-        message = AcceptedMessage(ids, path, recipients, payload, inbox_id, index, stream, token)
-        with self._lock:
-            self.accepted.append(message)
-            self._stats.messages += 1
-        if inbox_id is None:  # the sandbox keeps no Email Logs
-            self.email_logs.record(ids, recipients, payload, stream)
+        (ids,) = self._accept_all([(index, payload)], path, inbox_id, sender)
         return ids
+
+    def _accept_all(
+        self,
+        payloads: Sequence[tuple[int | None, dict[str, Any]]],
+        path: str,
+        inbox_id: str | None,
+        sender: _Sender,
+    ) -> list[tuple[str, ...]]:
+        """Accept messages (a batch's requests at their indexes): their ids, in order."""
+        stream, token = sender
+        messages = []
+        for index, payload in payloads:
+            recipients = tuple(
+                entry["email"] for kind in ("to", "cc", "bcc") for entry in payload.get(kind) or ()
+            )
+            # The sandbox answers one id per send, not one per recipient.
+            count = 1 if inbox_id is not None else len(recipients)
+            ids = tuple(str(uuid.uuid4()) for _ in range(count))
+            messages.append(
+                AcceptedMessage(ids, path, recipients, payload, inbox_id, index, stream, token)
+            )
+        # One lock and one log write for a whole batch: a campaign's calls carry 500 each.
+        with self._lock:
+            self.accepted.extend(messages)
+            self._stats.messages += len(messages)
+        if inbox_id is None:  # the sandbox keeps no Email Logs
+            self.email_logs.record_all(
+                [(m.message_ids, m.recipients, m.payload) for m in messages], stream
+            )
+        return [message.message_ids for message in messages]
 
 
 # The stream a request reached and the token that sent it.
