@@ -137,7 +137,15 @@ def batch_messages(
     """``batch_message`` of every ``size`` rows in turn, with the rows it holds."""
     rows = iter(recipients)
     while chunk := list(itertools.islice(rows, size)):
-        yield chunk, batch_message(chunk, template_id, from_email)
+        message: dict[str, Any] = {
+            "to": [row.email for row in chunk],
+            "template_id": template_id,
+            # The rows' own dicts: each row is read once and its message built once.
+            "merge_data": {row.email: row.merge for row in chunk},
+        }
+        if from_email:
+            message["from_email"] = from_email
+        yield chunk, message
 
 
 def batch_message(
