@@ -60,6 +60,15 @@ class GroupProgress:
     def done(self) -> bool:
         return self.finished >= self.total
 
+    def summary(self) -> dict[str, object]:
+        """The group's id, its number of sends, how many are final, and the per-state counts."""
+        return {
+            "group": self.group_id,
+            "sends": self.total,
+            "finished": self.finished,
+            "counts": dict(self.counts),
+        }
+
 
 def get_group(rt: Client, group_id: str) -> GroupProgress | None:
     """The progress of a group, or None for an unknown (or expired) group id."""

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from .activity import Activity
-from .groups import GroupProgress
+from ..activity import Activity
+from ..groups import GroupProgress
 
 __all__ = ["counts_line", "format_group", "format_status", "stall_note", "table"]
 

@@ -1,0 +1,244 @@
+"""``mailqueue campaign``: queue a campaign from a CSV, then follow and steer it by name.
+
+    mailqueue campaign CSV --template-id UUID [--name NAME] [--individual] [--follow]
+    mailqueue campaign status|pause|resume|cancel NAME [--watch]
+    mailqueue campaign list
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from ..campaign_csv import Recipient, individual_messages, read_recipients, recipient_of
+from ..campaign_file import queue_campaign_file
+from ..campaign_view import campaign_line
+from ..client import Client
+from ..errors import ValidationError
+from ..groups import SendIds, get_batch_progress, get_group
+from .errors import CliError, field_error, reason
+from .group import cli, read_text
+from .group import client as current_client
+from .status import watch_view
+from .views import counts_line
+
+__all__ = ["campaign_group"]
+
+T = TypeVar("T")
+
+
+class CampaignCommands(click.Group):
+    """``campaign CSV ...`` queues a campaign; ``campaign status|pause|... NAME`` steers one."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["send", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=CampaignCommands, name="campaign")
+def campaign_group() -> None:
+    """Queue a campaign from a CSV, or follow and steer one by name.
+
+    \b
+    mailqueue campaign recipients.csv --template-id UUID [--name NAME] ...
+    mailqueue campaign status NAME [--watch]
+    mailqueue campaign pause|resume|cancel NAME
+    """
+
+
+def _record(name: str) -> dict[str, Any]:
+    record = current_client().get_campaign(name)
+    if record is None:
+        raise CliError(f"no campaign named {name!r}")
+    return dict(record)
+
+
+def _show(record: dict[str, Any], as_json: bool) -> None:
+    click.echo(json.dumps(record, indent=2) if as_json else campaign_line(record))
+
+
+@campaign_group.command("status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.option("--watch", is_flag=True, help="Refresh until the campaign is finished or cancelled.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--timeout", default=0.0, help="Give up --watch after this many seconds (0: never).")
+def campaign_status(name: str, as_json: bool, watch: bool, interval: float, timeout: float) -> None:
+    """Progress, rate, ETA and per-status counts of campaign NAME."""
+    record = _record(name)
+    if not watch:
+        _show(record, as_json)
+        return
+    live = sys.stdout.isatty() and not as_json
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    while True:
+        if live:
+            click.echo("\r\033[K" + campaign_line(record), nl=False)
+        else:
+            _show(record, as_json)
+        if record["state"] in ("finished", "cancelled"):
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            if live:
+                click.echo()
+            raise CliError(f"--timeout: campaign {name} still {record['state']}")
+        time.sleep(max(interval, 0.1))
+        record = _record(name)
+    if live:
+        click.echo()
+
+
+@campaign_group.command("pause")
+@click.argument("name")
+def campaign_pause(name: str) -> None:
+    """Pause campaign NAME fleet-wide: no new call of it starts."""
+    click.echo(campaign_line(dict(current_client().pause_campaign(name))))
+
+
+@campaign_group.command("resume")
+@click.argument("name")
+def campaign_resume(name: str) -> None:
+    """Resume a paused campaign."""
+    click.echo(campaign_line(dict(current_client().resume_campaign(name))))
+
+
+@campaign_group.command("cancel")
+@click.argument("name")
+def campaign_cancel(name: str) -> None:
+    """Cancel campaign NAME: recipients not yet handed to Mailtrap end cancelled."""
+    click.echo(campaign_line(dict(current_client().cancel_campaign(name))))
+
+
+@campaign_group.command("list")
+@click.option("--limit", default=20, show_default=True)
+def campaign_list(limit: int) -> None:
+    """The most recent campaigns, one line each."""
+    client = current_client()
+    for name in client.campaigns.names(limit):
+        record = client.get_campaign(name)
+        if record is not None:
+            click.echo(campaign_line(dict(record)))
+
+
+@campaign_group.command("send")
+@click.argument("csv_path", metavar="CSV")
+@click.option("--template-id", required=True, metavar="UUID", help="Mailtrap template UUID.")
+@click.option("--from", "from_email", metavar="ADDRESS", help="Sender address.")
+@click.option("--individual", is_flag=True, help="One message per row instead of one batch send.")
+@click.option("--name", metavar="NAME", help="Campaign name, to follow, pause, resume or cancel.")
+@click.option(
+    "--stream",
+    type=click.Choice(["bulk", "transactional"]),
+    default="bulk",
+    show_default=True,
+    help="Mailtrap's sending stream: promotional mail must use bulk.",
+)
+@click.option("--account", metavar="NAME", help="A configured account (MAILQUEUE_ACCOUNTS).")
+@click.option("--follow", is_flag=True, help="Show per-state counts until every send is final.")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds --follow waits.")
+def campaign_send(
+    csv_path: str,
+    template_id: str,
+    from_email: str | None,
+    individual: bool,
+    name: str | None,
+    stream: str,
+    account: str | None,
+    follow: bool,
+    timeout: float,
+) -> None:
+    """Send a template to every row of CSV (an 'email' column plus merge columns).
+
+    Prints the id to follow with 'mailqueue status': the batch send's, or
+    with --individual the group's. With --name, 'mailqueue campaign status
+    NAME' follows it too, and pause, resume and cancel steer it.
+    """
+    client = current_client()
+    routing = {"stream": stream, **({"account": account} if account else {})}
+    if individual:
+        recipients = read_recipients(read_text(csv_path, "CSV"), source=csv_path)
+        messages = [
+            {**message, **routing}
+            for message in individual_messages(recipients, template_id, from_email)
+        ]
+        ids = _row_errors(recipients, lambda: client.enqueue_many(messages, campaign=name))
+        click.echo(f"queued {len(ids)} sends in group {ids.group_id}", err=True)
+        click.echo(ids.group_id)
+        progress = functools.partial(_group_line, client, ids)
+    else:
+        send_id = _queue_file(client, csv_path, template_id, from_email, routing, name)
+        click.echo(send_id)
+        progress = functools.partial(_batch_line, client, send_id)
+    if follow:
+        watch_view(progress, watch=True, timeout=timeout, interval=0.5, blank_between=False)
+
+
+def _queue_file(
+    client: Client,
+    csv_path: str,
+    template_id: str,
+    from_email: str | None,
+    routing: Mapping[str, Any],
+    name: str | None,
+) -> str:
+    """Queue the file as one batch send, streamed; a live count on a terminal."""
+    live = sys.stderr.isatty()
+
+    def show(phase: str, count: int) -> None:
+        if live:
+            click.echo(f"\r{phase} {count:,} recipients", nl=False, err=True)
+
+    try:
+        queued = queue_campaign_file(
+            client, csv_path, template_id,
+            from_email=from_email, routing=routing, campaign=name, progress=show,
+        )  # fmt: skip
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"CSV: cannot read {csv_path!r}: {reason(exc)}") from None
+    finally:
+        if live:
+            click.echo(err=True)
+    if queued.already_queued:
+        click.echo(f"send {queued.send_id} was queued already: nothing queued again", err=True)
+    elif queued.resumed_from:
+        click.echo(
+            f"queued the {queued.parts - queued.resumed_from} parts of {queued.parts} "
+            f"an interrupted run had left", err=True,
+        )  # fmt: skip
+    return queued.send_id
+
+
+def _row_errors(recipients: Sequence[Recipient], enqueue: Callable[[], T]) -> T:
+    """Run ``enqueue``; a validation error names the CSV row it is about."""
+    try:
+        return enqueue()
+    except ValidationError as exc:
+        row = recipient_of(exc, recipients)
+        if row is None:
+            raise
+        raise CliError(f"row {row.line} ({row.email}): {field_error(exc)}") from None
+
+
+def _group_line(client: Client, ids: SendIds) -> tuple[str, bool, str]:
+    group = get_group(client, ids.group_id or "")
+    if group is None:
+        raise CliError(f"the group {ids.group_id} expired")
+    return counts_line(group.counts), group.done, "campaign not finished"
+
+
+def _batch_line(client: Client, send_id: str) -> tuple[str, bool, str]:
+    progress = get_batch_progress(client, send_id)
+    if progress is None:
+        raise CliError(f"the send {send_id} expired")
+    line = counts_line({**progress.recipients, f"send:{progress.state}": 1})
+    return line, progress.done, "campaign not finished"
+
+
+cli.add_command(campaign_group)

@@ -1,0 +1,113 @@
+"""``mailqueue dead-letters`` and ``reconcile``: sends that failed, or whose outcome is in doubt."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import cast
+
+import click
+
+from ..routing import Stream
+from ..send_audit import reconcile_doubtful, reconcile_send
+from .errors import CliError
+from .group import cli
+from .group import client as current_client
+from .views import table
+
+__all__ = ["dead_letters", "reconcile"]
+
+
+@cli.group("dead-letters")
+def dead_letters() -> None:
+    """Sends that failed for good: list, requeue or purge them."""
+
+
+def _when(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dead_letters.command("list")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dead_letters_list(limit: int, as_json: bool) -> None:
+    """List dead-lettered sends, oldest first."""
+    letters = current_client().list_dead_letters(limit)
+    if as_json:
+        click.echo(json.dumps([letter.__dict__ for letter in letters], indent=2))
+        return
+    if not letters:
+        click.echo("no dead letters")
+        return
+    rows = [
+        [
+            letter.send_id,
+            _when(letter.failed_at),
+            letter.state or "expired",
+            (letter.error["message"] if letter.error else "-")[:80],
+        ]
+        for letter in letters
+    ]
+    click.echo(table(["SEND ID", "FAILED AT", "STATE", "ERROR"], rows, indent=""))
+
+
+@dead_letters.command("requeue")
+@click.argument("send_ids", nargs=-1, metavar="SEND_ID...")
+@click.option("--all", "all_", is_flag=True, help="Requeue every dead letter.")
+def dead_letters_requeue(send_ids: tuple[str, ...], all_: bool) -> None:
+    """Send dead-lettered sends again."""
+    chosen = _chosen(send_ids, all_)
+    count = current_client().requeue_dead_letters(chosen)
+    click.echo(f"requeued {count} send(s)")
+    if chosen is not None and count < len(chosen):
+        raise CliError(f"SEND_ID: {len(chosen) - count} of the ids given are not dead letters")
+
+
+@dead_letters.command("purge")
+@click.argument("send_ids", nargs=-1, metavar="SEND_ID...")
+@click.option("--all", "all_", is_flag=True, help="Forget every dead letter.")
+def dead_letters_purge(send_ids: tuple[str, ...], all_: bool) -> None:
+    """Forget dead letters (their status records stay until they expire)."""
+    count = current_client().purge_dead_letters(_chosen(send_ids, all_))
+    click.echo(f"purged {count} dead letter(s)")
+
+
+def _chosen(send_ids: tuple[str, ...], all_: bool) -> list[str] | None:
+    if all_ and send_ids:
+        raise CliError("SEND_ID: give send ids or --all, not both")
+    if not all_ and not send_ids:
+        raise CliError("SEND_ID: give at least one send id, or --all")
+    return None if all_ else list(send_ids)
+
+
+@cli.command()
+@click.argument("send_ids", nargs=-1, metavar="SEND_ID...")
+@click.option("--all", "all_", is_flag=True, help="Every send whose outcome was in doubt.")
+@click.option(
+    "--stream",
+    type=click.Choice(["transactional", "bulk"]),
+    default="transactional",
+    show_default=True,
+    help="The stream whose token reads the logs.",
+)
+@click.option("--account", help="The named account whose token reads the logs.")
+def reconcile(send_ids: tuple[str, ...], all_: bool, stream: str, account: str | None) -> None:
+    """Ask Mailtrap's Email Logs what sends really did (after an incident)."""
+    chosen = _chosen(send_ids, all_)
+    client = current_client()
+    which = cast(Stream, stream)
+    if chosen is None:
+        results = reconcile_doubtful(client, stream=which, account=account)
+    else:
+        results = []
+        for send_id in chosen:
+            result = reconcile_send(client, send_id, stream=which, account=account)
+            if result is None:
+                raise CliError(f"SEND_ID: no send {send_id!r}")
+            results.append(result)
+    if not results:
+        click.echo("no doubtful sends")
+        return
+    rows = [[r.send_id, str(r.messages), str(r.duplicates), str(r.recovered)] for r in results]
+    click.echo(table(["SEND ID", "MESSAGES", "DUPLICATES", "RECOVERED"], rows, indent=""))

@@ -1,0 +1,58 @@
+"""The command line's errors: its one kind (a user mistake), and one line for any library error."""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+import click
+import redis
+
+from ..connection import mask_url
+from ..errors import BrokerUnavailable, ConfigurationError, MailqueueError, ValidationError
+
+__all__ = ["CliError", "describe", "field_error", "reason"]
+
+
+class CliError(click.ClickException):
+    """A user mistake: printed as one ``error: ...`` line on stderr, exit status 1."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+def field_error(exc: ValidationError) -> str:
+    """A validation error's text, led by its field when the text does not name it."""
+    text = str(exc.args[0]) if exc.args else str(exc)
+    if exc.field and exc.field not in text:
+        return f"{exc.field}: {text}"
+    return text
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a library error: what failed, naming the field, setting or URL."""
+    if isinstance(exc, ValidationError):
+        text = field_error(exc)
+        return f"messages[{exc.index}]: {text}" if exc.index is not None else text
+    if isinstance(exc, ConfigurationError):
+        text = str(exc)
+        return text if not exc.setting or exc.setting in text else f"{exc.setting}: {text}"
+    if isinstance(exc, (BrokerUnavailable, redis.RedisError)):
+        text = str(exc) if isinstance(exc, BrokerUnavailable) else type(exc).__name__
+        if "://" not in text:
+            text = f"{text} (Redis at {_redis_url()})"
+        return text if text.startswith("cannot") else f"cannot reach Redis: {text}"
+    return str(exc) or type(exc).__name__
+
+
+def _redis_url() -> str:
+    from ..client import default
+
+    try:
+        return mask_url(default().settings.status_redis_url)
+    except MailqueueError:
+        return "an unknown URL"
+
+
+def reason(exc: BaseException) -> str:
+    """Why a file could not be read, as the system says it."""
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

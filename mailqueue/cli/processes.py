@@ -1,0 +1,213 @@
+"""Commands that run until stopped: a worker, the servers, the local Mailtrap, the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import click
+
+from ..errors import ConfigurationError
+from ..settings import RateLimit, Settings
+from ..testing.mailtrap import FAULTS, LocalMailtrap
+from ..worker_checks import check_worker_settings
+from .errors import CliError
+from .group import cli
+from .group import client as current_client
+
+__all__ = ["dashboard", "demo", "local_mailtrap", "serve_webhooks", "worker"]
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+@cli.command(context_settings=_PASS_THROUGH)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker: the arguments go to 'celery -A mailqueue worker'."""
+    if not {"-h", "--help"} & set(celery_args):
+        # The same check runs when Celery starts the worker; here it also
+        # catches a malformed setting before Celery prints its own traceback.
+        check_worker_settings(Settings.from_env())
+    argv = [sys.executable, "-m", "celery", "-A", "mailqueue", "worker", *celery_args]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> CliError:
+    return CliError(f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def _listening(port: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The ``--host`` and ``--port`` options of a command serving HTTP (``port`` by default)."""
+
+    def add(command: Callable[..., None]) -> Callable[..., None]:
+        command = click.option(
+            "--port", default=port, show_default=True, type=click.IntRange(0, 65535)
+        )(command)
+        return click.option("--host", default="127.0.0.1", show_default=True)(command)
+
+    return add
+
+
+def _serve(banner: str, serve: Callable[[], None], host: str, port: int) -> None:
+    """Announce ``banner`` and run ``serve`` until stopped; a busy port is one error line."""
+    click.echo(banner, err=True)
+    try:
+        serve()
+    except OSError as exc:
+        raise _listen_error(host, port, exc) from None
+
+
+def _need_waitress(command: str) -> None:
+    try:
+        import waitress  # noqa: F401
+    except ImportError:
+        raise CliError(f"{command} needs waitress: pip install 'mailqueue[webhooks]'") from None
+
+
+@cli.command("serve-webhooks")
+@_listening(8000)
+def serve_webhooks(host: str, port: int) -> None:
+    """Serve the tracking webhook (POST /mailtrap/tracking/)."""
+    _need_waitress("serve-webhooks")
+    from ..webhooks import create_app, serve
+
+    settings = current_client().settings
+    create_app(settings)  # refuse to start without credentials, before binding a port
+    banner = f"tracking webhook on http://{host}:{port}/mailtrap/tracking/"
+    _serve(banner, lambda: serve(settings, host, port), host, port)
+
+
+@cli.command("dashboard")
+@_listening(8080)
+def dashboard(host: str, port: int) -> None:
+    """Serve the web dashboard (needs MAILQUEUE_DASHBOARD_SECRET)."""
+    _need_waitress("dashboard")
+    from ..dashboard import create_app, serve
+
+    app = create_app(current_client())  # refuse to start without a secret, before binding a port
+    _serve(f"dashboard on http://{host}:{port}/", lambda: serve(app, host, port), host, port)
+
+
+def _rate_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        limit = RateLimit.parse(value)
+    except ConfigurationError:
+        raise click.BadParameter(f"expected AMOUNT/PERIOD, e.g. 150/10s, not {value!r}") from None
+    return (limit.amount, limit.period)
+
+
+def _fault_rates(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, float]:
+    rates = {}
+    for text in values:
+        fault, _, rate = text.partition("=")
+        try:
+            rates[fault] = float(rate)
+        except ValueError:
+            raise click.BadParameter(
+                f"expected FAULT=PROBABILITY, e.g. 500=0.05, not {text!r}"
+            ) from None
+    return rates
+
+
+@cli.command("local-mailtrap")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--token", default="local-mailtrap-token", show_default=True)
+@click.option("--rate-limit", callback=_rate_limit, metavar="AMOUNT/PERIOD", help="e.g. 150/10s")
+@click.option("--retry-after", is_flag=True, help="Send Retry-After on 429.")
+@click.option("--latency", default=0.0, type=click.FloatRange(min=0), help="Seconds per request.")
+@click.option(
+    "--fault-rate",
+    "fault_rates",
+    multiple=True,
+    callback=_fault_rates,
+    metavar="FAULT=P",
+    help=f"Fault probability per request; faults: {', '.join(FAULTS)}.",
+)
+@click.option("--slow-seconds", default=3.0, type=click.FloatRange(min=0), show_default=True)
+@click.option(
+    "--logs-delay",
+    default=2.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Seconds before an accepted message shows in its Email Logs.",
+)
+@click.option("--seed", default=0, type=int)
+def local_mailtrap(
+    host: str,
+    port: int,
+    token: str,
+    rate_limit: tuple[int, float] | None,
+    retry_after: bool,
+    latency: float,
+    fault_rates: dict[str, float],
+    slow_seconds: float,
+    logs_delay: float,
+    seed: int,
+) -> None:
+    """Run a local server speaking Mailtrap's API (for development) until interrupted."""
+    try:
+        mailtrap = LocalMailtrap(
+            token=token,
+            host=host,
+            port=port,
+            rate_limit=rate_limit,
+            retry_after=retry_after,
+            latency=latency,
+            fault_rates=fault_rates,
+            seed=seed,
+            logs_delay=logs_delay,
+        )
+    except ValueError as exc:
+        raise CliError(f"--fault-rate: {exc}") from None
+    mailtrap.slow_seconds = slow_seconds
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        mailtrap.start()
+    except OSError as exc:
+        raise _listen_error(host, port, exc) from None
+    try:
+        click.echo(mailtrap.url)
+        click.echo(f"Email Logs (MAILTRAP_GENERAL_API_URL): {mailtrap.general_url}", err=True)
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        mailtrap.stop()
+    stats = mailtrap.stats
+    click.echo(
+        f"served {stats.requests} requests, accepted {stats.messages} messages, "
+        f"{stats.rate_limited} rate limited",
+        err=True,
+    )
+
+
+@cli.command()
+@click.option("--to", multiple=True, metavar="ADDRESS", help="Recipient (with a real token).")
+@click.option("--from", "from_email", metavar="ADDRESS", help="Sender (with a real token).")
+@click.option("--template-id", metavar="UUID", help="Template for the batch step (real token).")
+def demo(to: tuple[str, ...], from_email: str | None, template_id: str | None) -> None:
+    """Run the whole pipeline on this machine: Redis, Mailtrap stand-in, worker, webhooks."""
+    from ..demo import run
+
+    try:
+        run(to=to, from_email=from_email, template_id=template_id)
+    except KeyboardInterrupt:
+        click.echo("interrupted; everything the demo started is stopped", err=True)
+        sys.exit(130)

@@ -1,0 +1,134 @@
+"""``mailqueue send``: one message, from flags or a JSON file."""
+
+from __future__ import annotations
+
+import base64
+import json
+import mimetypes
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import CliError, reason
+from .group import cli, client, read_text
+
+__all__ = ["message_from_options", "send"]
+
+
+def _attachment(path: str, index: int) -> dict[str, Any]:
+    try:
+        content = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"--attach[{index}]: cannot read {path!r}: {reason(exc)}") from None
+    mimetype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return {
+        "filename": Path(path).name,
+        "content": base64.b64encode(content).decode("ascii"),
+        "mimetype": mimetype,
+    }
+
+
+def _key_values(pairs: Sequence[str], option: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for index, pair in enumerate(pairs):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"{option}[{index}]: expected KEY=VALUE, got {pair!r}")
+        values[key] = value
+    return values
+
+
+def message_from_options(
+    *,
+    from_email: str | None = None,
+    to: Sequence[str] = (),
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    subject: str | None = None,
+    text: str | None = None,
+    html: str | None = None,
+    template_id: str | None = None,
+    tags: Sequence[str] = (),
+    metadata: Sequence[str] = (),
+    attach: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The message dict the ``send`` flags describe (only the keys given)."""
+    message: dict[str, Any] = {}
+    scalars = {
+        "from_email": from_email,
+        "subject": subject,
+        "text": text,
+        "html": html,
+        "template_id": template_id,
+    }
+    message.update({key: value for key, value in scalars.items() if value is not None})
+    lists = {"to": to, "cc": cc, "bcc": bcc, "tags": tags}
+    message.update({key: list(value) for key, value in lists.items() if value})
+    if metadata:
+        message["metadata"] = _key_values(metadata, "--metadata")
+    if attach:
+        message["attachments"] = [_attachment(path, i) for i, path in enumerate(attach)]
+    return message
+
+
+def _message_from_json(source: str) -> dict[str, Any]:
+    text = read_text(source, "--json")
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--json: not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(message, dict):
+        raise CliError("--json: the message must be a JSON object")
+    return message
+
+
+@cli.command()
+@click.option("--from", "from_email", metavar="ADDRESS", help="Sender, 'Name <a@b>' or 'a@b'.")
+@click.option("--to", multiple=True, metavar="ADDRESS", help="Recipient (repeatable).")
+@click.option("--cc", multiple=True, metavar="ADDRESS", help="Cc recipient (repeatable).")
+@click.option("--bcc", multiple=True, metavar="ADDRESS", help="Bcc recipient (repeatable).")
+@click.option("--subject")
+@click.option("--text", help="Plain-text body.")
+@click.option("--html", help="HTML body.")
+@click.option("--template-id", metavar="UUID", help="Mailtrap template UUID.")
+@click.option("--tag", "tags", multiple=True, help="Category (Mailtrap keeps one).")
+@click.option("--metadata", multiple=True, metavar="KEY=VALUE", help="Custom variable.")
+@click.option("--attach", multiple=True, metavar="PATH", help="Attach a file (repeatable).")
+@click.option(
+    "--json", "json_source", metavar="FILE", help="Read the whole message as JSON ('-': stdin)."
+)
+@click.option("--idempotency-key", help="Enqueue nothing if this key was used before.")
+def send(
+    from_email: str | None,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    bcc: tuple[str, ...],
+    subject: str | None,
+    text: str | None,
+    html: str | None,
+    template_id: str | None,
+    tags: tuple[str, ...],
+    metadata: tuple[str, ...],
+    attach: tuple[str, ...],
+    json_source: str | None,
+    idempotency_key: str | None,
+) -> None:
+    """Queue one message and print its send id."""
+    flags = message_from_options(
+        from_email=from_email,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        subject=subject,
+        text=text,
+        html=html,
+        template_id=template_id,
+        tags=tags,
+        metadata=metadata,
+        attach=attach,
+    )
+    # Flags given beside --json override the file's keys.
+    message = {**_message_from_json(json_source), **flags} if json_source is not None else flags
+    click.echo(client().enqueue(message, idempotency_key=idempotency_key))

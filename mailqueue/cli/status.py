@@ -1,0 +1,98 @@
+"""``mailqueue status`` and ``mailqueue lanes``: where sends, groups and the outbox stand."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import click
+
+from ..activity import fleet_activity
+from ..client import Client
+from ..groups import get_group
+from ..lane_metrics import format_lanes
+from ..records import FINAL_STATES
+from .errors import CliError
+from .group import cli
+from .group import client as current_client
+from .views import format_group, format_status, stall_note
+
+__all__ = ["lanes", "status", "watch_view"]
+
+
+@cli.command()
+@click.argument("send_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.option("--watch", is_flag=True, help="Refresh until the send (or group) is final.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds --watch waits.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
+def status(send_id: str, as_json: bool, watch: bool, timeout: float, interval: float) -> None:
+    """Show the status of a send, or the progress of a group of sends (campaign --individual)."""
+    client = current_client()
+
+    def view() -> tuple[str, bool, str]:
+        """The text shown, whether it is final, and what it waits for."""
+        record = client.get_status(send_id)
+        if record is not None:
+            activity = None if as_json else fleet_activity(client)
+            text = json.dumps(record, indent=2) if as_json else format_status(record, activity)
+            waiting = f"send still {record['state']}"
+            return text, record["state"] in FINAL_STATES, _stalled(waiting, record, client)
+        group = get_group(client, send_id)
+        if group is None:
+            raise CliError(f"ID: no send or group {send_id!r} (unknown or expired)")
+        if as_json:
+            text = json.dumps(group.summary(), indent=2)
+        else:
+            text = format_group(group, fleet_activity(client))
+        waiting = f"group has {group.total - group.finished} of {group.total} sends not final"
+        return text, group.done, waiting
+
+    watch_view(view, watch=watch, timeout=timeout, interval=interval, blank_between=not as_json)
+
+
+def _stalled(waiting: str, record: Mapping[str, Any], client: Client) -> str:
+    if record["state"] in FINAL_STATES:
+        return waiting
+    note = stall_note(record, fleet_activity(client))
+    return f"{waiting} ({note})" if note else waiting
+
+
+def watch_view(
+    view: Callable[[], tuple[str, bool, str]],
+    *,
+    watch: bool,
+    timeout: float,
+    interval: float,
+    blank_between: bool = True,
+) -> None:
+    """Print ``view`` once, or (``watch``) each time it changes until it is final."""
+    deadline = time.monotonic() + timeout
+    last: str | None = None
+    while True:
+        text, final, waiting = view()
+        if text != last:
+            if last is not None and blank_between:
+                click.echo()
+            click.echo(text)
+            last = text
+        if final or not watch:
+            return
+        if time.monotonic() >= deadline:
+            raise CliError(f"--timeout: {waiting} after {timeout:g} s")
+        time.sleep(max(interval, 0.05))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def lanes(as_json: bool) -> None:
+    """Work waiting per lane and Mailtrap stream: backlog, in flight, oldest age."""
+    stats = current_client().lane_stats()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(entry) for entry in stats], indent=2))
+        return
+    for line in format_lanes(stats):
+        click.echo(line)

@@ -1,0 +1,105 @@
+"""``mailqueue suppressions``: the addresses mailqueue never mails."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import click
+
+from ..errors import ValidationError
+from .errors import CliError
+from .group import cli
+from .group import client as current_client
+from .views import table
+
+__all__ = ["suppressions_group"]
+
+_STREAM = click.Choice(["transactional", "bulk"])
+_COLUMNS = ("address", "reason", "stream", "created_at")
+
+
+@click.group("suppressions")
+def suppressions_group() -> None:
+    """Addresses mailqueue never mails: list, add, remove, import, export, sync."""
+
+
+@suppressions_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one suppression a line.")
+def suppressions_list(as_json: bool) -> None:
+    """Every suppressed address."""
+    entries = sorted(current_client().suppressions.entries(), key=lambda s: s["address"])
+    if as_json:
+        for entry in entries:
+            click.echo(json.dumps(entry))
+        return
+    rows = [[e["address"], e["stream"] or "all", e["reason"], e["created_at"]] for e in entries]
+    click.echo(table(["address", "stream", "reason", "since"], rows) if rows else "none")
+
+
+@suppressions_group.command("add")
+@click.argument("addresses", nargs=-1, required=True, metavar="ADDRESS...")
+@click.option("--reason", default="manual", show_default=True)
+@click.option("--stream", type=_STREAM, help="Only this sending stream (default: every stream).")
+def suppressions_add(addresses: tuple[str, ...], reason: str, stream: str | None) -> None:
+    """Never mail ADDRESS again."""
+    client = current_client()
+    for address in addresses:
+        entry = client.suppress(address, reason=reason, stream=stream)
+        click.echo(f"suppressed {entry['address']} ({entry['stream'] or 'all streams'})")
+
+
+@suppressions_group.command("remove")
+@click.argument("addresses", nargs=-1, required=True, metavar="ADDRESS...")
+def suppressions_remove(addresses: tuple[str, ...]) -> None:
+    """Let mail reach ADDRESS again."""
+    client = current_client()
+    for address in addresses:
+        found = client.unsuppress(address)
+        click.echo(f"{'unsuppressed' if found else 'was not suppressed:'} {address}")
+
+
+@suppressions_group.command("import")
+@click.argument("path", metavar="CSV")
+@click.option("--reason", default="import", show_default=True, help="For rows without one.")
+def suppressions_import(path: str, reason: str) -> None:
+    """Suppress every row of CSV (an 'email' or 'address' column; 'reason', 'stream' optional)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = [{k.strip().lower(): v for k, v in row.items() if k} for row in reader]
+    except OSError as exc:
+        raise CliError(f"CSV: cannot read {path}: {exc.strerror}") from None
+    try:
+        count = current_client().suppressions.import_rows(rows, reason=reason)
+    except ValidationError as exc:
+        # Row 1 is the header line.
+        raise CliError(f"row {(exc.index or 0) + 2}: {exc}") from None
+    click.echo(f"imported {count} suppressions")
+
+
+@suppressions_group.command("export")
+def suppressions_export() -> None:
+    """Every suppression as CSV on standard output (the format import reads)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=_COLUMNS)
+    writer.writeheader()
+    for entry in sorted(current_client().suppressions.entries(), key=lambda s: s["address"]):
+        writer.writerow({**entry, "stream": entry["stream"] or ""})
+    click.echo(out.getvalue(), nl=False)
+
+
+@suppressions_group.command("sync")
+def suppressions_sync() -> None:
+    """Add Mailtrap's own suppressions here; lift there those lifted here since."""
+    from ..suppression_sync import sync_suppressions
+
+    report = sync_suppressions(current_client())
+    click.echo(
+        f"Mailtrap lists {report.listed}: {report.added} added here, "
+        f"{report.lifted} lifted at Mailtrap"
+    )
+
+
+cli.add_command(suppressions_group)
