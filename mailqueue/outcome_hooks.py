@@ -105,31 +105,41 @@ class OutcomeHooks:
         if not (self._hook or self._task or post_send):
             return
         for envelope in finished:
-            try:
-                record = self.client.store.get(envelope.send_id)
-            except Exception as exc:  # the delivery is recorded; only the telling is lost
-                log.error(
-                    "send %s: the outcome hooks cannot read its record (%s)",
-                    envelope.send_id,
-                    type(exc).__name__,
-                )
+            record = self._record(envelope.send_id)
+            if record is None:
                 continue
-            if record is not None:
-                self._tell(envelope, record, post_send)
+            self._tell(envelope.send_id, record)
+            if post_send is not None:
+                self._guarded("post_send", envelope.send_id, post_send, envelope, record)
 
-    def _tell(
-        self,
-        envelope: Envelope,
-        record: StatusRecord,
-        post_send: Callable[[Envelope, StatusRecord], None] | None,
-    ) -> None:
-        send_id = envelope.send_id
+    def announce_refused(self, send_id: str) -> None:
+        """Tell ``on_outcome`` and ``on_outcome_task`` of a send refused in the worker.
+
+        A message sent by task name that fails validation there ends ``failed``
+        with no call: there is no queued call to rebuild a message from, so
+        ``post_send`` is not sent.
+        """
+        if self._hook or self._task:
+            record = self._record(send_id)
+            if record is not None:
+                self._tell(send_id, record)
+
+    def _record(self, send_id: str) -> StatusRecord | None:
+        try:
+            return self.client.store.get(send_id)
+        except Exception as exc:  # the outcome is recorded; only the telling is lost
+            log.error(
+                "send %s: the outcome hooks cannot read its record (%s)",
+                send_id,
+                type(exc).__name__,
+            )
+            return None
+
+    def _tell(self, send_id: str, record: StatusRecord) -> None:
         if self._hook is not None:
             self._guarded("on_outcome", send_id, self._hook, send_id, record)
         if self._task:
             self._guarded("on_outcome_task", send_id, self._send_task, send_id, record)
-        if post_send is not None:
-            self._guarded("post_send", send_id, post_send, envelope, record)
 
     def _send_task(self, send_id: str, record: StatusRecord) -> None:
         assert self._task is not None  # only called when set

@@ -404,8 +404,11 @@ class StatusStore:
         pipe.expire(minute, STATE_MINUTES_KEPT)
 
     @translated("record a refused send")
-    def create_rejected(self, send_id: str, error: Mapping[str, Any]) -> None:
-        """Record a send refused before it was queued (a message that failed validation)."""
+    def create_rejected(self, send_id: str, error: Mapping[str, Any]) -> bool:
+        """Record a send refused before it was queued (a message that failed validation).
+
+        True when this call made the record (it is then final), False when one was there.
+        """
         stamp = now_iso()
         key = self.keys.send(send_id)
         with self.redis.pipeline(transaction=True) as pipe:
@@ -421,7 +424,8 @@ class StatusStore:
                 },
             )
             pipe.expire(key, self.ttl)
-            pipe.execute()
+            created = pipe.execute()[0]
+        return bool(created)
 
     # -- worker side ----------------------------------------------------
 

@@ -20,6 +20,7 @@ from .celery_app import app
 from .client import Client, default, reset_default
 from .delivery import Drainer
 from .errors import ValidationError
+from .outcome_hooks import OutcomeHooks
 
 __all__ = ["deliver", "send_email"]
 
@@ -155,7 +156,9 @@ def send_email(self: Task[Any, Any], message: dict[str, Any]) -> str | None:
         log.warning("send %s refused: %s", task_id, exc)
         if task_id is not None and keys.safe_id(task_id):
             error = {"kind": "validation", "status_code": None, "message": str(exc)}
-            default().store.create_rejected(task_id, error)
+            if default().store.create_rejected(task_id, error):
+                # Final now, here: the hooks hear of it once (a redelivery finds the record).
+                OutcomeHooks(default()).announce_refused(task_id)
         return None
     drainer().drain()
     return send_id

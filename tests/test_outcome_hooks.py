@@ -116,3 +116,18 @@ def test_the_hook_settings_come_from_the_environment() -> None:
     assert settings.on_outcome == "shop.hooks:mail_done"
     assert settings.on_outcome_task == "shop.tasks.mail_done"
     assert settings.on_outcome_queue == "shop"
+
+
+def test_a_send_refused_in_the_worker_is_told_once(make_client, redis_client) -> None:
+    client = make_client(on_outcome_task="shop.tasks.mail_done", on_outcome_queue="shop")
+    error = {"kind": "validation", "status_code": None, "message": "to[0]: not an address"}
+
+    assert client.store.create_rejected("t1", error) is True
+    OutcomeHooks(client).announce_refused("t1")
+    # A redelivered task finds the record: nothing is told again.
+    assert client.store.create_rejected("t1", error) is False
+
+    (raw,) = redis_client.lrange("shop", 0, -1)
+    args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+    assert args[0] == "t1" and args[1]["state"] == "failed"
+    assert args[1]["error"]["kind"] == "validation"

@@ -55,6 +55,10 @@ def test_each_final_outcome_is_told_once_with_its_record_and_a_raising_hook_brea
             ),
             "refused": mailqueue.enqueue({**PLAIN, "to": ["someone@nowhere.invalid"]}),
             "hook raises": mailqueue.enqueue({**PLAIN, "to": ["boom@example.com"]}),
+            # Refused by the worker's own validation: final there, with no call.
+            "refused by task": mailqueue.app.send_task(
+                "mailqueue.send_email", args=[{**PLAIN, "to": ["nope"]}]
+            ).id,
         }
         records = wait_final(sends.values())
         entries = wait_for_entries(redis_client, len(sends))
@@ -71,6 +75,7 @@ def test_each_final_outcome_is_told_once_with_its_record_and_a_raising_hook_brea
     assert by_id[sends["two parts"]]["parts"] == 2
     assert len(by_id[sends["two parts"]]["recipients"]) == 520
     assert by_id[sends["refused"]]["state"] == "failed"
+    assert by_id[sends["refused by task"]]["error"]["kind"] == "validation"
     assert records[sends["hook raises"]]["state"] == "sent"
     assert "the on_outcome hook raised RuntimeError" in log
     assert "secret body" not in log and settings.api_token not in log
