@@ -14,10 +14,11 @@ once an address has had ``soft_bounce_limit`` of them within
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import IO, TYPE_CHECKING, Any, TypedDict, cast
 
 import redis
 
@@ -29,7 +30,19 @@ from .redis_edge import translated
 if TYPE_CHECKING:
     from .webhooks.events import TrackingEvent
 
-__all__ = ["STREAMS", "SUPPRESSING_EVENTS", "Suppression", "SuppressionList", "normalize_stream"]
+__all__ = [
+    "CSV_COLUMNS",
+    "STREAMS",
+    "SUPPRESSING_EVENTS",
+    "Suppression",
+    "SuppressionList",
+    "normalize_stream",
+    "read_csv",
+    "write_csv",
+]
+
+# The columns ``write_csv`` writes, which ``read_csv`` reads back.
+CSV_COLUMNS = ("address", "reason", "stream", "created_at")
 
 STREAMS = ("transactional", "bulk")
 _ALL = "*"
@@ -313,3 +326,17 @@ def _now_iso() -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def read_csv(handle: IO[str]) -> list[dict[str, str]]:
+    """The rows of a suppression CSV, by column name in lower case (``import_rows`` takes them)."""
+    reader = csv.DictReader(handle)
+    return [{k.strip().lower(): v for k, v in row.items() if k} for row in reader]
+
+
+def write_csv(entries: Iterable[Suppression], out: IO[str]) -> None:
+    """Write ``entries`` as CSV, by address: the columns ``read_csv`` reads back."""
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for entry in sorted(entries, key=lambda s: s["address"]):
+        writer.writerow({**entry, "stream": entry["stream"] or ""})

@@ -23,7 +23,7 @@ from ..client import Client
 from ..errors import ValidationError
 from ..groups import SendIds, get_batch_progress, get_group
 from .errors import CliError, field_error, reason
-from .group import cli, read_text
+from .group import cli, read_text, stream_option
 from .group import client as current_client
 from .status import watch_view
 from .views import counts_line
@@ -133,11 +133,10 @@ def campaign_list(limit: int) -> None:
 @click.option("--from", "from_email", metavar="ADDRESS", help="Sender address.")
 @click.option("--individual", is_flag=True, help="One message per row instead of one batch send.")
 @click.option("--name", metavar="NAME", help="Campaign name, to follow, pause, resume or cancel.")
-@click.option(
-    "--stream",
-    type=click.Choice(["bulk", "transactional"]),
+@stream_option(
+    "bulk",
+    "transactional",
     default="bulk",
-    show_default=True,
     help="Mailtrap's sending stream: promotional mail must use bulk.",
 )
 @click.option("--account", metavar="NAME", help="A configured account (MAILQUEUE_ACCOUNTS).")

@@ -11,7 +11,7 @@ import click
 from ..routing import Stream
 from ..send_audit import reconcile_doubtful, reconcile_send
 from .errors import CliError
-from .group import cli
+from .group import cli, stream_option
 from .group import client as current_client
 from .views import table
 
@@ -84,12 +84,8 @@ def _chosen(send_ids: tuple[str, ...], all_: bool) -> list[str] | None:
 @cli.command()
 @click.argument("send_ids", nargs=-1, metavar="SEND_ID...")
 @click.option("--all", "all_", is_flag=True, help="Every send whose outcome was in doubt.")
-@click.option(
-    "--stream",
-    type=click.Choice(["transactional", "bulk"]),
-    default="transactional",
-    show_default=True,
-    help="The stream whose token reads the logs.",
+@stream_option(
+    "transactional", "bulk", default="transactional", help="The stream whose token reads the logs."
 )
 @click.option("--account", help="The named account whose token reads the logs.")
 def reconcile(send_ids: tuple[str, ...], all_: bool, stream: str, account: str | None) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import redis
@@ -13,7 +14,9 @@ from ..client import Client
 from ..errors import MailqueueError
 from .errors import CliError, describe, reason
 
-__all__ = ["cli", "client", "read_text"]
+__all__ = ["cli", "client", "each", "read_text", "stream_option"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Commands(click.Group):
@@ -49,3 +52,20 @@ def read_text(path: str, option: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"{option}: cannot read {path!r}: {reason(exc)}") from None
+
+
+def each(items: Iterable[str], act: Callable[[str], str]) -> None:
+    """Act on each item of the command line in turn, printing the line ``act`` returns."""
+    for item in items:
+        click.echo(act(item))
+
+
+def stream_option(*streams: str, default: str | None = None, help: str) -> Callable[[F], F]:
+    """A ``--stream`` option naming one of Mailtrap's sending ``streams``."""
+    return click.option(
+        "--stream",
+        type=click.Choice(list(streams)),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )

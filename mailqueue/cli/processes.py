@@ -144,31 +144,11 @@ def _fault_rates(
     help="Seconds before an accepted message shows in its Email Logs.",
 )
 @click.option("--seed", default=0, type=int)
-def local_mailtrap(
-    host: str,
-    port: int,
-    token: str,
-    rate_limit: tuple[int, float] | None,
-    retry_after: bool,
-    latency: float,
-    fault_rates: dict[str, float],
-    slow_seconds: float,
-    logs_delay: float,
-    seed: int,
-) -> None:
+def local_mailtrap(host: str, port: int, slow_seconds: float, **options: Any) -> None:
     """Run a local server speaking Mailtrap's API (for development) until interrupted."""
     try:
-        mailtrap = LocalMailtrap(
-            token=token,
-            host=host,
-            port=port,
-            rate_limit=rate_limit,
-            retry_after=retry_after,
-            latency=latency,
-            fault_rates=fault_rates,
-            seed=seed,
-            logs_delay=logs_delay,
-        )
+        # The other options are named as LocalMailtrap names its arguments.
+        mailtrap = LocalMailtrap(host=host, port=port, **options)
     except ValueError as exc:
         raise CliError(f"--fault-rate: {exc}") from None
     mailtrap.slow_seconds = slow_seconds

@@ -7,7 +7,7 @@ import json
 import click
 
 from .. import steering
-from .group import cli
+from .group import cli, each
 from .group import client as current_client
 from .views import table
 
@@ -37,9 +37,7 @@ def scheduled_list(limit: int, as_json: bool) -> None:
 def scheduled_cancel(send_ids: tuple[str, ...]) -> None:
     """Cancel sends not yet handed to Mailtrap."""
     client = current_client()
-    for send_id in send_ids:
-        record = client.cancel(send_id)
-        click.echo(f"{send_id} {record['state']}")
+    each(send_ids, lambda send_id: f"{send_id} {client.cancel(send_id)['state']}")
 
 
 @scheduled_group.command("reschedule")

@@ -100,35 +100,10 @@ def _message_from_json(source: str) -> dict[str, Any]:
     "--json", "json_source", metavar="FILE", help="Read the whole message as JSON ('-': stdin)."
 )
 @click.option("--idempotency-key", help="Enqueue nothing if this key was used before.")
-def send(
-    from_email: str | None,
-    to: tuple[str, ...],
-    cc: tuple[str, ...],
-    bcc: tuple[str, ...],
-    subject: str | None,
-    text: str | None,
-    html: str | None,
-    template_id: str | None,
-    tags: tuple[str, ...],
-    metadata: tuple[str, ...],
-    attach: tuple[str, ...],
-    json_source: str | None,
-    idempotency_key: str | None,
-) -> None:
+def send(json_source: str | None, idempotency_key: str | None, **options: Any) -> None:
     """Queue one message and print its send id."""
-    flags = message_from_options(
-        from_email=from_email,
-        to=to,
-        cc=cc,
-        bcc=bcc,
-        subject=subject,
-        text=text,
-        html=html,
-        template_id=template_id,
-        tags=tags,
-        metadata=metadata,
-        attach=attach,
-    )
+    # The message flags are named as message_from_options names its arguments.
+    flags = message_from_options(**options)
     # Flags given beside --json override the file's keys.
     message = {**_message_from_json(json_source), **flags} if json_source is not None else flags
     click.echo(client().enqueue(message, idempotency_key=idempotency_key))

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 
 import click
 
 from ..errors import ValidationError
+from ..suppressions import read_csv, write_csv
 from .errors import CliError
-from .group import cli
+from .group import cli, each, stream_option
 from .group import client as current_client
 from .views import table
 
 __all__ = ["suppressions_group"]
 
-_STREAM = click.Choice(["transactional", "bulk"])
-_COLUMNS = ("address", "reason", "stream", "created_at")
 
 
 @click.group("suppressions")
@@ -41,13 +39,16 @@ def suppressions_list(as_json: bool) -> None:
 @suppressions_group.command("add")
 @click.argument("addresses", nargs=-1, required=True, metavar="ADDRESS...")
 @click.option("--reason", default="manual", show_default=True)
-@click.option("--stream", type=_STREAM, help="Only this sending stream (default: every stream).")
+@stream_option("transactional", "bulk", help="Only this sending stream (default: every stream).")
 def suppressions_add(addresses: tuple[str, ...], reason: str, stream: str | None) -> None:
     """Never mail ADDRESS again."""
     client = current_client()
-    for address in addresses:
+
+    def add(address: str) -> str:
         entry = client.suppress(address, reason=reason, stream=stream)
-        click.echo(f"suppressed {entry['address']} ({entry['stream'] or 'all streams'})")
+        return f"suppressed {entry['address']} ({entry['stream'] or 'all streams'})"
+
+    each(addresses, add)
 
 
 @suppressions_group.command("remove")
@@ -55,9 +56,12 @@ def suppressions_add(addresses: tuple[str, ...], reason: str, stream: str | None
 def suppressions_remove(addresses: tuple[str, ...]) -> None:
     """Let mail reach ADDRESS again."""
     client = current_client()
-    for address in addresses:
+
+    def remove(address: str) -> str:
         found = client.unsuppress(address)
-        click.echo(f"{'unsuppressed' if found else 'was not suppressed:'} {address}")
+        return f"{'unsuppressed' if found else 'was not suppressed:'} {address}"
+
+    each(addresses, remove)
 
 
 @suppressions_group.command("import")
@@ -67,8 +71,7 @@ def suppressions_import(path: str, reason: str) -> None:
     """Suppress every row of CSV (an 'email' or 'address' column; 'reason', 'stream' optional)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            rows = [{k.strip().lower(): v for k, v in row.items() if k} for row in reader]
+            rows = read_csv(handle)
     except OSError as exc:
         raise CliError(f"CSV: cannot read {path}: {exc.strerror}") from None
     try:
@@ -83,10 +86,7 @@ def suppressions_import(path: str, reason: str) -> None:
 def suppressions_export() -> None:
     """Every suppression as CSV on standard output (the format import reads)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=_COLUMNS)
-    writer.writeheader()
-    for entry in sorted(current_client().suppressions.entries(), key=lambda s: s["address"]):
-        writer.writerow({**entry, "stream": entry["stream"] or ""})
+    write_csv(current_client().suppressions.entries(), out)
     click.echo(out.getvalue(), nl=False)
 
 
