@@ -148,8 +148,7 @@ def field_errors(body: Mapping[str, Any], *, allow_eai_from: bool = False) -> li
             errors.append(RuleError(name, f"'{name}' must be a non-empty string"))
     if "template_uuid" in body and not is_template_uuid(body["template_uuid"]):
         errors.append(RuleError("template_uuid", "'template_uuid' must be a UUID"))
-    if "template_variables" in body and not isinstance(body["template_variables"], Mapping):
-        errors.append(RuleError("template_variables", "'template_variables' must be an object"))
+    _typed(body, "template_variables", Mapping, "an object", errors)
     _check_category(body, errors)
     _check_string_map(body, "custom_variables", errors)
     variables = body.get("custom_variables")
@@ -190,13 +189,21 @@ def _check_sender(sender: object, errors: list[RuleError], allow_eai: bool) -> N
         errors.append(RuleError("from", "'From' header does not match the sender's domain"))
 
 
+def _typed(
+    body: Mapping[str, Any], key: str, expected: type, what: str, errors: list[RuleError]
+) -> Any:
+    """``body[key]`` when it is an ``expected``; None when absent, or (an error) of another type."""
+    value = body.get(key)
+    if key in body and not isinstance(value, expected):
+        errors.append(RuleError(key, f"'{key}' must be {what}"))
+        return None
+    return value
+
+
 def _check_recipients(body: Mapping[str, Any], errors: list[RuleError]) -> None:
     for kind in ("to", "cc", "bcc"):
-        if kind not in body:
-            continue
-        entries = body[kind]
-        if not isinstance(entries, list):
-            errors.append(RuleError(kind, f"'{kind}' must be an array"))
+        entries = _typed(body, kind, list, "an array", errors)
+        if entries is None:
             continue
         if len(entries) > MAX_ADDRESSES_PER_FIELD:
             errors.append(
@@ -210,23 +217,16 @@ def _check_recipients(body: Mapping[str, Any], errors: list[RuleError]) -> None:
 
 
 def _check_category(body: Mapping[str, Any], errors: list[RuleError]) -> None:
-    if "category" not in body:
-        return
-    category = body["category"]
-    if not isinstance(category, str):
-        errors.append(RuleError("category", "'category' must be a string"))
-    elif len(category) > MAX_CATEGORY_CHARS:
+    category = _typed(body, "category", str, "a string", errors)
+    if category is not None and len(category) > MAX_CATEGORY_CHARS:
         errors.append(
             RuleError("category", f"'category' must be at most {MAX_CATEGORY_CHARS} characters")
         )
 
 
 def _check_string_map(body: Mapping[str, Any], key: str, errors: list[RuleError]) -> None:
-    if key not in body:
-        return
-    value = body[key]
-    if not isinstance(value, Mapping):
-        errors.append(RuleError(key, f"'{key}' must be an object"))
+    value = _typed(body, key, Mapping, "an object", errors)
+    if value is None:
         return
     for name, item in value.items():
         if not isinstance(item, str):
