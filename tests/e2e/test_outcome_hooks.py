@@ -79,3 +79,37 @@ def test_each_final_outcome_is_told_once_with_its_record_and_a_raising_hook_brea
     assert records[sends["hook raises"]]["state"] == "sent"
     assert "the on_outcome hook raised RuntimeError" in log
     assert "secret body" not in log and settings.api_token not in log
+
+
+def test_a_send_taken_over_from_a_killed_worker_is_told_once(
+    make_settings: Callable[..., Settings],
+    mailtrap: LocalMailtrap,
+    redis_client: redis.Redis,
+    redis_url: str,
+) -> None:
+    settings = make_settings(
+        on_outcome="tests.e2e.outcome_receivers.record_outcome", reclaim_idle=4.0
+    )
+    env = {"OUTCOME_RECEIVER_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    # Mailtrap accepts the call, but its answer comes too late for the first worker.
+    mailtrap.inject("slow")
+    first = WorkerProcess(settings, concurrency=1, extra_env=env).start()
+    try:
+        send_id = mailqueue.enqueue({**PLAIN, "to": ["a@example.com"]})
+        deadline = time.monotonic() + 20
+        while not mailtrap.accepted:
+            assert time.monotonic() < deadline, "the call never reached the stand-in"
+            time.sleep(0.02)
+        first.kill()
+    finally:
+        first.stop()
+
+    with WorkerProcess(settings, concurrency=1, extra_env=env) as second:
+        record = wait_final([send_id], timeout=60)[send_id]
+        wait_for_entries(redis_client, 1)
+        second.stop()
+
+    told = [json.loads(raw) for raw in redis_client.lrange(LIST, 0, -1)]
+    assert [entry["id"] for entry in told] == [send_id]
+    assert record["state"] == "sent" and record["reconciled"] == 1
+    assert len(mailtrap.accepted) == 1
