@@ -104,9 +104,15 @@ def _form(
     )
 
 
-def _row(*cells: str) -> str:
-    """A table row of ``cells``, each already HTML."""
-    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+def _row(*cells: str, numbers_from: int | None = None) -> str:
+    """A table row of ``cells``, each already HTML; from index ``numbers_from`` on, numbers."""
+    tds = [
+        f"<td class=num>{cell}</td>"
+        if numbers_from is not None and index >= numbers_from
+        else f"<td>{cell}</td>"
+        for index, cell in enumerate(cells)
+    ]
+    return "<tr>" + "".join(tds) + "</tr>"
 
 
 def _table(headings: Sequence[str], rows: str, *, empty: str = "", table_id: str = "") -> str:
@@ -121,9 +127,14 @@ def _table(headings: Sequence[str], rows: str, *, empty: str = "", table_id: str
 def fleet(data: Mapping[str, Any]) -> str:
     limiter = data["limiter"]
     rows = "".join(
-        f"<tr><td>{escape(row['lane'])}</td><td>{escape(row['stream'])}</td>"
-        f"<td class=num>{row['waiting']}</td><td class=num>{row['in_flight']}</td>"
-        f"<td class=num>{_age(row['oldest_age'])}</td><td class=num>{row['campaigns']}</td></tr>"
+        _row(
+            escape(row["lane"]),
+            escape(row["stream"]),
+            *(str(row[name]) for name in ("waiting", "in_flight")),
+            _age(row["oldest_age"]),
+            str(row["campaigns"]),
+            numbers_from=2,
+        )
         for row in data["lanes"]
     )
     cooldown = f" (cool-down {limiter['cooldown']}s)" if limiter["cooldown"] else ""
