@@ -23,7 +23,7 @@ from typing import Literal
 import redis
 
 from .keys import Keys
-from .redis_edge import translated
+from .redis_edge import RedisStore, translated
 
 __all__ = ["CapLimiter", "Caps", "Lane"]
 
@@ -96,14 +96,12 @@ class Caps:
         return math.ceil((cap or 0) * self.reserve)
 
 
-class CapLimiter:
+class CapLimiter(RedisStore):
     """Takes messages from an account's hourly and daily windows, fleet-wide."""
 
     def __init__(self, client: redis.Redis, keys: Keys, caps: Caps, url: str = "redis") -> None:
-        self.redis = client
-        self.keys = keys
+        super().__init__(client, keys, url)
         self.caps = caps
-        self.url = url  # named in errors
         self._take = client.register_script(_TAKE)
 
     @translated("count messages against the volume caps")

@@ -18,7 +18,7 @@ from base64 import b64decode, b64encode
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import unquote
-from typing import Any
+from typing import Any, TypeVar
 
 from .addresses import EmailAddress, parse_address_list
 from .errors import UnsupportedFeature, ValidationError
@@ -42,6 +42,8 @@ __all__ = [
     "custom_variables_size",
     "normalize_message",
 ]
+
+_T = TypeVar("_T")
 
 MESSAGE_KEYS = frozenset(
     {
@@ -388,10 +390,7 @@ _MERGE_KEYS = ("merge_data", "merge_metadata", "merge_headers")
 def _recipients(value: object, name: str) -> list[EmailAddress]:
     if value is None:
         return []
-    if not isinstance(value, (list, tuple)):
-        raise ValidationError(
-            f"{name} must be a list of addresses, not {type(value).__name__}", field=name
-        )
+    value = _expect(value, (list, tuple), "a list of addresses", name)
     result: list[EmailAddress] = []
     for index, item in enumerate(value):
         result.extend(parse_address_list(item, f"{name}[{index}]"))
@@ -431,11 +430,7 @@ def _extra_headers(
 
 
 def _header_dict(value: object, where: str) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise ValidationError(
-            f"{where} must be a dict of header names to values, not {type(value).__name__}",
-            field=where,
-        )
+    value = _expect(value, Mapping, "a dict of header names to values", where)
     for name, header_value in value.items():
         if not isinstance(name, str) or not name or not _HEADER_FORBIDDEN.isdisjoint(name):
             raise ValidationError(
@@ -466,35 +461,30 @@ def _header_text(value: str | int | float) -> str:
 # -- simple fields --------------------------------------------------------
 
 
+def _expect(value: object, types: type[_T] | tuple[type[_T], ...], what: str, name: str) -> _T:
+    """``value``, refused (field ``name``) unless it is one of ``types``, which ``what`` names."""
+    if not isinstance(value, types):
+        raise ValidationError(f"{name} must be {what}, not {type(value).__name__}", field=name)
+    return value
+
+
 def _optional_str(value: object, name: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise ValidationError(f"{name} must be a string, not {type(value).__name__}", field=name)
+    if value is None:
+        return None
+    return _expect(value, str, "a string", name)
 
 
 def _tags(value: object) -> list[str]:
     if value is None:
         return []
-    if not isinstance(value, (list, tuple)):
-        raise ValidationError(
-            f"tags must be a list of strings, not {type(value).__name__}", field="tags"
-        )
-    for index, tag in enumerate(value):
-        if not isinstance(tag, str):
-            raise ValidationError(
-                f"tags[{index}] must be a string, not {type(tag).__name__}", field=f"tags[{index}]"
-            )
-    return list(value)
+    tags = _expect(value, (list, tuple), "a list of strings", "tags")
+    return [_expect(tag, str, "a string", f"tags[{index}]") for index, tag in enumerate(tags)]
 
 
 def _metadata(value: object) -> dict[str, str] | None:
     if value is None:
         return None
-    if not isinstance(value, Mapping):
-        raise ValidationError(
-            f"metadata must be a dict, not {type(value).__name__}", field="metadata"
-        )
-    return _stringified(value, "metadata")
+    return _stringified(_expect(value, Mapping, "a dict", "metadata"), "metadata")
 
 
 def _stringified(value: Mapping[Any, Any], where: str) -> dict[str, str]:
@@ -517,16 +507,12 @@ def _stringified(value: Mapping[Any, Any], where: str) -> dict[str, str]:
 def _attachments(value: object) -> list[Attachment]:
     if value is None:
         return []
-    if not isinstance(value, (list, tuple)):
-        raise ValidationError(
-            f"attachments must be a list, not {type(value).__name__}", field="attachments"
-        )
+    value = _expect(value, (list, tuple), "a list", "attachments")
     return [_attachment(item, f"attachments[{index}]") for index, item in enumerate(value)]
 
 
 def _attachment(item: object, where: str) -> Attachment:
-    if not isinstance(item, Mapping):
-        raise ValidationError(f"{where} must be a dict, not {type(item).__name__}", field=where)
+    item = _expect(item, Mapping, "a dict", where)
     for key in item:
         if key not in ATTACHMENT_KEYS:
             raise ValidationError(f"unknown attachment key {key!r}", field=f"{where}.{key}")
@@ -583,8 +569,7 @@ def _b64decode(content: str) -> bytes:
 def _json_dict(value: object, name: str) -> dict[str, Any] | None:
     if value is None:
         return None
-    if not isinstance(value, Mapping):
-        raise ValidationError(f"{name} must be a dict, not {type(value).__name__}", field=name)
+    value = _expect(value, Mapping, "a dict", name)
     check_json(value, name)
     return dict(value)
 
@@ -593,16 +578,12 @@ def _merge_dicts(value: object, name: str) -> dict[str, Any] | None:
     """merge_data / merge_metadata: recipient address -> dict of JSON values."""
     if value is None:
         return None
-    if not isinstance(value, Mapping):
-        raise ValidationError(f"{name} must be a dict, not {type(value).__name__}", field=name)
+    value = _expect(value, Mapping, "a dict", name)
     for address, entry in value.items():
         where = f"{name}.{address}"
         if not isinstance(address, str):
             raise ValidationError(f"{name} keys must be addresses", field=f"{name}.{address!r}")
-        if not isinstance(entry, Mapping):
-            raise ValidationError(
-                f"{where} must be a dict, not {type(entry).__name__}", field=where
-            )
+        entry = _expect(entry, Mapping, "a dict", where)
         check_json(entry, where)
     return value if isinstance(value, dict) else dict(value)
 
@@ -621,10 +602,7 @@ def _merge_metadata(value: object) -> dict[str, dict[str, str]] | None:
 def _merge_headers(value: object) -> dict[str, dict[str, str]] | None:
     if value is None:
         return None
-    if not isinstance(value, Mapping):
-        raise ValidationError(
-            f"merge_headers must be a dict, not {type(value).__name__}", field="merge_headers"
-        )
+    value = _expect(value, Mapping, "a dict", "merge_headers")
     result: dict[str, dict[str, str]] = {}
     for address, entry in value.items():
         if not isinstance(address, str):

@@ -32,7 +32,7 @@ import redis
 
 from .envelope import Envelope
 from .keys import OUTBOX_GROUP, Keys
-from .redis_edge import translated
+from .redis_edge import RedisStore, translated
 from .routing import LANES, STREAMS, Lane, Stream
 
 __all__ = ["Envelope", "LaneStats", "Outbox"]
@@ -108,7 +108,7 @@ class LaneStats:
     campaigns: int = 0  # streams of the bulk lane that hold work
 
 
-class Outbox:
+class Outbox(RedisStore):
     """Adds, reads, acknowledges, schedules and dead-letters envelopes."""
 
     def __init__(
@@ -120,9 +120,7 @@ class Outbox:
         ttl: int,
         url: str = "redis",
     ) -> None:
-        self.redis = client
-        self.keys = keys
-        self.url = url  # named in errors
+        super().__init__(client, keys, url)
         self.reclaim_idle_ms = int(reclaim_idle * 1000)
         self.ttl = ttl
         self._move_due = client.register_script(_MOVE_DUE)

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 from .connection import redis_errors
 
-__all__ = ["AtRedis", "translated"]
+if TYPE_CHECKING:
+    import redis
+
+    from .keys import Keys
+
+__all__ = ["AtRedis", "RedisStore", "translated"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -23,6 +28,15 @@ class AtRedis(Protocol):
     """A store: it knows the URL of the Redis it talks to."""
 
     url: str
+
+
+class RedisStore:
+    """A store over one Redis client and its key space; ``url`` names that Redis in errors."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, url: str = "redis") -> None:
+        self.redis = client
+        self.keys = keys
+        self.url = url
 
 
 S = TypeVar("S", bound=AtRedis)

@@ -25,7 +25,7 @@ import redis
 from .addresses import comparable, parse_address_list
 from .errors import ValidationError
 from .keys import Keys
-from .redis_edge import translated
+from .redis_edge import RedisStore, translated
 
 if TYPE_CHECKING:
     from .webhooks.events import TrackingEvent
@@ -136,7 +136,7 @@ def _decode(raw: bytes | str) -> Suppression:
     )
 
 
-class SuppressionList:
+class SuppressionList(RedisStore):
     """Reads and writes the suppression hash; one per client."""
 
     def __init__(
@@ -148,9 +148,7 @@ class SuppressionList:
         soft_bounce_days: float,
         url: str = "redis",
     ) -> None:
-        self.redis = client
-        self.keys = keys
-        self.url = url  # named in errors
+        super().__init__(client, keys, url)
         self.soft_bounce_limit = soft_bounce_limit
         self.soft_bounce_days = soft_bounce_days
         self._suppress = client.register_script(_SUPPRESS)

@@ -30,7 +30,7 @@ from typing import Any
 import redis
 
 from .keys import Keys
-from .redis_edge import translated
+from .redis_edge import RedisStore, translated
 
 __all__ = ["DELIVER_TASK", "HEARTBEAT", "MAX_COUNTDOWN", "Publish", "Waker"]
 
@@ -64,15 +64,13 @@ return 1
 Publish = Callable[[dict[str, Any]], None]
 
 
-class Waker:
+class Waker(RedisStore):
     """The one owner of the drains, pending, help and scheduled wake-up keys."""
 
     def __init__(
         self, client: redis.Redis, keys: Keys, publish: Publish, *, url: str = "redis"
     ) -> None:
-        self.redis = client
-        self.keys = keys
-        self.url = url  # named in errors
+        super().__init__(client, keys, url)
         self.publish = publish
         self._note_wakeup = client.register_script(_NOTE_WAKEUP)
 
