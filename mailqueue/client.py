@@ -14,14 +14,15 @@ delegates to a default client, built from the environment on first use;
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from celery import Celery
 
 from .connection import connect
+from .redis_edge import RedisStore
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from .webhooks.store import EventStore
 
 __all__ = ["Client", "client_for_settings", "configure", "default", "reset_default"]
+
+_S = TypeVar("_S", bound=RedisStore)
 
 
 class Client:
@@ -81,16 +84,18 @@ class Client:
 
         return StatusStore(self.redis, self.settings)
 
+    def _store(self, kind: Callable[..., _S], *args: Any, **options: Any) -> _S:
+        """A store of ``kind`` over this client's Redis and key space, its URL named in errors."""
+        return kind(self.redis, self.keys, *args, url=self.settings.status_redis_url, **options)
+
     @cached_property
     def outbox(self) -> Outbox:
         from .outbox import Outbox
 
-        return Outbox(
-            self.redis,
-            self.keys,
+        return self._store(
+            Outbox,
             reclaim_idle=self.settings.reclaim_idle,
             ttl=max(int(self.settings.status_ttl), 1),
-            url=self.settings.status_redis_url,
         )
 
     @cached_property
@@ -108,18 +113,16 @@ class Client:
             daily=self.settings.daily_cap,
             reserve=self.settings.cap_transactional_reserve,
         )
-        return CapLimiter(self.redis, self.keys, caps, url=self.settings.status_redis_url)
+        return self._store(CapLimiter, caps)
 
     @cached_property
     def suppressions(self) -> SuppressionList:
         from .suppressions import SuppressionList
 
-        return SuppressionList(
-            self.redis,
-            self.keys,
+        return self._store(
+            SuppressionList,
             soft_bounce_limit=self.settings.soft_bounce_limit,
             soft_bounce_days=self.settings.soft_bounce_days,
-            url=self.settings.status_redis_url,
         )
 
     @cached_property
@@ -149,7 +152,7 @@ class Client:
     def waker(self) -> Waker:
         from .waker import Waker
 
-        return Waker(self.redis, self.keys, self._publish, url=self.settings.status_redis_url)
+        return self._store(Waker, self._publish)
 
     @cached_property
     def drainer(self) -> Drainer:
