@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
 from . import keys
 from .client import Client
 from .errors import BrokerUnavailable
-from .records import FINAL_STATES
+from .records import FINAL_STATES, GroupRecord
 
 __all__ = [
     "FINAL_STATES",
@@ -45,16 +46,21 @@ class GroupProgress:
     """Per-state counts of a group's sends."""
 
     group_id: str
-    counts: Mapping[str, int]
+    counts: GroupRecord
+
+    @property
+    def by_state(self) -> Mapping[str, int]:
+        """The counts by state name: every field of a group record is a count."""
+        return cast(Mapping[str, int], self.counts)
 
     @property
     def total(self) -> int:
-        return sum(self.counts.values())
+        return sum(self.by_state.values())
 
     @property
     def finished(self) -> int:
         """Sends in a final state."""
-        return sum(count for state, count in self.counts.items() if state in FINAL_STATES)
+        return sum(count for state, count in self.by_state.items() if state in FINAL_STATES)
 
     @property
     def done(self) -> bool:

@@ -29,7 +29,7 @@ import redis
 
 from .campaigns import bucket_of
 from .keys import Keys, safe_id
-from .records import State, StatusRecord
+from .records import GroupRecord, State, StatusRecord
 from .redis_edge import translated
 from .settings import Settings
 
@@ -731,10 +731,10 @@ class StatusStore:
         return _text(value) if value is not None else None
 
     @translated("read a group's progress")
-    def group_counts(self, group_id: str) -> dict[str, int]:
-        """Per-state counts of the sends of one ``enqueue_many`` call."""
+    def group_counts(self, group_id: str) -> GroupRecord:
+        """Per-state counts of the sends of one ``enqueue_many`` call (states at 0 left out)."""
         raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.group(group_id)))
-        return {_text(k): int(v) for k, v in raw.items() if int(v)}
+        return cast(GroupRecord, {_text(k): int(v) for k, v in raw.items() if int(v)})
 
     @translated("read a send's recipients")
     def recipient_counts(self, send_id: str) -> dict[str, int]:

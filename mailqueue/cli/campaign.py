@@ -229,7 +229,7 @@ def _group_line(client: Client, ids: SendIds) -> tuple[str, bool, str]:
     group = get_group(client, ids.group_id or "")
     if group is None:
         raise CliError(f"the group {ids.group_id} expired")
-    return counts_line(group.counts), group.done, "campaign not finished"
+    return counts_line(group.by_state), group.done, "campaign not finished"
 
 
 def _batch_line(client: Client, send_id: str) -> tuple[str, bool, str]:

@@ -94,7 +94,7 @@ def format_group(
         f"group     {progress.group_id}",
         f"sends     {progress.total}",
         f"finished  {progress.finished}",
-        f"states    {counts_line(progress.counts)}",
+        f"states    {counts_line(progress.by_state)}",
     ]
     if activity is not None and not progress.done:
         lines.append(f"backlog   {_backlog(activity)}")
