@@ -2,7 +2,7 @@
 
 Each call changes a record in Redis; workers read those records when they
 claim a part (``StatusStore.claim``) and once more just before each call
-(``Drainer``), so a pause or a cancel holds fleet-wide as soon as it is
+(``Poster.post``), so a pause or a cancel holds fleet-wide as soon as it is
 written, apart from calls already under way. Envelopes a paused campaign's
 claims parked go back to the outbox on resume or cancel, and a worker is
 woken to take them (a cancelled one ends them ``cancelled`` without a call).
