@@ -36,6 +36,7 @@ from .settings import Settings
 
 __all__ = [
     "CAMPAIGN_STATES",
+    "ENDED_STATES",
     "CampaignRecord",
     "CampaignStore",
     "bucket_of",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 CAMPAIGN_STATES = ("running", "paused", "cancelled", "finished")
+# States a campaign never leaves.
+ENDED_STATES = frozenset({"finished", "cancelled"})
 
 # A recipient's status in its send record -> where its campaign counts it.
 # Mailtrap's acceptance reads ``queued`` in a send record (Anymail's word);
@@ -245,6 +248,11 @@ class CampaignStore:
         """The most recently started campaigns first."""
         rows = cast(list[bytes], self.redis.zrevrange(self.keys.campaigns, 0, limit - 1))
         return [_text(row) for row in rows]
+
+    def recent(self, limit: int = 100) -> list[CampaignRecord]:
+        """The records of the most recently started campaigns, newest first."""
+        records = (self.get(name) for name in self.names(limit))
+        return [record for record in records if record is not None]
 
     def pause(self, name: str, reason: str = "manual") -> CampaignRecord:
         """Pause: no new call of the campaign starts; answers the record."""

@@ -19,6 +19,7 @@ import click
 from ..campaign_csv import Recipient, individual_messages, read_recipients, recipient_of
 from ..campaign_file import queue_campaign_file
 from ..campaign_view import campaign_line
+from ..campaigns import ENDED_STATES
 from ..client import Client
 from ..errors import ValidationError
 from ..groups import SendIds, get_batch_progress, get_group
@@ -83,7 +84,7 @@ def campaign_status(name: str, as_json: bool, watch: bool, interval: float, time
             click.echo("\r\033[K" + campaign_line(record), nl=False)
         else:
             _show(record, as_json)
-        if record["state"] in ("finished", "cancelled"):
+        if record["state"] in ENDED_STATES:
             break
         if deadline is not None and time.monotonic() >= deadline:
             if live:
@@ -120,11 +121,8 @@ def campaign_cancel(name: str) -> None:
 @click.option("--limit", default=20, show_default=True)
 def campaign_list(limit: int) -> None:
     """The most recent campaigns, one line each."""
-    client = current_client()
-    for name in client.campaigns.names(limit):
-        record = client.get_campaign(name)
-        if record is not None:
-            click.echo(campaign_line(dict(record)))
+    for record in current_client().campaigns.recent(limit):
+        click.echo(campaign_line(dict(record)))
 
 
 @campaign_group.command("send")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import cast
 
 import click
@@ -13,7 +12,7 @@ from ..send_audit import reconcile_doubtful, reconcile_send
 from .errors import CliError
 from .group import cli, stream_option
 from .group import client as current_client
-from .views import table
+from .views import format_dead_letters, format_reconciled
 
 __all__ = ["dead_letters", "reconcile"]
 
@@ -21,11 +20,6 @@ __all__ = ["dead_letters", "reconcile"]
 @cli.group("dead-letters")
 def dead_letters() -> None:
     """Sends that failed for good: list, requeue or purge them."""
-
-
-def _when(timestamp: float) -> str:
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dead_letters.command("list")
@@ -40,16 +34,7 @@ def dead_letters_list(limit: int, as_json: bool) -> None:
     if not letters:
         click.echo("no dead letters")
         return
-    rows = [
-        [
-            letter.send_id,
-            _when(letter.failed_at),
-            letter.state or "expired",
-            (letter.error["message"] if letter.error else "-")[:80],
-        ]
-        for letter in letters
-    ]
-    click.echo(table(["SEND ID", "FAILED AT", "STATE", "ERROR"], rows, indent=""))
+    click.echo(format_dead_letters(letters))
 
 
 @dead_letters.command("requeue")
@@ -105,5 +90,4 @@ def reconcile(send_ids: tuple[str, ...], all_: bool, stream: str, account: str |
     if not results:
         click.echo("no doubtful sends")
         return
-    rows = [[r.send_id, str(r.messages), str(r.duplicates), str(r.recovered)] for r in results]
-    click.echo(table(["SEND ID", "MESSAGES", "DUPLICATES", "RECOVERED"], rows, indent=""))
+    click.echo(format_reconciled(results))

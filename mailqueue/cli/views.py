@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from ..activity import Activity
 from ..groups import GroupProgress
 
-__all__ = ["counts_line", "format_group", "format_status", "stall_note", "table"]
+if TYPE_CHECKING:
+    from ..deadletters import DeadLetter
+    from ..send_audit import SendReconciliation
+
+__all__ = [
+    "counts_line",
+    "format_dead_letters",
+    "format_group",
+    "format_reconciled",
+    "format_status",
+    "stall_note",
+    "table",
+]
 
 EVENTS_SHOWN = 10
 # A send waiting this long while no drain runs is stalled, not just queued:
@@ -103,6 +115,31 @@ def format_group(
         if note:
             lines.append(f"note      {note}")
     return "\n".join(lines)
+
+
+def format_dead_letters(letters: Sequence[DeadLetter]) -> str:
+    """Dead letters, one row each: send id, when it failed, its state, its error's start."""
+    rows = [
+        [
+            letter.send_id,
+            _utc(letter.failed_at),
+            letter.state or "expired",
+            (letter.error["message"] if letter.error else "-")[:80],
+        ]
+        for letter in letters
+    ]
+    return table(["SEND ID", "FAILED AT", "STATE", "ERROR"], rows, indent="")
+
+
+def format_reconciled(results: Sequence[SendReconciliation]) -> str:
+    """What Email Logs told about each send: messages, duplicates, recovered outcomes."""
+    rows = [[r.send_id, str(r.messages), str(r.duplicates), str(r.recovered)] for r in results]
+    return table(["SEND ID", "MESSAGES", "DUPLICATES", "RECOVERED"], rows, indent="")
+
+
+def _utc(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _backlog(activity: Activity) -> str:
