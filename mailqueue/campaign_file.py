@@ -103,4 +103,4 @@ def _digest(handle: IO[str], template_id: str, sender: str | None, extra: Mappin
     handle.seek(0)
     while block := handle.read(1 << 20):
         digest.update(block.encode("utf-8", "surrogatepass"))
-    return "csv-" + digest.hexdigest()[:32]
+    return digest.hexdigest()[:32]

@@ -14,7 +14,9 @@ its choosing. With the default prefix:
     {mq}:send:<send_id>        hash    the status record's scalar fields
     {mq}:rcpt:<send_id>        hash    recipient -> JSON {"status", "message_id"}
     {mq}:events:<send_id>      list    normalized tracking events, newest first, bounded
-    {mq}:msgid:<message_id>    string  JSON {"send", "recipients"}: the webhook index
+    {mq}:msgidx:<gen>:<bucket> hash    message id -> send id and recipients: the webhook index
+                                       (``message_index.py``); gen: time // status TTL
+    {mq}:msgid:<message_id>    string  the same, one key per id, as written before that index
     {mq}:evt:<event_id>        string  seen marker for webhook de-duplication
     {mq}:idem:<sha256>         string  send id first enqueued under an idempotency key
     {mq}:group:<group_id>      hash    per-state counts of the sends of one enqueue_many
@@ -166,6 +168,9 @@ class Keys:
 
     def __hash__(self) -> int:
         return hash(self.prefix)
+
+    def message_bucket(self, generation: int, bucket: int) -> str:
+        return f"{self.base}:msgidx:{generation}:{bucket}"
 
     def cap(self, token_key: str, period: str) -> str:
         return f"{self.base}:cap:{token_key}:{period}"

@@ -179,9 +179,6 @@ class Reconciler:
         untagged = [item for item in logged if item.tag is None and keys.safe_id(item.message_id)]
         if not untagged:
             return logged
-        with self.client.redis.pipeline(transaction=False) as pipe:
-            for item in untagged:
-                pipe.exists(self.client.keys.message_index(item.message_id))
-            answers = pipe.execute()
+        answers = self.client.store.message_index.known([item.message_id for item in untagged])
         known = {item.message_id for item, seen in zip(untagged, answers, strict=True) if seen}
         return [item for item in logged if item.message_id not in known]

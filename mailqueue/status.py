@@ -12,6 +12,7 @@ Record layout (keys in ``mailqueue.keys``):
                   error (JSON), possible_duplicates, next_attempt_at,
                   done:<part> (sent|partial|failed), lease:<part> (ms deadline)
     mq:rcpt:<id>  recipient -> JSON {"status", "message_id"}
+and each Mailtrap message id's entry in the webhooks' index (``message_index.py``).
 Neither ever holds the API token or a message body.
 """
 
@@ -29,6 +30,7 @@ import redis
 
 from .campaigns import bucket_of
 from .keys import Keys, safe_id
+from .message_index import MessageIndex
 from .records import GroupRecord, State, StatusRecord
 from .redis_edge import translated
 from .settings import Settings
@@ -363,6 +365,7 @@ class StatusStore:
         self._retry = client.register_script(_RETRY)
         self._revive = client.register_script(_REVIVE)
         self._cancel = client.register_script(_CANCEL)
+        self.message_index = MessageIndex(client, self.keys, self.ttl)
 
     # -- producer side --------------------------------------------------
 
@@ -497,11 +500,7 @@ class StatusStore:
                     continue
                 value = json.dumps({"status": "queued", "message_id": message_id})
                 pipe.hset(self.keys.recipients(send_id), recipient, value)
-                pipe.set(
-                    self.keys.message_index(message_id),
-                    json.dumps({"send": send_id, "recipients": [recipient]}),
-                    ex=self.ttl,
-                )
+                self.message_index.add(pipe, message_id, send_id, [recipient])
             pipe.hset(self.keys.send(send_id), "confirmed_duplicates", confirmed_duplicates)
             pipe.execute()
 
@@ -585,15 +584,9 @@ class StatusStore:
             ],
             client=pipe,
         )
+        now = time.time()
         for message_id, recipients in by_message.items():
-            entry: dict[str, Any] = {"send": send_id, "recipients": recipients}
-            if ref.campaign:
-                entry["campaign"] = ref.campaign
-            # SET's own arguments: redis-py's set() costs more than the write,
-            # once per recipient of a batch.
-            pipe.execute_command(  # type: ignore[no-untyped-call]
-                "SET", self.keys.message_index(message_id), json.dumps(entry), "EX", self.ttl
-            )
+            self.message_index.add(pipe, message_id, send_id, recipients, now)
         return recorded
 
     def finish_unsent(

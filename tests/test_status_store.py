@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from mailqueue.keys import Keys
+from mailqueue.message_index import IndexEntry
 from mailqueue.settings import Settings
 from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
 
@@ -101,7 +102,10 @@ def test_recording_success_stores_recipients_and_the_message_id_index(store: Sta
         "a@example.com": {"status": "queued", "message_id": "m-1"},
         "b@example.com": {"status": "queued", "message_id": "m-2"},
     }
-    assert store.redis.get(Keys().message_index("m-1")) is not None
+    assert store.message_index.look_up(["m-1", "m-2"]) == {
+        "m-1": IndexEntry("s1", ("a@example.com",)),
+        "m-2": IndexEntry("s1", ("b@example.com",)),
+    }
 
 
 def test_recipients_and_the_message_index_are_stored_as_json_dumps_writes_them(
@@ -120,9 +124,13 @@ def test_recipients_and_the_message_index_are_stored_as_json_dumps_writes_them(
         'c"q@example.com': json.dumps({"status": "queued", "message_id": "m-2"}),
         "w@example.com": json.dumps({"status": "suppressed", "message_id": None}),
     }
-    entry = store.redis.get(Keys().message_index("m-1"))
-    assert entry == json.dumps({"send": "s1", "recipients": ["ünï@example.com"]}).encode()
-    assert 0 < store.redis.ttl(Keys().message_index("m-1")) <= 600
+    assert store.message_index.look_up(["m-1"]) == {"m-1": IndexEntry("s1", ("ünï@example.com",))}
+    buckets = store.redis.keys("{mq}:msgidx:*")
+    values = sorted(value for bucket in buckets for value in store.redis.hvals(bucket))
+    assert values == [b"s1\x1fc\"q@example.com", "s1\x1fünï@example.com".encode()]
+    assert store.message_index.look_up(["m-2"]) == {"m-2": IndexEntry("s1", ('c"q@example.com',))}
+    # An entry lives at least one status TTL (600 s here) and at most two.
+    assert all(600 <= store.redis.ttl(bucket) <= 1200 for bucket in buckets)
 
 
 def test_state_waits_for_every_part_and_mixes_into_partially_sent(store: StatusStore) -> None:

@@ -1,9 +1,10 @@
 """Apply a request's tracking events to the status records in Redis.
 
-A whole request (up to 500 events) costs two round trips: one MGET resolves
-every message id through the ``{mq}:msgid:`` index, and one Lua script
-de-duplicates by ``event_id`` (SET NX EX), moves recipient statuses forward,
-appends to each send's bounded history and counts what it did, atomically.
+A whole request (up to 500 events) costs three round trips: one resolves
+every message id through the message-id index (``message_index.py``), one
+reads the campaign of the sends found, and one Lua script de-duplicates by
+``event_id`` (SET NX EX), moves recipient statuses forward, appends to each
+send's bounded history and counts what it did, atomically.
 
 A recipient's status only moves forward, by ``STATUS_RANK``: a late
 ``delivered`` never undoes an ``opened``, and ``bounced`` / ``rejected`` are
@@ -17,13 +18,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 from ..addresses import comparable
 from ..campaigns import CampaignStore
 from ..keys import EVENT_ID_TTL, EVENTS_KEPT, Keys, safe_id
+from ..message_index import IndexEntry, MessageIndex, decode_entry
 from ..redis_edge import translated
 from ..settings import Settings
 from ..suppressions import SuppressionList
@@ -135,6 +137,26 @@ class EventStore:
             url=self.url,
         )
         self.campaigns = CampaignStore(client, settings)
+        self.index = MessageIndex(client, self.keys, settings.status_ttl)
+
+    def _campaigns_of(self, entries: Mapping[str, IndexEntry]) -> dict[str, str | None]:
+        """The campaign of each message id's send: from the send's record, in one round trip.
+
+        Entries of the earlier index name it themselves.
+        """
+        sends = sorted({entry.send_id for entry in entries.values() if entry.campaign is None})
+        named: dict[str, str | None] = {}
+        if sends:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for send_id in sends:
+                    pipe.hget(self.keys.send(send_id), "campaign")
+                for send_id, raw in zip(sends, pipe.execute(), strict=True):
+                    campaign = raw.decode() if isinstance(raw, bytes) else raw
+                    named[send_id] = campaign if safe_id(campaign) else None
+        return {
+            mid: entry.campaign if entry.campaign is not None else named.get(entry.send_id)
+            for mid, entry in entries.items()
+        }
 
     @translated("record tracking events")
     def apply(self, events: Sequence[TrackingEvent], now: str) -> ApplyResult:
@@ -143,13 +165,9 @@ class EventStore:
             return ApplyResult()
         usable = [event for event in events if _ids_are_safe(event)]
         invalid = len(events) - len(usable)
-        message_ids = sorted({event.message_id for event in usable})
-        index_keys = [self.keys.message_index(m) for m in message_ids]
-        found: list[bytes | None] = (
-            cast(list[bytes | None], self.redis.mget(index_keys)) if message_ids else []
-        )
-        index = {mid: parse_index_entry(raw) for mid, raw in zip(message_ids, found, strict=True)}
-        campaign_of = {mid: _campaign_of(raw) for mid, raw in zip(message_ids, found, strict=True)}
+        entries = self.index.look_up(sorted({event.message_id for event in usable}))
+        index = {mid: (entry.send_id, entry.recipients) for mid, entry in entries.items()}
+        campaign_of = self._campaigns_of(entries)
 
         key_list: list[str] = [self.keys.stats]
         positions: dict[str, int] = {}
@@ -230,41 +248,14 @@ def _addresses(
     return pick_recipients(entry[1], None) if entry is not None else ()
 
 
-def _decoded(raw: bytes | str | None) -> Any:
-    """An ``{mq}:msgid:`` value decoded, or None when absent or not JSON."""
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _campaign_of(raw: bytes | str | None) -> str | None:
-    """The campaign named by an ``{mq}:msgid:`` value, if any and valid."""
-    value = _decoded(raw)
-    campaign = value.get("campaign") if isinstance(value, dict) else None
-    return campaign if isinstance(campaign, str) and safe_id(campaign) else None
-
-
 def parse_index_entry(raw: bytes | str | None) -> tuple[str, tuple[str, ...]] | None:
-    """``(send_id, recipients)`` from an ``{mq}:msgid:`` value, or None when absent or unusable.
+    """``(send_id, recipients)`` from a message-index value, or None when absent or unusable.
 
-    Accepts ``{"send": id, "recipients": [...]}`` and the older ``[send_id, recipient]``.
+    Accepts the compact value, ``{"send": id, "recipients": [...]}`` and the older
+    ``[send_id, recipient]`` (``message_index.decode_entry``).
     """
-    value = _decoded(raw)
-    if isinstance(value, dict):
-        send_id, recipients = value.get("send"), value.get("recipients")
-    elif isinstance(value, list) and value:
-        send_id, recipients = value[0], value[1:]
-    else:
-        return None
-    if isinstance(recipients, str):
-        recipients = [recipients]
-    if safe_id(send_id) is None or not isinstance(recipients, list):
-        return None
-    assert isinstance(send_id, str)
-    return send_id, tuple(r for r in recipients if isinstance(r, str))
+    entry = decode_entry(raw)
+    return None if entry is None else (entry.send_id, entry.recipients)
 
 
 def pick_recipients(recipients: Sequence[str], email: str | None) -> tuple[str, ...]:

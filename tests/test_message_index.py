@@ -1,0 +1,91 @@
+"""The message-id index on a real Redis: compact shared hashes, found across a generation."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import redis
+
+from mailqueue.keys import Keys
+from mailqueue.message_index import (
+    IndexEntry,
+    MessageIndex,
+    decode_entry,
+    encode_entry,
+    pack_id,
+)
+
+TTL = 600
+
+
+def index(client: redis.Redis) -> MessageIndex:
+    return MessageIndex(client, Keys(), TTL)
+
+
+def add(client: redis.Redis, message_id: str, send_id: str, *recipients: str, now: float) -> None:
+    with client.pipeline() as pipe:
+        index(client).add(pipe, message_id, send_id, recipients, now)
+        pipe.execute()
+
+
+def test_an_entry_written_in_the_previous_generation_is_still_found(
+    redis_client: redis.Redis,
+) -> None:
+    add(redis_client, "m1", "s1", "a@example.com", now=time.time() - TTL)
+
+    assert index(redis_client).look_up(["m1"]) == {"m1": IndexEntry("s1", ("a@example.com",))}
+
+
+def test_an_entry_two_generations_old_has_expired_with_its_bucket(
+    redis_client: redis.Redis,
+) -> None:
+    add(redis_client, "m1", "s1", "a@example.com", now=time.time() - 2 * TTL)
+
+    assert redis_client.keys("{mq}:msgidx:*") == []
+    assert index(redis_client).look_up(["m1"]) == {}
+
+
+def test_an_entry_of_the_one_key_per_id_format_is_still_read(redis_client: redis.Redis) -> None:
+    value = {"send": "s1", "recipients": ["a@example.com"], "campaign": "spring"}
+    redis_client.set(Keys().message_index("m1"), json.dumps(value))
+
+    assert index(redis_client).look_up(["m1", "m2"]) == {
+        "m1": IndexEntry("s1", ("a@example.com",), "spring")
+    }
+    assert index(redis_client).known(["m2", "m1"]) == [False, True]
+
+
+def test_a_bucket_of_short_entries_is_a_listpack(redis_client: redis.Redis) -> None:
+    now = time.time()
+    for n in range(2000):
+        add(redis_client, f"m{n}", "csv-0123456789abcdef0123456789abcdef", f"r{n}@example.com",
+            now=now)  # fmt: skip
+
+    buckets = redis_client.keys("{mq}:msgidx:*")
+    assert {redis_client.object("encoding", key) for key in buckets} == {b"listpack"}
+
+
+def test_several_recipients_of_one_message_id_round_trip() -> None:
+    raw = encode_entry("s1", ["a@example.com", "b@example.com"])
+
+    assert decode_entry(raw) == IndexEntry("s1", ("a@example.com", "b@example.com"))
+    assert decode_entry("s1") is None
+    assert decode_entry("bad id\x1fa@example.com") is None
+
+
+def test_uuids_and_hex_send_ids_are_stored_as_their_bytes_and_read_back(
+    redis_client: redis.Redis,
+) -> None:
+    message_id, send_id = str(uuid.uuid4()), uuid.uuid4().hex
+    add(redis_client, message_id, send_id, "a@example.com", now=time.time())
+
+    (bucket,) = redis_client.keys("{mq}:msgidx:*")
+    ((field, value),) = redis_client.hgetall(bucket).items()
+    assert (len(field), len(value)) == (17, 17 + 1 + len("a@example.com"))
+    assert index(redis_client).look_up([message_id]) == {
+        message_id: IndexEntry(send_id, ("a@example.com",))
+    }
+    # An id that only looks like one (upper case) is stored as it is.
+    assert pack_id(message_id.upper()) == message_id.upper().encode()
