@@ -10,7 +10,7 @@ import click
 from ..routing import Stream
 from ..send_audit import reconcile_doubtful, reconcile_send
 from .errors import CliError
-from .group import cli, stream_option
+from .group import cli, listing_options, stream_option
 from .group import client as current_client
 from .views import format_dead_letters, format_reconciled
 
@@ -23,8 +23,7 @@ def dead_letters() -> None:
 
 
 @dead_letters.command("list")
-@click.option("--limit", default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@listing_options
 def dead_letters_list(limit: int, as_json: bool) -> None:
     """List dead-lettered sends, oldest first."""
     letters = current_client().list_dead_letters(limit)

@@ -14,7 +14,7 @@ from ..client import Client
 from ..errors import MailqueueError
 from .errors import CliError, describe, reason
 
-__all__ = ["cli", "client", "each", "read_text", "stream_option"]
+__all__ = ["cli", "client", "each", "listing_options", "read_text", "stream_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,3 +69,9 @@ def stream_option(*streams: str, default: str | None = None, help: str) -> Calla
         show_default=default is not None,
         help=help,
     )
+
+
+def listing_options(command: F) -> F:
+    """The ``--limit`` and ``--json`` options of a command listing records."""
+    command = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(command)
+    return click.option("--limit", default=100, show_default=True)(command)

@@ -7,7 +7,7 @@ import json
 import click
 
 from .. import steering
-from .group import cli, each
+from .group import cli, each, listing_options
 from .group import client as current_client
 from .views import table
 
@@ -20,8 +20,7 @@ def scheduled_group() -> None:
 
 
 @scheduled_group.command("list")
-@click.option("--limit", default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@listing_options
 def scheduled_list(limit: int, as_json: bool) -> None:
     """Sends waiting for their time, soonest first."""
     found = steering.list_scheduled(current_client(), limit)
