@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 
-
 class SendIds(list[str]):
     """The send ids of one ``enqueue_many`` call, in order, and the group they share.
 

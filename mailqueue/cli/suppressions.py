@@ -17,7 +17,6 @@ from .views import table
 __all__ = ["suppressions_group"]
 
 
-
 @click.group("suppressions")
 def suppressions_group() -> None:
     """Addresses mailqueue never mails: list, add, remove, import, export, sync."""
