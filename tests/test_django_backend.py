@@ -135,6 +135,7 @@ def delivering(
         WorkerProcess(worker_settings, concurrency=2) as worker,
     ):
         yield worker
+        worker.kill()  # no warm shutdown needed once the test is over
 
 
 # -- conversion: the same JSON as django-anymail ---------------------------

@@ -56,3 +56,6 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 def worker(settings: Settings) -> Iterator[WorkerProcess]:
     with WorkerProcess(settings, concurrency=2) as process:
         yield process
+        # The test is over: a SIGKILL ends it at once, where a warm shutdown
+        # waits for the pool to wind down. Shutdown has its own tests.
+        process.kill()

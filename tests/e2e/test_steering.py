@@ -68,6 +68,7 @@ def steered(make_settings: Callable[..., Settings]) -> Iterator[WorkerProcess]:
     settings = make_settings(**STEERED)
     with WorkerProcess(settings, concurrency=2) as process:
         yield process
+        process.kill()  # no warm shutdown needed once the test is over
 
 
 def test_a_paused_campaign_sends_nothing_more_then_resumes_to_the_end(
