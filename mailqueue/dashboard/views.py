@@ -70,10 +70,9 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
 
 
 def campaigns(rt: Client) -> list[dict[str, Any]]:
-    """Every campaign's record, newest names first as the store lists them."""
+    """The records of the most recently started campaigns, newest first."""
     with translated():
-        records = [rt.campaigns.get(name) for name in rt.campaigns.names()]
-    return [dict(record) for record in records if record is not None]
+        return [dict(record) for record in rt.campaigns.recent()]
 
 
 def campaign(rt: Client, name: str) -> dict[str, Any] | None:
