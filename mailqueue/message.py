@@ -41,6 +41,7 @@ __all__ = [
     "check_json",
     "custom_variables_size",
     "normalize_message",
+    "refuse_long_recipient_lists",
 ]
 
 _T = TypeVar("_T")
@@ -132,7 +133,7 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
     from_list = _from_list(get("from_email"), settings)
     if len(from_list) > 1:
         unsupported.feature("multiple from emails")
-    _refuse_long_recipient_lists(message)
+    refuse_long_recipient_lists(message)
     to = _recipients(get("to"), "to")
     cc = _recipients(get("cc"), "cc")
     bcc = _recipients(get("bcc"), "bcc")
@@ -368,7 +369,7 @@ def _from_list(value: object, settings: Settings) -> list[EmailAddress]:
     return parse_address_list(value, "from_email")
 
 
-def _refuse_long_recipient_lists(message: Mapping[Any, Any]) -> None:
+def refuse_long_recipient_lists(message: Mapping[Any, Any]) -> None:
     """Refuse an over-long list before parsing it: a million addresses cost a million parses.
 
     Each item holds at least one address (or is invalid), so the item count is a

@@ -28,7 +28,7 @@ from .mailtrap_rules import (
     merge_request,
     message_errors,
 )
-from .message import NormalizedMessage, normalize_message
+from .message import NormalizedMessage, normalize_message, refuse_long_recipient_lists
 from .settings import Settings
 
 __all__ = [
@@ -110,6 +110,9 @@ def build_payload(message: Mapping[str, Any], settings: Settings | None = None) 
     """
     settings = settings or _defaults()
     try:
+        if isinstance(message, Mapping):
+            # A list over Mailtrap's limit is refused before any walk of its items.
+            refuse_long_recipient_lists(message)
         if _may_hold_lone_surrogates(message):
             _reject_lone_surrogates(message, "")
         msg = normalize_message(message, settings)
