@@ -36,16 +36,6 @@ def run_demo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-def test_demo_runs_end_to_end_with_embedded_defaults() -> None:
-    result = run_demo(env=clean_env())
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert len(set(MESSAGE_ID.findall(result.stdout))) >= 5
-    for status in ("delivered", "opened", "clicked", "bounced"):
-        assert status in result.stdout
-    assert "Traceback" not in result.stderr
-
-
 def marked(mark: str) -> list[int]:
     """Live processes whose environment carries ``mark``: the demo and all it started."""
     wanted = f"{MARK}={mark}".encode()
@@ -70,12 +60,16 @@ def wait_until_none_marked(mark: str, deadline: float = 15.0) -> list[int]:
     return left
 
 
-def test_demo_stops_everything_it_started() -> None:
+def test_demo_runs_end_to_end_with_embedded_defaults_and_stops_everything_it_started() -> None:
     mark = uuid.uuid4().hex
 
     result = run_demo(env=clean_env(**{MARK: mark}))
 
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(set(MESSAGE_ID.findall(result.stdout))) >= 5
+    for status in ("delivered", "opened", "clicked", "bounced"):
+        assert status in result.stdout
+    assert "Traceback" not in result.stderr
     assert wait_until_none_marked(mark) == []
 
 
