@@ -609,3 +609,18 @@ def test_campaign_batch_follow_counts_recipients_until_the_send_is_final(
 
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1] == "queued=4  send:sent=1"
+
+
+@pytest.mark.e2e
+def test_campaign_named_follow_shows_the_campaigns_counts_until_the_send_is_final(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rows = "".join(f"user{n}@example.com,{n}\n" for n in range(4))
+    csv_path = write_csv(tmp_path / "list.csv", "email,code\n" + rows)
+
+    with WorkerProcess(settings, concurrency=1):
+        result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
+                        "--name", "spring", "--follow", "--timeout", "30")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == "send:sent=1  sent=4  waiting=0"

@@ -23,6 +23,7 @@ from ..campaigns import ENDED_STATES
 from ..client import Client
 from ..errors import ValidationError
 from ..groups import SendIds, get_batch_progress, get_group
+from ..records import FINAL_STATES
 from .errors import CliError, field_error, reason
 from .group import cli, read_text, stream_option
 from .group import client as current_client
@@ -172,7 +173,7 @@ def campaign_send(
     else:
         send_id = _queue_file(client, csv_path, template_id, from_email, routing, name)
         click.echo(send_id)
-        progress = functools.partial(_batch_line, client, send_id)
+        progress = functools.partial(_batch_line, client, send_id, name)
     if follow:
         watch_view(progress, watch=True, timeout=timeout, interval=0.5, blank_between=False)
 
@@ -230,12 +231,21 @@ def _group_line(client: Client, ids: SendIds) -> tuple[str, bool, str]:
     return counts_line(group.by_state), group.done, "campaign not finished"
 
 
-def _batch_line(client: Client, send_id: str) -> tuple[str, bool, str]:
-    progress = get_batch_progress(client, send_id)
-    if progress is None:
+def _batch_line(client: Client, send_id: str, name: str | None) -> tuple[str, bool, str]:
+    if name is None:
+        progress = get_batch_progress(client, send_id)
+        if progress is None:
+            raise CliError(f"the send {send_id} expired")
+        line = counts_line({**progress.recipients, f"send:{progress.state}": 1})
+        return line, progress.done, "campaign not finished"
+    # A named campaign's counters are one read; counting a million recipients'
+    # statuses twice a second would load Redis for as long as it is followed.
+    state = client.store.state(send_id)
+    record = client.get_campaign(name)
+    if state is None or record is None:
         raise CliError(f"the send {send_id} expired")
-    line = counts_line({**progress.recipients, f"send:{progress.state}": 1})
-    return line, progress.done, "campaign not finished"
+    line = counts_line({**record["counts"], f"send:{state}": 1})
+    return line, state in FINAL_STATES, "campaign not finished"
 
 
 cli.add_command(campaign_group)
