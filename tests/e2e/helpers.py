@@ -1,12 +1,14 @@
-"""Waiting for sends to settle."""
+"""Waiting for sends to settle, and workers ended at the end of a test."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import mailqueue
+from mailqueue.testing.worker import WorkerProcess
 
 FINAL = {"sent", "partially_sent", "failed", "cancelled", "expired"}
 
@@ -31,3 +33,17 @@ def wait_final(send_ids: Iterable[str], timeout: float = 30.0) -> dict[str, dict
         states = {sid: (mailqueue.get_status(sid) or {}).get("state") for sid in pending[:5]}
         raise AssertionError(f"{len(pending)} sends not final after {timeout} s: {states}")
     return records
+
+
+@contextmanager
+def killed_at_exit(worker: WorkerProcess) -> Iterator[WorkerProcess]:
+    """``with killed_at_exit(WorkerProcess(...)):`` runs it, then SIGKILLs it at the block's end.
+
+    For the last worker of a test: a warm shutdown waits a second or more for the
+    pool to wind down, and nothing after the block needs it (a killed worker sends
+    nothing more either). A worker followed by another keeps its warm shutdown: a
+    killed drain's heartbeat would make producers wait for a sweep.
+    """
+    with worker:
+        yield worker
+        worker.kill()

@@ -19,7 +19,7 @@ from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.worker import WorkerProcess
 
-from .helpers import wait_final
+from .helpers import killed_at_exit, wait_final
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +94,7 @@ def test_enqueue_many_group_counts_follow_the_campaign_to_its_end(
     ids = mailqueue.enqueue_many(messages)
     group = (mailqueue.get_status(ids[0]) or {})["group"]
     queued = current().store.group_counts(group)
-    with WorkerProcess(settings, concurrency=2):
+    with killed_at_exit(WorkerProcess(settings, concurrency=2)):
         records = wait_final(ids, timeout=60)
 
     assert queued == {"queued": 2_000}

@@ -13,6 +13,8 @@ from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap, RedisServer
 from mailqueue.testing.worker import WorkerProcess
 
+from .helpers import killed_at_exit
+
 pytestmark = pytest.mark.e2e
 
 FINAL = {"sent", "partially_sent", "failed"}
@@ -69,8 +71,8 @@ def test_two_clients_deliver_each_to_their_own_redis_and_api(
         settings_b = settings_for(second_redis.url, api_b)
         shop_a, shop_b = mailqueue.Client(settings_a), mailqueue.Client(settings_b)
         with (
-            WorkerProcess(settings_a, concurrency=1),
-            WorkerProcess(settings_b, concurrency=1),
+            killed_at_exit(WorkerProcess(settings_a, concurrency=1)),
+            killed_at_exit(WorkerProcess(settings_b, concurrency=1)),
         ):
             ids_a = [shop_a.enqueue(message("a", i)) for i in range(3)]
             ids_b = shop_b.enqueue_many([message("b", i) for i in range(4)])

@@ -17,7 +17,7 @@ from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.worker import WorkerProcess
 from mailqueue.transport import ATTEMPTS
 
-from .helpers import wait_final
+from .helpers import killed_at_exit, wait_final
 
 pytestmark = pytest.mark.e2e
 
@@ -112,7 +112,7 @@ def test_sends_already_accepted_are_not_sent_again_when_their_envelopes_return(
         for envelope in replay:
             runtime.outbox.add(pipe, envelope)
         pipe.execute()
-    with WorkerProcess(settings, concurrency=2):
+    with killed_at_exit(WorkerProcess(settings, concurrency=2)):
         deadline = time.monotonic() + 15
         while redis_client.xlen("{mq}:outbox") and time.monotonic() < deadline:
             time.sleep(0.05)

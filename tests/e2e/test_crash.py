@@ -11,7 +11,7 @@ import mailqueue
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.worker import WorkerProcess
 
-from .helpers import wait_final
+from .helpers import killed_at_exit, wait_final
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def test_sigkill_mid_run_every_message_still_sent(make_settings, mailtrap: Local
         first.stop()
     assert 0 < seen_at_kill < 60, "the kill must land mid-run"
 
-    with WorkerProcess(settings, concurrency=2):
+    with killed_at_exit(WorkerProcess(settings, concurrency=2)):
         records = wait_final(ids, timeout=90)
 
     assert {r["state"] for r in records.values()} == {"sent"}

@@ -8,7 +8,7 @@ import mailqueue
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.worker import WorkerProcess
 
-from .helpers import wait_final
+from .helpers import killed_at_exit, wait_final
 
 pytestmark = pytest.mark.e2e
 
@@ -124,7 +124,7 @@ def test_transient_faults_are_absorbed_by_retries(
 
 def test_sandbox_send_goes_to_the_inbox_path(make_settings, mailtrap: LocalMailtrap) -> None:
     settings = make_settings(sandbox_id="12345")
-    with WorkerProcess(settings):
+    with killed_at_exit(WorkerProcess(settings)):
         send_id = mailqueue.enqueue(PLAIN)
         record = wait_final([send_id])[send_id]
 

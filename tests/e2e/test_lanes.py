@@ -14,7 +14,7 @@ from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.worker import WorkerProcess
 
-from .helpers import wait_final
+from .helpers import killed_at_exit, wait_final
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +73,7 @@ def test_a_workers_sandbox_id_is_honoured_for_mail_from_a_producer_with_no_mailt
     worker_settings = make_settings(sandbox_id="4242")
     producer_without_mailtrap_settings(redis_url)
 
-    with WorkerProcess(worker_settings, concurrency=2):
+    with killed_at_exit(WorkerProcess(worker_settings, concurrency=2)):
         ids = [
             mailqueue.enqueue(message("transactional")),
             mailqueue.enqueue(message("bulk", stream="bulk")),
@@ -103,7 +103,7 @@ def test_a_settings_change_on_the_workers_applies_to_mail_already_queued(
     ]
     mailtrap.extra_tokens = ("bulk-token",)
     new = old.replace(bulk_api_token="bulk-token")
-    with WorkerProcess(new, concurrency=1):
+    with killed_at_exit(WorkerProcess(new, concurrency=1)):
         records = wait_final(queued)
 
     assert {record["state"] for record in records.values()} == {"sent"}
@@ -123,7 +123,7 @@ def test_mail_queued_for_a_sandbox_reaches_the_sandbox_after_the_workers_get_one
     producer_without_mailtrap_settings(redis_url)
     queued = mailqueue.enqueue(message("staging"))
 
-    with WorkerProcess(sandboxed, concurrency=1):
+    with killed_at_exit(WorkerProcess(sandboxed, concurrency=1)):
         wait_final([queued])
 
     assert accepted_by_subject(mailtrap)["staging"] == [("sandbox", "99")]
@@ -137,7 +137,7 @@ def test_each_account_sends_with_its_own_token(
         accounts={"eu": {"api_token": "eu-token", "bulk_api_token": "eu-bulk-token"}}
     )
 
-    with WorkerProcess(settings, concurrency=1):
+    with killed_at_exit(WorkerProcess(settings, concurrency=1)):
         ids = [
             mailqueue.enqueue(message("default")),
             mailqueue.enqueue(message("eu", account="eu")),
@@ -173,7 +173,7 @@ def test_mail_for_an_account_the_workers_lack_waits_for_their_settings(
     assert mailtrap.accepted == []
 
     mailtrap.extra_tokens = ("eu-token",)
-    with WorkerProcess(without.replace(accounts={"eu": {"api_token": "eu-token"}})):
+    with killed_at_exit(WorkerProcess(without.replace(accounts={"eu": {"api_token": "eu-token"}}))):
         wait_final([send_id])
     assert [m.token for m in mailtrap.accepted] == ["eu-token"]
 
@@ -189,7 +189,7 @@ def test_a_transactional_send_does_not_wait_for_a_bulk_campaign_to_finish(
     campaign = mailqueue.enqueue_many(
         [message(f"promo {i}", to=f"c{i}@example.com", stream="bulk") for i in range(40)]
     )
-    with WorkerProcess(settings, concurrency=1):
+    with killed_at_exit(WorkerProcess(settings, concurrency=1)):
         deadline = time.monotonic() + 30
         while len(mailtrap.accepted) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -212,7 +212,7 @@ def test_a_small_campaign_is_not_held_behind_a_big_one(
     small = mailqueue.enqueue_many(
         [message(f"small {i}", to=f"s{i}@example.com", stream="bulk") for i in range(3)]
     )
-    with WorkerProcess(settings, concurrency=1):
+    with killed_at_exit(WorkerProcess(settings, concurrency=1)):
         wait_final([*big, *small], timeout=60)
 
     order = [m.payload["subject"] for m in mailtrap.accepted]

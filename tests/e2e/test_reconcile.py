@@ -14,7 +14,7 @@ from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.worker import WorkerProcess
 
-from .helpers import wait_final
+from .helpers import killed_at_exit, wait_final
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +50,7 @@ def test_sigkill_while_an_accepted_coalesced_call_is_answered_sends_nothing_twic
         first.stop()
     assert accepted_at_kill > 1, "the kill must land while a coalesced call is answered"
 
-    with WorkerProcess(settings, concurrency=2):
+    with killed_at_exit(WorkerProcess(settings, concurrency=2)):
         records = wait_final(ids, timeout=60)
 
     assert {r["state"] for r in records.values()} == {"sent"}

@@ -21,7 +21,7 @@ from mailqueue.testing.worker import WorkerProcess
 from mailqueue.testing.wsgi import serving
 from mailqueue.webhooks import create_app
 
-from .helpers import wait_final
+from .helpers import killed_at_exit, wait_final
 
 pytestmark = pytest.mark.e2e
 
@@ -219,7 +219,7 @@ def test_the_hourly_cap_holds_bulk_mail_and_leaves_transactional_its_reserve(
     mailtrap: LocalMailtrap, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(hourly_cap=10, cap_transactional_reserve=0.2, coalesce=False)
-    with WorkerProcess(settings, concurrency=2):
+    with killed_at_exit(WorkerProcess(settings, concurrency=2)):
         ids = mailqueue.enqueue_many([newsletter(i) for i in range(15)], campaign="capped")
         wait_for(lambda: len(mailtrap.accepted) >= 8, 30, "the campaign used its share")
         wait_for(lambda: campaign("capped")["counts"].get("sent") == 8, 10, "recorded")
