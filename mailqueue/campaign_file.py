@@ -27,7 +27,7 @@ from .payload import MAX_BATCH_REQUESTS
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["queue_campaign_file"]
+__all__ = ["open_csv", "queue_campaign_file"]
 
 _TO_INDEX = re.compile(r"^to\[(\d+)\]")
 
@@ -51,7 +51,7 @@ def queue_campaign_file(
     extra = dict(routing or {})
     if campaign is not None:
         extra["campaign"] = campaign
-    with _seekable(path) as handle:
+    with open_csv(path) as handle:
         send_id = None
         if campaign is not None:
             send_id = _digest(handle, template_id, from_email, extra)
@@ -86,7 +86,7 @@ def _about_row(exc: ValidationError, rows: list[Recipient]) -> ValidationError:
 
 
 @contextlib.contextmanager
-def _seekable(path: str) -> Iterator[IO[str]]:
+def open_csv(path: str) -> Iterator[IO[str]]:
     """The file, opened for ``csv``; standard input is first copied to a temporary file."""
     if path != "-":
         with open(path, encoding="utf-8", newline="") as handle:

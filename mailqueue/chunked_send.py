@@ -23,6 +23,7 @@ every part already queued, nothing is queued again.
 from __future__ import annotations
 
 import itertools
+import json
 import tempfile
 import time
 import uuid
@@ -34,8 +35,9 @@ import redis
 
 from . import keys
 from .connection import replicated_transaction
-from .envelope import Envelope, lane_for
+from .envelope import Envelope, envelopes_for, lane_for
 from .errors import BrokerUnavailable, ValidationError
+from .message import campaign_name
 from .payload import ApiCall, build_payload
 from .producer import BULK_WAKEUPS, _Plan, _plan
 from .routing import Stream
@@ -44,7 +46,7 @@ from .status import now_iso
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["ChunkedSend", "enqueue_chunked"]
+__all__ = ["ChunkedSend", "QueuedGroup", "enqueue_chunked", "enqueue_each"]
 
 # Parts written per Redis transaction: 20 batch calls are 10,000 recipients.
 PARTS_PER_TRANSACTION = 20
@@ -215,6 +217,122 @@ def _queue(
             total += count
             progress("queued", total)
         # Workers start on the first parts while the rest is written.
+        if not woken and rt.waker.must_wake(answers):
+            woken = True
+            for _ in range(BULK_WAKEUPS):
+                rt.waker.wake_soon()
+
+
+# -- many sends, one group ---------------------------------------------------
+
+# Sends written per Redis transaction by ``enqueue_each``.
+SENDS_PER_TRANSACTION = 500
+
+
+@dataclass(frozen=True)
+class QueuedGroup:
+    """What ``enqueue_each`` queued: the group of the sends, how many, and their recipients."""
+
+    group_id: str
+    sends: int
+    recipients: int
+
+
+def enqueue_each(
+    rt: Client,
+    messages: Iterable[Mapping[str, Any]],
+    *,
+    campaign: str | None = None,
+    progress: Progress | None = None,
+) -> QueuedGroup:
+    """Queue each message as a send of its own, in one group, holding none of them in memory.
+
+    ``enqueue_many`` for a stream of any length: every message is validated
+    (into a spool on disk) before any is queued, a bad one raising
+    ValidationError naming its index; then 500 sends per transaction. No
+    message may be scheduled. Returns the group (``get_group``), not the ids.
+    An enqueue cut short leaves the transactions written so far queued.
+    """
+    campaign = campaign_name(campaign)
+    group = uuid.uuid4().hex
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+        sends = recipients = 0
+        campaigns: set[str] = set()
+        for index, message in enumerate(messages):
+            if campaign is not None:
+                message = {**message, "campaign": campaign}
+            try:
+                calls = build_payload(message, rt.settings)
+                plan = _plan(message, {})
+            except ValidationError as exc:
+                exc.index = index
+                raise
+            if plan.due is not None:
+                raise ValidationError(
+                    "a message queued this way cannot be scheduled", field="send_at", index=index
+                )
+            send_id = uuid.uuid4().hex
+            envelopes = envelopes_for(
+                calls, send_id=send_id, stream=plan.stream, account=plan.account, group=group,
+                campaign=plan.campaign, expires_at=plan.expires_at,
+            )  # fmt: skip
+            count = sum(len(request) for call in calls for request in call.recipients)
+            line = {
+                "id": send_id,
+                "n": count,
+                "campaign": plan.campaign,
+                "expires": plan.expires_at,
+                "env": [[rt.outbox.stream_for(e), e.encode()] for e in envelopes],
+            }
+            spool.write(json.dumps(line, separators=(",", ":")) + "\n")
+            sends += 1
+            recipients += count
+            if plan.campaign:
+                campaigns.add(plan.campaign)
+            if progress is not None and sends % SENDS_PER_TRANSACTION == 0:
+                progress("validated", sends)
+        for name in sorted(campaigns):
+            rt.campaigns.check_open(name)
+        spool.seek(0)
+        try:
+            _queue_each(rt, spool, group, progress)
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(
+                f"cannot reach Redis to enqueue (group {group} is queued in part): "
+                f"{type(exc).__name__}"
+            ) from None
+    return QueuedGroup(group, sends, recipients)
+
+
+def _queue_each(rt: Client, spool: IO[str], group: str, progress: Progress | None) -> None:
+    created_at = now_iso()
+    queued = 0
+    woken = False
+    while chunk := list(itertools.islice(spool, SENDS_PER_TRANSACTION)):
+        with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
+            joined: dict[str, int] = {}
+            streams: set[str] = set()
+            for raw in chunk:
+                line = json.loads(raw)
+                rt.store.create(
+                    pipe, line["id"], parts=len(line["env"]), created_at=created_at, group=group,
+                    campaign=line["campaign"], expires_at=line["expires"],
+                )  # fmt: skip
+                for stream, envelope in line["env"]:
+                    pipe.xadd(stream, {"e": envelope})
+                    streams.add(stream)
+                if line["campaign"]:
+                    joined[line["campaign"]] = joined.get(line["campaign"], 0) + line["n"]
+            for stream in streams:
+                if rt.keys.parse_campaign_queue(stream) is not None:
+                    pipe.zadd(rt.keys.outbox_campaigns, {stream: time.time()}, nx=True)
+            for name, count in joined.items():
+                rt.campaigns.add(pipe, name, count)
+            rt.waker.announce(pipe)
+            answers = pipe.execute()
+        queued += len(chunk)
+        if progress is not None:
+            progress("queued", queued)
         if not woken and rt.waker.must_wake(answers):
             woken = True
             for _ in range(BULK_WAKEUPS):

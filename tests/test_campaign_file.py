@@ -15,10 +15,11 @@ import pytest
 import redis
 
 from mailqueue.campaign_file import queue_campaign_file
-from mailqueue.chunked_send import PARTS_PER_TRANSACTION
+from mailqueue.chunked_send import PARTS_PER_TRANSACTION, enqueue_each
 from mailqueue.client import Client
 from mailqueue.delivery import Drainer
 from mailqueue.errors import ValidationError
+from mailqueue.groups import get_group
 from mailqueue.settings import Settings
 from tests.memory_transport import MemoryTransport
 
@@ -146,3 +147,37 @@ def test_another_file_under_the_same_name_is_another_send(
     assert first.send_id != second.send_id
     record = client.get_campaign("spring")
     assert record is not None and record["recipients"] == 7
+
+
+def newsletter(n: int) -> dict[str, Any]:
+    return {"from_email": FROM, "to": [f"user{n}@example.com"], "template_id": TEMPLATE}
+
+
+def test_each_message_is_a_send_of_one_group_queued_in_several_transactions(
+    client: Client,
+) -> None:
+    queued = enqueue_each(client, (newsletter(n) for n in range(1200)), campaign="spring")
+
+    assert (queued.sends, queued.recipients) == (1200, 1200)
+    group = get_group(client, queued.group_id)
+    assert group is not None and dict(group.by_state) == {"queued": 1200}
+    record = client.get_campaign("spring")
+    assert record is not None and record["counts"] == {"waiting": 1200}
+    transport = MemoryTransport()
+    Drainer(client, transport=transport).drain(budget=10)  # type: ignore[arg-type]
+    sent = [r for call in transport.calls for group_ in call.recipients for r in group_]
+    assert sorted(sent) == sorted(f"user{n}@example.com" for n in range(1200))
+
+
+def test_a_bad_message_late_in_the_stream_queues_nothing(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    messages = [newsletter(n) for n in range(1200)]
+    messages[1100]["to"] = ["broken"]
+
+    with pytest.raises(ValidationError) as caught:
+        enqueue_each(client, iter(messages), campaign="spring")
+
+    assert caught.value.index == 1100
+    assert redis_client.keys("{mq}:send:*") == []
+    assert streams(redis_client) == {}

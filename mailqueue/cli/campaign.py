@@ -11,29 +11,27 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import click
 
-from ..campaign_csv import Recipient, individual_messages, read_recipients, recipient_of
-from ..campaign_file import queue_campaign_file
+from ..campaign_csv import Recipient, individual_messages, iter_recipients
+from ..campaign_file import open_csv, queue_campaign_file
 from ..campaign_view import campaign_line
 from ..campaigns import ENDED_STATES
+from ..chunked_send import QueuedGroup, enqueue_each
 from ..client import Client
 from ..errors import ValidationError
 from ..groups import SendIds, get_batch_progress, get_group
 from ..records import FINAL_STATES
 from .errors import CliError, field_error, reason
-from .group import cli, read_text, stream_option
+from .group import cli, stream_option
 from .group import client as current_client
 from .status import watch_view
 from .views import counts_line
 
 __all__ = ["campaign_group"]
-
-T = TypeVar("T")
-
 
 class CampaignCommands(click.Group):
     """``campaign CSV ...`` queues a campaign; ``campaign status|pause|... NAME`` steers one."""
@@ -161,15 +159,10 @@ def campaign_send(
     client = current_client()
     routing = {"stream": stream, **({"account": account} if account else {})}
     if individual:
-        recipients = read_recipients(read_text(csv_path, "CSV"), source=csv_path)
-        messages = [
-            {**message, **routing}
-            for message in individual_messages(recipients, template_id, from_email)
-        ]
-        ids = _row_errors(recipients, lambda: client.enqueue_many(messages, campaign=name))
-        click.echo(f"queued {len(ids)} sends in group {ids.group_id}", err=True)
-        click.echo(ids.group_id)
-        progress = functools.partial(_group_line, client, ids)
+        group = _queue_rows(client, csv_path, template_id, from_email, routing, name)
+        click.echo(f"queued {group.sends} sends in group {group.group_id}", err=True)
+        click.echo(group.group_id)
+        progress = functools.partial(_group_line, client, SendIds(group_id=group.group_id))
     else:
         send_id = _queue_file(client, csv_path, template_id, from_email, routing, name)
         click.echo(send_id)
@@ -213,15 +206,33 @@ def _queue_file(
     return queued.send_id
 
 
-def _row_errors(recipients: Sequence[Recipient], enqueue: Callable[[], T]) -> T:
-    """Run ``enqueue``; a validation error names the CSV row it is about."""
+def _queue_rows(
+    client: Client,
+    csv_path: str,
+    template_id: str,
+    from_email: str | None,
+    routing: Mapping[str, Any],
+    name: str | None,
+) -> QueuedGroup:
+    """Queue one send per row, streamed; a bad row is named with its line and address."""
+    row: list[Recipient] = []
+
+    def messages() -> Iterator[dict[str, Any]]:
+        with open_csv(csv_path) as handle:
+            for recipient in iter_recipients(handle, source=csv_path):
+                row[:] = [recipient]
+                (message,) = individual_messages(row, template_id, from_email)
+                yield {**message, **routing}
+
     try:
-        return enqueue()
+        return enqueue_each(client, messages(), campaign=name)
     except ValidationError as exc:
-        row = recipient_of(exc, recipients)
-        if row is None:
+        if exc.index is None or not row:
             raise
-        raise CliError(f"row {row.line} ({row.email}): {field_error(exc)}") from None
+        exc.index = None  # the row the error is about is the last one read
+        raise CliError(f"row {row[0].line} ({row[0].email}): {field_error(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"CSV: cannot read {csv_path!r}: {reason(exc)}") from None
 
 
 def _group_line(client: Client, ids: SendIds) -> tuple[str, bool, str]:
