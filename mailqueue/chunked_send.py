@@ -74,14 +74,11 @@ class ChunkedSend:
 
 
 Progress = Callable[[str, int], None]
+Messages = Iterable[Mapping[str, Any]]
 
 
 def enqueue_chunked(
-    rt: Client,
-    messages: Iterable[Mapping[str, Any]],
-    *,
-    send_id: str | None = None,
-    progress: Progress | None = None,
+    rt: Client, messages: Messages, *, send_id: str | None = None, progress: Progress | None = None
 ) -> ChunkedSend:
     """Queue the messages as the parts of one send; validates every one before queuing any.
 
@@ -120,14 +117,7 @@ def _validate(
     plan: _Plan | None = None
     parts = recipients = 0
     for index, message in enumerate(messages):
-        try:
-            calls = build_payload(message, rt.settings)
-            this = _plan(message, {})
-        except ValidationError as exc:
-            exc.index = index
-            raise
-        if this.due is not None:
-            raise ValidationError("a send queued in parts cannot be scheduled", field="send_at")
+        calls, this = _validated(rt, message, index)
         if plan is None:
             plan = this
         for call in calls:
@@ -141,6 +131,21 @@ def _validate(
     if plan is None:
         raise ValidationError("no messages to queue", field="messages")
     return plan, parts, recipients
+
+
+def _validated(rt: Client, message: Mapping[str, Any], index: int) -> tuple[list[ApiCall], _Plan]:
+    """A message's calls and plan; ValidationError naming its index (and refusing a schedule)."""
+    try:
+        calls = build_payload(message, rt.settings)
+        plan = _plan(message, {})
+    except ValidationError as exc:
+        exc.index = index
+        raise
+    if plan.due is not None:
+        raise ValidationError(
+            "a message queued from a stream cannot be scheduled", field="send_at", index=index
+        )
+    return calls, plan
 
 
 def _envelope(send_id: str, part: int, call: ApiCall, plan: _Plan) -> Envelope:
@@ -239,11 +244,7 @@ class QueuedGroup:
 
 
 def enqueue_each(
-    rt: Client,
-    messages: Iterable[Mapping[str, Any]],
-    *,
-    campaign: str | None = None,
-    progress: Progress | None = None,
+    rt: Client, messages: Messages, *, campaign: str | None = None, progress: Progress | None = None
 ) -> QueuedGroup:
     """Queue each message as a send of its own, in one group, holding none of them in memory.
 
@@ -261,16 +262,7 @@ def enqueue_each(
         for index, message in enumerate(messages):
             if campaign is not None:
                 message = {**message, "campaign": campaign}
-            try:
-                calls = build_payload(message, rt.settings)
-                plan = _plan(message, {})
-            except ValidationError as exc:
-                exc.index = index
-                raise
-            if plan.due is not None:
-                raise ValidationError(
-                    "a message queued this way cannot be scheduled", field="send_at", index=index
-                )
+            calls, plan = _validated(rt, message, index)
             send_id = uuid.uuid4().hex
             envelopes = envelopes_for(
                 calls, send_id=send_id, stream=plan.stream, account=plan.account, group=group,

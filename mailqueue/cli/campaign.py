@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -158,28 +159,34 @@ def campaign_send(
     """
     client = current_client()
     routing = {"stream": stream, **({"account": account} if account else {})}
+    job = _CampaignFile(csv_path, template_id, from_email, routing, name)
     if individual:
-        group = _queue_rows(client, csv_path, template_id, from_email, routing, name)
+        group = _queue_rows(client, job)
         click.echo(f"queued {group.sends} sends in group {group.group_id}", err=True)
         click.echo(group.group_id)
         progress = functools.partial(_group_line, client, SendIds(group_id=group.group_id))
     else:
-        send_id = _queue_file(client, csv_path, template_id, from_email, routing, name)
+        send_id = _queue_file(client, job)
         click.echo(send_id)
         progress = functools.partial(_batch_line, client, send_id, name)
     if follow:
         watch_view(progress, watch=True, timeout=timeout, interval=0.5, blank_between=False)
 
 
-def _queue_file(
-    client: Client,
-    csv_path: str,
-    template_id: str,
-    from_email: str | None,
-    routing: Mapping[str, Any],
-    name: str | None,
-) -> str:
+@dataclass(frozen=True)
+class _CampaignFile:
+    """What either kind of campaign is made of: the file, template, sender, routing and name."""
+
+    csv_path: str
+    template_id: str
+    from_email: str | None
+    routing: Mapping[str, Any]
+    name: str | None
+
+
+def _queue_file(client: Client, job: _CampaignFile) -> str:
     """Queue the file as one batch send, streamed; a live count on a terminal."""
+    csv_path = job.csv_path
     live = sys.stderr.isatty()
 
     def show(phase: str, count: int) -> None:
@@ -188,8 +195,8 @@ def _queue_file(
 
     try:
         queued = queue_campaign_file(
-            client, csv_path, template_id,
-            from_email=from_email, routing=routing, campaign=name, progress=show,
+            client, csv_path, job.template_id,
+            from_email=job.from_email, routing=job.routing, campaign=job.name, progress=show,
         )  # fmt: skip
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"CSV: cannot read {csv_path!r}: {reason(exc)}") from None
@@ -206,26 +213,20 @@ def _queue_file(
     return queued.send_id
 
 
-def _queue_rows(
-    client: Client,
-    csv_path: str,
-    template_id: str,
-    from_email: str | None,
-    routing: Mapping[str, Any],
-    name: str | None,
-) -> QueuedGroup:
+def _queue_rows(client: Client, job: _CampaignFile) -> QueuedGroup:
     """Queue one send per row, streamed; a bad row is named with its line and address."""
     row: list[Recipient] = []
+    csv_path = job.csv_path
 
     def messages() -> Iterator[dict[str, Any]]:
         with open_csv(csv_path) as handle:
             for recipient in iter_recipients(handle, source=csv_path):
                 row[:] = [recipient]
-                (message,) = individual_messages(row, template_id, from_email)
-                yield {**message, **routing}
+                (message,) = individual_messages(row, job.template_id, job.from_email)
+                yield {**message, **job.routing}
 
     try:
-        return enqueue_each(client, messages(), campaign=name)
+        return enqueue_each(client, messages(), campaign=job.name)
     except ValidationError as exc:
         if exc.index is None or not row:
             raise
