@@ -7,6 +7,7 @@ tests (``test_cli.py``) send the same files to the local Mailtrap.
 from __future__ import annotations
 
 import queue
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from mailqueue import chunked_send
 from mailqueue.campaign_file import queue_campaign_file
 from mailqueue.chunked_send import PARTS_PER_TRANSACTION, enqueue_each
 from mailqueue.client import Client
@@ -181,3 +183,30 @@ def test_a_bad_message_late_in_the_stream_queues_nothing(
     assert caught.value.index == 1100
     assert redis_client.keys("{mq}:send:*") == []
     assert streams(redis_client) == {}
+
+
+def traced_peak(action: Any) -> int:
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_memory_of_a_campaign_file_does_not_grow_with_its_rows(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Transactions of two parts (1,000 rows), which both files fill: the
+    # pipeline of one is the largest thing held.
+    monkeypatch.setattr(chunked_send, "PARTS_PER_TRANSACTION", 2)
+    small = write_rows(tmp_path / "small.csv", 2_000)
+    large = write_rows(tmp_path / "large.csv", 6_000)
+
+    peaks = [
+        traced_peak(lambda path=path: queue_campaign_file(client, path, TEMPLATE, from_email=FROM))
+        for path in (small, large)
+    ]
+
+    # Three times the rows, not three times the memory (held whole, it was).
+    assert peaks[1] < 1.5 * peaks[0], peaks
