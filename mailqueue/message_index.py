@@ -120,6 +120,17 @@ def _decode_json(text: str) -> IndexEntry | None:
     return IndexEntry(send_id, tuple(r for r in recipients if isinstance(r, str)), campaign)
 
 
+# KEYS: buckets; ARGV: their expiry (unix seconds), then a field and a value per bucket.
+_ADD = """
+local at = ARGV[1]
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, ARGV[2 * i], ARGV[2 * i + 1])
+  redis.call('EXPIREAT', key, at)
+end
+return #KEYS
+"""
+
+
 class MessageIndex:
     """Writes and reads the message-id index (see the module doc)."""
 
@@ -127,6 +138,7 @@ class MessageIndex:
         self.redis = client
         self.keys = keys
         self.ttl = max(int(ttl), 1)
+        self._add = client.register_script(_ADD)
 
     def _bucket(self, message_id: str, generation: int) -> str:
         bucket = zlib.crc32(message_id.encode("utf-8", "surrogatepass")) % BUCKETS
@@ -147,6 +159,29 @@ class MessageIndex:
         entry = encode_entry(send_id, recipients)
         pipe.execute_command("HSET", key, pack_id(message_id), entry)  # type: ignore[no-untyped-call]
         pipe.execute_command("EXPIREAT", key, (generation + 2) * self.ttl)  # type: ignore[no-untyped-call]
+
+    def add_all(
+        self,
+        pipe: redis.client.Pipeline,
+        send_id: str,
+        entries: Iterable[tuple[str, Sequence[str]]],
+        now: float | None = None,
+    ) -> None:
+        """Queue indexing each ``(message id, recipients)`` of one send, as ``add`` does each.
+
+        One script call for them all: a batch answer has 500 message ids, and
+        two commands each cost the worker more than Redis spends on them.
+        """
+        generation = int((time.time() if now is None else now) // self.ttl)
+        packed_send = pack_id(send_id) + SEPARATOR.encode()
+        keys: list[str] = []
+        args: list[str | bytes | int] = [(generation + 2) * self.ttl]
+        for message_id, recipients in entries:
+            keys.append(self._bucket(message_id, generation))
+            tail = SEPARATOR.join(recipients).encode("utf-8", "surrogatepass")
+            args += [pack_id(message_id), packed_send + tail]
+        if keys:
+            self._add(keys=keys, args=args, client=pipe)
 
     def _candidates(self, message_id: str, now: float) -> list[tuple[str, str]]:
         generation = int(now // self.ttl)

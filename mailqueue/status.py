@@ -584,9 +584,7 @@ class StatusStore:
             ],
             client=pipe,
         )
-        now = time.time()
-        for message_id, recipients in by_message.items():
-            self.message_index.add(pipe, message_id, send_id, recipients, now)
+        self.message_index.add_all(pipe, send_id, by_message.items())
         return recorded
 
     def finish_unsent(

@@ -89,3 +89,33 @@ def test_uuids_and_hex_send_ids_are_stored_as_their_bytes_and_read_back(
     }
     # An id that only looks like one (upper case) is stored as it is.
     assert pack_id(message_id.upper()) == message_id.upper().encode()
+
+
+def test_entries_indexed_together_are_stored_as_each_alone_would_be(
+    redis_client: redis.Redis,
+) -> None:
+    now = time.time()
+    send_id = uuid.uuid4().hex
+    entries = [(str(uuid.uuid4()), (f"r{n}@example.com",)) for n in range(50)]
+    entries.append(("plain-id", ("a@example.com", "b@example.com")))
+    with redis_client.pipeline() as pipe:
+        for message_id, recipients in entries:
+            index(redis_client).add(pipe, message_id, send_id, recipients, now)
+        pipe.execute()
+    alone = {
+        key: (redis_client.hgetall(key), redis_client.expiretime(key))
+        for key in redis_client.keys("*msgidx*")
+    }
+    redis_client.flushdb()
+
+    with redis_client.pipeline() as pipe:
+        index(redis_client).add_all(pipe, send_id, entries, now)
+        pipe.execute()
+    together = {
+        key: (redis_client.hgetall(key), redis_client.expiretime(key))
+        for key in redis_client.keys("*msgidx*")
+    }
+
+    assert together == alone and len(alone) > 1
+    found = index(redis_client).look_up([message_id for message_id, _ in entries])
+    assert found == {m: IndexEntry(send_id, tuple(r)) for m, r in entries}
