@@ -211,3 +211,16 @@ def test_bodies_that_are_not_events_are_rejected_with_a_reason(body: bytes, reas
 def test_content_decides_the_format_not_a_leading_byte_order_mark() -> None:
     body = "\ufeff" + json.dumps({"events": [raw_event()]})
     assert len(parse_body(body.encode())) == 1
+
+
+def test_a_non_finite_custom_variable_is_kept_as_text_so_the_event_stays_json() -> None:
+    event = normalize_event(
+        {
+            "event": "delivery",
+            "message_id": "a1b2c3",
+            "timestamp": 1700000000,
+            "custom_variables": {"score": float("inf"), "nested": [{"x": float("nan")}]},
+        }
+    )
+    assert event.metadata == {"score": "inf", "nested": [{"x": "nan"}]}
+    json.dumps(event.to_json(), allow_nan=False)

@@ -89,7 +89,7 @@ def normalize_event(raw: Mapping[str, Any]) -> TrackingEvent:
         recipient=_optional_str(raw, "email"),
         event_id=_optional_str(raw, "event_id"),
         tags=(category,) if isinstance(category, str) and category else (),
-        metadata=dict(variables) if isinstance(variables, Mapping) else {},
+        metadata=_json_safe(dict(variables)) if isinstance(variables, Mapping) else {},
         reject_reason=reject_reason,
         bounce_category=_optional_str(raw, "bounce_category"),
         mta_response=_optional_str(raw, "response"),
@@ -98,6 +98,21 @@ def normalize_event(raw: Mapping[str, Any]) -> TrackingEvent:
         click_url=_optional_str(raw, "url"),
         user_agent=_optional_str(raw, "user_agent"),
     )
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with each non-finite number as its text: stored events are strict JSON.
+
+    Python's JSON reader takes ``NaN`` and ``Infinity``, which no JSON writer
+    of another language reads back.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def _required_str(raw: Mapping[str, Any], name: str) -> str:
