@@ -6,8 +6,8 @@ worker at start with one line naming ``PROMETHEUS_MULTIPROC_DIR``, instead of a
 traceback from the first delivery.
 
 ``--heartbeat-file PATH`` (a worker option mailqueue adds) makes the worker
-touch PATH every few seconds while its event loop runs, and remove it at
-shutdown. A container health check can then test the file's age locally,
+touch PATH every 10 s (``--heartbeat-file-interval``) while its event loop
+runs, and remove it at shutdown. A container health check can then test the file's age locally,
 without the broker round trip (and Python start) that ``celery inspect ping``
 costs at every probe.
 """
@@ -46,13 +46,20 @@ def _metrics_folder(**_: Any) -> None:
 
 
 class Heartbeat(bootsteps.StartStopStep):
-    """Touches ``--heartbeat-file`` every HEARTBEAT_INTERVAL seconds from the worker's timer."""
+    """Touches ``--heartbeat-file`` every ``--heartbeat-file-interval`` s from its timer."""
 
     requires = ("celery.worker.components:Timer",)
 
-    def __init__(self, parent: Any, heartbeat_file: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        parent: Any,
+        heartbeat_file: str | None = None,
+        heartbeat_file_interval: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(parent, **kwargs)
         self.path = Path(heartbeat_file) if heartbeat_file else None
+        self.interval = heartbeat_file_interval or HEARTBEAT_INTERVAL
         self._timer: Any = None
 
     def include_if(self, parent: Any) -> bool:
@@ -60,7 +67,7 @@ class Heartbeat(bootsteps.StartStopStep):
 
     def start(self, parent: Any) -> None:
         self.beat()
-        self._timer = parent.timer.call_repeatedly(HEARTBEAT_INTERVAL, self.beat)
+        self._timer = parent.timer.call_repeatedly(self.interval, self.beat)
 
     def stop(self, parent: Any) -> None:
         if self._timer is not None:
@@ -96,6 +103,17 @@ app.user_options["worker"].add(
         metavar="PATH",
         callback=_writable,
         help="mailqueue: touch PATH every 10 s while the worker runs (for health checks).",
+    )
+)
+# Not --heartbeat-interval: Celery's own option of that name is for its event heartbeats.
+app.user_options["worker"].add(
+    click.Option(
+        ["--heartbeat-file-interval"],
+        default=None,
+        type=click.FloatRange(min=0.1),
+        metavar="SECONDS",
+        help=f"mailqueue: seconds between two touches of --heartbeat-file "
+        f"(default {HEARTBEAT_INTERVAL:g}).",
     )
 )
 app.steps["worker"].add(Heartbeat)

@@ -36,7 +36,11 @@ def test_worker_touches_its_heartbeat_file_while_running_and_removes_it_at_stop(
     beat = tmp_path / "heartbeat"
     env = {**os.environ, **settings_env(make_settings()), "PROMETHEUS_MULTIPROC_DIR": ""}
     worker = subprocess.Popen(
-        [*CELERY_WORKER, "--pool", "solo", "--without-mingle", "--heartbeat-file", str(beat)],
+        [
+            *CELERY_WORKER,
+            *("--pool", "solo", "--without-mingle", "--heartbeat-file", str(beat)),
+            *("--heartbeat-file-interval", "0.5"),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
