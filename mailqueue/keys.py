@@ -28,6 +28,8 @@ its choosing. With the default prefix:
     {mq}:outbox:campaigns      zset    the bulk lane's streams that may hold work, by first use
     {mq}:drains                zset    drains running now, scored by their heartbeat's expiry (ms)
     {mq}:drains:help           string  set for a second when a drain under a backlog woke another
+    {mq}:drains:overdue        string  set for a while when a worker's sweep woke a drain for
+                                       work whose wake-up was lost
     {mq}:wakeup                string  when the earliest scheduled wake-up fires (unix seconds)
     {mq}:wakeup:pending        string  set while a producer's wake-up is on its way to a worker
     {mq}:retry                 zset    envelopes waiting for a retry, scored by due time
@@ -129,6 +131,7 @@ class Keys:
         self._campaign_queue = f"{base}:outbox:campaign:"
         self.drains = f"{base}:drains"
         self.drain_help = f"{base}:drains:help"
+        self.drain_overdue = f"{base}:drains:overdue"
         self.wakeup = f"{base}:wakeup"
         self.wakeup_pending = f"{base}:wakeup:pending"
         self.retry = f"{base}:retry"

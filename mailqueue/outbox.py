@@ -380,6 +380,31 @@ class Outbox(RedisStore):
                 due = at if due is None else min(due, at)
         return due
 
+    @translated("read the oldest unread envelope")
+    def unread_since(self) -> float | None:
+        """When the oldest transactional envelope no worker has read yet was added (unix s)."""
+        streams = [self.keys.outbox, self.keys.outbox_batch]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xinfo_groups(stream)
+            answers = pipe.execute(raise_on_error=False)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for stream, groups in zip(streams, answers, strict=True):
+                last = "0-0"
+                for group in groups if isinstance(groups, list) else []:
+                    if _text(group.get("name", "")) == OUTBOX_GROUP:
+                        last = _text(group.get("last-delivered-id") or "0-0")
+                # Entries are deleted once acknowledged: after the group's last
+                # delivered id there is only what no worker has read.
+                pipe.xrange(stream, min="(" + last, count=1)
+            firsts = pipe.execute(raise_on_error=False)
+        times = [
+            float(_text(first[0][0]).partition("-")[0]) / 1000
+            for first in firsts
+            if isinstance(first, list) and first
+        ]
+        return min(times, default=None)
+
     @translated("read the next retry")
     def next_retry_due(self) -> float | None:
         first: Any = self.redis.zrange(self.keys.retry, 0, 0, withscores=True)

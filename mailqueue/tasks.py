@@ -27,10 +27,11 @@ __all__ = ["deliver", "send_email"]
 log = logging.getLogger("mailqueue.tasks")
 
 # How often every worker looks for work that no live drain is taking.
-SWEEP_INTERVAL = 10.0
+SWEEP_INTERVAL = 5.0
 # Work due for this long was not found by a live drain (which looks every
-# second or so): its wake-up was lost, and a sweep wakes a drain for it.
-OVERDUE = SWEEP_INTERVAL
+# second or so, transactional work first): its wake-up was lost, and a sweep
+# wakes a drain for it.
+OVERDUE = 3.0
 
 
 def drainer() -> Drainer:
@@ -66,14 +67,21 @@ def sweep(rt: Client) -> bool:
     a scheduled wake-up (for a retry, or to reclaim a dead worker's envelopes)
     dies unrun with the worker that held it, while its note still tells every
     drain that one is on its way. So work waits for a wake-up when no drain is
-    alive, or when it has been due for longer than a live drain takes to find it.
+    alive, or when it has been due for longer than a live drain takes to find
+    it: a retry or a reclaim past its time, or transactional mail unread (a
+    live drain reads it first, every round). Campaign mail may wait unread
+    under a live drain for as long as the rate limit says. Sweeps of the whole
+    fleet wake at most one drain for overdue work each ``OVERDUE`` seconds.
     """
     outbox = rt.outbox
-    due = [at for at in (outbox.next_retry_due(), outbox.next_reclaim_due()) if at is not None]
+    due = [
+        at
+        for at in (outbox.next_retry_due(), outbox.next_reclaim_due(), outbox.unread_since())
+        if at is not None
+    ]
     now = time.time()  # read after them: a reclaim due now is due at their own reading
     if any(at <= now - OVERDUE for at in due):
-        rt.waker.wake()
-        return True
+        return rt.waker.wake_for_overdue(int(OVERDUE * 1000))
     if rt.waker.drain_alive():
         return False
     if outbox.waiting() or any(at <= now for at in due):

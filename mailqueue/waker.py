@@ -177,6 +177,14 @@ class Waker(RedisStore):
         if self.redis.set(self.keys.drain_help, 1, nx=True, px=HELP_INTERVAL_MS):
             self.wake()
 
+    @translated("wake a drain for overdue work")
+    def wake_for_overdue(self, interval_ms: int) -> bool:
+        """Wake a drain for work whose wake-up was lost: one per ``interval_ms``, fleet-wide."""
+        if self.redis.set(self.keys.drain_overdue, 1, nx=True, px=interval_ms):
+            self.wake()
+            return True
+        return False
+
     # -- observers ----------------------------------------------------------
 
     @translated("read the running drains")

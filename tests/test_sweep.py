@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -85,3 +87,53 @@ def test_work_overdue_under_a_drain_that_looks_alive_gets_a_wake_up(
 def test_nothing_waiting_wakes_nobody(client: Client, published: list[dict[str, Any]]) -> None:
     assert sweep(client) is False
     assert published == []
+
+
+def unread_for(client: Client, seconds: float, stream: str | None = None) -> None:
+    """An envelope nobody has read, added ``seconds`` ago (its id says when)."""
+    stream = stream or client.keys.outbox
+    client.outbox.ensure_group()
+    added_ms = int((time.time() - seconds) * 1000)
+    client.redis.xadd(stream, {"e": b"{}"}, id=f"{added_ms}-0")
+
+
+def test_transactional_mail_left_unread_under_a_drain_that_looks_alive_gets_a_wake_up(
+    client: Client, published: list[dict[str, Any]]
+) -> None:
+    # A live drain reads transactional mail first, every round: this one is dead.
+    client.waker.heartbeat(DEAD)
+    unread_for(client, OVERDUE + 1.0)
+    assert sweep(client) is True
+    assert len(published) == 1
+
+
+def test_mail_just_queued_under_a_live_drain_is_left_to_it(
+    client: Client, published: list[dict[str, Any]]
+) -> None:
+    client.waker.heartbeat(DEAD)
+    unread_for(client, 0.0)
+    assert sweep(client) is False
+    assert published == []
+
+
+def test_campaign_mail_waiting_for_the_rate_limit_under_a_live_drain_is_left_to_it(
+    client: Client, published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mail = {"from_email": "a@example.com", "subject": "s", "text": "t"}
+    client.enqueue_many([{**mail, "to": [f"r{i}@example.com"]} for i in range(3)])
+    client.waker.heartbeat(DEAD)
+    published.clear()
+    # The sweep runs long after: the campaign's mail has waited past OVERDUE.
+    later = time.time() + OVERDUE + 1.0
+    monkeypatch.setattr("mailqueue.tasks.time", SimpleNamespace(time=lambda: later))
+    assert sweep(client) is False
+    assert published == []
+
+
+def test_the_fleet_wakes_one_drain_for_overdue_work_per_period(
+    client: Client, published: list[dict[str, Any]]
+) -> None:
+    client.waker.heartbeat(DEAD)
+    unread_for(client, OVERDUE + 1.0)
+    assert [sweep(client), sweep(client)] == [True, False]  # two workers' sweeps, one wake-up
+    assert len(published) == 1
