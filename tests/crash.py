@@ -176,15 +176,7 @@ def scenario_kill(messages: int = 2000, kills: int = 5) -> CrashReport:
             ids = enqueue_all(texts)
             for round_ in range(kills):
                 _wait_accepted(mailtrap, (round_ + 1) * messages // (kills + 1))
-                victim = workers.pop(0)
-                seen = len(mailtrap.accepted)
-                victim.kill()
-                victim.stop()
-                report.events.append(
-                    f"kill {round_ + 1}: at {time.monotonic() - started:.1f} s, "
-                    f"{seen} messages accepted so far"
-                )
-                workers.append(WorkerProcess(settings).start())
+                _kill_one(workers, settings, mailtrap, report, f"kill {round_ + 1}", started)
             wait_settled(ids, timeout=180)
             report.delivery.seconds = time.monotonic() - started
         finally:
@@ -192,6 +184,25 @@ def scenario_kill(messages: int = 2000, kills: int = 5) -> CrashReport:
                 worker.stop()
         analyse(mailtrap, texts, ids, report.delivery)
         return report
+
+
+def _kill_one(
+    workers: list[WorkerProcess],
+    settings: Settings,
+    mailtrap: LocalMailtrap,
+    report: CrashReport,
+    label: str,
+    started: float,
+) -> None:
+    """SIGKILL the oldest worker, note how far delivery was, and start a new one."""
+    victim = workers.pop(0)
+    seen = len(mailtrap.accepted)
+    victim.kill()
+    victim.stop()
+    report.events.append(
+        f"{label}: at {time.monotonic() - started:.1f} s, {seen} messages accepted so far"
+    )
+    workers.append(WorkerProcess(settings).start())
 
 
 def scenario_kill_held(messages: int = 1000, kills: int = 3) -> CrashReport:
@@ -210,14 +221,7 @@ def scenario_kill_held(messages: int = 1000, kills: int = 3) -> CrashReport:
             for round_ in range(kills):
                 before = len(mailtrap.accepted)
                 _wait_accepted(mailtrap, before + 1, timeout=30)
-                victim = workers.pop(0)
-                victim.kill()
-                victim.stop()
-                report.events.append(
-                    f"kill {round_ + 1}: at {time.monotonic() - started:.1f} s, "
-                    f"{len(mailtrap.accepted)} messages accepted so far"
-                )
-                workers.append(WorkerProcess(settings).start())
+                _kill_one(workers, settings, mailtrap, report, f"kill {round_ + 1}", started)
             wait_settled(ids, timeout=240)
             report.delivery.seconds = time.monotonic() - started
         finally:

@@ -32,11 +32,8 @@ def mailtrap() -> Iterator[LocalMailtrap]:
 
 @pytest.fixture
 def settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
-    configured = Settings(
-        api_token=mailtrap.token,
-        api_url=mailtrap.url,
-        general_api_url=mailtrap.general_url,
-        broker_url=redis_url,
+    configured = mailtrap.settings(
+        redis_url,
         rate_limit="1000/1s",
         connect_timeout=1.0,
         read_timeout=1.0,

@@ -27,10 +27,7 @@ def mailtrap() -> Iterator[LocalMailtrap]:
 
 @pytest.fixture
 def client(redis_url: str, mailtrap: LocalMailtrap) -> Iterator[Client]:
-    settings = Settings(
-        broker_url=redis_url, api_token=mailtrap.token, general_api_url=mailtrap.general_url
-    )
-    client = Client(settings, publish=lambda options: None)
+    client = Client(mailtrap.settings(redis_url), publish=lambda options: None)
     yield client
     client.close()
 
@@ -130,9 +127,7 @@ def test_the_command_reports_what_it_did_or_one_error_line(
     redis_url: str, mailtrap: LocalMailtrap
 ) -> None:
     mailtrap.suppressions.add("gone@example.com")
-    settings = Settings(
-        broker_url=redis_url, api_token=mailtrap.token, general_api_url=mailtrap.general_url
-    )
+    settings = mailtrap.settings(redis_url)
     mailqueue.configure(settings)
     done = CliRunner().invoke(cli, ["suppressions", "sync"], catch_exceptions=False)
     assert done.exit_code == 0, done.output

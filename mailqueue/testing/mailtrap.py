@@ -3,7 +3,7 @@
 For tests and demos without an account::
 
     with LocalMailtrap(rate_limit=(150, 10.0)) as mailtrap:
-        settings = Settings(api_token=mailtrap.token, api_url=mailtrap.url)
+        settings = mailtrap.settings("redis://127.0.0.1:6379/0")
         ...
         assert mailtrap.accepted[0].recipients == ("alice@example.com",)
 
@@ -56,6 +56,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..settings import Settings
 from .email_logs import DEFAULT_DELAY, EmailLogs
 from .running import Running
 from .suppressions import RemoteSuppressions
@@ -193,6 +194,18 @@ class LocalMailtrap(Running):
     def general_url(self) -> str:
         """Mailtrap's general API base URL (Email Logs), e.g. ``http://127.0.0.1:PORT/general/api/``."""
         return f"{self._scheme}://{self.host}:{self.port}{_GENERAL_PREFIX}"
+
+    def settings(self, broker_url: str, **overrides: Any) -> Settings:
+        """Settings whose every Mailtrap API is this one, with Redis at ``broker_url``."""
+        values: dict[str, Any] = {
+            "api_token": self.token,
+            "api_url": self.url,
+            "bulk_api_url": self.bulk_url,
+            "general_api_url": self.general_url,
+            "broker_url": broker_url,
+            **overrides,
+        }
+        return Settings(**values)
 
     def start(self) -> LocalMailtrap:
         """Start serving in a background thread; returns self."""

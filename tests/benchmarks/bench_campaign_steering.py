@@ -20,9 +20,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from bench_campaign_scale import TEMPLATE, write_csv
 from harness import machine, stack
@@ -31,6 +29,7 @@ import mailqueue
 from mailqueue.campaign_file import queue_campaign_file
 from mailqueue.client import default
 from mailqueue.testing import LocalMailtrap
+from mailqueue.testing.polling import wait_for
 from mailqueue.testing.worker import WorkerProcess
 
 PAUSE_HOLDS_WITHIN = 2.0  # the contract: a pause holds fleet-wide within 2 s
@@ -38,16 +37,6 @@ PAUSE_HOLDS_WITHIN = 2.0  # the contract: a pause holds fleet-wide within 2 s
 
 def accepted(mailtrap: LocalMailtrap) -> list[str]:
     return [r for message in list(mailtrap.accepted) for r in message.recipients]
-
-
-def wait_for(what: Callable[[], Any], timeout: float, describe: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise SystemExit(f"not reached within {timeout} s: {describe}")
 
 
 def final_state_of(send_id: str) -> str | None:

@@ -25,12 +25,7 @@ def mailtrap() -> Iterator[LocalMailtrap]:
 def make_settings(redis_url: str, mailtrap: LocalMailtrap) -> Callable[..., Settings]:
     def build(**overrides: object) -> Settings:
         values: dict[str, object] = {
-            "api_token": mailtrap.token,
-            "api_url": mailtrap.url,
-            "bulk_api_url": mailtrap.bulk_url,
-            "general_api_url": mailtrap.general_url,
             "reconcile_settle": 0.5,
-            "broker_url": redis_url,
             "connect_timeout": 2.0,
             "read_timeout": 2.0,
             "retry_backoff": 0.5,
@@ -40,7 +35,7 @@ def make_settings(redis_url: str, mailtrap: LocalMailtrap) -> Callable[..., Sett
             "rate_limit": "1000/1s",
         }
         values.update(overrides)
-        settings = Settings(**values)  # type: ignore[arg-type]
+        settings = mailtrap.settings(redis_url, **values)
         mailqueue.configure(settings)
         return settings
 

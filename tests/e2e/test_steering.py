@@ -17,6 +17,7 @@ import mailqueue
 from mailqueue.client import default as current
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
+from mailqueue.testing.polling import wait_for
 from mailqueue.testing.worker import WorkerProcess
 from mailqueue.testing.wsgi import serving
 from mailqueue.webhooks import create_app
@@ -41,16 +42,6 @@ def newsletter(index: int, **extra: Any) -> dict[str, Any]:
         "text": "This week's news.",
         **extra,
     }
-
-
-def wait_for(what: Callable[[], Any], timeout: float, describe: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {timeout} s: {describe}")
 
 
 def campaign(name: str) -> dict[str, Any]:
