@@ -24,9 +24,11 @@ from typing import Any
 
 __all__ = [
     "MAX_ADDRESSES_PER_FIELD",
+    "MAX_BATCH_BYTES",
     "MAX_BATCH_REQUESTS",
     "MAX_CATEGORY_CHARS",
     "MAX_CUSTOM_VARIABLES_BYTES",
+    "MAX_SANDBOX_ID",
     "RESERVED_HEADERS",
     "RuleError",
     "batch_envelope_errors",
@@ -39,7 +41,11 @@ __all__ = [
 ]
 
 MAX_ADDRESSES_PER_FIELD = 1000
+# "up to 50 MB payload size, including attachments", counted in decimal megabytes.
+MAX_BATCH_BYTES = 50_000_000
 MAX_BATCH_REQUESTS = 500
+# The sandbox id path parameter: "type: integer, format: int64, minimum: 1".
+MAX_SANDBOX_ID = 2**63 - 1
 MAX_CATEGORY_CHARS = 255
 MAX_CUSTOM_VARIABLES_BYTES = 1000
 # The spec says headers "cannot be one of the reserved headers" without a list.
@@ -69,8 +75,15 @@ def is_template_uuid(value: object) -> bool:
 
 
 def is_sandbox_id(text: str) -> bool:
-    """True for a sandbox (inbox) id as the spec's path parameter: an integer from 1."""
-    return text.isascii() and text.isdigit() and int(text) >= 1
+    """True for a sandbox (inbox) id as the spec's path parameter: an int64 from 1.
+
+    Leading zeros are dropped and the length checked before ``int()``, which
+    raises on thousands of digits.
+    """
+    digits = text.lstrip("0")
+    if not (text.isascii() and text.isdigit()) or len(digits) > len(str(MAX_SANDBOX_ID)):
+        return False
+    return 1 <= int(digits or "0") <= MAX_SANDBOX_ID
 
 
 def custom_variables_size(variables: Mapping[str, Any]) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import MailqueueError, ValidationError
 from .mailtrap_rules import (
+    MAX_BATCH_BYTES,
     MAX_BATCH_REQUESTS,
     MAX_CUSTOM_VARIABLES_BYTES,
     RuleError,
@@ -43,8 +44,8 @@ __all__ = [
     "coalesce",
 ]
 
-# Mailtrap's documented limits, counted in decimal megabytes to stay on the safe side.
-MAX_BATCH_BYTES = 50_000_000
+# Mailtrap's documented limits, counted in decimal megabytes to stay on the safe side
+# (MAX_BATCH_BYTES, the batch endpoints' own, is in mailtrap_rules).
 MAX_MESSAGE_BYTES = 10_000_000
 
 _RECIPIENT_KEYS = ("to", "cc", "bcc")

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from . import connection, keys
 from .errors import ConfigurationError
-from .mailtrap_rules import is_sandbox_id
+from .mailtrap_rules import MAX_SANDBOX_ID, is_sandbox_id
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -444,19 +444,19 @@ def _account_fields(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
 def _sandbox_id(value: object) -> str | None:
     """Empty / 0 / None mean no sandbox, as in Anymail; anything else must be an inbox id.
 
-    Mailtrap's sandbox ids are integers from 1 (its published schema), so the
-    string ``"0"`` that Anymail takes for a sandbox is refused here.
+    Mailtrap's sandbox ids are int64 integers from 1 (its published schema), so
+    the string ``"0"`` that Anymail takes for a sandbox is refused here.
     """
     if not value:
         return None
     text = str(value).strip()
     if isinstance(value, bool) or not is_sandbox_id(text):
         raise ConfigurationError(
-            "a sandbox id (MAILTRAP_SANDBOX_ID) must be a positive integer,"
+            f"a sandbox id (MAILTRAP_SANDBOX_ID) must be an integer from 1 to {MAX_SANDBOX_ID},"
             f" not {str(value)[:40]!r}",
             setting="sandbox_id",
         )
-    return str(int(text))
+    return text.lstrip("0")
 
 
 def _split_secrets(text: str) -> tuple[str, ...]:

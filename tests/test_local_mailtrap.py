@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -108,7 +109,7 @@ def test_unknown_path_is_404(mailtrap: LocalMailtrap, session: requests.Session)
     assert post(session, mailtrap, "sendx", message()).status_code == 404
 
 
-@pytest.mark.parametrize("inbox", ["0", "abc", "-1", "1.5"])
+@pytest.mark.parametrize("inbox", ["0", "abc", "-1", "1.5", str(2**63), "9" * 5000])
 def test_a_sandbox_path_without_an_inbox_id_from_1_is_404(
     mailtrap: LocalMailtrap, session: requests.Session, inbox: str
 ) -> None:
@@ -260,6 +261,24 @@ def test_batch_over_500_requests_is_refused_whole(
     }
     assert post(session, mailtrap, "batch", data).status_code == 400
     assert mailtrap.accepted == []
+
+
+@pytest.mark.parametrize(("over", "status"), [(0, 200), (1, 400)])
+def test_a_batch_body_over_50_mb_is_refused_whole(
+    mailtrap: LocalMailtrap, session: requests.Session, over: int, status: int
+) -> None:
+    data = {"base": {"from": SENDER, "subject": "S", "text": ""}, "requests": [message()]}
+    data["base"]["text"] = "x" * (50_000_000 + over - len(json.dumps(data)))
+    body = json.dumps(data).encode()
+    assert len(body) == 50_000_000 + over
+
+    answer = session.post(mailtrap.url + "batch", data=body, timeout=60)
+
+    assert answer.status_code == status
+    if status == 400:
+        assert answer.json()["success"] is False
+        assert "50000000 bytes" in answer.json()["errors"][0]
+    assert len(mailtrap.accepted) == (status == 200)
 
 
 # -- rate limit -------------------------------------------------------------

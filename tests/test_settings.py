@@ -35,12 +35,22 @@ def test_sandbox_id_falsy_means_unset(raw: object, expected: str | None) -> None
     assert Settings(sandbox_id=raw).sandbox_id == expected  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("raw", ["0", "00", "-3", "12/34", "abc", "1.5", "١٢", True])
+@pytest.mark.parametrize(
+    "raw", ["0", "00", "-3", "12/34", "abc", "1.5", "١٢", True, str(2**63), "9" * 5000]
+)
 def test_sandbox_id_must_be_a_positive_integer(raw: object) -> None:
     with pytest.raises(ConfigurationError) as raised:
         Settings(sandbox_id=raw)  # type: ignore[arg-type]
 
     assert raised.value.setting == "sandbox_id"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("0042", "42"), (str(2**63 - 1), str(2**63 - 1)), ("0" * 5000 + "5", "5")],
+)
+def test_sandbox_id_is_an_int64_written_without_leading_zeros(raw: str, expected: str) -> None:
+    assert Settings(sandbox_id=raw).sandbox_id == expected
 
 
 def test_sandbox_id_from_the_environment_is_checked_too() -> None:

@@ -18,7 +18,8 @@ It refuses what Mailtrap's published request schema refuses (see
 ``{"success": false, "errors": [...]}`` for a bad ``send`` or batch envelope, a
 ``{"success": false, "errors": [...]}`` item in a batch's ``responses`` for a bad
 request, a 401 ``{"success": false, "errors": ["Unauthorized"]}`` for a wrong
-token, and a 404 for a sandbox path whose inbox id is not an integer from 1.
+token, a 400 for a batch body over 50 MB, and a 404 for a sandbox path whose
+inbox id is not an int64 from 1.
 It answers one message id per recipient (one per send on sandbox paths),
 refuses recipients in the ``.invalid`` domain (so a test can make one request
 of a batch fail), enforces a sliding-window rate limit, adds
@@ -60,7 +61,7 @@ from ..settings import Settings
 from .email_logs import DEFAULT_DELAY, EmailLogs
 from .running import Running
 from .suppressions import RemoteSuppressions
-from .validation import check_batch, check_inbox_id, check_send
+from .validation import check_batch, check_batch_size, check_inbox_id, check_send
 
 __all__ = ["FAULTS", "AcceptedMessage", "LocalMailtrap", "MailtrapStats"]
 
@@ -377,6 +378,9 @@ class LocalMailtrap(Running):
     def _deliver(
         self, endpoint: str, inbox_id: str | None, path: str, body: bytes, sender: _Sender
     ) -> _Answer:
+        too_large = check_batch_size(len(body)) if endpoint == "batch" else []
+        if too_large:
+            return _failure(400, *too_large)
         try:
             data = json.loads(body)
         except ValueError:

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..mailtrap_rules import (
+    MAX_BATCH_BYTES,
     batch_envelope_errors,
     is_sandbox_id,
     merge_request,
     message_errors,
 )
 
-__all__ = ["BatchCheck", "check_batch", "check_inbox_id", "check_send"]
+__all__ = ["BatchCheck", "check_batch", "check_batch_size", "check_inbox_id", "check_send"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,13 @@ class BatchCheck:
 def check_inbox_id(inbox_id: str | None) -> bool:
     """True unless a sandbox path names something other than an inbox id (an integer from 1)."""
     return inbox_id is None or is_sandbox_id(inbox_id)
+
+
+def check_batch_size(size: int) -> list[str]:
+    """Mailtrap's error for a ``batch`` body of ``size`` bytes: over 50 MB is refused whole."""
+    if size > MAX_BATCH_BYTES:
+        return [f"the payload must not exceed {MAX_BATCH_BYTES} bytes, attachments included"]
+    return []
 
 
 def check_send(body: Mapping[str, Any]) -> list[str]:
