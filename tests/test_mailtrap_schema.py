@@ -88,6 +88,9 @@ def sendable_messages(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.integers(0, 3)) == 0:
         message["template_id"] = draw(st.sampled_from([TEMPLATE, TEMPLATE.upper()]))
         message["merge_global_data"] = draw(st.dictionaries(text, json_values, max_size=2))
+        # Empty content beside a template is allowed, and must not reach the body.
+        for key in draw(st.sets(st.sampled_from(["subject", "text", "html"]))):
+            message[key] = ""
     else:
         message["subject"] = draw(text)
         body = draw(st.sampled_from(["text", "html", "both"]))

@@ -253,3 +253,43 @@ def test_sdk_sandbox_send_to_inbox_zero_is_not_found(mailtrap: LocalMailtrap) ->
 
     assert raised.value.status == 404
     assert mailtrap.accepted == []
+
+
+def test_sdk_sandbox_send_of_what_the_schema_refuses_raises_api_error_400(
+    mailtrap: LocalMailtrap,
+) -> None:
+    mail = mt.Mail(sender=SENDER, to=[mt.Address(email="a@example.com")], subject="Hi")
+
+    with pytest.raises(APIError) as raised:
+        client(mailtrap, sandbox=True, inbox_id="4242").send(mail)
+
+    assert raised.value.status == 400
+    assert raised.value.errors == ["must specify either text or html body"]
+    assert mailtrap.accepted == []
+
+
+def test_sdk_sandbox_batch_fails_a_refused_request_alone(mailtrap: LocalMailtrap) -> None:
+    params = batch(
+        mt.BatchEmailRequest(to=[mt.Address(email="a@example.com")], headers={"Subject": "x"}),
+        mt.BatchEmailRequest(to=[mt.Address(email="b@example.com")]),
+    )
+
+    answer = client(mailtrap, sandbox=True, inbox_id="4242").batch_send(params)
+
+    refused, sent = answer["responses"]
+    assert refused["success"] is False and "reserved Subject" in refused["errors"][0]
+    assert sent["success"] is True
+    assert [m.recipients for m in mailtrap.accepted] == [("b@example.com",)]
+
+
+def test_sdk_sandbox_with_a_wrong_token_raises_authorization_error(
+    mailtrap: LocalMailtrap,
+) -> None:
+    mail = mt.Mail(sender=SENDER, to=[mt.Address(email="a@example.com")], subject="Hi", text="x")
+
+    with pytest.raises(AuthorizationError) as raised:
+        client(mailtrap, token="wrong", sandbox=True, inbox_id="4242").send(mail)
+
+    assert raised.value.status == 401
+    assert raised.value.errors == ["Unauthorized"]
+    assert mailtrap.accepted == []

@@ -223,9 +223,13 @@ def test_none_merge_data_is_not_a_batch_send() -> None:
     assert build_payload(with_(GOOD, merge_data=None))[0].path == "send"
 
 
-def test_empty_template_fields_are_allowed_with_template() -> None:
-    [call] = build_payload(with_(TEMPLATE, subject="", text="", tags=[]))
-    assert call.json["template_uuid"] == TEMPLATE["template_id"]
+def test_empty_template_fields_are_allowed_with_template_and_left_out() -> None:
+    [call] = build_payload(with_(TEMPLATE, subject="", text="", html="", tags=[]))
+    assert call.json == {
+        "from": {"email": "from@example.com"},
+        "to": [{"email": "to@example.com"}],
+        "template_uuid": TEMPLATE["template_id"],
+    }
 
 
 def test_eai_from_is_allowed_by_its_setting() -> None:
