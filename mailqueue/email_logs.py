@@ -74,12 +74,15 @@ def fleet_limiters(
     redis_client: redis.Redis,
     route: Route,
     list_limit: RateLimit = LIST_LIMIT,
-    key_space: Keys | None = None,
+    *,
+    key_space: Keys,
 ) -> LogsLimiters:
     """Fleet-wide limiters in Redis for look-ups with ``route``'s token.
 
     Mailtrap counts the logs limits per account; mailqueue knows tokens, so a
-    token (one account or one of its tokens) is the unit here.
+    token (one account or one of its tokens) is the unit here. ``key_space``
+    is the client's, so that every process of the fleet counts in the same
+    windows as its workers, whatever its key prefix.
     """
 
     def logs_route(kind: str, limit: RateLimit) -> Route:

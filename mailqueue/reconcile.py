@@ -168,7 +168,7 @@ class Reconciler:
                     self.client.redis,
                     route,
                     self.settings.email_logs_rate_limit,
-                    self.client.keys,
+                    key_space=self.client.keys,
                 )
                 logs = EmailLogsClient(self.settings, route.token, limiters)
                 self._logs[route.limiter_key] = logs

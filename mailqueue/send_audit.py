@@ -61,7 +61,9 @@ def reconcile_send(
     with EmailLogsClient(
         client.settings,
         route.token,
-        fleet_limiters(client.redis, route, client.settings.email_logs_rate_limit),
+        fleet_limiters(
+            client.redis, route, client.settings.email_logs_rate_limit, key_space=client.keys
+        ),
     ) as logs:
         logged = logs.search(recipients, since, until)
     ours = [item for item in logged if item.tag is not None and item.tag.send_id == send_id]

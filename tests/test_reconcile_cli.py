@@ -101,3 +101,16 @@ def test_logs_that_refuse_the_token_are_one_error_line(
     assert result.exit_code == 1
     assert result.output.startswith("error: Email Logs")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_reconcile_takes_its_rate_limit_slots_under_the_key_prefix(
+    redis_url: str, mailtrap: LocalMailtrap
+) -> None:
+    # The workers' limiters live under the prefix: a look-up from the command
+    # line must count against the same fleet-wide windows, not a stray set.
+    mailqueue.configure(mailtrap.settings(redis_url, key_prefix="shop"))
+    failed_send_that_went_out_twice(mailtrap, "send-d")
+    assert invoke("reconcile", "send-d").exit_code == 0
+    names = [name.decode() for name in default().redis.scan_iter()]
+    assert any(":rl:logs-list-" in name for name in names), names
+    assert all(name.startswith("{shop}:") for name in names), names
