@@ -214,6 +214,8 @@ class EmailLogsClient(ApiSession):
                 # Every worker waits: the limit is the account's, not this process's.
                 if limiter is not None:
                     limiter.penalize(retry_after)
+                else:
+                    self._cool_down(retry_after, deadline)
                 continue
             if status == 404 and missing_ok:
                 return None
@@ -254,6 +256,21 @@ class EmailLogsClient(ApiSession):
                     "Email Logs rate limit outlasts the time left for this look-up",
                     retry_after=exc.retry_after,
                 ) from exc
+
+    @staticmethod
+    def _cool_down(retry_after: float | None, deadline: float | None) -> None:
+        """Wait out a 429 with no fleet limiter to cool down: its ``Retry-After``, else a minute.
+
+        Both of the logs API's limits count per minute, and Mailtrap documents no
+        ``Retry-After``.
+        """
+        seconds = LIST_LIMIT.period if retry_after is None else retry_after
+        if deadline is not None and time.monotonic() + seconds > deadline:
+            raise EmailLogsBusy(
+                "Email Logs rate limit outlasts the time left for this look-up",
+                retry_after=seconds,
+            )
+        time.sleep(seconds)
 
     @staticmethod
     def _pause(seconds: float, deadline: float | None) -> None:

@@ -150,3 +150,17 @@ def test_an_unreachable_logs_api_is_unavailable() -> None:
     with EmailLogsClient(settings, "t") as logs, pytest.raises(EmailLogsUnavailable) as caught:
         logs.search(["a@example.com"], *now_window())
     assert caught.value.reason == "unreachable"
+
+
+def test_a_429_without_a_limiter_is_waited_out_by_the_client_itself(
+    mailtrap: LocalMailtrap,
+) -> None:
+    # No fleet limiter to cool down: the client waits (here past its deadline:
+    # busy), never asks again at once, and never reads the 429 as "absent".
+    send(mailtrap, "a@example.com")
+    mailtrap.email_logs.list_limit = (1, 60.0)
+    with client_for(mailtrap) as logs:
+        assert len(logs.search(["a@example.com"], *now_window())) == 1
+        with pytest.raises(EmailLogsBusy):
+            logs.search(["a@example.com"], *now_window(), deadline=time.monotonic() + 0.5)
+    assert mailtrap.email_logs.requests["list"] == 2
