@@ -436,6 +436,25 @@ def test_nonjson_answers_html_200_without_accepting(
     assert mailtrap.accepted == []
 
 
+@pytest.mark.parametrize(
+    ("fault", "status", "content_type"),
+    [("accepted-500", 500, "application/json"), ("accepted-nonjson", 200, "text/html")],
+)
+def test_accepted_faults_accept_the_message_then_answer_an_error(
+    mailtrap: LocalMailtrap,
+    session: requests.Session,
+    fault: str,
+    status: int,
+    content_type: str,
+) -> None:
+    mailtrap.inject(fault)
+    answer = post(session, mailtrap, "send", message())
+    assert answer.status_code == status
+    assert answer.headers["Content-Type"].startswith(content_type)
+    assert b"message_ids" not in answer.content
+    assert len(mailtrap.accepted) == 1
+
+
 def test_unknown_fault_is_refused(mailtrap: LocalMailtrap) -> None:
     with pytest.raises(ValueError, match="unknown fault"):
         mailtrap.inject("explode")

@@ -79,7 +79,9 @@ def sample(outcome: str) -> float:
     return REGISTRY.get_sample_value("mailqueue_reconcile_total", {"outcome": outcome}) or 0.0
 
 
-@pytest.mark.parametrize("fault", ["lost", "slow"])
+# Mailtrap accepted the call; its answer was lost (a reset, past the read
+# timeout) or unreadable (a 500, an HTML page) on its way back.
+@pytest.mark.parametrize("fault", ["lost", "slow", "accepted-500", "accepted-nonjson"])
 def test_an_answer_lost_after_mailtrap_accepted_sends_nothing_twice(
     settings: Settings, mailtrap: LocalMailtrap, fault: str
 ) -> None:

@@ -25,7 +25,9 @@ refuses recipients in the ``.invalid`` domain (so a test can make one request
 of a batch fail), enforces a sliding-window rate limit, adds
 latency, and injects faults: ``500``, ``503``, ``429``, ``reset`` (connection
 closed, message not accepted), ``lost`` (message accepted, answer never sent),
-``slow`` (accepted, answered after ``slow_seconds``) and ``nonjson`` (an HTML 200).
+``slow`` (accepted, answered after ``slow_seconds``), ``nonjson`` (an HTML 200),
+and ``accepted-500`` / ``accepted-nonjson`` (accepted, then answered with a 500
+or an HTML 200, as a proxy in front of Mailtrap may answer).
 
 With ``ssl_context`` it speaks HTTPS (``url`` starts ``https://``), for clients
 that only speak HTTPS, such as Mailtrap's own SDK (``api_host="127.0.0.1:PORT"``).
@@ -65,7 +67,17 @@ from .validation import check_batch, check_batch_size, check_inbox_id, check_sen
 
 __all__ = ["FAULTS", "AcceptedMessage", "LocalMailtrap", "MailtrapStats"]
 
-FAULTS = ("500", "503", "429", "reset", "lost", "slow", "nonjson")
+FAULTS = (
+    "500",
+    "503",
+    "429",
+    "reset",
+    "lost",
+    "slow",
+    "nonjson",
+    "accepted-500",
+    "accepted-nonjson",
+)
 
 _PATH_RE = re.compile(r"^/api/(send|batch)(?:/([^/?]+))?/?(?:\?.*)?$")
 _GENERAL_PREFIX = "/general/api/"
@@ -310,6 +322,10 @@ class LocalMailtrap(Running):
         answer = self._deliver(endpoint, inbox_id, relative, body, (stream, token))
         if fault == "lost" and answer.status == 200:
             return _Answer(200, close=True)
+        if fault == "accepted-500" and answer.status == 200:
+            return _failure(500, "Internal Server Error - Retry later")
+        if fault == "accepted-nonjson" and answer.status == 200:
+            return _Answer(200, _HTML_BODY, content_type="text/html")
         if fault == "slow":
             answer.delay = self.slow_seconds
         return answer
@@ -373,7 +389,7 @@ class LocalMailtrap(Running):
             return _Answer(0, close=True)
         if fault == "nonjson":
             return _Answer(200, _HTML_BODY, content_type="text/html")
-        return None  # lost and slow accept the message first
+        return None  # lost, slow and the accepted-* faults accept the message first
 
     def _deliver(
         self, endpoint: str, inbox_id: str | None, path: str, body: bytes, sender: _Sender

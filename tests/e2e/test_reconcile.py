@@ -62,14 +62,18 @@ def test_sigkill_while_an_accepted_coalesced_call_is_answered_sends_nothing_twic
 def test_a_reset_after_accept_and_an_answer_past_the_timeout_send_nothing_twice(
     settings: Settings, mailtrap: LocalMailtrap, worker: WorkerProcess
 ) -> None:
+    # And the other answers after which Mailtrap may have accepted the call:
+    # a 500, and a 200 whose body is not Mailtrap's.
+    faults = ("lost", "slow", "accepted-500", "accepted-nonjson")
     mailtrap.slow_seconds = settings.read_timeout + 1.0
     ids = []
-    for i, fault in enumerate(("lost", "slow")):
+    for i, fault in enumerate(faults):
         mailtrap.inject(fault)
         ids.append(mailqueue.enqueue(message(i)))
         wait_final(ids[-1:], timeout=30)
     records = wait_final(ids)
-    assert copies(mailtrap) == {"m0": 1, "m1": 1}
+    assert mailtrap.stats.faults == dict.fromkeys(faults, 1)
+    assert copies(mailtrap) == {f"m{i}": 1 for i in range(len(faults))}
     for record in records.values():
         assert record["state"] == "sent"
         assert record["reconciled"] == 1 and record["possible_duplicates"] == 0
