@@ -105,6 +105,37 @@ def test_the_to_filter_takes_several_addresses_case_insensitively(
     ]
 
 
+def test_category_status_domain_and_subject_filters_take_the_specs_operators(
+    mailtrap: LocalMailtrap, session: requests.Session
+) -> None:
+    send(session, mailtrap.url, "a@example.com", category="Welcome")
+    send(session, mailtrap.url, "b@example.com", category="Receipt")
+
+    def listed(**params: Any) -> list[str]:
+        answer = logs(session, mailtrap, **params)
+        assert answer.status_code == 200, answer.text
+        return sorted(m["to"] for m in answer.json()["messages"])
+
+    both = ["a@example.com", "b@example.com"]
+    category = "filters[category][operator]", "filters[category][value]"
+    assert listed(**dict(zip(category, ["equal", "Welcome"], strict=True))) == both[:1]
+    assert listed(**dict(zip(category, ["not_equal", "Welcome"], strict=True))) == both[1:]
+    assert listed(**{category[0]: "equal", category[1] + "[]": ["Welcome", "Receipt"]}) == both
+    status = "filters[status][operator]", "filters[status][value]"
+    assert listed(**dict(zip(status, ["equal", "delivered"], strict=True))) == both
+    assert listed(**dict(zip(status, ["equal", "not_delivered"], strict=True))) == []
+    domain = "filters[domain_id][operator]", "filters[domain_id][value][]"
+    assert listed(**dict(zip(domain, ["equal", ["1", "2"]], strict=True))) == both
+    assert listed(**dict(zip(domain, ["not_equal", "1"], strict=True))) == []
+    assert listed(**{"filters[subject][operator]": "not_empty"}) == both
+    assert listed(**{"filters[subject][operator]": "empty"}) == []
+    # Filters Mailtrap has but the local one cannot tell apart are ignored, like unknown ones.
+    assert (
+        listed(**{"filters[opens_count][operator]": "equal", "filters[opens_count][value]": "0"})
+        == both
+    )
+
+
 def test_the_time_window_filters_by_sent_at(
     mailtrap: LocalMailtrap, session: requests.Session
 ) -> None:

@@ -1,8 +1,12 @@
 """The Email Logs API of the local Mailtrap: every accepted message, listed as Mailtrap lists it.
 
 Mailtrap's account API (``https://mailtrap.io/api/``) answers
-``GET email_logs`` (filters ``sent_after``, ``sent_before``, ``to``,
-``subject``, ``sending_stream``; newest first; cursor paging with
+``GET email_logs`` (filters ``sent_after``, ``sent_before``; ``to``,
+``from`` and ``subject`` with ``ci_equal`` / ``ci_not_equal`` /
+``ci_contain`` / ``ci_not_contain``, ``subject`` also ``empty`` /
+``not_empty``; ``category``, ``status``, ``domain_id`` and
+``sending_stream`` with ``equal`` / ``not_equal``; other filters are
+ignored, as Mailtrap ignores unknown ones; newest first; cursor paging with
 ``search_after`` and ``next_page_cursor``) and ``GET email_logs/<message id>``.
 Each accepted message is one log entry per recipient, carrying its
 ``custom_variables`` and ``sending_stream``; the sandbox keeps no logs.
@@ -33,7 +37,12 @@ DEFAULT_DELAY = 2.0
 PAGE_SIZE = 50
 
 _FILTER_KEY = re.compile(r"^filters\[(\w+)\](?:\[(\w+)\])?(\[\])?$")
-_TEXT_FILTERS = ("to", "from", "subject", "category")
+# Filters compared case-insensitively (ci_* operators), and exactly (equal / not_equal).
+_TEXT_FILTERS = ("to", "from", "subject")
+_EXACT_FILTERS = ("category", "status", "domain_id", "sending_stream")
+# Every local entry's status and domain (one verified domain, all delivered).
+STATUS = "delivered"
+DOMAIN_ID = 1
 
 # Status and JSON body of an answer.
 Answer = tuple[int, object]
@@ -57,7 +66,7 @@ class LogEntry:
     def as_json(self) -> dict[str, Any]:
         return {
             "message_id": self.message_id,
-            "status": "delivered",
+            "status": STATUS,
             "subject": self.subject,
             "from": self.sender,
             "to": self.to,
@@ -66,7 +75,7 @@ class LogEntry:
             "category": self.category,
             "custom_variables": dict(self.custom_variables),
             "sending_stream": self.sending_stream,
-            "domain_id": 1,
+            "domain_id": DOMAIN_ID,
             "template_id": None,
             "template_variables": {},
             "opens_count": 0,
@@ -261,8 +270,9 @@ def _parse_query(query: list[tuple[str, str]]) -> tuple[list[Filter], str | None
     for name in _TEXT_FILTERS:
         if name in specs:
             filters.append(_text_filter(name, specs[name]))
-    if "sending_stream" in specs:
-        filters.append(_stream_filter(specs["sending_stream"]))
+    for name in _EXACT_FILTERS:
+        if name in specs:
+            filters.append(_exact_filter(name, specs[name]))
     return filters, cursor
 
 
@@ -285,29 +295,41 @@ def _values(spec: Mapping[str, Any]) -> list[str]:
     return [str(spec.get("value", ""))]
 
 
-def _field(entry: LogEntry, name: str) -> str:
-    value = {
+def _field(entry: LogEntry, name: str) -> str | None:
+    return {
         "to": entry.to,
         "from": entry.sender,
         "subject": entry.subject,
         "category": entry.category,
+        "status": STATUS,
+        "domain_id": str(DOMAIN_ID),
+        "sending_stream": entry.sending_stream,
     }[name]
-    return (value or "").casefold()
 
 
 def _text_filter(name: str, spec: Mapping[str, Any]) -> Filter:
     operator = spec.get("operator", "ci_equal")
     wanted = [v.casefold() for v in _values(spec)]
+
+    def text(entry: LogEntry) -> str:
+        return (_field(entry, name) or "").casefold()
+
     if operator in ("ci_equal", "ci_not_equal"):
         negate = operator == "ci_not_equal"
-        return lambda e: (_field(e, name) in wanted) != negate
+        return lambda e: (text(e) in wanted) != negate
     if operator in ("ci_contain", "ci_not_contain"):
         negate = operator == "ci_not_contain"
-        return lambda e: any(w in _field(e, name) for w in wanted) != negate
+        return lambda e: any(w in text(e) for w in wanted) != negate
+    if name == "subject" and operator in ("empty", "not_empty"):
+        negate = operator == "not_empty"
+        return lambda e: (not _field(e, name)) != negate
     return lambda e: True  # an unknown operator is ignored like an unknown filter
 
 
-def _stream_filter(spec: Mapping[str, Any]) -> Filter:
+def _exact_filter(name: str, spec: Mapping[str, Any]) -> Filter:
+    operator = spec.get("operator", "equal")
+    if operator not in ("equal", "not_equal"):
+        return lambda e: True
     wanted = _values(spec)
-    negate = spec.get("operator") == "not_equal"
-    return lambda e: (e.sending_stream in wanted) != negate
+    negate = operator == "not_equal"
+    return lambda e: (_field(e, name) in wanted) != negate
