@@ -293,9 +293,11 @@ def window(started: float, now: float, margin: float = 5.0) -> tuple[datetime, d
     """The look-up window for a call started at ``started`` (unix seconds), looked up at ``now``.
 
     Widened by ``margin`` on both sides for clock differences between this
-    host and Mailtrap, and for Mailtrap's whole-second times.
+    host and Mailtrap, and for Mailtrap's whole-second times. A start later
+    than ``now`` (stamped by a host whose clock runs ahead) counts as ``now``:
+    Mailtrap refuses a window that ends before it begins.
     """
-    since = datetime.fromtimestamp(started - margin, timezone.utc)
+    since = datetime.fromtimestamp(min(started, now) - margin, timezone.utc)
     until = datetime.fromtimestamp(now + margin, timezone.utc) + timedelta(seconds=1)
     return since, until
 

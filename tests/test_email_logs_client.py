@@ -58,6 +58,15 @@ def now_window() -> tuple:  # type: ignore[type-arg]
     return window(time.time() - 1, time.time())
 
 
+def test_the_window_spans_the_call_start_to_the_look_up_with_a_margin() -> None:
+    since, until = window(1000.0, 1100.0, margin=5.0)
+    assert (since.timestamp(), until.timestamp()) == (995.0, 1106.0)
+    # A start stamped by a host whose clock runs ahead never makes the
+    # window end before it begins (Mailtrap refuses such a window).
+    since, until = window(1200.0, 1100.0, margin=5.0)
+    assert since < until and since.timestamp() == 1095.0
+
+
 def test_search_finds_the_recipients_messages_with_their_tags(mailtrap: LocalMailtrap) -> None:
     wanted = send(mailtrap, "a@example.com", "s1.0.0.0")
     send(mailtrap, "other@example.com", "s2.0.0.0")

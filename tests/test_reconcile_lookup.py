@@ -78,6 +78,19 @@ def test_a_tagged_send_that_went_out_is_found_with_its_message_id(
     assert lookup.merge([]) == [RequestResult({"alice@example.com": accepted.message_ids[0]})]
 
 
+def test_the_window_runs_from_the_calls_start_to_the_look_up_not_to_when_it_gave_up(
+    mailtrap: LocalMailtrap, client: Client
+) -> None:
+    # The call began a minute ago and was given up long since; Mailtrap took
+    # the message only now: a window that ended when the worker gave up
+    # would miss it.
+    (call,) = build_payload(message(), client.settings)
+    tagged, _ = tag_call(call, [Tag("send-5", 0, 0, 0)])
+    post(mailtrap, tagged)
+    (lookup,) = look_up(client, Doubtful("send-5", 0, 1, call, time.time() - 60))
+    assert lookup.found == [0]
+
+
 def test_a_send_that_never_went_out_is_absent(mailtrap: LocalMailtrap, client: Client) -> None:
     (call,) = build_payload(message(), client.settings)
     (lookup,) = look_up(client, Doubtful("send-1", 0, 0, call, time.time()))
