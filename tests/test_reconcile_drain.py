@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 import mailqueue
 from mailqueue.client import default
 from mailqueue.delivery import Drainer
+from mailqueue.routing import resolve_route
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 
@@ -111,12 +112,21 @@ def test_a_coalesced_call_whose_answer_was_lost_is_found_whole(
 def test_a_call_mailtrap_never_accepted_is_looked_up_twice_then_sent(
     settings: Settings, mailtrap: LocalMailtrap
 ) -> None:
+    # A window long enough that no slot taken in this test leaves it.
+    mailqueue.configure(settings.replace(rate_limit="1000/60s"))
     mailtrap.inject("500")
     send_id = mailqueue.enqueue(message(1))
     record = deliver_until_final([send_id])[send_id]
     assert copies(mailtrap) == {"m1": 1}
     assert record["state"] == "sent" and record["reconciled"] == 0
-    assert mailtrap.email_logs.requests["list"] >= 2
+    looked = mailtrap.email_logs.requests["list"]
+    assert looked >= 2
+    # Each look-up took a slot of the fleet-wide Email Logs window in Redis,
+    # and one of the token's sending window, beside the two calls it made.
+    client = default()
+    token_key = resolve_route(settings).limiter_key
+    assert client.redis.zcard(client.keys.rate_limit(f"logs-list-{token_key}")) == looked
+    assert client.redis.zcard(client.keys.rate_limit(token_key)) == looked + 2
 
 
 def test_a_503_is_retried_without_a_look_up(settings: Settings, mailtrap: LocalMailtrap) -> None:
