@@ -150,6 +150,35 @@ def test_logs_slower_than_the_settle_delay_give_a_counted_resend(
     assert record["possible_duplicates"] == 1 and record["reconciled"] == 0
 
 
+def test_a_429_from_the_logs_puts_the_look_up_off_and_is_never_taken_for_absent(
+    settings: Settings, mailtrap: LocalMailtrap
+) -> None:
+    # The fleet cools down one window (2 s) after a 429, longer than a
+    # look-up may wait here (reclaim_idle 3 s leaves it 1 s): it is put off.
+    mailqueue.configure(settings.replace(email_logs_rate_limit="60/2s", reclaim_idle=3.0))
+    busy_before = sample("busy")
+    mailtrap.email_logs.list_limit = (0, 3600.0)  # every list request answers 429
+    mailtrap.inject("lost")
+    send_id = mailqueue.enqueue(message(1))
+    drainer = Drainer(default())
+    deadline = time.monotonic() + 30
+    try:
+        while sample("busy") == busy_before:
+            assert time.monotonic() < deadline, "no look-up met the logs API's limit"
+            drainer.drain(budget=2)
+            time.sleep(0.05)
+    finally:
+        drainer.close()
+    assert mailtrap.email_logs.requests["list"] >= 1
+    assert len(mailtrap.accepted) == 1  # nothing sent again while the logs said nothing
+    record = mailqueue.get_status(send_id)
+    assert record is not None and record["state"] == "retrying"
+    mailtrap.email_logs.list_limit = None
+    record = deliver_until_final([send_id])[send_id]
+    assert copies(mailtrap) == {"m1": 1}
+    assert record["reconciled"] == 1 and record["possible_duplicates"] == 0
+
+
 def test_logs_that_cannot_answer_fall_back_to_sending_again_counted(
     settings: Settings, mailtrap: LocalMailtrap
 ) -> None:
