@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -563,13 +564,13 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
     put("ignore_unsupported_features", ignore, _boolean, "MAILQUEUE_IGNORE_UNSUPPORTED_FEATURES")
     put("allow_eai_from", source.own("ALLOW_EAI_FROM"), _boolean, "MAILQUEUE_ALLOW_EAI_FROM")
     for name, convert in (
-        ("CONNECT_TIMEOUT", float),
-        ("READ_TIMEOUT", float),
+        ("CONNECT_TIMEOUT", _number),
+        ("READ_TIMEOUT", _number),
         ("MAX_RETRIES", _int),
-        ("RETRY_BACKOFF", float),
-        ("RETRY_BACKOFF_MAX", float),
-        ("VISIBILITY_TIMEOUT", float),
-        ("RECLAIM_IDLE", float),
+        ("RETRY_BACKOFF", _number),
+        ("RETRY_BACKOFF_MAX", _number),
+        ("VISIBILITY_TIMEOUT", _number),
+        ("RECLAIM_IDLE", _number),
         ("CALLS_IN_FLIGHT", _int),
         ("WEBHOOK_MAX_BODY", _int),
         ("QUEUE", str),
@@ -577,15 +578,15 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
         ("ON_OUTCOME_TASK", str),
         ("ON_OUTCOME_QUEUE", str),
         ("METRICS_PORT", _int),
-        ("RECONCILE_SETTLE", float),
+        ("RECONCILE_SETTLE", _number),
         ("SOFT_BOUNCE_LIMIT", _int),
-        ("SOFT_BOUNCE_DAYS", float),
-        ("CAMPAIGN_BOUNCE_RATE", float),
-        ("CAMPAIGN_COMPLAINT_RATE", float),
+        ("SOFT_BOUNCE_DAYS", _number),
+        ("CAMPAIGN_BOUNCE_RATE", _number),
+        ("CAMPAIGN_COMPLAINT_RATE", _number),
         ("CAMPAIGN_MIN_TRACKED", _int),
         ("HOURLY_CAP", _int),
         ("DAILY_CAP", _int),
-        ("CAP_TRANSACTIONAL_RESERVE", float),
+        ("CAP_TRANSACTIONAL_RESERVE", _number),
     ):
         put(name.lower(), source.own(name) or None, convert, f"MAILQUEUE_{name}")
     return values
@@ -627,6 +628,14 @@ def _boolean(value: Any) -> bool:
 
 def _int(value: Any) -> int:
     return int(str(value).strip())
+
+
+def _number(value: Any) -> float:
+    number = float(str(value).strip())
+    # "nan" and "inf" parse, but no delay, timeout or rate can be either.
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
 
 
 def _rate(value: Any) -> RateLimit:

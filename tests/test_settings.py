@@ -152,6 +152,8 @@ def test_repr_never_shows_secrets() -> None:
         ("MAILQUEUE_COALESCE", "maybe", "coalesce"),
         ("MAILQUEUE_STATUS_TTL", "a month", "status_ttl"),
         ("MAILQUEUE_WEBHOOK_SECRET", "no-colon", "webhook_secret"),
+        ("MAILQUEUE_RECONCILE_SETTLE", "nan", "reconcile_settle"),
+        ("MAILQUEUE_READ_TIMEOUT", "inf", "read_timeout"),
     ],
 )
 def test_malformed_values_raise_configuration_error_naming_the_setting(
