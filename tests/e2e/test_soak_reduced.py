@@ -16,6 +16,9 @@ def _assert_sound(report: SoakReport) -> None:
     assert report.unflagged_duplicates == [], summary
     assert report.not_final == 0, summary
     assert report.sent + report.failed == report.messages, summary
+    # Reconciling, every lost answer is found in the local Mailtrap's Email
+    # Logs (they list a message before the first look-up): nothing goes out twice.
+    assert report.duplicated == 0, summary
 
 
 def test_soak_one_call_per_message_survives_every_fault() -> None:
@@ -31,7 +34,7 @@ def test_soak_one_call_per_message_survives_every_fault() -> None:
 def test_soak_coalesced_batches_survive_faults() -> None:
     # Coalesced, 500 messages take a handful of batch calls: raise the fault
     # rates so that several of those calls fail.
-    rates = {"500": 0.15, "503": 0.15, "429": 0.15, "reset": 0.1, "slow": 0.1}
+    rates = {"500": 0.15, "503": 0.15, "429": 0.15, "reset": 0.1, "slow": 0.1, "lost": 0.1}
     report = run_soak(500, coalesce=True, fault_rates=rates, seed=3, timeout=240)
 
     _assert_sound(report)
