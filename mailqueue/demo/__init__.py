@@ -6,8 +6,10 @@ Celery worker and the tracking webhook on a loopback port. It then queues a
 plain message, a template batch with merge data and a message with an
 attachment, waits until Mailtrap accepted them, posts the tracking events
 Mailtrap would send for their message ids (signed like Mailtrap signs them),
-and prints the statuses after every step. Everything it started is stopped
-on the way out, also after an error or Ctrl-C.
+and prints the statuses after every step. With the local stand-in it then
+sends one message whose answer the stand-in drops after accepting it: the
+worker finds it in the stand-in's Email Logs and does not send it again.
+Everything it started is stopped on the way out, also after an error or Ctrl-C.
 
 It ships in the package, with the local parts it starts (``mailqueue.testing``),
 so that an installed wheel runs it without a Mailtrap account. It uses its own
@@ -21,9 +23,11 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any, cast
 
+from ..calltag import parse_tag
 from ..client import Client
 from ..records import FINAL_STATES
 from ..settings import Settings
+from ..testing import LocalMailtrap
 from .errors import DemoError
 from .local import Echo, Stop, interruptible, prepare, start_webhook, start_worker
 from .report import Sent, show
@@ -31,12 +35,12 @@ from .script import (
     DEMO_TRACKING_SECRET,
     check_tracked,
     example_messages,
+    lost_answer_message,
     post_events,
     tracking_events,
 )
 
 __all__ = ["DEMO_TRACKING_SECRET", "DemoError", "run"]
-
 
 
 def run(
@@ -52,7 +56,7 @@ def run(
     base = settings if settings is not None else Settings.from_env()
     with ExitStack() as stack:
         stop = stack.enter_context(interruptible())
-        settings, recipients, sender, template = prepare(
+        settings, recipients, sender, template, mailtrap = prepare(
             base, stack, echo, to=to, from_email=from_email, template_id=template_id
         )
         client = Client(settings)
@@ -80,9 +84,45 @@ def run(
             records = _records(client, sent)
             show(echo, title, sent, records)
         check_tracked(records, delivery + engagement)
+        if mailtrap is not None:
+            stop.check()
+            message = lost_answer_message(recipients, sender)
+            records.append(_lost_answer(client, mailtrap, message, timeout, stop, echo))
         echo("demo finished: every status followed its events")
         return records
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack never swallows
+
+
+def _lost_answer(
+    client: Client,
+    mailtrap: LocalMailtrap,
+    message: dict[str, Any],
+    timeout: float,
+    stop: Stop,
+    echo: Echo,
+) -> dict[str, Any]:
+    """Send ``message`` while the local Mailtrap drops its answer after accepting it.
+
+    The worker cannot tell whether its call went out: it looks the message up
+    in Email Logs after the settle delay, finds it, and records it sent with
+    Mailtrap's message id instead of sending it again.
+    """
+    mailtrap.inject("lost")
+    item = Sent("lost answer", client.enqueue(message))
+    echo(f"queued {item.label}: send id {item.send_id} (accepted, then its answer dropped)")
+    (record,) = _wait_sent(client, [item], timeout, stop)
+    show(echo, "after a lost answer, looked up in Email Logs", [item], [record])
+    copies = 0
+    for accepted in mailtrap.accepted:
+        tag = parse_tag(accepted.payload.get("custom_variables"))
+        copies += tag is not None and tag.send_id == item.send_id
+    if copies != 1 or record.get("reconciled") != 1:
+        raise DemoError(
+            f"the message whose answer was lost was accepted {copies} time(s), "
+            f"{record.get('reconciled', 0)} found in Email Logs"
+        )
+    echo(f"{item.label}: found in Email Logs, accepted once, not sent again")
+    return record
 
 
 def _records(client: Client, sent: Sequence[Sent]) -> list[dict[str, Any]]:

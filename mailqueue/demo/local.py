@@ -73,8 +73,11 @@ def prepare(
     to: Sequence[str],
     from_email: str | None,
     template_id: str | None,
-) -> tuple[Settings, list[str], str, str | None]:
-    """Settings for the demo, starting a private Redis and a local Mailtrap when needed."""
+) -> tuple[Settings, list[str], str, str | None, LocalMailtrap | None]:
+    """Settings for the demo, starting a private Redis and a local Mailtrap when needed.
+
+    Also the local Mailtrap it started, or None when it sends through the real API.
+    """
     changes: dict[str, Any] = {
         "tracking_secret": DEMO_TRACKING_SECRET,
         "webhook_secret": (),
@@ -103,8 +106,10 @@ def prepare(
                 setting="from_email",
             )
         echo("mailtrap: the real API (tracking events below are simulated)")
-        return base.replace(**changes), list(to), sender, template_id
-    mailtrap = LocalMailtrap()
+        return base.replace(**changes), list(to), sender, template_id, None
+    # Email Logs list a message 1 s after accepting it; the worker looks after
+    # 2 s instead of 5, so that the demo's lost answer is found within seconds.
+    mailtrap = LocalMailtrap(logs_delay=1.0)
     stack.callback(mailtrap.stop)
     mailtrap.start()
     changes.update(
@@ -112,10 +117,12 @@ def prepare(
         api_url=mailtrap.url,
         general_api_url=mailtrap.general_url,
         sandbox_id=None,
+        reconcile_settle=2.0,
     )
     echo(f"mailtrap: local stand-in at {mailtrap.url}")
     recipients = list(to) or list(LOCAL_RECIPIENTS)
-    return base.replace(**changes), recipients, from_email or LOCAL_FROM, LOCAL_TEMPLATE_ID
+    sender = from_email or LOCAL_FROM
+    return base.replace(**changes), recipients, sender, LOCAL_TEMPLATE_ID, mailtrap
 
 
 def start_worker(settings: Settings, stack: ExitStack, echo: Echo) -> None:
@@ -151,5 +158,3 @@ def start_webhook(settings: Settings, stack: ExitStack) -> str:
     stack.callback(server.server_close)
     stack.callback(server.shutdown)
     return f"http://127.0.0.1:{server.server_port}{TRACKING_PATH}"
-
-

@@ -22,6 +22,7 @@ __all__ = [
     "LOCAL_TEMPLATE_ID",
     "check_tracked",
     "example_messages",
+    "lost_answer_message",
     "post_events",
     "tracking_events",
 ]
@@ -87,6 +88,16 @@ def example_messages(
         )
     )
     return messages
+
+
+def lost_answer_message(recipients: Sequence[str], sender: str) -> dict[str, Any]:
+    """The message the demo sends while the local Mailtrap drops the answer to its call."""
+    return {
+        "from_email": sender,
+        "to": [recipients[0]],
+        "subject": "Your order has been delivered",
+        "text": "Order 1001 was delivered today.",
+    }
 
 
 def _event(name: str, recipient: str, message_id: str, **extra: Any) -> dict[str, Any]:
@@ -178,5 +189,3 @@ def check_tracked(records: Sequence[dict[str, Any]], events: Sequence[dict[str, 
             want = expected.get((address, info.get("message_id")))
             if want is not None and info["status"] != want:
                 raise DemoError(f"{address} is {info['status']}, expected {want} after its events")
-
-
