@@ -121,4 +121,9 @@ def serve(settings: Settings | None = None, host: str = "127.0.0.1", port: int =
         port=port,
         ident="mailqueue",
         max_request_body_size=settings.webhook_max_body,
+        # Waitress spills a body over 512 KB to a temporary file, and Mailtrap's
+        # 500 events with custom variables exceed that; on a read-only root with
+        # no /tmp it then drops the connection. The app reads the whole body into
+        # memory anyway, so the spill saves nothing: keep it in memory up to the bound.
+        inbuf_overflow=settings.webhook_max_body,
     )

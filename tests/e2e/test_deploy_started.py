@@ -131,6 +131,8 @@ class Environment:
             merged.update({k: str(v) for k, v in layer.items()})
         merged.update(
             PATH=PATH,
+            # The code under test, as the image would hold it (not another installed copy).
+            PYTHONPATH=str(DEPLOY.parent),
             HOME="/app",
             MAILQUEUE_BROKER_URL=self.redis_url,
             MAILTRAP_API_URL=self.mailtrap.url,
@@ -304,6 +306,49 @@ def test_kubernetes_webhook_pod_starts_on_a_read_only_root_and_answers_its_probe
             process,
         )
     assert_webhook_runs(process, None, environment)
+
+
+def full_tracking_batch() -> bytes:
+    """Mailtrap's largest delivery: 500 events, each with 1,000 bytes of custom variables."""
+    padding = "x" * (1000 - len('{"note": ""}'))
+    events = [
+        {
+            "event": "click",
+            "message_id": f"m-{n}",
+            "email": f"reader-{n}@example.com",
+            "event_id": f"e-{n}",
+            "timestamp": 1714564800 + n,
+            "url": f"https://example.com/articles/{n}",
+            "category": "newsletter",
+            "custom_variables": {"note": padding},
+        }
+        for n in range(500)
+    ]
+    return json.dumps({"events": events}).encode()
+
+
+def test_kubernetes_webhook_pod_records_mailtrap_largest_batch_on_its_read_only_root(
+    environment: Environment, start: Callable[[list[str], Confinement], Confined]
+) -> None:
+    argv, confinement, container = pod("mailqueue-webhooks", environment)
+    assert "volumeMounts" not in container  # nowhere to write: not even /tmp
+    body = full_tracking_batch()
+    assert len(body) > 600_000  # past the size a WSGI server may spill to a temporary file
+
+    process = start(argv, confinement)
+    base = f"http://127.0.0.1:{environment.http_port}"
+    wait_http(f"{base}{container['readinessProbe']['httpGet']['path']}", process)
+    answer = requests.post(
+        f"{base}/mailtrap/tracking/",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        auth=WEBHOOK_AUTH,
+        timeout=30,
+    )
+
+    assert answer.status_code == 200, f"{answer.status_code} {answer.text}\n{process.output()}"
+    process.stop()
+    assert "Traceback" not in process.output(), process.output()
 
 
 # -- Compose and the image ----------------------------------------------------
