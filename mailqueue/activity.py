@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import redis
 
 from .client import Client
-from .errors import BrokerUnavailable
+from .connection import unavailable
 from .waker import HEARTBEAT
 
 __all__ = ["Activity", "fleet_activity"]
@@ -46,7 +46,7 @@ def fleet_activity(rt: Client) -> Activity:
         live, expires = rt.waker.drains()
         waiting = rt.outbox.waiting()
     except redis.RedisError as exc:
-        raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
+        raise unavailable(rt.settings.status_redis_url, "read the fleet's activity", exc) from None
     # A heartbeat is stored as the moment it expires.
     beat = expires - HEARTBEAT if expires is not None else None
     return Activity(live_drains=live, last_heartbeat=beat, waiting=waiting)

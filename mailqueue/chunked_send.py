@@ -34,9 +34,9 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import redis
 
 from . import keys
-from .connection import replicated_transaction
+from .connection import replicated_transaction, unavailable
 from .envelope import Envelope, envelopes_for, lane_for
-from .errors import BrokerUnavailable, ValidationError
+from .errors import ValidationError
 from .message import campaign_name
 from .payload import ApiCall, build_payload
 from .producer import BULK_WAKEUPS, _Plan, _plan
@@ -99,10 +99,11 @@ def enqueue_chunked(
         try:
             done = _queue(rt, spool, send_id, plan, parts, progress)
         except redis.RedisError as exc:
-            raise BrokerUnavailable(
-                f"cannot reach Redis to enqueue (send {send_id} is queued in part: "
-                f"run the same enqueue again to queue the rest): {type(exc).__name__}"
-            ) from None
+            doing = (
+                f"enqueue (send {send_id} is queued in part: "
+                "run the same enqueue again to queue the rest)"
+            )
+            raise unavailable(rt.settings.status_redis_url, doing, exc) from None
     return ChunkedSend(send_id, parts, recipients, done)
 
 
@@ -289,10 +290,8 @@ def enqueue_each(
         try:
             _queue_each(rt, spool, group, progress)
         except redis.RedisError as exc:
-            raise BrokerUnavailable(
-                f"cannot reach Redis to enqueue (group {group} is queued in part): "
-                f"{type(exc).__name__}"
-            ) from None
+            doing = f"enqueue (group {group} is queued in part)"
+            raise unavailable(rt.settings.status_redis_url, doing, exc) from None
     return QueuedGroup(group, sends, recipients)
 
 

@@ -224,21 +224,21 @@ class Client:
         """Never mail ``address`` again (on ``stream`` only, when given)."""
         from .steering import translated
 
-        with translated():
+        with translated(self, "suppress an address"):
             return self.suppressions.suppress(address, reason=reason, stream=stream)
 
     def unsuppress(self, address: str) -> bool:
         """Let mail reach ``address`` again; True when it was suppressed."""
         from .steering import translated
 
-        with translated():
+        with translated(self, "unsuppress an address"):
             return self.suppressions.unsuppress(address)
 
     def get_suppression(self, address: str) -> Suppression | None:
         """The suppression of ``address``, or None."""
         from .steering import translated
 
-        with translated():
+        with translated(self, "read a suppression"):
             return self.suppressions.get(address)
 
     def cancel(self, send_id: str) -> StatusRecord:

@@ -44,6 +44,7 @@ __all__ = [
     "parse_sentinel_url",
     "redis_errors",
     "replicated_transaction",
+    "unavailable",
 ]
 
 # A producer must learn at once that Redis is down, not hang: bounded
@@ -258,10 +259,15 @@ def redis_errors(url: str, *, doing: str) -> Iterator[None]:
     try:
         yield
     except redis.RedisError as exc:
-        raise BrokerUnavailable(
-            f"cannot {doing}: Redis at {mask_url(url)} is unavailable "
-            f"({type(exc).__name__}: {_scrub(str(exc), url)})"
-        ) from exc
+        raise unavailable(url, doing, exc) from exc
+
+
+def unavailable(url: str, doing: str, exc: redis.RedisError) -> BrokerUnavailable:
+    """The error :func:`redis_errors` raises, for a boundary that must act before raising."""
+    return BrokerUnavailable(
+        f"cannot {doing}: Redis at {mask_url(url)} is unavailable "
+        f"({type(exc).__name__}: {_scrub(str(exc), url)})"
+    )
 
 
 def _scrub(text: str, url: str) -> str:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import redis
 
 from . import keys
-from .errors import BrokerUnavailable, ValidationError
+from .connection import unavailable
+from .errors import ValidationError
 from .records import ErrorRecord
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def list_dead_letters(rt: Client, limit: int = 100) -> list[DeadLetter]:
                 )
             )
     except redis.RedisError as exc:
-        raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
+        raise unavailable(rt.settings.status_redis_url, "list dead letters", exc) from None
     return letters
 
 
@@ -85,7 +86,7 @@ def requeue_dead_letters(
                 pipe.execute()
             requeued += 1
     except redis.RedisError as exc:
-        raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
+        raise unavailable(rt.settings.status_redis_url, "requeue dead letters", exc) from None
     if requeued and wake:
         # The envelopes are safely in the outbox: a broker that cannot take
         # the wake-up only delays them until a drain or a worker's sweep.
@@ -99,7 +100,7 @@ def purge_dead_letters(rt: Client, send_ids: Sequence[str] | None = None) -> int
         ids = None if send_ids is None else _resolve(rt, send_ids)
         return rt.outbox.purge_dead(ids)
     except redis.RedisError as exc:
-        raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
+        raise unavailable(rt.settings.status_redis_url, "purge dead letters", exc) from None
 
 
 def _resolve(rt: Client, send_ids: Iterable[str] | None) -> list[str]:

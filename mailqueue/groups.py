@@ -15,7 +15,7 @@ import redis
 
 from . import keys
 from .client import Client
-from .errors import BrokerUnavailable
+from .connection import unavailable
 from .records import FINAL_STATES, GroupRecord
 
 __all__ = [
@@ -82,7 +82,7 @@ def get_group(rt: Client, group_id: str) -> GroupProgress | None:
     try:
         counts = rt.store.group_counts(group_id)
     except redis.RedisError as exc:
-        raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
+        raise unavailable(rt.settings.status_redis_url, "read a group's progress", exc) from None
     if not counts:
         return None
     return GroupProgress(group_id=group_id, counts=counts)
@@ -113,7 +113,7 @@ def get_batch_progress(rt: Client, send_id: str) -> BatchProgress | None:
         state = rt.store.state(send_id)
         counts = rt.store.recipient_counts(send_id) if state is not None else {}
     except redis.RedisError as exc:
-        raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
+        raise unavailable(rt.settings.status_redis_url, "read a send's progress", exc) from None
     if state is None:
         return None
     return BatchProgress(send_id=send_id, state=state, recipients=counts)

@@ -21,9 +21,9 @@ import redis
 
 from . import keys
 from .address_index import note_send
-from .connection import replicated_transaction
+from .connection import replicated_transaction, unavailable
 from .envelope import envelopes_for
-from .errors import BrokerUnavailable, ValidationError
+from .errors import ValidationError
 from .groups import SendIds
 from .message import campaign_name
 from .payload import MAX_BATCH_REQUESTS, ApiCall, build_payload
@@ -88,7 +88,7 @@ def enqueue(
     except redis.RedisError as exc:
         if idem_key is not None:
             _forget(rt, idem_key, send_id)
-        raise BrokerUnavailable(f"cannot reach Redis to enqueue: {type(exc).__name__}") from None
+        raise unavailable(rt.settings.status_redis_url, "enqueue", exc) from None
     if plan.due is not None:
         rt.waker.wake_at(plan.due, **celery_options)
     else:
@@ -144,10 +144,8 @@ def enqueue_many(
             rt.waker.announce(pipe)
             wake = rt.waker.must_wake(pipe.execute())
     except redis.RedisError as exc:
-        raise BrokerUnavailable(
-            f"cannot reach Redis to enqueue ({min(written, len(built))} of {len(built)} "
-            f"messages were queued): {type(exc).__name__}"
-        ) from None
+        queued = f"{min(written, len(built))} of {len(built)} messages were queued"
+        raise unavailable(rt.settings.status_redis_url, f"enqueue ({queued})", exc) from None
     envelopes = sum(
         len(calls) for calls, plan in zip(built, plans, strict=True) if plan.due is None
     )
@@ -172,7 +170,7 @@ def get_status(rt: Client, send_id: str) -> StatusRecord | None:
     try:
         return rt.store.get(send_id)
     except redis.RedisError as exc:
-        raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
+        raise unavailable(rt.settings.status_redis_url, "read a status record", exc) from None
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import redis
-
-from .errors import BrokerUnavailable, ValidationError
+from .connection import redis_errors
+from .errors import ValidationError
 from .keys import safe_id
 from .outcome_hooks import Endings, OutcomeHooks
 from .records import StatusRecord
@@ -45,27 +43,23 @@ __all__ = [
 _STEERABLE = ("queued", "retrying")
 
 
-@contextlib.contextmanager
-def translated() -> Iterator[None]:
-    """Turn a Redis error into ``BrokerUnavailable`` (the one boundary of these calls)."""
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise BrokerUnavailable(f"cannot reach Redis: {type(exc).__name__}") from None
+def translated(rt: Client, doing: str) -> contextlib.AbstractContextManager[None]:
+    """Turn a Redis error into ``BrokerUnavailable`` naming the masked URL: these calls' edge."""
+    return redis_errors(rt.settings.status_redis_url, doing=doing)
 
 
 def get_campaign(rt: Client, name: str) -> CampaignRecord | None:
-    with translated():
+    with translated(rt, "read a campaign"):
         return rt.campaigns.get(name)
 
 
 def pause_campaign(rt: Client, name: str) -> CampaignRecord:
-    with translated():
+    with translated(rt, "pause a campaign"):
         return rt.campaigns.pause(name)
 
 
 def resume_campaign(rt: Client, name: str) -> CampaignRecord:
-    with translated():
+    with translated(rt, "resume a campaign"):
         record = rt.campaigns.resume(name)
         released = rt.outbox.release(record["name"])
     if released:
@@ -74,7 +68,7 @@ def resume_campaign(rt: Client, name: str) -> CampaignRecord:
 
 
 def cancel_campaign(rt: Client, name: str) -> CampaignRecord:
-    with translated():
+    with translated(rt, "cancel a campaign"):
         record = rt.campaigns.cancel(name)
         released = rt.outbox.release(record["name"])
         # Scheduled parts end now rather than at their time.
@@ -88,7 +82,7 @@ def cancel_campaign(rt: Client, name: str) -> CampaignRecord:
 
 def cancel_send(rt: Client, send_id: str) -> StatusRecord:
     """Cancel a send not yet handed to Mailtrap; its waiting parts end ``cancelled``."""
-    with translated():
+    with translated(rt, "cancel a send"):
         _steerable(rt, send_id)
         if rt.store.cancel(send_id) not in _STEERABLE:
             # A worker claimed it meanwhile: it is on its way to Mailtrap.
@@ -118,7 +112,7 @@ def cancel_send(rt: Client, send_id: str) -> StatusRecord:
 def reschedule_send(rt: Client, send_id: str, when: Any) -> StatusRecord:
     """Hold a send not yet handed to Mailtrap until ``when``."""
     due = parse_when(when, "when")
-    with translated():
+    with translated(rt, "reschedule a send"):
         _steerable(rt, send_id)
         rt.redis.hset(
             rt.keys.send(send_id),
@@ -139,7 +133,7 @@ def reschedule_send(rt: Client, send_id: str, when: Any) -> StatusRecord:
 
 def list_scheduled(rt: Client, limit: int = 100) -> list[dict[str, Any]]:
     """Sends waiting for a time still to come, soonest first, with their state and campaign."""
-    with translated():
+    with translated(rt, "list scheduled sends"):
         rows: Any = rt.redis.zrangebyscore(
             rt.keys.scheduled, time.time(), "+inf", start=0, num=limit, withscores=True
         )

@@ -157,7 +157,7 @@ class DashboardApp:
             deadletters.purge_dead_letters(rt, [send_id])
             back = "/dead-letters"
         elif action == "unsuppress" and address:
-            with steering.translated():
+            with steering.translated(rt, "unsuppress an address"):
                 rt.suppressions.unsuppress(address)
             back = "/suppressions"
         else:

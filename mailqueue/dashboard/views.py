@@ -29,7 +29,7 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
     """The fleet now: drains, backlog per lane and stream, limiter use, dead letters."""
     now = time.time() if now is None else now
     activity = fleet_activity(rt)
-    with translated():
+    with translated(rt, "read the fleet's figures"):
         lanes = [
             {
                 "lane": stats.lane,
@@ -71,12 +71,12 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
 
 def campaigns(rt: Client) -> list[dict[str, Any]]:
     """The records of the most recently started campaigns, newest first."""
-    with translated():
+    with translated(rt, "list campaigns"):
         return [dict(record) for record in rt.campaigns.recent()]
 
 
 def campaign(rt: Client, name: str) -> dict[str, Any] | None:
-    with translated():
+    with translated(rt, "read a campaign"):
         record = rt.campaigns.get(name)
     return None if record is None else dict(record)
 
@@ -91,7 +91,7 @@ def search(rt: Client, query: str) -> dict[str, Any]:
     found: dict[str, Any] = {"query": query, "send": None, "suppression": None, "sends": []}
     if not query:
         return found
-    with translated():
+    with translated(rt, "search sends and suppressions"):
         if "@" in query:
             found["suppression"] = rt.suppressions.get(query)
             address = query.lower()
@@ -126,6 +126,6 @@ def dead_letters(rt: Client, limit: int = 100) -> list[dict[str, Any]]:
 
 
 def suppressions(rt: Client, limit: int = 200) -> list[dict[str, Any]]:
-    with translated():
+    with translated(rt, "list suppressions"):
         entries = rt.suppressions.entries()
     return [dict(entry) for entry in entries[:limit]]

