@@ -116,20 +116,24 @@ def is_sentinel(url: str) -> bool:
     return scheme_of(url) == SENTINEL_SCHEME
 
 
-def check_url(url: str, setting: str) -> None:
-    """Raise ConfigurationError naming ``setting`` unless ``url`` is a Redis URL mailqueue takes."""
+def check_url(url: str, setting: str, name: str | None = None) -> None:
+    """Raise ConfigurationError for ``setting`` unless ``url`` is a Redis URL mailqueue takes.
+
+    The message names ``name`` (the environment variable a person set) when given.
+    """
+    shown = name or setting
     scheme = scheme_of(url)
     if scheme not in REDIS_SCHEMES:
-        accepted = ", ".join(f"{name}://" for name in sorted(REDIS_SCHEMES))
+        accepted = ", ".join(f"{scheme}://" for scheme in sorted(REDIS_SCHEMES))
         raise ConfigurationError(
-            f"{setting} must start with one of {accepted}, not {mask_url(url)!r}",
+            f"{shown} must start with one of {accepted}, not {mask_url(url)!r}",
             setting=setting,
         )
     if scheme == SENTINEL_SCHEME:
         try:
             parse_sentinel_url(url)
         except ValueError as exc:
-            raise ConfigurationError(f"{setting} is malformed: {exc}", setting=setting) from None
+            raise ConfigurationError(f"{shown} is malformed: {exc}", setting=setting) from None
 
 
 def parse_sentinel_url(url: str) -> SentinelTarget:

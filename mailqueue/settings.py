@@ -235,12 +235,12 @@ class Settings:
             object.__setattr__(self, "webhook_secret", tuple(self.webhook_secret))
         object.__setattr__(self, "accounts", _account_table(self.accounts))
         if self.redis_url is not None:
-            connection.check_url(self.redis_url, "redis_url")
+            connection.check_url(self.redis_url, "redis_url", "MAILQUEUE_REDIS_URL")
         problem = keys.check_prefix(self.key_prefix)
         if problem is not None:
             raise ConfigurationError(f"MAILQUEUE_KEY_PREFIX {problem}", setting="key_prefix")
         if connection.scheme_of(self.broker_url) in connection.REDIS_SCHEMES:
-            connection.check_url(self.broker_url, "broker_url")
+            connection.check_url(self.broker_url, "broker_url", "MAILQUEUE_BROKER_URL")
         for name in (
             "status_ttl",
             "max_retries",
@@ -257,7 +257,9 @@ class Settings:
             "cap_transactional_reserve",
         ):
             if (getattr(self, name) or 0) < 0:
-                raise ConfigurationError(f"{name} must not be negative", setting=name)
+                raise ConfigurationError(
+                    f"{name} (MAILQUEUE_{name.upper()}) must not be negative", setting=name
+                )
         if self.cap_transactional_reserve > 1:
             raise ConfigurationError(
                 "cap_transactional_reserve is a share of the cap, at most 1",

@@ -12,13 +12,16 @@ configuration.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from celery.signals import worker_init
 
+from .connection import mask_url
 from .errors import ConfigurationError, MailqueueError
-from .settings import Settings
+from .settings import Settings, account_env_prefix
 
 __all__ = ["check_worker_settings", "refuse_in_celery_command"]
 
@@ -31,11 +34,31 @@ def check_worker_settings(settings: Settings) -> None:
             "(the sandbox needs one too)",
             setting="api_token",
         )
+    for setting, name, url in _mailtrap_urls(settings):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(
+                f"{name} must be an http:// or https:// URL, not {mask_url(url)!r}",
+                setting=setting,
+            )
     if settings.on_outcome:
         # Found at start, not at the first send's end: a typo is one line, not a log per send.
         from .outcome_hooks import load_callable
 
         load_callable(settings.on_outcome, "on_outcome")
+
+
+def _mailtrap_urls(settings: Settings) -> Iterator[tuple[str, str, str]]:
+    """``(setting, environment name, URL)`` for each Mailtrap URL set, the accounts' too."""
+    for setting in ("api_url", "bulk_api_url", "general_api_url"):
+        url = getattr(settings, setting)
+        if url:
+            yield setting, f"MAILTRAP_{setting.upper()}", url
+    for account in settings.accounts.values():
+        for setting in ("api_url", "bulk_api_url"):
+            url = getattr(account, setting)
+            if url:
+                yield "accounts", account_env_prefix(account.name) + setting.upper(), url
 
 
 def refuse_in_celery_command(exc: MailqueueError) -> None:

@@ -10,8 +10,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +82,11 @@ BAD_SETTINGS = [
     ("rate limit, worker", {"MAILQUEUE_RATE_LIMIT": "0/1s", "MAILTRAP_API_TOKEN": "t"},
      ["worker"], ["MAILQUEUE_RATE_LIMIT"]),
     ("no token, worker", {}, ["worker"], ["MAILTRAP_API_TOKEN"]),
+    ("api url, worker", {"MAILTRAP_API_TOKEN": "t", "MAILTRAP_API_URL": "send.api.mailtrap.io"},
+     ["worker"], ["MAILTRAP_API_URL", "http://"]),
+    ("negative setting", {"MAILQUEUE_STATUS_TTL": "-1"}, ["lanes"], ["MAILQUEUE_STATUS_TTL"]),
+    ("broker url", {"MAILQUEUE_BROKER_URL": "redis+sentinel://h1:1"}, ["lanes"],
+     ["MAILQUEUE_BROKER_URL"]),
     ("unreachable redis, status", {"MAILQUEUE_BROKER_URL": UNREACHABLE}, ["status", "abc"],
      ["Redis", UNREACHABLE.split("@")[1]]),
     ("unreachable redis, dead letters", {"MAILQUEUE_BROKER_URL": UNREACHABLE},
@@ -192,3 +199,161 @@ def test_celery_worker_that_cannot_send_exits_at_start_naming_the_setting(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
     assert setting in errors[0]
+
+
+# -- every command ------------------------------------------------------------
+
+
+def leaf_commands() -> list[str]:
+    """Every command a person can run, as typed after ``mailqueue``."""
+    import click
+
+    from mailqueue.cli import cli
+
+    def walk(command: click.Command, path: list[str]) -> Iterator[str]:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield " ".join(path)
+
+    return sorted(walk(cli, []))
+
+
+# What a person would type to run each command; None: it reads no mailqueue setting.
+EVERY_COMMAND: dict[str, list[str] | None] = {
+    "campaign cancel": ["spring"],
+    "campaign list": [],
+    "campaign pause": ["spring"],
+    "campaign resume": ["spring"],
+    "campaign send": ["{csv}", "--template-id", TEMPLATE, "--from", "a@example.com"],
+    "campaign status": ["spring"],
+    "dashboard": ["--port", "{port}"],
+    "dead-letters list": [],
+    "dead-letters purge": ["abc"],
+    "dead-letters requeue": ["abc"],
+    "demo": [],
+    "lanes": [],
+    "local-mailtrap": None,
+    "reconcile": ["abc"],
+    "scheduled cancel": ["abc"],
+    "scheduled list": [],
+    "scheduled reschedule": ["abc", "2030-01-01T00:00:00Z"],
+    "send": ["--from", "a@example.com", "--to", "b@example.com", "--subject", "S", "--text", "T"],
+    "serve-webhooks": ["--port", "{port}"],
+    "status": ["abc"],
+    "suppressions add": ["x@example.com"],
+    "suppressions export": [],
+    "suppressions import": ["{csv}"],
+    "suppressions list": [],
+    "suppressions remove": ["x@example.com"],
+    "suppressions sync": [],
+    "worker": [],
+}
+# Servers and the worker wait for Redis to come back rather than fail: not in the Redis sweep.
+WAITS_FOR_REDIS = {"dashboard", "serve-webhooks", "worker", "demo"}
+# One malformed setting per command, in turn: each setting meets several commands.
+MALFORMED = [
+    ("MAILQUEUE_RATE_LIMIT", "garbage"),
+    ("MAILQUEUE_STATUS_TTL", "a month"),
+    ("MAILQUEUE_REDIS_URL", "http://127.0.0.1/0"),
+    ("MAILTRAP_SANDBOX_ID", "zero"),
+    ("MAILQUEUE_KEY_PREFIX", "a {prefix}"),
+    ("MAILQUEUE_CONNECT_TIMEOUT", "soon"),
+    ("MAILQUEUE_RECONCILE", "maybe"),
+]
+# What lets each command get as far as its settings: a token, secrets, a Redis that is not there.
+GETS_GOING = {
+    "MAILTRAP_API_TOKEN": "t",
+    "MAILQUEUE_WEBHOOK_SECRET": "hooks:pass",
+    "MAILQUEUE_DASHBOARD_SECRET": "ops:pass",
+    "MAILQUEUE_BROKER_URL": UNREACHABLE,
+}
+
+
+@pytest.fixture(scope="module")
+def command_line(csv_without_email: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    folder = tmp_path_factory.mktemp("every")
+    recipients = folder / "list.csv"
+    recipients.write_text("email\nann@example.com\n")
+
+    def argv(command: str) -> list[str]:
+        given = EVERY_COMMAND[command] or []
+        values = {"{csv}": str(recipients), "{port}": str(free_port())}
+        return [*command.split(), *(values.get(arg, arg) for arg in given)]
+
+    return argv
+
+
+def test_the_sweep_names_every_command() -> None:
+    assert sorted(EVERY_COMMAND) == leaf_commands()
+
+
+@pytest.mark.parametrize("command", sorted(EVERY_COMMAND))
+def test_every_command_shows_its_help_whatever_the_settings_say(command: str) -> None:
+    result = run([*command.split(), "--help"], clean_env(**dict(MALFORMED[:1]), **GETS_GOING))
+
+    assert result.returncode == 0, result.stderr
+    # `worker` shows the options of Celery's worker, which it runs.
+    assert result.stdout.startswith("Usage: "), result.stdout
+    assert command.split()[-1] in result.stdout.splitlines()[0]
+    assert result.stderr == ""
+
+
+SETTLED = [command for command, given in sorted(EVERY_COMMAND.items()) if given is not None]
+
+
+@pytest.mark.parametrize(
+    ("command", "setting"),
+    [(command, MALFORMED[i % len(MALFORMED)]) for i, command in enumerate(SETTLED)],
+    ids=SETTLED,
+)
+def test_every_command_refuses_a_malformed_setting_in_one_line_naming_it(
+    command: str, setting: tuple[str, str], command_line: Any
+) -> None:
+    name, value = setting
+    result = run(command_line(command), clean_env(**GETS_GOING, **{name: value}))
+
+    assert_one_error_line(result, name)
+
+
+@pytest.mark.parametrize("command", [c for c in SETTLED if c not in WAITS_FOR_REDIS])
+def test_every_command_facing_an_unreachable_redis_names_it_without_its_password(
+    command: str, command_line: Any
+) -> None:
+    result = run(command_line(command), clean_env(**GETS_GOING))
+
+    assert_one_error_line(result, "Redis at redis://***@127.0.0.1:")
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_a_worker_facing_an_unreachable_redis_names_it_without_its_password(
+    tmp_path: Path,
+) -> None:
+    where = UNREACHABLE.split("@")[1]
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "mailqueue", "worker", "--pool", "solo"],
+            env=clean_env(MAILTRAP_API_TOKEN="t", MAILQUEUE_BROKER_URL=UNREACHABLE),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        # It keeps trying (Redis may come back); each failed try says where it tried.
+        while not any("Cannot connect" in line and where in line for line in lines(log)):
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        worker.kill()
+        worker.wait()
+
+    assert PASSWORD not in log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines()
