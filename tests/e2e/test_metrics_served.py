@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +18,7 @@ import mailqueue
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import free_port
-from mailqueue.testing.worker import WorkerProcess
+from mailqueue.testing.worker import WorkerProcess, settings_env
 from mailqueue.testing.wsgi import serving
 from mailqueue.webhooks import create_app
 
@@ -103,3 +107,32 @@ def test_readme_lists_exactly_the_metrics_the_worker_and_webhook_serve(
     assert health.status_code == 200
     assert 'mailqueue_webhook_events_total{result="received",type="opened"}' in webhook_body
     assert served_metrics(worker_body) | served_metrics(webhook_body) == readme_metrics()
+
+
+def test_liveness_probes_answered_by_a_worker_leave_no_file_in_its_metrics_folder(
+    make_settings: object, mailtrap: LocalMailtrap
+) -> None:
+    settings: Settings = make_settings()  # type: ignore[operator]
+    node = f"probed-{os.getpid()}@{socket.gethostname()}"
+    answers, probe_pids = [], []
+    probe_env = {**os.environ, **settings_env(settings)}
+    with WorkerProcess(settings, hostname=node) as worker:
+        folder = Path(str(worker.metrics_dir))
+        for _ in range(3):
+            probe = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "mailqueue", "inspect", "ping",
+                 "--destination", node, "--timeout", "10"],
+                # As an exec probe runs: with the container's environment, the folder's too.
+                env={**probe_env, "PROMETHEUS_MULTIPROC_DIR": str(folder)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            answers.append(probe.communicate(timeout=60)[0])
+            probe_pids.append(probe.pid)
+        files = sorted(path.name for path in folder.iterdir())
+
+    for answer in answers:
+        assert "pong" in answer, answer
+    # prometheus_client names a process's files after its pid: none may be a probe's.
+    assert [name for name in files for pid in probe_pids if name.endswith(f"_{pid}.db")] == []
