@@ -22,6 +22,7 @@ transport would redeliver early once the visibility timeout passed.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -40,6 +41,8 @@ __all__ = ["Envelope", "LaneStats", "Outbox"]
 # A stream's abandoned entries are looked for at most this often per process:
 # a drain polling for transactional work must not autoclaim on every poll.
 RECLAIM_CHECK_INTERVAL = 1.0
+# How far into a stream's unread envelopes ``ahead_of`` looks for a send.
+AHEAD_SCAN_LIMIT = 2000
 # Tags of a paused campaign's held envelopes: their kind and Mailtrap stream,
 # which name the stream they go back to. Members of the earlier format carry
 # "S|" or "B|" (the transactional stream).
@@ -380,20 +383,50 @@ class Outbox(RedisStore):
                 due = at if due is None else min(due, at)
         return due
 
-    @translated("read the oldest unread envelope")
-    def unread_since(self) -> float | None:
-        """When the oldest transactional envelope no worker has read yet was added (unix s)."""
-        streams = [self.keys.outbox, self.keys.outbox_batch]
+    @translated("find a send among the waiting envelopes")
+    def ahead_of(self, send_id: str, limit: int = AHEAD_SCAN_LIMIT) -> int | None:
+        """How many unread envelopes wait before ``send_id``'s in its transactional stream.
+
+        Reads the unread entries in order, at most ``limit``. None when the send
+        is not among them: read by a worker already, held for later, in a
+        campaign's stream, or further back than ``limit``.
+        """
+        for stream, last in self._unread_from((self.keys.outbox, self.keys.outbox_batch)):
+            seen = 0
+            start = "(" + last
+            while seen < limit:
+                page: Any = self.redis.xrange(stream, min=start, count=min(500, limit - seen))
+                if not page:
+                    break
+                for _, fields in page:
+                    raw = fields.get(b"e") or fields.get("e")
+                    if raw is not None and _send_id_of(raw) == send_id:
+                        return seen
+                    seen += 1
+                start = "(" + _text(page[-1][0])
+        return None
+
+    def _unread_from(self, streams: Sequence[str]) -> list[tuple[str, str]]:
+        """``(stream, the consumer group's last delivered id)``: what follows is unread."""
         with self.redis.pipeline(transaction=False) as pipe:
             for stream in streams:
                 pipe.xinfo_groups(stream)
             answers = pipe.execute(raise_on_error=False)
+        found = []
+        for stream, groups in zip(streams, answers, strict=True):
+            last = "0-0"
+            for group in groups if isinstance(groups, list) else []:
+                if _text(group.get("name", "")) == OUTBOX_GROUP:
+                    last = _text(group.get("last-delivered-id") or "0-0")
+            found.append((stream, last))
+        return found
+
+    @translated("read the oldest unread envelope")
+    def unread_since(self) -> float | None:
+        """When the oldest transactional envelope no worker has read yet was added (unix s)."""
+        unread = self._unread_from([self.keys.outbox, self.keys.outbox_batch])
         with self.redis.pipeline(transaction=False) as pipe:
-            for stream, groups in zip(streams, answers, strict=True):
-                last = "0-0"
-                for group in groups if isinstance(groups, list) else []:
-                    if _text(group.get("name", "")) == OUTBOX_GROUP:
-                        last = _text(group.get("last-delivered-id") or "0-0")
+            for stream, last in unread:
                 # Entries are deleted once acknowledged: after the group's last
                 # delivered id there is only what no worker has read.
                 pipe.xrange(stream, min="(" + last, count=1)
@@ -457,6 +490,15 @@ class Outbox(RedisStore):
 def _strip_legacy_tag(member: str) -> str:
     # Retries scheduled by earlier versions carry an "S|" or "B|" stream tag.
     return member[2:] if member[:2] in ("S|", "B|") else member
+
+
+def _send_id_of(raw: Any) -> str | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    send_id = data.get("id") if isinstance(data, dict) else None
+    return send_id if isinstance(send_id, str) else None
 
 
 def _text(value: Any) -> str:

@@ -283,6 +283,21 @@ def test_status_of_a_queued_send_shows_the_backlog(settings: Settings) -> None:
     assert "backlog   2 message(s) in the outbox waiting for a worker; 0 drains running" in shown
 
 
+def test_status_of_a_queued_send_shows_how_many_wait_before_it(settings: Settings) -> None:
+    taken, before, mine = send_plain(), send_plain(), send_plain()
+    client = default()
+    # A worker has read the first and not finished it: it is in flight, not ahead.
+    (envelope,) = client.outbox.read("a-worker", client.keys.outbox, 1)
+    assert envelope.send_id == taken
+
+    shown = invoke("status", mine).stdout
+    first = invoke("status", before).stdout
+
+    assert "ahead     1 message(s) queued before it wait for a worker" in shown
+    assert "ahead     0 message(s) queued before it" in first
+    assert "ahead" not in invoke("status", taken).stdout
+
+
 def test_status_says_no_worker_is_draining_a_send_left_waiting(
     settings: Settings, redis_client: redis.Redis
 ) -> None:

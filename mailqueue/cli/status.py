@@ -37,8 +37,11 @@ def status(send_id: str, as_json: bool, watch: bool, timeout: float, interval: f
         """The text shown, whether it is final, and what it waits for."""
         record = client.get_status(send_id)
         if record is not None:
-            activity = None if as_json else fleet_activity(client)
-            text = json.dumps(record, indent=2) if as_json else format_status(record, activity)
+            if as_json:
+                text = json.dumps(record, indent=2)
+            else:
+                ahead = client.outbox.ahead_of(send_id) if record["state"] == "queued" else None
+                text = format_status(record, fleet_activity(client), ahead)
             waiting = f"send still {record['state']}"
             return text, record["state"] in FINAL_STATES, _stalled(waiting, record, client)
         group = get_group(client, send_id)

@@ -47,8 +47,13 @@ def counts_line(counts: Mapping[str, int]) -> str:
     return "  ".join(f"{state}={count}" for state, count in sorted(counts.items())) or "-"
 
 
-def format_status(record: Mapping[str, Any], activity: Activity | None = None) -> str:
-    """A status record as a readable table, with what holds it up when it waits."""
+def format_status(
+    record: Mapping[str, Any], activity: Activity | None = None, ahead: int | None = None
+) -> str:
+    """A status record as a readable table, with what holds it up when it waits.
+
+    ``ahead``: how many envelopes wait before the send's own, when known.
+    """
     lines = [
         f"send      {record['id']}",
         f"state     {record['state']}",
@@ -68,6 +73,8 @@ def format_status(record: Mapping[str, Any], activity: Activity | None = None) -
         lines.append(f"look-ups failed      {record['reconcile_fallbacks']} (sent again)")
     if activity is not None and record["state"] in WAITING_STATES:
         lines.append(f"backlog   {_backlog(activity)}")
+        if ahead is not None:
+            lines.append(f"ahead     {ahead} message(s) queued before it wait for a worker")
         note = stall_note(record, activity)
         if note:
             lines.append(f"note      {note}")
