@@ -28,6 +28,7 @@ import mailqueue
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import free_port
+from mailqueue.testing.sentinel import SentinelGroup
 from tests.container import Confined, Confinement, available
 
 from .helpers import wait_final
@@ -86,8 +87,8 @@ def k8s(kind: str, name: str) -> dict[str, Any]:
     raise LookupError(f"{kind} {name}")
 
 
-def compose() -> dict[str, Any]:
-    return dict(yaml.safe_load((DEPLOY / "compose.yaml").read_text()))
+def compose(name: str = "compose.yaml") -> dict[str, Any]:
+    return dict(yaml.safe_load((DEPLOY / name).read_text()))
 
 
 def compose_value(value: str, given: Mapping[str, str]) -> str:
@@ -354,8 +355,10 @@ def test_kubernetes_webhook_pod_records_mailtrap_largest_batch_on_its_read_only_
 # -- Compose and the image ----------------------------------------------------
 
 
-def compose_service(name: str, env: Environment) -> tuple[list[str], Confinement, Any]:
-    data = compose()
+def compose_service(
+    name: str, env: Environment, file: str = "compose.yaml"
+) -> tuple[list[str], Confinement, Any]:
+    data = compose(file)
     service = data["services"][name]
     given = {"MAILQUEUE_WEBHOOK_SECRET": ":".join(WEBHOOK_AUTH), "MAILTRAP_API_TOKEN": "x"}
     service_env = {k: compose_value(str(v), given) for k, v in service["environment"].items()}
@@ -390,6 +393,38 @@ def test_compose_service_starts_and_passes_its_health_check(
     process = start(argv, confinement)
 
     check(process, health, environment)
+
+
+@pytest.fixture
+def sentinel_environment(mailtrap: LocalMailtrap) -> Iterator[Environment]:
+    """A master, a replica and three sentinels; this process enqueues through them."""
+    with SentinelGroup(replicas=1) as group:
+        settings = mailtrap.settings(group.url, rate_limit="1000/1s", reclaim_idle=10.0)
+        mailqueue.configure(settings)
+        yield Environment(group.url, mailtrap)
+
+
+@pytest.mark.parametrize(
+    ("service", "check"),
+    [("worker-1", assert_worker_runs), ("webhooks", assert_webhook_runs)],
+    ids=["worker", "webhooks"],
+)
+def test_sentinel_compose_service_starts_through_the_sentinels_and_passes_its_health_check(
+    service: str,
+    check: Callable[[Confined, list[str], Environment], None],
+    sentinel_environment: Environment,
+    start: Callable[[list[str], Confinement], Confined],
+) -> None:
+    argv, confinement, health = compose_service(
+        service, sentinel_environment, "compose.sentinel.yaml"
+    )
+    assert health is not None
+    # The file's own setting: an enqueue waits for the replica.
+    assert confinement.env["MAILQUEUE_REDIS_MIN_REPLICAS"] == "1"
+
+    process = start(argv, confinement)
+
+    check(process, health, sentinel_environment)
 
 
 def test_image_default_command_is_a_worker_passing_the_image_health_check(
