@@ -172,6 +172,16 @@ def test_serve_webhooks_on_a_busy_port_is_one_error_line(busy_port: int) -> None
                       "Address already in use"]
 
 
+def test_dashboard_on_a_busy_port_is_one_error_line(busy_port: int) -> None:
+    result = run(["dashboard", "--port", str(busy_port)],
+                 clean_env(MAILQUEUE_DASHBOARD_SECRET="ops:pass", MAILQUEUE_BROKER_URL=UNREACHABLE))
+
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("dashboard")]
+    assert result.returncode == 1
+    assert errors == [f"error: --port: cannot listen on 127.0.0.1:{busy_port}: "
+                      "Address already in use"]
+
+
 def test_local_mailtrap_on_a_busy_port_is_one_error_line(busy_port: int) -> None:
     result = run(["local-mailtrap", "--port", str(busy_port)], clean_env())
 
