@@ -100,7 +100,7 @@ def enqueue_chunked(
             done = _queue(rt, spool, send_id, plan, parts, progress)
         except redis.RedisError as exc:
             doing = (
-                f"enqueue (send {send_id} is queued in part: "
+                f"enqueue (send {send_id} may be queued in part: "
                 "run the same enqueue again to queue the rest)"
             )
             raise unavailable(rt.settings.status_redis_url, doing, exc) from None
@@ -290,7 +290,7 @@ def enqueue_each(
         try:
             _queue_each(rt, spool, group, progress)
         except redis.RedisError as exc:
-            doing = f"enqueue (group {group} is queued in part)"
+            doing = f"enqueue (group {group} may be queued in part)"
             raise unavailable(rt.settings.status_redis_url, doing, exc) from None
     return QueuedGroup(group, sends, recipients)
 
