@@ -25,7 +25,7 @@ from .mailtrap_rules import MAX_CUSTOM_VARIABLES_BYTES
 from .message import custom_variables_size
 from .payload import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, ApiCall, call_size
 
-__all__ = ["TAG_KEY", "Tag", "parse_tag", "tag_call"]
+__all__ = ["MAX_TAG_GROWTH", "TAG_KEY", "Tag", "parse_tag", "tag_call"]
 
 TAG_KEY = "mq_tag"
 
@@ -81,11 +81,11 @@ def tag_call(call: ApiCall, tags: Sequence[Tag]) -> tuple[ApiCall, list[bool]]:
         return ApiCall(call.path, body, call.recipients), [True]
     base = call.json.get("base") or {}
     # Each request's JSON and base's are disjoint stretches of the body's, and
-    # a tag makes a request at most _GROWTH longer: when the body leaves that
+    # a tag makes a request at most MAX_TAG_GROWTH longer: when the body leaves that
     # much room under the message limit, no request can reach it, and a batch
     # of 500 small messages is not measured 500 times over.
     body_size = _size(call.json)
-    roomy = body_size + _GROWTH <= MAX_MESSAGE_BYTES
+    roomy = body_size + MAX_TAG_GROWTH <= MAX_MESSAGE_BYTES
     base_size = 0 if roomy else _size(base)
     sizes = _VariablesSizes()
     requests: list[Any] = []
@@ -103,7 +103,7 @@ def tag_call(call: ApiCall, tags: Sequence[Tag]) -> tuple[ApiCall, list[bool]]:
             tagged.append(True)
     result = ApiCall(call.path, {**call.json, "requests": requests}, call.recipients)
     if (
-        body_size + _GROWTH * len(requests) > MAX_BATCH_BYTES
+        body_size + MAX_TAG_GROWTH * len(requests) > MAX_BATCH_BYTES
         and call_size(result) > MAX_BATCH_BYTES
     ):
         return call, [False] * len(tags)
@@ -113,8 +113,9 @@ def tag_call(call: ApiCall, tags: Sequence[Tag]) -> tuple[ApiCall, list[bool]]:
 # The most a tag adds to a request's JSON: the key, and custom_variables of at
 # most MAX_CUSTOM_VARIABLES_BYTES compact UTF-8 written with json.dumps'
 # defaults (ASCII escapes and spaces take at most three characters a byte;
-# six leaves a margin).
-_GROWTH = len(', "custom_variables": ') + 6 * MAX_CUSTOM_VARIABLES_BYTES
+# six leaves a margin). Coalescing keeps this much room per request, so a
+# coalesced call never goes untagged for its size.
+MAX_TAG_GROWTH = len(', "custom_variables": ') + 6 * MAX_CUSTOM_VARIABLES_BYTES
 _TAG_ITEM = len(f'"{TAG_KEY}":')
 
 

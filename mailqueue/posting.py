@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import metrics
-from .calltag import Tag, tag_call
+from .calltag import MAX_TAG_GROWTH, Tag, tag_call
 from .claims import call_deadline
 from .envelope import Envelope
 from .errors import (
@@ -113,11 +113,16 @@ class Poster:
         """Group envelopes into calls, each to one route (``group_calls`` per route and lane).
 
         A coalesced call never mixes streams, tokens or sandboxes, nor lanes.
+        Where calls are tagged, each request keeps room for its tag.
         """
         return [
             (route, group)
             for route, envelopes in self.routed(ready, report, by_lane=True)
-            for group in group_calls(envelopes, coalescing=self.settings.coalesce)
+            for group in group_calls(
+                envelopes,
+                coalescing=self.settings.coalesce,
+                room_per_request=MAX_TAG_GROWTH if self.reconciler.enabled_for(route) else 0,
+            )
         ]
 
     def _transport(self, route: Route, lane: Lane) -> Transport:
@@ -243,12 +248,14 @@ def group_calls(
     coalescing: bool,
     max_requests: int = MAX_BATCH_REQUESTS,
     max_bytes: int = MAX_BATCH_BYTES,
+    room_per_request: int = 0,
 ) -> list[list[Envelope]]:
     """Group envelopes into API calls: batch calls alone, single sends coalesced.
 
     A coalesced group holds at most ``max_requests`` sends whose call bodies,
     with the batch wrapper (each request is one separator more, and shared
-    keys only shrink it), fit in ``max_bytes``.
+    keys only shrink it) and ``room_per_request`` bytes more each, fit in
+    ``max_bytes``.
     """
     groups: list[list[Envelope]] = []
     current: list[Envelope] = []
@@ -257,7 +264,7 @@ def group_calls(
         if envelope.is_batch or not coalescing:
             groups.append([envelope])
             continue
-        weight = envelope.body_bytes + 1
+        weight = envelope.body_bytes + 1 + room_per_request
         if current and (len(current) >= max_requests or size + weight > max_bytes):
             groups.append(current)
             current, size = [], BATCH_WRAPPER_BYTES

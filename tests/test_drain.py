@@ -11,16 +11,19 @@ from typing import Any
 
 import pytest
 
+from mailqueue.calltag import MAX_TAG_GROWTH, Tag, tag_call
 from mailqueue.client import Client
 from mailqueue.delivery import Drainer, group_calls
 from mailqueue.errors import PermanentDeliveryError, TransientDeliveryError
 from mailqueue.outbox import Envelope
 from mailqueue.payload import (
     BATCH_WRAPPER_BYTES,
+    MAX_BATCH_BYTES,
     MAX_BATCH_REQUESTS,
     ApiCall,
     build_payload,
     call_size,
+    coalesce,
 )
 from mailqueue.responses import RequestResult
 from mailqueue.settings import Settings
@@ -200,6 +203,57 @@ def test_grouping_starts_a_new_call_before_the_byte_limit() -> None:
     groups = group_calls(waiting, coalescing=True, max_bytes=limit)
 
     assert [len(group) for group in groups] == [3, 2]
+
+
+def sends_filling_a_batch(count: int, per_call: int) -> list[Envelope]:
+    """``count`` sends of which ``per_call``, untagged, fill a batch call to within 4 bytes a send.
+
+    No two share a value, so coalescing leaves every byte of each in its request.
+    """
+
+    def with_content(length: int) -> list[Envelope]:
+        result = []
+        for i in range(count):
+            attachment = {"filename": f"a{i:03}.bin", "content": f"{i:03}A".ljust(length, "A")}
+            unique = message(
+                f"r{i:03}@example.com",
+                from_email=f"shop{i:03}@example.com",
+                subject=f"S{i:03}",
+                text=f"T{i:03}",
+                attachments=[attachment],
+            )
+            (call,) = build_payload(unique, Settings())
+            result.append(Envelope(send_id=f"s{i:03}", part=0, call=call))
+        return result
+
+    bare = with_content(4)[0].body_bytes - 4
+    weight = (MAX_BATCH_BYTES - BATCH_WRAPPER_BYTES) // per_call - 1
+    return with_content((weight - bare) // 4 * 4)
+
+
+def tagged_groups(groups: list[list[Envelope]]) -> list[list[bool]]:
+    """Which requests of each group's coalesced call carry their tag."""
+    result = []
+    for group in groups:
+        call = coalesce([envelope.call for envelope in group])
+        tagged_call, tagged = tag_call(call, [Tag(e.send_id, e.part, 0, 0) for e in group])
+        assert call_size(tagged_call) <= MAX_BATCH_BYTES
+        result.append(tagged)
+    return result
+
+
+def test_coalesced_sends_keep_room_for_their_tags_under_the_batch_limit() -> None:
+    waiting = sends_filling_a_batch(30, per_call=25)
+
+    packed = group_calls(waiting, coalescing=True)
+    roomy = group_calls(waiting, coalescing=True, room_per_request=MAX_TAG_GROWTH)
+
+    # Packed to the byte, the first call has no room left for tags.
+    assert [len(group) for group in packed] == [25, 5]
+    assert not any(tagged_groups(packed)[0])
+    # With room kept, every request of every call is tagged.
+    assert len(roomy) == 2
+    assert all(all(tagged) for tagged in tagged_groups(roomy))
 
 
 def test_grouping_starts_a_new_call_at_the_request_limit() -> None:
