@@ -267,6 +267,19 @@ def test_connect_sets_the_bounded_timeouts_once(acl_server: RedisServer) -> None
     client.close()
 
 
+def test_a_dead_or_frozen_redis_costs_a_producer_one_timeout_under_five_seconds(
+    acl_server: RedisServer,
+) -> None:
+    # A web request can wait about 5 s: one connect or read timeout, never retried.
+    client = connect(acl_server.url)
+    connection = client.connection_pool.make_connection()
+
+    assert connection.retry.get_retries() == 0
+    assert max(SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT) < 5.0
+    connection.disconnect()
+    client.close()
+
+
 def test_a_probe_client_gives_up_at_once_and_also_takes_sentinel_urls(
     acl_server: RedisServer,
 ) -> None:
