@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -299,9 +300,37 @@ def test_the_sweep_names_every_command() -> None:
     assert sorted(EVERY_COMMAND) == leaf_commands()
 
 
+SETTLED = [command for command, given in sorted(EVERY_COMMAND.items()) if given is not None]
+MALFORMED_FOR = {command: MALFORMED[i % len(MALFORMED)] for i, command in enumerate(SETTLED)}
+REDIS_SWEEP = [command for command in SETTLED if command not in WAITS_FOR_REDIS]
+
+
+@pytest.fixture(scope="module")
+def swept(command_line: Any) -> dict[tuple[str, str], subprocess.CompletedProcess[str]]:
+    """Every command of the sweeps, each its own ``mailqueue`` process, a few at a time.
+
+    Each process spends most of its time importing: run side by side, the
+    sweeps cost about half their one-by-one time.
+    """
+    cases: dict[tuple[str, str], tuple[list[str], dict[str, str]]] = {}
+    for command in EVERY_COMMAND:
+        help_env = clean_env(**dict(MALFORMED[:1]), **GETS_GOING)
+        cases["help", command] = ([*command.split(), "--help"], help_env)
+    for command, (name, value) in MALFORMED_FOR.items():
+        malformed_env = clean_env(**GETS_GOING, **{name: value})
+        cases["malformed", command] = (command_line(command), malformed_env)
+    for command in REDIS_SWEEP:
+        cases["redis", command] = (command_line(command), clean_env(**GETS_GOING))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {key: pool.submit(run, argv, env) for key, (argv, env) in cases.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
 @pytest.mark.parametrize("command", sorted(EVERY_COMMAND))
-def test_every_command_shows_its_help_whatever_the_settings_say(command: str) -> None:
-    result = run([*command.split(), "--help"], clean_env(**dict(MALFORMED[:1]), **GETS_GOING))
+def test_every_command_shows_its_help_whatever_the_settings_say(
+    command: str, swept: dict[tuple[str, str], subprocess.CompletedProcess[str]]
+) -> None:
+    result = swept["help", command]
 
     assert result.returncode == 0, result.stderr
     # `worker` shows the options of Celery's worker, which it runs.
@@ -310,28 +339,20 @@ def test_every_command_shows_its_help_whatever_the_settings_say(command: str) ->
     assert result.stderr == ""
 
 
-SETTLED = [command for command, given in sorted(EVERY_COMMAND.items()) if given is not None]
-
-
-@pytest.mark.parametrize(
-    ("command", "setting"),
-    [(command, MALFORMED[i % len(MALFORMED)]) for i, command in enumerate(SETTLED)],
-    ids=SETTLED,
-)
+@pytest.mark.parametrize("command", SETTLED)
 def test_every_command_refuses_a_malformed_setting_in_one_line_naming_it(
-    command: str, setting: tuple[str, str], command_line: Any
+    command: str, swept: dict[tuple[str, str], subprocess.CompletedProcess[str]]
 ) -> None:
-    name, value = setting
-    result = run(command_line(command), clean_env(**GETS_GOING, **{name: value}))
+    name, _ = MALFORMED_FOR[command]
 
-    assert_one_error_line(result, name)
+    assert_one_error_line(swept["malformed", command], name)
 
 
-@pytest.mark.parametrize("command", [c for c in SETTLED if c not in WAITS_FOR_REDIS])
+@pytest.mark.parametrize("command", REDIS_SWEEP)
 def test_every_command_facing_an_unreachable_redis_names_it_without_its_password(
-    command: str, command_line: Any
+    command: str, swept: dict[tuple[str, str], subprocess.CompletedProcess[str]]
 ) -> None:
-    result = run(command_line(command), clean_env(**GETS_GOING))
+    result = swept["redis", command]
 
     assert_one_error_line(result, "Redis at redis://***@127.0.0.1:")
     assert PASSWORD not in result.stdout + result.stderr
