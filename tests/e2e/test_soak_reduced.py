@@ -32,10 +32,10 @@ def test_soak_one_call_per_message_survives_every_fault() -> None:
 
 
 def test_soak_coalesced_batches_survive_faults() -> None:
-    # Coalesced, 500 messages take a handful of batch calls: raise the fault
+    # Coalesced, 300 messages take a handful of batch calls: raise the fault
     # rates so that several of those calls fail.
     rates = {"500": 0.15, "503": 0.15, "429": 0.15, "reset": 0.1, "slow": 0.1, "lost": 0.1}
-    report = run_soak(500, coalesce=True, fault_rates=rates, seed=3, timeout=240)
+    report = run_soak(300, coalesce=True, fault_rates=rates, seed=3, timeout=240)
 
     _assert_sound(report)
     assert sum(report.faults.values()) > 0
