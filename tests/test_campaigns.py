@@ -98,9 +98,14 @@ def message(index: int, **extra: Any) -> dict[str, Any]:
 @pytest.fixture
 def client(redis_url: str) -> Iterator[Client]:
     wakeups: queue.Queue[dict[str, Any]] = queue.Queue()
-    # One call per message (no coalescing), so that a change between calls shows.
+    # One call per message (no coalescing), one call at a time, so that a
+    # change between calls shows.
     settings = Settings(
-        broker_url=redis_url, api_token="t", rate_limit="100000/1s", coalesce=False
+        broker_url=redis_url,
+        api_token="t",
+        rate_limit="100000/1s",
+        coalesce=False,
+        calls_in_flight=1,
     )
     client = Client(settings, publish=wakeups.put)
     yield client
