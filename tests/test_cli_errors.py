@@ -162,22 +162,21 @@ def test_help_works_whatever_the_settings_say() -> None:
     assert result.stderr == ""
 
 
-def test_serve_webhooks_on_a_busy_port_is_one_error_line(busy_port: int) -> None:
-    result = run(["serve-webhooks", "--port", str(busy_port)],
-                 clean_env(MAILTRAP_TRACKING_SECRET="secret", MAILQUEUE_BROKER_URL=UNREACHABLE))
+@pytest.mark.parametrize(
+    ("command", "settings", "announced"),
+    [
+        ("serve-webhooks", {"MAILTRAP_TRACKING_SECRET": "secret"}, "tracking"),
+        ("dashboard", {"MAILQUEUE_DASHBOARD_SECRET": "ops:pass"}, "dashboard"),
+    ],
+)
+def test_a_server_on_a_busy_port_is_one_error_line(
+    busy_port: int, command: str, settings: dict[str, str], announced: str
+) -> None:
+    result = run([command, "--port", str(busy_port)],
+                 clean_env(**settings, MAILQUEUE_BROKER_URL=UNREACHABLE))
 
     # The address it serves is announced first, on its own line; then the failure.
-    errors = [line for line in result.stderr.splitlines() if not line.startswith("tracking")]
-    assert result.returncode == 1
-    assert errors == [f"error: --port: cannot listen on 127.0.0.1:{busy_port}: "
-                      "Address already in use"]
-
-
-def test_dashboard_on_a_busy_port_is_one_error_line(busy_port: int) -> None:
-    result = run(["dashboard", "--port", str(busy_port)],
-                 clean_env(MAILQUEUE_DASHBOARD_SECRET="ops:pass", MAILQUEUE_BROKER_URL=UNREACHABLE))
-
-    errors = [line for line in result.stderr.splitlines() if not line.startswith("dashboard")]
+    errors = [line for line in result.stderr.splitlines() if not line.startswith(announced)]
     assert result.returncode == 1
     assert errors == [f"error: --port: cannot listen on 127.0.0.1:{busy_port}: "
                       "Address already in use"]

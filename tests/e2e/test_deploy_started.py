@@ -376,11 +376,15 @@ def compose_service(
     return env.argv(service["command"]), confinement, health
 
 
-@pytest.mark.parametrize(
+# The compose files' services, each with what shows it at work.
+COMPOSE_SERVICES = pytest.mark.parametrize(
     ("service", "check"),
     [("worker-1", assert_worker_runs), ("webhooks", assert_webhook_runs)],
     ids=["worker", "webhooks"],
 )
+
+
+@COMPOSE_SERVICES
 def test_compose_service_starts_and_passes_its_health_check(
     service: str,
     check: Callable[[Confined, list[str], Environment], None],
@@ -404,11 +408,7 @@ def sentinel_environment(mailtrap: LocalMailtrap) -> Iterator[Environment]:
         yield Environment(group.url, mailtrap)
 
 
-@pytest.mark.parametrize(
-    ("service", "check"),
-    [("worker-1", assert_worker_runs), ("webhooks", assert_webhook_runs)],
-    ids=["worker", "webhooks"],
-)
+@COMPOSE_SERVICES
 def test_sentinel_compose_service_starts_through_the_sentinels_and_passes_its_health_check(
     service: str,
     check: Callable[[Confined, list[str], Environment], None],
