@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-from .connection import celery_broker
+from .connection import SENTINEL_TRANSPORT, celery_broker, check_master_name
 from .errors import ConfigurationError
 from .settings import Settings
 
@@ -143,7 +143,16 @@ class _ProcessConfig(Mapping[str, Any]):
 
                 refuse_in_celery_command(exc)
                 raise
-            self._values = {**celery_config(settings), **_celeryconfig_overrides()}
+            values = {**celery_config(settings), **_celeryconfig_overrides()}
+            if values.get("broker_transport") == SENTINEL_TRANSPORT:
+                try:
+                    check_master_name(values.get("broker_transport_options"))
+                except ConfigurationError as exc:
+                    from .worker_checks import refuse_in_celery_command
+
+                    refuse_in_celery_command(exc)
+                    raise
+            self._values = values
         return self._values
 
     def __getitem__(self, name: str) -> Any:

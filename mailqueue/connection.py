@@ -36,6 +36,7 @@ __all__ = [
     "BrokerConfig",
     "SentinelTarget",
     "celery_broker",
+    "check_master_name",
     "check_url",
     "connect",
     "connect_probe",
@@ -63,6 +64,8 @@ REPLICA_WAIT_TIMEOUT = 2.0
 HEALTH_CHECK_INTERVAL = 30
 
 SENTINEL_SCHEME = "redis+sentinel"
+#: The Celery transport for a Sentinel broker (``sentinel_broker``, imported by Celery).
+SENTINEL_TRANSPORT = "mailqueue.sentinel_broker:SentinelTransport"
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", SENTINEL_SCHEME})
 DEFAULT_SENTINEL_PORT = 26379
 MASK = "***"
@@ -320,13 +323,30 @@ def celery_broker(url: str) -> BrokerConfig:
     host = f"[{host}]" if ":" in host else host
     return {
         "broker_url": f"sentinel://{userinfo}{host}:{port}/{target.db}",
-        "broker_transport": "mailqueue.sentinel_broker:SentinelTransport",
+        "broker_transport": SENTINEL_TRANSPORT,
         "broker_transport_options": {
             "master_name": target.master_name,
             "sentinels": [list(address) for address in target.sentinels],
             "sentinel_kwargs": target.sentinel_kwargs(),
         },
     }
+
+
+def check_master_name(options: Any) -> str:
+    """The master name in the broker's transport options, or ConfigurationError.
+
+    ``connection.celery_broker`` always sets it from the URL's path; a
+    ``celeryconfig`` that selects this transport by hand may not. Without a
+    name there is no master to ask the sentinels for.
+    """
+    name = options.get("master_name") if isinstance(options, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(
+            "broker_transport_options: the Sentinel broker needs a master_name "
+            "(give the broker URL as redis+sentinel://HOST:PORT/MASTER_NAME)",
+            setting="broker_transport_options",
+        )
+    return name
 
 
 # -- writes a failover cannot lose ----------------------------------------

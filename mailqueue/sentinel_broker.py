@@ -26,8 +26,9 @@ import redis
 from kombu.transport import redis as kombu_redis
 from redis.sentinel import Sentinel
 
-__all__ = ["SentinelChannel", "SentinelTransport"]
+from .connection import check_master_name
 
+__all__ = ["SentinelChannel", "SentinelTransport"]
 
 class SentinelChannel(kombu_redis.SentinelChannel):  # type: ignore[misc]
     """A Sentinel channel that knows every sentinel and fails cleanly once closed."""
@@ -56,8 +57,9 @@ class SentinelChannel(kombu_redis.SentinelChannel):  # type: ignore[misc]
             self._async_sentinel_manager = sentinel
         else:
             self._sentinel_manager = sentinel
+        master_name = check_master_name({"master_name": getattr(self, "master_name", None)})
         master = sentinel.master_for(  # type: ignore[no-untyped-call]
-            getattr(self, "master_name", None), redis.Redis, **credentials
+            master_name, redis.Redis, **credentials
         )
         return master.connection_pool
 

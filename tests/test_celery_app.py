@@ -108,3 +108,45 @@ def test_all_is_complete_and_importable() -> None:
     assert set(mailqueue.__all__) - {"__version__"} == public - modules
     for name in mailqueue.__all__:
         assert getattr(mailqueue, name) is not None
+
+
+def test_a_hand_made_sentinel_broker_without_master_name_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    # A celeryconfig selecting the Sentinel transport by hand, naming no master:
+    # the worker must stop at its configuration with one line, not pass None on.
+    (tmp_path / "celeryconfig.py").write_text(
+        "broker_url = 'sentinel://127.0.0.1:1/0'\n"
+        "broker_transport = 'mailqueue.sentinel_broker:SentinelTransport'\n"
+        "broker_transport_options = {'sentinels': [['127.0.0.1', 1]]}\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+
+    out = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "mailqueue", "worker", "--pool", "solo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        "error: broker_transport_options: the Sentinel broker needs a master_name "
+        "(give the broker URL as redis+sentinel://HOST:PORT/MASTER_NAME)"
+    )
+
+
+def test_the_sentinel_channel_refuses_a_missing_master_name() -> None:
+    from mailqueue.connection import check_master_name
+    from mailqueue.errors import ConfigurationError
+
+    assert check_master_name({"master_name": "primary"}) == "primary"
+    for options in ({}, {"master_name": None}, {"master_name": ""}, None):
+        try:
+            check_master_name(options)
+        except ConfigurationError as exc:
+            assert exc.setting == "broker_transport_options"
+        else:
+            raise AssertionError(f"{options!r} was accepted")
