@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import types
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 
@@ -18,7 +18,7 @@ from .connection import SENTINEL_TRANSPORT, celery_broker, check_master_name
 from .errors import ConfigurationError
 from .settings import Settings
 
-__all__ = ["app", "apply_settings", "celery_config"]
+__all__ = ["app", "apply_settings", "celery_config", "ours"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -168,3 +168,21 @@ class _ProcessConfig(Mapping[str, Any]):
 _process_config = _ProcessConfig()
 app = Celery("mailqueue", include=["mailqueue.tasks", "mailqueue.worker_checks"])
 app.config_from_object(_process_config)
+
+
+def ours(sender: Any = None) -> bool:
+    """Whether a worker signal concerns mailqueue's own app, not another app in the process.
+
+    Celery's worker signals go to every receiver in the process: a project
+    whose own worker imports mailqueue (to publish sends) must not have
+    mailqueue's worker set-up run in it. ``sender`` is what the signal was
+    sent by (the worker, its consumer); without an app of its own, as for
+    ``worker_process_init``, the app the process was started for decides.
+    """
+    from celery import current_app
+
+    owner = getattr(sender, "app", None)
+    if owner is None:
+        owner = cast(Any, current_app)._get_current_object()
+    return owner is app
+

@@ -16,7 +16,7 @@ from celery import Task, bootsteps, signals
 from celery.result import AsyncResult
 
 from . import keys, metrics, worker_setup  # noqa: F401  (worker_setup: hooks)
-from .celery_app import app
+from .celery_app import app, ours
 from .client import Client, default, reset_default
 from .delivery import Drainer
 from .errors import ValidationError
@@ -42,11 +42,14 @@ def drainer() -> Drainer:
 @signals.worker_process_init.connect
 def _fresh_after_fork(**_: Any) -> None:
     # A forked pool child must not share the parent's sockets.
-    reset_default()
+    if ours():
+        reset_default()
 
 
 @signals.worker_ready.connect
-def _collect_leftovers(**_: Any) -> None:
+def _collect_leftovers(sender: Any = None, **_: Any) -> None:
+    if not ours(sender):
+        return
     # Work left by a worker that died (or queued while none ran) is picked up
     # as soon as a worker starts, without waiting for the next message.
     default().waker.wake()

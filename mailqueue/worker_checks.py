@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import click
 from celery.signals import worker_init
 
+from .celery_app import ours
 from .connection import mask_url
 from .errors import ConfigurationError, MailqueueError
 from .settings import Settings, account_env_prefix
@@ -80,7 +81,9 @@ def refuse_in_celery_command(exc: MailqueueError) -> None:
 
 
 @worker_init.connect
-def _refuse_to_start(**_: Any) -> None:
+def _refuse_to_start(sender: Any = None, **_: Any) -> None:
+    if not ours(sender):
+        return
     from .client import default as current
 
     try:

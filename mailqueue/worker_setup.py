@@ -23,7 +23,7 @@ import click
 from celery import bootsteps, signals
 
 from . import metrics
-from .celery_app import app
+from .celery_app import app, ours
 from .errors import ConfigurationError
 
 __all__ = ["HEARTBEAT_INTERVAL", "Heartbeat"]
@@ -36,7 +36,9 @@ HEARTBEAT_INTERVAL = 10.0
 
 
 @signals.worker_init.connect
-def _metrics_folder(**_: Any) -> None:
+def _metrics_folder(sender: Any = None, **_: Any) -> None:
+    if not ours(sender):
+        return
     try:
         path = metrics.use_multiprocess_dir()
     except ConfigurationError as exc:
