@@ -23,6 +23,7 @@ from .errors import ValidationError
 
 __all__ = [
     "EmailAddress",
+    "InvalidAddress",
     "comparable",
     "format_header_list",
     "idna_encode",
@@ -95,11 +96,24 @@ def _parse_slow(text: str, field: str) -> tuple[EmailAddress, ...]:
             return _parse_cached(text)
         return _parse(text)
     except _Invalid as error:
-        raise _invalid(text, field, str(error)) from None
+        raise _invalid(text, field, str(error) or _problem(text)) from None
+
+
+class InvalidAddress(ValidationError):
+    """An address that does not parse; ``reason`` says why in a few words."""
+
+    def __init__(self, message: str, *, field: str, reason: str) -> None:
+        super().__init__(message, field=field)
+        self.reason = reason
 
 
 class _Invalid(ValueError):
-    """An address failed to parse; the caller adds which field it came from."""
+    """An address failed to parse; the caller adds which field it came from.
+
+    Its text is our own reason, or empty: the email package's exception texts
+    ("string index out of range") are about its parser, not the address, so
+    the reason is then told from the address itself (``_problem``).
+    """
 
 
 _CACHED_TEXT_CHARS = 512
@@ -108,8 +122,8 @@ _CACHED_TEXT_CHARS = 512
 def _parse(text: str) -> tuple[EmailAddress, ...]:
     try:
         pairs = getaddresses([text])
-    except Exception as error:  # the parser's failure modes are not documented
-        raise _Invalid(str(error)) from None
+    except Exception:  # the parser's failure modes are not documented
+        raise _Invalid() from None
     if not pairs:
         raise _Invalid("no address found")
     return tuple(_one(name, spec) for name, spec in pairs)
@@ -132,10 +146,10 @@ def _one(name: str, spec: str) -> EmailAddress:
             parsed = _HeaderAddress(name, username, domain)
         else:
             parsed = _HeaderAddress(name, addr_spec=spec)
-    except Exception as error:
-        raise _Invalid(str(error) or type(error).__name__) from None
+    except Exception:
+        raise _Invalid() from None
     if not parsed.username or not parsed.domain:
-        raise _Invalid("missing local part or @domain")
+        raise _Invalid()
     domain = parsed.domain
     addr_spec = parsed.addr_spec
     email = addr_spec
@@ -143,16 +157,37 @@ def _one(name: str, spec: str) -> EmailAddress:
         try:
             encoded = idna_encode(domain)
         except Exception:
-            raise _Invalid(f"cannot IDNA-encode domain {domain!r}") from None
+            raise _Invalid(f"the domain {domain!r} is not a valid international name") from None
         email = str(_HeaderAddress(username=parsed.username, domain=encoded))
     return EmailAddress(parsed.display_name, addr_spec, parsed.username, domain, email)
 
 
-def _invalid(text: str, field: str, why: str) -> ValidationError:
+def _invalid(text: str, field: str, why: str) -> InvalidAddress:
     message = f"Invalid email address in {field}: {text!r} ({why})"
     if "," in text:
         message += " (maybe missing quotes around a display-name?)"
-    return ValidationError(message, field=field)
+    return InvalidAddress(message, field=field, reason=why)
+
+
+def _problem(text: str) -> str:
+    """What is wrong with an address that does not parse, told from the text alone."""
+    spec = text.strip()
+    if "<" in spec:
+        spec = spec.rpartition("<")[2].partition(">")[0].strip()
+    if not spec:
+        return "no address"
+    local, at, domain = spec.rpartition("@")
+    if not at:
+        return "no @domain"
+    if not local:
+        return "nothing before the @"
+    if not domain.strip():
+        return "nothing after the @"
+    if "@" in local and not local.startswith('"'):
+        return "more than one @"
+    if any(char.isspace() for char in spec):
+        return "a space where none may be"
+    return "not an address RFC 5322 allows"
 
 
 def format_header_list(addresses: list[EmailAddress]) -> str:

@@ -1,28 +1,35 @@
 """Campaign files: a CSV of recipients (an ``email`` column plus merge columns) as messages.
 
-Spreadsheets export CSV in several shapes: Excel writes a UTF-8 byte-order
-mark, and locales whose decimal mark is a comma separate fields with
-semicolons (or tabs). The file's own dialect is sniffed from its first lines;
-a file too plain to tell (one column) is read as ordinary comma-separated CSV.
-Pure: no I/O, the caller opens the file; rows are read one at a time, so a
-file of any size streams.
+The file is read as spreadsheets export it (``csv_table``: byte-order mark,
+comma, semicolon or tab, any size), one row at a time. Each row is one
+recipient: its ``email`` cell holds exactly one address (a cell with two, or
+with a line break, is refused naming the row, never split into several
+recipients), and an address already met on an earlier row, compared as
+suppressions compare addresses (case-folded, IDNA domain), is left out and
+counted (``Repeats``). Pure: no I/O, the caller opens the file.
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import io
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from .addresses import comparable
+from .csv_table import one_address, open_table
 from .errors import ValidationError
 from .payload import MAX_BATCH_REQUESTS
 
 __all__ = [
+    "Content",
     "Recipient",
+    "Repeats",
+    "SeenAddresses",
     "batch_message",
     "batch_messages",
     "individual_messages",
@@ -32,96 +39,143 @@ __all__ = [
 ]
 
 EMAIL_COLUMN = "email"
-DELIMITERS = ",;\t"
-# The sniffer reads this much: enough for a header and a few rows.
-SNIFF_CHARS = 64 * 1024
+# Rows of repeated addresses a summary names; the rest are only counted.
+NAMED_REPEATS = 5
 
 
 @dataclass(frozen=True)
 class Recipient:
-    """One row: its address, its merge fields, and the line it starts on (for errors)."""
+    """One row: its address, its merge fields, and its row in the file (for errors)."""
 
     email: str
-    line: int
+    row: int
     merge: dict[str, str] = field(default_factory=dict)
 
 
-def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
-    sample = text[:SNIFF_CHARS]
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS)
-    except csv.Error:
-        return csv.excel
+@dataclass
+class Repeats:
+    """Rows left out because their address came earlier in the file: how many, and the first."""
+
+    count: int = 0
+    rows: list[int] = field(default_factory=list)
+
+    def note(self, row: int) -> None:
+        self.count += 1
+        if len(self.rows) < NAMED_REPEATS:
+            self.rows.append(row)
+
+    def summary(self) -> str:
+        """``2 repeated addresses left out (rows 7, 12)``, or '' when there were none."""
+        if not self.count:
+            return ""
+        more = ", ..." if self.count > len(self.rows) else ""
+        rows = ", ".join(str(row) for row in self.rows)
+        noun = "address" if self.count == 1 else "addresses"
+        return f"{self.count:,} repeated {noun} left out (rows {rows}{more})"
+
+
+class SeenAddresses:
+    """The comparable addresses met so far, in 8 to 24 bytes each (a set of strings: over 100).
+
+    An open-addressing table of 64-bit BLAKE2 digests, at most two thirds
+    full, so that a file of millions of rows stays in a few megabytes. Two
+    addresses share a digest with odds of about n**2 / 2**65
+    (3 in 100 million for a million rows).
+    """
+
+    def __init__(self) -> None:
+        self._slots = array("Q", bytes(8 * 1024))
+        self._used = 0
+
+    def add(self, address: str) -> bool:
+        """Note ``address``; True when it was not seen before."""
+        digest = hashlib.blake2b(address.encode("utf-8", "surrogatepass"), digest_size=8)
+        value = int.from_bytes(digest.digest(), "big") or 1  # 0 marks a free slot
+        slots = self._slots
+        mask = len(slots) - 1
+        index = value & mask
+        while (held := slots[index]) != 0:
+            if held == value:
+                return False
+            index = (index + 1) & mask
+        slots[index] = value
+        self._used += 1
+        if self._used * 3 > len(slots) * 2:
+            self._grow()
+        return True
+
+    def __len__(self) -> int:
+        return self._used
+
+    def _grow(self) -> None:
+        old = self._slots
+        slots = self._slots = array("Q", bytes(16 * len(old)))
+        mask = len(slots) - 1
+        for value in old:
+            if value:
+                index = value & mask
+                while slots[index]:
+                    index = (index + 1) & mask
+                slots[index] = value
 
 
 def read_recipients(text: str, *, source: str = "CSV") -> list[Recipient]:
-    """The recipients of a campaign file; ValidationError naming ``source`` and the line."""
+    """The recipients of a campaign file; ValidationError naming ``source`` and the row."""
     return list(iter_recipients(io.StringIO(text, newline=""), source=source))
 
 
-def iter_recipients(handle: IO[str], *, source: str = "CSV") -> Iterator[Recipient]:
+def iter_recipients(
+    handle: IO[str], *, source: str = "CSV", repeats: Repeats | None = None
+) -> Iterator[Recipient]:
     """The recipients of a campaign file, one row at a time (open it with ``newline=""``).
 
-    Only the first ``SNIFF_CHARS`` are held at once, to tell the dialect; a
-    file of a million rows streams in the memory of one. Errors are raised
-    when the row is reached: ValidationError naming ``source`` and the line.
+    A file of a million rows streams in the memory of one row and its
+    addresses' digests. Errors are raised when the row is reached:
+    ValidationError naming ``source`` and the row. Rows repeating an earlier
+    address are left out and noted in ``repeats``.
     """
-    sample = handle.read(SNIFF_CHARS).removeprefix("\ufeff")
-    if len(sample) == SNIFF_CHARS:
-        sample += handle.readline()  # the sample ends on a line's end
-    lines = itertools.chain(io.StringIO(sample, newline=""), handle)
-    reader = csv.reader(lines, _dialect(sample))
-    try:
-        header = [name.strip() for name in next(reader, [])]
-    except csv.Error as exc:
-        raise ValidationError(f"not readable as CSV: {exc}", field=source) from None
-    columns = [name.casefold() for name in header]
-    if EMAIL_COLUMN not in columns:
-        found = ", ".join(repr(name) for name in header if name) or "none"
-        raise ValidationError(
-            f"the CSV needs an 'email' column (columns found: {found})", field=source
-        )
-    email_at = columns.index(EMAIL_COLUMN)
-    merge_at = [(index, name) for index, name in enumerate(header) if name and index != email_at]
-    any_rows = False
-    line = reader.line_num + 1
-    try:
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                yield _recipient(row, merge_at, email_at, line, source)
-                any_rows = True
-            line = reader.line_num + 1
-    except csv.Error as exc:
-        raise ValidationError(f"line {line}: not readable as CSV: {exc}", field=source) from None
-    if not any_rows:
+    table = open_table(handle, (EMAIL_COLUMN,), source=source)
+    email_at = table.column(EMAIL_COLUMN)
+    assert email_at is not None
+    merge_at = [
+        (index, name) for index, name in enumerate(table.header) if name and index != email_at
+    ]
+    seen = SeenAddresses()
+    for row, cells in table.rows():
+        width = len(cells)
+        email = cells[email_at] if email_at < width else ""
+        if not email:
+            raise table.error(row, "the 'email' cell is empty")
+        address = one_address(email, table, row, EMAIL_COLUMN)
+        if not seen.add(comparable(address.addr_spec)):
+            if repeats is not None:
+                repeats.note(row)
+            continue
+        merge = {name: cells[index] if index < width else "" for index, name in merge_at}
+        yield Recipient(email=email, row=row, merge=merge)
+    if not len(seen):
         raise ValidationError("no recipients", field=source)
 
 
-def _recipient(
-    row: Sequence[str],
-    merge_at: Sequence[tuple[int, str]],
-    email_at: int,
-    line: int,
-    source: str,
-) -> Recipient:
-    width = len(row)
-    email = row[email_at].strip() if email_at < width else ""
-    if not email:
-        raise ValidationError(f"line {line}: the 'email' column is empty", field=source)
-    merge = {name: row[index].strip() if index < width else "" for index, name in merge_at}
-    return Recipient(email=email, line=line, merge=merge)
+Content = str | Mapping[str, Any]
+"""What every recipient gets: a template id, or the message's ``subject``, ``text``, ``html``."""
+
+
+def _content(content: Content) -> dict[str, Any]:
+    return {"template_id": content} if isinstance(content, str) else dict(content)
 
 
 def individual_messages(
-    recipients: Sequence[Recipient], template_id: str, from_email: str | None = None
+    recipients: Sequence[Recipient], content: Content, from_email: str | None = None
 ) -> list[dict[str, Any]]:
-    """One template message per recipient, its merge fields as the template's variables."""
+    """One message per recipient; with a template, its merge fields are the template's variables."""
+    shared = _content(content)
     messages = []
     for recipient in recipients:
-        message: dict[str, Any] = {"to": [recipient.email], "template_id": template_id}
+        message: dict[str, Any] = {"to": [recipient.email], **shared}
         if from_email:
             message["from_email"] = from_email
-        if recipient.merge:
+        if recipient.merge and "template_id" in shared:
             message["merge_global_data"] = dict(recipient.merge)
         messages.append(message)
     return messages
@@ -129,34 +183,37 @@ def individual_messages(
 
 def batch_messages(
     recipients: Iterable[Recipient],
-    template_id: str,
+    content: Content,
     from_email: str | None = None,
     *,
     size: int = MAX_BATCH_REQUESTS,
 ) -> Iterator[tuple[list[Recipient], dict[str, Any]]]:
     """``batch_message`` of every ``size`` rows in turn, with the rows it holds."""
+    shared = _content(content)
     rows = iter(recipients)
     while chunk := list(itertools.islice(rows, size)):
-        message: dict[str, Any] = {
-            "to": [row.email for row in chunk],
-            "template_id": template_id,
-            # The rows' own dicts: each row is read once and its message built once.
-            "merge_data": {row.email: row.merge for row in chunk},
-        }
-        if from_email:
-            message["from_email"] = from_email
-        yield chunk, message
+        yield chunk, _batch(chunk, shared, from_email, copy=False)
 
 
 def batch_message(
-    recipients: Sequence[Recipient], template_id: str, from_email: str | None = None
+    recipients: Sequence[Recipient], content: Content, from_email: str | None = None
 ) -> dict[str, Any]:
-    """One batch send to every recipient, each with its own merge fields."""
-    message: dict[str, Any] = {
-        "to": [recipient.email for recipient in recipients],
-        "template_id": template_id,
-        "merge_data": {recipient.email: dict(recipient.merge) for recipient in recipients},
-    }
+    """One batch send to every recipient, each with its own merge fields (with a template)."""
+    return _batch(recipients, _content(content), from_email, copy=True)
+
+
+def _batch(
+    rows: Sequence[Recipient], shared: Mapping[str, Any], from_email: str | None, *, copy: bool
+) -> dict[str, Any]:
+    # Any merge_data, even {}, makes a batch send: one request per recipient,
+    # so that no recipient sees the others. Without a template the merge
+    # fields have nothing to fill.
+    merge_data: dict[str, Any] = {}
+    if "template_id" in shared:
+        # A stream's rows are read once, their dicts used as they are.
+        merge_data = {row.email: dict(row.merge) if copy else row.merge for row in rows}
+    message: dict[str, Any] = {"to": [row.email for row in rows], **shared}
+    message["merge_data"] = merge_data
     if from_email:
         message["from_email"] = from_email
     return message

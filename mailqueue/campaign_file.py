@@ -19,10 +19,9 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
-from .campaign_csv import Recipient, batch_messages, iter_recipients
+from .campaign_csv import Content, Recipient, Repeats, batch_messages, iter_recipients
 from .chunked_send import ChunkedSend, enqueue_chunked
 from .errors import ValidationError
-from .payload import MAX_BATCH_REQUESTS
 
 if TYPE_CHECKING:
     from .client import Client
@@ -35,54 +34,65 @@ _TO_INDEX = re.compile(r"^to\[(\d+)\]")
 def queue_campaign_file(
     rt: Client,
     path: str,
-    template_id: str,
+    content: Content,
     *,
     from_email: str | None = None,
     routing: Mapping[str, Any] | None = None,
     campaign: str | None = None,
     progress: Callable[[str, int], None] | None = None,
+    repeats: Repeats | None = None,
 ) -> ChunkedSend:
     """Queue every row of the CSV at ``path`` ("-": standard input) as one batch send.
 
-    ``routing`` adds keys to every message (``stream``, ``account``). A bad
-    row raises ValidationError naming its line and address; OSError and
-    UnicodeDecodeError are the file's own.
+    ``content`` is a template id, or the message's ``subject``, ``text`` and
+    ``html``. ``routing`` adds keys to every message (``stream``,
+    ``account``). A bad row raises ValidationError naming the file and its
+    row; OSError and UnicodeDecodeError are the file's own. Rows repeating
+    an earlier address are left out, counted in ``repeats`` and in the
+    campaign's record.
     """
     extra = dict(routing or {})
     if campaign is not None:
         extra["campaign"] = campaign
+    repeats = repeats if repeats is not None else Repeats()
     with open_csv(path) as handle:
         send_id = None
         if campaign is not None:
-            send_id = _digest(handle, template_id, from_email, extra)
+            send_id = _digest(handle, content, from_email, extra)
         rows: list[Recipient] = []
 
         def messages() -> Iterator[dict[str, Any]]:
             handle.seek(0)
-            recipients = iter_recipients(handle, source=path)
-            for chunk, message in batch_messages(recipients, template_id, from_email):
+            recipients = iter_recipients(handle, source=path, repeats=repeats)
+            for chunk, message in batch_messages(recipients, content, from_email):
                 rows[:] = chunk
                 message.update(extra)
                 yield message
 
         try:
-            return enqueue_chunked(rt, messages(), send_id=send_id, progress=progress)
+            return enqueue_chunked(
+                rt, messages(), send_id=send_id, progress=progress, left_out=lambda: repeats.count
+            )
         except ValidationError as exc:
-            raise _about_row(exc, rows) from None
+            raise _about_row(exc, rows, path) from None
 
 
-def _about_row(exc: ValidationError, rows: list[Recipient]) -> ValidationError:
-    """The error of a chunk's message as one about its row of the file, when it names one."""
-    chunk = exc.index
+def _about_row(exc: ValidationError, rows: list[Recipient], path: str) -> ValidationError:
+    """The error of a chunk's message as one about the file: its row when it names one.
+
+    The message's own indices (which chunk, which ``to``) mean nothing to the
+    person who wrote the file, so they are left out: the row says where.
+    """
+    if exc.index is None:
+        return exc  # the file's own error, already naming it and the row
     exc.index = None
-    match = _TO_INDEX.match(exc.field or "")
-    if chunk is None or match is None or int(match.group(1)) >= len(rows):
-        return exc
-    offset = int(match.group(1))
-    row = rows[offset]
-    field = f"to[{chunk * MAX_BATCH_REQUESTS + offset}]{(exc.field or '')[match.end():]}"
     text = str(exc.args[0]) if exc.args else str(exc)
-    return ValidationError(f"row {row.line} ({row.email}): {field}: {text}", field=field)
+    match = _TO_INDEX.match(exc.field or "")
+    if match is None or int(match.group(1)) >= len(rows):
+        return ValidationError(f"{text}", field=exc.field)
+    row = rows[int(match.group(1))]
+    text = text.replace(f" in {exc.field}", "").replace(f"{exc.field}: ", "")
+    return ValidationError(f"row {row.row} ({row.email}): {text}", field=path)
 
 
 @contextlib.contextmanager
@@ -97,9 +107,10 @@ def open_csv(path: str) -> Iterator[IO[str]]:
         yield copy
 
 
-def _digest(handle: IO[str], template_id: str, sender: str | None, extra: Mapping[str, Any]) -> str:
+def _digest(handle: IO[str], content: Content, sender: str | None, extra: Mapping[str, Any]) -> str:
     """A send id for this file and these options (the same again for the same command)."""
-    digest = hashlib.sha256(repr((template_id, sender, sorted(extra.items()))).encode())
+    shown = content if isinstance(content, str) else sorted(content.items())
+    digest = hashlib.sha256(repr((shown, sender, sorted(extra.items()))).encode())
     handle.seek(0)
     while block := handle.read(1 << 20):
         digest.update(block.encode("utf-8", "surrogatepass"))

@@ -11,6 +11,8 @@ a campaign costs one round trip whatever its size:
                          failed, cancelled, suppressed, expired, then the
                          tracking statuses (delivered, opened, bounced, ...)
     reason               why a pause happened (``manual`` or an auto-pause)
+    duplicates           rows of its campaign files left out: their address
+                         came earlier in the same file
     first_sent_at, last_sent_at, handed
                          when recipients were handed to Mailtrap, and how
                          many: the rate behind ``eta_seconds``
@@ -76,6 +78,7 @@ class CampaignRecord(TypedDict):
     reason: str | None
     created_at: str | None
     updated_at: str | None
+    duplicates: int
 
 
 # Change a campaign's state. KEYS: the record. ARGV: wanted state, reason,
@@ -142,6 +145,7 @@ def record_from_fields(name: str, raw: Mapping[Any, Any], now: float) -> Campaig
         reason=fields.get("reason") or None,
         created_at=fields.get("created_at"),
         updated_at=fields.get("updated_at"),
+        duplicates=int(fields.get("duplicates", 0)),
     )
 
 
@@ -191,6 +195,10 @@ class CampaignStore:
         pipe.zadd(self.keys.campaigns, {name: now}, nx=True)
         # Names outlive their records by at most a status TTL.
         pipe.zremrangebyscore(self.keys.campaigns, "-inf", f"({now - self.ttl}")
+
+    def note_repeated(self, pipe: redis.client.Pipeline, name: str, rows: int) -> None:
+        """Queue the command counting ``rows`` left out of ``name`` as repeated addresses."""
+        pipe.hincrby(self.keys.campaign(name), "duplicates", rows)
 
     # -- worker side ----------------------------------------------------
 

@@ -78,14 +78,21 @@ Messages = Iterable[Mapping[str, Any]]
 
 
 def enqueue_chunked(
-    rt: Client, messages: Messages, *, send_id: str | None = None, progress: Progress | None = None
+    rt: Client,
+    messages: Messages,
+    *,
+    send_id: str | None = None,
+    progress: Progress | None = None,
+    left_out: Callable[[], int] | None = None,
 ) -> ChunkedSend:
     """Queue the messages as the parts of one send; validates every one before queuing any.
 
     Every message shares the first one's campaign, Mailtrap stream and
     account; none may be scheduled (``send_at``). ``progress(phase, n)`` is
     called as recipients are validated (``"validated"``) and queued
-    (``"queued"``).
+    (``"queued"``). ``left_out()``, asked once every message is read, is how
+    many recipients the caller dropped as repeated: the campaign's record
+    counts them with the send's first transaction.
     """
     if send_id is None:
         send_id = uuid.uuid4().hex
@@ -96,8 +103,9 @@ def enqueue_chunked(
         if plan.campaign:
             rt.campaigns.check_open(plan.campaign)
         spool.seek(0)
+        repeated = left_out() if left_out is not None else 0
         try:
-            done = _queue(rt, spool, send_id, plan, parts, progress)
+            done = _queue(rt, spool, send_id, plan, parts, progress, repeated)
         except redis.RedisError as exc:
             doing = (
                 f"enqueue (send {send_id} may be queued in part: "
@@ -174,6 +182,7 @@ def _queue(
     plan: _Plan,
     parts: int,
     progress: Progress | None,
+    repeated: int = 0,
 ) -> int:
     """Write the spooled parts not yet queued; returns how many were queued before."""
     key = rt.keys.send(send_id)
@@ -194,7 +203,8 @@ def _queue(
         if not chunk:
             return start
         with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
-            if written == 0 and known is None:
+            first = written == 0 and known is None
+            if first:
                 rt.store.create(
                     pipe,
                     send_id,
@@ -215,6 +225,8 @@ def _queue(
                     pipe.zadd(rt.keys.outbox_campaigns, {stream: time.time()}, nx=True)
             if plan.campaign and count:
                 rt.campaigns.add(pipe, plan.campaign, count)
+            if plan.campaign and first and repeated:
+                rt.campaigns.note_repeated(pipe, plan.campaign, repeated)
             written += len(chunk)
             pipe.hset(key, ENQUEUED, written)
             rt.waker.announce(pipe)
@@ -245,7 +257,12 @@ class QueuedGroup:
 
 
 def enqueue_each(
-    rt: Client, messages: Messages, *, campaign: str | None = None, progress: Progress | None = None
+    rt: Client,
+    messages: Messages,
+    *,
+    campaign: str | None = None,
+    progress: Progress | None = None,
+    left_out: Callable[[], int] | None = None,
 ) -> QueuedGroup:
     """Queue each message as a send of its own, in one group, holding none of them in memory.
 
@@ -254,6 +271,7 @@ def enqueue_each(
     ValidationError naming its index; then 500 sends per transaction. No
     message may be scheduled. Returns the group (``get_group``), not the ids.
     An enqueue cut short leaves the transactions written so far queued.
+    ``left_out`` is as for ``enqueue_chunked``: counted in ``campaign``'s record.
     """
     campaign = campaign_name(campaign)
     group = uuid.uuid4().hex
@@ -287,15 +305,22 @@ def enqueue_each(
         for name in sorted(campaigns):
             rt.campaigns.check_open(name)
         spool.seek(0)
+        repeated = {campaign: left_out()} if campaign and left_out is not None else {}
         try:
-            _queue_each(rt, spool, group, progress)
+            _queue_each(rt, spool, group, progress, repeated)
         except redis.RedisError as exc:
             doing = f"enqueue (group {group} may be queued in part)"
             raise unavailable(rt.settings.status_redis_url, doing, exc) from None
     return QueuedGroup(group, sends, recipients)
 
 
-def _queue_each(rt: Client, spool: IO[str], group: str, progress: Progress | None) -> None:
+def _queue_each(
+    rt: Client,
+    spool: IO[str],
+    group: str,
+    progress: Progress | None,
+    repeated: Mapping[str, int],
+) -> None:
     created_at = now_iso()
     queued = 0
     woken = False
@@ -319,6 +344,8 @@ def _queue_each(rt: Client, spool: IO[str], group: str, progress: Progress | Non
                     pipe.zadd(rt.keys.outbox_campaigns, {stream: time.time()}, nx=True)
             for name, count in joined.items():
                 rt.campaigns.add(pipe, name, count)
+                if queued == 0 and repeated.get(name):
+                    rt.campaigns.note_repeated(pipe, name, repeated[name])
             rt.waker.announce(pipe)
             answers = pipe.execute()
         queued += len(chunk)

@@ -1,6 +1,7 @@
 """``mailqueue campaign``: queue a campaign from a CSV, then follow and steer it by name.
 
-    mailqueue campaign CSV --template-id UUID [--name NAME] [--individual] [--follow]
+    mailqueue campaign CSV --template-id UUID | --subject S (--text T | --html H)
+                       [--name NAME] [--individual] [--follow]
     mailqueue campaign status|pause|resume|cancel NAME [--watch]
     mailqueue campaign list
 """
@@ -12,12 +13,12 @@ import json
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
-from ..campaign_csv import Recipient, individual_messages, iter_recipients
+from ..campaign_csv import Content, Recipient, Repeats, individual_messages, iter_recipients
 from ..campaign_file import open_csv, queue_campaign_file
 from ..campaign_view import campaign_line
 from ..campaigns import ENDED_STATES
@@ -49,6 +50,7 @@ def campaign_group() -> None:
 
     \b
     mailqueue campaign recipients.csv --template-id UUID [--name NAME] ...
+    mailqueue campaign recipients.csv --subject S --text T [--html H] ...
     mailqueue campaign status NAME [--watch]
     mailqueue campaign pause|resume|cancel NAME
     """
@@ -127,7 +129,10 @@ def campaign_list(limit: int) -> None:
 
 @campaign_group.command("send")
 @click.argument("csv_path", metavar="CSV")
-@click.option("--template-id", required=True, metavar="UUID", help="Mailtrap template UUID.")
+@click.option("--template-id", metavar="UUID", help="Mailtrap template UUID.")
+@click.option("--subject", help="Subject, for a message without a template.")
+@click.option("--text", help="Plain-text body, for a message without a template.")
+@click.option("--html", help="HTML body, for a message without a template.")
 @click.option("--from", "from_email", metavar="ADDRESS", help="Sender address.")
 @click.option("--individual", is_flag=True, help="One message per row instead of one batch send.")
 @click.option("--name", metavar="NAME", help="Campaign name, to follow, pause, resume or cancel.")
@@ -142,7 +147,10 @@ def campaign_list(limit: int) -> None:
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds --follow waits.")
 def campaign_send(
     csv_path: str,
-    template_id: str,
+    template_id: str | None,
+    subject: str | None,
+    text: str | None,
+    html: str | None,
     from_email: str | None,
     individual: bool,
     name: str | None,
@@ -151,18 +159,23 @@ def campaign_send(
     follow: bool,
     timeout: float,
 ) -> None:
-    """Send a template to every row of CSV (an 'email' column plus merge columns).
+    """Send a template, or a subject and body, to every row of CSV (an 'email' column).
 
-    Prints the id to follow with 'mailqueue status': the batch send's, or
-    with --individual the group's. With --name, 'mailqueue campaign status
-    NAME' follows it too, and pause, resume and cancel steer it.
+    The other columns are each recipient's template variables. A row whose
+    address came earlier in the file is left out, and counted. Prints the id
+    to follow with 'mailqueue status': the batch send's, or with
+    --individual the group's. With --name, 'mailqueue campaign status NAME'
+    follows it too, and pause, resume and cancel steer it.
     """
+    content = _content(template_id, subject, text, html)
     client = current_client()
     routing = {"stream": stream, **({"account": account} if account else {})}
-    job = _CampaignFile(csv_path, template_id, from_email, routing, name)
+    job = _CampaignFile(csv_path, content, from_email, routing, name)
     if individual:
         group = _queue_rows(client, job)
-        click.echo(f"queued {group.sends} sends in group {group.group_id}", err=True)
+        click.echo(
+            _with_repeats(f"queued {group.sends} sends in group {group.group_id}", job), err=True
+        )
         click.echo(group.group_id)
         progress = functools.partial(_group_line, client, SendIds(group_id=group.group_id))
     else:
@@ -173,15 +186,45 @@ def campaign_send(
         watch_view(progress, watch=True, timeout=timeout, interval=0.5, blank_between=False)
 
 
+def _content(
+    template_id: str | None, subject: str | None, text: str | None, html: str | None
+) -> Content:
+    """The template, or the subject and body, every recipient gets; CliError for a mix."""
+    own = {key: value for key, value in (("subject", subject), ("text", text), ("html", html))}
+    given = {key: value for key, value in own.items() if value is not None}
+    if template_id is not None:
+        if given:
+            flags = ", ".join(f"--{key}" for key in given)
+            raise CliError(f"--template-id: the template has its own subject and body ({flags})")
+        return template_id
+    if not given:
+        raise CliError("--template-id, or --subject with --text or --html, is required")
+    if subject is None:
+        raise CliError("--subject is required without --template-id")
+    if text is None and html is None:
+        raise CliError("--text or --html is required without --template-id")
+    return given
+
+
 @dataclass(frozen=True)
 class _CampaignFile:
-    """What either kind of campaign is made of: the file, template, sender, routing and name."""
+    """What either kind of campaign is made of: the file, content, sender, routing and name.
+
+    ``repeats`` collects the rows left out as repeated addresses while it is queued.
+    """
 
     csv_path: str
-    template_id: str
+    content: Content
     from_email: str | None
     routing: Mapping[str, Any]
     name: str | None
+    repeats: Repeats = field(default_factory=Repeats)
+
+
+def _with_repeats(line: str, job: _CampaignFile) -> str:
+    """A summary line, with the rows left out as repeated when there were any."""
+    left_out = job.repeats.summary()
+    return f"{line}; {left_out}" if left_out else line
 
 
 def _queue_file(client: Client, job: _CampaignFile) -> str:
@@ -195,8 +238,8 @@ def _queue_file(client: Client, job: _CampaignFile) -> str:
 
     try:
         queued = queue_campaign_file(
-            client, csv_path, job.template_id,
-            from_email=job.from_email, routing=job.routing, campaign=job.name, progress=show,
+            client, csv_path, job.content, from_email=job.from_email, routing=job.routing,
+            campaign=job.name, progress=show, repeats=job.repeats,
         )  # fmt: skip
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"CSV: cannot read {csv_path!r}: {reason(exc)}") from None
@@ -210,28 +253,35 @@ def _queue_file(client: Client, job: _CampaignFile) -> str:
             f"queued the {queued.parts - queued.resumed_from} parts of {queued.parts} "
             f"an interrupted run had left", err=True,
         )  # fmt: skip
+    else:
+        parts = "1 part" if queued.parts == 1 else f"{queued.parts:,} parts"
+        line = f"queued {queued.recipients:,} recipients in {parts}"
+        click.echo(_with_repeats(line, job), err=True)
     return queued.send_id
 
 
 def _queue_rows(client: Client, job: _CampaignFile) -> QueuedGroup:
-    """Queue one send per row, streamed; a bad row is named with its line and address."""
+    """Queue one send per row, streamed; a bad row is named with the file and its row."""
     row: list[Recipient] = []
     csv_path = job.csv_path
 
     def messages() -> Iterator[dict[str, Any]]:
         with open_csv(csv_path) as handle:
-            for recipient in iter_recipients(handle, source=csv_path):
+            for recipient in iter_recipients(handle, source=csv_path, repeats=job.repeats):
                 row[:] = [recipient]
-                (message,) = individual_messages(row, job.template_id, job.from_email)
+                (message,) = individual_messages(row, job.content, job.from_email)
                 yield {**message, **job.routing}
 
     try:
-        return enqueue_each(client, messages(), campaign=job.name)
+        return enqueue_each(
+            client, messages(), campaign=job.name, left_out=lambda: job.repeats.count
+        )
     except ValidationError as exc:
         if exc.index is None or not row:
             raise
         exc.index = None  # the row the error is about is the last one read
-        raise CliError(f"row {row[0].line} ({row[0].email}): {field_error(exc)}") from None
+        where = f"{csv_path}: row {row[0].row} ({row[0].email})"
+        raise CliError(f"{where}: {field_error(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"CSV: cannot read {csv_path!r}: {reason(exc)}") from None
 
