@@ -157,7 +157,7 @@ def _one(name: str, spec: str) -> EmailAddress:
         try:
             encoded = idna_encode(domain)
         except Exception:
-            raise _Invalid(f"the domain {domain!r} is not a valid international name") from None
+            raise _Invalid(f"the domain {domain!r} has no IDNA form") from None
         email = str(_HeaderAddress(username=parsed.username, domain=encoded))
     return EmailAddress(parsed.display_name, addr_spec, parsed.username, domain, email)
 

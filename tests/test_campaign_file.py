@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from mailqueue import chunked_send
+from mailqueue.campaign_csv import Repeats
 from mailqueue.campaign_file import queue_campaign_file
 from mailqueue.chunked_send import PARTS_PER_TRANSACTION, enqueue_each
 from mailqueue.client import Client
@@ -100,9 +101,9 @@ def test_a_bad_row_past_the_first_part_is_named_and_nothing_is_queued(
     with pytest.raises(ValidationError) as caught:
         queue_campaign_file(client, path, TEMPLATE, from_email=FROM, campaign="spring")
 
-    # Row 1102 of the file: the header is line 1, recipient 0 is line 2.
-    assert "row 1102 (broken)" in str(caught.value)
-    assert caught.value.field == "to[1100]"
+    # Row 1102 of the file: the header is row 1, recipient 0 is row 2.
+    assert str(caught.value) == "row 1102: 'broken' is not an email address (no @domain)"
+    assert caught.value.field == path
     assert redis_client.keys("{mq}:send:*") == []
     assert streams(redis_client) == {}
     assert client.get_campaign("spring") is None
@@ -149,6 +150,54 @@ def test_another_file_under_the_same_name_is_another_send(
     assert first.send_id != second.send_id
     record = client.get_campaign("spring")
     assert record is not None and record["recipients"] == 7
+
+
+def test_a_repeated_address_is_queued_once_and_counted_in_the_campaign(
+    client: Client, tmp_path: Path
+) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("email,name\nann@example.com,Ann\nANN@example.com,Ann\nben@example.com,Ben\n"
+                    "ann@example.com,Ann\n")
+    repeats = Repeats()
+
+    queued = queue_campaign_file(
+        client, str(path), TEMPLATE, from_email=FROM, campaign="spring", repeats=repeats
+    )
+    again = queue_campaign_file(client, str(path), TEMPLATE, from_email=FROM, campaign="spring")
+
+    assert (queued.recipients, repeats.count, repeats.rows) == (2, 2, [3, 5])
+    assert again.already_queued
+    record = client.get_campaign("spring")
+    assert record is not None
+    assert (record["recipients"], record["duplicates"]) == (2, 2)  # counted once
+    transport = MemoryTransport()
+    Drainer(client, transport=transport).drain(budget=10)  # type: ignore[arg-type]
+    sent = [r["to"][0]["email"] for call in transport.calls for r in call.json["requests"]]
+    assert sent == ["ann@example.com", "ben@example.com"]
+
+
+def test_a_campaign_with_a_subject_and_text_sends_each_recipient_alone(
+    client: Client, tmp_path: Path
+) -> None:
+    content = {"subject": "Spring", "text": "Hello"}
+    queue_campaign_file(client, write_rows(tmp_path / "list.csv", 3), content, from_email=FROM)
+    transport = MemoryTransport()
+    Drainer(client, transport=transport).drain(budget=10)  # type: ignore[arg-type]
+
+    (call,) = transport.calls
+    assert call.json["base"] == {"from": {"email": FROM}, "subject": "Spring", "text": "Hello"}
+    assert [r["to"] for r in call.json["requests"]] == [
+        [{"email": f"user{n}@example.com"}] for n in range(3)]
+
+
+def test_repeated_rows_of_individual_sends_are_counted_in_the_campaign(client: Client) -> None:
+    queued = enqueue_each(
+        client, (newsletter(n) for n in range(3)), campaign="spring", left_out=lambda: 4
+    )
+
+    record = client.get_campaign("spring")
+    assert record is not None
+    assert (queued.sends, record["recipients"], record["duplicates"]) == (3, 3, 4)
 
 
 def newsletter(n: int) -> dict[str, Any]:
