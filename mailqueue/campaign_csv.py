@@ -11,17 +11,15 @@ counted (``Repeats``). Pure: no I/O, the caller opens the file.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import re
-from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .addresses import comparable
-from .csv_table import one_address, open_table
+from .csv_table import Repeats, SeenAddresses, one_address, open_table
 from .errors import ValidationError
 from .payload import MAX_BATCH_REQUESTS
 
@@ -39,8 +37,6 @@ __all__ = [
 ]
 
 EMAIL_COLUMN = "email"
-# Rows of repeated addresses a summary names; the rest are only counted.
-NAMED_REPEATS = 5
 
 
 @dataclass(frozen=True)
@@ -50,73 +46,6 @@ class Recipient:
     email: str
     row: int
     merge: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Repeats:
-    """Rows left out because their address came earlier in the file: how many, and the first."""
-
-    count: int = 0
-    rows: list[int] = field(default_factory=list)
-
-    def note(self, row: int) -> None:
-        self.count += 1
-        if len(self.rows) < NAMED_REPEATS:
-            self.rows.append(row)
-
-    def summary(self) -> str:
-        """``2 repeated addresses left out (rows 7, 12)``, or '' when there were none."""
-        if not self.count:
-            return ""
-        more = ", ..." if self.count > len(self.rows) else ""
-        rows = ", ".join(str(row) for row in self.rows)
-        noun = "address" if self.count == 1 else "addresses"
-        return f"{self.count:,} repeated {noun} left out (rows {rows}{more})"
-
-
-class SeenAddresses:
-    """The comparable addresses met so far, in 8 to 24 bytes each (a set of strings: over 100).
-
-    An open-addressing table of 64-bit BLAKE2 digests, at most two thirds
-    full, so that a file of millions of rows stays in a few megabytes. Two
-    addresses share a digest with odds of about n**2 / 2**65
-    (3 in 100 million for a million rows).
-    """
-
-    def __init__(self) -> None:
-        self._slots = array("Q", bytes(8 * 1024))
-        self._used = 0
-
-    def add(self, address: str) -> bool:
-        """Note ``address``; True when it was not seen before."""
-        digest = hashlib.blake2b(address.encode("utf-8", "surrogatepass"), digest_size=8)
-        value = int.from_bytes(digest.digest(), "big") or 1  # 0 marks a free slot
-        slots = self._slots
-        mask = len(slots) - 1
-        index = value & mask
-        while (held := slots[index]) != 0:
-            if held == value:
-                return False
-            index = (index + 1) & mask
-        slots[index] = value
-        self._used += 1
-        if self._used * 3 > len(slots) * 2:
-            self._grow()
-        return True
-
-    def __len__(self) -> int:
-        return self._used
-
-    def _grow(self) -> None:
-        old = self._slots
-        slots = self._slots = array("Q", bytes(16 * len(old)))
-        mask = len(slots) - 1
-        for value in old:
-            if value:
-                index = value & mask
-                while slots[index]:
-                    index = (index + 1) & mask
-                slots[index] = value
 
 
 def read_recipients(text: str, *, source: str = "CSV") -> list[Recipient]:

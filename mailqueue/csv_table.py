@@ -17,9 +17,12 @@ Pure: no I/O beyond reading the handle the caller opened (with ``newline=""``).
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import re
+from array import array
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import IO
 
 from .addresses import EmailAddress, InvalidAddress, parse_address_list
@@ -28,6 +31,8 @@ from .errors import ValidationError
 __all__ = [
     "DELIMITERS",
     "CsvTable",
+    "Repeats",
+    "SeenAddresses",
     "neutralize_formula",
     "one_address",
     "open_table",
@@ -35,6 +40,9 @@ __all__ = [
 ]
 
 DELIMITERS = ",;\t"
+
+# Rows of repeated addresses a summary names; the rest are only counted.
+NAMED_REPEATS = 5
 
 # Characters that make a spreadsheet read a cell as a formula (OWASP's CSV
 # injection list). Addresses may start with some of them (``-news@...``).
@@ -102,6 +110,74 @@ class CsvTable:
     def error(self, row: int, problem: str) -> ValidationError:
         """A ValidationError naming the file and the row."""
         return ValidationError(f"row {row}: {problem}", field=self.source)
+
+
+@dataclass
+class Repeats:
+    """Rows left out because their address came earlier in the file: how many, and the first."""
+
+    count: int = 0
+    rows: list[int] = field(default_factory=list)
+
+    def note(self, row: int) -> None:
+        self.count += 1
+        if len(self.rows) < NAMED_REPEATS:
+            self.rows.append(row)
+
+    def summary(self, done: str = "left out") -> str:
+        """``2 repeated addresses left out (rows 7, 12)``, or '' when there were none."""
+        if not self.count:
+            return ""
+        more = ", ..." if self.count > len(self.rows) else ""
+        rows = ", ".join(str(row) for row in self.rows)
+        noun = "address" if self.count == 1 else "addresses"
+        label = "row" if len(self.rows) == 1 and not more else "rows"
+        return f"{self.count:,} repeated {noun} {done} ({label} {rows}{more})"
+
+
+class SeenAddresses:
+    """The comparable addresses met so far, in 8 to 24 bytes each (a set of strings: over 100).
+
+    An open-addressing table of 64-bit BLAKE2 digests, at most two thirds
+    full, so that a file of millions of rows stays in a few megabytes. Two
+    addresses share a digest with odds of about n**2 / 2**65
+    (3 in 100 million for a million rows).
+    """
+
+    def __init__(self) -> None:
+        self._slots = array("Q", bytes(8 * 1024))
+        self._used = 0
+
+    def add(self, address: str) -> bool:
+        """Note ``address``; True when it was not seen before."""
+        digest = hashlib.blake2b(address.encode("utf-8", "surrogatepass"), digest_size=8)
+        value = int.from_bytes(digest.digest(), "big") or 1  # 0 marks a free slot
+        slots = self._slots
+        mask = len(slots) - 1
+        index = value & mask
+        while (held := slots[index]) != 0:
+            if held == value:
+                return False
+            index = (index + 1) & mask
+        slots[index] = value
+        self._used += 1
+        if self._used * 3 > len(slots) * 2:
+            self._grow()
+        return True
+
+    def __len__(self) -> int:
+        return self._used
+
+    def _grow(self) -> None:
+        old = self._slots
+        slots = self._slots = array("Q", bytes(16 * len(old)))
+        mask = len(slots) - 1
+        for value in old:
+            if value:
+                index = value & mask
+                while slots[index]:
+                    index = (index + 1) & mask
+                slots[index] = value
 
 
 def open_table(handle: IO[str], wanted: Sequence[str], *, source: str = "CSV") -> CsvTable:

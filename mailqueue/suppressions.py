@@ -23,6 +23,14 @@ from typing import IO, TYPE_CHECKING, Any, TypedDict, cast
 import redis
 
 from .addresses import comparable, parse_address_list
+from .csv_table import (
+    Repeats,
+    SeenAddresses,
+    neutralize_formula,
+    one_address,
+    open_table,
+    restore_formula,
+)
 from .errors import ValidationError
 from .keys import Keys
 from .redis_edge import RedisStore, translated
@@ -43,6 +51,8 @@ __all__ = [
 
 # The columns ``write_csv`` writes, which ``read_csv`` reads back.
 CSV_COLUMNS = ("address", "reason", "stream", "created_at")
+# The column ``read_csv`` takes the address from: the first of these the file has.
+ADDRESS_COLUMNS = ("address", "email")
 
 STREAMS = ("transactional", "bulk")
 _ALL = "*"
@@ -108,7 +118,10 @@ def normalize_stream(stream: object) -> str | None:
     if stream is None or stream == "" or stream == "all":
         return None
     if stream not in STREAMS:
-        raise ValidationError("stream must be 'transactional', 'bulk' or None", field="stream")
+        raise ValidationError(
+            f"stream must be 'transactional', 'bulk', or empty for every stream, not {stream!r}",
+            field="stream",
+        )
     return str(stream)
 
 
@@ -245,7 +258,9 @@ class SuppressionList(RedisStore):
         """Suppress each row's ``address`` (``email``), with its own ``reason``/``stream`` if any.
 
         Every row is validated first, so a bad one (ValidationError naming its
-        index) adds nothing. Returns how many rows were written.
+        index) adds nothing. Rows of one address (compared case-folded, IDNA
+        domain) make one suppression, of every stream they name. Returns how
+        many addresses were suppressed.
         """
         records: list[tuple[str, str]] = []
         for index, row in enumerate(rows):
@@ -270,7 +285,7 @@ class SuppressionList(RedisStore):
                         client=pipe,
                     )
                 pipe.execute()
-        return len(records)
+        return len({field for field, _ in records})
 
     # -- fed by tracking events -------------------------------------------
 
@@ -326,15 +341,50 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def read_csv(handle: IO[str]) -> list[dict[str, str]]:
-    """The rows of a suppression CSV, by column name in lower case (``import_rows`` takes them)."""
-    reader = csv.DictReader(handle)
-    return [{k.strip().lower(): v for k, v in row.items() if k} for row in reader]
+def read_csv(
+    handle: IO[str], *, source: str = "CSV", repeats: Repeats | None = None
+) -> list[dict[str, Any]]:
+    """The rows of a suppression CSV, by column name in lower case (``import_rows`` takes them).
+
+    Read as campaign files are (``csv_table``): any separator, a byte-order
+    mark, exactly one address per row, errors naming ``source`` and the row.
+    Each row also holds its ``row`` number. Cells ``write_csv`` guarded
+    against spreadsheet formulas read back as they were; rows repeating an
+    earlier address are noted in ``repeats`` (``import_rows`` merges them).
+    """
+    table = open_table(handle, ADDRESS_COLUMNS, source=source)
+    at = table.column(*ADDRESS_COLUMNS)
+    assert at is not None
+    names = [name.strip().lower() for name in table.header]
+    seen = SeenAddresses()
+    rows: list[dict[str, Any]] = []
+    for number, cells in table.rows():
+        row: dict[str, Any] = {
+            name: restore_formula(cells[index]) if index < len(cells) else ""
+            for index, name in enumerate(names)
+            if name
+        }
+        address = restore_formula(cells[at]) if at < len(cells) else ""
+        if not address:
+            raise table.error(number, f"the {names[at]!r} cell is empty")
+        parsed = one_address(address, table, number, names[at])
+        if not seen.add(comparable(parsed.addr_spec)) and repeats is not None:
+            repeats.note(number)
+        row["address"] = address
+        row["row"] = number
+        rows.append(row)
+    return rows
 
 
 def write_csv(entries: Iterable[Suppression], out: IO[str]) -> None:
-    """Write ``entries`` as CSV, by address: the columns ``read_csv`` reads back."""
+    """Write ``entries`` as CSV, by address: the columns ``read_csv`` reads back.
+
+    A cell a spreadsheet would run as a formula (an address may start with
+    ``=``, ``+``, ``-`` or ``@``) is written after a single quote, as OWASP
+    advises; ``read_csv`` takes the quote off again.
+    """
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     for entry in sorted(entries, key=lambda s: s["address"]):
-        writer.writerow({**entry, "stream": entry["stream"] or ""})
+        row = {**entry, "stream": entry["stream"] or ""}
+        writer.writerow({key: neutralize_formula(str(value)) for key, value in row.items()})

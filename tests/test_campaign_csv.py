@@ -146,9 +146,8 @@ def test_a_5000_row_excel_export_reads_every_row_whole() -> None:
     recipients = read_recipients(text)
 
     assert len(recipients) == 5000
-    assert recipients[1694] == Recipient(
-        email="user1694@example.com", row=1696, merge={"first name": "Name 1694", "city": "City 1694"}
-    )
+    merge = {"first name": "Name 1694", "city": "City 1694"}
+    assert recipients[1694] == Recipient(email="user1694@example.com", row=1696, merge=merge)
     assert [r.email for r in recipients] == [f"user{n}@example.com" for n in range(5000)]
 
 

@@ -179,6 +179,81 @@ def test_a_bad_import_row_is_named_and_nothing_is_imported(
     assert len(client.suppressions) == 0
 
 
+def test_an_import_error_names_the_file_and_row_in_its_own_words(
+    client: Client, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text("address,reason,stream\na@example.com,x,\nb@example.com,y,marketing\n")
+
+    result = invoke("suppressions", "import", str(path))
+
+    assert_one_error_line(result, f"{path}: row 3: stream must be 'transactional', 'bulk'")
+    assert "messages[" not in result.stderr and "None" not in result.stderr
+    assert len(client.suppressions) == 0
+
+
+@pytest.mark.parametrize(
+    ("rows", "fragment"),
+    [
+        ('"a@example.com, b@example.org",x\n', "row 2: the 'address' cell holds 2 addresses"),
+        ('"a@example.com\r\nBcc: b@example.org",x\n', "row 2: the 'address' cell holds a line"),
+        ('a@example.com,"x\nb@example.com,y\n', "row 2: a quoted cell is never closed"),
+        ("bad@,x\n", "row 2: 'bad@' is not an email address (nothing after the @)"),
+    ],
+    ids=["two addresses", "CRLF and Bcc", "open quote", "bad address"],
+)
+def test_an_import_takes_one_address_per_row_or_refuses_the_file(
+    client: Client, tmp_path: Path, rows: str, fragment: str
+) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text("address,reason\n" + rows)
+
+    result = invoke("suppressions", "import", str(path))
+
+    assert_one_error_line(result, fragment)
+    assert "string index" not in result.stderr
+    assert len(client.suppressions) == 0
+
+
+def test_an_excel_import_with_a_repeated_address_is_one_suppression_of_both_streams(
+    client: Client, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.csv"
+    path.write_bytes(
+        "\ufeffEmail;Reason;Stream\r\nann@example.com;a;bulk\r\n"
+        "ANN@Example.com;b;transactional\r\nben@example.com;c;\r\n".encode()
+    )
+
+    result = invoke("suppressions", "import", str(path))
+
+    assert result.stdout.strip() == "imported 2 suppressions; 1 repeated address merged (row 3)"
+    found = client.get_suppression("ann@example.com")
+    assert found is not None and found["stream"] is None  # both streams: every stream
+    assert len(client.suppressions) == 2
+
+
+def test_export_guards_formula_cells_and_import_reads_them_back(
+    client: Client, tmp_path: Path
+) -> None:
+    addresses = ["=cmd@example.com", "+sum@example.com", "-x@example.com", "plain@example.com"]
+    for address in addresses:
+        client.suppress(address, reason="=HYPERLINK(1)")
+    exported = invoke("suppressions", "export").stdout
+
+    cells = [cell for line in exported.splitlines()[1:] for cell in line.split(",")[:2]]
+    assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@"))], exported
+    assert "'=cmd@example.com" in cells and "plain@example.com" in cells
+    for address in addresses:
+        client.unsuppress(address)
+    path = tmp_path / "s.csv"
+    path.write_text(exported)
+    assert "imported 4" in invoke("suppressions", "import", str(path)).stdout
+    for address in addresses:
+        found = client.get_suppression(address)
+        assert found is not None, address
+        assert (found["address"], found["reason"]) == (address, "=HYPERLINK(1)")
+
+
 def test_a_missing_import_file_is_one_error_line(client: Client, tmp_path: Path) -> None:
     assert_one_error_line(invoke("suppressions", "import", str(tmp_path / "none.csv")), "CSV")
 

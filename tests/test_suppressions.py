@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 import redis
 
+from mailqueue.csv_table import neutralize_formula, restore_formula
 from mailqueue.errors import ValidationError
 from mailqueue.keys import Keys
 from mailqueue.settings import Settings
-from mailqueue.suppressions import SuppressionList
+from mailqueue.suppressions import SuppressionList, read_csv, write_csv
 from mailqueue.webhooks.events import normalize_event
 from mailqueue.webhooks.store import EventStore
 
@@ -136,6 +138,37 @@ def test_import_then_iterate_gives_every_row_back(suppressions: SuppressionList)
     assert len(listed) == 2500
     assert listed["user1@example.com"]["stream"] == "bulk"
     assert listed["user2@example.com"]["stream"] is None
+
+
+def test_an_address_repeated_in_an_import_is_one_suppression(
+    suppressions: SuppressionList,
+) -> None:
+    rows = [{"email": "a@example.com"}, {"email": "A@Example.com"}, {"email": "b@example.com"}]
+
+    assert suppressions.import_rows(rows) == 2
+    assert len(suppressions) == 2
+
+
+@pytest.mark.parametrize(
+    "cell", ["=1+2@example.com", "+a@example.com", "-a@example.com", "@home", "\tx", "\rx", "ok"]
+)
+def test_a_formula_guard_reads_back_to_the_cell(cell: str) -> None:
+    guarded = neutralize_formula(cell)
+
+    assert guarded == cell if cell == "ok" else guarded == "'" + cell
+    assert restore_formula(guarded) == cell
+
+
+def test_a_written_csv_reads_back_with_its_addresses(suppressions: SuppressionList) -> None:
+    suppressions.suppress("=x@example.com", reason="-1", stream="bulk")
+    out = io.StringIO()
+    write_csv(suppressions.entries(), out)
+
+    (row,) = read_csv(io.StringIO(out.getvalue(), newline=""))
+
+    assert "'=x@example.com" in out.getvalue() and "'-1" in out.getvalue()
+    assert (row["address"], row["reason"], row["stream"], row["row"]) == (
+        "=x@example.com", "-1", "bulk", 2)
 
 
 # -- fed by tracking events -----------------------------------------------

@@ -7,9 +7,11 @@ import json
 
 import click
 
+from ..csv_table import Repeats
 from ..errors import ValidationError
 from ..suppressions import read_csv, write_csv
-from .errors import CliError
+from .errors import CliError, field_error
+from .errors import reason as reason_of
 from .group import cli, each, stream_option
 from .group import client as current_client
 from .views import table
@@ -67,18 +69,30 @@ def suppressions_remove(addresses: tuple[str, ...]) -> None:
 @click.argument("path", metavar="CSV")
 @click.option("--reason", default="import", show_default=True, help="For rows without one.")
 def suppressions_import(path: str, reason: str) -> None:
-    """Suppress every row of CSV (an 'email' or 'address' column; 'reason', 'stream' optional)."""
+    """Suppress every row of CSV (an 'email' or 'address' column; 'reason', 'stream' optional).
+
+    An address repeated on several rows is one suppression, of every stream
+    its rows name.
+    """
+    repeats = Repeats()
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = read_csv(handle)
-    except OSError as exc:
-        raise CliError(f"CSV: cannot read {path}: {exc.strerror}") from None
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = read_csv(handle, source=path, repeats=repeats)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"CSV: cannot read {path!r}: {reason_of(exc)}") from None
+    except ValidationError as exc:
+        raise CliError(field_error(exc)) from None
     try:
         count = current_client().suppressions.import_rows(rows, reason=reason)
     except ValidationError as exc:
-        # Row 1 is the header line.
-        raise CliError(f"row {(exc.index or 0) + 2}: {exc}") from None
-    click.echo(f"imported {count} suppressions")
+        if exc.index is None:
+            raise
+        row = rows[exc.index]["row"]
+        exc.index = None
+        raise CliError(f"{path}: row {row}: {field_error(exc)}") from None
+    line = f"imported {count} suppressions"
+    merged = repeats.summary("merged")
+    click.echo(f"{line}; {merged}" if merged else line)
 
 
 @suppressions_group.command("export")
