@@ -195,7 +195,7 @@ def open_table(handle: IO[str], wanted: Sequence[str], *, source: str = "CSV") -
         found = ", ".join(repr(name) for name in header if name) or "none"
         names = " or ".join(repr(name) for name in wanted)
         raise ValidationError(
-            f"the CSV needs a column named {names} (columns found: {found})", field=source
+            f"the CSV needs an {names} column (columns found: {found})", field=source
         )
     # The header's own lines are read again by ``rows``: the reader then counts them too.
     return CsvTable(header, itertools.chain(header_lines, handle), delimiter, source)
