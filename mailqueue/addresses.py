@@ -100,10 +100,11 @@ def _parse_slow(text: str, field: str) -> tuple[EmailAddress, ...]:
 
 
 class InvalidAddress(ValidationError):
-    """An address that does not parse; ``reason`` says why in a few words."""
+    """An address that does not parse: ``address`` as given, ``reason`` why in a few words."""
 
-    def __init__(self, message: str, *, field: str, reason: str) -> None:
+    def __init__(self, message: str, *, field: str, address: str, reason: str) -> None:
         super().__init__(message, field=field)
+        self.address = address
         self.reason = reason
 
 
@@ -166,7 +167,7 @@ def _invalid(text: str, field: str, why: str) -> InvalidAddress:
     message = f"Invalid email address in {field}: {text!r} ({why})"
     if "," in text:
         message += " (maybe missing quotes around a display-name?)"
-    return InvalidAddress(message, field=field, reason=why)
+    return InvalidAddress(message, field=field, address=text, reason=why)
 
 
 def _problem(text: str) -> str:

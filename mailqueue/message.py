@@ -164,7 +164,8 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
             unsupported.feature("spoofing `To` header")
     if not from_list:
         raise ValidationError(
-            "from_email is required (or configure a default from address)", field="from_email"
+            "from_email is required (or set a default sender: MAILQUEUE_DEFAULT_FROM_EMAIL)",
+            field="from_email",
         )
     text = _optional_str(get("text"), "text")
     html = _optional_str(get("html"), "html")

@@ -323,10 +323,22 @@ class Settings:
         """Where status records live: ``redis_url``, else the broker when it is Redis."""
         if self.redis_url:
             return self.redis_url
-        if connection.scheme_of(self.broker_url) in connection.REDIS_SCHEMES:
+        scheme = connection.scheme_of(self.broker_url)
+        if scheme in connection.REDIS_SCHEMES:
             return self.broker_url
+        shown = connection.mask_url(self.broker_url)
+        if not _celery_knows(scheme):
+            # Most likely a typo in the one setting the person did set.
+            accepted = ", ".join(f"{name}://" for name in sorted(connection.REDIS_SCHEMES))
+            raise ConfigurationError(
+                f"MAILQUEUE_BROKER_URL {shown!r} is no broker URL Celery knows "
+                f"(Redis: {accepted}; or another Celery broker such as amqp://)",
+                setting="broker_url",
+            )
         raise ConfigurationError(
-            "MAILQUEUE_REDIS_URL is required when the broker is not Redis", setting="redis_url"
+            f"MAILQUEUE_BROKER_URL {shown!r} is not Redis, so MAILQUEUE_REDIS_URL must say "
+            "where statuses and the outbox live",
+            setting="redis_url",
         )
 
     @property
@@ -442,6 +454,13 @@ def _account_fields(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
         else:
             fields[field_name] = str(value)
     return fields
+
+
+def _celery_knows(scheme: str) -> bool:
+    """Whether ``scheme`` names a transport Celery's kombu has (``sqla+postgresql``: ``sqla``)."""
+    from kombu.transport import TRANSPORT_ALIASES  # only when the broker is not Redis
+
+    return bool(scheme) and scheme.partition("+")[0] in {name.lower() for name in TRANSPORT_ALIASES}
 
 
 def _sandbox_id(value: object) -> str | None:

@@ -27,13 +27,22 @@ from ..client import Client
 from ..errors import ValidationError
 from ..groups import SendIds, get_batch_progress, get_group
 from ..records import FINAL_STATES
-from .errors import CliError, field_error, reason
+from .errors import CliError, field_error, flag_error, reason
 from .group import cli, stream_option
 from .group import client as current_client
 from .status import watch_view
 from .views import counts_line
 
 __all__ = ["campaign_group"]
+
+# What every recipient's message takes from the flags, and the flag of each.
+CONTENT_FLAGS = {
+    "from_email": "--from",
+    "template_id": "--template-id",
+    "subject": "--subject",
+    "text": "--text",
+    "html": "--html",
+}
 
 class CampaignCommands(click.Group):
     """``campaign CSV ...`` queues a campaign; ``campaign status|pause|... NAME`` steers one."""
@@ -243,6 +252,10 @@ def _queue_file(client: Client, job: _CampaignFile) -> str:
         )  # fmt: skip
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"CSV: cannot read {csv_path!r}: {reason(exc)}") from None
+    except ValidationError as exc:
+        if exc.field in CONTENT_FLAGS:
+            raise CliError(flag_error(exc, CONTENT_FLAGS)) from None
+        raise
     finally:
         if live:
             click.echo(err=True)
@@ -277,6 +290,8 @@ def _queue_rows(client: Client, job: _CampaignFile) -> QueuedGroup:
             client, messages(), campaign=job.name, left_out=lambda: job.repeats.count
         )
     except ValidationError as exc:
+        if exc.field in CONTENT_FLAGS:
+            raise CliError(flag_error(exc, CONTENT_FLAGS)) from None
         if exc.index is None or not row:
             raise
         exc.index = None  # the row the error is about is the last one read

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import IO, Any
 
 import click
 import redis
 
+from ..addresses import InvalidAddress
 from ..connection import mask_url
 from ..errors import BrokerUnavailable, ConfigurationError, MailqueueError, ValidationError
 
-__all__ = ["CliError", "describe", "field_error", "reason"]
+__all__ = ["CliError", "describe", "field_error", "flag_error", "reason"]
 
 
 class CliError(click.ClickException):
@@ -28,6 +31,25 @@ def field_error(exc: ValidationError) -> str:
     return text
 
 
+def flag_error(exc: ValidationError, flags: Mapping[str, str]) -> str:
+    """A validation error of a message built from flags, naming the flag a person typed.
+
+    ``flags`` maps a message key (``to``) to its flag (``--to``); an error
+    about ``to[1]`` is about the second ``--to``, which the flag and the
+    value it was given already say.
+    """
+    key = re.split(r"[\[.]", exc.field or "", maxsplit=1)[0]
+    flag = flags.get(key)
+    if flag is None:
+        return describe(exc)
+    if isinstance(exc, InvalidAddress):
+        return f"{flag} {exc.address!r}: not an email address ({exc.reason})"
+    text = str(exc.args[0]) if exc.args else str(exc)
+    if text.startswith(f"{key} "):  # "from_email is required" -> "--from is required"
+        return flag + text[len(key) :]
+    return f"{flag}: {text}"
+
+
 def describe(exc: BaseException) -> str:
     """One line for a library error: what failed, naming the field, setting or URL."""
     if isinstance(exc, ValidationError):
@@ -35,7 +57,10 @@ def describe(exc: BaseException) -> str:
         return f"messages[{exc.index}]: {text}" if exc.index is not None else text
     if isinstance(exc, ConfigurationError):
         text = str(exc)
-        return text if not exc.setting or exc.setting in text else f"{exc.setting}: {text}"
+        # Named already, as the setting or as its variable (MAILQUEUE_REDIS_URL).
+        if not exc.setting or exc.setting in text or exc.setting.upper() in text:
+            return text
+        return f"{exc.setting}: {text}"
     if isinstance(exc, (BrokerUnavailable, redis.RedisError)):
         text = str(exc) if isinstance(exc, BrokerUnavailable) else type(exc).__name__
         if "://" not in text:

@@ -11,10 +11,26 @@ from typing import Any
 
 import click
 
-from .errors import CliError, reason
+from ..errors import ValidationError
+from .errors import CliError, flag_error, reason
 from .group import cli, client, read_text
 
 __all__ = ["message_from_options", "send"]
+
+# The message keys ``send`` takes from flags, and the flag of each.
+MESSAGE_FLAGS = {
+    "from_email": "--from",
+    "to": "--to",
+    "cc": "--cc",
+    "bcc": "--bcc",
+    "subject": "--subject",
+    "text": "--text",
+    "html": "--html",
+    "template_id": "--template-id",
+    "tags": "--tag",
+    "metadata": "--metadata",
+    "attachments": "--attach",
+}
 
 
 def _attachment(path: str, index: int) -> dict[str, Any]:
@@ -106,4 +122,14 @@ def send(json_source: str | None, idempotency_key: str | None, **options: Any) -
     flags = message_from_options(**options)
     # Flags given beside --json override the file's keys.
     message = {**_message_from_json(json_source), **flags} if json_source is not None else flags
-    click.echo(client().enqueue(message, idempotency_key=idempotency_key))
+    try:
+        send_id = client().enqueue(message, idempotency_key=idempotency_key)
+    except ValidationError as exc:
+        if exc.index is not None:
+            raise
+        # A key the flags gave is named by its flag; one from --json by its key.
+        named = {key: flag for key, flag in MESSAGE_FLAGS.items() if key in flags}
+        if exc.field == "from_email" and "from_email" not in message:
+            named["from_email"] = "--from"
+        raise CliError(flag_error(exc, named)) from None
+    click.echo(send_id)
