@@ -138,6 +138,9 @@ class _ProcessConfig(Mapping[str, Any]):
                 return self._values
             try:
                 settings = Settings.from_env()
+                # A broker URL Celery cannot use (a typo) fails here in one line,
+                # not in kombu's transport lookup with a traceback.
+                _ = settings.status_redis_url
             except ConfigurationError as exc:
                 from .worker_checks import refuse_in_celery_command
 

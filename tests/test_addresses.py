@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from mailqueue.addresses import (
     EmailAddress,
+    InvalidAddress,
     _parse_slow,
     format_header_list,
     idna_encode,
@@ -119,3 +120,23 @@ def test_any_string_parses_or_raises_validation_error(text: str) -> None:
         assert addresses
         assert all(a.username and a.domain for a in addresses)
         assert all(a.email.isascii() for a in addresses if not a.uses_eai)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("bad@", "nothing after the @"),
+        ("@example.com", "nothing before the @"),
+        ("e.com", "no @domain"),
+        ("a@b@example.com", "more than one @"),
+        ("<>", "no address"),
+        ("Ann <ann@>", "nothing after the @"),
+    ],
+)
+def test_an_invalid_address_says_why_in_words_not_the_parsers(text: str, reason: str) -> None:
+    with pytest.raises(InvalidAddress) as caught:
+        parse_address_list(text, "to[0]")
+
+    assert caught.value.reason == reason
+    assert caught.value.address == text
+    assert str(caught.value) == f"Invalid email address in to[0]: {text!r} ({reason})"

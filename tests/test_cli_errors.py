@@ -146,6 +146,42 @@ def test_a_bad_argument_is_one_error_line(args: list[str], fragments: list[str])
     assert_one_error_line(result, *fragments)
 
 
+SEND = ["send", "--subject", "S", "--text", "T"]
+
+# (id, environment, arguments, fragments the line must hold, fragments it must not)
+IN_WORDS_FOR_PEOPLE = [
+    ("broker url typo", {"MAILQUEUE_BROKER_URL": "htp://nowhere"}, ["status", "abc"],
+     ["MAILQUEUE_BROKER_URL 'htp://nowhere'", "Celery"], ["MAILQUEUE_REDIS_URL", "redis_url"]),
+    ("broker url typo, worker", {"MAILQUEUE_BROKER_URL": "htp://nowhere",
+                                 "MAILTRAP_API_TOKEN": "t"}, ["worker"],
+     ["MAILQUEUE_BROKER_URL 'htp://nowhere'"], ["MAILQUEUE_REDIS_URL", "KeyError"]),
+    ("broker not redis", {"MAILQUEUE_BROKER_URL": "amqp://guest:pw@rabbit//"}, ["lanes"],
+     ["MAILQUEUE_REDIS_URL", "MAILQUEUE_BROKER_URL"], ["pw", "redis_url:"]),
+    ("bad --to", {"MAILQUEUE_BROKER_URL": UNREACHABLE},
+     [*SEND, "--from", "a@example.com", "--to", "ok@example.com", "--to", "bad@"],
+     ["--to 'bad@': not an email address (nothing after the @)"],
+     ["string index", "to[1]", "Invalid"]),
+    ("no sender", {"MAILQUEUE_BROKER_URL": UNREACHABLE}, [*SEND, "--to", "b@example.com"],
+     ["--from is required", "MAILQUEUE_DEFAULT_FROM_EMAIL"], ["from_email"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "fragments", "absent"),
+    [case[1:] for case in IN_WORDS_FOR_PEOPLE],
+    ids=[case[0] for case in IN_WORDS_FOR_PEOPLE],
+)
+def test_an_error_names_what_the_person_set_in_their_words(
+    env: dict[str, str], args: list[str], fragments: list[str], absent: list[str],
+    tmp_path: Path,
+) -> None:
+    result = run(args, clean_env(**env), cwd=tmp_path)
+
+    assert_one_error_line(result, *fragments)
+    for fragment in absent:
+        assert fragment not in result.stderr, result.stderr
+
+
 def test_a_csv_without_an_email_column_names_the_columns_found(csv_without_email: str) -> None:
     result = run(["campaign", csv_without_email, "--template-id", TEMPLATE],
                  clean_env(MAILQUEUE_BROKER_URL=UNREACHABLE))
