@@ -171,7 +171,7 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
     html = _optional_str(get("html"), "html")
     attachments = _attachments(get("attachments"))
     if get("envelope_sender") is not None:
-        check_json(get("envelope_sender"), "envelope_sender")
+        _envelope_sender(get("envelope_sender"))
         unsupported.feature("envelope_sender")
     # Mailtrap has no delayed sending: the queue holds the message until then,
     # and neither time reaches the body.
@@ -368,6 +368,21 @@ def _from_list(value: object, settings: Settings) -> list[EmailAddress]:
         if value is None:
             return []
     return parse_address_list(value, "from_email")
+
+
+def _envelope_sender(value: object) -> EmailAddress:
+    """The one address of ``envelope_sender``, which Mailtrap has no field for.
+
+    Anymail parses it as a single address before it finds the feature
+    unsupported, so a malformed one is refused even when unsupported
+    features are ignored.
+    """
+    parsed = parse_address_list(value, "envelope_sender")
+    if len(parsed) != 1:
+        raise ValidationError(
+            f"envelope_sender must be one address, not {len(parsed)}", field="envelope_sender"
+        )
+    return parsed[0]
 
 
 def refuse_long_recipient_lists(message: Mapping[Any, Any]) -> None:

@@ -448,3 +448,18 @@ def test_text_attachment_with_a_declared_charset_keeps_it() -> None:
     attachment = {"content": "AA==", "mimetype": "text/plain; charset=iso-8859-1"}
     [wire] = body(simple(attachments=[attachment]))["attachments"]
     assert wire["type"] == "text/plain; charset=iso-8859-1"
+
+
+@pytest.mark.parametrize(
+    "sender", ["not an address", "a@example.com, b@example.com", "bad@", 42, ""]
+)
+@pytest.mark.parametrize("settings", [None, IGNORE], ids=["refusing", "ignoring"])
+def test_a_malformed_envelope_sender_is_invalid_even_when_ignored(
+    sender: object, settings: Settings | None
+) -> None:
+    # As Anymail: the address is parsed before the feature is found unsupported.
+    with pytest.raises(ValidationError) as caught:
+        build_payload(simple(envelope_sender=sender), settings)
+
+    assert not isinstance(caught.value, UnsupportedFeature)
+    assert caught.value.field == "envelope_sender"
