@@ -7,10 +7,19 @@ signal, for ``celery -A mailqueue worker`` and ``mailqueue worker`` alike)
 and prints one line naming the setting instead of a traceback; so does a
 malformed setting that Celery's command line meets while reading its
 configuration.
+
+A worker whose API URL is on this machine (the local stand-in) while its bulk
+URL is left at Mailtrap's default is refused too: that is a test or
+development set-up which forgot one URL, and its campaigns would go to the
+real bulk stream (with a real token, to real people) while everything else
+stays local. It is refused rather than warned about because a warning in a
+worker's log is read after the mail went out. A bulk URL set explicitly to
+Mailtrap's is taken as meant, with a warning at start.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -22,9 +31,11 @@ from celery.signals import worker_init
 from .celery_app import ours
 from .connection import mask_url
 from .errors import ConfigurationError, MailqueueError
-from .settings import Settings, account_env_prefix
+from .settings import DEFAULT_BULK_API_URL, Settings, account_env_prefix
 
-__all__ = ["check_worker_settings", "refuse_in_celery_command"]
+__all__ = ["check_worker_settings", "refuse_in_celery_command", "worker_warnings"]
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
 def check_worker_settings(settings: Settings) -> None:
@@ -42,11 +53,49 @@ def check_worker_settings(settings: Settings) -> None:
                 f"{name} must be an http:// or https:// URL, not {mask_url(url)!r}",
                 setting=setting,
             )
+    if _bulk_leaves_the_machine(settings) and not settings.bulk_api_url:
+        raise ConfigurationError(
+            f"MAILTRAP_API_URL is on this machine ({mask_url(settings.base_url)}) but "
+            "MAILTRAP_BULK_API_URL is not set, so bulk mail (campaigns) would go to Mailtrap's "
+            f"real bulk stream ({DEFAULT_BULK_API_URL}): set MAILTRAP_BULK_API_URL "
+            "('mailqueue local-mailtrap' prints it), or to Mailtrap's URL if that is meant",
+            setting="bulk_api_url",
+        )
     if settings.on_outcome:
         # Found at start, not at the first send's end: a typo is one line, not a log per send.
         from .outcome_hooks import load_callable
 
         load_callable(settings.on_outcome, "on_outcome")
+
+
+def worker_warnings(settings: Settings) -> list[str]:
+    """What a worker that may start says about its settings first, one line each."""
+    warnings = []
+    if _bulk_leaves_the_machine(settings):
+        warnings.append(
+            f"MAILTRAP_API_URL is on this machine but MAILTRAP_BULK_API_URL "
+            f"({mask_url(settings.bulk_api_url or DEFAULT_BULK_API_URL)}) is not: "
+            "bulk mail (campaigns) leaves it"
+        )
+    return warnings
+
+
+def _bulk_leaves_the_machine(settings: Settings) -> bool:
+    """Whether transactional mail goes to this machine and bulk mail elsewhere (no sandbox)."""
+    if settings.sandbox_id:
+        return False  # both streams go to the sandbox, at the API URL
+    bulk = settings.bulk_api_url or DEFAULT_BULK_API_URL
+    return _is_loopback(settings.base_url) and not _is_loopback(bulk)
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _mailtrap_urls(settings: Settings) -> Iterator[tuple[str, str, str]]:
@@ -87,7 +136,10 @@ def _refuse_to_start(sender: Any = None, **_: Any) -> None:
     from .client import default as current
 
     try:
-        check_worker_settings(current().settings)
+        settings = current().settings
+        check_worker_settings(settings)
+        for warning in worker_warnings(settings):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     except MailqueueError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         # SystemExit passes through Celery's signal dispatch (which logs and

@@ -92,6 +92,7 @@ def crash_settings(mailtrap: LocalMailtrap, redis_url: str, **overrides: Any) ->
     values: dict[str, Any] = {
         "api_token": mailtrap.token,
         "api_url": mailtrap.url,
+        "bulk_api_url": mailtrap.bulk_url,
         "general_api_url": mailtrap.general_url,
         "reconcile": RECONCILE,
         "reconcile_settle": 2.0,

@@ -111,6 +111,7 @@ def soak_settings(mailtrap: LocalMailtrap, redis_url: str) -> Settings:
     return Settings(
         api_token=mailtrap.token,
         api_url=mailtrap.url,
+        bulk_api_url=mailtrap.bulk_url,
         general_api_url=mailtrap.general_url,
         reconcile_settle=SETTLE,
         # The local Mailtrap does not limit its Email Logs; Mailtrap allows 60 a minute.

@@ -526,7 +526,20 @@ def test_a_client_session_keeps_one_connection_alive_for_every_request(
     assert mailtrap.stats.connections == 1
 
 
-def test_command_line_prints_its_url_and_serves() -> None:
+def test_settings_name_every_url_this_server_serves(mailtrap: LocalMailtrap) -> None:
+    settings = mailtrap.settings("redis://127.0.0.1:1/0")
+
+    assert (settings.api_url, settings.bulk_api_url, settings.general_api_url) == (
+        mailtrap.url, mailtrap.bulk_url, mailtrap.general_url)
+    assert mailtrap.environment() == {
+        "MAILTRAP_API_TOKEN": mailtrap.token,
+        "MAILTRAP_API_URL": mailtrap.url,
+        "MAILTRAP_BULK_API_URL": mailtrap.bulk_url,
+        "MAILTRAP_GENERAL_API_URL": mailtrap.general_url,
+    }
+
+
+def test_command_line_prints_every_url_as_settings_to_export_and_serves_each() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "mailqueue.testing", "--token", "cli-token"],
         stdout=subprocess.PIPE,
@@ -535,12 +548,25 @@ def test_command_line_prints_its_url_and_serves() -> None:
     )
     try:
         assert process.stdout is not None
-        url = process.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:")
-        answer = requests.post(
-            url + "send", json=message(), headers={"Api-Token": "cli-token"}, timeout=5
-        )
-        assert answer.status_code == 200
+        lines = [process.stdout.readline().strip() for _ in range(4)]
+        env = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+        assert all(line.startswith("export ") for line in lines), lines
+        assert set(env) == {"MAILTRAP_API_TOKEN", "MAILTRAP_API_URL", "MAILTRAP_BULK_API_URL",
+                            "MAILTRAP_GENERAL_API_URL"}
+        assert env["MAILTRAP_API_TOKEN"] == "cli-token"
+        headers = {"Api-Token": "cli-token"}
+        for base, path in [
+            (env["MAILTRAP_API_URL"], "send"),
+            (env["MAILTRAP_API_URL"], "send/42"),  # the sandbox
+            (env["MAILTRAP_BULK_API_URL"], "send"),
+        ]:
+            assert base.startswith("http://127.0.0.1:"), base
+            answer = requests.post(base + path, json=message(), headers=headers, timeout=5)
+            assert answer.status_code == 200, (base, path, answer.text)
+        for path in ("email_logs", "suppressions"):
+            answer = requests.get(env["MAILTRAP_GENERAL_API_URL"] + path, headers=headers,
+                                  timeout=5)
+            assert answer.status_code == 200, (path, answer.text)
     finally:
         process.terminate()
         assert process.wait(timeout=5) == 0

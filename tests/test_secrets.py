@@ -102,6 +102,7 @@ def secret_settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
     settings = Settings(
         api_token=TOKEN,
         api_url=mailtrap.url,
+        bulk_api_url=mailtrap.bulk_url,
         general_api_url=mailtrap.general_url,
         reconcile_settle=0.3,
         broker_url=redis_url,

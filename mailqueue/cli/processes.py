@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -145,7 +146,10 @@ def _fault_rates(
 )
 @click.option("--seed", default=0, type=int)
 def local_mailtrap(host: str, port: int, slow_seconds: float, **options: Any) -> None:
-    """Run a local server speaking Mailtrap's API (for development) until interrupted."""
+    """Run a local server speaking Mailtrap's API (for development) until interrupted.
+
+    Prints the settings that point a worker at it, every URL, as export lines.
+    """
     try:
         # The other options are named as LocalMailtrap names its arguments.
         mailtrap = LocalMailtrap(host=host, port=port, **options)
@@ -164,8 +168,17 @@ def local_mailtrap(host: str, port: int, slow_seconds: float, **options: Any) ->
     except OSError as exc:
         raise _listen_error(host, port, exc) from None
     try:
-        click.echo(mailtrap.url)
-        click.echo(f"Email Logs (MAILTRAP_GENERAL_API_URL): {mailtrap.general_url}", err=True)
+        # Every URL a worker would otherwise send to Mailtrap itself, ready to
+        # export (or eval): a set-up that left the bulk URL out would send
+        # its campaigns to the real bulk stream.
+        for name, value in mailtrap.environment().items():
+            click.echo(f"export {name}={shlex.quote(value)}")
+        click.echo(
+            "local Mailtrap: send and batch (the sandbox too, with MAILTRAP_SANDBOX_ID) on "
+            "MAILTRAP_API_URL, the bulk stream on MAILTRAP_BULK_API_URL, Email Logs and "
+            "suppressions on MAILTRAP_GENERAL_API_URL",
+            err=True,
+        )
         while not stopping.wait(0.5):
             pass
     finally:

@@ -19,6 +19,7 @@ so that an installed wheel runs it without a Mailtrap account. It uses its own
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any, cast
@@ -73,6 +74,8 @@ def run(
             sent.append(Sent(label, send_id))
         records = _wait_sent(client, sent, timeout, stop)
         show(echo, "accepted by Mailtrap", sent, records)
+        if mailtrap is not None:
+            _check_streams(mailtrap, echo)
 
         delivery, engagement = tracking_events(records)
         for title, events in (
@@ -91,6 +94,15 @@ def run(
         echo("demo finished: every status followed its events")
         return records
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack never swallows
+
+
+def _check_streams(mailtrap: LocalMailtrap, echo: Echo) -> None:
+    """Say which of the stand-in's streams took the demo's mail; the template batch is bulk."""
+    streams = Counter(accepted.stream for accepted in mailtrap.accepted)
+    if not streams["bulk"]:
+        raise DemoError("the template batch did not reach the stand-in's bulk stream")
+    shown = ", ".join(f"{count} on {stream}" for stream, count in sorted(streams.items()))
+    echo(f"streams: {shown} (the bulk stream at {mailtrap.bulk_url})")
 
 
 def _lost_answer(

@@ -112,14 +112,15 @@ def prepare(
     mailtrap = LocalMailtrap(logs_delay=1.0)
     stack.callback(mailtrap.stop)
     mailtrap.start()
+    # Every Mailtrap URL, the bulk stream's too: none of the demo's mail may
+    # leave the machine.
     changes.update(
-        api_token=mailtrap.token,
-        api_url=mailtrap.url,
-        general_api_url=mailtrap.general_url,
+        mailtrap.setting_values(),
+        bulk_api_token=None,
         sandbox_id=None,
         reconcile_settle=2.0,
     )
-    echo(f"mailtrap: local stand-in at {mailtrap.url}")
+    echo(f"mailtrap: local stand-in at {mailtrap.url} (bulk stream: {mailtrap.bulk_url})")
     recipients = list(to) or list(LOCAL_RECIPIENTS)
     sender = from_email or LOCAL_FROM
     return base.replace(**changes), recipients, sender, LOCAL_TEMPLATE_ID, mailtrap

@@ -59,6 +59,8 @@ def example_messages(
                 {
                     "from_email": sender,
                     "to": list(recipients),
+                    # Discount codes are promotional: Mailtrap wants them on its bulk stream.
+                    "stream": "bulk",
                     "template_id": template_id,
                     "merge_global_data": {"shop": "Demo Shop"},
                     "merge_data": {

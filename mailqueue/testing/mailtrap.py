@@ -208,16 +208,28 @@ class LocalMailtrap(Running):
         """Mailtrap's general API base URL (Email Logs), e.g. ``http://127.0.0.1:PORT/general/api/``."""
         return f"{self._scheme}://{self.host}:{self.port}{_GENERAL_PREFIX}"
 
-    def settings(self, broker_url: str, **overrides: Any) -> Settings:
-        """Settings whose every Mailtrap API is this one, with Redis at ``broker_url``."""
-        values: dict[str, Any] = {
+    def setting_values(self) -> dict[str, str]:
+        """The settings that point every Mailtrap API at this server: its token, every base URL.
+
+        ``api_url`` serves send and batch, and the sandbox when a sandbox id
+        is set; ``bulk_api_url`` the bulk stream; ``general_api_url`` Email
+        Logs and the suppression list. A set-up that leaves one out reaches
+        the real Mailtrap there (with a real token: real people).
+        """
+        return {
             "api_token": self.token,
             "api_url": self.url,
             "bulk_api_url": self.bulk_url,
             "general_api_url": self.general_url,
-            "broker_url": broker_url,
-            **overrides,
         }
+
+    def environment(self) -> dict[str, str]:
+        """``setting_values`` as the environment variables a worker or the CLI reads."""
+        return {f"MAILTRAP_{name.upper()}": value for name, value in self.setting_values().items()}
+
+    def settings(self, broker_url: str, **overrides: Any) -> Settings:
+        """Settings whose every Mailtrap API is this one, with Redis at ``broker_url``."""
+        values: dict[str, Any] = {**self.setting_values(), "broker_url": broker_url, **overrides}
         return Settings(**values)
 
     def start(self) -> LocalMailtrap:

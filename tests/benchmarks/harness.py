@@ -34,6 +34,7 @@ class Stack:
         values: dict[str, Any] = {
             "api_token": self.mailtrap.token,
             "api_url": self.mailtrap.url,
+            "bulk_api_url": self.mailtrap.bulk_url,
             "broker_url": self.redis_url,
             "connect_timeout": 5.0,
             "read_timeout": 10.0,

@@ -33,6 +33,7 @@ def settings_for(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
     return Settings(
         api_token=mailtrap.token,
         api_url=mailtrap.url,
+        bulk_api_url=mailtrap.bulk_url,
         broker_url=redis_url,
         connect_timeout=2.0,
         read_timeout=2.0,
