@@ -202,6 +202,8 @@ def comparable(address: str) -> str:
     Mailtrap and mailboxes treat ``Alice@Example.com`` and ``alice@example.com``
     alike, and a Unicode domain is the same domain as its A-label form.
     """
+    if address.isascii():
+        return address.strip().lower()  # the same, for ASCII, as the parts case-folded below
     local, at, domain = address.strip().rpartition("@")
     if not at:
         return address.strip().casefold()

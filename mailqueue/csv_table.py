@@ -17,7 +17,6 @@ Pure: no I/O beyond reading the handle the caller opened (with ``newline=""``).
 from __future__ import annotations
 
 import csv
-import hashlib
 import itertools
 import re
 from array import array
@@ -40,6 +39,8 @@ __all__ = [
 ]
 
 DELIMITERS = ",;\t"
+
+_MASK_64 = (1 << 64) - 1
 
 # Rows of repeated addresses a summary names; the rest are only counted.
 NAMED_REPEATS = 5
@@ -138,20 +139,21 @@ class Repeats:
 class SeenAddresses:
     """The comparable addresses met so far, in 8 to 24 bytes each (a set of strings: over 100).
 
-    An open-addressing table of 64-bit BLAKE2 digests, at most two thirds
+    An open-addressing table of 64-bit string hashes, at most two thirds
     full, so that a file of millions of rows stays in a few megabytes. Two
     addresses share a digest with odds of about n**2 / 2**65
     (3 in 100 million for a million rows).
     """
 
     def __init__(self) -> None:
-        self._slots = array("Q", bytes(8 * 1024))
+        self._slots = array("Q", [0]) * 1024
         self._used = 0
 
     def add(self, address: str) -> bool:
         """Note ``address``; True when it was not seen before."""
-        digest = hashlib.blake2b(address.encode("utf-8", "surrogatepass"), digest_size=8)
-        value = int.from_bytes(digest.digest(), "big") or 1  # 0 marks a free slot
+        # Python's own string hash (SipHash, 64 bits): steady within one
+        # process, which is all one file's reading needs, and cached on the string.
+        value = (hash(address) & _MASK_64) or 1  # 0 marks a free slot
         slots = self._slots
         mask = len(slots) - 1
         index = value & mask
@@ -170,7 +172,7 @@ class SeenAddresses:
 
     def _grow(self) -> None:
         old = self._slots
-        slots = self._slots = array("Q", bytes(16 * len(old)))
+        slots = self._slots = array("Q", [0]) * (2 * len(old))
         mask = len(slots) - 1
         for value in old:
             if value:
@@ -239,7 +241,7 @@ def _csv_problem(exc: csv.Error) -> str:
 
 def one_address(cell: str, table: CsvTable, row: int, column: str) -> EmailAddress:
     """The one address in an address cell; ValidationError naming the row otherwise."""
-    if _CONTROL.search(cell):
+    if not cell.isprintable() and _CONTROL.search(cell):
         raise table.error(row, f"the {column!r} cell holds a line break or a control character")
     try:
         parsed = parse_address_list(cell, column)

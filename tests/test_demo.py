@@ -69,6 +69,9 @@ def test_demo_runs_end_to_end_with_embedded_defaults_and_stops_everything_it_sta
     assert len(set(MESSAGE_ID.findall(result.stdout))) >= 5
     for status in ("delivered", "opened", "clicked", "bounced"):
         assert status in result.stdout
+    # The template batch went to the stand-in's bulk stream, not to Mailtrap's.
+    assert re.search(r"streams: 3 on bulk, \d+ on transactional \(the bulk stream at "
+                     r"http://127\.0\.0\.1:\d+/bulk/api/\)", result.stdout), result.stdout
     # The answer the local Mailtrap dropped was looked up, not sent again.
     assert "lost answer: found in Email Logs, accepted once, not sent again" in result.stdout
     assert "Traceback" not in result.stderr
