@@ -421,6 +421,52 @@ def test_campaign_reads_an_excel_csv_with_a_byte_order_mark_and_semicolons(
     assert mailtrap.accepted[0].payload["template_variables"] == {"name": "Ann"}
 
 
+def test_a_5000_row_excel_export_reaches_mailtrap_whole_once_per_address(
+    settings: Settings, mailtrap: LocalMailtrap, tmp_path: Path
+) -> None:
+    # Over 64 KiB, byte-order mark, ';' and CRLF, as Excel writes it in a
+    # decimal-comma locale; and row 5002 repeats row 2 in capitals.
+    lines = ["email;first name", *(f"user{n}@example.com;Name {n}" for n in range(5000)),
+             "USER0@Example.com;Again"]
+    path = tmp_path / "excel.csv"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8-sig"))
+    assert path.stat().st_size > 64 * 1024
+
+    result = invoke("campaign", str(path), "--template-id", TEMPLATE, "--from", FROM,
+                    "--name", "excel")
+    drain()
+
+    assert result.exit_code == 0, result.output
+    assert "queued 5,000 recipients in 10 parts; 1 repeated address left out (row 5002)" in (
+        result.stderr)
+    record = mailqueue.get_campaign("excel")
+    assert record is not None
+    assert (record["recipients"], record["duplicates"], record["counts"]) == (
+        5000, 1, {"sent": 5000, "waiting": 0})
+    accepted = {m.recipients[0]: m.payload["template_variables"] for m in mailtrap.accepted}
+    assert len(mailtrap.accepted) == len(accepted) == 5000
+    assert accepted["user1694@example.com"] == {"first name": "Name 1694"}
+
+
+def test_campaign_with_a_subject_and_text_and_a_broken_quote(
+    settings: Settings, mailtrap: LocalMailtrap, tmp_path: Path
+) -> None:
+    good = write_csv(tmp_path / "good.csv", "email\nann@example.com\nben@example.com\n")
+    broken = write_csv(tmp_path / "broken.csv",
+                       'email,name\nann@example.com,"Ann\nben@example.com,Ben\n')
+
+    sent = invoke("campaign", good, "--subject", "Spring", "--text", "Hello", "--from", FROM,
+                  "--individual")
+    refused = invoke("campaign", broken, "--subject", "Spring", "--text", "Hello", "--from", FROM)
+    drain()
+
+    assert sent.exit_code == 0, sent.output
+    assert sorted((m.recipients, m.payload["subject"], m.payload["text"])
+                  for m in mailtrap.accepted) == [
+        (("ann@example.com",), "Spring", "Hello"), (("ben@example.com",), "Spring", "Hello")]
+    assert_one_error_line(refused, f"{broken}: row 2: a quoted cell is never closed")
+
+
 def test_campaign_without_an_email_column_names_the_columns_found(
     settings: Settings, tmp_path: Path
 ) -> None:

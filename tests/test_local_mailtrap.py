@@ -570,3 +570,13 @@ def test_command_line_prints_every_url_as_settings_to_export_and_serves_each() -
     finally:
         process.terminate()
         assert process.wait(timeout=5) == 0
+
+
+def test_the_readme_snippet_for_testing_your_own_code_sets_every_url() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Testing your own code", 1)[1]
+    snippet = section.split("```python", 1)[1].split("```", 1)[0]
+
+    for line in ("api_url=mailtrap.url", "bulk_api_url=mailtrap.bulk_url",
+                 "general_api_url=mailtrap.general_url"):
+        assert line in snippet, line
