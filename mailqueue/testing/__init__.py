@@ -1,8 +1,11 @@
 """Real local parts, a supported part of the package: the demo runs on them, and so can your tests.
 
 - ``LocalMailtrap``: a server speaking Mailtrap's sending API on a loopback
-  port (send, batch, sandbox, the bulk stream), with rate limits, latency and
-  injectable faults; ``mailqueue local-mailtrap`` runs one.
+  port (send, batch, sandbox, the bulk stream) and its account API (Email
+  Logs, suppressions), with rate limits, latency and injectable faults;
+  ``settings()`` and ``environment()`` name every one of its URLs, so that
+  nothing a test sends reaches the real Mailtrap. ``mailqueue
+  local-mailtrap`` runs one and prints them.
 - ``RedisServer``: a private, throw-away ``redis-server`` on a free port.
 - ``WorkerProcess``: a real ``celery -A mailqueue worker`` for given settings,
   started and stopped with its whole process group.
