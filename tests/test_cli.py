@@ -153,14 +153,23 @@ def test_bad_address_prints_one_error_line_naming_the_field_and_enqueues_nothing
     result = invoke("send", "--from", FROM, "--to", "not an address", "--subject", "S",
                     "--text", "T")
 
-    assert_one_error_line(result, "to[0]")
+    # The flag and the value typed, not the message's field and index.
+    assert_one_error_line(result, "--to 'not an address': not an email address")
     assert redis_client.keys("{mq}:send:*") == []
 
 
-def test_missing_from_address_names_from_email(settings: Settings) -> None:
+def test_a_bad_address_from_json_names_its_key(settings: Settings) -> None:
+    message = {"from_email": FROM, "to": ["ok@example.com", "bad@"], "subject": "S", "text": "T"}
+
+    result = invoke("send", "--json", "-", input=json.dumps(message))
+
+    assert_one_error_line(result, "Invalid email address in to[1]: 'bad@' (nothing after the @)")
+
+
+def test_missing_from_address_names_the_flag_and_the_default_setting(settings: Settings) -> None:
     result = invoke("send", "--to", "a@example.com", "--subject", "S", "--text", "T")
 
-    assert_one_error_line(result, "from_email")
+    assert_one_error_line(result, "--from is required", "MAILQUEUE_DEFAULT_FROM_EMAIL")
 
 
 def test_unreadable_json_file_names_the_option_and_the_file(settings: Settings) -> None:
