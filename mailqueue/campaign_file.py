@@ -26,7 +26,7 @@ from .errors import ValidationError
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["open_csv", "queue_campaign_file"]
+__all__ = ["open_csv", "queue_campaign_file", "source_name"]
 
 _TO_INDEX = re.compile(r"^to\[(\d+)\]")
 
@@ -63,7 +63,7 @@ def queue_campaign_file(
 
         def messages() -> Iterator[dict[str, Any]]:
             handle.seek(0)
-            recipients = iter_recipients(handle, source=path, repeats=repeats)
+            recipients = iter_recipients(handle, source=source_name(path), repeats=repeats)
             for chunk, message in batch_messages(recipients, content, from_email):
                 rows[:] = chunk
                 message.update(extra)
@@ -89,10 +89,15 @@ def _about_row(exc: ValidationError, rows: list[Recipient], path: str) -> Valida
     text = str(exc.args[0]) if exc.args else str(exc)
     match = _TO_INDEX.match(exc.field or "")
     if match is None or int(match.group(1)) >= len(rows):
-        return ValidationError(f"{text}", field=exc.field)
+        return ValidationError(text, field=exc.field)
     row = rows[int(match.group(1))]
     text = text.replace(f" in {exc.field}", "").replace(f"{exc.field}: ", "")
-    return ValidationError(f"row {row.row} ({row.email}): {text}", field=path)
+    return ValidationError(f"row {row.row} ({row.email}): {text}", field=source_name(path))
+
+
+def source_name(path: str) -> str:
+    """How errors name the file at ``path``."""
+    return "standard input" if path == "-" else path
 
 
 @contextlib.contextmanager

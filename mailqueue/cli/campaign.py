@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from ..campaign_csv import Content, Recipient, Repeats, individual_messages, iter_recipients
-from ..campaign_file import open_csv, queue_campaign_file
+from ..campaign_file import open_csv, queue_campaign_file, source_name
 from ..campaign_view import campaign_line
 from ..campaigns import ENDED_STATES
 from ..chunked_send import QueuedGroup, enqueue_each
@@ -199,8 +199,8 @@ def _content(
     template_id: str | None, subject: str | None, text: str | None, html: str | None
 ) -> Content:
     """The template, or the subject and body, every recipient gets; CliError for a mix."""
-    own = {key: value for key, value in (("subject", subject), ("text", text), ("html", html))}
-    given = {key: value for key, value in own.items() if value is not None}
+    own = (("subject", subject), ("text", text), ("html", html))
+    given = {key: value for key, value in own if value is not None}
     if template_id is not None:
         if given:
             flags = ", ".join(f"--{key}" for key in given)
@@ -280,7 +280,8 @@ def _queue_rows(client: Client, job: _CampaignFile) -> QueuedGroup:
 
     def messages() -> Iterator[dict[str, Any]]:
         with open_csv(csv_path) as handle:
-            for recipient in iter_recipients(handle, source=csv_path, repeats=job.repeats):
+            source = source_name(csv_path)
+            for recipient in iter_recipients(handle, source=source, repeats=job.repeats):
                 row[:] = [recipient]
                 (message,) = individual_messages(row, job.content, job.from_email)
                 yield {**message, **job.routing}
@@ -295,7 +296,7 @@ def _queue_rows(client: Client, job: _CampaignFile) -> QueuedGroup:
         if exc.index is None or not row:
             raise
         exc.index = None  # the row the error is about is the last one read
-        where = f"{csv_path}: row {row[0].row} ({row[0].email})"
+        where = f"{source_name(csv_path)}: row {row[0].row} ({row[0].email})"
         raise CliError(f"{where}: {field_error(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"CSV: cannot read {csv_path!r}: {reason(exc)}") from None
