@@ -119,7 +119,8 @@ def normalize_stream(stream: object) -> str | None:
         return None
     if stream not in STREAMS:
         raise ValidationError(
-            f"stream must be 'transactional', 'bulk', or empty for every stream, not {stream!r}",
+            "stream must be 'transactional', 'bulk', or empty for every stream, "
+            f"not {str(stream)[:40]!r}",
             field="stream",
         )
     return str(stream)

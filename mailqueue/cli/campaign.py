@@ -44,6 +44,7 @@ CONTENT_FLAGS = {
     "html": "--html",
 }
 
+
 class CampaignCommands(click.Group):
     """``campaign CSV ...`` queues a campaign; ``campaign status|pause|... NAME`` steers one."""
 
