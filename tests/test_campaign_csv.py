@@ -252,3 +252,13 @@ def test_rows_stream_a_large_file_in_parts() -> None:
 
     assert [len(rows) for rows, _ in chunks] == [500, 500, 200]
     assert chunks[2][1]["to"][-1] == "user1199@example.com"
+
+
+def test_a_quote_left_open_in_a_large_file_is_named_at_its_row() -> None:
+    rows = "".join(f"user{n}@example.com,Name {n}\n" for n in range(10_000))
+    text = 'email,name\nann@example.com,"Ann\n' + rows
+
+    with pytest.raises(ValidationError) as caught:
+        read_recipients(text)
+
+    assert str(caught.value).startswith("row 2: a cell is longer than 128 KiB")
