@@ -3,6 +3,9 @@
 Sending, Email Logs and the suppression list each hold one; a subclass adds
 its requests. urllib3 never retries on its own: a silently repeated POST
 could send twice, so every retry is decided (and counted) by the caller.
+No redirect is ever followed: requests would repeat the request, token
+header and message included, to whatever host the answer names. A 3xx is
+handed to the caller as the answer it is.
 """
 
 from __future__ import annotations
@@ -18,13 +21,18 @@ __all__ = ["ApiSession"]
 _S = TypeVar("_S", bound="ApiSession")
 
 
+class _Session(requests.Session):
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
+
+
 class ApiSession:
     """Owns a ``requests.Session`` with the token's headers; close it, or use it in ``with``."""
 
     def __init__(self, headers: dict[str, str], *, pool_size: int = 1) -> None:
         from . import __version__
 
-        self._session = requests.Session()
+        self._session: requests.Session = _Session()
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=1, pool_maxsize=pool_size, max_retries=0
         )

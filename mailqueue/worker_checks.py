@@ -11,6 +11,7 @@ configuration.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -41,11 +42,27 @@ def check_worker_settings(settings: Settings) -> None:
                 f"{name} must be an http:// or https:// URL, not {mask_url(url)!r}",
                 setting=setting,
             )
+        insecure = parts.scheme == "http" and not _is_loopback(parts.hostname)
+        if insecure and not settings.allow_http_api_urls:
+            raise ConfigurationError(
+                f"{name} is http:// to {parts.hostname!r}, which would send the API token "
+                "unencrypted: use https://, or set MAILQUEUE_ALLOW_HTTP_API_URLS=true",
+                setting=setting,
+            )
     if settings.on_outcome:
         # Found at start, not at the first send's end: a typo is one line, not a log per send.
         from .outcome_hooks import load_callable
 
         load_callable(settings.on_outcome, "on_outcome")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _mailtrap_urls(settings: Settings) -> Iterator[tuple[str, str, str]]:
