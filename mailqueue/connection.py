@@ -146,7 +146,7 @@ def check_url(url: str, setting: str, name: str | None = None) -> None:
             raise ConfigurationError(f"{shown} is malformed: {exc}", setting=setting) from None
     elif scheme in ("redis", "rediss", "unix"):
         try:
-            redis.connection.parse_url(url)
+            redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
         except ValueError:
             # redis-py's own words may quote a piece of the password.
             raise ConfigurationError(
