@@ -13,17 +13,22 @@ Here, on top of waitress' own idle timeout and body limit:
 - once a request's headers are in and before its body is read, ``screen``
   sees them (method, path, headers, client address in WSGI names) and may
   refuse the request with an answer of its own, e.g. a 401 for wrong
-  credentials: the body is then never read, and the connection is closed.
+  credentials: the body is then never read, and the connection is closed;
+- the bodies being received or served together hold at most ``body_budget``
+  bytes (a chunked body counts as ``max_body``): a request that would pass it
+  is answered 503 before its body is read. Waitress keeps bodies in memory
+  up to its ``inbuf_overflow``, and a container's memory is finite.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -52,6 +57,18 @@ class Refusal(Protocol):
 
 Screen = Callable[[Mapping[str, str]], "Refusal | None"]
 
+
+class _Answer(NamedTuple):
+    status_line: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+_NO_ROOM = _Answer(
+    "503 Service Unavailable",
+    [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "5")],
+    b"too many request bodies in progress, retry later\n",
+)
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 30\r\n"
     b"Connection: close\r\n\r\ntoo many connections from you\n"
@@ -68,6 +85,13 @@ class Limits:
     connections: int = 100
     connections_per_client: int = 20
     threads: int = 4
+    # None: four bodies of the largest size.
+    body_budget: int | None = None
+
+    @property
+    def bodies_at_most(self) -> int:
+        """The bytes of request bodies the server holds at once, at most."""
+        return self.body_budget if self.body_budget is not None else 4 * self.max_body
 
 
 class _Refused(Error):  # type: ignore[misc]
@@ -83,12 +107,22 @@ class _ScreenedParser(HTTPRequestParser):  # type: ignore[misc]
     completed: bool
     error: Any
 
-    def __init__(self, adj: Adjustments, *, screen: Screen | None, client: str) -> None:
+    def __init__(
+        self,
+        adj: Adjustments,
+        *,
+        screen: Screen | None,
+        client: str,
+        reserve: Callable[[int], bool],
+    ) -> None:
         super().__init__(adj)
         self.started = time.monotonic()
         self._screen = screen
         self._client = client
+        self._reserve = reserve
         self._screened = False
+        # Bytes of the server's body budget this request holds.
+        self.reserved = 0
 
     def received(self, data: bytes) -> int:
         consumed: int = super().received(data)
@@ -96,12 +130,22 @@ class _ScreenedParser(HTTPRequestParser):  # type: ignore[misc]
             self._screened = True
             # Only a request whose body is still to come: one without a body
             # goes to the application, which checks it all the same.
-            if not self.completed and self.error is None and self._screen is not None:
-                refusal = self._screen(self._environ())
+            if not self.completed and self.error is None:
+                refusal = self._screen(self._environ()) if self._screen is not None else None
+                if refusal is None:
+                    size = self._body_size()
+                    if self._reserve(size):
+                        self.reserved = size
+                    else:
+                        refusal = _NO_ROOM
                 if refusal is not None:
                     self.error = _Refused(refusal)
                     self.completed = True
         return consumed
+
+    def _body_size(self) -> int:
+        length = int(self.content_length or 0)
+        return length if length > 0 else int(self.adj.max_request_body_size)
 
     def _environ(self) -> dict[str, str]:
         environ = {
@@ -122,11 +166,27 @@ class _GuardedChannel(HTTPChannel):  # type: ignore[misc]
         super().__init__(server, sock, addr, adj, map)
         client = str(addr[0]) if isinstance(addr, tuple) and addr else "unknown"
         self.client = client
-        self.parser_class = functools.partial(_ScreenedParser, screen=server.screen, client=client)
+        self.parser_class = functools.partial(
+            _ScreenedParser, screen=server.screen, client=client, reserve=server.reserve
+        )
         same = sum(1 for channel in server.active_channels.values() if channel.client == client)
         if same > server.limits.connections_per_client:
             server.refused_connections += 1
             self._refuse()
+
+    def service(self) -> None:
+        request = self.requests[0]
+        try:
+            super().service()
+        finally:
+            # The request is answered and its body dropped.
+            self.server.release(request)
+
+    def del_channel(self, map: Any = None) -> None:
+        super().del_channel(map)
+        for request in [self.request, *self.requests]:
+            if request is not None:
+                self.server.release(request)
 
     def _refuse(self) -> None:
         with self.outbuf_lock:
@@ -146,7 +206,24 @@ class _GuardedServer(TcpWSGIServer):  # type: ignore[misc]
         self.limits = limits
         self.refused_connections = 0
         self.timed_out = 0
+        self.bodies_held = 0
+        self._bodies_lock = threading.Lock()
         super().__init__(app, *args, **kw)
+
+    def reserve(self, size: int) -> bool:
+        """Take ``size`` bytes of the body budget; False when they are not there."""
+        with self._bodies_lock:
+            if self.bodies_held + size > self.limits.bodies_at_most:
+                return False
+            self.bodies_held += size
+            return True
+
+    def release(self, request: Any) -> None:
+        """Give back what ``request`` holds of the body budget (once)."""
+        with self._bodies_lock:
+            size = getattr(request, "reserved", 0)
+            request.reserved = 0
+            self.bodies_held = max(self.bodies_held - size, 0)
 
     def maintenance(self, now: float) -> None:
         super().maintenance(now)

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 import requests
 
 from mailqueue.client import Client
@@ -41,11 +40,19 @@ def basic(credentials: str) -> str:
 
 @contextlib.contextmanager
 def webhook_server(redis_url: str, limits: Limits, **settings: Any) -> Iterator[tuple[str, int]]:
+    with webhook_server_object(redis_url, limits, **settings) as (address, _):
+        yield address
+
+
+@contextlib.contextmanager
+def webhook_server_object(
+    redis_url: str, limits: Limits, **settings: Any
+) -> Iterator[tuple[tuple[str, int], Any]]:
     values: dict[str, Any] = {"webhook_secret": BASIC, "redis_url": redis_url, **settings}
     app = create_app(Settings(**values))
     server = create_server(Settings(**values), "127.0.0.1", 0, app=app, limits=limits)
     with serving(app, server=server) as base:
-        yield "127.0.0.1", int(base.rpartition(":")[2])
+        yield ("127.0.0.1", int(base.rpartition(":")[2])), server
 
 
 @contextlib.contextmanager
@@ -260,3 +267,27 @@ def test_the_dashboard_serves_its_pages_through_the_guarded_server(redis_url: st
 
     assert page.status_code == 200
     assert refused.status_code == 401
+
+
+def test_bodies_in_progress_hold_a_bounded_amount_of_memory(redis_url: str) -> None:
+    limits = Limits(max_body=1024 * 1024, body_budget=2 * 1024 * 1024)
+    head = (
+        b"POST /mailtrap/tracking/ HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: {basic(BASIC)}\r\nContent-Length: 1000000\r\n\r\n".encode()
+    )
+    with webhook_server_object(redis_url, limits) as (address, server):
+        half_sent = [connect(address) for _ in range(2)]
+        for sock in half_sent:
+            sock.sendall(head + b"{")
+        wait_until(lambda: server.bodies_held == 2_000_000, timeout=5, what="both held")
+        third = connect(address)
+        third.sendall(head)
+
+        answer = answer_of(third)
+        for sock in half_sent:
+            sock.close()
+        wait_until(lambda: post_events(address) == 200, timeout=10, what="room again")
+        wait_until(lambda: server.bodies_held == 0, timeout=5, what="all given back")
+
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:100]
+    assert b"retry-after" in answer.lower()
