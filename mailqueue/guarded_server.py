@@ -23,7 +23,6 @@ Here, on top of waitress' own idle timeout and body limit:
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,8 +37,6 @@ from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import Error
 
 __all__ = ["Limits", "Refusal", "Screen", "create_guarded_server"]
-
-logger = logging.getLogger(__name__)
 
 
 class Refusal(Protocol):

@@ -63,6 +63,7 @@ class TrackingHandler:
         settings: Settings,
         store: EventStore,
         observers: Sequence[Callable[[Sequence[TrackingEvent]], None]] = (),
+        failed_logins: FailedLogins | None = None,
     ) -> None:
         # Fails here, at start-up, when no credential is configured.
         self.verifier = RequestVerifier.from_settings(settings)
@@ -70,7 +71,8 @@ class TrackingHandler:
         self.max_body = settings.webhook_max_body
         # Told of every event of a request once it is recorded (Anymail's tracking signal).
         self.observers = tuple(observers)
-        self.failed_logins = FailedLogins("webhook")
+        # Shared by handlers built per request (Django), so that failures add up.
+        self.failed_logins = failed_logins or FailedLogins("webhook")
 
     @classmethod
     def from_settings(
