@@ -157,6 +157,21 @@ def test_connections_that_trickle_their_headers_are_cut_and_others_are_served(
         assert post_events(address, timeout=10) == 200
 
 
+def test_the_dashboard_cuts_trickling_connections_the_same_way(redis_url: str) -> None:
+    limits = Limits(max_body=4096, request_timeout=1.0, connections=6,
+                    connections_per_client=100)  # fmt: skip
+    with dashboard_server(redis_url, limits) as (host, port), Trickle((host, port), 6) as slow:
+        wait_until(
+            lambda: all(closed_by_server(sock) for sock in slow.socks),
+            timeout=15,
+            what="the trickling connections are closed",
+        )
+        page = requests.get(f"http://{host}:{port}/", auth=tuple(DASHBOARD_SECRET.split(":")),
+                            timeout=10)  # fmt: skip
+
+    assert page.status_code == 200
+
+
 def test_a_body_that_trickles_in_is_cut_too(redis_url: str) -> None:
     limits = Limits(max_body=1024 * 1024, request_timeout=1.0)
     with webhook_server(redis_url, limits) as address:
