@@ -9,6 +9,7 @@ import hmac
 import io
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -108,3 +109,22 @@ def test_without_the_option_metrics_stay_beside_the_tracking_path(redis_url: str
 
     assert metrics.status_code == 200
     assert refused.status_code == 401
+
+
+def test_a_busy_metrics_port_is_one_error_line(redis_url: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        env = {**os.environ, "MAILQUEUE_WEBHOOK_SECRET": "hooks:pw",
+               "MAILQUEUE_REDIS_URL": redis_url}  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "mailqueue", "serve-webhooks", "--port", str(free_port()),
+             "--metrics-port", str(taken)],
+            env=env, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode != 0
+    assert lines[-1].startswith("error: cannot serve metrics on 127.0.0.1:"), lines
+    assert "Traceback" not in result.stderr.decode()

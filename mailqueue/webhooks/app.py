@@ -10,6 +10,7 @@ import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import metrics
+from ..errors import ConfigurationError
 from ..settings import Settings
 from .handler import Response, TrackingHandler, text_response
 
@@ -190,8 +191,14 @@ def serve(
     app = create_app(settings)
     if metrics_port is not None:
         app.serve_metrics = False
-        metrics.start_metrics_server(metrics_port, addr=metrics_host or host)
-        logger.info("metrics on http://%s:%d/metrics", metrics_host or host, metrics_port)
+        where = metrics_host or host
+        try:
+            metrics.start_metrics_server(metrics_port, addr=where)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on {where}:{metrics_port}: {exc.strerror or exc}"
+            ) from None
+        logger.info("metrics on http://%s:%d/metrics", where, metrics_port)
     server = create_server(settings, host, port, app=app)
     logger.info("tracking webhook listening on http://%s:%d%s", host, port, TRACKING_PATH)
     try:
