@@ -202,7 +202,7 @@ def _minutes_svg(minutes: Sequence[Sequence[Any]]) -> str:
         "</text>"
     )
     return (
-        f"<svg id=last-hour-chart width={width} height={height} role=img "
+        f'<svg id=last-hour-chart width={width} height={height} role=img '
         f'aria-label="sends by state per minute, last hour">{"".join(shapes)}</svg>'
     )
 
