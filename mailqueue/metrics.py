@@ -14,7 +14,7 @@
                                                busy (the logs API's rate limit; looked up later)
     mailqueue_webhook_events_total{type,result} tracking events received
     mailqueue_failed_logins_total{server}      requests refused for their credentials, by server
-                                               ("webhook", "dashboard"), throttled ones included
+                                               ("webhook", "dashboard")
     mailqueue_queue_depth{queue}               read from Redis at scrape time: "outbox" (single
                                                sends), "batch", "retry", "dead"
     mailqueue_lane_*{lane,stream}              backlog, in flight and oldest age per lane
