@@ -21,6 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from ..client import client_for_settings
 from ..dashboard import DashboardApp
+from ..dashboard.app import MAX_FORM
 from ..dashboard.auth import ENV, DashboardAuth
 from ..settings import Settings
 
@@ -55,6 +56,14 @@ def _dashboard(request: HttpRequest, path: str = "") -> HttpResponse:
     secret = getattr(django_settings, ENV, None) or os.environ.get(ENV)
     app = _app(Settings.from_django(), secret)
     environ = dict(request.META)
+    if request.method == "POST":
+        # Credentials, then the size, before the body is read.
+        refused = app.screen(environ)
+        if refused is not None:
+            return _response(refused.status, refused.headers, refused.body)
+        declared = str(environ.get("CONTENT_LENGTH") or "0").strip()
+        if not declared.isdigit() or int(declared) > MAX_FORM:
+            return _response(413, [], f"a form is at most {MAX_FORM} bytes\n".encode())
     # The body may have been read already (a middleware looking at POST).
     environ["wsgi.input"] = io.BytesIO(request.body)
     environ["CONTENT_LENGTH"] = str(len(request.body))
@@ -67,8 +76,12 @@ def _dashboard(request: HttpRequest, path: str = "") -> HttpResponse:
         answer["status"], answer["headers"] = status, headers
 
     body = b"".join(app(environ, start_response))
-    response = HttpResponse(body, status=int(answer["status"].split()[0]))
-    for name, value in answer["headers"]:
+    return _response(int(answer["status"].split()[0]), answer["headers"], body)
+
+
+def _response(status: int, headers: list[tuple[str, str]], body: bytes) -> HttpResponse:
+    response = HttpResponse(body, status=status)
+    for name, value in headers:
         if name.lower() != "content-length":
             response[name] = value
     return response
