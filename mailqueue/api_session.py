@@ -10,15 +10,48 @@ handed to the caller as the answer it is.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
 import requests.utils
 
-__all__ = ["ApiSession"]
+from .connection import mask_url
+from .errors import ConfigurationError
+
+__all__ = ["ApiSession", "check_api_url"]
 
 _S = TypeVar("_S", bound="ApiSession")
+
+
+def check_api_url(url: str, name: str, setting: str, *, allow_http: bool = False) -> None:
+    """Raise ConfigurationError (naming ``name``) unless ``url`` may carry the API token.
+
+    It must be ``https://``, or ``http://`` to a loopback host (a local
+    stand-in), or to any host when ``allow_http`` says so.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"{name} must be an http:// or https:// URL, not {mask_url(url)!r}", setting=setting
+        )
+    if parts.scheme == "http" and not allow_http and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"{name} is http:// to {parts.hostname!r}, which would send the API token "
+            "unencrypted: use https://, or set MAILQUEUE_ALLOW_HTTP_API_URLS=true",
+            setting=setting,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Session(requests.Session):

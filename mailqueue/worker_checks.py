@@ -11,16 +11,14 @@ configuration.
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 from celery.signals import worker_init
 
-from .connection import mask_url
+from .api_session import check_api_url
 from .errors import ConfigurationError, MailqueueError
 from .settings import Settings, account_env_prefix
 
@@ -36,33 +34,12 @@ def check_worker_settings(settings: Settings) -> None:
             setting="api_token",
         )
     for setting, name, url in _mailtrap_urls(settings):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(
-                f"{name} must be an http:// or https:// URL, not {mask_url(url)!r}",
-                setting=setting,
-            )
-        insecure = parts.scheme == "http" and not _is_loopback(parts.hostname)
-        if insecure and not settings.allow_http_api_urls:
-            raise ConfigurationError(
-                f"{name} is http:// to {parts.hostname!r}, which would send the API token "
-                "unencrypted: use https://, or set MAILQUEUE_ALLOW_HTTP_API_URLS=true",
-                setting=setting,
-            )
+        check_api_url(url, name, setting, allow_http=settings.allow_http_api_urls)
     if settings.on_outcome:
         # Found at start, not at the first send's end: a typo is one line, not a log per send.
         from .outcome_hooks import load_callable
 
         load_callable(settings.on_outcome, "on_outcome")
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _mailtrap_urls(settings: Settings) -> Iterator[tuple[str, str, str]]:

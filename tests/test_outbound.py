@@ -133,3 +133,18 @@ def test_the_setting_allows_http_to_another_host() -> None:
     )
 
     check_worker_settings(settings)
+
+
+def test_suppression_sync_refuses_an_http_url_to_another_host(redis_url: str) -> None:
+    from mailqueue.client import Client
+    from mailqueue.suppression_sync import sync_suppressions
+
+    settings = Settings(
+        api_token=TOKEN, broker_url=redis_url, general_api_url="http://mailtrap.example/api/"
+    )
+    client = Client(settings)
+    try:
+        with pytest.raises(ConfigurationError, match="GENERAL_API_URL"):
+            sync_suppressions(client)
+    finally:
+        client.close()
