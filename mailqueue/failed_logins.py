@@ -62,7 +62,7 @@ class FailedLogins:
             times = self._failures.get(client)
             if times is None:
                 return None
-            self._forget_old(client, times, now)
+            self._forget_old(times, now)
             if len(times) < self.limit:
                 return None
             return max(times[0] + self.window - now, 0.0) or None
@@ -78,7 +78,7 @@ class FailedLogins:
                     self._failures.pop(next(iter(self._failures)))
                 times = self._failures[client] = deque()
             times.append(now)
-            self._forget_old(client, times, now)
+            self._forget_old(times, now)
             while len(times) > self.limit:
                 times.popleft()
             self._unlogged += 1
@@ -98,6 +98,6 @@ class FailedLogins:
             shown,
         )
 
-    def _forget_old(self, client: str, times: deque[float], now: float) -> None:
+    def _forget_old(self, times: deque[float], now: float) -> None:
         while times and now - times[0] >= self.window:
             times.popleft()
