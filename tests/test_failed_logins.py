@@ -148,3 +148,16 @@ def test_a_scan_from_many_addresses_keeps_memory_bounded() -> None:
         logins.failed(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
 
     assert len(logins._failures) <= module.MAX_CLIENTS
+
+
+def test_the_browsers_first_request_without_credentials_is_no_failed_login(
+    dashboard: DashboardApp,
+) -> None:
+    before = failed_logins("dashboard")
+    limit = dashboard.auth.failed_logins.limit
+
+    statuses = [call(dashboard, "/", "")[0] for _ in range(limit + 5)]
+
+    assert statuses == [401] * (limit + 5)
+    assert failed_logins("dashboard") == before
+    assert call(dashboard, "/", basic(DASHBOARD_SECRET))[0] == 200

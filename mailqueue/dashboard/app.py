@@ -120,7 +120,10 @@ class DashboardApp:
             return Response(429, [retry], b"too many failed logins, retry later\n")
         if self.auth.allows(environ):
             return None
-        self.auth.failed_logins.failed(client)
+        if environ.get("HTTP_AUTHORIZATION"):
+            # A browser asks first without credentials: only a wrong answer to
+            # the challenge is a failed login.
+            self.auth.failed_logins.failed(client)
         challenge = ("WWW-Authenticate", f'Basic realm="{REALM} dashboard", charset="UTF-8"')
         return Response(401, [challenge], b"authentication required\n")
 
