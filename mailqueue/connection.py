@@ -132,11 +132,45 @@ def check_url(url: str, setting: str, name: str | None = None) -> None:
             f"{shown} must start with one of {accepted}, not {mask_url(url)!r}",
             setting=setting,
         )
+    for part in url.split(";"):
+        if _credentials_spill(part):
+            raise ConfigurationError(
+                f"{shown} is malformed: its user name or password holds '/', '?' or '#' "
+                f"unencoded; percent-encode them (%2F, %3F, %23): {mask_url(url)!r}",
+                setting=setting,
+            )
     if scheme == SENTINEL_SCHEME:
         try:
             parse_sentinel_url(url)
         except ValueError as exc:
             raise ConfigurationError(f"{shown} is malformed: {exc}", setting=setting) from None
+    elif scheme in ("redis", "rediss", "unix"):
+        try:
+            redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+        except ValueError:
+            # redis-py's own words may quote a piece of the password.
+            raise ConfigurationError(
+                f"{shown} is malformed: {mask_url(url)!r}", setting=setting
+            ) from None
+
+
+def _credentials_spill(url: str) -> bool:
+    """Whether an ``@`` after the authority's end shows a password cut short by ``/?#``.
+
+    ``redis://:pa/ss@host`` reads as host ``:pa`` and path ``/ss@host``; a
+    query value holding ``@`` (``?sentinel_password=a@b``) is not that.
+    """
+    rest = url.partition("://")[2]
+    if rest.startswith("/"):
+        # No authority at all (unix:///run/redis@main.sock).
+        return False
+    end = _authority_end(rest)
+    spill = rest.rfind("@")
+    return spill >= end and "=" not in rest[end:spill]
+
+
+def _authority_end(rest: str) -> int:
+    return next((i for i, char in enumerate(rest) if char in "/?#"), len(rest))
 
 
 def parse_sentinel_url(url: str) -> SentinelTarget:
@@ -248,7 +282,10 @@ def _mask_one(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return _SECRET_QUERY.sub(_MASKED_VALUE, url)
-    end = next((i for i, char in enumerate(rest) if char in "/?#"), len(rest))
+    if _credentials_spill(url):
+        # A password holding '/', '?' or '#' unencoded: all up to its '@' is secret.
+        return f"{scheme}://{MASK}@{rest[rest.rfind('@') + 1 :]}"
+    end = _authority_end(rest)
     authority, tail = rest[:end], rest[end:]
     _, at, hosts = authority.rpartition("@")
     if at:

@@ -203,9 +203,10 @@ class EmailLogsClient(ApiSession):
             except requests.RequestException as exc:
                 failures += 1
                 if failures >= self.attempts:
+                    # Not chained: a requests error may quote a header or a URL.
                     raise EmailLogsUnavailable(
                         f"Email Logs unreachable ({type(exc).__name__})", reason="unreachable"
-                    ) from exc
+                    ) from None
                 self._pause(backoff_seconds(failures), deadline)
                 continue
             status = response.status_code

@@ -13,6 +13,8 @@
     │   ├── TransientDeliveryError  worth retrying: timeouts, connection errors, 429, 5xx
     │   │   └── RateLimited         a 429; carries retry_after when Mailtrap sent one
     │   └── PermanentDeliveryError  retrying cannot help: other 4xx, malformed answers
+    │       └── Redirected          the API URL answered with a redirect, never followed
+    │                               (it would carry the token to another address)
     ├── EmailLogsUnavailable        Mailtrap's Email Logs cannot answer a look-up
     │   │                           (unreachable, token refused, malformed answer):
     │   │                           the outcome stays unknown, the part is sent again
@@ -38,6 +40,7 @@ __all__ = [
     "MailqueueError",
     "PermanentDeliveryError",
     "RateLimited",
+    "Redirected",
     "ReplicationTimeout",
     "SuppressionSyncError",
     "TransientDeliveryError",
@@ -153,6 +156,10 @@ class PermanentDeliveryError(DeliveryError):
     """Retrying cannot help."""
 
     kind = "permanent"
+
+
+class Redirected(PermanentDeliveryError):
+    """The API URL answered 3xx: the call was not repeated where it points (with the token)."""
 
 
 def excerpt(text: str, limit: int = BODY_EXCERPT_CHARS) -> str:

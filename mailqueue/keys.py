@@ -63,6 +63,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "EVENTS_KEPT",
     "EVENT_ID_TTL",
+    "MAILTRAP_WEBHOOK_RETRY_SECONDS",
     "OUTBOX_GROUP",
     "KeyFamily",
     "Keys",
@@ -75,9 +76,12 @@ DEFAULT_PREFIX = "mq"
 OUTBOX_GROUP = "workers"
 # How many tracking events a send keeps for get_status' history.
 EVENTS_KEPT = 50
-# Webhook event ids are remembered this long: Mailtrap retries a failed
-# delivery 40 times, every 5 minutes, so 3.5 hours covers every replay.
-EVENT_ID_TTL = 4 * 3600
+# Mailtrap retries a webhook delivery that failed 40 times, every 5 minutes,
+# each attempt waiting up to 30 s for an answer: 3 h 40 min after the first.
+MAILTRAP_WEBHOOK_RETRY_SECONDS = 40 * (5 * 60 + 30)
+# Webhook event ids are remembered this long: past every retry of a delivery
+# with room to spare (a first delivery late by its 30 s batching, clocks).
+EVENT_ID_TTL = 6 * 3600
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._@:+=-]{1,200}$")
 # No braces (the prefix is the hash tag) and nothing a glob would read.
@@ -142,6 +146,9 @@ class Keys:
         self.scheduled = f"{base}:scheduled"
         self.suppressed = f"{base}:suppressed"
         self.suppressed_lifted = f"{base}:suppressed:lifted"
+        # When each address's suppression was last lifted here, kept after a
+        # sync has passed the lift on: older tracking events suppress no more.
+        self.suppression_lifts = f"{base}:suppressed:lifts"
         # One key per id (a send, a message, a token, ...).
         self.send = KeyFamily(base, "send")
         self.recipients = KeyFamily(base, "rcpt")

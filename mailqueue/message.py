@@ -137,7 +137,7 @@ def normalize_message(message: object, settings: Settings) -> NormalizedMessage:
     to = _recipients(get("to"), "to")
     cc = _recipients(get("cc"), "cc")
     bcc = _recipients(get("bcc"), "bcc")
-    subject = _optional_str(get("subject"), "subject")
+    subject = _one_line(get("subject"), "subject")
     reply_to: list[list[EmailAddress]] = []
     raw_reply_to = get("reply_to")
     if raw_reply_to is not None:
@@ -491,11 +491,28 @@ def _optional_str(value: object, name: str) -> str | None:
     return _expect(value, str, "a string", name)
 
 
+def _one_line(value: object, name: str) -> str | None:
+    """``value`` when it is None or a string of one line; refused, naming ``name``, otherwise.
+
+    Each of these fields ends up in a header line of the mail Mailtrap
+    builds (Subject, a part's Content-Type or Content-ID, X-MT-Category,
+    X-MT-Custom-Variables): a line break there is header injection, or a
+    message Mailtrap refuses later, after the queue has accepted it.
+    """
+    text = _optional_str(value, name)
+    if text is not None and ("\r" in text or "\n" in text):
+        raise ValidationError(f"{name} must not contain line breaks", field=name)
+    return text
+
+
 def _tags(value: object) -> list[str]:
     if value is None:
         return []
     tags = _expect(value, (list, tuple), "a list of strings", "tags")
-    return [_expect(tag, str, "a string", f"tags[{index}]") for index, tag in enumerate(tags)]
+    return [
+        _one_line(_expect(tag, str, "a string", f"tags[{index}]"), f"tags[{index}]") or ""
+        for index, tag in enumerate(tags)
+    ]
 
 
 def _metadata(value: object) -> dict[str, str] | None:
@@ -515,6 +532,10 @@ def _stringified(value: Mapping[Any, Any], where: str) -> dict[str, str]:
                 f"{where} value for {key!r} cannot be converted to a string",
                 field=f"{where}.{key}",
             ) from None
+        if "\r" in str(key) or "\n" in str(key):
+            raise ValidationError(
+                f"{where} keys must not contain line breaks", field=f"{where}.{key!r}"
+            )
     return result
 
 
@@ -533,9 +554,9 @@ def _attachment(item: object, where: str) -> Attachment:
     for key in item:
         if key not in ATTACHMENT_KEYS:
             raise ValidationError(f"unknown attachment key {key!r}", field=f"{where}.{key}")
-    filename = _optional_str(item.get("filename"), f"{where}.filename")
-    mimetype = _optional_str(item.get("mimetype"), f"{where}.mimetype")
-    content_id = _optional_str(item.get("content_id"), f"{where}.content_id")
+    filename = _one_line(item.get("filename"), f"{where}.filename")
+    mimetype = _one_line(item.get("mimetype"), f"{where}.mimetype")
+    content_id = _one_line(item.get("content_id"), f"{where}.content_id")
     inline = item.get("inline")
     if inline is not None and not isinstance(inline, bool):
         raise ValidationError(f"{where}.inline must be true or false", field=f"{where}.inline")

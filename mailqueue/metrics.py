@@ -13,6 +13,8 @@
                                                that could not be made: fallback (sent again),
                                                busy (the logs API's rate limit; looked up later)
     mailqueue_webhook_events_total{type,result} tracking events received
+    mailqueue_failed_logins_total{server}      requests refused for their credentials, by server
+                                               ("webhook", "dashboard")
     mailqueue_queue_depth{queue}               read from Redis at scrape time: "outbox" (single
                                                sends), "batch", "retry", "dead"
     mailqueue_lane_*{lane,stream}              backlog, in flight and oldest age per lane
@@ -95,6 +97,7 @@ WEBHOOK_EVENT_TYPES = frozenset(
 # request refused before parsing (verification, malformed body), also "all".
 WEBHOOK_RESULTS = frozenset({"received", "recorded", "duplicate", "unknown_message", "rejected"})
 API_PATHS = frozenset({"send", "batch"})
+LOGIN_SERVERS = frozenset({"webhook", "dashboard"})
 RECONCILE_OUTCOMES = frozenset({"found", "absent", "unsure", "fallback", "busy"})
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -130,6 +133,11 @@ class _Instruments:
             "mailqueue_webhook_events",
             "Tracking webhook events by type and result.",
             ["type", "result"],
+        )
+        self.failed_logins = Counter(
+            "mailqueue_failed_logins",
+            "Requests refused for their credentials, by server.",
+            ["server"],
         )
 
     def unregister(self) -> None:
@@ -260,6 +268,13 @@ def count_webhook_event(event_type: str, result: str, n: int = 1) -> None:
     kind = event_type if event_type in WEBHOOK_EVENT_TYPES else "unknown"
     if n > 0:
         _metrics().webhook_events.labels(type=kind, result=result).inc(n)
+
+
+def count_failed_login(server: str) -> None:
+    """Count one request refused for its credentials by ``server`` ("webhook", "dashboard")."""
+    if server not in LOGIN_SERVERS:
+        raise ValueError(f"unknown server {server!r}")
+    _metrics().failed_logins.labels(server=server).inc()
 
 
 class QueueDepthCollector:

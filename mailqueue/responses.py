@@ -24,6 +24,7 @@ from .errors import (
     DeliveryError,
     PermanentDeliveryError,
     RateLimited,
+    Redirected,
     TransientDeliveryError,
 )
 from .payload import ApiCall
@@ -205,6 +206,14 @@ def _status_error(status_code: int, path: str, text: str, retry_after: str | Non
             path=path,
             body=text,
         )
+    if 300 <= status_code < 400:
+        # Where it points is not said: a Location may carry anything.
+        return Redirected(
+            f"Mailtrap's API URL answered with a redirect ({status_code}), which is not "
+            "followed: check MAILTRAP_API_URL",
+            status_code=status_code,
+            path=path,
+        )
     if status_code in _AUTH_STATUS:
         return PermanentDeliveryError(
             f"Mailtrap rejected the API token{suffix}",
@@ -253,8 +262,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def classify_exception(exc: requests.RequestException, path: str) -> DeliveryError:
-    """The ``DeliveryError`` for a network-level failure of a POST to ``path``."""
-    reason = f"{type(exc).__name__}: {exc}"
+    """The ``DeliveryError`` for a network-level failure of a POST to ``path``.
+
+    The message is in mailqueue's own words and names only the exception's
+    type: the text of a ``requests`` error may quote a request header (the
+    token) or a URL, and this message is stored, logged and shown.
+    """
+    reason = type(exc).__name__
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return TransientDeliveryError(f"Timed out connecting to Mailtrap ({reason})", path=path)
     if isinstance(exc, requests.exceptions.ReadTimeout):

@@ -40,6 +40,12 @@ DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 THIRTY_DAYS = 30 * 24 * 3600
 
 _SECRET_FIELDS = frozenset({"api_token", "bulk_api_token", "tracking_secret", "webhook_secret"})
+# The secrets held as one string, and the environment names a person set them by.
+_SECRET_NAMES = {
+    "api_token": "MAILTRAP_API_TOKEN",
+    "bulk_api_token": "MAILTRAP_BULK_API_TOKEN",
+    "tracking_secret": "MAILTRAP_TRACKING_SECRET",
+}
 _URL_FIELDS = frozenset({"broker_url", "redis_url"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -133,6 +139,10 @@ class Account:
                 f"account names are letters, digits, '_' and '-' (at most 64), not {self.name!r}",
                 setting="accounts",
             )
+        prefix = account_env_prefix(self.name)
+        for name in ("api_token", "bulk_api_token"):
+            value = _secret(getattr(self, name), prefix + name.upper(), "accounts")
+            object.__setattr__(self, name, value)
         object.__setattr__(self, "sandbox_id", _sandbox_id(self.sandbox_id))
         if isinstance(self.rate_limit, str):
             object.__setattr__(self, "rate_limit", RateLimit.parse(self.rate_limit))
@@ -177,6 +187,9 @@ class Settings:
     default_from_email: str | None = None
     ignore_unsupported_features: bool = False
     allow_eai_from: bool = False
+    # Mailtrap URLs may be http:// only for a loopback host (a local stand-in)
+    # unless this allows any: the token would cross the network in clear.
+    allow_http_api_urls: bool = False
     # Beyond the documented table: delivery tuning.
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -224,15 +237,20 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sandbox_id", _sandbox_id(self.sandbox_id))
+        for name, env in _SECRET_NAMES.items():
+            object.__setattr__(self, name, _secret(getattr(self, name), env, name))
         if isinstance(self.rate_limit, str):
             object.__setattr__(self, "rate_limit", RateLimit.parse(self.rate_limit))
         if isinstance(self.email_logs_rate_limit, str):
             limit = RateLimit.parse(self.email_logs_rate_limit)
             object.__setattr__(self, "email_logs_rate_limit", limit)
-        if isinstance(self.webhook_secret, str):
-            object.__setattr__(self, "webhook_secret", _split_secrets(self.webhook_secret))
-        else:
-            object.__setattr__(self, "webhook_secret", tuple(self.webhook_secret))
+        pairs = (
+            _split_secrets(self.webhook_secret)
+            if isinstance(self.webhook_secret, str)
+            else self.webhook_secret
+        )
+        checked = (_secret(pair, "MAILQUEUE_WEBHOOK_SECRET", "webhook_secret") for pair in pairs)
+        object.__setattr__(self, "webhook_secret", tuple(pair for pair in checked if pair))
         object.__setattr__(self, "accounts", _account_table(self.accounts))
         if self.redis_url is not None:
             connection.check_url(self.redis_url, "redis_url", "MAILQUEUE_REDIS_URL")
@@ -485,6 +503,28 @@ def _split_secrets(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+# A control character inside a token would end up in an HTTP header, where
+# requests refuses it with an error quoting the whole value.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _secret(value: str | None, env: str, setting: str) -> str | None:
+    """A token or secret without surrounding whitespace (a secret file's newline).
+
+    One holding a control character inside is refused, without quoting it.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if _CONTROL.search(text):
+        raise ConfigurationError(
+            f"{env} holds a control character (a line break or tab inside it); "
+            "check how the secret is written",
+            setting=setting,
+        )
+    return text or None
+
+
 class _EnvSource:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
@@ -584,6 +624,12 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
         ignore = source.anymail("IGNORE_UNSUPPORTED_FEATURES")
     put("ignore_unsupported_features", ignore, _boolean, "MAILQUEUE_IGNORE_UNSUPPORTED_FEATURES")
     put("allow_eai_from", source.own("ALLOW_EAI_FROM"), _boolean, "MAILQUEUE_ALLOW_EAI_FROM")
+    put(
+        "allow_http_api_urls",
+        source.own("ALLOW_HTTP_API_URLS"),
+        _boolean,
+        "MAILQUEUE_ALLOW_HTTP_API_URLS",
+    )
     for name, convert in (
         ("CONNECT_TIMEOUT", _number),
         ("READ_TIMEOUT", _number),

@@ -33,7 +33,7 @@ from urllib.parse import quote
 import requests
 
 from .addresses import comparable
-from .api_session import ApiSession
+from .api_session import ApiSession, check_api_url
 from .errors import SuppressionSyncError, ValidationError
 from .responses import parse_retry_after
 from .transport import backoff_seconds
@@ -157,6 +157,12 @@ def sync_suppressions(client: Client, api: MailtrapSuppressions | None = None) -
     if api is None:
         if not settings.api_token:
             raise SuppressionSyncError("MAILTRAP_API_TOKEN is required to read Mailtrap's list")
+        check_api_url(
+            settings.general_base_url,
+            "MAILTRAP_GENERAL_API_URL",
+            "general_api_url",
+            allow_http=settings.allow_http_api_urls,
+        )
         api = MailtrapSuppressions(
             settings.general_base_url, settings.api_token, timeout=settings.read_timeout
         )

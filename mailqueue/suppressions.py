@@ -200,11 +200,13 @@ class SuppressionList(RedisStore):
         address's suppression there too instead of bringing it back.
         """
         key = comparable(_address(address))
+        now = _now_iso()
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self.keys.suppressed, key)
             pipe.delete(self.keys.soft_bounces(key))
-            pipe.hset(self.keys.suppressed_lifted, key, _now_iso())
-            removed, _, _ = pipe.execute()
+            pipe.hset(self.keys.suppressed_lifted, key, now)
+            pipe.hset(self.keys.suppression_lifts, key, now)
+            removed, *_ = pipe.execute()
         return bool(removed)
 
     @translated("read lifted suppressions")
@@ -294,12 +296,26 @@ class SuppressionList(RedisStore):
         """Suppress the addresses tracking events call for; returns how many events did.
 
         Each event comes with the addresses it concerns: its ``email``, or
-        the recipients its message id was sent to.
+        the recipients its message id was sent to. An event dated at or
+        before the last lift of an address's suppression does nothing to it:
+        Mailtrap's signatures carry no time, so a captured bounce replayed
+        later would otherwise undo an operator's decision.
         """
+        pending = [
+            (event, name, tuple(addresses))
+            for event, addresses in events
+            if (name := event.mailtrap_event.strip().lower()) in SUPPRESSING_EVENTS
+            or name in SOFT_BOUNCE_EVENTS
+        ]
+        if not pending:
+            return 0
+        lifts = self._last_lifts({a for _, _, addresses in pending for a in addresses})
         done = 0
-        for event, addresses in events:
-            name = event.mailtrap_event.strip().lower()
+        for event, name, addresses in pending:
             for address in addresses:
+                lifted = lifts.get(address)
+                if lifted is not None and _seconds(event.timestamp) <= lifted:
+                    continue
                 try:
                     if name in SUPPRESSING_EVENTS:
                         stream, reason = SUPPRESSING_EVENTS[name]
@@ -311,6 +327,26 @@ class SuppressionList(RedisStore):
                 except ValidationError:
                     continue  # an address we cannot parse names nothing we send
         return done
+
+    @translated("read when suppressions were lifted")
+    def _last_lifts(self, addresses: set[str]) -> dict[str, float]:
+        """The unix time each of ``addresses`` last had its suppression lifted, if ever."""
+        keyed: dict[str, str] = {}
+        for address in addresses:
+            try:
+                keyed[address] = comparable(_address(address))
+            except ValidationError:
+                continue
+        if not keyed:
+            return {}
+        found = cast(
+            list[bytes | None], self.redis.hmget(self.keys.suppression_lifts, list(keyed.values()))
+        )
+        return {
+            address: _seconds(_text(raw))
+            for address, raw in zip(keyed, found, strict=True)
+            if raw is not None
+        }
 
     @translated("count a soft bounce")
     def note_soft_bounce(self, address: str, event_key: str, at: float) -> bool:

@@ -114,7 +114,9 @@ class Transport(ApiSession):
             content = response.content
         except requests.RequestException as exc:
             self._observe(call.path, None, started)
-            raise classify_exception(exc, call.path) from exc
+            # Not chained: the original's text may quote the token or a URL,
+            # and a logged traceback would print it.
+            raise classify_exception(exc, call.path) from None
         self._observe(call.path, response.status_code, started)
         return parse_response(
             call,

@@ -19,7 +19,6 @@ Mailtrap's is taken as meant, with a warning at start.
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -28,15 +27,13 @@ from urllib.parse import urlsplit
 import click
 from celery.signals import worker_init
 
+from .api_session import check_api_url, is_loopback_host
 from .celery_app import ours
 from .connection import mask_url
 from .errors import ConfigurationError, MailqueueError
 from .settings import DEFAULT_BULK_API_URL, Settings, account_env_prefix
 
 __all__ = ["check_worker_settings", "refuse_in_celery_command", "worker_warnings"]
-
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-
 
 def check_worker_settings(settings: Settings) -> None:
     """Raise ConfigurationError, naming the setting, when a worker with ``settings`` cannot send."""
@@ -47,12 +44,7 @@ def check_worker_settings(settings: Settings) -> None:
             setting="api_token",
         )
     for setting, name, url in _mailtrap_urls(settings):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(
-                f"{name} must be an http:// or https:// URL, not {mask_url(url)!r}",
-                setting=setting,
-            )
+        check_api_url(url, name, setting, allow_http=settings.allow_http_api_urls)
     if _bulk_leaves_the_machine(settings) and not settings.bulk_api_url:
         raise ConfigurationError(
             f"MAILTRAP_API_URL is on this machine ({mask_url(settings.base_url)}) but "
@@ -85,17 +77,11 @@ def _bulk_leaves_the_machine(settings: Settings) -> bool:
     if settings.sandbox_id:
         return False  # both streams go to the sandbox, at the API URL
     bulk = settings.bulk_api_url or DEFAULT_BULK_API_URL
-    return _is_loopback(settings.base_url) and not _is_loopback(bulk)
+    return _on_this_machine(settings.base_url) and not _on_this_machine(bulk)
 
 
-def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _on_this_machine(url: str) -> bool:
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 def _mailtrap_urls(settings: Settings) -> Iterator[tuple[str, str, str]]:

@@ -225,3 +225,28 @@ def test_the_dashboard_is_served_from_the_urlconf_with_its_own_auth_and_token(
         )
         assert answer.status_code == 303 and answer["Location"] == "/ops/mail/campaigns/june"
     assert (queued.get_campaign("june") or {})["state"] == "paused"
+
+
+def test_the_django_dashboard_bounds_forms_and_throttles_failed_logins(
+    client: Client, redis_url: str
+) -> None:
+    ops = "Basic " + base64.b64encode(b"ops:pw-throttle").decode()
+    wrong = "Basic " + base64.b64encode(b"ops:guess").decode()
+    big = "csrf=x&name=" + "a" * 8000
+    with override_settings(
+        MAILQUEUE_DASHBOARD_SECRET="ops:pw-throttle", MAILQUEUE_BROKER_URL=redis_url
+    ):
+        too_big = client.post("/ops/mail/action/pause", big,
+                              content_type="application/x-www-form-urlencoded",
+                              headers={"Authorization": ops})  # fmt: skip
+        failures = [
+            client.get("/ops/mail/", headers={"Authorization": wrong}).status_code
+            for _ in range(25)
+        ]
+        throttled_post = client.post("/ops/mail/action/pause", "name=x",
+                                     content_type="application/x-www-form-urlencoded",
+                                     headers={"Authorization": ops})  # fmt: skip
+
+    assert too_big.status_code == 413
+    assert failures[:20] == [401] * 20 and failures[20:] == [429] * 5
+    assert throttled_post.status_code == 429

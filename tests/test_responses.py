@@ -13,6 +13,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 from mailqueue.errors import (
     PermanentDeliveryError,
     RateLimited,
+    Redirected,
     TransientDeliveryError,
 )
 from mailqueue.payload import ApiCall
@@ -139,12 +140,21 @@ def test_server_errors_and_request_timeout_are_transient(status: int) -> None:
     assert not info.value.maybe_delivered
 
 
-@pytest.mark.parametrize("status", [400, 404, 413, 422, 302])
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
 def test_other_non_2xx_are_permanent(status: int) -> None:
     with pytest.raises(PermanentDeliveryError) as info:
         parse(SINGLE, status, {"success": False, "errors": ["'from' is required"]})
     assert info.value.status_code == status
     assert "'from' is required" in str(info.value)
+    assert not info.value.maybe_delivered
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_a_permanent_error_of_its_own(status: int) -> None:
+    with pytest.raises(Redirected) as info:
+        parse(SINGLE, status, {"success": False})
+    assert isinstance(info.value, PermanentDeliveryError)
+    assert info.value.status_code == status
     assert not info.value.maybe_delivered
 
 

@@ -74,7 +74,15 @@ def _need_waitress(command: str) -> None:
 
 @cli.command("serve-webhooks")
 @_listening(8000)
-def serve_webhooks(host: str, port: int) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve /metrics on this port of its own, not beside the tracking path.",
+)
+@click.option("--metrics-host", help="Where the metrics port listens.  [default: --host]")
+def serve_webhooks(
+    host: str, port: int, metrics_port: int | None, metrics_host: str | None
+) -> None:
     """Serve the tracking webhook (POST /mailtrap/tracking/)."""
     _need_waitress("serve-webhooks")
     from ..webhooks import create_app, serve
@@ -82,7 +90,13 @@ def serve_webhooks(host: str, port: int) -> None:
     settings = current_client().settings
     create_app(settings)  # refuse to start without credentials, before binding a port
     banner = f"tracking webhook on http://{host}:{port}/mailtrap/tracking/"
-    _serve(banner, lambda: serve(settings, host, port), host, port)
+    if metrics_port is not None:
+        banner += f", metrics on http://{metrics_host or host}:{metrics_port}/metrics"
+
+    def run() -> None:
+        serve(settings, host, port, metrics_port=metrics_port, metrics_host=metrics_host)
+
+    _serve(banner, run, host, port)
 
 
 @cli.command("dashboard")

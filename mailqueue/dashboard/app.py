@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -12,16 +13,19 @@ from urllib.parse import parse_qs, quote, unquote
 from .. import deadletters, steering
 from ..client import Client
 from ..errors import BrokerUnavailable, MailqueueError
+from ..webhooks.handler import Response
 from ..webhooks.verify import REALM
 from . import render, views
 from .auth import DashboardAuth
 
-__all__ = ["DashboardApp"]
+__all__ = ["MAX_FORM", "DashboardApp"]
 
 logger = logging.getLogger(__name__)
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-_MAX_FORM = 16 * 1024
+# The largest form an action posts: a token, a name or an address. The
+# dashboard's server refuses bigger bodies before reading them.
+MAX_FORM = 4 * 1024
 _SECURITY = [
     # The page's own script and styles only; no framing (clickjacking), no caching.
     ("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; img-src 'self'"),
@@ -75,9 +79,9 @@ class DashboardApp:
         if path == "/static/dashboard.js":
             script = resources.files(__package__).joinpath("dashboard.js").read_bytes()
             return _Reply("200 OK", script, "text/javascript; charset=utf-8")
-        if not self.auth.allows(environ):
-            challenge = ("WWW-Authenticate", f'Basic realm="{REALM} dashboard", charset="UTF-8"')
-            return _Reply("401 Unauthorized", b"authentication required\n", headers=[challenge])
+        refused = self._refusal(environ)
+        if refused is not None:
+            return _Reply(refused.status_line, refused.body, headers=refused.headers)
         if path.startswith("/action/"):
             if method != "POST":
                 return _Reply("405 Method Not Allowed", b"POST only\n", headers=[("Allow", "POST")])
@@ -95,6 +99,33 @@ class DashboardApp:
         if as_json:
             return _Reply("200 OK", render.fragment(html, data), "application/json")
         return _Reply("200 OK", render.page(base, current, html), "text/html; charset=utf-8")
+
+    def screen(self, environ: Mapping[str, str]) -> Response | None:
+        """The answer to a request whose body is not read yet, when its credentials fail.
+
+        For ``guarded_server``: a POST without valid credentials, or from a
+        throttled client, is answered before a byte of its body is read.
+        """
+        refused = self._refusal(environ)
+        if refused is None:
+            return None
+        headers = [*_SECURITY, *refused.headers, ("Content-Type", "text/plain; charset=utf-8")]
+        return Response(refused.status, headers, refused.body)
+
+    def _refusal(self, environ: Mapping[str, Any]) -> Response | None:
+        client = str(environ.get("REMOTE_ADDR", ""))
+        wait = self.auth.failed_logins.retry_after(client)
+        if wait is not None:
+            retry = ("Retry-After", str(math.ceil(wait)))
+            return Response(429, [retry], b"too many failed logins, retry later\n")
+        if self.auth.allows(environ):
+            return None
+        if environ.get("HTTP_AUTHORIZATION"):
+            # A browser asks first without credentials: only a wrong answer to
+            # the challenge is a failed login.
+            self.auth.failed_logins.failed(client)
+        challenge = ("WWW-Authenticate", f'Basic realm="{REALM} dashboard", charset="UTF-8"')
+        return Response(401, [challenge], b"authentication required\n")
 
     def _view(self, environ: dict[str, Any], path: str) -> tuple[render.Page, str, Any] | None:
         rt = self.client
@@ -173,7 +204,7 @@ def _query(environ: dict[str, Any]) -> dict[str, str]:
 
 def _form(environ: dict[str, Any]) -> dict[str, str] | None:
     declared = str(environ.get("CONTENT_LENGTH") or "0").strip()
-    if not declared.isdigit() or int(declared) > _MAX_FORM:
+    if not declared.isdigit() or int(declared) > MAX_FORM:
         return None
     raw = environ["wsgi.input"].read(int(declared)) if int(declared) else b""
     parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)

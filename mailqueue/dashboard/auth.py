@@ -2,27 +2,35 @@
 
 Basic auth against ``MAILQUEUE_DASHBOARD_SECRET`` (``user:password``, several
 comma-separated for rotation) is checked by the webhook's verifier: constant
-time, every credential compared. Actions need two more things a cross-site
-request cannot supply: a CSRF token (an HMAC of the caller's own credentials,
-so it changes when the secret rotates and is never stored) and, when the
-browser sends one, an ``Origin`` (or ``Referer``) of this very host.
+time, every credential compared. Failed logins are counted, logged sparingly
+and throttled per client (``failed_logins``). Actions need two more things a
+cross-site request cannot supply: a CSRF token and, when the browser sends
+one, an ``Origin`` (or ``Referer``) of this very host.
+
+The CSRF token is an HMAC of the caller's credentials keyed with a random key
+made when the dashboard starts and kept only in its memory (in Django, one
+derived from the project's ``SECRET_KEY``, which every process shares): a
+page's token tells nothing about the password (an HMAC keyed with the
+credentials would let anyone holding one page test guesses offline), and a
+restart makes open pages' forms stale (reload the page).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
+from ..failed_logins import FailedLogins
 from ..webhooks.verify import RequestVerifier, _basic_credentials
 
 __all__ = ["ENV", "DashboardAuth", "parse_secret"]
 
 ENV = "MAILQUEUE_DASHBOARD_SECRET"
-_CSRF_CONTEXT = b"mailqueue dashboard csrf v1"
 
 
 def parse_secret(raw: str | None) -> tuple[str, ...]:
@@ -44,12 +52,16 @@ def parse_secret(raw: str | None) -> tuple[str, ...]:
 
 
 class DashboardAuth:
-    def __init__(self, pairs: tuple[str, ...]) -> None:
+    """``csrf_key``: the key of the CSRF tokens; None makes a random one for this process."""
+
+    def __init__(self, pairs: tuple[str, ...], csrf_key: bytes | None = None) -> None:
         self._verifier = RequestVerifier(basic_auth=pairs)
+        self._csrf_key = csrf_key if csrf_key is not None else secrets.token_bytes(32)
+        self.failed_logins = FailedLogins("dashboard")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> DashboardAuth:
-        return cls(parse_secret(environ.get(ENV)))
+    def from_env(cls, environ: Mapping[str, str], csrf_key: bytes | None = None) -> DashboardAuth:
+        return cls(parse_secret(environ.get(ENV)), csrf_key)
 
     def allows(self, environ: Mapping[str, Any]) -> bool:
         return self._verifier.verify(environ.get("HTTP_AUTHORIZATION"), None, b"")
@@ -57,7 +69,7 @@ class DashboardAuth:
     def csrf_token(self, environ: Mapping[str, Any]) -> str:
         """The token this (authenticated) caller's forms carry."""
         credentials = _basic_credentials(environ.get("HTTP_AUTHORIZATION"))
-        return hmac.new(credentials, _CSRF_CONTEXT, hashlib.sha256).hexdigest()
+        return hmac.new(self._csrf_key, credentials, hashlib.sha256).hexdigest()
 
     def action_allowed(self, environ: Mapping[str, Any], token: str) -> bool:
         """Whether a POST carries this caller's token and comes from this host's pages."""

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..client import Client
-from .app import DashboardApp, StartResponse
+from .app import MAX_FORM, DashboardApp, StartResponse
 from .auth import DashboardAuth
 
-__all__ = ["create_app", "mounted", "serve"]
+__all__ = ["create_app", "create_server", "mounted", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +40,31 @@ def mounted(outer: WsgiApp, dashboard: WsgiApp, prefix: str = "/dashboard") -> W
     return dispatch
 
 
+def create_server(
+    app: DashboardApp, host: str = "127.0.0.1", port: int = 8080, *, limits: Any = None
+) -> Any:
+    """The dashboard's waitress server, not yet running (``.run()``).
+
+    ``guarded_server`` bounds it: a body of at most ``MAX_FORM`` bytes, read
+    only once its credentials pass, and slow or numerous connections cut.
+    """
+    from ..guarded_server import Limits, create_guarded_server
+
+    return create_guarded_server(
+        app,
+        host=host,
+        port=port,
+        limits=limits if limits is not None else Limits(max_body=MAX_FORM),
+        screen=app.screen,
+        ident="mailqueue",
+    )
+
+
 def serve(app: DashboardApp, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve the dashboard with waitress until interrupted."""
-    from waitress import serve as waitress_serve
-
+    server = create_server(app, host, port)
     logger.info("dashboard listening on http://%s:%d/", host, port)
-    waitress_serve(app, host=host, port=port, ident="mailqueue")
+    try:
+        server.run()
+    finally:
+        server.close()

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from ..client import client_for_settings
+from ..failed_logins import FailedLogins
 from ..settings import Settings
 from ..webhooks.handler import Response, TrackingHandler, text_response
 from .signals import send_tracking_signals
@@ -29,10 +30,17 @@ except ImportError:  # pragma: no cover - older Django has no such middleware
         return view
 
 
+# Failed credentials of every request this process serves, whatever handler answers it.
+_failed_logins = FailedLogins("webhook")
+
+
 def _handler_for(settings: Settings) -> TrackingHandler:
     # One Redis client per configuration, another when the Django settings change.
     return TrackingHandler(
-        settings, client_for_settings(settings).events, observers=[send_tracking_signals]
+        settings,
+        client_for_settings(settings).events,
+        observers=[send_tracking_signals],
+        failed_logins=_failed_logins,
     )
 
 
@@ -47,13 +55,18 @@ def _tracking(request: HttpRequest) -> HttpResponse:
             return _to_django(text_response(400, "Content-Length is malformed"))
         if declared and handler.too_large(int(declared)):
             return _to_django(text_response(413, f"body is larger than {handler.max_body} bytes"))
-        # request.body would apply DATA_UPLOAD_MAX_MEMORY_SIZE instead of our bound.
-        body = request.read(handler.max_body + 1)
     headers = {
         "authorization": request.headers.get("Authorization", ""),
         "mailtrap-signature": request.headers.get("Mailtrap-Signature", ""),
     }
-    return _to_django(handler.handle(method, headers, body))
+    client = str(request.META.get("REMOTE_ADDR") or "")
+    refused = handler.screen(method, headers, client)
+    if refused is not None:
+        return _to_django(refused)
+    if method.upper() == "POST":
+        # request.body would apply DATA_UPLOAD_MAX_MEMORY_SIZE instead of our bound.
+        body = request.read(handler.max_body + 1)
+    return _to_django(handler.handle(method, headers, body, client))
 
 
 # Mailtrap posts without a CSRF token or a session.

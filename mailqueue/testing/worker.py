@@ -70,6 +70,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MAILQUEUE_ON_OUTCOME": settings.on_outcome,
         "MAILQUEUE_ON_OUTCOME_TASK": settings.on_outcome_task,
         "MAILQUEUE_ON_OUTCOME_QUEUE": settings.on_outcome_queue,
+        "MAILQUEUE_ALLOW_HTTP_API_URLS": "true" if settings.allow_http_api_urls else None,
     }
     env.update({name: value for name, value in optional.items() if value})
     env.update(_accounts_env(settings))

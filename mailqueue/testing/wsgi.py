@@ -11,11 +11,16 @@ __all__ = ["serving"]
 
 
 @contextlib.contextmanager
-def serving(app: Any, *, threads: int = 2) -> Iterator[str]:
-    """``with serving(app) as base_url:`` -- ``http://127.0.0.1:<port>``, stopped on exit."""
-    from waitress.server import create_server
+def serving(app: Any, *, threads: int = 2, server: Any = None) -> Iterator[str]:
+    """``with serving(app) as base_url:`` -- ``http://127.0.0.1:<port>``, stopped on exit.
 
-    server: Any = create_server(app, host="127.0.0.1", port=0, threads=threads)
+    ``server``: a waitress server already made (on 127.0.0.1, port 0) to run instead,
+    e.g. the webhook's own from ``mailqueue.webhooks.create_server``.
+    """
+    if server is None:
+        from waitress.server import create_server
+
+        server = create_server(app, host="127.0.0.1", port=0, threads=threads)
     stop = threading.Event()
 
     def run() -> None:

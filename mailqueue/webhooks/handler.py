@@ -12,6 +12,7 @@ sends can produce a 500.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import NamedTuple
@@ -20,6 +21,7 @@ import redis
 
 from .. import connection, metrics
 from ..errors import MailqueueError, ValidationError
+from ..failed_logins import FailedLogins
 from ..settings import Settings
 from ..status import now_iso
 from .body import parse_body
@@ -61,6 +63,7 @@ class TrackingHandler:
         settings: Settings,
         store: EventStore,
         observers: Sequence[Callable[[Sequence[TrackingEvent]], None]] = (),
+        failed_logins: FailedLogins | None = None,
     ) -> None:
         # Fails here, at start-up, when no credential is configured.
         self.verifier = RequestVerifier.from_settings(settings)
@@ -68,6 +71,8 @@ class TrackingHandler:
         self.max_body = settings.webhook_max_body
         # Told of every event of a request once it is recorded (Anymail's tracking signal).
         self.observers = tuple(observers)
+        # Shared by handlers built per request (Django), so that failures add up.
+        self.failed_logins = failed_logins or FailedLogins("webhook")
 
     @classmethod
     def from_settings(
@@ -81,11 +86,32 @@ class TrackingHandler:
         """Whether a declared body length is past the bound (checked before reading)."""
         return content_length > self.max_body
 
-    def handle(self, method: str, headers: Mapping[str, str], body: bytes) -> Response:
+    def screen(self, method: str, headers: Mapping[str, str], client: str = "") -> Response | None:
+        """The answer to a POST whose body has not been read yet, when its headers decide it.
+
+        A throttled client gets its 429 and failed basic auth its 401 before
+        a byte of the body is read. The signature covers the body, so it
+        can only be checked once the body is in (``handle``).
+        """
+        if method.upper() != "POST":
+            return None
+        throttled = self._throttled(client)
+        if throttled is not None:
+            return throttled
+        if self.verifier.uses_basic_auth and not self.verifier.verify_basic(
+            headers.get("authorization")
+        ):
+            return self._refused(client)
+        return None
+
+    def handle(
+        self, method: str, headers: Mapping[str, str], body: bytes, client: str = ""
+    ) -> Response:
         """Answer one request to the tracking URL.
 
         ``headers`` maps lowercase header names to values; only
-        ``authorization`` and ``mailtrap-signature`` are read.
+        ``authorization`` and ``mailtrap-signature`` are read. ``client``
+        (the peer's address) is what failed logins are throttled by.
         """
         method = method.upper()
         if method in ("HEAD", "OPTIONS"):
@@ -95,25 +121,23 @@ class TrackingHandler:
             return text_response(405, "method not allowed", ("Allow", ALLOWED_METHODS))
         if len(body) > self.max_body:
             return text_response(413, f"body is larger than {self.max_body} bytes")
+        throttled = self._throttled(client)
+        if throttled is not None:
+            return throttled
         if not self.verifier.verify(
             headers.get("authorization"), headers.get("mailtrap-signature"), body
         ):
-            challenge = (
-                [("WWW-Authenticate", f'Basic realm="{REALM}"')]
-                if self.verifier.uses_basic_auth
-                else []
-            )
-            metrics.count_webhook_event("all", "rejected")
-            return text_response(401, "authentication failed", *challenge)
+            return self._refused(client)
         try:
             events = parse_body(body)
         except ValidationError as exc:
             logger.info("tracking webhook: rejected body: %s", exc)
             metrics.count_webhook_event("all", "rejected")
             return text_response(400, str(exc))
-        except Exception:
-            # Whatever the body did to the parser, it is the body's fault.
-            logger.warning("tracking webhook: unparsable body", exc_info=True)
+        except Exception as exc:
+            # Whatever the body did to the parser, it is the body's fault; one
+            # line, since a traceback through a deeply nested body is huge.
+            logger.warning("tracking webhook: unparsable body (%s)", type(exc).__name__)
             metrics.count_webhook_event("all", "rejected")
             return text_response(400, "body could not be parsed")
         try:
@@ -144,6 +168,25 @@ class TrackingHandler:
                 # Mailtrap post them again (and record nothing new).
                 logger.exception("tracking webhook: an event receiver failed")
         return Response(200, [_TEXT], b"")
+
+    def _throttled(self, client: str) -> Response | None:
+        wait = self.failed_logins.retry_after(client)
+        if wait is None:
+            return None
+        metrics.count_webhook_event("all", "rejected")
+        return text_response(
+            429, "too many failed attempts, retry later", ("Retry-After", str(math.ceil(wait)))
+        )
+
+    def _refused(self, client: str) -> Response:
+        self.failed_logins.failed(client)
+        metrics.count_webhook_event("all", "rejected")
+        challenge = (
+            [("WWW-Authenticate", f'Basic realm="{REALM}"')]
+            if self.verifier.uses_basic_auth
+            else []
+        )
+        return text_response(401, "authentication failed", *challenge)
 
 
 def connect(settings: Settings) -> redis.Redis:

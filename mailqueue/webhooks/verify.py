@@ -55,6 +55,10 @@ class RequestVerifier:
         signature_ok = self._check_signature(signature, body) if self._signing_key else True
         return basic_ok and signature_ok
 
+    def verify_basic(self, authorization: str | None) -> bool:
+        """Whether the request passes basic auth alone (True when none is configured)."""
+        return self._check_basic(authorization) if self._credentials else True
+
     def _check_basic(self, authorization: str | None) -> bool:
         offered = _basic_credentials(authorization)
         matched = False
