@@ -25,6 +25,7 @@ from django.conf import settings as django_settings  # noqa: E402
 
 if not django_settings.configured:
     django_settings.configure(
+        SECRET_KEY="test-only",
         ANYMAIL={"MAILTRAP_API_TOKEN": "x"},
         EMAIL_BACKEND="anymail.backends.mailtrap.EmailBackend",
         DEFAULT_CHARSET="utf-8",

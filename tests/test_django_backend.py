@@ -24,7 +24,7 @@ django = pytest.importorskip("django")
 from django.conf import settings as django_settings  # noqa: E402
 
 if not django_settings.configured:
-    django_settings.configure(DEFAULT_CHARSET="utf-8", USE_TZ=True)
+    django_settings.configure(SECRET_KEY="test-only", DEFAULT_CHARSET="utf-8", USE_TZ=True)
     django.setup()
 
 from anymail.backends.mailtrap import EmailBackend as AnymailMailtrapBackend  # noqa: E402

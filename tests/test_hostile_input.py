@@ -187,7 +187,7 @@ django = pytest.importorskip("django")
 from django.conf import settings as django_settings  # noqa: E402
 
 if not django_settings.configured:
-    django_settings.configure(DEFAULT_CHARSET="utf-8", USE_TZ=True)
+    django_settings.configure(SECRET_KEY="test-only", DEFAULT_CHARSET="utf-8", USE_TZ=True)
     django.setup()
 
 from django.core.mail import EmailMultiAlternatives  # noqa: E402

@@ -10,7 +10,7 @@ pytest.importorskip("anymail")
 from django.conf import settings as django_settings  # noqa: E402
 
 if not django_settings.configured:
-    django_settings.configure(DEFAULT_CHARSET="utf-8", USE_TZ=True)
+    django_settings.configure(SECRET_KEY="test-only", DEFAULT_CHARSET="utf-8", USE_TZ=True)
     django.setup()
 
 from mailqueue.django.signals import anymail_status, rebuilt_message  # noqa: E402
