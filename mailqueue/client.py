@@ -7,7 +7,8 @@ Clients are independent: two with different settings (another token,
 another Redis) work side by side in one process.
 
 The module-level API (``api.py``: ``mailqueue.enqueue``, ``get_status``, ...)
-delegates to a default client, built from the environment on first use;
+delegates to a default client, built on first use from the environment (or the
+Django project's settings, in a process that runs one);
 ``configure`` replaces it.
 """
 
@@ -312,7 +313,7 @@ _default: Client | None = None
 
 
 def default() -> Client:
-    """The default client: from the environment on first use, unless ``configure`` chose one."""
+    """The default client: ``Settings.from_process()`` at first use, unless ``configure`` chose."""
     global _default
     client = _default
     if client is None:
@@ -320,7 +321,7 @@ def default() -> Client:
             if _default is None:
                 from .celery_app import app
 
-                _default = Client(Settings.from_env(), celery=app)
+                _default = Client(Settings.from_process(), celery=app)
             client = _default
     return client
 

@@ -57,7 +57,7 @@ def check_worker_settings(settings: Settings) -> None:
         # Found at start, not at the first send's end: a typo is one line, not a log per send.
         from .outcome_hooks import load_callable
 
-        load_callable(settings.on_outcome, "on_outcome")
+        load_callable(settings.on_outcome, "MAILQUEUE_ON_OUTCOME")
 
 
 def worker_warnings(settings: Settings) -> list[str]:
