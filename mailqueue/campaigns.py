@@ -122,6 +122,11 @@ def record_from_fields(name: str, raw: Mapping[Any, Any], now: float) -> Campaig
         if waiting:
             counts["cancelled"] = counts.get("cancelled", 0) + waiting
         waiting = 0
+        # Claimed by a worker when the cancel came: each ends cancelled unless
+        # its call had already started, so none of them waits any more.
+        if sending:
+            counts["cancelling"] = sending
+        sending = 0
     waiting += sending
     counts["waiting"] = waiting
     recipients = int(fields.get("recipients", 0))
@@ -215,6 +220,8 @@ class CampaignStore:
         for where, amount in changes.items():
             if amount:
                 pipe.hincrby(key, f"n:{where}", amount)
+        if any(changes.values()):
+            pipe.hset(key, "updated_at", _now_iso())
         if handed:
             now = time.time()
             pipe.hsetnx(key, "first_sent_at", now)

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["Client", "client_for_settings", "configure", "default", "reset_default"]
 
 _S = TypeVar("_S", bound=RedisStore)
+# The most recent campaigns whose pause ``lane_stats`` looks for.
+PAUSED_LOOKED_AT = 1000
 
 
 class Client:
@@ -255,8 +257,10 @@ class Client:
         return reschedule_send(self, send_id, when)
 
     def lane_stats(self) -> list[LaneStats]:
-        """Work waiting per lane and Mailtrap stream: backlog, in flight, oldest age."""
-        return self.outbox.lane_stats()
+        """Work waiting per lane and Mailtrap stream: backlog, in flight, oldest age, paused."""
+        states = self.campaigns.states(self.campaigns.names(PAUSED_LOOKED_AT))
+        paused = {name for name, state in states.items() if state == "paused"}
+        return self.outbox.lane_stats(paused=paused)
 
     # -- dead letters -------------------------------------------------------
 

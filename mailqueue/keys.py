@@ -20,6 +20,8 @@ its choosing. With the default prefix:
     {mq}:evt:<event_id>        string  seen marker for webhook de-duplication
     {mq}:idem:<sha256>         string  send id first enqueued under an idempotency key
     {mq}:group:<group_id>      hash    per-state counts of the sends of one enqueue_many
+    {mq}:group:<group_id>:failed
+                               zset    its sends that ended failed or partially_sent, by when
     {mq}:outbox                stream  single sends waiting for a worker (consumer group "workers")
     {mq}:outbox:batch          stream  batch calls (merge-data sends) waiting for a worker
     {mq}:outbox:campaign:<stream>:<kind>:<name>
@@ -157,6 +159,7 @@ class Keys:
         self.event_seen = KeyFamily(base, "evt")
         self.idempotency = KeyFamily(base, "idem", hashed=True)
         self.group = KeyFamily(base, "group")
+        self.group_failed = KeyFamily(base, "group", suffix=":failed")
         self.dead_letter = KeyFamily(base, "dead")
         self.rate_limit = KeyFamily(base, "rl")
         self.rate_limit_bulk = KeyFamily(base, "rl", suffix=":bulk")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -109,6 +109,9 @@ class LaneStats:
     in_flight: int = 0  # read by a worker, not yet acknowledged
     oldest_seconds: float = 0.0  # age of the oldest envelope still in a stream
     campaigns: int = 0  # streams of the bulk lane that hold work
+    # Envelopes of paused campaigns, set aside or still in their streams: they
+    # wait for a resume, not for a worker, so they count in none of the above.
+    paused: int = 0
 
 
 class Outbox(RedisStore):
@@ -320,8 +323,11 @@ class Outbox(RedisStore):
         return sum(unread for _, unread, _, _ in self._survey(self.streams()))
 
     @translated("read the lanes' figures")
-    def lane_stats(self) -> list[LaneStats]:
-        """Backlog, work in flight and the oldest envelope's age, per lane and Mailtrap stream."""
+    def lane_stats(self, paused: Collection[str] = ()) -> list[LaneStats]:
+        """Backlog, work in flight and the oldest envelope's age, per lane and Mailtrap stream.
+
+        The envelopes of the ``paused`` campaigns count as ``paused`` only.
+        """
         stats = {(lane, stream): LaneStats(lane, stream) for lane in LANES for stream in STREAMS}
         now_ms = time.time() * 1000
         for stream, unread, held, first_ms in self._survey(self.streams(), oldest=True):
@@ -331,13 +337,39 @@ class Outbox(RedisStore):
             entry = stats.get((lane, mail_stream))  # type: ignore[arg-type]
             if entry is None:
                 continue
+            if parsed is not None and parsed[2] and parsed[2] in paused:
+                entry.paused += unread + held
+                continue
             entry.waiting += unread
             entry.in_flight += held
             if unread + held and first_ms is not None:
                 entry.oldest_seconds = max(entry.oldest_seconds, (now_ms - first_ms) / 1000)
             if parsed is not None and unread + held:
                 entry.campaigns += 1
+        for name in paused:
+            for (kind, mail_stream), count in self._held_counts(name).items():
+                lane = "bulk" if kind else "transactional"
+                found = stats.get((lane, mail_stream))  # type: ignore[arg-type]
+                if found is not None:
+                    found.paused += count
         return list(stats.values())
+
+    def _held_counts(self, campaign: str, chunk: int = 1000) -> dict[tuple[bool, str], int]:
+        """How many envelopes ``campaign`` has set aside, by (campaign lane?, Mailtrap stream)."""
+        streams = {tag[:-1]: (True, mail_stream) for (_, mail_stream), tag in _HOLD_TAGS.items()}
+        counts: dict[tuple[bool, str], int] = {}
+        held = self.keys.campaign_held(campaign)
+        start = 0
+        while True:
+            members = self.redis.lrange(held, start, start + chunk - 1)
+            for member in members:
+                tag = _text(member[:3]).partition("|")[0]
+                # Members of the earlier format go back to the transactional lane.
+                where = streams.get(tag, (False, "transactional"))
+                counts[where] = counts.get(where, 0) + 1
+            if len(members) < chunk:
+                return counts
+            start += chunk
 
     def _survey(
         self, streams: Sequence[str], *, oldest: bool = False

@@ -52,7 +52,9 @@ def test_a_cancelled_campaign_reads_its_waiting_recipients_as_cancelled() -> Non
     fields["n:sending"] = "1"
     record = record_from_fields("c", fields, 0)
     assert record["state"] == "cancelled"
-    assert record["counts"] == {"cancelled": 3, "sent": 2, "waiting": 1}
+    # The one a worker had claimed is being cancelled: nothing waits any more.
+    assert record["counts"] == {"cancelled": 3, "sent": 2, "cancelling": 1, "waiting": 0}
+    assert sum(record["counts"].values()) == record["recipients"]
 
 
 def test_eta_is_waiting_over_the_rate_of_hand_overs() -> None:
