@@ -21,6 +21,7 @@ from .client import Client, default, reset_default
 from .delivery import Drainer
 from .errors import ValidationError
 from .outcome_hooks import OutcomeHooks
+from .send_result import SendResult
 
 __all__ = ["deliver", "send_email"]
 
@@ -145,6 +146,10 @@ class SendEmailTask(Task):  # type: ignore[type-arg]
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:  # type: ignore[type-arg]
         return self.apply_async(args, kwargs)
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> SendResult:
+        """A result read from the send's status record: there is no Celery result backend."""
+        return SendResult(task_id, app=self.app, task_name=self.name, **kwargs)
 
 
 @app.task(base=SendEmailTask, name="mailqueue.send_email", bind=True)
