@@ -41,6 +41,8 @@ its choosing. With the default prefix:
     {mq}:rl:<token_key>:bulk   zset    the bulk lane's grants in the same window
     {mq}:rl:<token_key>:demand string  set for a moment whenever bulk mail asks for a slot
     {mq}:cooldown:<token_key>  string  set while the fleet backs off after a 429
+    {mq}:limiters              hash    token_key -> JSON {amount, period, account, at}: the limits
+                                       workers send under, as they note them (``fleet_limits``)
     {mq}:stats                 hash    counters (unknown webhook message ids, ...)
     {mq}:doubtful              zset    sends that may have gone out twice or whose outcome was
                                        unknown, scored by when (for ``mailqueue reconcile --all``)
@@ -143,6 +145,7 @@ class Keys:
         self.retry = f"{base}:retry"
         self.dead = f"{base}:dead"
         self.stats = f"{base}:stats"
+        self.limiters = f"{base}:limiters"
         self.doubtful = f"{base}:doubtful"
         self.campaigns = f"{base}:campaigns"
         self.scheduled = f"{base}:scheduled"
