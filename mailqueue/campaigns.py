@@ -258,6 +258,20 @@ class CampaignStore:
             return None
         return record_from_fields(name, raw, time.time())
 
+    @translated("read a campaign's hand-overs")
+    def handed_by_minute(
+        self, name: str, minutes: int = 60, now: float | None = None
+    ) -> list[tuple[int, int]]:
+        """The last ``minutes`` minutes, oldest first: (unix minute, recipients handed over)."""
+        last = int((time.time() if now is None else now) // 60)
+        span = range(last - minutes + 1, last + 1)
+        key = self.keys.campaign_minutes(name)
+        values: list[Any] = self.redis.hmget(key, [str(minute) for minute in span])
+        return [
+            (minute, int(value) if value is not None else 0)
+            for minute, value in zip(span, values, strict=True)
+        ]
+
     @translated("list campaigns")
     def names(self, limit: int = 100) -> list[str]:
         """The most recently started campaigns first."""

@@ -48,6 +48,8 @@ its choosing. With the default prefix:
                                        unknown, scored by when (for ``mailqueue reconcile --all``)
     {mq}:campaign:<name>       hash    a campaign's state, totals and per-status recipient counts
     {mq}:held:<name>           list    envelopes of a paused campaign, back in the outbox on resume
+    {mq}:handed:<name>         hash    unix minute -> a campaign's recipients handed to Mailtrap
+    {mq}:backlog:<minute>      string  the outbox backlog a worker saw in that unix minute
     {mq}:campaigns             zset    campaign names, scored by when each was first enqueued
     {mq}:scheduled             zset    send ids held for a time to come, scored by it
     {mq}:suppressed            hash    comparable address -> JSON {address, reason, stream, ...}
@@ -170,6 +172,10 @@ class Keys:
         self.cooldown = KeyFamily(base, "cooldown")
         self.campaign = KeyFamily(base, "campaign")
         self.campaign_held = KeyFamily(base, "held")
+        # Not under "campaign:": a campaign's name may hold a colon.
+        self.campaign_minutes = KeyFamily(base, "handed")
+        # The outbox backlog sampled by the workers, by unix minute.
+        self.backlog_minute = KeyFamily(base, "backlog")
         self.soft_bounces = KeyFamily(base, "softbounce", hashed=True)
         # A minute's state changes (``StatusStore.states_by_minute``), by its unix minute.
         self.state_minute = KeyFamily(base, "states")

@@ -41,6 +41,8 @@ __all__ = ["Envelope", "LaneStats", "Outbox"]
 # A stream's abandoned entries are looked for at most this often per process:
 # a drain polling for transactional work must not autoclaim on every poll.
 RECLAIM_CHECK_INTERVAL = 1.0
+# Backlog samples live two hours: the dashboard shows the last one.
+BACKLOG_MINUTES_KEPT = 2 * 3600
 # How far into a stream's unread envelopes ``ahead_of`` looks for a send.
 AHEAD_SCAN_LIMIT = 2000
 # Tags of a paused campaign's held envelopes: their kind and Mailtrap stream,
@@ -321,6 +323,28 @@ class Outbox(RedisStore):
         worker is on them, and those of a dead one are reclaimed on schedule.
         """
         return sum(unread for _, unread, _, _ in self._survey(self.streams()))
+
+    @translated("note the backlog")
+    def note_backlog(self, now: float | None = None) -> int:
+        """Keep the backlog now as this minute's sample (the dashboard's last hour); returns it."""
+        now = time.time() if now is None else now
+        waiting = self.waiting()
+        key = self.keys.backlog_minute(str(int(now // 60)))
+        self.redis.set(key, waiting, ex=BACKLOG_MINUTES_KEPT)
+        return waiting
+
+    @translated("read the backlog")
+    def backlog_by_minute(
+        self, minutes: int = 60, now: float | None = None
+    ) -> list[tuple[int, int | None]]:
+        """The last ``minutes`` minutes, oldest first: (unix minute, backlog seen, None: none)."""
+        last = int((time.time() if now is None else now) // 60)
+        span = range(last - minutes + 1, last + 1)
+        values: list[Any] = self.redis.mget([self.keys.backlog_minute(str(m)) for m in span])
+        return [
+            (minute, None if value is None else int(value))
+            for minute, value in zip(span, values, strict=True)
+        ]
 
     @translated("read the lanes' figures")
     def lane_stats(self, paused: Collection[str] = ()) -> list[LaneStats]:

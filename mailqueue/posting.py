@@ -129,9 +129,9 @@ class Poster:
 
     def _transport(self, route: Route, lane: Lane) -> Transport:
         """The route's transport for ``lane``: its session, and the lane's share of the limit."""
+        self._limit_notices.note(route)
         if self._shared_transport is not None:
             return self._shared_transport
-        self._limit_notices.note(route)
         key = (*route.target, lane)
         with self._parts_lock:
             transport = self._transports.get(key)

@@ -129,8 +129,9 @@ return out
 # campaign moves (JSON {where: amount}, applied with the outcome, exactly
 # once), recipients handed to Mailtrap, now (unix seconds), the send id, then
 # recipient/value pairs; KEYS[5] counts the minute's final outcomes by state,
-# KEYS[6] lists the group's sends that ended failed or partially_sent (the
-# send hash again for none).
+# KEYS[6] lists the group's sends that ended failed or partially_sent, KEYS[7]
+# counts the campaign's recipients handed to Mailtrap per minute (the send
+# hash again for none).
 # Returns the send's state after the update and 1 when this write made the
 # send final (its last part ended), else 0: exactly one
 # write per final outcome answers 1, whoever makes it (a retry, a look-up in
@@ -161,6 +162,9 @@ if ckey ~= key then
     redis.call('HSETNX', ckey, 'first_sent_at', ARGV[8])
     redis.call('HSET', ckey, 'last_sent_at', ARGV[8])
     redis.call('HINCRBY', ckey, 'handed', handed)
+    local minute = tostring(math.floor(tonumber(ARGV[8]) / 60))
+    redis.call('HINCRBY', KEYS[7], minute, handed)
+    redis.call('EXPIRE', KEYS[7], ttl)
   end
 end
 local function count(name) return tonumber(redis.call('HGET', key, 'parts_' .. name) or '0') end
@@ -578,6 +582,9 @@ class StatusStore:
                 self._campaign(ref),
                 self.keys.state_minute(str(_minute())),
                 self.keys.group_failed(ref.group) if ref.group else self.keys.send(send_id),
+                self.keys.campaign_minutes(ref.campaign)
+                if ref.campaign
+                else self.keys.send(send_id),
             ],
             args=[
                 ref.part,

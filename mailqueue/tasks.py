@@ -97,6 +97,9 @@ def sweep(rt: Client) -> bool:
 def _sweep() -> None:
     try:
         sweep(default())
+        # The dashboard's backlog over the last hour: one sample a minute is
+        # enough, the last sweep of the minute writes it.
+        default().outbox.note_backlog()
     except Exception as exc:  # Redis or the broker is down: the next sweep tries again
         log.warning("sweep for waiting work failed: %s", type(exc).__name__)
 
