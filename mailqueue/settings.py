@@ -339,6 +339,12 @@ class Settings:
             raise ConfigurationError(f"MAILQUEUE_KEY_PREFIX {problem}", setting="key_prefix")
         if connection.scheme_of(self.broker_url) in connection.REDIS_SCHEMES:
             connection.check_url(self.broker_url, "broker_url", "MAILQUEUE_BROKER_URL")
+        for name in ("rate_limit", "email_logs_rate_limit"):
+            if not isinstance(getattr(self, name), RateLimit):
+                raise ConfigurationError(
+                    f"{_env_name(name)} must look like '150/10s', not {getattr(self, name)!r}",
+                    setting=name,
+                )
         for name, rule in _RANGES.items():
             problem = rule.problem(getattr(self, name))
             if problem is not None:

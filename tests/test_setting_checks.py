@@ -136,6 +136,7 @@ def test_a_django_setting_written_as_a_python_value_is_checked_as_given(
         ("read_timeout", float("nan"), "MAILQUEUE_READ_TIMEOUT must be a number"),
         ("coalesce", "no", "MAILQUEUE_COALESCE must be true or false"),
         ("queue", "", "MAILQUEUE_QUEUE must name a queue"),
+        ("rate_limit", 150, "MAILQUEUE_RATE_LIMIT must look like '150/10s'"),
     ],
 )
 def test_settings_built_in_python_are_checked_the_same_way(
