@@ -806,3 +806,23 @@ def test_lanes_show_a_paused_campaigns_parts_as_paused_not_waiting(
     resumed = {(e["lane"], e["stream"]): e for e in json.loads(invoke("lanes", "--json").stdout)}
     assert resumed["bulk", "bulk"]["paused"] == 0
     assert resumed["bulk", "bulk"]["waiting"] + resumed["bulk", "bulk"]["in_flight"] == 4
+
+
+def test_a_cancel_leaves_nothing_waiting_at_once_even_with_parts_claimed_by_a_worker(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rows = "".join(f"user{n}@example.com\n" for n in range(4))
+    csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
+    invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM, "--individual",
+           "--name", "spring")
+    client = default()
+    # A worker claimed two parts and waits on the rate limiter with them.
+    [queue] = client.outbox.campaign_queues()
+    claimed = client.outbox.read("worker-1", queue, 2)
+    assert client.store.claim([e.ref for e in claimed], lease_seconds=30) == ["go", "go"]
+
+    shown = invoke("campaign", "cancel", "spring")
+
+    assert shown.exit_code == 0, shown.output
+    assert "waiting=0" in shown.stdout
+    assert "cancelled=2" in shown.stdout and "cancelling=2" in shown.stdout
