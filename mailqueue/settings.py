@@ -107,12 +107,14 @@ class _Range:
         ):
             return f"must be {'a whole number' if whole else 'a number'}, not {value!r}"
         low = f"{self.low:g}"
+        # As a person wrote it: -3, not the -3.0 it was read as.
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
         too_low = value <= self.low if self.above else value < self.low
         if self.high is not None and (too_low or value > self.high):
-            return f"must be from {low} to {self.high:g}{self.unit}, not {value!r}"
+            return f"must be from {low} to {self.high:g}{self.unit}, not {shown}"
         if too_low:
             bound = f"more than {low}" if self.above else f"at least {low}"
-            return f"must be {bound}{self.unit}, not {value!r}"
+            return f"must be {bound}{self.unit}, not {shown}"
         return None
 
 

@@ -140,3 +140,31 @@ def test_a_django_project_whose_settings_cannot_be_imported_is_one_error_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "DJANGO_SETTINGS_MODULE" in lines[0] and "shopp.settings" in lines[0]
+
+
+def test_a_mistaken_setting_in_settings_py_stops_the_worker_in_one_line_naming_it(
+    tmp_path: Path,
+) -> None:
+    package = tmp_path / "shop"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text(
+        'SECRET_KEY = "test-only"\n'
+        'ANYMAIL = {"MAILTRAP_API_TOKEN": "t"}\n'
+        "MAILQUEUE_READ_TIMEOUT = -3\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mailqueue", "worker"],
+        env=project_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0] == "error: MAILQUEUE_READ_TIMEOUT must be more than 0 (seconds), not -3"
