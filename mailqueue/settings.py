@@ -145,7 +145,9 @@ _RANGES: dict[str, _Range] = {
     "cap_transactional_reserve": _Range(float, 0, 1, unit=_SHARE),
 }
 # Settings that are true or false (``reconcile`` may also be None: decided by the token).
-_FLAGS = ("coalesce", "ignore_unsupported_features", "allow_eai_from", "reconcile")
+_FLAGS = (
+    "coalesce", "ignore_unsupported_features", "allow_eai_from", "allow_http_api_urls", "reconcile",
+)  # fmt: skip
 # Settings naming a Celery queue.
 _NAMES = ("queue", "on_outcome_queue")
 

@@ -40,6 +40,7 @@ MISTAKES: dict[str, tuple[str, str, str]] = {
         "MAILQUEUE_IGNORE_UNSUPPORTED_FEATURES", "perhaps", "true or false"
     ),
     "allow_eai_from": ("MAILQUEUE_ALLOW_EAI_FROM", "perhaps", "true or false"),
+    "allow_http_api_urls": ("MAILQUEUE_ALLOW_HTTP_API_URLS", "perhaps", "true or false"),
     "connect_timeout": ("MAILQUEUE_CONNECT_TIMEOUT", "0", "more than 0"),
     "read_timeout": ("MAILQUEUE_READ_TIMEOUT", "-3", "more than 0"),
     "max_retries": ("MAILQUEUE_MAX_RETRIES", "2.5", "whole number"),
