@@ -188,17 +188,19 @@ def _line_svg(ident: str, minutes: Sequence[Sequence[Any]], label: str) -> str:
         if value is not None
     ]
     shapes = [
-        f'<line x1=0 x2="{width}" y1="{height - foot}" y2="{height - foot}" stroke="#c5ced8"/>'
+        f'<line x1="0" x2="{width}" y1="{height - foot}" y2="{height - foot}" '
+        'stroke="#c5ced8"></line>'
     ]
     if points:
         shapes.append(
-            f'<polyline points="{" ".join(points)}" fill=none stroke="#3b7dd8" stroke-width=2/>'
+            f'<polyline points="{" ".join(points)}" fill="none" stroke="#3b7dd8" '
+            'stroke-width="2"></polyline>'
         )
     now = "-" if not values or minutes[-1][1] is None else str(minutes[-1][1])
     shapes.append(
         f'<text x=0 y="{height - 3}" font-size=13>60 min ago</text>'
         f'<text x="{width}" y="{height - 3}" font-size=13 text-anchor=end>'
-        f"now {now} · peak {top if values else '-'}</text>"
+        f"now {now} · peak {max(values) if values else '-'}</text>"
     )
     return (
         f"<svg id={ident} width={width} height={height} role=img "

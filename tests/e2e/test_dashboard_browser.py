@@ -114,6 +114,9 @@ def press(driver: webdriver.Chrome, action: str) -> None:
 
 def shot(driver: webdriver.Chrome, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
+    # The whole page, its last chart included.
+    height = int(read(driver, "return document.documentElement.scrollHeight"))
+    driver.set_window_size(1200, max(1300, height + 200))
     assert driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
@@ -204,6 +207,7 @@ def test_a_campaign_appears_moves_and_is_paused_and_resumed_from_the_page(
         lambda d: polls(d) >= 1 and read(d, "return !!document.querySelector('#rates polyline')"),
     )
     assert read(browser, "return document.querySelector('#waiting b').textContent") == "0"
+    assert "peak" in read(browser, "return document.getElementById('rates').textContent")
     # The limit the worker noted while it sent (3 a second).
     limiter = read(browser, "return document.querySelector('#limiter').textContent")
     assert "/ 3" in limiter and "requests in 1s" in limiter
