@@ -1,7 +1,8 @@
 """The module-level API: each function is the default client's method of that name.
 
 ``mailqueue`` re-exports them all. The default client is built from the
-environment on first use; ``configure`` replaces it (``client.py``).
+environment (or the Django project's settings) on first use; ``configure``
+replaces it (``client.py``).
 """
 
 from __future__ import annotations

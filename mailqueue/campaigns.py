@@ -122,6 +122,11 @@ def record_from_fields(name: str, raw: Mapping[Any, Any], now: float) -> Campaig
         if waiting:
             counts["cancelled"] = counts.get("cancelled", 0) + waiting
         waiting = 0
+        # Claimed by a worker when the cancel came: each ends cancelled unless
+        # its call had already started, so none of them waits any more.
+        if sending:
+            counts["cancelling"] = sending
+        sending = 0
     waiting += sending
     counts["waiting"] = waiting
     recipients = int(fields.get("recipients", 0))
@@ -215,6 +220,8 @@ class CampaignStore:
         for where, amount in changes.items():
             if amount:
                 pipe.hincrby(key, f"n:{where}", amount)
+        if any(changes.values()):
+            pipe.hset(key, "updated_at", _now_iso())
         if handed:
             now = time.time()
             pipe.hsetnx(key, "first_sent_at", now)
@@ -250,6 +257,20 @@ class CampaignStore:
         if not raw:
             return None
         return record_from_fields(name, raw, time.time())
+
+    @translated("read a campaign's hand-overs")
+    def handed_by_minute(
+        self, name: str, minutes: int = 60, now: float | None = None
+    ) -> list[tuple[int, int]]:
+        """The last ``minutes`` minutes, oldest first: (unix minute, recipients handed over)."""
+        last = int((time.time() if now is None else now) // 60)
+        span = range(last - minutes + 1, last + 1)
+        key = self.keys.campaign_minutes(name)
+        values: list[Any] = self.redis.hmget(key, [str(minute) for minute in span])
+        return [
+            (minute, int(value) if value is not None else 0)
+            for minute, value in zip(span, values, strict=True)
+        ]
 
     @translated("list campaigns")
     def names(self, limit: int = 100) -> list[str]:

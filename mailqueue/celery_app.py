@@ -1,7 +1,8 @@
 """The Celery app: ``celery -A mailqueue worker`` starts a worker.
 
 Its configuration is read when it is first needed (the worker starting, or a
-first publish), never at import: mailqueue's settings (the environment), then
+first publish), never at import: mailqueue's settings (the environment, or the
+Django project's settings under ``DJANGO_SETTINGS_MODULE``), then
 a ``celeryconfig`` module when one is importable (Celery's own convention).
 """
 
@@ -137,7 +138,7 @@ class _ProcessConfig(Mapping[str, Any]):
                 self._values = {**_celeryconfig_overrides(), **celery_config(self.explicit)}
                 return self._values
             try:
-                settings = Settings.from_env()
+                settings = Settings.from_process()
                 # A broker URL Celery cannot use (a typo) fails here in one line,
                 # not in kombu's transport lookup with a traceback.
                 _ = settings.status_redis_url

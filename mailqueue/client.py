@@ -7,7 +7,8 @@ Clients are independent: two with different settings (another token,
 another Redis) work side by side in one process.
 
 The module-level API (``api.py``: ``mailqueue.enqueue``, ``get_status``, ...)
-delegates to a default client, built from the environment on first use;
+delegates to a default client, built on first use from the environment (or the
+Django project's settings, in a process that runs one);
 ``configure`` replaces it.
 """
 
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["Client", "client_for_settings", "configure", "default", "reset_default"]
 
 _S = TypeVar("_S", bound=RedisStore)
+# The most recent campaigns whose pause ``lane_stats`` looks for.
+PAUSED_LOOKED_AT = 1000
 
 
 class Client:
@@ -254,8 +257,10 @@ class Client:
         return reschedule_send(self, send_id, when)
 
     def lane_stats(self) -> list[LaneStats]:
-        """Work waiting per lane and Mailtrap stream: backlog, in flight, oldest age."""
-        return self.outbox.lane_stats()
+        """Work waiting per lane and Mailtrap stream: backlog, in flight, oldest age, paused."""
+        states = self.campaigns.states(self.campaigns.names(PAUSED_LOOKED_AT))
+        paused = {name for name, state in states.items() if state == "paused"}
+        return self.outbox.lane_stats(paused=paused)
 
     # -- dead letters -------------------------------------------------------
 
@@ -312,7 +317,7 @@ _default: Client | None = None
 
 
 def default() -> Client:
-    """The default client: from the environment on first use, unless ``configure`` chose one."""
+    """The default client: ``Settings.from_process()`` at first use, unless ``configure`` chose."""
     global _default
     client = _default
     if client is None:
@@ -320,7 +325,7 @@ def default() -> Client:
             if _default is None:
                 from .celery_app import app
 
-                _default = Client(Settings.from_env(), celery=app)
+                _default = Client(Settings.from_process(), celery=app)
             client = _default
     return client
 

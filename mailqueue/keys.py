@@ -20,6 +20,8 @@ its choosing. With the default prefix:
     {mq}:evt:<event_id>        string  seen marker for webhook de-duplication
     {mq}:idem:<sha256>         string  send id first enqueued under an idempotency key
     {mq}:group:<group_id>      hash    per-state counts of the sends of one enqueue_many
+    {mq}:group:<group_id>:failed
+                               zset    its sends that ended failed or partially_sent, by when
     {mq}:outbox                stream  single sends waiting for a worker (consumer group "workers")
     {mq}:outbox:batch          stream  batch calls (merge-data sends) waiting for a worker
     {mq}:outbox:campaign:<stream>:<kind>:<name>
@@ -39,11 +41,15 @@ its choosing. With the default prefix:
     {mq}:rl:<token_key>:bulk   zset    the bulk lane's grants in the same window
     {mq}:rl:<token_key>:demand string  set for a moment whenever bulk mail asks for a slot
     {mq}:cooldown:<token_key>  string  set while the fleet backs off after a 429
+    {mq}:limiters              hash    token_key -> JSON {amount, period, account, at}: the limits
+                                       workers send under, as they note them (``fleet_limits``)
     {mq}:stats                 hash    counters (unknown webhook message ids, ...)
     {mq}:doubtful              zset    sends that may have gone out twice or whose outcome was
                                        unknown, scored by when (for ``mailqueue reconcile --all``)
     {mq}:campaign:<name>       hash    a campaign's state, totals and per-status recipient counts
     {mq}:held:<name>           list    envelopes of a paused campaign, back in the outbox on resume
+    {mq}:handed:<name>         hash    unix minute -> a campaign's recipients handed to Mailtrap
+    {mq}:backlog:<minute>      string  the outbox backlog a worker saw in that unix minute
     {mq}:campaigns             zset    campaign names, scored by when each was first enqueued
     {mq}:scheduled             zset    send ids held for a time to come, scored by it
     {mq}:suppressed            hash    comparable address -> JSON {address, reason, stream, ...}
@@ -141,6 +147,7 @@ class Keys:
         self.retry = f"{base}:retry"
         self.dead = f"{base}:dead"
         self.stats = f"{base}:stats"
+        self.limiters = f"{base}:limiters"
         self.doubtful = f"{base}:doubtful"
         self.campaigns = f"{base}:campaigns"
         self.scheduled = f"{base}:scheduled"
@@ -157,6 +164,7 @@ class Keys:
         self.event_seen = KeyFamily(base, "evt")
         self.idempotency = KeyFamily(base, "idem", hashed=True)
         self.group = KeyFamily(base, "group")
+        self.group_failed = KeyFamily(base, "group", suffix=":failed")
         self.dead_letter = KeyFamily(base, "dead")
         self.rate_limit = KeyFamily(base, "rl")
         self.rate_limit_bulk = KeyFamily(base, "rl", suffix=":bulk")
@@ -164,6 +172,10 @@ class Keys:
         self.cooldown = KeyFamily(base, "cooldown")
         self.campaign = KeyFamily(base, "campaign")
         self.campaign_held = KeyFamily(base, "held")
+        # Not under "campaign:": a campaign's name may hold a colon.
+        self.campaign_minutes = KeyFamily(base, "handed")
+        # The outbox backlog sampled by the workers, by unix minute.
+        self.backlog_minute = KeyFamily(base, "backlog")
         self.soft_bounces = KeyFamily(base, "softbounce", hashed=True)
         # A minute's state changes (``StatusStore.states_by_minute``), by its unix minute.
         self.state_minute = KeyFamily(base, "states")

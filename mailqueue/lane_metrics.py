@@ -81,11 +81,13 @@ class LaneCollector:
 
 def format_lanes(stats: Iterable[LaneStats]) -> list[str]:
     """A table of the lanes for a terminal."""
-    lines = [f"{'lane':<14}{'stream':<15}{'waiting':>9}{'in flight':>11}{'oldest':>10}"]
+    lines = [
+        f"{'lane':<14}{'stream':<15}{'waiting':>9}{'in flight':>11}{'oldest':>10}{'paused':>9}"
+    ]
     for entry in stats:
         lines.append(
             f"{entry.lane:<14}{entry.stream:<15}{entry.waiting:>9}{entry.in_flight:>11}"
-            f"{entry.oldest_seconds:>9.1f}s"
+            f"{entry.oldest_seconds:>9.1f}s{entry.paused:>9}"
             + (f"  ({entry.campaigns} campaigns)" if entry.campaigns else "")
         )
     return lines

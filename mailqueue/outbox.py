@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -41,6 +41,8 @@ __all__ = ["Envelope", "LaneStats", "Outbox"]
 # A stream's abandoned entries are looked for at most this often per process:
 # a drain polling for transactional work must not autoclaim on every poll.
 RECLAIM_CHECK_INTERVAL = 1.0
+# Backlog samples live two hours: the dashboard shows the last one.
+BACKLOG_MINUTES_KEPT = 2 * 3600
 # How far into a stream's unread envelopes ``ahead_of`` looks for a send.
 AHEAD_SCAN_LIMIT = 2000
 # Tags of a paused campaign's held envelopes: their kind and Mailtrap stream,
@@ -109,6 +111,9 @@ class LaneStats:
     in_flight: int = 0  # read by a worker, not yet acknowledged
     oldest_seconds: float = 0.0  # age of the oldest envelope still in a stream
     campaigns: int = 0  # streams of the bulk lane that hold work
+    # Envelopes of paused campaigns, set aside or still in their streams: they
+    # wait for a resume, not for a worker, so they count in none of the above.
+    paused: int = 0
 
 
 class Outbox(RedisStore):
@@ -319,9 +324,34 @@ class Outbox(RedisStore):
         """
         return sum(unread for _, unread, _, _ in self._survey(self.streams()))
 
+    @translated("note the backlog")
+    def note_backlog(self, now: float | None = None) -> int:
+        """Keep the backlog now as this minute's sample (the dashboard's last hour); returns it."""
+        now = time.time() if now is None else now
+        waiting = self.waiting()
+        key = self.keys.backlog_minute(str(int(now // 60)))
+        self.redis.set(key, waiting, ex=BACKLOG_MINUTES_KEPT)
+        return waiting
+
+    @translated("read the backlog")
+    def backlog_by_minute(
+        self, minutes: int = 60, now: float | None = None
+    ) -> list[tuple[int, int | None]]:
+        """The last ``minutes`` minutes, oldest first: (unix minute, backlog seen, None: none)."""
+        last = int((time.time() if now is None else now) // 60)
+        span = range(last - minutes + 1, last + 1)
+        values: list[Any] = self.redis.mget([self.keys.backlog_minute(str(m)) for m in span])
+        return [
+            (minute, None if value is None else int(value))
+            for minute, value in zip(span, values, strict=True)
+        ]
+
     @translated("read the lanes' figures")
-    def lane_stats(self) -> list[LaneStats]:
-        """Backlog, work in flight and the oldest envelope's age, per lane and Mailtrap stream."""
+    def lane_stats(self, paused: Collection[str] = ()) -> list[LaneStats]:
+        """Backlog, work in flight and the oldest envelope's age, per lane and Mailtrap stream.
+
+        The envelopes of the ``paused`` campaigns count as ``paused`` only.
+        """
         stats = {(lane, stream): LaneStats(lane, stream) for lane in LANES for stream in STREAMS}
         now_ms = time.time() * 1000
         for stream, unread, held, first_ms in self._survey(self.streams(), oldest=True):
@@ -331,13 +361,39 @@ class Outbox(RedisStore):
             entry = stats.get((lane, mail_stream))  # type: ignore[arg-type]
             if entry is None:
                 continue
+            if parsed is not None and parsed[2] and parsed[2] in paused:
+                entry.paused += unread + held
+                continue
             entry.waiting += unread
             entry.in_flight += held
             if unread + held and first_ms is not None:
                 entry.oldest_seconds = max(entry.oldest_seconds, (now_ms - first_ms) / 1000)
             if parsed is not None and unread + held:
                 entry.campaigns += 1
+        for name in paused:
+            for (kind, mail_stream), count in self._held_counts(name).items():
+                lane = "bulk" if kind else "transactional"
+                found = stats.get((lane, mail_stream))  # type: ignore[arg-type]
+                if found is not None:
+                    found.paused += count
         return list(stats.values())
+
+    def _held_counts(self, campaign: str, chunk: int = 1000) -> dict[tuple[bool, str], int]:
+        """How many envelopes ``campaign`` has set aside, by (campaign lane?, Mailtrap stream)."""
+        streams = {tag[:-1]: (True, mail_stream) for (_, mail_stream), tag in _HOLD_TAGS.items()}
+        counts: dict[tuple[bool, str], int] = {}
+        held = self.keys.campaign_held(campaign)
+        start = 0
+        while True:
+            members = self.redis.lrange(held, start, start + chunk - 1)
+            for member in members:
+                tag = _text(member[:3]).partition("|")[0]
+                # Members of the earlier format go back to the transactional lane.
+                where = streams.get(tag, (False, "transactional"))
+                counts[where] = counts.get(where, 0) + 1
+            if len(members) < chunk:
+                return counts
+            start += chunk
 
     def _survey(
         self, streams: Sequence[str], *, oldest: bool = False

@@ -28,6 +28,7 @@ from .errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from .fleet_limits import LimitNotices
 from .outcomes import DrainReport, Outcomes
 from .payload import BATCH_WRAPPER_BYTES, MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, ApiCall, coalesce
 from .ratelimit import FleetRateLimiter
@@ -61,6 +62,7 @@ class Poster:
         self.reconciler = reconciler
         self._shared_transport = transport
         self._transports: dict[tuple[object, ...], Transport] = {}
+        self._limit_notices = LimitNotices(client.redis, client.keys)
         self._routes: dict[tuple[str, str | None, str | None], Route | ConfigurationError] = {}
         self._parts_lock = threading.Lock()
 
@@ -127,6 +129,7 @@ class Poster:
 
     def _transport(self, route: Route, lane: Lane) -> Transport:
         """The route's transport for ``lane``: its session, and the lane's share of the limit."""
+        self._limit_notices.note(route)
         if self._shared_transport is not None:
             return self._shared_transport
         key = (*route.target, lane)

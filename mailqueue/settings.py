@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +81,88 @@ class RateLimit:
 
     def __str__(self) -> str:
         return f"{self.amount}/{self.period:g}s"
+
+
+@dataclass(frozen=True)
+class _Range:
+    """What a number setting may be: its kind, its bounds, and what it counts."""
+
+    kind: type
+    low: float
+    high: float | None = None
+    # The low bound itself is refused: a timeout of 0 s waits for nothing.
+    above: bool = False
+    unit: str = ""
+
+    def problem(self, value: object) -> str | None:
+        """Why ``value`` is out of range (words for a person), or None when it is fine."""
+        if value is None:
+            return None
+        whole = self.kind is int
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (whole and not isinstance(value, int))
+            or not math.isfinite(value)
+        ):
+            return f"must be {'a whole number' if whole else 'a number'}, not {value!r}"
+        low = f"{self.low:g}"
+        # As a person wrote it: -3, not the -3.0 it was read as.
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        too_low = value <= self.low if self.above else value < self.low
+        if self.high is not None and (too_low or value > self.high):
+            return f"must be from {low} to {self.high:g}{self.unit}, not {shown}"
+        if too_low:
+            bound = f"more than {low}" if self.above else f"at least {low}"
+            return f"must be {bound}{self.unit}, not {shown}"
+        return None
+
+
+_SECONDS = " (seconds)"
+_SHARE = " (a share: 0.05 is 5 %)"
+# Every number setting and what it may be; checked whenever settings are built.
+_RANGES: dict[str, _Range] = {
+    "redis_min_replicas": _Range(int, 0),
+    "status_ttl": _Range(int, 1, unit=_SECONDS),
+    "connect_timeout": _Range(float, 0, above=True, unit=_SECONDS),
+    "read_timeout": _Range(float, 0, above=True, unit=_SECONDS),
+    "max_retries": _Range(int, 0),
+    "retry_backoff": _Range(float, 0, above=True, unit=_SECONDS),
+    "retry_backoff_max": _Range(float, 0, above=True, unit=_SECONDS),
+    "visibility_timeout": _Range(float, 0, above=True, unit=_SECONDS),
+    "reclaim_idle": _Range(float, 0, above=True, unit=_SECONDS),
+    "calls_in_flight": _Range(int, 1),
+    "webhook_max_body": _Range(int, 1, unit=" (bytes)"),
+    "metrics_port": _Range(int, 1, 65535),
+    "reconcile_settle": _Range(float, 0, unit=_SECONDS),
+    "soft_bounce_limit": _Range(int, 0),
+    "soft_bounce_days": _Range(float, 0),
+    "campaign_bounce_rate": _Range(float, 0, 1, unit=_SHARE),
+    "campaign_complaint_rate": _Range(float, 0, 1, unit=_SHARE),
+    "campaign_min_tracked": _Range(int, 0),
+    "hourly_cap": _Range(int, 0),
+    "daily_cap": _Range(int, 0),
+    "cap_transactional_reserve": _Range(float, 0, 1, unit=_SHARE),
+}
+# Settings that are true or false (``reconcile`` may also be None: decided by the token).
+_FLAGS = (
+    "coalesce", "ignore_unsupported_features", "allow_eai_from", "allow_http_api_urls", "reconcile",
+)  # fmt: skip
+# Settings naming a Celery queue.
+_NAMES = ("queue", "on_outcome_queue")
+
+
+def _env_name(name: str) -> str:
+    """The environment (and Django settings) name of the setting ``name``."""
+    if name in _MAILTRAP_NAMES:
+        return f"MAILTRAP_{name.upper()}"
+    return f"MAILQUEUE_{name.upper()}"
+
+
+_MAILTRAP_NAMES = frozenset(
+    {"api_token", "sandbox_id", "api_url", "bulk_api_url", "bulk_api_token", "tracking_secret",
+     "general_api_url"}
+)  # fmt: skip
 
 
 def _secret_repr(value: object) -> str:
@@ -259,30 +343,36 @@ class Settings:
             raise ConfigurationError(f"MAILQUEUE_KEY_PREFIX {problem}", setting="key_prefix")
         if connection.scheme_of(self.broker_url) in connection.REDIS_SCHEMES:
             connection.check_url(self.broker_url, "broker_url", "MAILQUEUE_BROKER_URL")
-        for name in (
-            "status_ttl",
-            "max_retries",
-            "webhook_max_body",
-            "redis_min_replicas",
-            "reconcile_settle",
-            "soft_bounce_limit",
-            "soft_bounce_days",
-            "campaign_bounce_rate",
-            "campaign_complaint_rate",
-            "campaign_min_tracked",
-            "hourly_cap",
-            "daily_cap",
-            "cap_transactional_reserve",
-        ):
-            if (getattr(self, name) or 0) < 0:
+        for name in ("rate_limit", "email_logs_rate_limit"):
+            if not isinstance(getattr(self, name), RateLimit):
                 raise ConfigurationError(
-                    f"{name} (MAILQUEUE_{name.upper()}) must not be negative", setting=name
+                    f"{_env_name(name)} must look like '150/10s', not {getattr(self, name)!r}",
+                    setting=name,
                 )
-        if self.cap_transactional_reserve > 1:
+        for name, rule in _RANGES.items():
+            problem = rule.problem(getattr(self, name))
+            if problem is not None:
+                raise ConfigurationError(f"{_env_name(name)} {problem}", setting=name)
+        if self.retry_backoff_max < self.retry_backoff:
             raise ConfigurationError(
-                "cap_transactional_reserve is a share of the cap, at most 1",
-                setting="cap_transactional_reserve",
+                f"MAILQUEUE_RETRY_BACKOFF_MAX ({self.retry_backoff_max:g}) must not be less than"
+                f" MAILQUEUE_RETRY_BACKOFF ({self.retry_backoff:g})",
+                setting="retry_backoff_max",
             )
+        for name in _FLAGS:
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (name == "reconcile" and value is None):
+                raise ConfigurationError(
+                    f"{_env_name(name)} must be true or false, not {value!r}", setting=name
+                )
+        for name in _NAMES:
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigurationError(
+                    f"{_env_name(name)} must name a queue, not {value!r}", setting=name
+                )
+        if self.default_from_email is not None:
+            _check_sender(self.default_from_email)
         for pair in self.webhook_secret:
             if ":" not in pair:
                 raise ConfigurationError(
@@ -409,6 +499,21 @@ class Settings:
         return cls(**_collect(_EnvSource(env)))
 
     @classmethod
+    def from_process(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The process's own settings: its Django project's when it has one, else the environment.
+
+        A process started with ``DJANGO_SETTINGS_MODULE`` (a worker of a Django
+        project, ``manage.py shell``), or one that configured Django itself,
+        reads what the Django backend reads (``from_django``); any other reads
+        the environment (``from_env``).
+        """
+        env = os.environ if environ is None else environ
+        django_settings = _django_settings(env)
+        if django_settings is None:
+            return cls.from_env(env)
+        return cls.from_django(django_settings, env)
+
+    @classmethod
     def from_django(
         cls, django_settings: Any = None, environ: Mapping[str, str] | None = None
     ) -> Settings:
@@ -419,6 +524,35 @@ class Settings:
             django_settings = settings
         env = os.environ if environ is None else environ
         return cls(**_collect(_DjangoSource(django_settings, env)))
+
+
+def _django_settings(env: Mapping[str, str]) -> Any:
+    """The Django settings this process runs with, or None when it runs no Django project.
+
+    Django's own settings object once Django is configured; before that, the
+    module ``DJANGO_SETTINGS_MODULE`` names, found as Celery's Django fix-up
+    finds it (the current directory first), so that a worker's start check
+    reads settings.py before Celery sets Django up.
+    """
+    conf = sys.modules.get("django.conf")
+    if conf is not None and conf.settings.configured:
+        return conf.settings
+    name = (env.get("DJANGO_SETTINGS_MODULE") or "").strip()
+    if not name:
+        return None
+    try:
+        import django  # noqa: F401
+    except ImportError:  # Celery ignores the variable too when Django is not installed
+        return None
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"DJANGO_SETTINGS_MODULE names {name!r}, which cannot be imported ({exc})",
+            setting="django_settings_module",
+        ) from None
 
 
 def _account_table(accounts: Any) -> dict[str, Account]:
@@ -497,6 +631,22 @@ def _sandbox_id(value: object) -> str | None:
             setting="sandbox_id",
         )
     return text.lstrip("0")
+
+
+def _check_sender(value: object) -> None:
+    """``MAILQUEUE_DEFAULT_FROM_EMAIL`` must be one address, found at start, not at each send."""
+    from .addresses import parse_address_list
+    from .errors import ValidationError
+
+    try:
+        addresses = parse_address_list(value, "from_email")
+    except ValidationError:
+        addresses = []
+    if len(addresses) != 1:
+        raise ConfigurationError(
+            f"MAILQUEUE_DEFAULT_FROM_EMAIL must be one email address, not {str(value)[:80]!r}",
+            setting="default_from_email",
+        )
 
 
 def _split_secrets(text: str) -> tuple[str, ...]:
@@ -605,7 +755,7 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
     put("key_prefix", source.own("KEY_PREFIX") or None)
     put(
         "redis_min_replicas",
-        source.own("REDIS_MIN_REPLICAS") or None,
+        _given(source.own("REDIS_MIN_REPLICAS")),
         _int,
         "MAILQUEUE_REDIS_MIN_REPLICAS",
     )
@@ -617,7 +767,7 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
         "MAILQUEUE_EMAIL_LOGS_RATE_LIMIT",
     )
     put("coalesce", source.own("COALESCE"), _boolean, "MAILQUEUE_COALESCE")
-    put("status_ttl", source.own("STATUS_TTL") or None, _int, "MAILQUEUE_STATUS_TTL")
+    put("status_ttl", _given(source.own("STATUS_TTL")), _int, "MAILQUEUE_STATUS_TTL")
     put("default_from_email", source.own("DEFAULT_FROM_EMAIL") or None)
     ignore = source.own("IGNORE_UNSUPPORTED_FEATURES")
     if ignore is None:
@@ -655,7 +805,7 @@ def _collect(source: _EnvSource) -> dict[str, Any]:
         ("DAILY_CAP", _int),
         ("CAP_TRANSACTIONAL_RESERVE", _number),
     ):
-        put(name.lower(), source.own(name) or None, convert, f"MAILQUEUE_{name}")
+        put(name.lower(), _given(source.own(name)), convert, f"MAILQUEUE_{name}")
     return values
 
 
@@ -682,6 +832,13 @@ def _accounts(raw: Any, source: _EnvSource) -> dict[str, Account]:
     return _account_table(table)
 
 
+def _given(value: Any) -> Any:
+    """``value``, or None when it is unset or empty (a Django setting of 0 is given)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return value
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -694,11 +851,21 @@ def _boolean(value: Any) -> bool:
 
 
 def _int(value: Any) -> int:
-    return int(str(value).strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
 
 
 def _number(value: Any) -> float:
-    number = float(str(value).strip())
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {value!r}") from None
     # "nan" and "inf" parse, but no delay, timeout or rate can be either.
     if not math.isfinite(number):
         raise ValueError(f"expected a finite number, got {value!r}")

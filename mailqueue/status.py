@@ -127,8 +127,11 @@ return out
 # hash, campaign record (the send hash again for none). ARGV: part, outcome
 # (sent|partial|failed|cancelled|expired), now, ttl, error JSON or "",
 # campaign moves (JSON {where: amount}, applied with the outcome, exactly
-# once), recipients handed to Mailtrap, now (unix seconds), then
-# recipient/value pairs; KEYS[5] counts the minute's final outcomes by state.
+# once), recipients handed to Mailtrap, now (unix seconds), the send id, then
+# recipient/value pairs; KEYS[5] counts the minute's final outcomes by state,
+# KEYS[6] lists the group's sends that ended failed or partially_sent, KEYS[7]
+# counts the campaign's recipients handed to Mailtrap per minute (the send
+# hash again for none).
 # Returns the send's state after the update and 1 when this write made the
 # send final (its last part ended), else 0: exactly one
 # write per final outcome answers 1, whoever makes it (a retry, a look-up in
@@ -146,18 +149,22 @@ redis.call('HSET', key, 'done:' .. part, outcome, 'updated_at', now_iso)
 redis.call('HDEL', key, 'lease:' .. part, 'began:' .. part, 'doubt:' .. part, 'looks:' .. part)
 redis.call('HINCRBY', key, 'parts_' .. outcome, 1)
 if err ~= '' then redis.call('HSET', key, 'error', err) end
-for i = 9, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   redis.call('HSET', rkey, ARGV[i], ARGV[i + 1])
 end
 if ckey ~= key then
   for where, amount in pairs(cjson.decode(ARGV[6])) do
     redis.call('HINCRBY', ckey, 'n:' .. where, amount)
   end
+  redis.call('HSET', ckey, 'updated_at', now_iso)
   local handed = tonumber(ARGV[7])
   if handed > 0 then
     redis.call('HSETNX', ckey, 'first_sent_at', ARGV[8])
     redis.call('HSET', ckey, 'last_sent_at', ARGV[8])
     redis.call('HINCRBY', ckey, 'handed', handed)
+    local minute = tostring(math.floor(tonumber(ARGV[8]) / 60))
+    redis.call('HINCRBY', KEYS[7], minute, handed)
+    redis.call('EXPIRE', KEYS[7], ttl)
   end
 end
 local function count(name) return tonumber(redis.call('HGET', key, 'parts_' .. name) or '0') end
@@ -180,6 +187,10 @@ if ended >= parts then
   if final == 1 then
     redis.call('HINCRBY', KEYS[5], state, 1)
     redis.call('EXPIRE', KEYS[5], MINUTES_KEPT)
+    if KEYS[6] ~= key and (state == 'failed' or state == 'partially_sent') then
+      redis.call('ZADD', KEYS[6], ARGV[8], ARGV[9])
+      redis.call('EXPIRE', KEYS[6], ttl)
+    end
   end
 elseif old ~= 'sending' and old ~= 'cancelled' then
   state = 'sending'
@@ -570,6 +581,10 @@ class StatusStore:
                 self._group(ref),
                 self._campaign(ref),
                 self.keys.state_minute(str(_minute())),
+                self.keys.group_failed(ref.group) if ref.group else self.keys.send(send_id),
+                self.keys.campaign_minutes(ref.campaign)
+                if ref.campaign
+                else self.keys.send(send_id),
             ],
             args=[
                 ref.part,
@@ -580,6 +595,7 @@ class StatusStore:
                 json.dumps(moves, separators=(",", ":")),
                 handed,
                 time.time(),
+                send_id,
                 *values,
             ],
             client=pipe,
@@ -726,6 +742,33 @@ class StatusStore:
         """Per-state counts of the sends of one ``enqueue_many`` call (states at 0 left out)."""
         raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.group(group_id)))
         return cast(GroupRecord, {_text(k): int(v) for k, v in raw.items() if int(v)})
+
+    @translated("read a group's failures")
+    def group_failures(self, group_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """A group's sends that ended failed or partially_sent, first first.
+
+        Each as ``{"id", "state", "error"}`` (the error as recorded, or None); a
+        send requeued since it failed is left out, its state having moved on.
+        """
+        end = -1 if limit is None else max(limit, 1) - 1
+        found = self.redis.zrange(self.keys.group_failed(group_id), 0, end)
+        send_ids = [_text(raw) for raw in found]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for send_id in send_ids:
+                pipe.hmget(self.keys.send(send_id), "state", "error")
+            fields = pipe.execute()
+        failures = []
+        for send_id, (state, error) in zip(send_ids, fields, strict=True):
+            if state is None or _text(state) not in ("failed", "partially_sent"):
+                continue
+            failures.append(
+                {
+                    "id": send_id,
+                    "state": _text(state),
+                    "error": json.loads(error) if error is not None else None,
+                }
+            )
+        return failures
 
     @translated("read a send's recipients")
     def recipient_counts(self, send_id: str) -> dict[str, int]:

@@ -21,6 +21,7 @@ from .client import Client, default, reset_default
 from .delivery import Drainer
 from .errors import ValidationError
 from .outcome_hooks import OutcomeHooks
+from .send_result import SendResult
 
 __all__ = ["deliver", "send_email"]
 
@@ -96,6 +97,9 @@ def sweep(rt: Client) -> bool:
 def _sweep() -> None:
     try:
         sweep(default())
+        # The dashboard's backlog over the last hour: one sample a minute is
+        # enough, the last sweep of the minute writes it.
+        default().outbox.note_backlog()
     except Exception as exc:  # Redis or the broker is down: the next sweep tries again
         log.warning("sweep for waiting work failed: %s", type(exc).__name__)
 
@@ -145,6 +149,10 @@ class SendEmailTask(Task):  # type: ignore[type-arg]
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:  # type: ignore[type-arg]
         return self.apply_async(args, kwargs)
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> SendResult:
+        """A result read from the send's status record: there is no Celery result backend."""
+        return SendResult(task_id, app=self.app, task_name=self.name, **kwargs)
 
 
 @app.task(base=SendEmailTask, name="mailqueue.send_email", bind=True)

@@ -57,7 +57,12 @@ def check_worker_settings(settings: Settings) -> None:
         # Found at start, not at the first send's end: a typo is one line, not a log per send.
         from .outcome_hooks import load_callable
 
-        load_callable(settings.on_outcome, "on_outcome")
+        try:
+            load_callable(settings.on_outcome, "on_outcome")
+        except ConfigurationError as exc:
+            # Named as the person set it, in the environment or settings.py.
+            words = str(exc).removeprefix("on_outcome")
+            raise ConfigurationError(f"MAILQUEUE_ON_OUTCOME{words}", setting="on_outcome") from None
 
 
 def worker_warnings(settings: Settings) -> list[str]:

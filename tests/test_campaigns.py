@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from mailqueue import status
 from mailqueue.campaigns import auto_pause_reason, record_from_fields
 from mailqueue.client import Client
 from mailqueue.delivery import Drainer
@@ -52,7 +53,9 @@ def test_a_cancelled_campaign_reads_its_waiting_recipients_as_cancelled() -> Non
     fields["n:sending"] = "1"
     record = record_from_fields("c", fields, 0)
     assert record["state"] == "cancelled"
-    assert record["counts"] == {"cancelled": 3, "sent": 2, "waiting": 1}
+    # The one a worker had claimed is being cancelled: nothing waits any more.
+    assert record["counts"] == {"cancelled": 3, "sent": 2, "cancelling": 1, "waiting": 0}
+    assert sum(record["counts"].values()) == record["recipients"]
 
 
 def test_eta_is_waiting_over_the_rate_of_hand_overs() -> None:
@@ -338,6 +341,29 @@ def test_tracking_events_move_recipients_forward_and_can_pause_the_campaign(
         assert client.get_suppression("reader1@example.com") is not None
     finally:
         client.close()
+
+
+def test_a_campaigns_updated_at_follows_its_sends_and_its_tracking_events(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = client.enqueue_many([message(i) for i in range(2)], campaign="spring")
+    queued = client.get_campaign("spring")
+    # The workers record their outcomes at a time of their own.
+    monkeypatch.setattr(status, "now_iso", lambda: "2099-01-01T00:00:00.000Z")
+    drain(client)
+    sent = client.get_campaign("spring")
+    message_id = next(iter(client.get_status(ids[0])["recipients"].values()))["message_id"]  # type: ignore[index]
+    later = "2100-01-01T00:00:00.000Z"
+    event = {"event": "delivery", "message_id": message_id, "event_id": "d0"}
+
+    client.events.apply([normalize_event({**event, "timestamp": int(time.time())})], later)
+
+    delivered = client.get_campaign("spring")
+    assert queued is not None and sent is not None and delivered is not None
+    assert queued["updated_at"] is not None and sent["updated_at"] is not None
+    assert queued["updated_at"] < "2099"
+    assert sent["updated_at"] == "2099-01-01T00:00:00.000Z"
+    assert delivered["updated_at"] == later
 
 
 # -- single sends: cancel, reschedule, expiry --------------------------------

@@ -17,6 +17,7 @@ import requests
 from click.testing import CliRunner, Result
 
 import mailqueue
+import mailqueue.status as status_module
 from mailqueue.cli import cli, message_from_options
 from mailqueue.client import default
 from mailqueue.delivery import Drainer
@@ -674,3 +675,157 @@ def test_campaign_follow_counts_until_the_campaign_is_final(
 
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1] == last_line
+
+
+# -- what a large send, a group and a campaign show ----------------------------
+
+
+def test_status_of_a_large_send_shows_counts_and_its_first_failures_not_every_recipient(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rows = "".join(
+        f"user{n}@example.{'invalid' if n % 10 == 3 else 'com'}\n" for n in range(30)
+    )
+    csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
+    send_id = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM).stdout
+    drain()
+
+    summary = invoke("status", send_id.strip()).stdout
+
+    assert "recipients  30: failed=3  queued=27" in summary
+    assert "first failures (3 of 3)" in summary
+    for n in (3, 13, 23):
+        assert f"user{n}@example.invalid" in summary
+    assert "user0@example.com" not in summary
+    assert "--all lists every recipient" in summary
+
+
+def test_status_all_lists_every_recipient_and_failed_only_the_failures(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rows = "".join(
+        f"user{n}@example.{'invalid' if n % 10 == 3 else 'com'}\n" for n in range(30)
+    )
+    csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
+    send_id = invoke(
+        "campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM
+    ).stdout.strip()
+    drain()
+
+    every = invoke("status", send_id, "--all").stdout
+    failed = invoke("status", send_id, "--failed").stdout
+    failed_json = json.loads(invoke("status", send_id, "--failed", "--json").stdout)
+
+    assert all(f"user{n}@example." in every for n in range(30))
+    assert sorted(line.split()[0] for line in failed.splitlines()[1:]) == [
+        "user13@example.invalid", "user23@example.invalid", "user3@example.invalid",
+    ]
+    assert set(failed_json["recipients"]) == {
+        "user3@example.invalid", "user13@example.invalid", "user23@example.invalid",
+    }
+
+
+def test_status_failed_lists_the_sends_of_a_group_that_failed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rows = "".join(
+        f"user{n}@example.{'invalid' if n in (1, 4) else 'com'}\n" for n in range(6)
+    )
+    csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
+    group_id = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
+                      "--individual").stdout.strip()
+    drain()
+
+    progress = invoke("status", group_id).stdout
+    listed = invoke("status", group_id, "--failed")
+    as_json = json.loads(invoke("status", group_id, "--failed", "--json").stdout)
+
+    assert "failed=2" in progress and "--failed lists the sends that failed" in progress
+    assert listed.exit_code == 0, listed.output
+    failed_ids = {entry["id"] for entry in as_json}
+    assert len(failed_ids) == 2
+    for send_id in failed_ids:
+        record = mailqueue.get_status(send_id)
+        assert record is not None and record["state"] == "failed"
+        assert send_id in listed.stdout
+    assert {entry["error"]["kind"] for entry in as_json} == {"permanent"}
+
+
+def test_a_group_whose_sends_all_went_out_lists_no_failure(
+    settings: Settings, tmp_path: Path
+) -> None:
+    csv_path = write_csv(tmp_path / "list.csv", "email\nann@example.com\nbob@example.com\n")
+    group_id = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
+                      "--individual").stdout.strip()
+    drain()
+
+    assert invoke("status", group_id, "--failed").stdout.strip() == "-"
+    assert "--failed" not in invoke("status", group_id).stdout
+
+
+def test_a_campaigns_updated_at_moves_as_its_recipients_are_sent(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv_path = write_csv(tmp_path / "list.csv", "email\nann@example.com\nbob@example.com\n")
+    invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM, "--name", "spring")
+    queued = json.loads(invoke("campaign", "status", "spring", "--json").stdout)
+    # The worker records its outcomes at a time of its own.
+    monkeypatch.setattr(status_module, "now_iso", lambda: "2099-01-01T00:00:00.000Z")
+
+    drain()
+
+    sent = json.loads(invoke("campaign", "status", "spring", "--json").stdout)
+    assert sent["counts"].get("sent") == 2
+    assert queued["updated_at"] < "2099"
+    assert sent["updated_at"] == "2099-01-01T00:00:00.000Z"
+
+
+def test_lanes_show_a_paused_campaigns_parts_as_paused_not_waiting(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rows = "".join(f"user{n}@example.com\n" for n in range(4))
+    csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
+    invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM, "--individual",
+           "--name", "spring")
+    client = default()
+    # A worker read two parts before the pause; the next claim sets them aside.
+    [queue] = client.outbox.campaign_queues()
+    read = client.outbox.read("worker-1", queue, 2)
+    mailqueue.pause_campaign("spring")
+    with client.redis.pipeline() as pipe:
+        client.outbox.hold(pipe, read[0])
+        client.outbox.ack(pipe, read[:1])
+        pipe.execute()
+
+    lanes = {(e["lane"], e["stream"]): e for e in json.loads(invoke("lanes", "--json").stdout)}
+    shown = invoke("lanes").stdout
+
+    bulk = lanes["bulk", "bulk"]
+    assert (bulk["paused"], bulk["waiting"], bulk["in_flight"]) == (4, 0, 0)
+    assert bulk["oldest_seconds"] == 0
+    assert "paused" in shown.splitlines()[0]
+
+    mailqueue.resume_campaign("spring")
+    resumed = {(e["lane"], e["stream"]): e for e in json.loads(invoke("lanes", "--json").stdout)}
+    assert resumed["bulk", "bulk"]["paused"] == 0
+    assert resumed["bulk", "bulk"]["waiting"] + resumed["bulk", "bulk"]["in_flight"] == 4
+
+
+def test_a_cancel_leaves_nothing_waiting_at_once_even_with_parts_claimed_by_a_worker(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rows = "".join(f"user{n}@example.com\n" for n in range(4))
+    csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
+    invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM, "--individual",
+           "--name", "spring")
+    client = default()
+    # A worker claimed two parts and waits on the rate limiter with them.
+    [queue] = client.outbox.campaign_queues()
+    claimed = client.outbox.read("worker-1", queue, 2)
+    assert client.store.claim([e.ref for e in claimed], lease_seconds=30) == ["go", "go"]
+
+    shown = invoke("campaign", "cancel", "spring")
+
+    assert shown.exit_code == 0, shown.output
+    assert "waiting=0" in shown.stdout
+    assert "cancelled=2" in shown.stdout and "cancelling=2" in shown.stdout

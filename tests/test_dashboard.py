@@ -9,6 +9,7 @@ import queue
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -102,11 +103,12 @@ def test_the_funnel_counts_each_recipient_at_every_step_it_passed() -> None:
     svg = funnel_svg({"sent": 5, "delivered": 3, "opened": 1, "bounced": 1, "waiting": 2}, 12)
     steps = dict(re.findall(r'data-step="(\w+)">(\d+)<', svg))
     assert steps == {
-        "queued": "12",
+        "recipients": "12",
         "sent": "10",
         "delivered": "4",
         "opened": "1",
         "clicked": "0",
+        "waiting": "2",
         "bounced": "1",
     }
 
@@ -128,9 +130,7 @@ def test_every_page_needs_one_of_the_rotated_credentials(app: DashboardApp) -> N
     assert call(app, "/healthz", authorization="")[0].startswith("200")
 
 
-def test_the_fleet_shows_backlog_per_stream_and_the_limiter(
-    app: DashboardApp, client: Client
-) -> None:
+def test_the_fleet_shows_backlog_per_stream(app: DashboardApp, client: Client) -> None:
     client.enqueue_many([message(i) for i in range(3)])
     status, headers, body = call(app, "/api/")
     assert status.startswith("200") and headers["Content-Type"] == "application/json"
@@ -140,14 +140,89 @@ def test_the_fleet_shows_backlog_per_stream_and_the_limiter(
     # A bulk enqueue goes to the bulk lane, on Mailtrap's transactional stream.
     bulk = by_lane["bulk", "transactional"]
     assert bulk["waiting"] == 3 and bulk["oldest_age"] >= 0 and bulk["campaigns"] == 1
+    assert bulk["paused"] == 0
     assert by_lane["transactional", "transactional"]["waiting"] == 0
-    assert data["limiter"] == {"used": 0, "limit": 150, "period": 10.0, "cooldown": 0.0}
-    drain(client)
+
+
+def test_the_limiter_tiles_show_the_workers_limits_not_the_dashboards_own(
+    client: Client, redis_url: str
+) -> None:
+    # The dashboard runs with settings of its own: no token, another rate.
+    own = Client(Settings(broker_url=redis_url, rate_limit="10/1s"))
+    app = create_app(own, {"MAILQUEUE_DASHBOARD_SECRET": SECRET})
+    before = json.loads(call(app, "/api/")[2])
+    assert before["data"]["limits"] == []
+    assert "no worker sent in the last hour" in before["html"]
+
+    client.enqueue_many([message(i) for i in range(3)])
+    drain(client)  # a worker's drain notes the limit it sends under
     for _ in range(3):
         # What a transport takes before each request to Mailtrap.
         client.limiter.acquire()
     data = json.loads(call(app, "/api/")[2])["data"]
-    assert data["waiting"] == 0 and data["limiter"]["used"] == 3
+
+    (limit,) = data["limits"]
+    assert limit == {
+        "token_key": client.settings.token_key,
+        "account": None,
+        "limit": 150,
+        "period": 10.0,
+        "used": 3,
+        "cooldown": 0.0,
+    }
+    assert "tok-never-shown" not in json.dumps(data)
+    page = call(app, "/")[2]
+    assert "<b>3 / 150</b>requests in 10s" in page
+    own.close()
+
+
+def test_the_backlog_chart_shows_the_last_hour_on_open(app: DashboardApp, client: Client) -> None:
+    client.enqueue_many([message(i) for i in range(3)])
+    # A worker's sweep half an hour ago saw the three waiting.
+    now = time.time()
+    client.outbox.note_backlog(now - 30 * 60)
+
+    data = json.loads(call(app, "/api/")[2])["data"]
+    page = call(app, "/")[2]
+
+    minutes = data["backlog_minutes"]
+    assert len(minutes) == 60
+    assert [value for _, value in minutes if value is not None] == [3]
+    assert re.search(r"<svg id=rates [^>]*>.*<polyline points=\"[0-9.,]+\"", page)
+    assert "now - · peak 3" in page
+
+
+def test_a_campaign_shows_what_it_handed_to_mailtrap_each_minute_of_the_last_hour(
+    app: DashboardApp, client: Client
+) -> None:
+    client.enqueue_many([message(i) for i in range(4)], campaign="spring")
+    drain(client)
+
+    data = json.loads(call(app, "/api/campaigns/spring")[2])["data"]
+    page = call(app, "/campaigns/spring")[2]
+
+    assert len(data["handed_minutes"]) == 60
+    assert sum(count for _, count in data["handed_minutes"]) == 4
+    assert data["handed_minutes"][-1][1] == 4 or data["handed_minutes"][-2][1] == 4
+    assert re.search(r"<svg id=handed [^>]*>.*<rect [^>]*><title>4</title>", page)
+
+
+def test_a_cancelled_campaigns_page_says_what_happened_to_its_recipients(
+    app: DashboardApp, client: Client
+) -> None:
+    client.enqueue_many([message(i) for i in range(4)], campaign="spring")
+    client.cancel_campaign("spring")
+
+    page = call(app, "/campaigns/spring")[2]
+
+    steps = dict(re.findall(r'data-step="(\w+)">(\d+)<', page))
+    assert steps == {
+        "recipients": "4", "sent": "0", "delivered": "0", "opened": "0", "clicked": "0",
+        "cancelled": "4",
+    }
+    assert "Cancelled: 0 of 4 recipients were handed to Mailtrap before the cancel" in page
+    assert "4 never will be" in page
+    assert "queued" not in page
 
 
 def test_a_campaign_shows_its_funnel_and_is_steered_only_by_its_own_page(

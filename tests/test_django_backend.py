@@ -251,6 +251,35 @@ def test_send_marks_the_message_with_a_queued_send_id(queue_only: None) -> None:
     assert record["state"] == "queued"
 
 
+def test_send_sets_anymail_status_queued_with_the_send_id_as_for_an_esp_that_queues(
+    queue_only: None,
+) -> None:
+    message = AnymailMessage(
+        "Hi", "Hello", "a@example.com", ["Bob <bob@example.com>"], cc=["cam@example.com"]
+    )
+
+    message.send()
+
+    status = message.anymail_status
+    send_id = message.mailqueue_send_id
+    assert status.status == {"queued"}
+    assert status.message_id == send_id
+    assert set(status.recipients) == {"bob@example.com", "cam@example.com"}
+    assert {(r.status, r.message_id) for r in status.recipients.values()} == {("queued", send_id)}
+
+
+def test_every_message_of_send_messages_gets_its_own_anymail_status(queue_only: None) -> None:
+    messages = [
+        EmailMessage("Hi", "Hello", "a@example.com", [f"user{n}@example.com"]) for n in range(2)
+    ]
+
+    mail.get_connection(BACKEND).send_messages(messages)
+
+    for n, message in enumerate(messages):
+        assert message.anymail_status.message_id == message.mailqueue_send_id
+        assert list(message.anymail_status.recipients) == [f"user{n}@example.com"]
+
+
 def test_a_connection_with_its_own_token_leaves_the_process_default_alone(
     queue_only: None,
 ) -> None:

@@ -37,7 +37,7 @@ def test_the_settle_delay_is_read_from_the_environment_and_defaults_to_five_seco
 def test_a_malformed_reconcile_setting_names_it() -> None:
     with pytest.raises(ConfigurationError, match="MAILQUEUE_RECONCILE"):
         Settings.from_env({"MAILQUEUE_RECONCILE": "maybe"})
-    with pytest.raises(ConfigurationError, match="reconcile_settle"):
+    with pytest.raises(ConfigurationError, match="MAILQUEUE_RECONCILE_SETTLE"):
         Settings(reconcile_settle=-1)
 
 

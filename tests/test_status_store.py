@@ -215,8 +215,12 @@ def test_every_key_a_script_writes_is_declared_and_shares_the_prefix_hash_tag(
     minutes = [name for name in names if name.startswith("{shop}:states:")]
     assert 1 <= len(minutes) <= 2
     others = sorted(set(names) - set(minutes))
-    assert others == ["{shop}:group:g1", "{shop}:rcpt:a", "{shop}:send:a"]
+    assert others == [
+        "{shop}:group:g1", "{shop}:group:g1:failed", "{shop}:rcpt:a", "{shop}:send:a"
+    ]
     assert shop.group_counts("g1") == {"queued": 1}
+    # Requeued from the dead letters, it is no longer among the group's failures.
+    assert shop.group_failures("g1") == []
 
 
 def test_revive_puts_a_failed_part_back_to_queued(store: StatusStore) -> None:

@@ -38,7 +38,7 @@ def cli() -> None:
 
 
 def client() -> Client:
-    """The client the environment (or ``mailqueue.configure``) describes."""
+    """The client the environment or the Django settings (or ``mailqueue.configure``) describe."""
     from ..client import default
 
     return default()

@@ -33,7 +33,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
     if not {"-h", "--help"} & set(celery_args):
         # The same check runs when Celery starts the worker; here it also
         # catches a malformed setting before Celery prints its own traceback.
-        check_worker_settings(Settings.from_env())
+        check_worker_settings(Settings.from_process())
     argv = [sys.executable, "-m", "celery", "-A", "mailqueue", "worker", *celery_args]
     sys.stdout.flush()
     sys.stderr.flush()

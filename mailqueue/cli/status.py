@@ -18,7 +18,15 @@ from ..records import FINAL_STATES
 from .errors import CliError
 from .group import cli
 from .group import client as current_client
-from .views import format_group, format_status, stall_note
+from .views import (
+    FAILURE_STATUSES,
+    RECIPIENTS_SHOWN,
+    failed_recipients,
+    format_failed_sends,
+    format_group,
+    format_status,
+    stall_note,
+)
 
 __all__ = ["lanes", "status", "watch_view"]
 
@@ -29,25 +37,55 @@ __all__ = ["lanes", "status", "watch_view"]
 @click.option("--watch", is_flag=True, help="Refresh until the send (or group) is final.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds --watch waits.")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
-def status(send_id: str, as_json: bool, watch: bool, timeout: float, interval: float) -> None:
-    """Show the status of a send, or the progress of a group of sends (campaign --individual)."""
+@click.option(
+    "--all", "every", is_flag=True, help="List every recipient of a large send, not a summary."
+)
+@click.option(
+    "--failed", is_flag=True, help="List only what failed: a send's recipients, a group's sends."
+)
+def status(
+    send_id: str,
+    as_json: bool,
+    watch: bool,
+    timeout: float,
+    interval: float,
+    every: bool,
+    failed: bool,
+) -> None:
+    """Show the status of a send, or the progress of a group of sends (campaign --individual).
+
+    A send of many recipients shows their counts and its first failures; --all
+    lists every one, --failed every failure.
+    """
     client = current_client()
 
     def view() -> tuple[str, bool, str]:
         """The text shown, whether it is final, and what it waits for."""
         record = client.get_status(send_id)
         if record is not None:
-            if as_json:
+            if failed:
+                text = (
+                    json.dumps(_failed_only(record), indent=2)
+                    if as_json
+                    else failed_recipients(record)
+                )
+            elif as_json:
                 text = json.dumps(record, indent=2)
             else:
                 ahead = client.outbox.ahead_of(send_id) if record["state"] == "queued" else None
-                text = format_status(record, fleet_activity(client), ahead)
+                shown = None if every else RECIPIENTS_SHOWN
+                text = format_status(
+                    record, fleet_activity(client), ahead, recipients_shown=shown
+                )
             waiting = f"send still {record['state']}"
             return text, record["state"] in FINAL_STATES, _stalled(waiting, record, client)
         group = get_group(client, send_id)
         if group is None:
             raise CliError(f"ID: no send or group {send_id!r} (unknown or expired)")
-        if as_json:
+        if failed:
+            failures = client.store.group_failures(send_id)
+            text = json.dumps(failures, indent=2) if as_json else format_failed_sends(failures)
+        elif as_json:
             text = json.dumps(group.summary(), indent=2)
         else:
             text = format_group(group, fleet_activity(client))
@@ -55,6 +93,19 @@ def status(send_id: str, as_json: bool, watch: bool, timeout: float, interval: f
         return text, group.done, waiting
 
     watch_view(view, watch=watch, timeout=timeout, interval=interval, blank_between=not as_json)
+
+
+def _failed_only(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record with only its recipients that failed."""
+    recipients = record.get("recipients") or {}
+    return {
+        **record,
+        "recipients": {
+            address: info
+            for address, info in recipients.items()
+            if info.get("status") in FAILURE_STATUSES
+        },
+    }
 
 
 def _stalled(waiting: str, record: Mapping[str, Any], client: Client) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "counts_line",
+    "failed_recipients",
     "format_dead_letters",
+    "format_failed_sends",
     "format_group",
     "format_reconciled",
     "format_status",
@@ -24,6 +26,11 @@ __all__ = [
 ]
 
 EVENTS_SHOWN = 10
+# A send of more recipients shows their counts and its first failures, not each one.
+RECIPIENTS_SHOWN = 20
+FAILURES_SHOWN = 10
+# Recipient statuses that mean the message did not reach the address.
+FAILURE_STATUSES = frozenset({"failed", "bounced", "rejected"})
 # A send waiting this long while no drain runs is stalled, not just queued:
 # an idle fleet starts a drain within a second of an enqueue.
 STALL_AFTER = 10.0
@@ -48,11 +55,17 @@ def counts_line(counts: Mapping[str, int]) -> str:
 
 
 def format_status(
-    record: Mapping[str, Any], activity: Activity | None = None, ahead: int | None = None
+    record: Mapping[str, Any],
+    activity: Activity | None = None,
+    ahead: int | None = None,
+    *,
+    recipients_shown: int | None = RECIPIENTS_SHOWN,
 ) -> str:
     """A status record as a readable table, with what holds it up when it waits.
 
-    ``ahead``: how many envelopes wait before the send's own, when known.
+    ``ahead``: how many envelopes wait before the send's own, when known. A
+    send of more than ``recipients_shown`` recipients (None: no limit) shows
+    their counts and its first failures instead of every one.
     """
     lines = [
         f"send      {record['id']}",
@@ -84,12 +97,7 @@ def format_status(
         lines.append(f"error     {error.get('kind')}{code}: {error.get('message')}")
     recipients = record.get("recipients") or {}
     if recipients:
-        lines.append("recipients")
-        rows = [
-            [address, str(info.get("status")), str(info.get("message_id") or "-")]
-            for address, info in recipients.items()
-        ]
-        lines.append(table(["RECIPIENT", "STATUS", "MESSAGE ID"], rows))
+        lines.extend(_recipients(recipients, recipients_shown))
     events = record.get("events") or []
     if events:
         lines.append("recent events")
@@ -105,6 +113,51 @@ def format_status(
     return "\n".join(lines)
 
 
+def _recipients(recipients: Mapping[str, Any], shown: int | None) -> list[str]:
+    """Every recipient when there are at most ``shown``, else their counts and first failures."""
+    if shown is None or len(recipients) <= shown:
+        return ["recipients", _recipient_table(recipients.items())]
+    counts: dict[str, int] = {}
+    for info in recipients.values():
+        status = str(info.get("status"))
+        counts[status] = counts.get(status, 0) + 1
+    lines = [f"recipients  {len(recipients)}: {counts_line(counts)}"]
+    failures = [item for item in recipients.items() if item[1].get("status") in FAILURE_STATUSES]
+    if failures:
+        lines.append(f"first failures ({min(len(failures), FAILURES_SHOWN)} of {len(failures)})")
+        lines.append(_recipient_table(failures[:FAILURES_SHOWN]))
+    lines.append("          (--all lists every recipient, --failed every failure)")
+    return lines
+
+
+def _recipient_table(items: Iterable[tuple[str, Any]]) -> str:
+    rows = [
+        [address, str(info.get("status")), str(info.get("message_id") or "-")]
+        for address, info in items
+    ]
+    return table(["RECIPIENT", "STATUS", "MESSAGE ID"], rows)
+
+
+def failed_recipients(record: Mapping[str, Any]) -> str:
+    """Every recipient of a send that failed, bounced or was rejected; ``-`` when none did."""
+    recipients = record.get("recipients") or {}
+    failures = [item for item in recipients.items() if item[1].get("status") in FAILURE_STATUSES]
+    return _recipient_table(failures) if failures else "-"
+
+
+def format_failed_sends(failures: Sequence[Mapping[str, Any]]) -> str:
+    """A group's failed sends, one row each: send id, state, its error's start."""
+    if not failures:
+        return "-"
+    rows = []
+    for failure in failures:
+        error = failure.get("error") or {}
+        code = f" {error['status_code']}" if error.get("status_code") is not None else ""
+        why = f"{error.get('kind')}{code}: {error.get('message')}" if error else "-"
+        rows.append([str(failure["id"]), str(failure["state"]), why[:100]])
+    return table(["SEND", "STATE", "ERROR"], rows)
+
+
 def format_group(
     progress: GroupProgress, activity: Activity | None = None, now: float | None = None
 ) -> str:
@@ -115,6 +168,8 @@ def format_group(
         f"finished  {progress.finished}",
         f"states    {counts_line(progress.by_state)}",
     ]
+    if progress.by_state.get("failed") or progress.by_state.get("partially_sent"):
+        lines.append("          (--failed lists the sends that failed)")
     if activity is not None and not progress.done:
         lines.append(f"backlog   {_backlog(activity)}")
         idle = activity.idle_for(now)

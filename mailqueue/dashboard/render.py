@@ -50,6 +50,10 @@ _STATE_COLOURS = {
     "cancelled": "#8a6db1",
     "expired": "#6d7b8a",
 }
+# A campaign's counts of recipients that Mailtrap was never handed (yet).
+_NOT_HANDED = frozenset(
+    {"waiting", "cancelled", "cancelling", "suppressed", "expired", "failed"}
+)
 # The pictures of numbers over time, drawn large enough to read.
 _CHART_WIDTH, _CHART_HEIGHT = 720, 200
 
@@ -125,7 +129,6 @@ def _table(headings: Sequence[str], rows: str, *, empty: str = "", table_id: str
 
 
 def fleet(data: Mapping[str, Any]) -> str:
-    limiter = data["limiter"]
     rows = "".join(
         _row(
             escape(row["lane"]),
@@ -133,32 +136,102 @@ def fleet(data: Mapping[str, Any]) -> str:
             *(str(row[name]) for name in ("waiting", "in_flight")),
             _age(row["oldest_age"]),
             str(row["campaigns"]),
+            str(row.get("paused", 0)),
             numbers_from=2,
         )
         for row in data["lanes"]
     )
-    cooldown = f" (cool-down {limiter['cooldown']}s)" if limiter["cooldown"] else ""
     return (
         "<h1>Fleet</h1><div class=tiles>"
         f"<div class=tile id=drains><b>{data['live_drains']}</b>live drains</div>"
         f"<div class=tile id=waiting><b>{data['waiting']}</b>waiting</div>"
-        f"<div class=tile id=limiter><b>{limiter['used']} / {limiter['limit']}</b>"
-        f"requests in {limiter['period']:g}s{cooldown}</div>"
-        f"<div class=tile id=dead><b>{data['dead_letters']}</b>dead letters</div></div>"
+        + _limits(data["limits"])
+        + f"<div class=tile id=dead><b>{data['dead_letters']}</b>dead letters</div></div>"
         f"<p>Last drain activity: {'now' if data['live_drains'] else _age(data['idle_for'])}</p>"
         + _last_hour(data["last_hour"])
         + "<h2>Backlog per lane and stream</h2>"
-        + _table(("lane", "stream", "waiting", "in flight", "oldest entry", "campaigns"), rows)
-        + "<h2>Backlog over time</h2>"
-        + _rates_svg("waiting", "backlog over time")
+        + _table(
+            ("lane", "stream", "waiting", "in flight", "oldest entry", "campaigns", "paused"),
+            rows,
+        )
+        + "<h2>Backlog, last hour</h2>"
+        + _line_svg("rates", data["backlog_minutes"], "backlog per minute, last hour")
     )
 
 
-def _rates_svg(series: str, label: str) -> str:
-    """The picture the page's script draws its samples of ``series`` in."""
+def _limits(limits: Sequence[Mapping[str, Any]]) -> str:
+    """A tile per rate limit the workers send under, with the requests in its window now."""
+    if not limits:
+        return "<div class=tile id=limiter><b>-</b>no worker sent in the last hour</div>"
+    tiles = []
+    for index, limit in enumerate(limits):
+        ident = "limiter" if index == 0 else f"limiter-{index + 1}"
+        account = f" · account {escape(limit['account'])}" if limit.get("account") else ""
+        cooldown = f" (cool-down {limit['cooldown']}s)" if limit["cooldown"] else ""
+        tiles.append(
+            f'<div class=tile id={ident} data-token-key="{escape(limit["token_key"])}">'
+            f"<b>{limit['used']} / {limit['limit']}</b>"
+            f"requests in {limit['period']:g}s{account}{cooldown}</div>"
+        )
+    return "".join(tiles)
+
+
+def _line_svg(ident: str, minutes: Sequence[Sequence[Any]], label: str) -> str:
+    """A value per minute as a line, oldest on the left; minutes with no sample are skipped."""
+    width, height, foot = _CHART_WIDTH, _CHART_HEIGHT, 18
+    values = [value for _, value in minutes if value is not None]
+    top = max([*values, 1])
+    step = width / max(len(minutes) - 1, 1)
+    points = [
+        f"{index * step:.1f},{height - foot - (height - foot - 6) * value / top:.1f}"
+        for index, (_, value) in enumerate(minutes)
+        if value is not None
+    ]
+    shapes = [
+        f'<line x1="0" x2="{width}" y1="{height - foot}" y2="{height - foot}" '
+        'stroke="#c5ced8"></line>'
+    ]
+    if points:
+        shapes.append(
+            f'<polyline points="{" ".join(points)}" fill="none" stroke="#3b7dd8" '
+            'stroke-width="2"></polyline>'
+        )
+    now = "-" if not values or minutes[-1][1] is None else str(minutes[-1][1])
+    shapes.append(
+        f'<text x=0 y="{height - 3}" font-size=13>60 min ago</text>'
+        f'<text x="{width}" y="{height - 3}" font-size=13 text-anchor=end>'
+        f"now {now} · peak {max(values) if values else '-'}</text>"
+    )
     return (
-        f"<svg id=rates data-series={series} width={_CHART_WIDTH} height={_CHART_HEIGHT} "
-        f'role=img aria-label="{escape(label)}"></svg>'
+        f"<svg id={ident} width={width} height={height} role=img "
+        f'aria-label="{escape(label)}">{"".join(shapes)}</svg>'
+    )
+
+
+def _bars_svg(ident: str, minutes: Sequence[Sequence[Any]], label: str, colour: str) -> str:
+    """A bar per minute, oldest on the left."""
+    width, height, foot = _CHART_WIDTH, _CHART_HEIGHT, 18
+    top = max([count for _, count in minutes] + [1])
+    step = width / max(len(minutes), 1)
+    shapes = []
+    for index, (_, count) in enumerate(minutes):
+        if not count:
+            continue
+        tall = (height - foot - 4) * count / top
+        shapes.append(
+            f'<rect x="{index * step + 1:.1f}" y="{height - foot - tall:.1f}" '
+            f'width="{max(step - 2, 1):.1f}" height="{tall:.1f}" fill="{colour}">'
+            f"<title>{count}</title></rect>"
+        )
+    total = sum(count for _, count in minutes)
+    shapes.append(
+        f'<text x=0 y="{height - 3}" font-size=13>60 min ago</text>'
+        f'<text x="{width}" y="{height - 3}" font-size=13 text-anchor=end>'
+        f"now · {total} in the hour · peak {top}/min</text>"
+    )
+    return (
+        f"<svg id={ident} width={width} height={height} role=img "
+        f'aria-label="{escape(label)}">{"".join(shapes)}</svg>'
     )
 
 
@@ -208,12 +281,18 @@ def _minutes_svg(minutes: Sequence[Sequence[Any]]) -> str:
 
 
 def funnel_svg(counts: Mapping[str, int], recipients: int) -> str:
-    """Horizontal bars: how many reached each step (cumulative), then the ways out."""
+    """Horizontal bars: every recipient, how many reached each step (cumulative), then the rest.
+
+    The rest is what has not reached Mailtrap: those still waiting, and the ways
+    out (bounced, suppressed, cancelled, ...), each under its own name.
+    """
     # A recipient is counted where it is now; it passed every step before that.
     reached = {step: sum(counts.get(s, 0) for s in FUNNEL[i:]) for i, step in enumerate(FUNNEL)}
-    reached["waiting"] = recipients
     reached["sent"] += counts.get("bounced", 0) + counts.get("complained", 0)
-    rows = [(("queued" if s == "waiting" else s), reached[s], "#3b7dd8") for s in FUNNEL]
+    rows = [("recipients", recipients, "#3b7dd8")]
+    rows += [(s, reached[s], "#3b7dd8") for s in FUNNEL if s != "waiting"]
+    if counts.get("waiting", 0):
+        rows.append(("waiting", counts["waiting"], "#9fb3c8"))
     rows += [(s, counts.get(s, 0), "#c0504d") for s in EXITS if counts.get(s, 0)]
     top = max([recipients, *[n for _, n, _ in rows]]) or 1
     height = 26 * len(rows) + 4
@@ -230,6 +309,21 @@ def funnel_svg(counts: Mapping[str, int], recipients: int) -> str:
     return (
         f'<svg class=funnel width=480 height="{height}" role=img aria-label="campaign funnel">'
         f"{''.join(bars)}</svg>"
+    )
+
+
+def _what_happened(record: Mapping[str, Any]) -> str:
+    """One sentence for a campaign that stopped: how many went out, how many never will."""
+    counts = record["counts"]
+    if record["state"] != "cancelled":
+        return ""
+    never = counts.get("cancelled", 0)
+    stopping = counts.get("cancelling", 0)
+    handed = sum(reached for step, reached in counts.items() if step not in _NOT_HANDED)
+    ending = f"; {stopping} being stopped by the workers" if stopping else ""
+    return (
+        f"<p id=outcome>Cancelled: {handed} of {record['recipients']} recipients were handed "
+        f"to Mailtrap before the cancel, {never} never will be{ending}.</p>"
     )
 
 
@@ -274,8 +368,15 @@ def campaign(base: str, record: Mapping[str, Any] | None, token: str) -> str:
         f'<p>State: <strong id=state class="state-{escape(state)}">{escape(state)}</strong>'
         f"{reason} · {record['recipients']} recipients · rate {_rate(record)} · "
         f"ETA {_eta(record)}</p><p>{' '.join(buttons)}</p>"
+        f"{_what_happened(record)}"
         f"{funnel_svg(record['counts'], record['recipients'])}"
-        "<h2>Handed to Mailtrap over time</h2>" + _rates_svg("handed", "rate over time")
+        "<h2>Handed to Mailtrap, last hour</h2>"
+        + _bars_svg(
+            "handed",
+            record.get("handed_minutes") or [],
+            "recipients handed to Mailtrap per minute, last hour",
+            "#3b7dd8",
+        )
     )
 
 

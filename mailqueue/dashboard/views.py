@@ -13,6 +13,7 @@ from ..activity import fleet_activity
 from ..address_index import recent_sends
 from ..client import Client
 from ..deadletters import list_dead_letters
+from ..fleet_limits import fleet_limits
 from ..keys import safe_id
 from ..steering import translated
 
@@ -20,13 +21,19 @@ __all__ = ["FUNNEL", "campaign", "campaigns", "dead_letters", "fleet", "search",
 
 # The funnel's steps in order, then the ways out of it.
 FUNNEL = ("waiting", "sent", "delivered", "opened", "clicked")
-EXITS = ("bounced", "complained", "suppressed", "cancelled", "expired", "failed")
+EXITS = (
+    "bounced", "complained", "suppressed", "cancelled", "cancelling", "expired", "failed",
+)  # fmt: skip
 # The state changes counted per minute, in the order the fleet view draws them.
 STATE_CHANGES = ("queued", "retrying", "sent", "partially_sent", "failed", "cancelled", "expired")
 
 
 def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
-    """The fleet now: drains, backlog per lane and stream, limiter use, dead letters."""
+    """The fleet now: drains, backlog per lane and stream, the workers' limiters, dead letters.
+
+    The limiters are the ones the workers noted (``fleet_limits``), never this
+    process's own: the dashboard may run with another token, or none.
+    """
     now = time.time() if now is None else now
     activity = fleet_activity(rt)
     with translated(rt, "read the fleet's figures"):
@@ -40,23 +47,21 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
                 if stats.waiting + stats.in_flight
                 else None,
                 "campaigns": stats.campaigns,
+                "paused": stats.paused,
             }
-            for stats in rt.outbox.lane_stats()
+            for stats in rt.lane_stats()
         ]
         dead = len(rt.outbox.dead_letters(limit=1000))
         minutes = rt.store.states_by_minute(60, now)
-    limit = rt.limiter.limit
+        backlog = rt.outbox.backlog_by_minute(60, now)
+        limits = fleet_limits(rt.redis, rt.keys, now)
     return {
         "live_drains": activity.live_drains,
         "idle_for": activity.idle_for(now),
         "waiting": activity.waiting,
         "lanes": lanes,
-        "limiter": {
-            "used": rt.limiter.window_use(),
-            "limit": limit.amount,
-            "period": limit.period,
-            "cooldown": round(rt.limiter.cooldown_remaining(), 1),
-        },
+        "limits": limits,
+        "backlog_minutes": [[minute, waiting] for minute, waiting in backlog],
         "dead_letters": dead,
         "last_hour": {
             "totals": {
@@ -75,10 +80,14 @@ def campaigns(rt: Client) -> list[dict[str, Any]]:
         return [dict(record) for record in rt.campaigns.recent()]
 
 
-def campaign(rt: Client, name: str) -> dict[str, Any] | None:
+def campaign(rt: Client, name: str, now: float | None = None) -> dict[str, Any] | None:
+    """The campaign's record, with its recipients handed to Mailtrap in each of the last 60 min."""
     with translated(rt, "read a campaign"):
         record = rt.campaigns.get(name)
-    return None if record is None else dict(record)
+        if record is None:
+            return None
+        handed = rt.campaigns.handed_by_minute(record["name"], 60, now)
+    return {**record, "handed_minutes": [[minute, count] for minute, count in handed]}
 
 
 def search(rt: Client, query: str) -> dict[str, Any]:

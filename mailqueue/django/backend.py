@@ -35,7 +35,7 @@ from ..client import Client, client_for_settings, configure, default
 from ..errors import ConfigurationError, MailqueueError, UnsupportedFeature, ValidationError
 from ..payload import build_payload
 from ..settings import Settings
-from .signals import run_pre_send
+from .signals import queued_status, run_pre_send
 
 __all__ = ["ANYMAIL_ATTRIBUTES", "EmailBackend", "to_message_dict"]
 
@@ -103,8 +103,8 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
                     exc.index = index
                 raise
         send_ids = [rt.enqueue(dicts[0])] if len(dicts) == 1 else rt.enqueue_many(dicts)
-        for message, send_id in zip(messages, send_ids, strict=True):
-            message.mailqueue_send_id = send_id
+        for message, converted, send_id in zip(messages, dicts, send_ids, strict=True):
+            _queued(message, converted, send_id)
         return len(send_ids)
 
     def _queue_silently(self, messages: Sequence[EmailMessage], rt: Client) -> int:
@@ -125,13 +125,21 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             send_ids = rt.enqueue_many([converted for _, converted in accepted])
         except MailqueueError:
             return 0
-        for (message, _), send_id in zip(accepted, send_ids, strict=True):
-            message.mailqueue_send_id = send_id
+        for (message, converted), send_id in zip(accepted, send_ids, strict=True):
+            _queued(message, converted, send_id)
         return len(send_ids)
 
 
     def _message_dict(self, message: EmailMessage) -> dict[str, Any]:
         return {**self.routing, **to_message_dict(message, self.settings)}
+
+
+def _queued(message: EmailMessage, converted: dict[str, Any], send_id: str) -> None:
+    """Mark a queued message: its send id, and Anymail's status as for an ESP that queues."""
+    message.mailqueue_send_id = send_id
+    status = queued_status(converted, send_id)
+    if status is not None:
+        message.anymail_status = status
 
 
 def client_for(settings: Settings, *, shared: bool) -> Client:

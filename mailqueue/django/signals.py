@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..addresses import parse_address_list
 from ..mailtrap_rules import merge_request
 from ..records import StatusRecord
 from ..webhooks.events import TrackingEvent
@@ -26,6 +27,7 @@ __all__ = [
     "ESP_NAME",
     "anymail_status",
     "post_send_available",
+    "queued_status",
     "rebuilt_message",
     "run_pre_send",
     "send_post_send",
@@ -102,6 +104,25 @@ def anymail_status(record: StatusRecord) -> Any:
         recipients[address] = AnymailRecipientStatus(message_id, "queued" if message_id else value)
     status.set_recipient_status(recipients)
     status.esp_response = None  # the answers were Mailtrap's to the worker, not kept
+    return status
+
+
+def queued_status(message: Mapping[str, Any], send_id: str) -> Any:
+    """Anymail's ``AnymailStatus`` of a message just queued: each recipient ``queued``.
+
+    As Anymail reports a send to an ESP that queues it: the id is the send id
+    (Mailtrap's own ids come when a worker has sent it; ``post_send`` carries
+    them). None without django-anymail.
+    """
+    if pre_send is None:
+        return None
+    recipients: dict[str, Any] = {}
+    for field in ("to", "cc", "bcc"):
+        for text in message.get(field) or ():
+            for address in parse_address_list(text, field):
+                recipients[address.email] = AnymailRecipientStatus(send_id, "queued")
+    status = AnymailStatus()
+    status.set_recipient_status(recipients)
     return status
 
 

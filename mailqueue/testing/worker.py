@@ -105,8 +105,19 @@ class WorkerProcess(Running):
         extra_env: Mapping[str, str] | None = None,
         loglevel: str = "WARNING",
         hostname: str | None = None,
+        settings_in_env: bool = True,
+        command: str = "celery",
+        cwd: str | None = None,
     ) -> None:
+        """``settings_in_env=False`` starts the worker with no ``MAILTRAP_*`` or ``MAILQUEUE_*``
+        variable at all (a Django project's worker reading settings.py: ``extra_env`` names
+        ``DJANGO_SETTINGS_MODULE``); ``settings`` then only tell the test where to find it.
+        ``command="mailqueue"`` starts it as ``mailqueue worker``, in ``cwd``.
+        """
         self.settings = settings
+        self.settings_in_env = settings_in_env
+        self.command = command
+        self.cwd = cwd
         self.concurrency = concurrency
         self.pool = pool
         self.extra_env = dict(extra_env or {})
@@ -123,20 +134,26 @@ class WorkerProcess(Running):
 
     def start(self, wait: float = 30.0) -> WorkerProcess:
         self.metrics_dir = tempfile.mkdtemp(prefix="mailqueue-worker-metrics-")
+        inherited = dict(os.environ)
+        if not self.settings_in_env:
+            inherited = {
+                name: value
+                for name, value in inherited.items()
+                if not name.startswith(("MAILTRAP_", "MAILQUEUE_", "ANYMAIL_"))
+            }
         env = {
-            **os.environ,
-            **settings_env(self.settings),
+            **inherited,
+            **(settings_env(self.settings) if self.settings_in_env else {}),
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
             **self.extra_env,
         }
         env.pop("CELERY_CONFIG_MODULE", None)
+        start = ["mailqueue"] if self.command == "mailqueue" else ["celery", "-A", "mailqueue"]
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "celery",
-                "-A",
-                "mailqueue",
+                *start,
                 "worker",
                 "--concurrency",
                 str(self.concurrency),
@@ -156,6 +173,7 @@ class WorkerProcess(Running):
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=self.cwd,
         )
         self._wait_ready(wait)
         return self

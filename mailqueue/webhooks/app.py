@@ -123,11 +123,11 @@ def create_app(
 ) -> TrackingApp:
     """The tracking webhook WSGI app.
 
-    ``settings`` defaults to ``Settings.from_env()``; ``redis_client`` to a client
+    ``settings`` defaults to ``Settings.from_process()``; ``redis_client`` to a client
     for ``settings.status_redis_url``. Raises ``ConfigurationError`` when neither
     basic auth nor a signing secret is configured.
     """
-    settings = settings if settings is not None else Settings.from_env()
+    settings = settings if settings is not None else Settings.from_process()
     return TrackingApp(TrackingHandler.from_settings(settings, redis_client))
 
 
@@ -184,7 +184,7 @@ def serve(
     With ``metrics_port``, ``/metrics`` is served there (on ``metrics_host``,
     else ``host``) and no longer beside the tracking path.
     """
-    settings = settings if settings is not None else Settings.from_env()
+    settings = settings if settings is not None else Settings.from_process()
     # One process: its own samples are all there is to serve, and no metrics
     # folder (perhaps on a read-only root) is needed.
     metrics.use_process_memory()

@@ -83,6 +83,7 @@ for _, op in ipairs(args.ops) do
             if was == 'queued' then was = 'sent' end
             redis.call('HINCRBY', KEYS[op.c], 'n:' .. was, -1)
             redis.call('HINCRBY', KEYS[op.c], 'n:' .. op.status, 1)
+            redis.call('HSET', KEYS[op.c], 'updated_at', args.now)
           end
           entry.status = op.status
           entry.updated_at = args.now

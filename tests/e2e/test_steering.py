@@ -230,3 +230,30 @@ def test_the_hourly_cap_holds_bulk_mail_and_leaves_transactional_its_reserve(
         )
         time.sleep(2.0)
         assert len(mailtrap.accepted) == 10
+
+
+def test_lanes_count_a_paused_campaigns_parts_as_paused_while_it_is_paused(
+    mailtrap: LocalMailtrap, steered: WorkerProcess
+) -> None:
+    mailqueue.enqueue_many([newsletter(i) for i in range(200)], campaign="spring")
+    wait_for(lambda: len(mailtrap.accepted) >= 20, 30, "the campaign started")
+
+    mailqueue.pause_campaign("spring")
+    client = current()
+
+    def bulk() -> Any:
+        stats = client.lane_stats()
+        (lane,) = [s for s in stats if (s.lane, s.stream) == ("bulk", "transactional")]
+        return lane
+
+    # Every part not handed over is counted paused, none waiting or in flight with an age.
+    wait_for(
+        lambda: bulk().paused == campaign("spring")["counts"].get("waiting", 0) > 0,
+        10,
+        "the unsent parts counted as paused",
+    )
+    lane = bulk()
+    assert (lane.waiting, lane.in_flight, lane.oldest_seconds) == (0, 0, 0.0)
+
+    mailqueue.resume_campaign("spring")
+    wait_for(lambda: bulk().paused == 0, 10, "nothing paused once resumed")
