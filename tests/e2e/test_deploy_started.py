@@ -137,6 +137,7 @@ class Environment:
             HOME="/app",
             MAILQUEUE_BROKER_URL=self.redis_url,
             MAILTRAP_API_URL=self.mailtrap.url,
+            MAILTRAP_BULK_API_URL=self.mailtrap.bulk_url,
             MAILTRAP_API_TOKEN=self.mailtrap.token,
         )
         if "MAILQUEUE_METRICS_PORT" in merged:
