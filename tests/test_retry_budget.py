@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from html import escape
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import mailqueue
+from mailqueue.cli import cli
 from mailqueue.client import default
+from mailqueue.dashboard import create_app
 from mailqueue.delivery import Drainer
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
+from tests.test_dashboard import SECRET, call
 
 FINAL = {"sent", "partially_sent", "failed"}
 MAX_RETRIES = 2
@@ -182,3 +187,24 @@ def test_a_send_waiting_for_a_retry_says_so_with_the_tries_it_has_left(
     assert record is not None and record["state"] == "retrying"
     assert record["waiting_for"] == "retry"
     assert record["tries_left"] == MAX_RETRIES
+
+
+def test_status_and_the_dashboard_say_a_send_waits_for_a_look_up_and_its_tries_left(
+    settings: Settings, mailtrap: LocalMailtrap
+) -> None:
+    mailqueue.configure(settings.replace(reconcile_settle=60.0))
+    mailtrap.inject("500")
+    send_id = mailqueue.enqueue(message(1))
+    drainer = Drainer(default())
+    try:
+        drainer.drain(budget=2)
+    finally:
+        drainer.close()
+
+    shown = CliRunner().invoke(cli, ["status", send_id], catch_exceptions=False)
+    app = create_app(default(), {"MAILQUEUE_DASHBOARD_SECRET": SECRET})
+    page = call(app, "/search?q=" + send_id)[2]
+
+    wait = f"a look-up in Email Logs (Mailtrap's answer was lost); {MAX_RETRIES} tries left"
+    assert f"waits for {wait}" in shown.output
+    assert escape(wait) in page
