@@ -46,18 +46,18 @@ def test_soak_coalesced_batches_survive_faults() -> None:
 
 def test_soak_an_outage_that_ends_within_the_budget_sends_everything_once() -> None:
     # Every request fails until each send has started two tries; six are allowed.
-    report = run_soak(200, fault_rates={}, outage="recovering", max_retries=5, workers=1)
+    report = run_soak(50, fault_rates={}, outage="recovering", max_retries=5, workers=1)
 
     _assert_sound(report)
-    assert report.sent == 200 and report.most_calls >= 2
+    assert report.sent == 50 and report.most_calls >= 2
     assert report.over_budget == []
 
 
 def test_soak_an_outage_for_good_dead_letters_everything_within_the_budget() -> None:
-    report = run_soak(200, fault_rates={}, outage="permanent", max_retries=2, workers=1)
+    report = run_soak(50, fault_rates={}, outage="permanent", max_retries=2, workers=1)
 
     _assert_sound(report)
-    assert report.failed == 200 and report.dead_letters == 200
+    assert report.failed == 50 and report.dead_letters == 50
     assert report.accepted_total == 0
     assert report.most_calls == 3 and report.over_budget == []
 
@@ -65,7 +65,7 @@ def test_soak_an_outage_for_good_dead_letters_everything_within_the_budget() -> 
 @pytest.mark.parametrize("outage", ["logs-down", "logs-late"])
 def test_soak_email_logs_down_or_late_resend_only_counted_duplicates(outage: str) -> None:
     # Lost answers whose look-ups fall back, or find nothing yet.
-    report = run_soak(200, fault_rates={"lost": 0.3}, outage=outage, max_retries=5, workers=1)
+    report = run_soak(50, fault_rates={"lost": 0.3}, outage=outage, max_retries=5, workers=1)
 
     summary = "\n".join(report.lines())
     assert report.lost == [] and report.wrong == [], summary
