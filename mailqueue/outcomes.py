@@ -21,8 +21,9 @@ import redis
 
 from . import metrics
 from .backoff import compute_backoff
+from .connection import replicated_transaction
 from .envelope import Envelope
-from .errors import DeliveryError, RateLimited, TransientDeliveryError
+from .errors import DeliveryError, RateLimited, ReplicationTimeout, TransientDeliveryError
 from .outcome_hooks import Endings, OutcomeHooks
 from .payload import ApiCall
 from .responses import RequestResult
@@ -101,10 +102,32 @@ class Outcomes(Stage):
         A failed part is kept as a dead letter; ``doubts`` possible duplicates
         are counted on every send, ``counts`` (one mapping per envelope) on
         each one's own; the sends these writes made final are announced.
+
+        Under Sentinel the writes wait for a replica (``min_replicas``), once
+        for the whole call: a master lost right after would otherwise forget
+        what Mailtrap accepted, and the part would go out again wherever it
+        cannot be looked up in Email Logs.
         """
         extras = counts if counts is not None else [{}] * len(group)
         endings = Endings()
-        with self.client.redis.pipeline(transaction=True) as pipe:
+        try:
+            answers = self._record_all(group, parts, extras, doubts, endings)
+        except ReplicationTimeout as exc:
+            # The writes are on the master: only a failover in the next moments
+            # loses them, and then the part is claimed again as a dead worker's.
+            log.warning("sends %s recorded, not yet replicated: %s", send_ids(group), exc)
+            return
+        self.hooks.announce(endings.finished(answers))
+
+    def _record_all(
+        self,
+        group: Sequence[Envelope],
+        parts: Sequence[PartResult],
+        extras: Sequence[Mapping[str, int]],
+        doubts: int,
+        endings: Endings,
+    ) -> list[Any]:
+        with replicated_transaction(self.client.redis, self.settings.min_replicas) as pipe:
             for envelope, part, extra in zip(group, parts, extras, strict=True):
                 if envelope.withheld:
                     part = replace(part, withheld=envelope.withheld)
@@ -117,8 +140,8 @@ class Outcomes(Stage):
             if doubts:
                 self.count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
-            answers = pipe.execute()
-        self.hooks.announce(endings.finished(answers))
+            answers: list[Any] = pipe.execute()
+        return answers
 
     def count(self, report: DrainReport, parts: Sequence[PartResult]) -> None:
         """Count recorded parts in the drain's report and the metrics."""
