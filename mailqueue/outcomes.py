@@ -253,9 +253,13 @@ class Outcomes(Stage):
         if not going:
             return
         # Every doubt of the call is counted, not only the last error's.
-        dues = [e.resend_at or time.time() for e in going]
-        self._retry(going, exc, dues, report, doubts=doubts, waiting_for="retry")
-        delay = min(e.resend_at or 0.0 for e in going) - time.time()
+        # One due for the call's parts, each at least its own backoff: a
+        # coalesced call comes back as one call, not as many small ones.
+        due = max(e.resend_at or time.time() for e in going)
+        for envelope in going:
+            envelope.resend_at = due
+        self._retry(going, exc, due, report, doubts=doubts, waiting_for="retry")
+        delay = due - time.time()
         log.info(
             "sends %s retry in %.1f s (%d tries left): %s",
             send_ids(going),
