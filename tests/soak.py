@@ -303,19 +303,20 @@ def run_soak(
     outage: str | None = None,
     outage_tries: int = 2,
     max_retries: int | None = None,
+    settle: float = SETTLE,
 ) -> SoakReport:
     """Run one soak of ``count`` messages and return what it saw."""
     if outage is not None and outage not in OUTAGES:
         raise ValueError(f"unknown outage {outage!r}; expected one of {', '.join(OUTAGES)}")
     report = SoakReport(messages=count)
     with soak_environment(fault_rates, seed) as (mailtrap, settings):
-        settings = settings.replace(coalesce=coalesce, reconcile=reconcile)
+        settings = settings.replace(coalesce=coalesce, reconcile=reconcile, reconcile_settle=settle)
         if max_retries is not None:
             settings = settings.replace(max_retries=max_retries)
         report.max_retries = settings.max_retries
         mailqueue.configure(settings)
         messages = soak_messages(count, run=str(seed))
-        begin_outage(mailtrap, outage)
+        begin_outage(mailtrap, outage, settle)
         with ExitStack() as stack:
             for _ in range(workers):
                 stack.enter_context(WorkerProcess(settings, concurrency=concurrency))
@@ -330,7 +331,7 @@ def run_soak(
         return analyse(mailtrap, messages, send_ids, report)
 
 
-def begin_outage(mailtrap: LocalMailtrap, outage: str | None) -> None:
+def begin_outage(mailtrap: LocalMailtrap, outage: str | None, settle: float = SETTLE) -> None:
     """Make the local Mailtrap (or its Email Logs) fail as ``outage`` says."""
     if outage in ("recovering", "permanent"):
         mailtrap.fault_rates = dict(OUTAGE_RATES)
@@ -338,7 +339,7 @@ def begin_outage(mailtrap: LocalMailtrap, outage: str | None) -> None:
         mailtrap.email_logs.failure = 503
     elif outage == "logs-late":
         # Later than both look-ups, whatever the backoff between them.
-        mailtrap.email_logs.delay = 20 * SETTLE
+        mailtrap.email_logs.delay = 20 * settle
 
 
 def wait_tried(send_ids: Sequence[str], tries: int, timeout: float) -> None:
