@@ -67,6 +67,7 @@ class Claimer(Stage):
     def claim(self, envelopes: list[Envelope], report: DrainReport) -> Claimed:
         """Claim ``envelopes``; sort those that go on by where they go."""
         suppressed = self._suppressed(envelopes)
+        lease_ends = time.monotonic() + lease_for(self.settings)
         claims = self.store.claim(
             [e.ref for e in envelopes],
             lease_for(self.settings),
@@ -82,6 +83,7 @@ class Claimer(Stage):
                     if drop and not self._withhold(pipe, envelope, drop, endings):
                         steered += 1
                         continue
+                    envelope.lease_ends = lease_ends
                     getattr(claimed, _GOING_ON[claim]).append(envelope)
                 elif claim == "done":
                     self.outbox.ack(pipe, [envelope])

@@ -119,6 +119,8 @@ class Envelope:
     # the recipients taken out. Never encoded.
     outgoing: ApiCall | None = field(default=None, compare=False)
     withheld: tuple[str, ...] = field(default=(), compare=False)
+    # When this worker's claim on the part ends (``time.monotonic()``); never encoded.
+    lease_ends: float | None = field(default=None, compare=False)
 
     @property
     def kind(self) -> Kind:

@@ -38,6 +38,16 @@ log = logging.getLogger("mailqueue.delivery")
 
 _OUTCOME_METRIC = {"sent": "sent", "partial": "partially_sent", "failed": "failed"}
 
+# Errors of a Redis master that went away (killed, restarting, demoted by a
+# failover): the record of an answer is written again once a master is back.
+# The record script ignores a part already done, so a write that did land
+# is not applied twice.
+_FAILOVER_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+RECORD_RETRY_PAUSE = 0.25
+# Given up this long before the lease ends, so that no other worker ever
+# takes over a part whose answer may still be written.
+LEASE_MARGIN = 0.5
+
 
 @dataclass
 class DrainReport:
@@ -109,14 +119,30 @@ class Outcomes(Stage):
         cannot be looked up in Email Logs.
         """
         extras = counts if counts is not None else [{}] * len(group)
-        endings = Endings()
-        try:
-            answers = self._record_all(group, parts, extras, doubts, endings)
-        except ReplicationTimeout as exc:
-            # The writes are on the master: only a failover in the next moments
-            # loses them, and then the part is claimed again as a dead worker's.
-            log.warning("sends %s recorded, not yet replicated: %s", send_ids(group), exc)
-            return
+        # Until its lease ends the part is still this worker's: a master lost
+        # meanwhile is waited out, not made to forget Mailtrap's answer.
+        give_up_at = min(
+            (e.lease_ends for e in group if e.lease_ends is not None), default=0.0
+        ) - LEASE_MARGIN
+        while True:
+            endings = Endings()
+            try:
+                answers = self._record_all(group, parts, extras, doubts, endings)
+                break
+            except ReplicationTimeout as exc:
+                # The writes are on the master: only a failover in the next moments
+                # loses them, and then the part is claimed again as a dead worker's.
+                log.warning("sends %s recorded, not yet replicated: %s", send_ids(group), exc)
+                return
+            except _FAILOVER_ERRORS as exc:
+                if time.monotonic() + RECORD_RETRY_PAUSE >= give_up_at:
+                    raise
+                log.warning(
+                    "sends %s: Redis cannot record the answer yet (%s); trying again",
+                    send_ids(group),
+                    type(exc).__name__,
+                )
+                time.sleep(RECORD_RETRY_PAUSE)
         self.hooks.announce(endings.finished(answers))
 
     def _record_all(

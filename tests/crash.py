@@ -537,24 +537,38 @@ def scenario_failover(
 
 
 def scenario_failover_answered(
-    *, messages: int = 1000, kill_after: int = 300, settle: float = 300.0
+    *,
+    messages: int = 1000,
+    kill_after: int = 300,
+    settle: float = 300.0,
+    reconcile: bool | None = None,
 ) -> CrashReport:
     """Sentinel, one replica: the master is SIGKILLed while a worker records Mailtrap's answers.
 
     Every message is queued (and replicated) first; the worker sends them
     one call each, with up to 16 calls in flight, so that answers are being
     recorded at any moment; once ``kill_after`` are accepted the master dies.
-    Each record of an accepted call waited for the replica, so the promoted
-    replica knows it: nothing may be lost, nothing sent twice.
+    Each record of an accepted call waited for the replica, and one the dead
+    master could not take is written again once the replica is promoted, so
+    that nothing is lost and nothing sent twice, without Email Logs look-ups
+    too (``reconcile=False``, as for the sandbox).
     """
     with ExitStack() as stack:
         group = stack.enter_context(SentinelGroup(replicas=1, down_after_ms=1000))
         mailtrap = stack.enter_context(LocalMailtrap(latency=0.02, logs_delay=1.0))
-        settings = crash_settings(mailtrap, group.url)
+        # Leases long enough to outlast the failover (about 3 s here): a worker
+        # keeps trying to record an answer while its lease holds the part.
+        settings = crash_settings(
+            mailtrap,
+            group.url,
+            reclaim_idle=15.0,
+            visibility_timeout=30.0,
+            reconcile=RECONCILE if reconcile is None else reconcile,
+        )
         mailqueue.configure(settings)
         report = CrashReport(
             "Redis master killed while Mailtrap's answers are recorded",
-            SoakReport(messages=messages),
+            SoakReport(messages=messages, max_retries=settings.max_retries),
         )
         texts = soak_messages(messages, run="answered")
         ids = enqueue_all(texts)

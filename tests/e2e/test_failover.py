@@ -25,8 +25,10 @@ def test_a_killed_master_loses_no_enqueue_that_returned_an_id() -> None:
     assert report.ok, summary
 
 
-def test_a_master_killed_while_answers_are_recorded_loses_nothing_and_sends_nothing_twice() -> None:
-    report = scenario_failover_answered(messages=150, kill_after=40, settle=120)
+def test_a_master_killed_while_answers_are_recorded_sends_nothing_twice() -> None:
+    # Without Email Logs look-ups (as for the sandbox): only the worker's own
+    # records, replicated and written again after the failover, prevent a resend.
+    report = scenario_failover_answered(messages=300, kill_after=80, settle=120, reconcile=False)
     summary = "\n".join(report.lines())
 
     assert report.delivery.lost == [], summary
