@@ -198,6 +198,11 @@ class Drainer:
         that what the logs do not show is sent again only within budget);
         otherwise it waits its backoff, or ends ``failed`` with no try left.
         """
+        # Each dead worker's call since the envelope was queued spent a try: a
+        # part that kills every worker taking it ends too.
+        counts = self.client.store.lost_calls([(e.send_id, e.part) for e in lost])
+        for envelope, count in zip(lost, counts, strict=True):
+            envelope.attempt += max(count - 1, 0)
         if not self.settings.reconcile_enabled:
             self.outcomes.retry_later(lost, worker_lost(), report)
             return []

@@ -67,7 +67,10 @@ Claim = Literal[
 # lease began (began:<part> -> doubt:<part>, ms); otherwise it is counted as a
 # possible duplicate.
 # ``attempts`` counts the claims that start a call (answer 1); the call after a
-# look-up is counted by the worker that makes it.
+# look-up is counted by the worker that makes it. ``lost:<part>`` counts the
+# dead workers' calls since the part was last put off (its envelope, queued
+# again then, carries the count on): a part that kills every worker runs out
+# of tries too.
 # A campaign counts a claimed part's recipients as ``sending`` until recorded.
 _CLAIM = """
 local out = {}
@@ -101,6 +104,7 @@ for i = 1, n do
     elseif held then
       redis.call('HINCRBY', key, 'possible_duplicates', 1)
     end
+    if held then redis.call('HINCRBY', key, 'lost:' .. part, 1) end
     if not state then
       redis.call('HSET', key, 'created_at', now_iso, 'parts', 1)
     end
@@ -154,7 +158,9 @@ if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
   return {redis.call('HGET', key, 'state') or '', 0}
 end
 redis.call('HSET', key, 'done:' .. part, outcome, 'updated_at', now_iso)
-redis.call('HDEL', key, 'lease:' .. part, 'began:' .. part, 'doubt:' .. part, 'looks:' .. part)
+redis.call(
+  'HDEL', key, 'lease:' .. part, 'began:' .. part, 'doubt:' .. part, 'looks:' .. part,
+  'lost:' .. part)
 redis.call('HINCRBY', key, 'parts_' .. outcome, 1)
 if err ~= '' then redis.call('HSET', key, 'error', err) end
 for i = 9, #ARGV, 2 do
@@ -219,6 +225,7 @@ _RETRY = """
 local key, gkey, ckey, part = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 if redis.call('HEXISTS', key, 'done:' .. part) == 1 then return 0 end
 local had = redis.call('HDEL', key, 'lease:' .. part)
+redis.call('HDEL', key, 'lost:' .. part)
 redis.call('HSET', key, 'updated_at', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', key, 'error', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', key, 'next_attempt_at', ARGV[4]) end
@@ -533,6 +540,15 @@ class StatusStore:
         return [
             (None if since is None else int(since) / 1000, int(looks or 0)) for since, looks in rows
         ]
+
+    @translated("read dead workers' calls")
+    def lost_calls(self, parts: Sequence[tuple[str, int]]) -> list[int]:
+        """For each part: calls dead workers left unanswered since it was last put off."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for send_id, part in parts:
+                pipe.hget(self.keys.send(send_id), f"lost:{part}")
+            rows = pipe.execute()
+        return [int(value or 0) for value in rows]
 
     def note_look(self, pipe: redis.client.Pipeline, send_id: str, part: int) -> None:
         """Queue counting one look-up of a part that found nothing."""
