@@ -126,14 +126,15 @@ class Outcomes(Stage):
         ) - LEASE_MARGIN
         while True:
             endings = Endings()
+            answers: list[Any] = []
             try:
-                answers = self._record_all(group, parts, extras, doubts, endings)
+                self._record_all(group, parts, extras, doubts, endings, answers)
                 break
             except ReplicationTimeout as exc:
                 # The writes are on the master: only a failover in the next moments
                 # loses them, and then the part is claimed again as a dead worker's.
                 log.warning("sends %s recorded, not yet replicated: %s", send_ids(group), exc)
-                return
+                break
             except _FAILOVER_ERRORS as exc:
                 if time.monotonic() + RECORD_RETRY_PAUSE >= give_up_at:
                     raise
@@ -152,7 +153,9 @@ class Outcomes(Stage):
         extras: Sequence[Mapping[str, int]],
         doubts: int,
         endings: Endings,
-    ) -> list[Any]:
+        answers: list[Any],
+    ) -> None:
+        """Write the outcomes; ``answers`` gets the pipeline's answers once it executed."""
         with replicated_transaction(self.client.redis, self.settings.min_replicas) as pipe:
             for envelope, part, extra in zip(group, parts, extras, strict=True):
                 if envelope.withheld:
@@ -166,8 +169,7 @@ class Outcomes(Stage):
             if doubts:
                 self.count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
-            answers: list[Any] = pipe.execute()
-        return answers
+            answers.extend(pipe.execute())
 
     def count(self, report: DrainReport, parts: Sequence[PartResult]) -> None:
         """Count recorded parts in the drain's report and the metrics."""
