@@ -6,6 +6,8 @@ end-to-end tests prove the same with worker processes.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from html import escape
@@ -16,11 +18,16 @@ from click.testing import CliRunner
 
 import mailqueue
 from mailqueue.cli import cli
-from mailqueue.client import default
+from mailqueue.client import Client, default
 from mailqueue.dashboard import create_app
 from mailqueue.delivery import Drainer
+from mailqueue.errors import BrokerUnavailable
+from mailqueue.payload import ApiCall
+from mailqueue.responses import RequestResult
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
+from mailqueue.testing.redis_server import RedisServer
+from tests.memory_transport import MemoryTransport, accept_all
 from tests.test_dashboard import SECRET, call
 
 FINAL = {"sent", "partially_sent", "failed"}
@@ -208,3 +215,41 @@ def test_status_and_the_dashboard_say_a_send_waits_for_a_look_up_and_its_tries_l
     wait = f"a look-up in Email Logs (Mailtrap's answer was lost); {MAX_RETRIES} tries left"
     assert f"waits for {wait}" in shown.output
     assert escape(wait) in page
+
+
+def test_an_answer_that_meets_redis_down_is_recorded_once_redis_is_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Redis (append-only) is killed while Mailtrap's answer is on its way and
+    # comes back a moment later: the worker writes the answer then, rather
+    # than forgetting what Mailtrap accepted.
+    with RedisServer(appendonly=True) as server:
+        settings = Settings(
+            broker_url=server.url, api_token="t", rate_limit="100000/1s", reclaim_idle=30.0
+        )
+        client = Client(settings, publish=lambda options: None)
+        send_id = client.enqueue(message(1))
+        back = threading.Event()
+
+        def accept_while_redis_is_down(call: ApiCall) -> list[RequestResult]:
+            server.halt(crash=True)
+
+            def restart() -> None:
+                server.start()
+                back.set()
+
+            threading.Timer(0.5, restart).start()
+            return accept_all(call)
+
+        transport = MemoryTransport(accept_while_redis_is_down)
+        try:
+            with contextlib.suppress(BrokerUnavailable):
+                # Reading the outbox meanwhile fails the drain; the call's record does not.
+                Drainer(client, transport).drain(budget=5)  # type: ignore[arg-type]
+            assert back.wait(10)
+            record = client.get_status(send_id)
+        finally:
+            client.close()
+
+    assert len(transport.calls) == 1
+    assert record is not None and record["state"] == "sent"
