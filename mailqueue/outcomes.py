@@ -121,9 +121,10 @@ class Outcomes(Stage):
         extras = counts if counts is not None else [{}] * len(group)
         # Until its lease ends the part is still this worker's: a master lost
         # meanwhile is waited out, not made to forget Mailtrap's answer.
-        give_up_at = min(
-            (e.lease_ends for e in group if e.lease_ends is not None), default=0.0
-        ) - LEASE_MARGIN
+        give_up_at = (
+            min((e.lease_ends for e in group if e.lease_ends is not None), default=0.0)
+            - LEASE_MARGIN
+        )
         while True:
             endings = Endings()
             answers: list[Any] = []

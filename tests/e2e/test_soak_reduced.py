@@ -48,9 +48,7 @@ def test_soak_coalesced_batches_survive_faults() -> None:
 
 def test_soak_an_outage_that_ends_within_the_budget_sends_everything_once() -> None:
     # Every request fails until each send has started two tries; six are allowed.
-    report = run_soak(
-        50, fault_rates={}, outage="recovering", max_retries=5, workers=1, settle=0.5
-    )
+    report = run_soak(50, fault_rates={}, outage="recovering", max_retries=5, workers=1, settle=0.5)
 
     _assert_sound(report)
     assert report.sent == 50 and report.most_calls >= 2
