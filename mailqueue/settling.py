@@ -173,7 +173,9 @@ class Settler(Stage):
         now = time.time()
         early = [e for e, _ in items if not self.outcomes.spent(e) and (e.resend_at or 0) > now]
         if early:
-            self._look_later(early, [e.resend_at or now for e in early], report, noted=False)
+            dues = [e.resend_at or now for e in early]
+            self.outcomes.put_off(early, None, dues, waiting_for="retry")
+            report.add(retried=len(early))
         items = [
             (e, lookup)
             for e, lookup in items

@@ -48,6 +48,7 @@ from mailqueue.settings import RateLimit, Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import RedisServer
 from mailqueue.testing.worker import WorkerProcess
+from mailqueue.transport import ATTEMPTS
 
 FAULT_RATES: Mapping[str, float] = {
     "500": 0.05,
@@ -60,8 +61,8 @@ FAULT_RATES: Mapping[str, float] = {
 # Every request fails during an outage, with or without an answer.
 OUTAGE_RATES: Mapping[str, float] = {"500": 0.4, "503": 0.3, "reset": 0.3}
 OUTAGES = ("recovering", "permanent", "logs-down", "logs-late")
-# Requests one try may make: in-process retries of a 503 or a 429 (transport.ATTEMPTS).
-REQUESTS_PER_TRY = 3
+# Requests one try may make: in-process retries of a 503 or a 429.
+REQUESTS_PER_TRY = ATTEMPTS
 FINAL = frozenset({"sent", "partially_sent", "failed"})
 READ_TIMEOUT = 1.0
 SLOW_SECONDS = 2.0  # above the read timeout: the answer of a "slow" request is lost
