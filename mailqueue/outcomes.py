@@ -330,8 +330,11 @@ class Outcomes(Stage):
         metrics.count_sends("retried", len(group))
 
     def defer(self, group: Sequence[Envelope], wait: float) -> None:
-        """Hold claimed envelopes in the queue for ``wait`` seconds: a volume cap is reached."""
-        self.put_off(group, None, time.time() + wait)
+        """Hold claimed envelopes in the queue for ``wait`` seconds: a volume cap is reached.
+
+        The call their claim counted in ``attempts`` was not made.
+        """
+        self.put_off(group, None, time.time() + wait, uncounted=True)
         log.info("%d send(s) held %.0f s by the volume caps", len(group), wait)
 
     def put_off(
@@ -344,6 +347,7 @@ class Outcomes(Stage):
         doubtful_since: float | None = None,
         looked: bool = False,
         waiting_for: Literal["retry", "look-up"] | None = None,
+        uncounted: bool = False,
     ) -> None:
         """Put claimed envelopes back in the queue until ``due``, ``error`` their last error.
 
@@ -351,7 +355,8 @@ class Outcomes(Stage):
         duplicates to count on each send; ``doubtful_since``: when their call
         started that may have reached Mailtrap; ``looked``: one more Email Logs
         look-up came back without an answer; ``waiting_for``: what the status
-        record says they wait for (held back only, without an error: nothing).
+        record says they wait for (held back only, without an error: nothing);
+        ``uncounted``: the call their claim counted was not made.
         """
         dues = [due] * len(group) if isinstance(due, int | float) else list(due)
         with self.client.redis.pipeline(transaction=True) as pipe:
@@ -370,6 +375,8 @@ class Outcomes(Stage):
                     tries_left=self.tries_left(envelope) if error or waiting_for else None,
                 )
                 self.outbox.schedule(pipe, envelope, when)
+                if uncounted:
+                    self.store.count(pipe, envelope.send_id, "attempts", -1)
             if doubts:
                 self.count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
@@ -378,11 +385,13 @@ class Outcomes(Stage):
     def withdraw(self, group: Sequence[Envelope]) -> None:
         """Give back claimed envelopes whose campaign stopped before their call started.
 
-        They go back to their stream, where the next claim holds or ends them.
+        They go back to their stream, where the next claim holds or ends them;
+        the call their claim counted in ``attempts`` was not made.
         """
         with self.client.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
                 self.store.mark_retrying(pipe, envelope.ref, None, None, False)
+                self.store.count(pipe, envelope.send_id, "attempts", -1)
                 self.outbox.add(pipe, envelope)
             self.outbox.ack(pipe, group)
             pipe.execute()

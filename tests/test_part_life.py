@@ -7,6 +7,8 @@ after Mailtrap accepted), every state of the logs (answering, listing late,
 down, rate-limited) and drains at any moment. It checks, all along and at
 the end:
 
+The volume caps can be reached too: a call they hold back waits, unspent.
+
 - no send is lost: each is final, or its envelope waits in the outbox;
 - no part makes more calls than its budget (``max_retries + 1``), and each
   ends ``sent`` or ``failed`` once the logs answer again;
@@ -184,10 +186,19 @@ class PartLife(RuleBasedStateMachine):
         self.transport = MemoryTransport(self.mailtrap.answer)
         self.sends: dict[str, str] = {}  # send id -> its recipient
         self.logs_always_answered = True
+        self.caps_reached = False
+        take = self.client.caps.take
+
+        def take_unless_reached(*args: Any, **kwargs: Any) -> float:
+            # The caps' own answer, or a short wait while they are reached.
+            return 0.001 if self.caps_reached else take(*args, **kwargs)
+
+        self.client.caps.take = take_unless_reached  # type: ignore[method-assign]
 
     def teardown(self) -> None:
         try:
             self.mailtrap.logs = "answering"
+            self.caps_reached = False
             for _ in range(6 * (MAX_RETRIES + 1)):
                 if all(self._state(sid) in FINAL for sid in self.sends):
                     break
@@ -217,6 +228,10 @@ class PartLife(RuleBasedStateMachine):
         self.mailtrap.logs = state
         if state in ("late", "down"):
             self.logs_always_answered = False
+
+    @rule(reached=st.booleans())
+    def volume_caps(self, reached: bool) -> None:
+        self.caps_reached = reached
 
     @rule()
     def drain(self) -> None:
