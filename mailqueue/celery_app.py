@@ -59,7 +59,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_timeout": 10,
         },
         "broker_connection_retry_on_startup": True,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A drain goes on when the broker connection drops (a Sentinel failover
+        # cuts it): its calls in flight still record Mailtrap's answers once a
+        # master is back. Cancelling it would make them forget what Mailtrap
+        # accepted; its wake-up, redelivered, only starts a drain with nothing to do.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         # A producer facing a down broker gets an error quickly, not a hang.
         "task_publish_retry_policy": {
             "max_retries": 2,

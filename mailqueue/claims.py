@@ -2,7 +2,9 @@
 
 A claim (``StatusStore.claim``) leases a part to this worker. What comes back
 decides the envelope's way: ``go`` and ``doubt`` go on to a call or to an
-Email Logs look-up, with suppressed recipients taken out first; a part
+Email Logs look-up, with suppressed recipients taken out first; ``lost`` and
+``lost_doubt`` (a dead worker's part, whose call spent a try) go on to a
+retry with backoff or to a look-up the same way; a part
 already done is only acknowledged; a paused campaign's part is held, a
 cancelled or expired one ended, one scheduled for later put back; a part
 another live worker holds stays pending, to be reclaimed if that worker dies.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import redis
 
@@ -24,7 +26,7 @@ from .settings import Settings
 from .status import Claim, PartResult
 from .withheld import without_recipients
 
-__all__ = ["Claimer", "call_deadline", "lease_for"]
+__all__ = ["Claimed", "Claimer", "call_deadline", "lease_for"]
 
 
 def lease_for(settings: Settings) -> float:
@@ -42,31 +44,47 @@ def call_deadline(settings: Settings) -> float:
     return time.monotonic() + max(lease_for(settings) - margin, 1.0)
 
 
+class Claimed(NamedTuple):
+    """Claimed envelopes that go on: to a call, to a look-up, or a dead worker's."""
+
+    ready: list[Envelope]  # to send now
+    doubtful: list[Envelope]  # to look up in Email Logs first
+    lost: list[Envelope]  # a dead worker's: its call spent a try (looked up when reconciling)
+
+
+# Where each claim that goes on puts its envelope.
+_GOING_ON: dict[Claim, str] = {
+    "go": "ready",
+    "doubt": "doubtful",
+    "lost": "lost",
+    "lost_doubt": "lost",
+}
+
+
 class Claimer(Stage):
     """Claims envelopes and sorts them: to send, to look up, or steered here and now."""
 
-    def claim(
-        self, envelopes: list[Envelope], report: DrainReport
-    ) -> tuple[list[Envelope], list[Envelope]]:
-        """Claim ``envelopes``; return those to send and those to look up in Email Logs."""
+    def claim(self, envelopes: list[Envelope], report: DrainReport) -> Claimed:
+        """Claim ``envelopes``; sort those that go on by where they go."""
         suppressed = self._suppressed(envelopes)
+        lease_ends = time.monotonic() + lease_for(self.settings)
         claims = self.store.claim(
             [e.ref for e in envelopes],
             lease_for(self.settings),
             reconcile=self.settings.reconcile_enabled,
         )
-        ready: list[Envelope] = []
-        doubtful: list[Envelope] = []
+        claimed = Claimed([], [], [])
         endings = Endings()
         with self.client.redis.pipeline(transaction=True) as pipe:
             steered = 0
             for envelope, claim in zip(envelopes, claims, strict=True):
-                if claim in ("go", "doubt"):
+                if claim in _GOING_ON:
                     drop = suppressed.get(id(envelope))
                     if drop and not self._withhold(pipe, envelope, drop, endings):
                         steered += 1
                         continue
-                    (ready if claim == "go" else doubtful).append(envelope)
+                    envelope.lease_ends = lease_ends
+                    getattr(claimed, _GOING_ON[claim]).append(envelope)
                 elif claim == "done":
                     self.outbox.ack(pipe, [envelope])
                     report.add(skipped=1)
@@ -78,7 +96,7 @@ class Claimer(Stage):
                 # so that it is reclaimed if that worker dies.
             if steered:
                 self.hooks.announce(endings.finished(pipe.execute()))
-        return ready, doubtful
+        return claimed
 
     def _suppressed(self, envelopes: Sequence[Envelope]) -> dict[int, set[str]]:
         """Per envelope (by ``id``), its recipients that must not be mailed."""

@@ -31,7 +31,7 @@ from .claims import Claimer
 from .connection import redis_errors
 from .envelope import Envelope
 from .inflight import InFlight
-from .outcomes import DrainReport, Outcomes
+from .outcomes import DrainReport, Outcomes, worker_lost
 from .payload import MAX_BATCH_REQUESTS
 from .posting import Poster, group_calls
 from .reconcile import Reconciler
@@ -191,6 +191,25 @@ class Drainer:
             self._beat_at = now
             self.waker.heartbeat(self.consumer)
 
+    def _lost(self, lost: list[Envelope], report: DrainReport) -> list[Envelope]:
+        """Parts a dead worker left mid-call: their call spent a try; those to look up.
+
+        Reconciling, each is looked up before anything else (its try spent, so
+        that what the logs do not show is sent again only within budget);
+        otherwise it waits its backoff, or ends ``failed`` with no try left.
+        """
+        # Each dead worker's call since the envelope was queued spent a try: a
+        # part that kills every worker taking it ends too.
+        counts = self.client.store.lost_calls([(e.send_id, e.part) for e in lost])
+        for envelope, count in zip(lost, counts, strict=True):
+            envelope.attempt += max(count - 1, 0)
+        if not self.settings.reconcile_enabled:
+            self.outcomes.retry_later(lost, worker_lost(), report)
+            return []
+        for envelope in lost:
+            self.outcomes.spend(envelope, worker_lost())
+        return lost
+
     def _schedule_next_retry(self) -> None:
         """Make sure a wake-up comes for the next retry, or for envelopes a dead worker left."""
         candidates = [self.outbox.next_retry_due(), self.outbox.next_reclaim_due()]
@@ -199,7 +218,9 @@ class Drainer:
             self.waker.wake_at(due)
 
     def _deliver(self, envelopes: list[Envelope], report: DrainReport) -> None:
-        ready, doubtful = self.claims.claim(envelopes, report)
+        ready, doubtful, lost = self.claims.claim(envelopes, report)
+        if lost:
+            doubtful = doubtful + self._lost(lost, report)
         if doubtful:
             self._flight.start(
                 doubtful[0].lane, functools.partial(self.settler.settle, doubtful, report)

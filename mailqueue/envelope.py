@@ -90,7 +90,12 @@ class Envelope:
     # The call's kind as its path ("send" or "batch"), body and recipients; the
     # worker adds its route's sandbox inbox to the path.
     call: ApiCall
+    # Its retry budget (see ``Outcomes.spend``): tries that ended without an
+    # answer settling the part, when the next may start at the earliest
+    # (unix seconds), and the error that ended the last one.
     attempt: int = 0
+    resend_at: float | None = None
+    last_error: dict[str, Any] | None = None
     # The send's enqueue_many group: the status scripts count its states.
     group: str | None = None
     # The campaign it belongs to ("" for none) and when it stops being worth
@@ -114,6 +119,8 @@ class Envelope:
     # the recipients taken out. Never encoded.
     outgoing: ApiCall | None = field(default=None, compare=False)
     withheld: tuple[str, ...] = field(default=(), compare=False)
+    # When this worker's claim on the part ends (``time.monotonic()``); never encoded.
+    lease_ends: float | None = field(default=None, compare=False)
 
     @property
     def kind(self) -> Kind:
@@ -171,6 +178,8 @@ class Envelope:
             "account": self.account,
             "lane_key": self.lane_key,
             "sandbox": self.legacy_sandbox,
+            "resend_at": self.resend_at,
+            "last_error": self.last_error,
         }
         data.update({name: value for name, value in optional.items() if value})
         if self.mail_stream != "transactional":
@@ -203,6 +212,8 @@ class Envelope:
             part=int(data["part"]),
             call=call,
             attempt=int(data.get("attempt", 0)),
+            resend_at=float(data["resend_at"]) if data.get("resend_at") else None,
+            last_error=data["last_error"] if isinstance(data.get("last_error"), dict) else None,
             group=data.get("group") or None,
             campaign=str(data.get("campaign", "")),
             expires_at=float(data["expires_at"]) if data.get("expires_at") else None,

@@ -525,7 +525,7 @@ class Outbox(RedisStore):
             raw, _, _ = pipe.execute()
         envelopes = [Envelope.decode(value) for value in cast(dict[bytes, bytes], raw).values()]
         for envelope in envelopes:
-            envelope.attempt = 0
+            envelope.attempt, envelope.resend_at, envelope.last_error = 0, None, None
         return envelopes
 
     @translated("purge dead letters")

@@ -15,14 +15,15 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 
 from . import metrics
 from .backoff import compute_backoff
+from .connection import replicated_transaction
 from .envelope import Envelope
-from .errors import DeliveryError, RateLimited, TransientDeliveryError
+from .errors import DeliveryError, RateLimited, ReplicationTimeout, TransientDeliveryError
 from .outcome_hooks import Endings, OutcomeHooks
 from .payload import ApiCall
 from .responses import RequestResult
@@ -31,11 +32,21 @@ from .status import PartResult
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["DrainReport", "Outcomes", "Stage", "part_result", "send_ids"]
+__all__ = ["DrainReport", "Outcomes", "Stage", "part_result", "send_ids", "worker_lost"]
 
 log = logging.getLogger("mailqueue.delivery")
 
 _OUTCOME_METRIC = {"sent": "sent", "partial": "partially_sent", "failed": "failed"}
+
+# Errors of a Redis master that went away (killed, restarting, demoted by a
+# failover): the record of an answer is written again once a master is back.
+# The record script ignores a part already done, so a write that did land
+# is not applied twice.
+_FAILOVER_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+RECORD_RETRY_PAUSE = 0.25
+# Given up this long before the lease ends, so that no other worker ever
+# takes over a part whose answer may still be written.
+LEASE_MARGIN = 0.5
 
 
 @dataclass
@@ -101,10 +112,52 @@ class Outcomes(Stage):
         A failed part is kept as a dead letter; ``doubts`` possible duplicates
         are counted on every send, ``counts`` (one mapping per envelope) on
         each one's own; the sends these writes made final are announced.
+
+        Under Sentinel the writes wait for a replica (``min_replicas``), once
+        for the whole call: a master lost right after would otherwise forget
+        what Mailtrap accepted, and the part would go out again wherever it
+        cannot be looked up in Email Logs.
         """
         extras = counts if counts is not None else [{}] * len(group)
-        endings = Endings()
-        with self.client.redis.pipeline(transaction=True) as pipe:
+        # Until its lease ends the part is still this worker's: a master lost
+        # meanwhile is waited out, not made to forget Mailtrap's answer.
+        give_up_at = (
+            min((e.lease_ends for e in group if e.lease_ends is not None), default=0.0)
+            - LEASE_MARGIN
+        )
+        while True:
+            endings = Endings()
+            answers: list[Any] = []
+            try:
+                self._record_all(group, parts, extras, doubts, endings, answers)
+                break
+            except ReplicationTimeout as exc:
+                # The writes are on the master: only a failover in the next moments
+                # loses them, and then the part is claimed again as a dead worker's.
+                log.warning("sends %s recorded, not yet replicated: %s", send_ids(group), exc)
+                break
+            except _FAILOVER_ERRORS as exc:
+                if time.monotonic() + RECORD_RETRY_PAUSE >= give_up_at:
+                    raise
+                log.warning(
+                    "sends %s: Redis cannot record the answer yet (%s); trying again",
+                    send_ids(group),
+                    type(exc).__name__,
+                )
+                time.sleep(RECORD_RETRY_PAUSE)
+        self.hooks.announce(endings.finished(answers))
+
+    def _record_all(
+        self,
+        group: Sequence[Envelope],
+        parts: Sequence[PartResult],
+        extras: Sequence[Mapping[str, int]],
+        doubts: int,
+        endings: Endings,
+        answers: list[Any],
+    ) -> None:
+        """Write the outcomes; ``answers`` gets the pipeline's answers once it executed."""
+        with replicated_transaction(self.client.redis, self.settings.min_replicas) as pipe:
             for envelope, part, extra in zip(group, parts, extras, strict=True):
                 if envelope.withheld:
                     part = replace(part, withheld=envelope.withheld)
@@ -117,8 +170,7 @@ class Outcomes(Stage):
             if doubts:
                 self.count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
-            answers = pipe.execute()
-        self.hooks.announce(endings.finished(answers))
+            answers.extend(pipe.execute())
 
     def count(self, report: DrainReport, parts: Sequence[PartResult]) -> None:
         """Count recorded parts in the drain's report and the metrics."""
@@ -135,17 +187,81 @@ class Outcomes(Stage):
         doubts: int = 0,
     ) -> None:
         """End every part of ``group`` ``failed`` with ``exc``, kept as a dead letter."""
-        error = exc.as_record()
+        self._fail_with(group, [exc.as_record()] * len(group), report, doubts)
+        log.warning("sends %s failed: %s", send_ids(group), exc)
+
+    def _fail_with(
+        self,
+        group: Sequence[Envelope],
+        errors: Sequence[Mapping[str, Any]],
+        report: DrainReport,
+        doubts: int = 0,
+    ) -> None:
         parts = [
             PartResult(
                 "failed", {r: None for request in e.to_send.recipients for r in request}, error
             )
-            for e in group
+            for e, error in zip(group, errors, strict=True)
         ]
         self.finish(group, parts, doubts=doubts)
         report.add(failed=len(group))
         metrics.count_sends("failed", len(group))
-        log.warning("sends %s failed: %s", send_ids(group), exc)
+
+    # -- the retry budget ------------------------------------------------
+
+    def spend(
+        self, envelope: Envelope, exc: DeliveryError, *, retry_after: float | None = None
+    ) -> bool:
+        """Count a try of ``envelope`` that ended without an answer settling it.
+
+        Every such try, whatever ended it (a 5xx, a 429, a reset, a timeout, a
+        lost answer the logs did not show, a worker that died mid-call), spends
+        one of the part's ``max_retries + 1`` tries and sets when the next may
+        start: exponential backoff with jitter, never past the send's expiry.
+        The envelope carries the count, the time and the error until it is
+        queued again. Answers whether a try is left.
+        """
+        envelope.attempt += 1
+        envelope.last_error = dict(exc.as_record())
+        delay = compute_backoff(
+            envelope.attempt,
+            base=self.settings.retry_backoff,
+            cap=self.settings.retry_backoff_max,
+            retry_after=retry_after,
+        )
+        now = time.time()
+        due = now + delay
+        if envelope.expires_at is not None:
+            # A retry due after the send's expiry would only find it expired then.
+            due = min(due, max(envelope.expires_at, now))
+        envelope.resend_at = due
+        return not self.spent(envelope)
+
+    def spent(self, envelope: Envelope) -> bool:
+        """Whether ``envelope``'s tries are all used up."""
+        return envelope.attempt > self.settings.max_retries
+
+    def tries_left(self, envelope: Envelope) -> int:
+        """Calls ``envelope``'s budget still allows."""
+        return max(self.settings.max_retries + 1 - envelope.attempt, 0)
+
+    def give_up(self, group: Sequence[Envelope], report: DrainReport) -> None:
+        """End doubtful parts whose budget is spent ``failed`` with their last error.
+
+        Their last call may still have been accepted (logged later than the
+        look-ups): each counts a possible duplicate, and the send is listed for
+        ``mailqueue reconcile``.
+        """
+        errors = [e.last_error or worker_lost().as_record() for e in group]
+        self._fail_with(group, errors, report, doubts=1)
+        with self.client.redis.pipeline(transaction=False) as pipe:
+            for envelope in group:
+                self.store.note_doubtful(pipe, envelope.send_id)
+            pipe.execute()
+        log.warning(
+            "sends %s failed: no try left, and Email Logs do not show the last one",
+            send_ids(group),
+        )
 
     def retry_later(
         self,
@@ -154,37 +270,45 @@ class Outcomes(Stage):
         report: DrainReport,
         doubts: int = 0,
     ) -> None:
-        """Schedule ``group`` for its next attempt with backoff, or fail it when none is left."""
-        attempt = max(e.attempt for e in group) + 1
-        if attempt > self.settings.max_retries:
-            self.fail(group, exc, report, doubts)
-            return
+        """Spend a try of each part of ``group``: schedule its next with backoff, or fail it."""
         retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-        delay = compute_backoff(
-            attempt,
-            base=self.settings.retry_backoff,
-            cap=self.settings.retry_backoff_max,
-            retry_after=retry_after,
-        )
-        due = time.time() + delay
-        expiries = [e.expires_at for e in group if e.expires_at is not None]
-        if expiries:
-            # A retry due after the send's expiry would only find it expired then.
-            due = min(due, max(min(expiries), time.time()))
+        going: list[Envelope] = []
+        spent: list[Envelope] = []
         for envelope in group:
-            envelope.attempt = attempt
+            has_more = self.spend(envelope, exc, retry_after=retry_after)
+            (going if has_more else spent).append(envelope)
+        if spent:
+            self.fail(spent, exc, report, doubts)
+        if not going:
+            return
         # Every doubt of the call is counted, not only the last error's.
-        self._retry(group, exc, due, report, doubts=doubts)
-        log.info("sends %s retry %d in %.1f s: %s", send_ids(group), attempt, delay, exc)
+        # One due for the call's parts, each at least its own backoff: a
+        # coalesced call comes back as one call, not as many small ones.
+        due = max(e.resend_at or time.time() for e in going)
+        for envelope in going:
+            envelope.resend_at = due
+        self._retry(going, exc, due, report, doubts=doubts, waiting_for="retry")
+        delay = due - time.time()
+        log.info(
+            "sends %s retry in %.1f s (%d tries left): %s",
+            send_ids(going),
+            max(delay, 0.0),
+            min(self.tries_left(e) for e in going),
+            exc,
+        )
 
     def doubt_later(
         self, group: Sequence[Envelope], started: float, exc: DeliveryError, report: DrainReport
     ) -> None:
-        """The call may have reached Mailtrap: look it up after the settle delay, not resend now."""
-        due = time.time() + self.settings.reconcile_settle
+        """The call may have reached Mailtrap: look it up after the settle delay, not resend now.
+
+        The try is spent as any other that ended unanswered; the look-up is made
+        even when it was the last, as finding the message settles the part.
+        """
         for envelope in group:
-            envelope.attempt += 1
-        self._retry(group, exc, due, report, doubtful_since=started)
+            self.spend(envelope, exc)
+        due = time.time() + self.settings.reconcile_settle
+        self._retry(group, exc, due, report, doubtful_since=started, waiting_for="look-up")
         log.info(
             "sends %s: outcome unknown (%s); looking it up in Email Logs in %.1f s",
             send_ids(group),
@@ -196,44 +320,63 @@ class Outcomes(Stage):
         self,
         group: Sequence[Envelope],
         exc: DeliveryError,
-        due: float,
+        due: float | Sequence[float],
         report: DrainReport,
         **put_off: Any,
     ) -> None:
-        """Put ``group`` off until ``due`` for another attempt, after ``exc``."""
+        """Put ``group`` off until ``due`` (one for all, or one each) for another attempt."""
         self.put_off(group, exc.as_record(), due, **put_off)
         report.add(retried=len(group))
         metrics.count_sends("retried", len(group))
 
     def defer(self, group: Sequence[Envelope], wait: float) -> None:
-        """Hold claimed envelopes in the queue for ``wait`` seconds: a volume cap is reached."""
-        self.put_off(group, None, time.time() + wait)
+        """Hold claimed envelopes in the queue for ``wait`` seconds: a volume cap is reached.
+
+        The call their claim counted in ``attempts`` was not made.
+        """
+        self.put_off(group, None, time.time() + wait, uncounted=True)
         log.info("%d send(s) held %.0f s by the volume caps", len(group), wait)
 
     def put_off(
         self,
         group: Sequence[Envelope],
         error: Mapping[str, Any] | None,
-        due: float,
+        due: float | Sequence[float],
         *,
         doubts: int = 0,
         doubtful_since: float | None = None,
         looked: bool = False,
+        waiting_for: Literal["retry", "look-up"] | None = None,
+        uncounted: bool = False,
     ) -> None:
         """Put claimed envelopes back in the queue until ``due``, ``error`` their last error.
 
-        ``doubts``: possible duplicates to count on each send; ``doubtful_since``:
-        when their call started that may have reached Mailtrap; ``looked``: one
-        more Email Logs look-up came back without an answer.
+        ``due``: one time for all, or one per envelope; ``doubts``: possible
+        duplicates to count on each send; ``doubtful_since``: when their call
+        started that may have reached Mailtrap; ``looked``: one more Email Logs
+        look-up came back without an answer; ``waiting_for``: what the status
+        record says they wait for (held back only, without an error: nothing);
+        ``uncounted``: the call their claim counted was not made.
         """
+        dues = [due] * len(group) if isinstance(due, int | float) else list(due)
         with self.client.redis.pipeline(transaction=True) as pipe:
-            for envelope in group:
+            for envelope, when in zip(group, dues, strict=True):
                 if doubtful_since is not None:
                     self.store.mark_doubtful(pipe, envelope.send_id, envelope.part, doubtful_since)
                 if looked:
                     self.store.note_look(pipe, envelope.send_id, envelope.part)
-                self.store.mark_retrying(pipe, envelope.ref, error, due, False)
-                self.outbox.schedule(pipe, envelope, due)
+                self.store.mark_retrying(
+                    pipe,
+                    envelope.ref,
+                    error,
+                    when,
+                    False,
+                    waiting_for=waiting_for,
+                    tries_left=self.tries_left(envelope) if error or waiting_for else None,
+                )
+                self.outbox.schedule(pipe, envelope, when)
+                if uncounted:
+                    self.store.count(pipe, envelope.send_id, "attempts", -1)
             if doubts:
                 self.count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
@@ -242,11 +385,13 @@ class Outcomes(Stage):
     def withdraw(self, group: Sequence[Envelope]) -> None:
         """Give back claimed envelopes whose campaign stopped before their call started.
 
-        They go back to their stream, where the next claim holds or ends them.
+        They go back to their stream, where the next claim holds or ends them;
+        the call their claim counted in ``attempts`` was not made.
         """
         with self.client.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
                 self.store.mark_retrying(pipe, envelope.ref, None, None, False)
+                self.store.count(pipe, envelope.send_id, "attempts", -1)
                 self.outbox.add(pipe, envelope)
             self.outbox.ack(pipe, group)
             pipe.execute()
@@ -262,6 +407,14 @@ class Outcomes(Stage):
             return
         for envelope in group:
             self.store.count_duplicates(pipe, envelope.send_id, doubts)
+
+
+def worker_lost() -> TransientDeliveryError:
+    """The error of a try whose worker died before Mailtrap's answer was recorded."""
+    return TransientDeliveryError(
+        "the worker making this call stopped before its answer was recorded",
+        maybe_delivered=True,
+    )
 
 
 def send_ids(group: Sequence[Envelope]) -> str:

@@ -96,6 +96,10 @@ class StatusRecord(_StatusRecordFields, total=False):
     """What ``get_status`` returns (DESIGN.md, "The status record"); extra keys are optional."""
 
     next_attempt_at: str
+    # While retrying: what the send waits for ("retry", or "look-up" in Email
+    # Logs after a lost answer) and how many more calls its retry budget allows.
+    waiting_for: str
+    tries_left: int
     group: str
     campaign: str
     send_at: str  # ISO 8601 UTC: held by the queue until then

@@ -82,7 +82,7 @@ class Settler(Stage):
         except EmailLogsBusy as exc:
             metrics.count_reconcile("busy")
             delay = max(exc.retry_after or 0.0, self.settings.reconcile_settle)
-            self._look_later(envelopes, delay, report, noted=False)
+            self._look_later(envelopes, time.time() + delay, report, noted=False)
             return
         except EmailLogsUnavailable as exc:
             metrics.count_reconcile("fallback")
@@ -110,9 +110,20 @@ class Settler(Stage):
         if found:
             self._record_found(found, report)
         if again:
-            self._look_later(again, self.settings.reconcile_settle, report, noted=True)
+            self._look_later(again, [self._last_look_at(e) for e in again], report, noted=True)
         if resend:
             self._send_again(route, resend, report, fallback=False)
+
+    def _last_look_at(self, envelope: Envelope) -> float:
+        """When to look a last time: after the settle delay, and not before the part's backoff.
+
+        The look that decides to send again is made just before the resend may
+        go, so that the message has had as long as possible to be listed.
+        """
+        settled = time.time() + self.settings.reconcile_settle
+        if self.outcomes.spent(envelope) or envelope.resend_at is None:
+            return settled
+        return max(settled, envelope.resend_at)
 
     def _record_found(
         self, found: Sequence[tuple[Envelope, PartLookup]], report: DrainReport
@@ -129,10 +140,15 @@ class Settler(Stage):
         self.outcomes.count(report, parts)
 
     def _look_later(
-        self, envelopes: Sequence[Envelope], delay: float, report: DrainReport, *, noted: bool
+        self,
+        envelopes: Sequence[Envelope],
+        due: float | Sequence[float],
+        report: DrainReport,
+        *,
+        noted: bool,
     ) -> None:
-        error = {"kind": "transient", "message": "answer lost; looking it up in Email Logs"}
-        self.outcomes.put_off(envelopes, error, time.time() + delay, looked=noted)
+        """Look the parts up again at ``due``; their record keeps the error of their last call."""
+        self.outcomes.put_off(envelopes, None, due, looked=noted, waiting_for="look-up")
         report.add(retried=len(envelopes))
 
     def _send_again(
@@ -145,12 +161,33 @@ class Settler(Stage):
     ) -> None:
         """Send what the logs did not show (or everything, when they could not answer).
 
-        Each such part counts a possible duplicate: a message the logs listed
-        late, or could not be asked about, goes out twice.
+        The try the logs did not settle was spent when its answer was lost: a
+        part with no try left ends ``failed`` instead, and one whose backoff
+        has not run out waits for it (and is looked up once more then). Each
+        part sent again counts a possible duplicate: a message the logs
+        listed late, or could not be asked about, goes out twice.
         """
+        spent = [e for e, _ in items if self.outcomes.spent(e)]
+        if spent:
+            self.outcomes.give_up(spent, report)
+        now = time.time()
+        early = [e for e, _ in items if not self.outcomes.spent(e) and (e.resend_at or 0) > now]
+        if early:
+            dues = [e.resend_at or now for e in early]
+            self.outcomes.put_off(early, None, dues, waiting_for="retry")
+            report.add(retried=len(early))
+        items = [
+            (e, lookup)
+            for e, lookup in items
+            if not self.outcomes.spent(e) and (e.resend_at or 0) <= now
+        ]
+        if not items:
+            return
         with self.client.redis.pipeline(transaction=False) as pipe:
             for envelope, lookup in items:
                 self.store.count(pipe, envelope.send_id, "possible_duplicates")
+                self.store.count(pipe, envelope.send_id, "attempts")
+                self.store.forget_looks(pipe, envelope.send_id, envelope.part)
                 self.store.note_doubtful(pipe, envelope.send_id)
                 if fallback:
                     self.store.count(pipe, envelope.send_id, "reconcile_fallbacks")

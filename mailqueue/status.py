@@ -46,7 +46,9 @@ __all__ = [
     "now_iso",
 ]
 
-Claim = Literal["go", "done", "busy", "doubt", "paused", "cancelled", "expired", "later"]
+Claim = Literal[
+    "go", "done", "busy", "doubt", "paused", "cancelled", "expired", "later", "lost", "lost_doubt"
+]
 
 # Claim parts of sends for one attempt. KEYS: n send hashes, then n group
 # hashes, then n campaign records (a send in no group or campaign repeats its
@@ -56,13 +58,19 @@ Claim = Literal["go", "done", "busy", "doubt", "paused", "cancelled", "expired",
 # Answers per send: 1 go, 0 already done, 2 another worker holds a live lease,
 # 3 go, but an earlier call of the part may have reached Mailtrap (look it up),
 # 4 its campaign is paused, 5 cancelled (the send or its campaign), 6 expired,
-# 7 rescheduled for later (not_before).
+# 7 rescheduled for later (not_before), 8 a dead worker's lease ran out (its
+# call counts as a try that ended unanswered), 9 the same, to be looked up.
 # Steering (4 to 7) applies only to a part no worker has started: one with a
 # lease left behind may be in Mailtrap's hands already, so it goes ahead.
 # A lease left behind by a worker that died mid-call means that call may have
 # reached Mailtrap: when reconciling, the part is marked doubtful since the
-# lease began (began:<part> -> doubt:<part>, ms); otherwise the new attempt is counted as a
+# lease began (began:<part> -> doubt:<part>, ms); otherwise it is counted as a
 # possible duplicate.
+# ``attempts`` counts the claims that start a call (answer 1); the call after a
+# look-up is counted by the worker that makes it. ``lost:<part>`` counts the
+# dead workers' calls since the part was last put off (its envelope, queued
+# again then, carries the count on): a part that kills every worker runs out
+# of tries too.
 # A campaign counts a claimed part's recipients as ``sending`` until recorded.
 _CLAIM = """
 local out = {}
@@ -96,6 +104,7 @@ for i = 1, n do
     elseif held then
       redis.call('HINCRBY', key, 'possible_duplicates', 1)
     end
+    if held then redis.call('HINCRBY', key, 'lost:' .. part, 1) end
     if not state then
       redis.call('HSET', key, 'created_at', now_iso, 'parts', 1)
     end
@@ -114,10 +123,16 @@ for i = 1, n do
     end
     redis.call('HSET', key, 'lease:' .. part, now_ms + lease, 'updated_at', now_iso)
     if ARGV[5] == '1' then redis.call('HSET', key, 'began:' .. part, now_ms) end
-    redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('EXPIRE', key, ttl)
-    out[i] = 1
-    if ARGV[5] == '1' and redis.call('HEXISTS', key, 'doubt:' .. part) == 1 then out[i] = 3 end
+    if held then
+      out[i] = 8
+      if ARGV[5] == '1' then out[i] = 9 end
+    elseif ARGV[5] == '1' and redis.call('HEXISTS', key, 'doubt:' .. part) == 1 then
+      out[i] = 3
+    else
+      redis.call('HINCRBY', key, 'attempts', 1)
+      out[i] = 1
+    end
   end
 end
 return out
@@ -146,7 +161,9 @@ if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
   return {redis.call('HGET', key, 'state') or '', 0}
 end
 redis.call('HSET', key, 'done:' .. part, outcome, 'updated_at', now_iso)
-redis.call('HDEL', key, 'lease:' .. part, 'began:' .. part, 'doubt:' .. part, 'looks:' .. part)
+redis.call(
+  'HDEL', key, 'lease:' .. part, 'began:' .. part, 'doubt:' .. part, 'looks:' .. part,
+  'lost:' .. part)
 redis.call('HINCRBY', key, 'parts_' .. outcome, 1)
 if err ~= '' then redis.call('HSET', key, 'error', err) end
 for i = 10, #ARGV, 2 do
@@ -211,16 +228,21 @@ return {state, final}
 # withheld before its call (its campaign was paused meanwhile). KEYS: send
 # hash, group hash, campaign record (the send hash again for none), the
 # minute's state counts. ARGV:
-# part, now, error JSON ("" for none), next attempt (ISO, "" for none), maybe
-# delivered (0/1), recipient count. Its recipients wait again in the campaign.
+# part, now, error JSON ("" keeps the last one), next attempt (ISO, "" for
+# none), maybe delivered (0/1), recipient count, what the part waits for
+# ("retry" or "look-up"; "": it was withheld and waits unrecorded), tries
+# left ("" for unknown). Its recipients wait again in the campaign.
 _RETRY = """
 local key, gkey, ckey, part = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 if redis.call('HEXISTS', key, 'done:' .. part) == 1 then return 0 end
 local had = redis.call('HDEL', key, 'lease:' .. part)
+redis.call('HDEL', key, 'lost:' .. part)
 redis.call('HSET', key, 'updated_at', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', key, 'error', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', key, 'next_attempt_at', ARGV[4]) end
 if ARGV[5] == '1' then redis.call('HINCRBY', key, 'possible_duplicates', 1) end
+if ARGV[7] ~= '' then redis.call('HSET', key, 'waiting_for', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('HSET', key, 'tries_left', ARGV[8]) end
 if ckey ~= key and had == 1 then
   redis.call('HINCRBY', ckey, 'n:sending', -tonumber(ARGV[6]))
   redis.call('HINCRBY', ckey, 'n:waiting', tonumber(ARGV[6]))
@@ -228,7 +250,7 @@ end
 local old = redis.call('HGET', key, 'state')
 if old == 'sending' or old == 'queued' then
   local state = 'retrying'
-  if ARGV[3] == '' then state = 'queued' end
+  if ARGV[7] == '' then state = 'queued' end
   if state ~= old then
     redis.call('HSET', key, 'state', state)
     if gkey ~= key then
@@ -359,6 +381,8 @@ _CLAIMS: Mapping[int, Claim] = {
     5: "cancelled",
     6: "expired",
     7: "later",
+    8: "lost",
+    9: "lost_doubt",
 }
 
 
@@ -450,7 +474,8 @@ class StatusStore:
         """Claim parts for one attempt; one answer per part, in order.
 
         With ``reconcile``, a part whose earlier call may have reached Mailtrap
-        (a dead worker's lease, or ``mark_doubtful``) answers ``"doubt"``. A
+        (``mark_doubtful``) answers ``"doubt"``. A part whose lease a dead worker
+        left behind answers ``"lost"`` (``"lost_doubt"`` with ``reconcile``). A
         part of a paused campaign answers ``"paused"``; of a cancelled send or
         campaign ``"cancelled"``; past its expiry ``"expired"``; of a send
         rescheduled for later ``"later"`` (see ``_CLAIM``).
@@ -527,9 +552,23 @@ class StatusStore:
             (None if since is None else int(since) / 1000, int(looks or 0)) for since, looks in rows
         ]
 
+    @translated("read dead workers' calls")
+    def lost_calls(self, parts: Sequence[tuple[str, int]]) -> list[int]:
+        """For each part: calls dead workers left unanswered since it was last put off."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for send_id, part in parts:
+                pipe.hget(self.keys.send(send_id), f"lost:{part}")
+            rows = pipe.execute()
+        return [int(value or 0) for value in rows]
+
     def note_look(self, pipe: redis.client.Pipeline, send_id: str, part: int) -> None:
         """Queue counting one look-up of a part that found nothing."""
         pipe.hincrby(self.keys.send(send_id), f"looks:{part}", 1)
+
+    def forget_looks(self, pipe: redis.client.Pipeline, send_id: str, part: int) -> None:
+        """Queue starting a part's look-ups afresh: it is sent again, and its next lost
+        answer gets as many looks as its first."""
+        pipe.hdel(self.keys.send(send_id), f"looks:{part}")
 
     def count(self, pipe: redis.client.Pipeline, send_id: str, name: str, amount: int = 1) -> None:
         """Queue adding ``amount`` to a counter of the record (``reconciled``, ...)."""
@@ -627,8 +666,19 @@ class StatusStore:
         error: Mapping[str, Any] | None,
         next_attempt_at: float | None,
         maybe_delivered: bool,
+        *,
+        waiting_for: Literal["retry", "look-up"] | None = None,
+        tries_left: int | None = None,
     ) -> None:
-        """Queue the commands marking a part as waiting again (for a retry when ``error``)."""
+        """Queue the commands marking a part as waiting again.
+
+        It reads ``retrying`` when it waits for something (``waiting_for``:
+        a ``retry``, or an Email Logs ``look-up``), ``queued`` when it was only
+        held back. An ``error`` of None keeps the last one recorded.
+        ``waiting_for`` defaults to ``retry`` when an error is given.
+        """
+        if waiting_for is None and error:
+            waiting_for = "retry"
         when = ""
         if next_attempt_at is not None:
             moment = datetime.fromtimestamp(next_attempt_at, timezone.utc)
@@ -647,6 +697,8 @@ class StatusStore:
                 when,
                 1 if maybe_delivered else 0,
                 ref.recipients,
+                waiting_for or "",
+                "" if tries_left is None else max(tries_left, 0),
             ],
             client=pipe,
         )
@@ -717,8 +769,15 @@ class StatusStore:
         if "confirmed_duplicates" in fields:
             # Set by ``mailqueue reconcile``: messages Email Logs show sent more than once.
             record["confirmed_duplicates"] = int(fields["confirmed_duplicates"])
-        if fields.get("next_attempt_at") and record["state"] == "retrying":
-            record["next_attempt_at"] = fields["next_attempt_at"]
+        if record["state"] == "retrying":
+            if fields.get("next_attempt_at"):
+                record["next_attempt_at"] = fields["next_attempt_at"]
+            # What it waits for ("retry", or an Email Logs "look-up" after a
+            # lost answer) and how many more calls its retry budget allows.
+            if fields.get("waiting_for"):
+                record["waiting_for"] = fields["waiting_for"]
+            if fields.get("tries_left"):
+                record["tries_left"] = int(fields["tries_left"])
         if fields.get("group"):
             record["group"] = fields["group"]
         if fields.get("campaign"):

@@ -6,6 +6,7 @@
     .venv/bin/python tests/crash.py api-down      # the API refuses connections for a minute
     .venv/bin/python tests/crash.py broker-down   # producers facing a down Redis
     .venv/bin/python tests/crash.py failover      # Sentinel: the Redis master SIGKILLed mid-run
+    .venv/bin/python tests/crash.py failover-answered  # ... while answers are being recorded
     .venv/bin/python tests/crash.py all
     .venv/bin/python tests/crash.py --no-reconcile kill   # without Email Logs look-ups
 
@@ -536,6 +537,63 @@ def scenario_failover(
         return report
 
 
+def scenario_failover_answered(
+    *,
+    messages: int = 1000,
+    kill_after: int = 300,
+    settle: float = 300.0,
+    reconcile: bool | None = None,
+) -> CrashReport:
+    """Sentinel, one replica: the master is SIGKILLed while a worker records Mailtrap's answers.
+
+    Every message is queued (and replicated) first; the worker sends them
+    one call each, with up to 16 calls in flight, so that answers are being
+    recorded at any moment; once ``kill_after`` are accepted the master dies.
+    Each record of an accepted call waited for the replica, and one the dead
+    master could not take is written again once the replica is promoted, so
+    that nothing is lost and nothing sent twice, without Email Logs look-ups
+    too (``reconcile=False``, as for the sandbox).
+    """
+    with ExitStack() as stack:
+        group = stack.enter_context(SentinelGroup(replicas=1, down_after_ms=1000))
+        mailtrap = stack.enter_context(LocalMailtrap(latency=0.02, logs_delay=1.0))
+        # Leases long enough to outlast the failover (about 3 s here): a worker
+        # keeps trying to record an answer while its lease holds the part.
+        settings = crash_settings(
+            mailtrap,
+            group.url,
+            reclaim_idle=15.0,
+            visibility_timeout=30.0,
+            reconcile=RECONCILE if reconcile is None else reconcile,
+        )
+        mailqueue.configure(settings)
+        report = CrashReport(
+            "Redis master killed while Mailtrap's answers are recorded",
+            SoakReport(messages=messages, max_retries=settings.max_retries),
+        )
+        texts = soak_messages(messages, run="answered")
+        ids = enqueue_all(texts)
+        started = time.monotonic()
+        worker = stack.enter_context(WorkerProcess(settings))
+        _wait_accepted(mailtrap, kill_after, timeout=120)
+        accepted_at_kill = len(mailtrap.accepted)
+        old = group.kill_master()
+        killed = time.monotonic()
+        report.events.append(
+            f"master :{old.port} SIGKILLed at {killed - started:.1f} s, "
+            f"{accepted_at_kill} accepted so far"
+        )
+        new = group.wait_for_failover(old.port)
+        report.events.append(
+            f"replica :{new.port} promoted {time.monotonic() - killed:.1f} s after the kill"
+        )
+        wait_settled(ids, timeout=settle)
+        report.delivery.seconds = time.monotonic() - started
+        worker.stop()
+        analyse(mailtrap, texts, ids, report.delivery)
+        return report
+
+
 SCENARIOS: dict[str, Callable[[], CrashReport]] = {
     "kill": scenario_kill,
     "kill-held": scenario_kill_held,
@@ -543,6 +601,7 @@ SCENARIOS: dict[str, Callable[[], CrashReport]] = {
     "api-down": scenario_api_down,
     "broker-down": scenario_broker_down,
     "failover": scenario_failover,
+    "failover-answered": scenario_failover_answered,
 }
 
 

@@ -1,6 +1,7 @@
 """Fault soak: many messages through two real workers against a faulty local Mailtrap.
 
     .venv/bin/python tests/soak.py [--messages 10000] [--quick] [--no-coalesce] [--no-reconcile]
+        [--outage recovering|permanent|logs-down|logs-late] [--outage-tries 2] [--max-retries N]
 
 Every message has a unique subject, so what the local Mailtrap accepted can be
 matched against every status record. The run reports messages lost (neither
@@ -19,6 +20,14 @@ retried. With reconciliation (the default) the worker looks such a call up in
 the local Mailtrap's Email Logs first and sends again only what is absent;
 ``--no-reconcile`` shows the behaviour without it. Duplicates either way
 must be counted.
+
+``--outage`` adds one outage to the dice: ``recovering``, every request
+fails (500, 503 or reset) until each message has failed ``--outage-tries``
+tries, then the dice alone answer; ``permanent``, every request fails for
+good, so every message must end ``failed`` and dead-lettered; ``logs-down``,
+the Email Logs answer every look-up 503 (each fallback is a counted possible
+duplicate); ``logs-late``, the Email Logs list a message only after both
+look-ups. In every run no part may make more calls than its budget allows.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from mailqueue.settings import RateLimit, Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import RedisServer
 from mailqueue.testing.worker import WorkerProcess
+from mailqueue.transport import ATTEMPTS
 
 FAULT_RATES: Mapping[str, float] = {
     "500": 0.05,
@@ -48,6 +58,11 @@ FAULT_RATES: Mapping[str, float] = {
     "slow": 0.02,
     "lost": 0.02,
 }
+# Every request fails during an outage, with or without an answer.
+OUTAGE_RATES: Mapping[str, float] = {"500": 0.4, "503": 0.3, "reset": 0.3}
+OUTAGES = ("recovering", "permanent", "logs-down", "logs-late")
+# Requests one try may make: in-process retries of a 503 or a 429.
+REQUESTS_PER_TRY = ATTEMPTS
 FINAL = frozenset({"sent", "partially_sent", "failed"})
 READ_TIMEOUT = 1.0
 SLOW_SECONDS = 2.0  # above the read timeout: the answer of a "slow" request is lost
@@ -79,10 +94,16 @@ class SoakReport:
     fallbacks: int = 0  # look-ups the logs could not answer
     faults: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
+    max_retries: int | None = None  # the run's budget, when it is checked
+    dead_letters: int = 0  # sends in the dead-letter set at the end
+    most_calls: int = 0  # the most calls any message's record counts (attempts)
+    most_requests: int = 0  # the most requests that carried any one message
+    over_budget: list[str] = field(default_factory=list)
+    outage_seconds: float = 0.0  # from the first enqueue to the recovery
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.wrong or self.unflagged_duplicates)
+        return not (self.lost or self.wrong or self.unflagged_duplicates or self.over_budget)
 
     def lines(self) -> list[str]:
         faults = ", ".join(f"{name} {count}" for name, count in sorted(self.faults.items()))
@@ -102,8 +123,16 @@ class SoakReport:
             f"flagged in status   {self.flagged_total} records with possible_duplicates > 0",
             f"failed but flagged  {self.failed_flagged_accepted} (accepted by Mailtrap; "
             "the record counts the doubt)",
+            f"retry budget        {_budget(self.max_retries)}; most calls "
+            f"{self.most_calls}, most requests for one message {self.most_requests}, "
+            f"over budget {len(self.over_budget)}",
+            f"dead letters        {self.dead_letters}",
             f"verdict             {'OK' if self.ok else 'FAILED'}",
         ]
+
+
+def _budget(max_retries: int | None) -> str:
+    return "not checked" if max_retries is None else f"{max_retries + 1} calls a part"
 
 
 def soak_settings(mailtrap: LocalMailtrap, redis_url: str) -> Settings:
@@ -196,10 +225,18 @@ def analyse(
     report.requests = stats.requests
     report.faults = stats.faults
     report.statuses = stats.by_status
+    report.dead_letters = len(current().outbox.dead_letters(limit=len(send_ids) + 1))
+    budget = None if report.max_retries is None else report.max_retries + 1
     for message, send_id in zip(messages, send_ids, strict=True):
         subject = message["subject"]
         seen = copies.get(subject, 0)
         record = mailqueue.get_status(send_id) or {}
+        calls = int(record.get("attempts", 0))
+        requests = stats.by_recipient.get(message["to"][0], 0)
+        report.most_calls = max(report.most_calls, calls)
+        report.most_requests = max(report.most_requests, requests)
+        if budget is not None and (calls > budget or requests > budget * REQUESTS_PER_TRY):
+            report.over_budget.append(f"{send_id}: {calls} calls, {requests} requests")
         state = record.get("state")
         flagged = int(record.get("possible_duplicates", 0))
         report.flagged_total += flagged > 0
@@ -269,21 +306,62 @@ def run_soak(
     seed: int = 1,
     timeout: float = 600.0,
     reconcile: bool = True,
+    outage: str | None = None,
+    outage_tries: int = 2,
+    max_retries: int | None = None,
+    settle: float = SETTLE,
 ) -> SoakReport:
     """Run one soak of ``count`` messages and return what it saw."""
+    if outage is not None and outage not in OUTAGES:
+        raise ValueError(f"unknown outage {outage!r}; expected one of {', '.join(OUTAGES)}")
     report = SoakReport(messages=count)
     with soak_environment(fault_rates, seed) as (mailtrap, settings):
-        settings = settings.replace(coalesce=coalesce, reconcile=reconcile)
+        settings = settings.replace(coalesce=coalesce, reconcile=reconcile, reconcile_settle=settle)
+        if max_retries is not None:
+            settings = settings.replace(max_retries=max_retries)
+        report.max_retries = settings.max_retries
         mailqueue.configure(settings)
         messages = soak_messages(count, run=str(seed))
+        begin_outage(mailtrap, outage, settle)
         with ExitStack() as stack:
             for _ in range(workers):
                 stack.enter_context(WorkerProcess(settings, concurrency=concurrency))
             started = time.monotonic()
             send_ids = enqueue_all(messages)
+            if outage == "recovering":
+                wait_tried(send_ids, outage_tries, timeout)
+                mailtrap.fault_rates = dict(fault_rates)
+                report.outage_seconds = time.monotonic() - started
             wait_settled(send_ids, timeout)
             report.seconds = time.monotonic() - started
         return analyse(mailtrap, messages, send_ids, report)
+
+
+def begin_outage(mailtrap: LocalMailtrap, outage: str | None, settle: float = SETTLE) -> None:
+    """Make the local Mailtrap (or its Email Logs) fail as ``outage`` says."""
+    if outage in ("recovering", "permanent"):
+        mailtrap.fault_rates = dict(OUTAGE_RATES)
+    elif outage == "logs-down":
+        mailtrap.email_logs.failure = 503
+    elif outage == "logs-late":
+        # Later than both look-ups, whatever the backoff between them.
+        mailtrap.email_logs.delay = 20 * settle
+
+
+def wait_tried(send_ids: Sequence[str], tries: int, timeout: float) -> None:
+    """Wait until every send has started at least ``tries`` calls (its record's attempts)."""
+    client = current().redis
+    deadline = time.monotonic() + timeout
+    while True:
+        with client.pipeline(transaction=False) as pipe:
+            for send_id in send_ids:
+                pipe.hget(Keys().send(send_id), "attempts")
+            counts = [int(value or 0) for value in pipe.execute()]
+        if min(counts, default=tries) >= tries:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"the outage did not reach {tries} tries of every send")
+        time.sleep(0.1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -294,6 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-reconcile", action="store_true", help="send again without looking in Email Logs"
     )
+    parser.add_argument("--outage", choices=OUTAGES, help="add an outage (see above)")
+    parser.add_argument(
+        "--outage-tries", type=int, default=2, help="tries every message fails (recovering)"
+    )
+    parser.add_argument("--max-retries", type=int, help="MAILQUEUE_MAX_RETRIES (default 30)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
@@ -304,12 +387,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         timeout=args.timeout,
         reconcile=not args.no_reconcile,
+        outage=args.outage,
+        outage_tries=args.outage_tries,
+        max_retries=args.max_retries,
     )
     print("\n".join(report.lines()))
+    if report.outage_seconds:
+        print(f"outage              {report.outage_seconds:.1f} s, then recovery")
     for title, problems in (
         ("lost", report.lost),
         ("wrong", report.wrong),
         ("unflagged duplicates", report.unflagged_duplicates),
+        ("over budget", report.over_budget),
     ):
         for problem in problems[:20]:
             print(f"  {title}: {problem}")

@@ -102,7 +102,7 @@ def test_a_part_found_in_email_logs_makes_its_send_final_and_the_dead_workers_la
         store.mark_doubtful(pipe, "s1", 0, 0.0)
         pipe.execute()
     store.redis.hset(store.keys.send("s1"), "lease:0", 1)
-    assert store.claim([ref], lease_seconds=30, reconcile=True) == ["doubt"]
+    assert store.claim([ref], lease_seconds=30, reconcile=True) == ["lost_doubt"]
 
     assert finals(store, (ref, SENT)) == ["s1"]
     assert finals(store, (ref, SENT)) == []

@@ -32,7 +32,7 @@ def test_a_dead_workers_lease_makes_the_part_doubtful_since_the_lease_began(
     while (claimed := store.claim([PartRef("s1", 0)], 30, reconcile=True)) == ["busy"]:
         assert time.monotonic() < deadline, "the lease never expired"
         time.sleep(0.01)
-    assert claimed == ["doubt"]
+    assert claimed == ["lost_doubt"]
     ((since, looks),) = store.doubts([("s1", 0)])
     assert since is not None and before - 1 <= since <= time.time()
     assert looks == 0
@@ -69,6 +69,6 @@ def test_without_reconciling_a_dead_workers_lease_is_a_possible_duplicate(
     while (claimed := store.claim([PartRef("s1", 0)], 30)) == ["busy"]:
         assert time.monotonic() < deadline, "the lease never expired"
         time.sleep(0.01)
-    assert claimed == ["go"]
+    assert claimed == ["lost"]
     status = store.get("s1")
     assert status is not None and status["possible_duplicates"] == 1

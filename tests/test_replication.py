@@ -13,8 +13,10 @@ import redis
 from mailqueue import ReplicationTimeout, Settings
 from mailqueue.client import Client
 from mailqueue.connection import connect, replicated_transaction
+from mailqueue.delivery import Drainer
 from mailqueue.keys import Keys
 from mailqueue.testing.redis_server import RedisServer, online_replicas
+from tests.memory_transport import MemoryTransport
 
 
 @pytest.fixture
@@ -114,3 +116,31 @@ def test_enqueue_with_a_stopped_replica_keeps_its_idempotency_key(
     send_id = runtime.enqueue(message, idempotency_key="order-1")
     records = list(redis.Redis(port=master.port).scan_iter(match=Keys().send("*")))
     assert records == [Keys().send(send_id).encode()]
+
+
+def _waits(server: RedisServer) -> int:
+    stats = redis.Redis(port=server.port).info("commandstats")
+    return int(stats.get("cmdstat_wait", {}).get("calls", 0))
+
+
+def test_what_mailtrap_accepted_is_on_the_replica_when_the_drain_returns_one_wait_per_call(
+    master: RedisServer, replica: RedisServer
+) -> None:
+    settings = Settings(
+        broker_url=master.url, api_token="t", rate_limit="100000/1s", redis_min_replicas=1
+    )
+    runtime = Client(settings, publish=lambda options: None)
+    message = {"from_email": "a@example.com", "subject": "s", "text": "t"}
+    ids = runtime.enqueue_many([{**message, "to": [f"r{i}@example.com"]} for i in range(20)])
+    transport = MemoryTransport()
+    waits_before = _waits(master)
+
+    Drainer(runtime, transport).drain(budget=5)  # type: ignore[arg-type]
+
+    # One coalesced call, one WAIT for all of its twenty records.
+    assert len(transport.calls) == 1
+    assert _waits(master) - waits_before == 1
+    # No waiting here: the replica already holds every record.
+    reader = redis.Redis(port=replica.port)
+    assert [reader.hget(Keys().send(send_id), "state") for send_id in ids] == [b"sent"] * 20
+    runtime.close()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..activity import Activity
 from ..groups import GroupProgress
+from ..send_view import waiting_for
 
 if TYPE_CHECKING:
     from ..deadletters import DeadLetter
@@ -78,6 +79,8 @@ def format_status(
         lines.append(f"group     {record['group']}")
     if record.get("next_attempt_at"):
         lines.append(f"next try  {record['next_attempt_at']}")
+    if record.get("waiting_for"):
+        lines.append(f"waits for {waiting_for(record)}")
     if record.get("possible_duplicates"):
         lines.append(f"possible duplicates  {record['possible_duplicates']}")
     if record.get("reconciled"):

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..campaign_view import duration
+from ..send_view import waiting_for
 from .views import EXITS, FUNNEL, STATE_CHANGES
 
 __all__ = ["Page", "fragment", "funnel_svg", "page"]
@@ -438,7 +439,8 @@ def _send(record: Mapping[str, Any]) -> str:
         f"<p>State: <strong>{escape(record['state'])}</strong> · attempts {record['attempts']}"
         f" · created {escape(str(record.get('created_at')))}"
         f" · updated {escape(str(record.get('updated_at')))}"
-        f"{' · campaign ' + escape(record['campaign']) if record.get('campaign') else ''}</p>"
+        f"{' · campaign ' + escape(record['campaign']) if record.get('campaign') else ''}"
+        f"{' · waits for ' + escape(waiting_for(record)) if record.get('waiting_for') else ''}</p>"
         + (f"<p>Error: {escape(json.dumps(error, sort_keys=True))}</p>" if error else "")
         + "<h3>Recipients</h3>"
         + _table(("address", "status", "message id"), recipients)

@@ -111,9 +111,13 @@ class MailtrapStats:
     faults: Counter[str] = field(default_factory=Counter)
     messages: int = 0
     max_concurrency: int = 0
+    # How many send or batch requests carried a message to each address,
+    # whatever the answer: a fault or a rate limit counts too.
+    by_recipient: Counter[str] = field(default_factory=Counter)
 
     def copy(self) -> MailtrapStats:
         return MailtrapStats(
+            by_recipient=Counter(self.by_recipient),
             requests=self.requests,
             connections=self.connections,
             by_path=Counter(self.by_path),
@@ -317,6 +321,7 @@ class LocalMailtrap(Running):
             return _failure(404, "Not Found")
         if token is None or (token != self.token and token not in self.extra_tokens):
             return _failure(401, "Unauthorized")
+        self._count_recipients(body)
         limited = self._rate_limited(token)
         if limited is not None:
             return limited
@@ -354,6 +359,23 @@ class LocalMailtrap(Running):
         else:
             status, data = self.email_logs.answer(method, target, token)
         return _json_answer(status, data)
+
+    def _count_recipients(self, body: bytes) -> None:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return
+        requests = data.get("requests", [data]) if isinstance(data, dict) else []
+        addresses = [
+            entry["email"]
+            for request in (requests if isinstance(requests, list) else [])
+            if isinstance(request, dict)
+            for kind in ("to", "cc", "bcc")
+            for entry in request.get(kind) or ()
+            if isinstance(entry, dict) and isinstance(entry.get("email"), str)
+        ]
+        with self._lock:
+            self._stats.by_recipient.update(addresses)
 
     def _rate_limited(self, token: str) -> _Answer | None:
         if self.rate_limit is None:

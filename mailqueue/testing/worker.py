@@ -48,6 +48,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MAILQUEUE_CAP_TRANSACTIONAL_RESERVE": repr(settings.cap_transactional_reserve),
         "MAILQUEUE_CALLS_IN_FLIGHT": str(settings.calls_in_flight),
         "MAILQUEUE_RECONCILE_SETTLE": repr(settings.reconcile_settle),
+        "MAILQUEUE_EMAIL_LOGS_RATE_LIMIT": (
+            f"{settings.email_logs_rate_limit.amount}/{settings.email_logs_rate_limit.period!r}s"
+        ),
     }
     if settings.reconcile is not None:
         env["MAILQUEUE_RECONCILE"] = "true" if settings.reconcile else "false"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.crash import scenario_failover
+from tests.crash import scenario_failover, scenario_failover_answered
 
 pytestmark = pytest.mark.e2e
 
@@ -23,3 +23,15 @@ def test_a_killed_master_loses_no_enqueue_that_returned_an_id() -> None:
     assert report.refused > 0, summary
     assert report.stray_refusals == 0, summary
     assert report.ok, summary
+
+
+def test_a_master_killed_while_answers_are_recorded_sends_nothing_twice() -> None:
+    # Without Email Logs look-ups (as for the sandbox): only the worker's own
+    # records, replicated and written again after the failover, prevent a resend.
+    report = scenario_failover_answered(messages=300, kill_after=80, settle=120, reconcile=False)
+    summary = "\n".join(report.lines())
+
+    assert report.delivery.lost == [], summary
+    assert report.delivery.wrong == [], summary
+    assert report.delivery.sent == report.delivery.messages, summary
+    assert report.delivery.duplicated == 0, summary

@@ -39,3 +39,39 @@ def test_soak_coalesced_batches_survive_faults() -> None:
 
     _assert_sound(report)
     assert sum(report.faults.values()) > 0
+
+
+# -- outages: retries that end ---------------------------------------------------
+# Short look-up delays (0.5 s) keep these quick; tests/soak.py --outage runs them
+# with the soak's own.
+
+
+def test_soak_an_outage_that_ends_within_the_budget_sends_everything_once() -> None:
+    # Every request fails until each send has started two tries; six are allowed.
+    report = run_soak(50, fault_rates={}, outage="recovering", max_retries=5, workers=1, settle=0.5)
+
+    _assert_sound(report)
+    assert report.sent == 50 and report.most_calls >= 2
+    assert report.over_budget == []
+
+
+def test_soak_an_outage_for_good_dead_letters_everything_within_the_budget() -> None:
+    report = run_soak(50, fault_rates={}, outage="permanent", max_retries=2, workers=1, settle=0.5)
+
+    _assert_sound(report)
+    assert report.failed == 50 and report.dead_letters == 50
+    assert report.accepted_total == 0
+    assert report.most_calls == 3 and report.over_budget == []
+
+
+def test_soak_email_logs_down_resends_only_counted_duplicates() -> None:
+    # Lost answers whose look-ups all fall back: each resend is a counted possible duplicate.
+    report = run_soak(
+        50, fault_rates={"lost": 0.3}, outage="logs-down", max_retries=5, workers=1, settle=0.5
+    )
+
+    summary = "\n".join(report.lines())
+    assert report.lost == [] and report.wrong == [], summary
+    assert report.unflagged_duplicates == [] and report.over_budget == [], summary
+    assert report.not_final == 0, summary
+    assert report.duplicated > 0 and report.fallbacks > 0, summary
