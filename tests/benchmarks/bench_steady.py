@@ -1,6 +1,7 @@
 """Steady transactional traffic: each message's time from ``delay`` to Mailtrap's acceptance.
 
-Run: ``python tests/benchmarks/bench_steady.py [--quick] [--rates 300,1000] [--seconds 30]``.
+Run: ``python tests/benchmarks/bench_steady.py [--quick] [--rates 300,1000] [--seconds 30]``
+(``--commands`` also prints which Redis commands a message costs).
 
 Everything is real and local, on one machine: a private redis-server, a
 LocalMailtrap enforcing 150 requests per 10 s per token and answering after
