@@ -187,3 +187,19 @@ def test_transactional_calls_are_spaced_wider_while_bulk_mail_has_work(
     waits = [beside.book() for _ in range(beside.rule.burst + 1)]
     assert waits[-1] >= beside.rule.interval_beside_bulk - 1.0
     assert beside.rule.interval_beside_bulk > beside.rule.interval
+
+
+def test_a_campaign_holding_the_window_spreads_what_is_left_over_the_window(
+    redis_client: redis.Redis,
+) -> None:
+    keys = Keys("mq")
+    seconds, micros = redis_client.time()
+    now_us = seconds * 1_000_000 + micros
+    redis_client.zadd(keys.rate_limit_bulk("tk"), {f"b{i}": now_us for i in range(30)})
+    redis_client.set(keys.bulk_demand("tk"), "1", px=60_000)
+    beside = pacer(redis_client)
+    waits = [beside.book() for _ in range(beside.rule.burst + 1)]
+    window = SLOW.period + 0.25
+    expected = interval_for(beside.rule, window, SLOW, 0, 30, True)
+    assert expected > beside.rule.interval_beside_bulk  # what is left, not the base spacing
+    assert waits[-1] == pytest.approx(expected, abs=0.5)
