@@ -73,6 +73,37 @@ return 0
 """
 
 
+# What is left of both windows for the lane, without taking anything. KEYS and
+# ARGV as ``_TAKE`` but no amount: ARGV: now (s), hourly cap, daily cap,
+# hourly reserve, daily reserve, lane. Answers {messages left (-1: no cap),
+# seconds until the tighter window frees some}.
+_ROOM = """
+local now = tonumber(ARGV[1])
+local function left(key, cap, reserve, width, span)
+  if cap <= 0 then return -1, 0 end
+  local current = math.floor(now / width)
+  local oldest = current - span + 1
+  local used, first = 0, nil
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    local bucket, count = tonumber(fields[i]), tonumber(fields[i + 1])
+    if bucket >= oldest then
+      used = used + count
+      if not first or bucket < first then first = bucket end
+    end
+  end
+  local limit = cap
+  if ARGV[6] == 'bulk' then limit = cap - reserve end
+  return math.max(limit - used, 0), math.max(((first or current) + span) * width - now, 1)
+end
+local room_h, wait_h = left(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[4]), 60, 60)
+local room_d, wait_d = left(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[5]), 3600, 24)
+if room_h < 0 then return {room_d, math.ceil(wait_d)} end
+if room_d < 0 or room_h < room_d then return {room_h, math.ceil(wait_h)} end
+return {room_d, math.ceil(wait_d)}
+"""
+
+
 @dataclass(frozen=True)
 class Caps:
     """An account's caps: messages an hour and a day (None: no cap), and the reserve share."""
@@ -103,6 +134,7 @@ class CapLimiter(RedisStore):
         super().__init__(client, keys, url)
         self.caps = caps
         self._take = client.register_script(_TAKE)
+        self._room = client.register_script(_ROOM)
 
     @translated("count messages against the volume caps")
     def take(
@@ -134,3 +166,25 @@ class CapLimiter(RedisStore):
             ],
         )
         return float(wait)
+
+    @translated("read what is left of the volume caps")
+    def room(
+        self, account: str, lane: Lane, now: float | None = None, *, caps: Caps | None = None
+    ) -> tuple[int | None, float]:
+        """Messages ``account`` may still hand over in ``lane`` (None: no cap), and the
+        seconds until the tighter window frees some."""
+        caps = caps or self.caps
+        if not caps.any:
+            return None, 0.0
+        left, wait = self._room(
+            keys=[self.keys.cap(account, "hour"), self.keys.cap(account, "day")],
+            args=[
+                time.time() if now is None else now,
+                caps.hourly or 0,
+                caps.daily or 0,
+                caps.reserved(caps.hourly),
+                caps.reserved(caps.daily),
+                lane,
+            ],
+        )
+        return (None if int(left) < 0 else int(left)), float(wait)

@@ -9,7 +9,10 @@ in-process retries), and each call's outcome is recorded with its envelope's
 acknowledgement in one pipeline (``outcomes.py``: sent, retried with
 exponential backoff, or ``failed`` and kept as a dead letter). Calls run on a
 small pool of threads, so that several are in flight per process while the
-drain goes on reading.
+drain goes on reading. With coalescing on, transactional calls are paced
+fleet-wide (``pacing.py``): the drain reads the transactional lane only when
+its token's next start is due, so each call carries what gathered meanwhile
+and steady traffic never spends the window in a burst.
 
 A call that may have reached Mailtrap without its answer reaching us is not
 retried blindly when reconciling is on: its parts are marked doubtful and
@@ -25,6 +28,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .claims import Claimer
@@ -32,6 +36,7 @@ from .connection import redis_errors
 from .envelope import Envelope
 from .inflight import InFlight
 from .outcomes import DrainReport, Outcomes, worker_lost
+from .pacing import Pacer
 from .payload import MAX_BATCH_REQUESTS
 from .posting import Poster, group_calls
 from .reconcile import Reconciler
@@ -76,6 +81,11 @@ class Drainer:
         self.outcomes = Outcomes(client)
         self.poster = Poster(client, self.outcomes, self.reconciler, transport)
         self.settler = Settler(client, self.poster, self.outcomes, self.reconciler)
+        self._pacer = (
+            Pacer(client.redis, self.settings.rate_limit, self.settings.token_key, self.keys)
+            if self.settings.coalesce
+            else None
+        )
         self._last_campaign = ""
         self._moved_at = -MOVE_DUE_INTERVAL
         self._beat_at = -HEARTBEAT_INTERVAL
@@ -128,8 +138,9 @@ class Drainer:
                 if started:
                     self._heartbeat()
                     continue
-                if self._flight.running:
-                    self._flight.wait(POLL_INTERVAL)
+                paced = self._pacer.due() if self._pacer is not None else 0.0
+                if self._flight.running or paced:
+                    self._flight.wait(min(paced, POLL_INTERVAL) if paced else POLL_INTERVAL)
                     self._heartbeat()
                     continue
                 # Leave first, then look once more: a producer that saw this
@@ -148,6 +159,8 @@ class Drainer:
     def _start_transactional(self, report: DrainReport) -> bool:
         if not self._flight.can_start("transactional"):
             return False
+        if self._pacer is not None and self._pacer.due():
+            return False
         count = MAX_BATCH_REQUESTS if self.settings.coalesce else 1
         envelopes = self.outbox.read(self.consumer, self.keys.outbox, count)
         if not envelopes:
@@ -156,7 +169,7 @@ class Drainer:
             return False
         if len(envelopes) >= MAX_BATCH_REQUESTS or envelopes[0].is_batch:
             self.waker.call_for_help()
-        self._deliver(envelopes, report)
+        self._deliver(envelopes, report, delay=self._pacer.book() if self._pacer else 0.0)
         return True
 
     def _start_bulk(self, report: DrainReport) -> bool:
@@ -217,7 +230,8 @@ class Drainer:
         if due is not None:
             self.waker.wake_at(due)
 
-    def _deliver(self, envelopes: list[Envelope], report: DrainReport) -> None:
+    def _deliver(self, envelopes: list[Envelope], report: DrainReport, delay: float = 0.0) -> None:
+        """Claim ``envelopes`` and start their calls; ``delay``: seconds the calls wait to start."""
         ready, doubtful, lost = self.claims.claim(envelopes, report)
         if lost:
             doubtful = doubtful + self._lost(lost, report)
@@ -226,6 +240,14 @@ class Drainer:
                 doubtful[0].lane, functools.partial(self.settler.settle, doubtful, report)
             )
         for route, group in self.poster.calls(ready, report):
+            call = functools.partial(self.poster.post, route, group, report)
             self._flight.start(
-                group[0].lane, functools.partial(self.poster.post, route, group, report)
+                group[0].lane, functools.partial(_after, delay, call) if delay else call
             )
+
+
+def _after(delay: float, call: Callable[[], None]) -> None:
+    # The pacer booked this start a moment ahead: the call's thread waits for
+    # it, the drain goes on reading (what arrives meanwhile rides the next call).
+    time.sleep(delay)
+    call()

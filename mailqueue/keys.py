@@ -40,6 +40,7 @@ its choosing. With the default prefix:
     {mq}:rl:<token_key>        ...     the fleet-wide rate limiter's state
     {mq}:rl:<token_key>:bulk   zset    the bulk lane's grants in the same window
     {mq}:rl:<token_key>:demand string  set for a moment whenever bulk mail asks for a slot
+    {mq}:rl:<token_key>:pace   string  when the schedule of transactional calls ends (pacing.py)
     {mq}:cooldown:<token_key>  string  set while the fleet backs off after a 429
     {mq}:limiters              hash    token_key -> JSON {amount, period, account, at}: the limits
                                        workers send under, as they note them (``fleet_limits``)
@@ -169,6 +170,7 @@ class Keys:
         self.rate_limit = KeyFamily(base, "rl")
         self.rate_limit_bulk = KeyFamily(base, "rl", suffix=":bulk")
         self.bulk_demand = KeyFamily(base, "rl", suffix=":demand")
+        self.pace = KeyFamily(base, "rl", suffix=":pace")
         self.cooldown = KeyFamily(base, "cooldown")
         self.campaign = KeyFamily(base, "campaign")
         self.campaign_held = KeyFamily(base, "held")

@@ -187,6 +187,16 @@ class Poster:
 
         limiter = self.client.caps
         caps = limiter.caps.for_account(route.hourly_cap, route.daily_cap)
+        if len(group) > 1 and lookup is None and caps.any:
+            left, frees_in = limiter.room(route.limiter_key, group[0].lane, caps=caps)
+            fits = max(within_caps(call, left), 1)
+            if fits < len(group):
+                # A coalesced call never carries more than the caps have left
+                # (Mailtrap's plans refuse mail beyond them): the rest waits.
+                report.add(calls=-1)
+                self.outcomes.defer(group[fits:], frees_in)
+                self.post(route, group[:fits], report)
+                return
         wait = limiter.take(route.limiter_key, group[0].lane, messages_in(call), caps=caps)
         if wait > 0:
             self.outcomes.defer(group, wait)
@@ -276,6 +286,19 @@ def group_calls(
     if current:
         groups.append(current)
     return groups
+
+
+def within_caps(call: ApiCall, left: int | None) -> int:
+    """How many of a call's requests, from the first, fit in ``left`` messages (None: all)."""
+    if left is None:
+        return len(call.recipients)
+    fits = 0
+    for request in call.recipients:
+        left -= len(request)
+        if left < 0:
+            break
+        fits += 1
+    return fits
 
 
 def messages_in(call: ApiCall) -> int:

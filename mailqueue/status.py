@@ -769,6 +769,9 @@ class StatusStore:
         if "confirmed_duplicates" in fields:
             # Set by ``mailqueue reconcile``: messages Email Logs show sent more than once.
             record["confirmed_duplicates"] = int(fields["confirmed_duplicates"])
+        if record["state"] == "queued" and fields.get("next_attempt_at"):
+            # Held back by the volume caps: when it may go.
+            record["next_attempt_at"] = fields["next_attempt_at"]
         if record["state"] == "retrying":
             if fields.get("next_attempt_at"):
                 record["next_attempt_at"] = fields["next_attempt_at"]

@@ -78,6 +78,24 @@ def test_a_call_larger_than_the_cap_goes_alone_into_an_empty_window(
     assert caps.take("t", "bulk", 1, now=NOW) > 0
 
 
+def test_room_is_what_the_tighter_window_has_left_for_the_lane(redis_client: redis.Redis) -> None:
+    caps = limiter(redis_client, hourly=10, daily=100, reserve=0.2)
+    assert caps.room("t", "transactional", now=NOW) == (10, 3600)
+    assert caps.take("t", "transactional", 6, now=NOW + 60) == 0
+    assert caps.room("t", "transactional", now=NOW + 120) == (4, 3600 - 60)
+    assert caps.room("t", "bulk", now=NOW + 120)[0] == 2  # the reserve is not bulk's
+
+
+def test_room_takes_nothing(redis_client: redis.Redis) -> None:
+    caps = limiter(redis_client, hourly=10, reserve=0)
+    caps.room("t", "bulk", now=NOW)
+    assert caps.take("t", "bulk", 10, now=NOW) == 0
+
+
+def test_without_caps_there_is_room_for_anything(redis_client: redis.Redis) -> None:
+    assert limiter(redis_client).room("t", "bulk", now=NOW) == (None, 0.0)
+
+
 # -- held by the drain ---------------------------------------------------------
 
 
@@ -176,5 +194,23 @@ def test_an_account_cap_holds_that_accounts_mail_only(redis_url: str) -> None:
         Drainer(client, transport=MemoryTransport()).drain(budget=5)  # type: ignore[arg-type]
         assert [client.store.state(i) for i in free] == ["sent"] * 4
         assert sorted(client.store.state(i) for i in capped) == ["queued", "queued", "sent", "sent"]
+    finally:
+        client.close()
+
+
+def test_a_coalesced_call_carries_no_more_than_the_caps_have_left(redis_url: str) -> None:
+    settings = Settings(
+        broker_url=redis_url, api_token="t", rate_limit="100000/1s", coalesce=True, hourly_cap=50
+    )
+    client = Client(settings, publish=lambda options: None)
+    try:
+        ids = [client.enqueue(message(i)) for i in range(80)]
+        transport = MemoryTransport()
+        Drainer(client, transport=transport).drain(budget=5)  # type: ignore[arg-type]
+        sent = sum(len(call.json.get("requests", [None])) for call in transport.calls)
+        assert sent == 50
+        held = [client.get_status(i) for i in ids if client.store.state(i) != "sent"]
+        assert len(held) == 30
+        assert all(r and r["state"] == "queued" and r.get("next_attempt_at") for r in held)
     finally:
         client.close()

@@ -1,6 +1,7 @@
 """Steady transactional traffic: each message's time from ``delay`` to Mailtrap's acceptance.
 
-Run: ``python tests/benchmarks/bench_steady.py [--quick] [--rates 300,1000] [--seconds 30]``.
+Run: ``python tests/benchmarks/bench_steady.py [--quick] [--rates 300,1000] [--seconds 30]``
+(``--commands`` also prints which Redis commands a message costs).
 
 Everything is real and local, on one machine: a private redis-server, a
 LocalMailtrap enforcing 150 requests per 10 s per token and answering after
@@ -156,6 +157,24 @@ class Result:
         )
 
 
+# ``--commands``: also print which commands the server ran, per message.
+SHOW_COMMANDS = False
+
+
+def command_counts(client: redis.Redis) -> dict[str, int]:
+    """Calls of each command so far (commands run by scripts included)."""
+    return {name: int(entry["calls"]) for name, entry in client.info("commandstats").items()}
+
+
+def show_commands(before: dict[str, int], after: dict[str, int], messages: int) -> None:
+    if not SHOW_COMMANDS:
+        return
+    spent = {name: after[name] - before.get(name, 0) for name in after}
+    top = sorted(spent.items(), key=lambda item: -item[1])[:14]
+    shown = (f"{name.removeprefix('cmdstat_')} {n / messages:.2f}" for name, n in top)
+    print("    " + ", ".join(shown))
+
+
 def redis_work(client: redis.Redis) -> tuple[int, float]:
     """All commands the server has run, and its CPU seconds (user + system)."""
     stats = client.info("commandstats")
@@ -217,6 +236,7 @@ def run(
     watcher = Watcher(env, tag)
     env.mailtrap.reset()
     commands_before, cpu_before = redis_work(env.client)
+    counts_before = command_counts(env.client)
     watcher.start()
     start = time.monotonic() + 0.2
     for _ in processes:
@@ -227,6 +247,7 @@ def run(
     _wait_for(lambda: len(watcher.stamps) >= count, timeout)
     watcher.stop()
     commands_after, cpu_after = redis_work(env.client)
+    show_commands(counts_before, command_counts(env.client), max(1, len(watcher.stamps)))
     for process in processes:
         process.join(timeout=10)
     stats = env.mailtrap.stats
@@ -290,7 +311,10 @@ def main() -> None:
     parser.add_argument("--rates", default="300,1000", help="messages a second, comma-separated")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long each rate runs")
     parser.add_argument("--burst", type=int, default=6000, help="lone sends in the burst")
+    parser.add_argument("--commands", action="store_true", help="print Redis commands a message")
     options = parser.parse_args()
+    global SHOW_COMMANDS
+    SHOW_COMMANDS = options.commands
     seconds = 10.0 if options.quick else options.seconds
     burst = 2000 if options.quick else options.burst
     rates = [float(rate) for rate in options.rates.split(",") if rate.strip()]

@@ -14,6 +14,7 @@ from mailqueue.activity import fleet_activity
 from mailqueue.client import default
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
+from mailqueue.testing.polling import wait_for
 from mailqueue.testing.worker import WorkerProcess
 from mailqueue.transport import ATTEMPTS
 
@@ -153,3 +154,23 @@ def test_without_coalescing_each_message_is_its_own_call(
 
     assert all(r["state"] == "sent" for r in records.values())
     assert mailtrap.stats.by_path == {"/api/send": 10}
+
+
+def test_a_coalesced_call_stays_within_the_hourly_cap_and_the_rest_shows_when_it_may_go(
+    mailtrap: LocalMailtrap, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(hourly_cap=50)
+    ids = [mailqueue.enqueue(order(i)) for i in range(80)]
+
+    def states() -> Counter[str]:
+        return Counter(str((mailqueue.get_status(i) or {}).get("state")) for i in ids)
+
+    with killed_at_exit(WorkerProcess(settings, concurrency=2)):
+        wait_for(lambda: len(mailtrap.accepted) >= 50, 30, "the cap's worth reached Mailtrap")
+        wait_for(lambda: states() == {"sent": 50, "queued": 30}, 10, "50 sent, 30 held")
+        time.sleep(2.0)  # a window in which nothing more may arrive
+        assert len(mailtrap.accepted) == 50
+        held = [mailqueue.get_status(i) or {} for i in ids]
+        held = [record for record in held if record["state"] == "queued"]
+        assert len(held) == 30
+        assert all(record.get("next_attempt_at") for record in held)
