@@ -187,6 +187,19 @@ def test_malformed_json_is_400(mailtrap: LocalMailtrap, session: requests.Sessio
     assert answer.status_code == 400
 
 
+@pytest.mark.parametrize("recipients", [5, True, "a@example.com", {"email": "a@example.com"}])
+def test_recipients_of_the_wrong_json_type_are_a_400_not_a_dropped_connection(
+    mailtrap: LocalMailtrap, session: requests.Session, recipients: object
+) -> None:
+    single = post(session, mailtrap, "send", {**message(), "to": recipients})
+    batch = post(session, mailtrap, "batch", {"base": message(), "requests": [{"to": recipients}]})
+
+    assert single.status_code == 400
+    assert single.json()["success"] is False
+    assert batch.status_code == 200
+    assert [item["success"] for item in batch.json()["responses"]] == [False]
+
+
 # -- batch --------------------------------------------------------------------
 
 

@@ -371,7 +371,8 @@ class LocalMailtrap(Running):
             for request in (requests if isinstance(requests, list) else [])
             if isinstance(request, dict)
             for kind in ("to", "cc", "bcc")
-            for entry in request.get(kind) or ()
+            # Any JSON may arrive here (a malformed body is refused later, not here).
+            for entry in _list_or_empty(request.get(kind))
             if isinstance(entry, dict) and isinstance(entry.get("email"), str)
         ]
         with self._lock:
@@ -511,6 +512,10 @@ class LocalMailtrap(Running):
 
 # The stream a request reached and the token that sent it.
 _Sender = tuple[str, str]
+
+
+def _list_or_empty(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _stream_of(path: str) -> tuple[str, str, str | None] | None:
