@@ -371,7 +371,9 @@ class LocalMailtrap(Running):
             for request in (requests if isinstance(requests, list) else [])
             if isinstance(request, dict)
             for kind in ("to", "cc", "bcc")
-            for entry in request.get(kind) or ()
+            # A malformed body (``"to": 5``) is refused by the schema; counting must not crash.
+            if isinstance(request.get(kind), list)
+            for entry in request[kind]
             if isinstance(entry, dict) and isinstance(entry.get("email"), str)
         ]
         with self._lock:
