@@ -9,11 +9,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import api
-from .api import *  # noqa: F403  (the names in api.__all__, re-exported below)
-from .celery_app import app
-from .client import Client
-from .errors import (
+from mailqueue import api
+from mailqueue.api import *  # noqa: F403  (the names in api.__all__, re-exported below)
+from mailqueue.client import Client
+from mailqueue.core.payload import ApiCall, build_payload
+from mailqueue.errors import (
     BrokerUnavailable,
     ConfigurationError,
     DeliveryError,
@@ -25,10 +25,10 @@ from .errors import (
     UnsupportedFeature,
     ValidationError,
 )
-from .payload import ApiCall, build_payload
-from .records import MessageDict, StatusRecord
-from .settings import Settings
-from .tasks import send_email
+from mailqueue.records import MessageDict, StatusRecord
+from mailqueue.settings import Settings
+from mailqueue.tasks import send_email
+from mailqueue.tasks.app import app
 
 celery = app
 

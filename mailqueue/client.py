@@ -22,24 +22,24 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 from celery import Celery
 
-from .connection import connect
-from .redis_edge import RedisStore
-from .settings import Settings
+from mailqueue.settings import Settings
+from mailqueue.store.base import RedisStore
+from mailqueue.store.connection import connect
 
 if TYPE_CHECKING:
-    from .campaigns import CampaignRecord, CampaignStore
-    from .caps import CapLimiter
-    from .deadletters import DeadLetter
-    from .delivery import Drainer
-    from .groups import SendIds
-    from .keys import Keys
-    from .outbox import LaneStats, Outbox
-    from .ratelimit import FleetRateLimiter
-    from .records import StatusRecord
-    from .status import StatusStore
-    from .suppressions import Suppression, SuppressionList
-    from .waker import Publish, Waker
-    from .webhooks.store import EventStore
+    from mailqueue.deliver.drain import Drainer
+    from mailqueue.produce.deadletters import DeadLetter
+    from mailqueue.records import StatusRecord
+    from mailqueue.store.campaigns import CampaignRecord, CampaignStore
+    from mailqueue.store.caps import CapLimiter
+    from mailqueue.store.groups import SendIds
+    from mailqueue.store.keys import Keys
+    from mailqueue.store.outbox import LaneStats, Outbox
+    from mailqueue.store.ratelimit import FleetRateLimiter
+    from mailqueue.store.status import StatusStore
+    from mailqueue.store.suppressions import Suppression, SuppressionList
+    from mailqueue.store.waker import Publish, Waker
+    from mailqueue.webhooks.store import EventStore
 
 __all__ = ["Client", "client_for_settings", "configure", "default", "reset_default"]
 
@@ -77,13 +77,13 @@ class Client:
 
     @cached_property
     def keys(self) -> Keys:
-        from .keys import Keys
+        from mailqueue.store.keys import Keys
 
         return Keys(self.settings.key_prefix)
 
     @cached_property
     def store(self) -> StatusStore:
-        from .status import StatusStore
+        from mailqueue.store.status import StatusStore
 
         return StatusStore(self.redis, self.settings)
 
@@ -93,7 +93,7 @@ class Client:
 
     @cached_property
     def outbox(self) -> Outbox:
-        from .outbox import Outbox
+        from mailqueue.store.outbox import Outbox
 
         return self._store(
             Outbox,
@@ -103,13 +103,13 @@ class Client:
 
     @cached_property
     def campaigns(self) -> CampaignStore:
-        from .campaigns import CampaignStore
+        from mailqueue.store.campaigns import CampaignStore
 
         return CampaignStore(self.redis, self.settings)
 
     @cached_property
     def caps(self) -> CapLimiter:
-        from .caps import CapLimiter, Caps
+        from mailqueue.store.caps import CapLimiter, Caps
 
         caps = Caps(
             hourly=self.settings.hourly_cap,
@@ -120,7 +120,7 @@ class Client:
 
     @cached_property
     def suppressions(self) -> SuppressionList:
-        from .suppressions import SuppressionList
+        from mailqueue.store.suppressions import SuppressionList
 
         return self._store(
             SuppressionList,
@@ -130,13 +130,13 @@ class Client:
 
     @cached_property
     def limiter(self) -> FleetRateLimiter:
-        from .ratelimit import FleetRateLimiter
+        from mailqueue.store.ratelimit import FleetRateLimiter
 
         return FleetRateLimiter(self.redis, self.settings, key_space=self.keys)
 
     @cached_property
     def events(self) -> EventStore:
-        from .webhooks.store import EventStore
+        from mailqueue.webhooks.store import EventStore
 
         return EventStore(self.redis, self.settings)
 
@@ -144,7 +144,7 @@ class Client:
     def celery(self) -> Celery:
         if self._celery is not None:
             return self._celery
-        from .celery_app import celery_config
+        from mailqueue.tasks.app import celery_config
 
         # Publishing only: the tasks are found by name on the worker's side.
         app = Celery("mailqueue", set_as_current=False)
@@ -153,14 +153,14 @@ class Client:
 
     @cached_property
     def waker(self) -> Waker:
-        from .waker import Waker
+        from mailqueue.store.waker import Waker
 
         return self._store(Waker, self._publish)
 
     @cached_property
     def drainer(self) -> Drainer:
         """This process's drainer for this client (one HTTP session), built on first use."""
-        from .delivery import Drainer
+        from mailqueue.deliver.drain import Drainer
 
         return Drainer(self)
 
@@ -175,7 +175,7 @@ class Client:
         **celery_options: Any,
     ) -> str:
         """Validate and queue one message; returns its send id (see ``mailqueue.enqueue``)."""
-        from .producer import enqueue
+        from mailqueue.produce.producer import enqueue
 
         return enqueue(
             self, message, idempotency_key=idempotency_key, send_id=send_id, **celery_options
@@ -185,13 +185,13 @@ class Client:
         self, messages: Iterable[Mapping[str, Any]], *, campaign: str | None = None
     ) -> SendIds:
         """Validate every message, then queue them all; ids in order (as ``enqueue_many``)."""
-        from .producer import enqueue_many
+        from mailqueue.produce.producer import enqueue_many
 
         return enqueue_many(self, messages, campaign=campaign)
 
     def get_status(self, send_id: str) -> StatusRecord | None:
         """The status record of a send, or None for an unknown id."""
-        from .producer import get_status
+        from mailqueue.produce.producer import get_status
 
         return get_status(self, send_id)
 
@@ -199,25 +199,25 @@ class Client:
 
     def get_campaign(self, name: str) -> CampaignRecord | None:
         """The campaign's record (state, recipients, counts, ETA), or None."""
-        from .steering import get_campaign
+        from mailqueue.produce.steering import get_campaign
 
         return get_campaign(self, name)
 
     def pause_campaign(self, name: str) -> CampaignRecord:
         """Pause a campaign fleet-wide: no new call of it starts; returns its record."""
-        from .steering import pause_campaign
+        from mailqueue.produce.steering import pause_campaign
 
         return pause_campaign(self, name)
 
     def resume_campaign(self, name: str) -> CampaignRecord:
         """Resume a paused campaign; ValidationError for a cancelled one."""
-        from .steering import resume_campaign
+        from mailqueue.produce.steering import resume_campaign
 
         return resume_campaign(self, name)
 
     def cancel_campaign(self, name: str) -> CampaignRecord:
         """Cancel a campaign: recipients not yet handed to Mailtrap end ``cancelled``."""
-        from .steering import cancel_campaign
+        from mailqueue.produce.steering import cancel_campaign
 
         return cancel_campaign(self, name)
 
@@ -225,34 +225,34 @@ class Client:
         self, address: str, *, reason: str = "manual", stream: str | None = None
     ) -> Suppression:
         """Never mail ``address`` again (on ``stream`` only, when given)."""
-        from .steering import translated
+        from mailqueue.produce.steering import translated
 
         with translated(self, "suppress an address"):
             return self.suppressions.suppress(address, reason=reason, stream=stream)
 
     def unsuppress(self, address: str) -> bool:
         """Let mail reach ``address`` again; True when it was suppressed."""
-        from .steering import translated
+        from mailqueue.produce.steering import translated
 
         with translated(self, "unsuppress an address"):
             return self.suppressions.unsuppress(address)
 
     def get_suppression(self, address: str) -> Suppression | None:
         """The suppression of ``address``, or None."""
-        from .steering import translated
+        from mailqueue.produce.steering import translated
 
         with translated(self, "read a suppression"):
             return self.suppressions.get(address)
 
     def cancel(self, send_id: str) -> StatusRecord:
         """Cancel a send not yet handed to Mailtrap; returns its status record."""
-        from .steering import cancel_send
+        from mailqueue.produce.steering import cancel_send
 
         return cancel_send(self, send_id)
 
     def reschedule(self, send_id: str, when: Any) -> StatusRecord:
         """Move a send not yet handed to Mailtrap to ``when``; returns its status record."""
-        from .steering import reschedule_send
+        from mailqueue.produce.steering import reschedule_send
 
         return reschedule_send(self, send_id, when)
 
@@ -266,7 +266,7 @@ class Client:
 
     def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters, oldest first."""
-        from .deadletters import list_dead_letters
+        from mailqueue.produce.deadletters import list_dead_letters
 
         return list_dead_letters(self, limit)
 
@@ -274,13 +274,13 @@ class Client:
         self, send_ids: Iterable[str] | None = None, *, wake: bool = True
     ) -> int:
         """Send dead-lettered sends again (all when ``send_ids`` is None); returns how many."""
-        from .deadletters import requeue_dead_letters
+        from mailqueue.produce.deadletters import requeue_dead_letters
 
         return requeue_dead_letters(self, send_ids, wake=wake)
 
     def purge_dead_letters(self, send_ids: Sequence[str] | None = None) -> int:
         """Forget dead letters (all when ``send_ids`` is None); returns how many."""
-        from .deadletters import purge_dead_letters
+        from mailqueue.produce.deadletters import purge_dead_letters
 
         return purge_dead_letters(self, send_ids)
 
@@ -290,7 +290,7 @@ class Client:
         if self._publish_to is not None:
             self._publish_to(options)
             return
-        from .waker import DELIVER_TASK
+        from mailqueue.store.waker import DELIVER_TASK
 
         # By name: the producer side never imports the worker's tasks.
         self.celery.send_task(DELIVER_TASK, **options)
@@ -323,7 +323,7 @@ def default() -> Client:
     if client is None:
         with _lock:
             if _default is None:
-                from .celery_app import app
+                from mailqueue.tasks.app import app
 
                 _default = Client(Settings.from_process(), celery=app)
             client = _default
@@ -338,7 +338,7 @@ def configure(settings: Settings) -> Client:
     should create its own ``Client`` instead.
     """
     global _default
-    from .celery_app import app, apply_settings
+    from mailqueue.tasks.app import app, apply_settings
 
     client = Client(settings, celery=app)
     with _lock:

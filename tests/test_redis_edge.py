@@ -10,7 +10,7 @@ import pytest
 from mailqueue.client import Client
 from mailqueue.errors import BrokerUnavailable
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef
+from mailqueue.store.status import PartRef
 from mailqueue.testing.redis_server import free_port
 from mailqueue.webhooks.events import TrackingEvent
 from tests.memory_transport import MemoryTransport

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import redis
 
-from mailqueue.csv_table import neutralize_formula, restore_formula
 from mailqueue.errors import ValidationError
-from mailqueue.keys import Keys
+from mailqueue.produce.csv_table import neutralize_formula, restore_formula
 from mailqueue.settings import Settings
-from mailqueue.suppressions import SuppressionList, read_csv, write_csv
+from mailqueue.store.keys import Keys
+from mailqueue.store.suppressions import SuppressionList, read_csv, write_csv
 from mailqueue.webhooks.events import normalize_event
 from mailqueue.webhooks.store import EventStore
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mailqueue.errors import ValidationError
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
 from mailqueue.testing.wsgi import serving
 from mailqueue.webhooks import STATUS_RANK, TrackingApp, create_app, normalize_event
 from mailqueue.webhooks.events import EVENT_TYPES

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import redis
 
-from mailqueue import keys
-from mailqueue.keys import Keys
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store import keys
+from mailqueue.store.keys import Keys
+from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
 from mailqueue.webhooks.events import TrackingEvent, normalize_event
 from mailqueue.webhooks.store import EventStore, parse_index_entry, pick_recipients
 

@@ -18,20 +18,26 @@ from typing import Any
 
 import click
 
-from ..campaign_csv import Content, Recipient, Repeats, individual_messages, iter_recipients
-from ..campaign_file import open_csv, queue_campaign_file, source_name
-from ..campaign_view import campaign_line
-from ..campaigns import ENDED_STATES
-from ..chunked_send import QueuedGroup, enqueue_each
-from ..client import Client
-from ..errors import ValidationError
-from ..groups import SendIds, get_batch_progress, get_group
-from ..records import FINAL_STATES
-from .errors import CliError, field_error, flag_error, reason
-from .group import cli, stream_option
-from .group import client as current_client
-from .status import watch_view
-from .views import counts_line
+from mailqueue.cli.errors import CliError, field_error, flag_error, reason
+from mailqueue.cli.group import cli, stream_option
+from mailqueue.cli.group import client as current_client
+from mailqueue.cli.status import watch_view
+from mailqueue.cli.views import counts_line
+from mailqueue.client import Client
+from mailqueue.errors import ValidationError
+from mailqueue.produce.campaign_csv import (
+    Content,
+    Recipient,
+    Repeats,
+    individual_messages,
+    iter_recipients,
+)
+from mailqueue.produce.campaign_file import open_csv, queue_campaign_file, source_name
+from mailqueue.produce.chunked_send import QueuedGroup, enqueue_each
+from mailqueue.records import FINAL_STATES
+from mailqueue.store.campaign_view import campaign_line
+from mailqueue.store.campaigns import ENDED_STATES
+from mailqueue.store.groups import SendIds, get_batch_progress, get_group
 
 __all__ = ["campaign_group"]
 

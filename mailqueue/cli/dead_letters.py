@@ -7,12 +7,12 @@ from typing import cast
 
 import click
 
-from ..routing import Stream
-from ..send_audit import reconcile_doubtful, reconcile_send
-from .errors import CliError
-from .group import cli, listing_options, stream_option
-from .group import client as current_client
-from .views import format_dead_letters, format_reconciled
+from mailqueue.cli.errors import CliError
+from mailqueue.cli.group import cli, listing_options, stream_option
+from mailqueue.cli.group import client as current_client
+from mailqueue.cli.views import format_dead_letters, format_reconciled
+from mailqueue.core.routing import Stream
+from mailqueue.reconcile.send_audit import reconcile_doubtful, reconcile_send
 
 __all__ = ["dead_letters", "reconcile"]
 

@@ -6,10 +6,10 @@ import json
 
 import click
 
-from .. import steering
-from .group import cli, each, listing_options
-from .group import client as current_client
-from .views import table
+from mailqueue.cli.group import cli, each, listing_options
+from mailqueue.cli.group import client as current_client
+from mailqueue.cli.views import table
+from mailqueue.produce import steering
 
 __all__ = ["scheduled_group"]
 

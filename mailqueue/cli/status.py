@@ -10,15 +10,10 @@ from typing import Any
 
 import click
 
-from ..activity import fleet_activity
-from ..client import Client
-from ..groups import get_group
-from ..lane_metrics import format_lanes
-from ..records import FINAL_STATES
-from .errors import CliError
-from .group import cli
-from .group import client as current_client
-from .views import (
+from mailqueue.cli.errors import CliError
+from mailqueue.cli.group import cli
+from mailqueue.cli.group import client as current_client
+from mailqueue.cli.views import (
     FAILURE_STATUSES,
     RECIPIENTS_SHOWN,
     failed_recipients,
@@ -27,6 +22,11 @@ from .views import (
     format_status,
     stall_note,
 )
+from mailqueue.client import Client
+from mailqueue.metrics.lanes import format_lanes
+from mailqueue.records import FINAL_STATES
+from mailqueue.store.activity import fleet_activity
+from mailqueue.store.groups import get_group
 
 __all__ = ["lanes", "status", "watch_view"]
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import idna
 
-from .errors import ValidationError
+from mailqueue.errors import ValidationError
 
 __all__ = [
     "EmailAddress",

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from urllib.parse import unquote
 
-from .payload import ApiCall, call_size
-from .routing import LANES, STREAMS, Lane, Route, Stream
-from .status import PartRef
+from mailqueue.core.payload import ApiCall, call_size
+from mailqueue.core.routing import LANES, STREAMS, Lane, Route, Stream
+from mailqueue.store.status import PartRef
 
 __all__ = ["Envelope", "Kind", "envelopes_for", "lane_for"]
 

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from email.utils import unquote
 from typing import Any, TypeVar
 
-from .addresses import EmailAddress, parse_address_list
-from .errors import UnsupportedFeature, ValidationError
-from .mailtrap_rules import (
+from mailqueue.core.addresses import EmailAddress, parse_address_list
+from mailqueue.core.rules import (
     MAX_ADDRESSES_PER_FIELD,
     MAX_CATEGORY_CHARS,
     MAX_CUSTOM_VARIABLES_BYTES,
@@ -30,8 +29,9 @@ from .mailtrap_rules import (
     custom_variables_size,
     is_template_uuid,
 )
-from .schedule import parse_when
-from .settings import Settings, valid_account_name
+from mailqueue.core.schedule import parse_when
+from mailqueue.errors import UnsupportedFeature, ValidationError
+from mailqueue.settings import Settings, valid_account_name
 
 __all__ = [
     "MESSAGE_KEYS",

@@ -18,8 +18,8 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import MailqueueError, ValidationError
-from .mailtrap_rules import (
+from mailqueue.core.message import NormalizedMessage, normalize_message, refuse_long_recipient_lists
+from mailqueue.core.rules import (
     MAX_BATCH_BYTES,
     MAX_BATCH_REQUESTS,
     MAX_CUSTOM_VARIABLES_BYTES,
@@ -29,8 +29,8 @@ from .mailtrap_rules import (
     merge_request,
     message_errors,
 )
-from .message import NormalizedMessage, normalize_message, refuse_long_recipient_lists
-from .settings import Settings
+from mailqueue.errors import MailqueueError, ValidationError
+from mailqueue.settings import Settings
 
 __all__ = [
     "BATCH_WRAPPER_BYTES",

@@ -20,14 +20,14 @@ import requests
 from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 from urllib3 import exceptions as urllib3_errors
 
-from .errors import (
+from mailqueue.core.payload import ApiCall
+from mailqueue.errors import (
     DeliveryError,
     PermanentDeliveryError,
     RateLimited,
     Redirected,
     TransientDeliveryError,
 )
-from .payload import ApiCall
 
 __all__ = [
     "RequestResult",

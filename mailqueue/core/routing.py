@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
-from .errors import ConfigurationError
-from .settings import (
+from mailqueue.errors import ConfigurationError
+from mailqueue.settings import (
     DEFAULT_API_URL,
     DEFAULT_BULK_API_URL,
     SANDBOX_API_URL,

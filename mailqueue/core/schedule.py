@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from typing import Any
 
-from .errors import ValidationError
+from mailqueue.errors import ValidationError
 
 __all__ = ["SCHEDULE_KEYS", "Schedule", "parse_when", "schedule_of"]
 

@@ -10,13 +10,13 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
-from .. import deadletters, steering
-from ..client import Client
-from ..errors import BrokerUnavailable, MailqueueError
-from ..webhooks.handler import Response
-from ..webhooks.verify import REALM
-from . import render, views
-from .auth import DashboardAuth
+from mailqueue.client import Client
+from mailqueue.dashboard import render, views
+from mailqueue.dashboard.auth import DashboardAuth
+from mailqueue.errors import BrokerUnavailable, MailqueueError
+from mailqueue.produce import deadletters, steering
+from mailqueue.webhooks.handler import Response
+from mailqueue.webhooks.verify import REALM
 
 __all__ = ["MAX_FORM", "DashboardApp"]
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..activity import fleet_activity
-from ..address_index import recent_sends
-from ..client import Client
-from ..deadletters import list_dead_letters
-from ..fleet_limits import fleet_limits
-from ..keys import safe_id
-from ..steering import translated
+from mailqueue.client import Client
+from mailqueue.produce.deadletters import list_dead_letters
+from mailqueue.produce.steering import translated
+from mailqueue.store.activity import fleet_activity
+from mailqueue.store.address_index import recent_sends
+from mailqueue.store.fleet_limits import fleet_limits
+from mailqueue.store.keys import safe_id
 
 __all__ = ["FUNNEL", "campaign", "campaigns", "dead_letters", "fleet", "search", "suppressions"]
 

@@ -1,1 +1,1 @@
-"""deliver"""
+"""The drain and its stages: claims, posting, outcomes, settling, hooks."""

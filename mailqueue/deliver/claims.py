@@ -18,13 +18,13 @@ from typing import Literal, NamedTuple
 
 import redis
 
-from . import metrics
-from .envelope import Envelope
-from .outcome_hooks import Endings
-from .outcomes import DrainReport, Stage
-from .settings import Settings
-from .status import Claim, PartResult
-from .withheld import without_recipients
+from mailqueue.core.envelope import Envelope
+from mailqueue.deliver.hooks import Endings
+from mailqueue.deliver.outcomes import DrainReport, Stage
+from mailqueue.metrics import instruments as metrics
+from mailqueue.settings import Settings
+from mailqueue.store.status import Claim, PartResult
+from mailqueue.store.withheld import without_recipients
 
 __all__ = ["Claimed", "Claimer", "call_deadline", "lease_for"]
 

@@ -27,19 +27,19 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from .claims import Claimer
-from .connection import redis_errors
-from .envelope import Envelope
-from .inflight import InFlight
-from .outcomes import DrainReport, Outcomes, worker_lost
-from .payload import MAX_BATCH_REQUESTS
-from .posting import Poster, group_calls
-from .reconcile import Reconciler
-from .settling import Settler
-from .transport import Transport
+from mailqueue.core.envelope import Envelope
+from mailqueue.core.payload import MAX_BATCH_REQUESTS
+from mailqueue.deliver.claims import Claimer
+from mailqueue.deliver.outcomes import DrainReport, Outcomes, worker_lost
+from mailqueue.deliver.posting import Poster, group_calls
+from mailqueue.deliver.settling import Settler
+from mailqueue.mailtrap.transport import Transport
+from mailqueue.reconcile.lookup import Reconciler
+from mailqueue.store.connection import redis_errors
+from mailqueue.store.inflight import InFlight
 
 if TYPE_CHECKING:
-    from .client import Client
+    from mailqueue.client import Client
 
 __all__ = ["DrainReport", "Drainer", "group_calls"]
 

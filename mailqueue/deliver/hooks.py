@@ -27,13 +27,13 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError
-from .records import StatusRecord
-from .status import Recorded
+from mailqueue.errors import ConfigurationError
+from mailqueue.records import StatusRecord
+from mailqueue.store.status import Recorded
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .envelope import Envelope
+    from mailqueue.client import Client
+    from mailqueue.core.envelope import Envelope
 
 __all__ = ["Endings", "OutcomeHooks", "load_callable"]
 
@@ -162,6 +162,6 @@ def _post_send_sender() -> Callable[[Envelope, StatusRecord], None] | None:
         return None
     if not django_settings.configured:
         return None
-    from .django.signals import post_send_available, send_post_send
+    from mailqueue.django.signals import post_send_available, send_post_send
 
     return send_post_send if post_send_available() else None

@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 
-from . import metrics
-from .backoff import compute_backoff
-from .connection import replicated_transaction
-from .envelope import Envelope
-from .errors import DeliveryError, RateLimited, ReplicationTimeout, TransientDeliveryError
-from .outcome_hooks import Endings, OutcomeHooks
-from .payload import ApiCall
-from .responses import RequestResult
-from .status import PartResult
+from mailqueue.core.backoff import compute_backoff
+from mailqueue.core.envelope import Envelope
+from mailqueue.core.payload import ApiCall
+from mailqueue.core.responses import RequestResult
+from mailqueue.deliver.hooks import Endings, OutcomeHooks
+from mailqueue.errors import DeliveryError, RateLimited, ReplicationTimeout, TransientDeliveryError
+from mailqueue.metrics import instruments as metrics
+from mailqueue.store.connection import replicated_transaction
+from mailqueue.store.status import PartResult
 
 if TYPE_CHECKING:
-    from .client import Client
+    from mailqueue.client import Client
 
 __all__ = ["DrainReport", "Outcomes", "Stage", "part_result", "send_ids", "worker_lost"]
 

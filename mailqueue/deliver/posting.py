@@ -18,26 +18,32 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import metrics
-from .calltag import MAX_TAG_GROWTH, Tag, tag_call
-from .claims import call_deadline
-from .envelope import Envelope
-from .errors import (
+from mailqueue.core.envelope import Envelope
+from mailqueue.core.payload import (
+    BATCH_WRAPPER_BYTES,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_REQUESTS,
+    ApiCall,
+    coalesce,
+)
+from mailqueue.core.routing import Lane, Route, resolve_route
+from mailqueue.deliver.claims import call_deadline
+from mailqueue.deliver.outcomes import DrainReport, Outcomes
+from mailqueue.errors import (
     ConfigurationError,
     DeliveryError,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
-from .fleet_limits import LimitNotices
-from .outcomes import DrainReport, Outcomes
-from .payload import BATCH_WRAPPER_BYTES, MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, ApiCall, coalesce
-from .ratelimit import FleetRateLimiter
-from .reconcile import PartLookup, Reconciler, remaining_call
-from .routing import Lane, Route, resolve_route
-from .transport import Transport, Withdrawn
+from mailqueue.mailtrap.transport import Transport, Withdrawn
+from mailqueue.metrics import instruments as metrics
+from mailqueue.reconcile.calltag import MAX_TAG_GROWTH, Tag, tag_call
+from mailqueue.reconcile.lookup import PartLookup, Reconciler, remaining_call
+from mailqueue.store.fleet_limits import LimitNotices
+from mailqueue.store.ratelimit import FleetRateLimiter
 
 if TYPE_CHECKING:
-    from .client import Client
+    from mailqueue.client import Client
 
 __all__ = ["Poster", "group_calls", "messages_in"]
 

@@ -14,17 +14,17 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import metrics
-from .claims import call_deadline, lease_for
-from .envelope import Envelope
-from .errors import EmailLogsBusy, EmailLogsUnavailable
-from .outcomes import DrainReport, Outcomes, Stage, part_result, send_ids
-from .posting import Poster
-from .reconcile import LOOKS_BEFORE_RESEND, Doubtful, PartLookup, Reconciler
-from .routing import Route
+from mailqueue.core.envelope import Envelope
+from mailqueue.core.routing import Route
+from mailqueue.deliver.claims import call_deadline, lease_for
+from mailqueue.deliver.outcomes import DrainReport, Outcomes, Stage, part_result, send_ids
+from mailqueue.deliver.posting import Poster
+from mailqueue.errors import EmailLogsBusy, EmailLogsUnavailable
+from mailqueue.metrics import instruments as metrics
+from mailqueue.reconcile.lookup import LOOKS_BEFORE_RESEND, Doubtful, PartLookup, Reconciler
 
 if TYPE_CHECKING:
-    from .client import Client
+    from mailqueue.client import Client
 
 __all__ = ["Settler"]
 

@@ -1,1 +1,1 @@
-"""mailtrap"""
+"""The only code that does HTTP to Mailtrap: session, transport, Email Logs, suppressions."""

@@ -28,15 +28,15 @@ from urllib.parse import quote
 import redis
 import requests
 
-from .api_session import ApiSession
-from .errors import EmailLogsBusy, EmailLogsUnavailable, RateLimited
-from .keys import Keys
-from .logmatch import Logged, parse_logged
-from .ratelimit import FleetRateLimiter
-from .responses import parse_retry_after
-from .routing import Route
-from .settings import RateLimit, Settings
-from .transport import Limiter, backoff_seconds
+from mailqueue.core.responses import parse_retry_after
+from mailqueue.core.routing import Route
+from mailqueue.errors import EmailLogsBusy, EmailLogsUnavailable, RateLimited
+from mailqueue.mailtrap.session import ApiSession
+from mailqueue.mailtrap.transport import Limiter, backoff_seconds
+from mailqueue.reconcile.logmatch import Logged, parse_logged
+from mailqueue.settings import RateLimit, Settings
+from mailqueue.store.keys import Keys
+from mailqueue.store.ratelimit import FleetRateLimiter
 
 __all__ = [
     "GET_LIMIT",

@@ -18,8 +18,8 @@ import requests
 import requests.adapters
 import requests.utils
 
-from .connection import mask_url
-from .errors import ConfigurationError
+from mailqueue.core.urls import mask_url
+from mailqueue.errors import ConfigurationError
 
 __all__ = ["ApiSession", "check_api_url", "is_loopback_host"]
 
@@ -68,7 +68,7 @@ class ApiSession:
     """Owns a ``requests.Session`` with the token's headers; close it, or use it in ``with``."""
 
     def __init__(self, headers: dict[str, str], *, pool_size: int = 1) -> None:
-        from . import __version__
+        from mailqueue import __version__
 
         self._session: requests.Session = _Session()
         adapter = requests.adapters.HTTPAdapter(

@@ -32,15 +32,15 @@ from urllib.parse import quote
 
 import requests
 
-from .addresses import comparable
-from .api_session import ApiSession, check_api_url
-from .errors import SuppressionSyncError, ValidationError
-from .responses import parse_retry_after
-from .transport import backoff_seconds
+from mailqueue.core.addresses import comparable
+from mailqueue.core.responses import parse_retry_after
+from mailqueue.errors import SuppressionSyncError, ValidationError
+from mailqueue.mailtrap.session import ApiSession, check_api_url
+from mailqueue.mailtrap.transport import backoff_seconds
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .suppressions import SuppressionList
+    from mailqueue.client import Client
+    from mailqueue.store.suppressions import SuppressionList
 
 __all__ = ["MailtrapSuppressions", "SyncReport", "sync_suppressions"]
 

@@ -1,7 +1,7 @@
 """The one place that does HTTP: a pooled session, timeouts, and short in-process retries.
 
 ``Transport.post`` makes exactly one POST and hands the answer to
-``mailqueue.responses``; ``Transport.send`` wraps it in a few quick tenacity
+``mailqueue.core.responses``; ``Transport.send`` wraps it in a few quick tenacity
 retries of transient errors, bounded by a deadline, asking the fleet-wide
 limiter before every attempt. Longer waits are the Celery task's job.
 """
@@ -18,14 +18,14 @@ from typing import Protocol
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from . import metrics
-from .api_session import ApiSession
-from .backoff import compute_backoff
-from .errors import DeliveryError, RateLimited, TransientDeliveryError
-from .payload import ApiCall
-from .responses import RequestResult, classify_exception, parse_response
-from .routing import Route, resolve_route
-from .settings import Settings
+from mailqueue.core.backoff import compute_backoff
+from mailqueue.core.payload import ApiCall
+from mailqueue.core.responses import RequestResult, classify_exception, parse_response
+from mailqueue.core.routing import Route, resolve_route
+from mailqueue.errors import DeliveryError, RateLimited, TransientDeliveryError
+from mailqueue.mailtrap.session import ApiSession
+from mailqueue.metrics import instruments as metrics
+from mailqueue.settings import Settings
 
 __all__ = ["Limiter", "Observer", "Transport", "Withdrawn", "backoff_seconds"]
 
@@ -40,7 +40,7 @@ POOL_SIZE = 16
 
 
 class Limiter(Protocol):
-    """The fleet-wide rate limiter, as the transport uses it (``mailqueue.ratelimit``)."""
+    """The fleet-wide rate limiter, as the transport uses it (``mailqueue.store.ratelimit``)."""
 
     def acquire(self, max_wait: float | None = None) -> float: ...
 

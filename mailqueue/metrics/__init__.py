@@ -1,1 +1,1 @@
-"""metrics"""
+"""Prometheus instruments."""

@@ -59,9 +59,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .connection import connect_probe
-from .errors import ConfigurationError
-from .keys import Keys
+from mailqueue.errors import ConfigurationError
+from mailqueue.store.connection import connect_probe
+from mailqueue.store.keys import Keys
 
 __all__ = [
     "SEND_OUTCOMES",
@@ -347,7 +347,7 @@ def exposition_registry(
     else:
         registry.register(_ProcessRegistry())  # type: ignore[arg-type]
     if redis_client is not None:
-        from .lane_metrics import LaneCollector
+        from mailqueue.metrics.lanes import LaneCollector
 
         registry.register(QueueDepthCollector(redis_client, key_space))  # type: ignore[arg-type]
         registry.register(LaneCollector(redis_client, key_space))  # type: ignore[arg-type]

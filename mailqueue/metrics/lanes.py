@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator
 import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from .errors import BrokerUnavailable
-from .keys import Keys
-from .outbox import LaneStats, Outbox
+from mailqueue.errors import BrokerUnavailable
+from mailqueue.store.keys import Keys
+from mailqueue.store.outbox import LaneStats, Outbox
 
 __all__ = ["LaneCollector", "format_lanes"]
 

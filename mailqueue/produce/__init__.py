@@ -1,1 +1,1 @@
-"""produce"""
+"""Validate, plan and enqueue; steering, dead letters, campaign files."""

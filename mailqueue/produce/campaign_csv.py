@@ -18,10 +18,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .addresses import comparable
-from .csv_table import Repeats, SeenAddresses, one_address, open_table
-from .errors import ValidationError
-from .payload import MAX_BATCH_REQUESTS
+from mailqueue.core.addresses import comparable
+from mailqueue.core.payload import MAX_BATCH_REQUESTS
+from mailqueue.errors import ValidationError
+from mailqueue.produce.csv_table import Repeats, SeenAddresses, one_address, open_table
 
 __all__ = [
     "Content",

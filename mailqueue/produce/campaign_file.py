@@ -19,12 +19,18 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
-from .campaign_csv import Content, Recipient, Repeats, batch_messages, iter_recipients
-from .chunked_send import ChunkedSend, enqueue_chunked
-from .errors import ValidationError
+from mailqueue.errors import ValidationError
+from mailqueue.produce.campaign_csv import (
+    Content,
+    Recipient,
+    Repeats,
+    batch_messages,
+    iter_recipients,
+)
+from mailqueue.produce.chunked_send import ChunkedSend, enqueue_chunked
 
 if TYPE_CHECKING:
-    from .client import Client
+    from mailqueue.client import Client
 
 __all__ = ["open_csv", "queue_campaign_file", "source_name"]
 

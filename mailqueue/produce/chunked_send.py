@@ -33,18 +33,18 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import redis
 
-from . import keys
-from .connection import replicated_transaction, unavailable
-from .envelope import Envelope, envelopes_for, lane_for
-from .errors import ValidationError
-from .message import campaign_name
-from .payload import ApiCall, build_payload
-from .producer import BULK_WAKEUPS, _Plan, _plan
-from .routing import Stream
-from .status import now_iso
+from mailqueue.core.envelope import Envelope, envelopes_for, lane_for
+from mailqueue.core.message import campaign_name
+from mailqueue.core.payload import ApiCall, build_payload
+from mailqueue.core.routing import Stream
+from mailqueue.errors import ValidationError
+from mailqueue.produce.producer import BULK_WAKEUPS, _Plan, _plan
+from mailqueue.store import keys
+from mailqueue.store.connection import replicated_transaction, unavailable
+from mailqueue.store.status import now_iso
 
 if TYPE_CHECKING:
-    from .client import Client
+    from mailqueue.client import Client
 
 __all__ = ["ChunkedSend", "QueuedGroup", "enqueue_chunked", "enqueue_each"]
 

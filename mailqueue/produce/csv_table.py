@@ -24,8 +24,8 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from .addresses import EmailAddress, InvalidAddress, parse_address_list
-from .errors import ValidationError
+from mailqueue.core.addresses import EmailAddress, InvalidAddress, parse_address_list
+from mailqueue.errors import ValidationError
 
 __all__ = [
     "DELIMITERS",

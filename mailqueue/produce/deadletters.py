@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from . import keys
-from .connection import unavailable
-from .errors import ValidationError
-from .records import ErrorRecord
+from mailqueue.errors import ValidationError
+from mailqueue.records import ErrorRecord
+from mailqueue.store import keys
+from mailqueue.store.connection import unavailable
 
 if TYPE_CHECKING:
-    from .client import Client
+    from mailqueue.client import Client
 
 __all__ = ["DeadLetter", "list_dead_letters", "purge_dead_letters", "requeue_dead_letters"]
 

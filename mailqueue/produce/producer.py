@@ -19,20 +19,20 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from . import keys
-from .address_index import note_send
-from .connection import replicated_transaction, unavailable
-from .envelope import envelopes_for
-from .errors import ValidationError
-from .groups import SendIds
-from .message import campaign_name
-from .payload import MAX_BATCH_REQUESTS, ApiCall, build_payload
-from .records import StatusRecord
-from .schedule import schedule_of
-from .status import now_iso
+from mailqueue.core.envelope import envelopes_for
+from mailqueue.core.message import campaign_name
+from mailqueue.core.payload import MAX_BATCH_REQUESTS, ApiCall, build_payload
+from mailqueue.core.schedule import schedule_of
+from mailqueue.errors import ValidationError
+from mailqueue.records import StatusRecord
+from mailqueue.store import keys
+from mailqueue.store.address_index import note_send
+from mailqueue.store.connection import replicated_transaction, unavailable
+from mailqueue.store.groups import SendIds
+from mailqueue.store.status import now_iso
 
 if TYPE_CHECKING:
-    from .client import Client
+    from mailqueue.client import Client
 
 __all__ = ["enqueue", "enqueue_many", "get_status"]
 

@@ -15,17 +15,17 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from .connection import redis_errors
-from .errors import ValidationError
-from .keys import safe_id
-from .outcome_hooks import Endings, OutcomeHooks
-from .records import StatusRecord
-from .schedule import parse_when
-from .status import iso_of
+from mailqueue.core.schedule import parse_when
+from mailqueue.deliver.hooks import Endings, OutcomeHooks
+from mailqueue.errors import ValidationError
+from mailqueue.records import StatusRecord
+from mailqueue.store.connection import redis_errors
+from mailqueue.store.keys import safe_id
+from mailqueue.store.status import iso_of
 
 if TYPE_CHECKING:
-    from .campaigns import CampaignRecord
-    from .client import Client
+    from mailqueue.client import Client
+    from mailqueue.store.campaigns import CampaignRecord
 
 __all__ = [
     "cancel_campaign",

@@ -1,1 +1,1 @@
-"""reconcile"""
+"""Unknown outcomes: call tags, Email Logs matching, look-ups."""

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
-from .mailtrap_rules import MAX_CUSTOM_VARIABLES_BYTES
-from .message import custom_variables_size
-from .payload import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, ApiCall, call_size
+from mailqueue.core.message import custom_variables_size
+from mailqueue.core.payload import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, ApiCall, call_size
+from mailqueue.core.rules import MAX_CUSTOM_VARIABLES_BYTES
 
 __all__ = ["MAX_TAG_GROWTH", "TAG_KEY", "Tag", "parse_tag", "tag_call"]
 

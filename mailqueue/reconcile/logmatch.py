@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from .addresses import idna_encode
-from .calltag import Tag, parse_tag
+from mailqueue.core.addresses import idna_encode
+from mailqueue.reconcile.calltag import Tag, parse_tag
 
 __all__ = ["Logged", "Pending", "Verdict", "address_key", "match_requests", "parse_logged"]
 

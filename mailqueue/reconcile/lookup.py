@@ -24,16 +24,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import keys
-from .calltag import Tag, tag_call
-from .email_logs import EmailLogsClient, fleet_limiters, window
-from .logmatch import Logged, Pending, Verdict, match_requests
-from .payload import ApiCall
-from .responses import RequestResult
-from .routing import Route
+from mailqueue.core.payload import ApiCall
+from mailqueue.core.responses import RequestResult
+from mailqueue.core.routing import Route
+from mailqueue.mailtrap.email_logs import EmailLogsClient, fleet_limiters, window
+from mailqueue.reconcile.calltag import Tag, tag_call
+from mailqueue.reconcile.logmatch import Logged, Pending, Verdict, match_requests
+from mailqueue.store import keys
 
 if TYPE_CHECKING:
-    from .client import Client
+    from mailqueue.client import Client
 
 __all__ = ["Doubtful", "PartLookup", "Reconciler", "pending_requests", "remaining_call"]
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from .email_logs import EmailLogsClient, fleet_limiters, window
-from .logmatch import address_key
-from .routing import Stream, resolve_route
+from mailqueue.core.routing import Stream, resolve_route
+from mailqueue.mailtrap.email_logs import EmailLogsClient, fleet_limiters, window
+from mailqueue.reconcile.logmatch import address_key
 
 if TYPE_CHECKING:
-    from .client import Client
+    from mailqueue.client import Client
 
 __all__ = ["SendReconciliation", "reconcile_doubtful", "reconcile_send"]
 

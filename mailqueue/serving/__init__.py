@@ -1,1 +1,1 @@
-"""serving"""
+"""The guarded HTTP server the webhook app and the dashboard run on."""

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from . import metrics
+from mailqueue.metrics import instruments as metrics
 
 __all__ = ["FailedLogins"]
 

@@ -1,1 +1,1 @@
-"""store"""
+"""The Redis stores: the only code that spells keys or runs Lua."""

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import redis
 
-from .client import Client
-from .connection import unavailable
-from .waker import HEARTBEAT
+from mailqueue.client import Client
+from mailqueue.store.connection import unavailable
+from mailqueue.store.waker import HEARTBEAT
 
 __all__ = ["Activity", "fleet_activity"]
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from .payload import ApiCall
+from mailqueue.core.payload import ApiCall
 
 if TYPE_CHECKING:
-    from .client import Client
+    from mailqueue.client import Client
 
 __all__ = ["KEPT_PER_ADDRESS", "MAX_INDEXED_RECIPIENTS", "note_send", "recent_sends"]
 

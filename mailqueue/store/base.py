@@ -11,12 +11,12 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
-from .connection import redis_errors
+from mailqueue.store.connection import redis_errors
 
 if TYPE_CHECKING:
     import redis
 
-    from .keys import Keys
+    from mailqueue.store.keys import Keys
 
 __all__ = ["AtRedis", "RedisStore", "translated"]
 

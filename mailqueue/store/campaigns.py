@@ -30,11 +30,11 @@ from typing import Any, TypedDict, cast
 
 import redis
 
-from .errors import ValidationError
-from .keys import Keys
-from .message import campaign_name
-from .redis_edge import translated
-from .settings import Settings
+from mailqueue.core.message import campaign_name
+from mailqueue.errors import ValidationError
+from mailqueue.settings import Settings
+from mailqueue.store.base import translated
+from mailqueue.store.keys import Keys
 
 __all__ = [
     "CAMPAIGN_STATES",

@@ -22,8 +22,8 @@ from typing import Literal
 
 import redis
 
-from .keys import Keys
-from .redis_edge import RedisStore, translated
+from mailqueue.store.base import RedisStore, translated
+from mailqueue.store.keys import Keys
 
 __all__ = ["CapLimiter", "Caps", "Lane"]
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import redis
 
-from .keys import Keys
-from .ratelimit import FleetRateLimiter
-from .routing import Route
-from .settings import RateLimit
+from mailqueue.core.routing import Route
+from mailqueue.settings import RateLimit
+from mailqueue.store.keys import Keys
+from mailqueue.store.ratelimit import FleetRateLimiter
 
 __all__ = ["ANNOUNCE_EVERY", "SHOWN_FOR", "LimitNotices", "fleet_limits"]
 

@@ -13,10 +13,10 @@ from typing import cast
 
 import redis
 
-from . import keys
-from .client import Client
-from .connection import unavailable
-from .records import FINAL_STATES, GroupRecord
+from mailqueue.client import Client
+from mailqueue.records import FINAL_STATES, GroupRecord
+from mailqueue.store import keys
+from mailqueue.store.connection import unavailable
 
 __all__ = [
     "FINAL_STATES",

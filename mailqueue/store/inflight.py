@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .routing import Lane
+from mailqueue.core.routing import Lane
 
 __all__ = ["InFlight"]
 

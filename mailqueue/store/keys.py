@@ -65,6 +65,9 @@ from __future__ import annotations
 import hashlib
 import re
 
+# The prefix is a setting, checked where settings are read.
+from mailqueue.settings import DEFAULT_PREFIX, check_prefix
+
 __all__ = [
     "DEFAULT_PREFIX",
     "EVENTS_KEPT",
@@ -77,7 +80,6 @@ __all__ = [
     "safe_id",
 ]
 
-DEFAULT_PREFIX = "mq"
 # The consumer group of both outbox streams.
 OUTBOX_GROUP = "workers"
 # How many tracking events a send keeps for get_status' history.
@@ -90,21 +92,12 @@ MAILTRAP_WEBHOOK_RETRY_SECONDS = 40 * (5 * 60 + 30)
 EVENT_ID_TTL = 6 * 3600
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._@:+=-]{1,200}$")
-# No braces (the prefix is the hash tag) and nothing a glob would read.
-_PREFIX = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def safe_id(value: object) -> str | None:
     """``value`` when it can name a key (Mailtrap ids are UUID-like), else None."""
     if isinstance(value, str) and _SAFE_ID.match(value):
         return value
-    return None
-
-
-def check_prefix(prefix: object) -> str | None:
-    """Why ``prefix`` cannot be a key prefix, or None when it can."""
-    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
-        return "must be 1 to 64 letters, digits or ._:- (no braces)"
     return None
 
 

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from .keys import Keys, safe_id
+from mailqueue.store.keys import Keys, safe_id
 
 __all__ = ["BUCKETS", "IndexEntry", "MessageIndex", "decode_entry", "encode_entry"]
 

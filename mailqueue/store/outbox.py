@@ -31,10 +31,10 @@ from typing import Any, cast
 
 import redis
 
-from .envelope import Envelope
-from .keys import OUTBOX_GROUP, Keys
-from .redis_edge import RedisStore, translated
-from .routing import LANES, STREAMS, Lane, Stream
+from mailqueue.core.envelope import Envelope
+from mailqueue.core.routing import LANES, STREAMS, Lane, Stream
+from mailqueue.store.base import RedisStore, translated
+from mailqueue.store.keys import OUTBOX_GROUP, Keys
 
 __all__ = ["Envelope", "LaneStats", "Outbox"]
 

@@ -47,10 +47,10 @@ from typing import Protocol
 import redis
 from redis.commands.core import Script
 
-from .errors import BrokerUnavailable, RateLimited
-from .keys import Keys
-from .routing import Lane, Route
-from .settings import RateLimit, Settings
+from mailqueue.core.routing import Lane, Route
+from mailqueue.errors import BrokerUnavailable, RateLimited
+from mailqueue.settings import RateLimit, Settings
+from mailqueue.store.keys import Keys
 
 __all__ = [
     "BULK_SHARE",

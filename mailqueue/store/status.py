@@ -7,7 +7,7 @@ part whose call already succeeded is never sent again. The send's state is
 derived from its parts: ``sent`` when every part was accepted, ``failed`` when
 none was, ``partially_sent`` otherwise.
 
-Record layout (keys in ``mailqueue.keys``):
+Record layout (keys in ``mailqueue.store.keys``):
     mq:send:<id>  state, attempts, created_at, updated_at, parts, group,
                   error (JSON), possible_duplicates, next_attempt_at,
                   done:<part> (sent|partial|failed), lease:<part> (ms deadline)
@@ -28,12 +28,12 @@ from typing import Any, Literal, NamedTuple, cast
 
 import redis
 
-from .campaigns import bucket_of
-from .keys import Keys, safe_id
-from .message_index import MessageIndex
-from .records import GroupRecord, State, StatusRecord
-from .redis_edge import translated
-from .settings import Settings
+from mailqueue.records import GroupRecord, State, StatusRecord
+from mailqueue.settings import Settings
+from mailqueue.store.base import translated
+from mailqueue.store.campaigns import bucket_of
+from mailqueue.store.keys import Keys, safe_id
+from mailqueue.store.message_index import MessageIndex
 
 __all__ = [
     "Claim",

@@ -22,8 +22,9 @@ from typing import IO, TYPE_CHECKING, Any, TypedDict, cast
 
 import redis
 
-from .addresses import comparable, parse_address_list
-from .csv_table import (
+from mailqueue.core.addresses import comparable, parse_address_list
+from mailqueue.errors import ValidationError
+from mailqueue.produce.csv_table import (
     Repeats,
     SeenAddresses,
     neutralize_formula,
@@ -31,12 +32,11 @@ from .csv_table import (
     open_table,
     restore_formula,
 )
-from .errors import ValidationError
-from .keys import Keys
-from .redis_edge import RedisStore, translated
+from mailqueue.store.base import RedisStore, translated
+from mailqueue.store.keys import Keys
 
 if TYPE_CHECKING:
-    from .webhooks.events import TrackingEvent
+    from mailqueue.webhooks.events import TrackingEvent
 
 __all__ = [
     "CSV_COLUMNS",

@@ -29,8 +29,8 @@ from typing import Any
 
 import redis
 
-from .keys import Keys
-from .redis_edge import RedisStore, translated
+from mailqueue.store.base import RedisStore, translated
+from mailqueue.store.keys import Keys
 
 __all__ = ["DELIVER_TASK", "HEARTBEAT", "MAX_COUNTDOWN", "Publish", "Waker"]
 

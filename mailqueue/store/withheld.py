@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from .addresses import comparable
-from .payload import ApiCall
+from mailqueue.core.addresses import comparable
+from mailqueue.core.payload import ApiCall
 
 __all__ = ["without_recipients"]
 

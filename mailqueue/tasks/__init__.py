@@ -15,13 +15,15 @@ from typing import Any
 from celery import Task, bootsteps, signals
 from celery.result import AsyncResult
 
-from . import keys, metrics, worker_setup  # noqa: F401  (worker_setup: hooks)
-from .celery_app import app, ours
-from .client import Client, default, reset_default
-from .delivery import Drainer
-from .errors import ValidationError
-from .outcome_hooks import OutcomeHooks
-from .send_result import SendResult
+from mailqueue.client import Client, default, reset_default
+from mailqueue.deliver.drain import Drainer
+from mailqueue.deliver.hooks import OutcomeHooks
+from mailqueue.errors import ValidationError
+from mailqueue.metrics import instruments as metrics
+from mailqueue.store import keys
+from mailqueue.tasks import worker_setup  # noqa: F401  (its worker signal receivers)
+from mailqueue.tasks.app import app, ours
+from mailqueue.tasks.send_result import SendResult
 
 __all__ = ["deliver", "send_email"]
 

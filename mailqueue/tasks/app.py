@@ -15,9 +15,9 @@ from typing import Any, cast
 
 from celery import Celery
 
-from .connection import SENTINEL_TRANSPORT, celery_broker, check_master_name
-from .errors import ConfigurationError
-from .settings import Settings
+from mailqueue.errors import ConfigurationError
+from mailqueue.settings import Settings
+from mailqueue.store.connection import SENTINEL_TRANSPORT, celery_broker, check_master_name
 
 __all__ = ["app", "apply_settings", "celery_config", "ours"]
 
@@ -147,7 +147,7 @@ class _ProcessConfig(Mapping[str, Any]):
                 # not in kombu's transport lookup with a traceback.
                 _ = settings.status_redis_url
             except ConfigurationError as exc:
-                from .worker_checks import refuse_in_celery_command
+                from mailqueue.tasks.worker_checks import refuse_in_celery_command
 
                 refuse_in_celery_command(exc)
                 raise
@@ -156,7 +156,7 @@ class _ProcessConfig(Mapping[str, Any]):
                 try:
                     check_master_name(values.get("broker_transport_options"))
                 except ConfigurationError as exc:
-                    from .worker_checks import refuse_in_celery_command
+                    from mailqueue.tasks.worker_checks import refuse_in_celery_command
 
                     refuse_in_celery_command(exc)
                     raise
@@ -174,7 +174,7 @@ class _ProcessConfig(Mapping[str, Any]):
 
 
 _process_config = _ProcessConfig()
-app = Celery("mailqueue", include=["mailqueue.tasks", "mailqueue.worker_checks"])
+app = Celery("mailqueue", include=["mailqueue.tasks", "mailqueue.tasks.worker_checks"])
 app.config_from_object(_process_config)
 
 

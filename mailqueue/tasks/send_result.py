@@ -15,12 +15,12 @@ from celery import states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
-from .errors import MailqueueError
-from .records import FINAL_STATES
+from mailqueue.errors import MailqueueError
+from mailqueue.records import FINAL_STATES
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .records import StatusRecord
+    from mailqueue.client import Client
+    from mailqueue.records import StatusRecord
 
 __all__ = ["SendResult"]
 
@@ -46,7 +46,7 @@ class SendResult(AsyncResult):  # type: ignore[type-arg]
 
     def record(self) -> StatusRecord | None:
         """The send's status record now (``mailqueue.get_status``)."""
-        from .client import default
+        from mailqueue.client import default
 
         return (self._client or default()).get_status(self.id)
 

@@ -26,7 +26,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 from redis.sentinel import Sentinel
 
-from .connection import check_master_name
+from mailqueue.store.connection import check_master_name
 
 __all__ = ["SentinelChannel", "SentinelTransport"]
 

@@ -27,11 +27,11 @@ from urllib.parse import urlsplit
 import click
 from celery.signals import worker_init
 
-from .api_session import check_api_url, is_loopback_host
-from .celery_app import ours
-from .connection import mask_url
-from .errors import ConfigurationError, MailqueueError
-from .settings import DEFAULT_BULK_API_URL, Settings, account_env_prefix
+from mailqueue.core.urls import mask_url
+from mailqueue.errors import ConfigurationError, MailqueueError
+from mailqueue.mailtrap.session import check_api_url, is_loopback_host
+from mailqueue.settings import DEFAULT_BULK_API_URL, Settings, account_env_prefix
+from mailqueue.tasks.app import ours
 
 __all__ = ["check_worker_settings", "refuse_in_celery_command", "worker_warnings"]
 
@@ -55,7 +55,7 @@ def check_worker_settings(settings: Settings) -> None:
         )
     if settings.on_outcome:
         # Found at start, not at the first send's end: a typo is one line, not a log per send.
-        from .outcome_hooks import load_callable
+        from mailqueue.deliver.hooks import load_callable
 
         try:
             load_callable(settings.on_outcome, "on_outcome")
@@ -124,7 +124,7 @@ def refuse_in_celery_command(exc: MailqueueError) -> None:
 def _refuse_to_start(sender: Any = None, **_: Any) -> None:
     if not ours(sender):
         return
-    from .client import default as current
+    from mailqueue.client import default as current
 
     try:
         settings = current().settings

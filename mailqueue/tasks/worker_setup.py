@@ -1,7 +1,7 @@
 """What a worker sets up around Celery: its metrics folder and its heartbeat file.
 
 The metrics folder is chosen in the worker's main process before the pool
-forks (see :mod:`mailqueue.metrics`); a folder that cannot be written stops the
+forks (see :mod:`mailqueue.metrics.instruments`); a folder that cannot be written stops the
 worker at start with one line naming ``PROMETHEUS_MULTIPROC_DIR``, instead of a
 traceback from the first delivery.
 
@@ -22,9 +22,9 @@ from typing import Any
 import click
 from celery import bootsteps, signals
 
-from . import metrics
-from .celery_app import app, ours
-from .errors import ConfigurationError
+from mailqueue.errors import ConfigurationError
+from mailqueue.metrics import instruments as metrics
+from mailqueue.tasks.app import app, ours
 
 __all__ = ["HEARTBEAT_INTERVAL", "Heartbeat"]
 

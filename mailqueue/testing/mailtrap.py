@@ -59,11 +59,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ..settings import Settings
-from .email_logs import DEFAULT_DELAY, EmailLogs
-from .running import Running
-from .suppressions import RemoteSuppressions
-from .validation import check_batch, check_batch_size, check_inbox_id, check_send
+from mailqueue.settings import Settings
+from mailqueue.testing.email_logs import DEFAULT_DELAY, EmailLogs
+from mailqueue.testing.running import Running
+from mailqueue.testing.suppressions import RemoteSuppressions
+from mailqueue.testing.validation import check_batch, check_batch_size, check_inbox_id, check_send
 
 __all__ = ["FAULTS", "AcceptedMessage", "LocalMailtrap", "MailtrapStats"]
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import ValidationError
+from mailqueue.errors import ValidationError
 
 __all__ = ["EVENT_TYPES", "TrackingEvent", "normalize_event"]
 

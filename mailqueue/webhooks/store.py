@@ -22,14 +22,14 @@ from typing import Any
 
 import redis
 
-from ..addresses import comparable
-from ..campaigns import CampaignStore
-from ..keys import EVENT_ID_TTL, EVENTS_KEPT, Keys, safe_id
-from ..message_index import IndexEntry, MessageIndex, decode_entry
-from ..redis_edge import translated
-from ..settings import Settings
-from ..suppressions import SuppressionList
-from .events import TrackingEvent
+from mailqueue.core.addresses import comparable
+from mailqueue.settings import Settings
+from mailqueue.store.base import translated
+from mailqueue.store.campaigns import CampaignStore
+from mailqueue.store.keys import EVENT_ID_TTL, EVENTS_KEPT, Keys, safe_id
+from mailqueue.store.message_index import IndexEntry, MessageIndex, decode_entry
+from mailqueue.store.suppressions import SuppressionList
+from mailqueue.webhooks.events import TrackingEvent
 
 __all__ = ["STATUS_RANK", "ApplyResult", "EventStore", "parse_index_entry", "pick_recipients"]
 
