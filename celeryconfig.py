@@ -5,7 +5,7 @@ the Django settings under ``DJANGO_SETTINGS_MODULE`` (see README.md,
 "Configuration"); edit below to override a Celery setting.
 """
 
+from mailqueue.celery_app import celery_config
 from mailqueue.settings import Settings
-from mailqueue.tasks.app import celery_config
 
 globals().update(celery_config(Settings.from_process()))

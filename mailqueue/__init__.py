@@ -7,10 +7,9 @@ mailqueue.get_status(send_id)
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from mailqueue import api
 from mailqueue.api import *  # noqa: F403  (the names in api.__all__, re-exported below)
+from mailqueue.celery_app import app
 from mailqueue.client import Client
 from mailqueue.core.payload import ApiCall, build_payload
 from mailqueue.errors import (
@@ -28,7 +27,7 @@ from mailqueue.errors import (
 from mailqueue.records import MessageDict, StatusRecord
 from mailqueue.settings import Settings
 from mailqueue.tasks import send_email
-from mailqueue.tasks.app import app
+from mailqueue.version import __version__
 
 celery = app
 

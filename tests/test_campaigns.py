@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from mailqueue.client import Client
+from mailqueue.core.events import normalize_event
 from mailqueue.core.payload import ApiCall
 from mailqueue.core.responses import RequestResult
 from mailqueue.deliver.drain import Drainer
@@ -20,7 +21,6 @@ from mailqueue.errors import PermanentDeliveryError, ValidationError
 from mailqueue.settings import Settings
 from mailqueue.store import status
 from mailqueue.store.campaigns import auto_pause_reason, record_from_fields
-from mailqueue.webhooks.events import normalize_event
 from tests.memory_transport import MemoryTransport, accept_all
 
 # -- the record, pure ------------------------------------------------------

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import mailqueue
+from mailqueue.celery_app import celery_config
 from mailqueue.settings import Settings
-from mailqueue.tasks.app import celery_config
 
 
 def test_only_json_is_accepted() -> None:

@@ -9,6 +9,7 @@ import redis
 
 import mailqueue
 from mailqueue import BrokerUnavailable, ConfigurationError, Settings
+from mailqueue.celery_app import celery_config
 from mailqueue.core.urls import SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT
 from mailqueue.store.connection import (
     SentinelTarget,
@@ -19,7 +20,6 @@ from mailqueue.store.connection import (
     parse_sentinel_url,
     redis_errors,
 )
-from mailqueue.tasks.app import celery_config
 from mailqueue.testing.redis_server import RedisServer, free_port
 
 SECRET = "s3cr3t-p4ss"
@@ -354,7 +354,7 @@ def test_celery_connects_through_the_sentinel_transport_for_a_sentinel_broker() 
 
 
 def test_reconfiguring_sends_wake_ups_to_the_new_broker() -> None:
-    from mailqueue.tasks.app import app
+    from mailqueue.celery_app import app
 
     mailqueue.configure(Settings(broker_url="redis+sentinel://127.0.0.1:1/m"))
     with app.producer_or_acquire() as producer:  # builds the pools; connects nothing

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mailqueue.client import Client
+from mailqueue.core.calltag import MAX_TAG_GROWTH, Tag, tag_call
 from mailqueue.core.payload import (
     BATCH_WRAPPER_BYTES,
     MAX_BATCH_BYTES,
@@ -24,7 +25,6 @@ from mailqueue.core.payload import (
 from mailqueue.core.responses import RequestResult
 from mailqueue.deliver.drain import Drainer, group_calls
 from mailqueue.errors import PermanentDeliveryError, TransientDeliveryError
-from mailqueue.reconcile.calltag import MAX_TAG_GROWTH, Tag, tag_call
 from mailqueue.settings import Settings
 from mailqueue.store.outbox import Envelope
 from tests.memory_transport import MemoryTransport, accept_all

@@ -10,9 +10,9 @@ import pytest
 import requests
 
 from mailqueue import Settings
+from mailqueue.core.calltag import TAG_KEY
 from mailqueue.errors import EmailLogsBusy, EmailLogsUnavailable
 from mailqueue.mailtrap.email_logs import EmailLogsClient, LogsLimiters, window
-from mailqueue.reconcile.calltag import TAG_KEY
 from mailqueue.settings import RateLimit
 from mailqueue.store.ratelimit import MemoryRateLimiter
 from mailqueue.testing import LocalMailtrap

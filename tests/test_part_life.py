@@ -37,6 +37,8 @@ from hypothesis.stateful import (
 )
 
 from mailqueue.client import Client
+from mailqueue.core.calltag import parse_tag
+from mailqueue.core.logmatch import Logged, match_requests
 from mailqueue.core.payload import ApiCall
 from mailqueue.core.responses import RequestResult
 from mailqueue.core.routing import Route
@@ -47,8 +49,6 @@ from mailqueue.errors import (
     RateLimited,
     TransientDeliveryError,
 )
-from mailqueue.reconcile.calltag import parse_tag
-from mailqueue.reconcile.logmatch import Logged, match_requests
 from mailqueue.reconcile.lookup import Doubtful, PartLookup, pending_requests
 from mailqueue.settings import Settings
 from mailqueue.store import outbox as outbox_module

@@ -12,7 +12,7 @@ import mailqueue
 from mailqueue import build_payload
 from mailqueue.cli import cli
 from mailqueue.client import default
-from mailqueue.reconcile.calltag import Tag, tag_call
+from mailqueue.core.calltag import Tag, tag_call
 from mailqueue.settings import Settings
 from mailqueue.store.status import PartRef, PartResult
 from mailqueue.testing import LocalMailtrap

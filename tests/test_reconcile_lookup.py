@@ -12,10 +12,10 @@ import requests
 
 from mailqueue import Settings, build_payload
 from mailqueue.client import Client
+from mailqueue.core.calltag import Tag, tag_call
 from mailqueue.core.payload import ApiCall
 from mailqueue.core.responses import RequestResult
 from mailqueue.core.routing import resolve_route
-from mailqueue.reconcile.calltag import Tag, tag_call
 from mailqueue.reconcile.lookup import Doubtful, Reconciler, remaining_call
 from mailqueue.store.keys import Keys
 from mailqueue.testing import LocalMailtrap

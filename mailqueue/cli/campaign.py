@@ -254,7 +254,7 @@ def _queue_file(client: Client, job: _CampaignFile) -> str:
 
     try:
         queued = queue_campaign_file(
-            client, csv_path, job.content, from_email=job.from_email, routing=job.routing,
+            client.stores, csv_path, job.content, from_email=job.from_email, routing=job.routing,
             campaign=job.name, progress=show, repeats=job.repeats,
         )  # fmt: skip
     except (OSError, UnicodeDecodeError) as exc:
@@ -295,7 +295,7 @@ def _queue_rows(client: Client, job: _CampaignFile) -> QueuedGroup:
 
     try:
         return enqueue_each(
-            client, messages(), campaign=job.name, left_out=lambda: job.repeats.count
+            client.stores, messages(), campaign=job.name, left_out=lambda: job.repeats.count
         )
     except ValidationError as exc:
         if exc.field in CONTENT_FLAGS:
@@ -310,7 +310,7 @@ def _queue_rows(client: Client, job: _CampaignFile) -> QueuedGroup:
 
 
 def _group_line(client: Client, ids: SendIds) -> tuple[str, bool, str]:
-    group = get_group(client, ids.group_id or "")
+    group = get_group(client.stores, ids.group_id or "")
     if group is None:
         raise CliError(f"the group {ids.group_id} expired")
     return counts_line(group.by_state), group.done, "campaign not finished"
@@ -318,7 +318,7 @@ def _group_line(client: Client, ids: SendIds) -> tuple[str, bool, str]:
 
 def _batch_line(client: Client, send_id: str, name: str | None) -> tuple[str, bool, str]:
     if name is None:
-        progress = get_batch_progress(client, send_id)
+        progress = get_batch_progress(client.stores, send_id)
         if progress is None:
             raise CliError(f"the send {send_id} expired")
         line = counts_line({**progress.recipients, f"send:{progress.state}": 1})

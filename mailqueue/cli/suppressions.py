@@ -12,8 +12,8 @@ from mailqueue.cli.errors import reason as reason_of
 from mailqueue.cli.group import cli, each, stream_option
 from mailqueue.cli.group import client as current_client
 from mailqueue.cli.views import table
+from mailqueue.core.csv_table import Repeats
 from mailqueue.errors import ValidationError
-from mailqueue.produce.csv_table import Repeats
 from mailqueue.store.suppressions import read_csv, write_csv
 
 __all__ = ["suppressions_group"]
@@ -108,7 +108,7 @@ def suppressions_sync() -> None:
     """Add Mailtrap's own suppressions here; lift there those lifted here since."""
     from mailqueue.mailtrap.suppression_sync import sync_suppressions
 
-    report = sync_suppressions(current_client())
+    report = sync_suppressions(current_client().stores)
     click.echo(
         f"Mailtrap lists {report.listed}: {report.added} added here, "
         f"{report.lifted} lifted at Mailtrap"

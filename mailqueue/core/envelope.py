@@ -17,16 +17,30 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 from urllib.parse import unquote
 
 from mailqueue.core.payload import ApiCall, call_size
 from mailqueue.core.routing import LANES, STREAMS, Lane, Route, Stream
-from mailqueue.store.status import PartRef
 
-__all__ = ["Envelope", "Kind", "envelopes_for", "lane_for"]
+__all__ = ["Envelope", "Kind", "PartRef", "envelopes_for", "lane_for"]
 
 Kind = Literal["send", "batch"]
+
+
+class PartRef(NamedTuple):
+    """One part of a send, with what the status scripts need (``Envelope.ref``).
+
+    The send's group and campaign (their counters move with the part), the
+    part's recipient count (as its campaign counts them) and its expiry.
+    """
+
+    send_id: str
+    part: int
+    group: str | None = None
+    campaign: str = ""
+    recipients: int = 1
+    expires_at: float | None = None
 
 
 def lane_for(*, stream: Stream, campaign: str | None, parts: int) -> Lane:

@@ -179,16 +179,16 @@ class DashboardApp:
                 "resume": steering.resume_campaign,
                 "cancel": steering.cancel_campaign,
             }[action]
-            steer(rt, name)
+            steer(rt.stores, name)
             back = "/campaigns/" + quote(name, safe="")
         elif action == "requeue":
-            deadletters.requeue_dead_letters(rt, [send_id])
+            deadletters.requeue_dead_letters(rt.stores, [send_id])
             back = "/dead-letters"
         elif action == "purge":
-            deadletters.purge_dead_letters(rt, [send_id])
+            deadletters.purge_dead_letters(rt.stores, [send_id])
             back = "/dead-letters"
         elif action == "unsuppress" and address:
-            with steering.translated(rt, "unsuppress an address"):
+            with steering.translated(rt.stores, "unsuppress an address"):
                 rt.suppressions.unsuppress(address)
             back = "/suppressions"
         else:

@@ -75,7 +75,7 @@ class Claimer(Stage):
         )
         claimed = Claimed([], [], [])
         endings = Endings()
-        with self.client.redis.pipeline(transaction=True) as pipe:
+        with self.stores.redis.pipeline(transaction=True) as pipe:
             steered = 0
             for envelope, claim in zip(envelopes, claims, strict=True):
                 if claim in _GOING_ON:
@@ -106,7 +106,7 @@ class Claimer(Stage):
         found: dict[int, set[str]] = {}
         for stream, group in by_stream.items():
             addresses = sorted({a for e in group for a in e.flat_recipients})
-            banned = self.client.suppressions.suppressed(addresses, stream)
+            banned = self.stores.suppressions.suppressed(addresses, stream)
             if not banned:
                 continue
             for envelope in group:

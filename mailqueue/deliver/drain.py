@@ -39,7 +39,7 @@ from mailqueue.store.connection import redis_errors
 from mailqueue.store.inflight import InFlight
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
+    from mailqueue.store.stores import Stores
 
 __all__ = ["DrainReport", "Drainer", "group_calls"]
 
@@ -63,19 +63,19 @@ class Drainer:
     transport of its own, built on first use.
     """
 
-    def __init__(self, client: Client, transport: Transport | None = None) -> None:
-        self.client = client
-        self.settings = client.settings
-        self.outbox = client.outbox
-        self.waker = client.waker
-        self.keys = client.keys
+    def __init__(self, stores: Stores, transport: Transport | None = None) -> None:
+        self.stores = stores
+        self.settings = stores.settings
+        self.outbox = stores.outbox
+        self.waker = stores.waker
+        self.keys = stores.keys
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._flight = InFlight(max(1, self.settings.calls_in_flight))
-        self.reconciler = Reconciler(client)
-        self.claims = Claimer(client)
-        self.outcomes = Outcomes(client)
-        self.poster = Poster(client, self.outcomes, self.reconciler, transport)
-        self.settler = Settler(client, self.poster, self.outcomes, self.reconciler)
+        self.reconciler = Reconciler(stores)
+        self.claims = Claimer(stores)
+        self.outcomes = Outcomes(stores)
+        self.poster = Poster(stores, self.outcomes, self.reconciler, transport)
+        self.settler = Settler(stores, self.poster, self.outcomes, self.reconciler)
         self._last_campaign = ""
         self._moved_at = -MOVE_DUE_INTERVAL
         self._beat_at = -HEARTBEAT_INTERVAL
@@ -200,7 +200,7 @@ class Drainer:
         """
         # Each dead worker's call since the envelope was queued spent a try: a
         # part that kills every worker taking it ends too.
-        counts = self.client.store.lost_calls([(e.send_id, e.part) for e in lost])
+        counts = self.stores.store.lost_calls([(e.send_id, e.part) for e in lost])
         for envelope, count in zip(lost, counts, strict=True):
             envelope.attempt += max(count - 1, 0)
         if not self.settings.reconcile_enabled:

@@ -32,8 +32,8 @@ from mailqueue.records import StatusRecord
 from mailqueue.store.status import Recorded
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
     from mailqueue.core.envelope import Envelope
+    from mailqueue.store.stores import Stores
 
 __all__ = ["Endings", "OutcomeHooks", "load_callable"]
 
@@ -82,9 +82,9 @@ class Endings:
 class OutcomeHooks:
     """The receivers of final outcomes configured for one process."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        settings = client.settings
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+        settings = stores.settings
         self._hook = (
             load_callable(settings.on_outcome, "on_outcome") if settings.on_outcome else None
         )
@@ -126,7 +126,7 @@ class OutcomeHooks:
 
     def _record(self, send_id: str) -> StatusRecord | None:
         try:
-            return self.client.store.get(send_id)
+            return self.stores.store.get(send_id)
         except Exception as exc:  # the outcome is recorded; only the telling is lost
             log.error(
                 "send %s: the outcome hooks cannot read its record (%s)",
@@ -143,7 +143,7 @@ class OutcomeHooks:
 
     def _send_task(self, send_id: str, record: StatusRecord) -> None:
         assert self._task is not None  # only called when set
-        self.client.celery.send_task(self._task, args=[send_id, record], queue=self._queue)
+        self.stores.send_task(self._task, args=[send_id, record], queue=self._queue)
 
     @staticmethod
     def _guarded(what: str, send_id: str, call: Callable[..., object], *args: Any) -> None:

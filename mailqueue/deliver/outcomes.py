@@ -30,7 +30,7 @@ from mailqueue.store.connection import replicated_transaction
 from mailqueue.store.status import PartResult
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
+    from mailqueue.store.stores import Stores
 
 __all__ = ["DrainReport", "Outcomes", "Stage", "part_result", "send_ids", "worker_lost"]
 
@@ -67,15 +67,15 @@ class DrainReport:
 
 
 class Stage:
-    """One stage of a drain, over one client's settings, status store and outbox."""
+    """One stage of a drain, over one configuration's settings, status store and outbox."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.settings = client.settings
-        self.store = client.store
-        self.outbox = client.outbox
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+        self.settings = stores.settings
+        self.store = stores.store
+        self.outbox = stores.outbox
         # Told each send's final outcome by the stage whose write made it final.
-        self.hooks = OutcomeHooks(client)
+        self.hooks = OutcomeHooks(stores)
 
 
 class Outcomes(Stage):
@@ -157,7 +157,7 @@ class Outcomes(Stage):
         answers: list[Any],
     ) -> None:
         """Write the outcomes; ``answers`` gets the pipeline's answers once it executed."""
-        with replicated_transaction(self.client.redis, self.settings.min_replicas) as pipe:
+        with replicated_transaction(self.stores.redis, self.settings.min_replicas) as pipe:
             for envelope, part, extra in zip(group, parts, extras, strict=True):
                 if envelope.withheld:
                     part = replace(part, withheld=envelope.withheld)
@@ -254,7 +254,7 @@ class Outcomes(Stage):
         """
         errors = [e.last_error or worker_lost().as_record() for e in group]
         self._fail_with(group, errors, report, doubts=1)
-        with self.client.redis.pipeline(transaction=False) as pipe:
+        with self.stores.redis.pipeline(transaction=False) as pipe:
             for envelope in group:
                 self.store.note_doubtful(pipe, envelope.send_id)
             pipe.execute()
@@ -359,7 +359,7 @@ class Outcomes(Stage):
         ``uncounted``: the call their claim counted was not made.
         """
         dues = [due] * len(group) if isinstance(due, int | float) else list(due)
-        with self.client.redis.pipeline(transaction=True) as pipe:
+        with self.stores.redis.pipeline(transaction=True) as pipe:
             for envelope, when in zip(group, dues, strict=True):
                 if doubtful_since is not None:
                     self.store.mark_doubtful(pipe, envelope.send_id, envelope.part, doubtful_since)
@@ -388,7 +388,7 @@ class Outcomes(Stage):
         They go back to their stream, where the next claim holds or ends them;
         the call their claim counted in ``attempts`` was not made.
         """
-        with self.client.redis.pipeline(transaction=True) as pipe:
+        with self.stores.redis.pipeline(transaction=True) as pipe:
             for envelope in group:
                 self.store.mark_retrying(pipe, envelope.ref, None, None, False)
                 self.store.count(pipe, envelope.send_id, "attempts", -1)
@@ -401,7 +401,7 @@ class Outcomes(Stage):
     ) -> None:
         """Count ``doubts`` possible duplicates on every send of ``group``."""
         if pipe is None:
-            with self.client.redis.pipeline(transaction=False) as own:
+            with self.stores.redis.pipeline(transaction=False) as own:
                 self.count_doubts(group, doubts, own)
                 own.execute()
             return

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from mailqueue.core.calltag import MAX_TAG_GROWTH, Tag, tag_call
 from mailqueue.core.envelope import Envelope
 from mailqueue.core.payload import (
     BATCH_WRAPPER_BYTES,
@@ -37,13 +38,12 @@ from mailqueue.errors import (
 )
 from mailqueue.mailtrap.transport import Transport, Withdrawn
 from mailqueue.metrics import instruments as metrics
-from mailqueue.reconcile.calltag import MAX_TAG_GROWTH, Tag, tag_call
 from mailqueue.reconcile.lookup import PartLookup, Reconciler, remaining_call
 from mailqueue.store.fleet_limits import LimitNotices
 from mailqueue.store.ratelimit import FleetRateLimiter
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
+    from mailqueue.store.stores import Stores
 
 __all__ = ["Poster", "group_calls", "messages_in"]
 
@@ -57,18 +57,18 @@ class Poster:
 
     def __init__(
         self,
-        client: Client,
+        stores: Stores,
         outcomes: Outcomes,
         reconciler: Reconciler,
         transport: Transport | None = None,
     ) -> None:
-        self.client = client
-        self.settings = client.settings
+        self.stores = stores
+        self.settings = stores.settings
         self.outcomes = outcomes
         self.reconciler = reconciler
         self._shared_transport = transport
         self._transports: dict[tuple[object, ...], Transport] = {}
-        self._limit_notices = LimitNotices(client.redis, client.keys)
+        self._limit_notices = LimitNotices(stores.redis, stores.keys)
         self._routes: dict[tuple[str, str | None, str | None], Route | ConfigurationError] = {}
         self._parts_lock = threading.Lock()
 
@@ -143,7 +143,7 @@ class Poster:
             transport = self._transports.get(key)
             if transport is None:
                 limiter = FleetRateLimiter(
-                    self.client.redis, route, lane=lane, key_space=self.client.keys
+                    self.stores.redis, route, lane=lane, key_space=self.stores.keys
                 )
                 transport = Transport(
                     self.settings, limiter, route=route, observer=metrics.observe_api_request
@@ -191,7 +191,7 @@ class Poster:
             nonlocal doubts
             doubts += error.maybe_delivered
 
-        limiter = self.client.caps
+        limiter = self.stores.caps
         caps = limiter.caps.for_account(route.hourly_cap, route.daily_cap)
         wait = limiter.take(route.limiter_key, group[0].lane, messages_in(call), caps=caps)
         if wait > 0:
@@ -202,7 +202,7 @@ class Poster:
         def proceed() -> bool:
             # Read again once the limiter let the call go: a pause or a cancel
             # written while it waited holds for it too.
-            states = self.client.campaigns.states(campaigns)
+            states = self.stores.campaigns.states(campaigns)
             return all(state == "running" for state in states.values())
 
         try:

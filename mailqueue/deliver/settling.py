@@ -24,7 +24,7 @@ from mailqueue.metrics import instruments as metrics
 from mailqueue.reconcile.lookup import LOOKS_BEFORE_RESEND, Doubtful, PartLookup, Reconciler
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
+    from mailqueue.store.stores import Stores
 
 __all__ = ["Settler"]
 
@@ -35,9 +35,9 @@ class Settler(Stage):
     """Looks doubtful parts up in Email Logs, then records them or sends them again."""
 
     def __init__(
-        self, client: Client, poster: Poster, outcomes: Outcomes, reconciler: Reconciler
+        self, stores: Stores, poster: Poster, outcomes: Outcomes, reconciler: Reconciler
     ) -> None:
-        super().__init__(client)
+        super().__init__(stores)
         self.poster = poster
         self.outcomes = outcomes
         self.reconciler = reconciler
@@ -183,7 +183,7 @@ class Settler(Stage):
         ]
         if not items:
             return
-        with self.client.redis.pipeline(transaction=False) as pipe:
+        with self.stores.redis.pipeline(transaction=False) as pipe:
             for envelope, lookup in items:
                 self.store.count(pipe, envelope.send_id, "possible_duplicates")
                 self.store.count(pipe, envelope.send_id, "attempts")

@@ -25,6 +25,7 @@ from contextlib import ExitStack
 from typing import Any, cast
 
 from mailqueue.client import Client
+from mailqueue.core.calltag import parse_tag
 from mailqueue.demo.errors import DemoError
 from mailqueue.demo.local import Echo, Stop, interruptible, prepare, start_webhook, start_worker
 from mailqueue.demo.report import Sent, show
@@ -36,7 +37,6 @@ from mailqueue.demo.script import (
     post_events,
     tracking_events,
 )
-from mailqueue.reconcile.calltag import parse_tag
 from mailqueue.records import FINAL_STATES
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap

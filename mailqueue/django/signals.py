@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mailqueue.core.addresses import parse_address_list
+from mailqueue.core.events import TrackingEvent
 from mailqueue.core.rules import merge_request
 from mailqueue.records import StatusRecord
-from mailqueue.webhooks.events import TrackingEvent
 
 if TYPE_CHECKING:
     from mailqueue.core.envelope import Envelope

@@ -28,12 +28,12 @@ from urllib.parse import quote
 import redis
 import requests
 
+from mailqueue.core.logmatch import Logged, parse_logged
 from mailqueue.core.responses import parse_retry_after
 from mailqueue.core.routing import Route
 from mailqueue.errors import EmailLogsBusy, EmailLogsUnavailable, RateLimited
 from mailqueue.mailtrap.session import ApiSession
 from mailqueue.mailtrap.transport import Limiter, backoff_seconds
-from mailqueue.reconcile.logmatch import Logged, parse_logged
 from mailqueue.settings import RateLimit, Settings
 from mailqueue.store.keys import Keys
 from mailqueue.store.ratelimit import FleetRateLimiter

@@ -68,7 +68,7 @@ class ApiSession:
     """Owns a ``requests.Session`` with the token's headers; close it, or use it in ``with``."""
 
     def __init__(self, headers: dict[str, str], *, pool_size: int = 1) -> None:
-        from mailqueue import __version__
+        from mailqueue.version import __version__
 
         self._session: requests.Session = _Session()
         adapter = requests.adapters.HTTPAdapter(

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from mailqueue.core.addresses import comparable
+from mailqueue.core.csv_table import Repeats, SeenAddresses, one_address, open_table
 from mailqueue.core.payload import MAX_BATCH_REQUESTS
 from mailqueue.errors import ValidationError
-from mailqueue.produce.csv_table import Repeats, SeenAddresses, one_address, open_table
 
 __all__ = [
     "Content",

@@ -30,7 +30,7 @@ from mailqueue.produce.campaign_csv import (
 from mailqueue.produce.chunked_send import ChunkedSend, enqueue_chunked
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
+    from mailqueue.store.stores import Stores
 
 __all__ = ["open_csv", "queue_campaign_file", "source_name"]
 
@@ -38,7 +38,7 @@ _TO_INDEX = re.compile(r"^to\[(\d+)\]")
 
 
 def queue_campaign_file(
-    rt: Client,
+    rt: Stores,
     path: str,
     content: Content,
     *,

@@ -44,7 +44,7 @@ from mailqueue.store.connection import replicated_transaction, unavailable
 from mailqueue.store.status import now_iso
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
+    from mailqueue.store.stores import Stores
 
 __all__ = ["ChunkedSend", "QueuedGroup", "enqueue_chunked", "enqueue_each"]
 
@@ -78,7 +78,7 @@ Messages = Iterable[Mapping[str, Any]]
 
 
 def enqueue_chunked(
-    rt: Client,
+    rt: Stores,
     messages: Messages,
     *,
     send_id: str | None = None,
@@ -116,7 +116,7 @@ def enqueue_chunked(
 
 
 def _validate(
-    rt: Client,
+    rt: Stores,
     messages: Iterable[Mapping[str, Any]],
     send_id: str,
     spool: IO[str],
@@ -142,7 +142,7 @@ def _validate(
     return plan, parts, recipients
 
 
-def _validated(rt: Client, message: Mapping[str, Any], index: int) -> tuple[list[ApiCall], _Plan]:
+def _validated(rt: Stores, message: Mapping[str, Any], index: int) -> tuple[list[ApiCall], _Plan]:
     """A message's calls and plan; ValidationError naming its index (and refusing a schedule)."""
     try:
         calls = build_payload(message, rt.settings)
@@ -176,7 +176,7 @@ def _envelope(send_id: str, part: int, call: ApiCall, plan: _Plan) -> Envelope:
 
 
 def _queue(
-    rt: Client,
+    rt: Stores,
     spool: IO[str],
     send_id: str,
     plan: _Plan,
@@ -257,7 +257,7 @@ class QueuedGroup:
 
 
 def enqueue_each(
-    rt: Client,
+    rt: Stores,
     messages: Messages,
     *,
     campaign: str | None = None,
@@ -315,7 +315,7 @@ def enqueue_each(
 
 
 def _queue_each(
-    rt: Client,
+    rt: Stores,
     spool: IO[str],
     group: str,
     progress: Progress | None,

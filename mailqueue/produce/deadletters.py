@@ -23,7 +23,7 @@ from mailqueue.store import keys
 from mailqueue.store.connection import unavailable
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
+    from mailqueue.store.stores import Stores
 
 __all__ = ["DeadLetter", "list_dead_letters", "purge_dead_letters", "requeue_dead_letters"]
 
@@ -43,7 +43,7 @@ class DeadLetter:
     error: ErrorRecord | None
 
 
-def list_dead_letters(rt: Client, limit: int = 100) -> list[DeadLetter]:
+def list_dead_letters(rt: Stores, limit: int = 100) -> list[DeadLetter]:
     """The oldest ``limit`` dead letters, oldest first."""
     try:
         rows = rt.outbox.dead_letters(limit=limit)
@@ -64,7 +64,7 @@ def list_dead_letters(rt: Client, limit: int = 100) -> list[DeadLetter]:
 
 
 def requeue_dead_letters(
-    rt: Client, send_ids: Iterable[str] | None = None, *, wake: bool = True
+    rt: Stores, send_ids: Iterable[str] | None = None, *, wake: bool = True
 ) -> int:
     """Send dead-lettered sends again (all of them when ``send_ids`` is None).
 
@@ -94,7 +94,7 @@ def requeue_dead_letters(
     return requeued
 
 
-def purge_dead_letters(rt: Client, send_ids: Sequence[str] | None = None) -> int:
+def purge_dead_letters(rt: Stores, send_ids: Sequence[str] | None = None) -> int:
     """Forget dead letters (all of them when ``send_ids`` is None); returns how many."""
     try:
         ids = None if send_ids is None else _resolve(rt, send_ids)
@@ -103,7 +103,7 @@ def purge_dead_letters(rt: Client, send_ids: Sequence[str] | None = None) -> int
         raise unavailable(rt.settings.status_redis_url, "purge dead letters", exc) from None
 
 
-def _resolve(rt: Client, send_ids: Iterable[str] | None) -> list[str]:
+def _resolve(rt: Stores, send_ids: Iterable[str] | None) -> list[str]:
     if send_ids is None:
         return [send_id for send_id, _ in rt.outbox.dead_letters(limit=ALL)]
     ids = list(send_ids)

@@ -32,7 +32,7 @@ from mailqueue.store.groups import SendIds
 from mailqueue.store.status import now_iso
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
+    from mailqueue.store.stores import Stores
 
 __all__ = ["enqueue", "enqueue_many", "get_status"]
 
@@ -45,7 +45,7 @@ BULK_WAKEUPS = 4
 
 
 def enqueue(
-    rt: Client,
+    rt: Stores,
     message: Mapping[str, Any],
     *,
     idempotency_key: str | None = None,
@@ -97,7 +97,7 @@ def enqueue(
 
 
 def enqueue_many(
-    rt: Client, messages: Iterable[Mapping[str, Any]], *, campaign: str | None = None
+    rt: Stores, messages: Iterable[Mapping[str, Any]], *, campaign: str | None = None
 ) -> SendIds:
     """Validate every message, then queue them all with pipelined writes; ids in order.
 
@@ -163,7 +163,7 @@ def enqueue_many(
     return SendIds(ids, group_id=group)
 
 
-def get_status(rt: Client, send_id: str) -> StatusRecord | None:
+def get_status(rt: Stores, send_id: str) -> StatusRecord | None:
     """The status record of a send, or None for an unknown id."""
     if not isinstance(send_id, str) or keys.safe_id(send_id) is None:
         return None
@@ -208,7 +208,7 @@ def _recipient_count(calls: Sequence[ApiCall]) -> int:
 
 
 def _write(
-    rt: Client,
+    rt: Stores,
     pipe: redis.client.Pipeline,
     send_id: str,
     calls: Sequence[ApiCall],
@@ -248,7 +248,7 @@ def _write(
         pipe.zremrangebyscore(rt.keys.scheduled, "-inf", f"({time.time()}")
 
 
-def _forget(rt: Client, idem_key: str, send_id: str) -> None:
+def _forget(rt: Stores, idem_key: str, send_id: str) -> None:
     try:
         if rt.redis.get(idem_key) == send_id.encode():
             rt.redis.delete(idem_key)

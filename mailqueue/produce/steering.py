@@ -24,8 +24,8 @@ from mailqueue.store.keys import safe_id
 from mailqueue.store.status import iso_of
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
     from mailqueue.store.campaigns import CampaignRecord
+    from mailqueue.store.stores import Stores
 
 __all__ = [
     "cancel_campaign",
@@ -43,22 +43,22 @@ __all__ = [
 _STEERABLE = ("queued", "retrying")
 
 
-def translated(rt: Client, doing: str) -> contextlib.AbstractContextManager[None]:
+def translated(rt: Stores, doing: str) -> contextlib.AbstractContextManager[None]:
     """Turn a Redis error into ``BrokerUnavailable`` naming the masked URL: these calls' edge."""
     return redis_errors(rt.settings.status_redis_url, doing=doing)
 
 
-def get_campaign(rt: Client, name: str) -> CampaignRecord | None:
+def get_campaign(rt: Stores, name: str) -> CampaignRecord | None:
     with translated(rt, "read a campaign"):
         return rt.campaigns.get(name)
 
 
-def pause_campaign(rt: Client, name: str) -> CampaignRecord:
+def pause_campaign(rt: Stores, name: str) -> CampaignRecord:
     with translated(rt, "pause a campaign"):
         return rt.campaigns.pause(name)
 
 
-def resume_campaign(rt: Client, name: str) -> CampaignRecord:
+def resume_campaign(rt: Stores, name: str) -> CampaignRecord:
     with translated(rt, "resume a campaign"):
         record = rt.campaigns.resume(name)
         released = rt.outbox.release(record["name"])
@@ -67,7 +67,7 @@ def resume_campaign(rt: Client, name: str) -> CampaignRecord:
     return record
 
 
-def cancel_campaign(rt: Client, name: str) -> CampaignRecord:
+def cancel_campaign(rt: Stores, name: str) -> CampaignRecord:
     with translated(rt, "cancel a campaign"):
         record = rt.campaigns.cancel(name)
         released = rt.outbox.release(record["name"])
@@ -80,7 +80,7 @@ def cancel_campaign(rt: Client, name: str) -> CampaignRecord:
     return record
 
 
-def cancel_send(rt: Client, send_id: str) -> StatusRecord:
+def cancel_send(rt: Stores, send_id: str) -> StatusRecord:
     """Cancel a send not yet handed to Mailtrap; its waiting parts end ``cancelled``."""
     with translated(rt, "cancel a send"):
         _steerable(rt, send_id)
@@ -109,7 +109,7 @@ def cancel_send(rt: Client, send_id: str) -> StatusRecord:
     return record
 
 
-def reschedule_send(rt: Client, send_id: str, when: Any) -> StatusRecord:
+def reschedule_send(rt: Stores, send_id: str, when: Any) -> StatusRecord:
     """Hold a send not yet handed to Mailtrap until ``when``."""
     due = parse_when(when, "when")
     with translated(rt, "reschedule a send"):
@@ -131,7 +131,7 @@ def reschedule_send(rt: Client, send_id: str, when: Any) -> StatusRecord:
     return record
 
 
-def list_scheduled(rt: Client, limit: int = 100) -> list[dict[str, Any]]:
+def list_scheduled(rt: Stores, limit: int = 100) -> list[dict[str, Any]]:
     """Sends waiting for a time still to come, soonest first, with their state and campaign."""
     with translated(rt, "list scheduled sends"):
         rows: Any = rt.redis.zrangebyscore(
@@ -155,7 +155,7 @@ def list_scheduled(rt: Client, limit: int = 100) -> list[dict[str, Any]]:
     return found
 
 
-def _steerable(rt: Client, send_id: str) -> None:
+def _steerable(rt: Stores, send_id: str) -> None:
     if not isinstance(send_id, str) or safe_id(send_id) is None:
         raise ValidationError("not a send id", field="send_id")
     state = rt.store.state(send_id)
@@ -173,5 +173,5 @@ def _id_match(send_id: str) -> str:
     return json.dumps({"id": send_id}, separators=(",", ":"))[1:-1]
 
 
-def _wake(rt: Client) -> None:
+def _wake(rt: Stores) -> None:
     rt.waker.wake_soon()

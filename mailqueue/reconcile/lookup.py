@@ -24,16 +24,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mailqueue.core.calltag import Tag, tag_call
+from mailqueue.core.logmatch import Logged, Pending, Verdict, match_requests
 from mailqueue.core.payload import ApiCall
 from mailqueue.core.responses import RequestResult
 from mailqueue.core.routing import Route
 from mailqueue.mailtrap.email_logs import EmailLogsClient, fleet_limiters, window
-from mailqueue.reconcile.calltag import Tag, tag_call
-from mailqueue.reconcile.logmatch import Logged, Pending, Verdict, match_requests
 from mailqueue.store import keys
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
+    from mailqueue.store.stores import Stores
 
 __all__ = ["Doubtful", "PartLookup", "Reconciler", "pending_requests", "remaining_call"]
 
@@ -122,9 +122,9 @@ def remaining_call(call: ApiCall, indexes: Sequence[int]) -> ApiCall:
 class Reconciler:
     """Email Logs look-ups for one worker process, one logs client per token."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.settings = client.settings
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+        self.settings = stores.settings
         self._logs: dict[str, EmailLogsClient] = {}
         self._lock = threading.Lock()
 
@@ -165,10 +165,10 @@ class Reconciler:
             logs = self._logs.get(route.limiter_key)
             if logs is None:
                 limiters = fleet_limiters(
-                    self.client.redis,
+                    self.stores.redis,
                     route,
                     self.settings.email_logs_rate_limit,
-                    key_space=self.client.keys,
+                    key_space=self.stores.keys,
                 )
                 logs = EmailLogsClient(self.settings, route.token, limiters)
                 self._logs[route.limiter_key] = logs
@@ -179,6 +179,6 @@ class Reconciler:
         untagged = [item for item in logged if item.tag is None and keys.safe_id(item.message_id)]
         if not untagged:
             return logged
-        answers = self.client.store.message_index.known([item.message_id for item in untagged])
+        answers = self.stores.store.message_index.known([item.message_id for item in untagged])
         known = {item.message_id for item, seen in zip(untagged, answers, strict=True) if seen}
         return [item for item in logged if item.message_id not in known]

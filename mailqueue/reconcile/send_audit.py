@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mailqueue.core.logmatch import address_key
 from mailqueue.core.routing import Stream, resolve_route
 from mailqueue.mailtrap.email_logs import EmailLogsClient, fleet_limiters, window
-from mailqueue.reconcile.logmatch import address_key
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
+    from mailqueue.store.stores import Stores
 
 __all__ = ["SendReconciliation", "reconcile_doubtful", "reconcile_send"]
 
@@ -38,7 +38,7 @@ class SendReconciliation:
 
 
 def reconcile_send(
-    client: Client,
+    stores: Stores,
     send_id: str,
     *,
     stream: Stream = "transactional",
@@ -49,20 +49,20 @@ def reconcile_send(
     ``stream`` and ``account`` choose the token that reads the logs (the one
     that sent the mail). Raises ``EmailLogsUnavailable`` when the logs cannot answer.
     """
-    record = client.store.get(send_id)
+    record = stores.store.get(send_id)
     if record is None:
         return None
     recipients = sorted(record["recipients"])
     if not recipients:
         return SendReconciliation(send_id, 0, 0, 0)
-    route = resolve_route(client.settings, stream=stream, account=account)
-    created = _timestamp(record.get("created_at")) or time.time() - client.settings.status_ttl
+    route = resolve_route(stores.settings, stream=stream, account=account)
+    created = _timestamp(record.get("created_at")) or time.time() - stores.settings.status_ttl
     since, until = window(created, time.time())
     with EmailLogsClient(
-        client.settings,
+        stores.settings,
         route.token,
         fleet_limiters(
-            client.redis, route, client.settings.email_logs_rate_limit, key_space=client.keys
+            stores.redis, route, stores.settings.email_logs_rate_limit, key_space=stores.keys
         ),
     ) as logs:
         logged = logs.search(recipients, since, until)
@@ -82,17 +82,17 @@ def reconcile_send(
             found.setdefault(recipient, item.message_id)
     known = record["recipients"]
     missing = {r: found[r] for r in recipients if r in found and not known[r].get("message_id")}
-    client.store.add_found(send_id, missing, duplicates)
+    stores.store.add_found(send_id, missing, duplicates)
     return SendReconciliation(send_id, len(ours), duplicates, len(missing))
 
 
 def reconcile_doubtful(
-    client: Client, *, stream: Stream = "transactional", account: str | None = None
+    stores: Stores, *, stream: Stream = "transactional", account: str | None = None
 ) -> list[SendReconciliation]:
     """``reconcile_send`` for every send listed as doubtful within the status TTL."""
     results = []
-    for send_id in client.store.doubtful_sends():
-        result = reconcile_send(client, send_id, stream=stream, account=account)
+    for send_id in stores.store.doubtful_sends():
+        result = reconcile_send(stores, send_id, stream=stream, account=account)
         if result is not None:
             results.append(result)
     return results

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import redis
 
-from mailqueue.client import Client
 from mailqueue.store.connection import unavailable
+from mailqueue.store.stores import Stores
 from mailqueue.store.waker import HEARTBEAT
 
 __all__ = ["Activity", "fleet_activity"]
@@ -40,7 +40,7 @@ class Activity:
         return max((now if now is not None else time.time()) - self.last_heartbeat, 0.0)
 
 
-def fleet_activity(rt: Client) -> Activity:
+def fleet_activity(rt: Stores) -> Activity:
     """Live drains, the last heartbeat and the outbox backlog, in two round trips."""
     try:
         live, expires = rt.waker.drains()

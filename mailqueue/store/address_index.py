@@ -20,7 +20,7 @@ import redis
 from mailqueue.core.payload import ApiCall
 
 if TYPE_CHECKING:
-    from mailqueue.client import Client
+    from mailqueue.store.stores import Stores
 
 __all__ = ["KEPT_PER_ADDRESS", "MAX_INDEXED_RECIPIENTS", "note_send", "recent_sends"]
 
@@ -31,7 +31,7 @@ MAX_INDEXED_RECIPIENTS = 50
 
 
 def note_send(
-    rt: Client,
+    rt: Stores,
     pipe: redis.client.Pipeline,
     send_id: str,
     calls: Sequence[ApiCall],
@@ -52,7 +52,7 @@ def note_send(
         pipe.expire(key, rt.store.ttl)
 
 
-def recent_sends(rt: Client, address: str) -> list[str]:
+def recent_sends(rt: Stores, address: str) -> list[str]:
     """The send ids noted for ``address`` within the status TTL, newest first."""
     key = rt.keys.address_sends(address.strip().lower())
     since = time.time() - rt.store.ttl

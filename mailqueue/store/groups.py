@@ -13,10 +13,10 @@ from typing import cast
 
 import redis
 
-from mailqueue.client import Client
 from mailqueue.records import FINAL_STATES, GroupRecord
 from mailqueue.store import keys
 from mailqueue.store.connection import unavailable
+from mailqueue.store.stores import Stores
 
 __all__ = [
     "FINAL_STATES",
@@ -75,7 +75,7 @@ class GroupProgress:
         }
 
 
-def get_group(rt: Client, group_id: str) -> GroupProgress | None:
+def get_group(rt: Stores, group_id: str) -> GroupProgress | None:
     """The progress of a group, or None for an unknown (or expired) group id."""
     if keys.safe_id(group_id) is None:
         return None
@@ -101,7 +101,7 @@ class BatchProgress:
         return self.state in FINAL_STATES
 
 
-def get_batch_progress(rt: Client, send_id: str) -> BatchProgress | None:
+def get_batch_progress(rt: Stores, send_id: str) -> BatchProgress | None:
     """How far one (batch) send has come, or None for an unknown send id.
 
     Recipients appear as each batch call is answered; the send's own state

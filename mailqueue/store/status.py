@@ -28,6 +28,7 @@ from typing import Any, Literal, NamedTuple, cast
 
 import redis
 
+from mailqueue.core.envelope import PartRef
 from mailqueue.records import GroupRecord, State, StatusRecord
 from mailqueue.settings import Settings
 from mailqueue.store.base import translated
@@ -355,21 +356,6 @@ class Recorded(NamedTuple):
 def became_final(recorded: Sequence[Recorded], results: Sequence[Any]) -> list[str]:
     """The sends that writes of ``recorded`` made final, from their pipeline's ``results``."""
     return [r.send_id for r in recorded if r.became_final(results)]
-
-
-class PartRef(NamedTuple):
-    """One part of a send, with what the status scripts need (``Envelope.ref``).
-
-    The send's group and campaign (their counters move with the part), the
-    part's recipient count (as its campaign counts them) and its expiry.
-    """
-
-    send_id: str
-    part: int
-    group: str | None = None
-    campaign: str = ""
-    recipients: int = 1
-    expires_at: float | None = None
 
 
 _CLAIMS: Mapping[int, Claim] = {

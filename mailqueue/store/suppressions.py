@@ -23,8 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, TypedDict, cast
 import redis
 
 from mailqueue.core.addresses import comparable, parse_address_list
-from mailqueue.errors import ValidationError
-from mailqueue.produce.csv_table import (
+from mailqueue.core.csv_table import (
     Repeats,
     SeenAddresses,
     neutralize_formula,
@@ -32,11 +31,12 @@ from mailqueue.produce.csv_table import (
     open_table,
     restore_formula,
 )
+from mailqueue.errors import ValidationError
 from mailqueue.store.base import RedisStore, translated
 from mailqueue.store.keys import Keys
 
 if TYPE_CHECKING:
-    from mailqueue.webhooks.events import TrackingEvent
+    from mailqueue.core.events import TrackingEvent
 
 __all__ = [
     "CSV_COLUMNS",

@@ -15,6 +15,7 @@ from typing import Any
 from celery import Task, bootsteps, signals
 from celery.result import AsyncResult
 
+from mailqueue.celery_app import app, ours
 from mailqueue.client import Client, default, reset_default
 from mailqueue.deliver.drain import Drainer
 from mailqueue.deliver.hooks import OutcomeHooks
@@ -22,7 +23,6 @@ from mailqueue.errors import ValidationError
 from mailqueue.metrics import instruments as metrics
 from mailqueue.store import keys
 from mailqueue.tasks import worker_setup  # noqa: F401  (its worker signal receivers)
-from mailqueue.tasks.app import app, ours
 from mailqueue.tasks.send_result import SendResult
 
 __all__ = ["deliver", "send_email"]
@@ -179,7 +179,7 @@ def send_email(self: Task[Any, Any], message: dict[str, Any]) -> str | None:
             error = {"kind": "validation", "status_code": None, "message": str(exc)}
             if default().store.create_rejected(task_id, error):
                 # Final now, here: the hooks hear of it once (a redelivery finds the record).
-                OutcomeHooks(default()).announce_refused(task_id)
+                OutcomeHooks(default().stores).announce_refused(task_id)
         return None
     drainer().drain()
     return send_id

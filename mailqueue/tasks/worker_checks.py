@@ -24,16 +24,15 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import click
 from celery.signals import worker_init
 
+from mailqueue.celery_app import ours
 from mailqueue.core.urls import mask_url
 from mailqueue.errors import ConfigurationError, MailqueueError
 from mailqueue.mailtrap.session import check_api_url, is_loopback_host
 from mailqueue.settings import DEFAULT_BULK_API_URL, Settings, account_env_prefix
-from mailqueue.tasks.app import ours
 
-__all__ = ["check_worker_settings", "refuse_in_celery_command", "worker_warnings"]
+__all__ = ["check_worker_settings", "worker_warnings"]
 
 def check_worker_settings(settings: Settings) -> None:
     """Raise ConfigurationError, naming the setting, when a worker with ``settings`` cannot send."""
@@ -100,24 +99,6 @@ def _mailtrap_urls(settings: Settings) -> Iterator[tuple[str, str, str]]:
             url = getattr(account, setting)
             if url:
                 yield "accounts", account_env_prefix(account.name) + setting.upper(), url
-
-
-def refuse_in_celery_command(exc: MailqueueError) -> None:
-    """End Celery's own command line (``celery -A mailqueue worker``) with one line for ``exc``.
-
-    Celery reads its configuration while it parses the worker's options, long
-    before ``worker_init``; a malformed setting found then would otherwise end
-    in a traceback. Anywhere else (a web process publishing) this does nothing
-    and the caller raises as usual.
-    """
-    context = click.get_current_context(silent=True)
-    if context is None:
-        return
-    from celery.bin.celery import celery as celery_command
-
-    if context.find_root().command is celery_command:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1)
 
 
 @worker_init.connect

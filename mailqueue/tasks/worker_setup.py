@@ -22,9 +22,9 @@ from typing import Any
 import click
 from celery import bootsteps, signals
 
+from mailqueue.celery_app import app, ours
 from mailqueue.errors import ConfigurationError
 from mailqueue.metrics import instruments as metrics
-from mailqueue.tasks.app import app, ours
 
 __all__ = ["HEARTBEAT_INTERVAL", "Heartbeat"]
 

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
+from mailqueue.core.events import EVENT_TYPES, TrackingEvent, normalize_event
+from mailqueue.store.events import STATUS_RANK, ApplyResult, EventStore
 from mailqueue.webhooks.app import TRACKING_PATH, TrackingApp, create_app, serve
-from mailqueue.webhooks.events import EVENT_TYPES, TrackingEvent, normalize_event
 from mailqueue.webhooks.handler import Response, TrackingHandler
-from mailqueue.webhooks.store import STATUS_RANK, ApplyResult, EventStore
 
 __all__ = [
     "EVENT_TYPES",

@@ -11,8 +11,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from mailqueue.core.events import TrackingEvent, normalize_event
 from mailqueue.errors import ValidationError
-from mailqueue.webhooks.events import TrackingEvent, normalize_event
 
 __all__ = ["parse_body"]
 

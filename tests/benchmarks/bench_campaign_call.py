@@ -25,9 +25,9 @@ from collections.abc import Callable
 
 import redis
 
+from mailqueue.core.calltag import Tag, tag_call
 from mailqueue.core.payload import ApiCall, build_payload
 from mailqueue.core.responses import parse_response
-from mailqueue.reconcile.calltag import Tag, tag_call
 from mailqueue.settings import Settings
 from mailqueue.store.status import PartRef, PartResult, StatusStore
 

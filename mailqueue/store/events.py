@@ -23,13 +23,13 @@ from typing import Any
 import redis
 
 from mailqueue.core.addresses import comparable
+from mailqueue.core.events import TrackingEvent
 from mailqueue.settings import Settings
 from mailqueue.store.base import translated
 from mailqueue.store.campaigns import CampaignStore
 from mailqueue.store.keys import EVENT_ID_TTL, EVENTS_KEPT, Keys, safe_id
 from mailqueue.store.message_index import IndexEntry, MessageIndex, decode_entry
 from mailqueue.store.suppressions import SuppressionList
-from mailqueue.webhooks.events import TrackingEvent
 
 __all__ = ["STATUS_RANK", "ApplyResult", "EventStore", "parse_index_entry", "pick_recipients"]
 

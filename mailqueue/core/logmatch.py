@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from mailqueue.core.addresses import idna_encode
-from mailqueue.reconcile.calltag import Tag, parse_tag
+from mailqueue.core.calltag import Tag, parse_tag
 
 __all__ = ["Logged", "Pending", "Verdict", "address_key", "match_requests", "parse_logged"]
 
