@@ -102,7 +102,7 @@ def test_celery_finds_the_app_by_package_name() -> None:
 
 
 def test_all_is_complete_and_importable() -> None:
-    public = {name for name in vars(mailqueue) if not name.startswith("_")} - {"annotations"}
+    public = {name for name in dir(mailqueue) if not name.startswith("_")} - {"annotations"}
     modules = {name for name in public if type(getattr(mailqueue, name)).__name__ == "module"}
 
     assert set(mailqueue.__all__) - {"__version__"} == public - modules
