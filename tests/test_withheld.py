@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailqueue.core.payload import ApiCall, build_payload
-from mailqueue.store.withheld import without_recipients
+from mailqueue.core.withheld import without_recipients
 
 
 def single() -> ApiCall:

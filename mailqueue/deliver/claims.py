@@ -19,12 +19,12 @@ from typing import Literal, NamedTuple
 import redis
 
 from mailqueue.core.envelope import Envelope
+from mailqueue.core.withheld import without_recipients
 from mailqueue.deliver.hooks import Endings
 from mailqueue.deliver.outcomes import DrainReport, Stage
 from mailqueue.metrics import instruments as metrics
 from mailqueue.settings import Settings
 from mailqueue.store.status import Claim, PartResult
-from mailqueue.store.withheld import without_recipients
 
 __all__ = ["Claimed", "Claimer", "call_deadline", "lease_for"]
 

@@ -14,7 +14,7 @@ drain goes on reading.
 A call that may have reached Mailtrap without its answer reaching us is not
 retried blindly when reconciling is on: its parts are marked doubtful and
 come back after the settle delay, to be looked up in Email Logs first
-(``settling.py``, over ``reconcile.py``); only what the logs do not show is
+(``settling.py``, over ``reconcile/lookup.py``); only what the logs do not show is
 sent again.
 """
 

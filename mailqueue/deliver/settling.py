@@ -1,7 +1,7 @@
 """Settling doubtful envelopes: parts whose last call may have reached Mailtrap unanswered.
 
 When reconciling is on, such a part comes back after the settle delay and is
-looked up in Email Logs (``reconcile.py``) before anything is sent again:
+looked up in Email Logs (``reconcile/lookup.py``) before anything is sent again:
 what the logs show is recorded ``sent`` with no call; what they do not show,
 after a second look, is sent again and counted a possible duplicate; when the
 logs cannot answer, the part is sent again as it would be without reconciling.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from importlib import resources
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 from mailqueue.store.connection import redis_errors
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from mailqueue.store.keys import Keys
 
-__all__ = ["AtRedis", "RedisStore", "translated"]
+__all__ = ["AtRedis", "RedisStore", "lua_script", "translated"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,3 +57,9 @@ def translated(
         return wrapper
 
     return decorate
+
+
+@functools.cache
+def lua_script(name: str) -> str:
+    """The text of ``store/lua/<name>.lua``, read once per process (package data)."""
+    return (resources.files("mailqueue.store") / "lua" / f"{name}.lua").read_text("utf-8")

@@ -33,7 +33,7 @@ import redis
 from mailqueue.core.message import campaign_name
 from mailqueue.errors import ValidationError
 from mailqueue.settings import Settings
-from mailqueue.store.base import translated
+from mailqueue.store.base import lua_script, translated
 from mailqueue.store.keys import Keys
 
 __all__ = [
@@ -84,18 +84,7 @@ class CampaignRecord(TypedDict):
 # Change a campaign's state. KEYS: the record. ARGV: wanted state, reason,
 # now (ISO). Answers the state before the change ('' for no record); a
 # cancelled campaign never changes again.
-_SET_STATE = """
-local old = redis.call('HGET', KEYS[1], 'state')
-if not old then return '' end
-if old == 'cancelled' then return old end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[3])
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[1], 'reason', ARGV[2])
-else
-  redis.call('HDEL', KEYS[1], 'reason')
-end
-return old
-"""
+_SET_STATE = lua_script("campaigns_set_state")
 
 
 def _now_iso() -> str:

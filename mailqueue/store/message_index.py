@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import redis
 
+from mailqueue.store.base import lua_script
 from mailqueue.store.keys import Keys, safe_id
 
 __all__ = ["BUCKETS", "IndexEntry", "MessageIndex", "decode_entry", "encode_entry"]
@@ -121,14 +122,7 @@ def _decode_json(text: str) -> IndexEntry | None:
 
 
 # KEYS: buckets; ARGV: their expiry (unix seconds), then a field and a value per bucket.
-_ADD = """
-local at = ARGV[1]
-for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, ARGV[2 * i], ARGV[2 * i + 1])
-  redis.call('EXPIREAT', key, at)
-end
-return #KEYS
-"""
+_ADD = lua_script("message_index_add")
 
 
 class MessageIndex:

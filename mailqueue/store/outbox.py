@@ -33,7 +33,7 @@ import redis
 
 from mailqueue.core.envelope import Envelope
 from mailqueue.core.routing import LANES, STREAMS, Lane, Stream
-from mailqueue.store.base import RedisStore, translated
+from mailqueue.store.base import RedisStore, lua_script, translated
 from mailqueue.store.keys import OUTBOX_GROUP, Keys
 
 __all__ = ["Envelope", "LaneStats", "Outbox"]
@@ -58,47 +58,17 @@ _HOLD_TAGS = {
 # Move due retries back into one stream. KEYS: retry zset, stream, campaign
 # registry. ARGV: 1 when the stream is a campaign's, now, then pairs of
 # (zset member, envelope). A member another worker moved first is skipped.
-_MOVE_DUE = """
-local moved = 0
-for i = 3, #ARGV, 2 do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    redis.call('XADD', KEYS[2], '*', 'e', ARGV[i + 1])
-    moved = moved + 1
-  end
-end
-if moved > 0 and ARGV[1] == '1' then
-  redis.call('ZADD', KEYS[3], 'NX', ARGV[2], KEYS[2])
-end
-return moved
-"""
+_MOVE_DUE = lua_script("outbox_move_due")
 
 # Put a paused campaign's envelopes back in their streams. KEYS: held list,
 # campaign registry, then the campaign's streams for the tags ST, SB, BT, BB,
 # then the transactional lane's single and batch streams (for members of the
 # earlier format). ARGV: limit, now. Returns how many moved.
-_RELEASE = """
-local targets = {ST = 3, SB = 4, BT = 5, BB = 6, S = 7, B = 8}
-local moved = 0
-for i = 1, tonumber(ARGV[1]) do
-  local raw = redis.call('LPOP', KEYS[1])
-  if not raw then break end
-  local bar = string.find(raw, '|', 1, true)
-  local key = targets[string.sub(raw, 1, bar - 1)]
-  redis.call('XADD', KEYS[key], '*', 'e', string.sub(raw, bar + 1))
-  if key <= 6 then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], KEYS[key]) end
-  moved = moved + 1
-end
-return moved
-"""
+_RELEASE = lua_script("outbox_release")
 
 # Forget a campaign's stream once nothing is left in it, neither unread nor
 # pending. KEYS: stream, campaign registry. Returns 1 when it was retired.
-_RETIRE = """
-if redis.call('XLEN', KEYS[1]) > 0 then return 0 end
-redis.call('ZREM', KEYS[2], KEYS[1])
-redis.call('DEL', KEYS[1])
-return 1
-"""
+_RETIRE = lua_script("outbox_retire")
 
 
 @dataclass

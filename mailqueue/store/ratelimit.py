@@ -50,6 +50,7 @@ from redis.commands.core import Script
 from mailqueue.core.routing import Lane, Route
 from mailqueue.errors import BrokerUnavailable, RateLimited
 from mailqueue.settings import RateLimit, Settings
+from mailqueue.store.base import lua_script
 from mailqueue.store.keys import Keys
 
 __all__ = [
@@ -85,107 +86,13 @@ _MICRO = 1_000_000
 # ARGV: window µs, amount, reserve, bulk share, lane ('t' or 'b'), unique
 # member, demand marker ms. Returns 0 when a slot was taken, else the µs
 # until one may be free (a lower bound: the caller asks again then).
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local window = tonumber(ARGV[1])
-local amount = tonumber(ARGV[2])
-local reserve = tonumber(ARGV[3])
-local share = tonumber(ARGV[4])
-local bulk = ARGV[5] == 'b'
-if bulk then
-  redis.call('SET', KEYS[4], '1', 'PX', ARGV[7])
-end
-local until_us = tonumber(redis.call('GET', KEYS[3]) or '0')
-if until_us > now then
-  return until_us - now
-end
-local cutoff = string.format('%d', now - window)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
-local nt = redis.call('ZCARD', KEYS[1])
-local nb = redis.call('ZCARD', KEYS[2])
-local total = nt + nb
-
-local function grant(key)
-  redis.call('ZADD', key, string.format('%d', now), ARGV[6])
-  redis.call('PEXPIRE', key, math.ceil(window / 1000) + 1000)
-  return 0
-end
--- The score of the k-th oldest grant in one log, or in both together.
-local function oldest_in(key, k)
-  local row = redis.call('ZRANGE', key, k - 1, k - 1, 'WITHSCORES')
-  return tonumber(row[2])
-end
-local function oldest(k)
-  local a = redis.call('ZRANGE', KEYS[1], 0, k - 1, 'WITHSCORES')
-  local b = redis.call('ZRANGE', KEYS[2], 0, k - 1, 'WITHSCORES')
-  local i, j, score = 2, 2, 0
-  for _ = 1, k do
-    local x, y = tonumber(a[i]), tonumber(b[j])
-    if y == nil or (x ~= nil and x <= y) then score = x; i = i + 2 else score = y; j = j + 2 end
-  end
-  return score
-end
-local function wait_for(score)
-  return math.max(score + window - now, 1)
-end
-
-if bulk then
-  if total < amount - reserve or (nb < share and total < amount) then
-    return grant(KEYS[2])
-  end
-  local wait = wait_for(oldest(total - (amount - reserve) + 1))
-  if share > 0 then
-    local guaranteed = 1
-    if nb >= share then
-      guaranteed = wait_for(oldest_in(KEYS[2], nb - share + 1))
-    end
-    if total >= amount then
-      guaranteed = math.max(guaranteed, wait_for(oldest(total - amount + 1)))
-    end
-    wait = math.min(wait, guaranteed)
-  end
-  return wait
-end
-local own_cap = amount
-if redis.call('EXISTS', KEYS[4]) == 1 then
-  own_cap = amount - share
-end
-if total < amount and nt < own_cap then
-  return grant(KEYS[1])
-end
-local wait = 1
-if total >= amount then
-  wait = wait_for(oldest(total - amount + 1))
-end
-if nt >= own_cap then
-  wait = math.max(wait, wait_for(oldest_in(KEYS[1], nt - own_cap + 1)))
-end
-return wait
-"""
+_ACQUIRE = lua_script("ratelimit_acquire")
 
 # KEYS: cooldown. ARGV: duration µs. Sets the cool-down unless a longer one is in force.
-_PENALIZE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local until_us = now + tonumber(ARGV[1])
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current >= until_us then
-  return current - now
-end
-local ttl_ms = math.ceil(tonumber(ARGV[1]) / 1000) + 1
-redis.call('SET', KEYS[1], string.format('%d', until_us), 'PX', ttl_ms)
-return until_us - now
-"""
+_PENALIZE = lua_script("ratelimit_penalize")
 
 # KEYS: cooldown. Returns the µs left of the cool-down, 0 when none.
-_COOLDOWN_LEFT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local until_us = tonumber(redis.call('GET', KEYS[1]) or '0')
-return math.max(until_us - now, 0)
-"""
+_COOLDOWN_LEFT = lua_script("ratelimit_cooldown_left")
 
 
 def default_margin(limit: RateLimit) -> float:

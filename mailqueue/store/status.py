@@ -31,7 +31,7 @@ import redis
 from mailqueue.core.envelope import PartRef
 from mailqueue.records import GroupRecord, State, StatusRecord
 from mailqueue.settings import Settings
-from mailqueue.store.base import translated
+from mailqueue.store.base import lua_script, translated
 from mailqueue.store.campaigns import bucket_of
 from mailqueue.store.keys import Keys, safe_id
 from mailqueue.store.message_index import MessageIndex
@@ -73,71 +73,7 @@ Claim = Literal[
 # again then, carries the count on): a part that kills every worker runs out
 # of tries too.
 # A campaign counts a claimed part's recipients as ``sending`` until recorded.
-_CLAIM = """
-local out = {}
-local now_iso, now_ms, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local n = #KEYS / 3
-for i = 1, n do
-  local key, gkey, ckey = KEYS[i], KEYS[n + i], KEYS[2 * n + i]
-  local base = 5 + 3 * (i - 1)
-  local part, rcount, expires = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-  local held = tonumber(redis.call('HGET', key, 'lease:' .. part))
-  local state = redis.call('HGET', key, 'state')
-  local campaign = false
-  if ckey ~= key then campaign = redis.call('HGET', ckey, 'state') end
-  local not_before = tonumber(redis.call('HGET', key, 'not_before'))
-  if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
-    out[i] = 0
-  elseif held and held > now_ms then
-    out[i] = 2
-  elseif not held and (state == 'cancelled' or campaign == 'cancelled') then
-    out[i] = 5
-  elseif not held and expires > 0 and expires <= now_ms then
-    out[i] = 6
-  elseif not held and campaign == 'paused' then
-    out[i] = 4
-  elseif not held and not_before and not_before > now_ms then
-    out[i] = 7
-  else
-    if held and ARGV[5] == '1' then
-      local began = redis.call('HGET', key, 'began:' .. part) or (held - lease)
-      redis.call('HSETNX', key, 'doubt:' .. part, began)
-    elseif held then
-      redis.call('HINCRBY', key, 'possible_duplicates', 1)
-    end
-    if held then redis.call('HINCRBY', key, 'lost:' .. part, 1) end
-    if not state then
-      redis.call('HSET', key, 'created_at', now_iso, 'parts', 1)
-    end
-    if state ~= 'sent' and state ~= 'partially_sent' and state ~= 'failed' then
-      if state ~= 'sending' then
-        if gkey ~= key and state then
-          redis.call('HINCRBY', gkey, state, -1)
-          redis.call('HINCRBY', gkey, 'sending', 1)
-        end
-      end
-      redis.call('HSET', key, 'state', 'sending')
-    end
-    if ckey ~= key and not held then
-      redis.call('HINCRBY', ckey, 'n:waiting', -rcount)
-      redis.call('HINCRBY', ckey, 'n:sending', rcount)
-    end
-    redis.call('HSET', key, 'lease:' .. part, now_ms + lease, 'updated_at', now_iso)
-    if ARGV[5] == '1' then redis.call('HSET', key, 'began:' .. part, now_ms) end
-    redis.call('EXPIRE', key, ttl)
-    if held then
-      out[i] = 8
-      if ARGV[5] == '1' then out[i] = 9 end
-    elseif ARGV[5] == '1' and redis.call('HEXISTS', key, 'doubt:' .. part) == 1 then
-      out[i] = 3
-    else
-      redis.call('HINCRBY', key, 'attempts', 1)
-      out[i] = 1
-    end
-  end
-end
-return out
-"""
+_CLAIM = lua_script("status_claim")
 
 # Record the outcome of one part. KEYS: send hash, recipients hash, group
 # hash, campaign record (the send hash again for none). ARGV: part, outcome
@@ -155,75 +91,7 @@ return out
 # the outcome hooks. A part already done answers 0.
 # A send is sent when every part was accepted, partially_sent when some
 # recipients went out, and otherwise cancelled, expired or failed.
-_RECORD = """
-local key, rkey, gkey, ckey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local part, outcome, now_iso, ttl, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
-  return {redis.call('HGET', key, 'state') or '', 0}
-end
-redis.call('HSET', key, 'done:' .. part, outcome, 'updated_at', now_iso)
-redis.call(
-  'HDEL', key, 'lease:' .. part, 'began:' .. part, 'doubt:' .. part, 'looks:' .. part,
-  'lost:' .. part)
-redis.call('HINCRBY', key, 'parts_' .. outcome, 1)
-if err ~= '' then redis.call('HSET', key, 'error', err) end
-for i = 10, #ARGV, 2 do
-  redis.call('HSET', rkey, ARGV[i], ARGV[i + 1])
-end
-if ckey ~= key then
-  for where, amount in pairs(cjson.decode(ARGV[6])) do
-    redis.call('HINCRBY', ckey, 'n:' .. where, amount)
-  end
-  redis.call('HSET', ckey, 'updated_at', now_iso)
-  local handed = tonumber(ARGV[7])
-  if handed > 0 then
-    redis.call('HSETNX', ckey, 'first_sent_at', ARGV[8])
-    redis.call('HSET', ckey, 'last_sent_at', ARGV[8])
-    redis.call('HINCRBY', ckey, 'handed', handed)
-    local minute = tostring(math.floor(tonumber(ARGV[8]) / 60))
-    redis.call('HINCRBY', KEYS[7], minute, handed)
-    redis.call('EXPIRE', KEYS[7], ttl)
-  end
-end
-local function count(name) return tonumber(redis.call('HGET', key, 'parts_' .. name) or '0') end
-local parts = tonumber(redis.call('HGET', key, 'parts') or '1')
-local ok, partial, failed = count('sent'), count('partial'), count('failed')
-local cancelled, expired = count('cancelled'), count('expired')
-local old = redis.call('HGET', key, 'state')
-local state = old
-local ended = ok + partial + failed + cancelled + expired
-local final = 0
-if ended >= parts then
-  -- Each write ends one part: the write that ends the last one makes the send final.
-  if ended - 1 < parts then final = 1 end
-  if ok == parts then state = 'sent'
-  elseif ok + partial > 0 then state = 'partially_sent'
-  elseif cancelled > 0 then state = 'cancelled'
-  elseif expired > 0 then state = 'expired'
-  else state = 'failed' end
-  if state ~= 'failed' then redis.call('HDEL', key, 'error') end
-  if final == 1 then
-    redis.call('HINCRBY', KEYS[5], state, 1)
-    redis.call('EXPIRE', KEYS[5], MINUTES_KEPT)
-    if KEYS[6] ~= key and (state == 'failed' or state == 'partially_sent') then
-      redis.call('ZADD', KEYS[6], ARGV[8], ARGV[9])
-      redis.call('EXPIRE', KEYS[6], ttl)
-    end
-  end
-elseif old ~= 'sending' and old ~= 'cancelled' then
-  state = 'sending'
-end
-if state ~= old then
-  redis.call('HSET', key, 'state', state)
-  if gkey ~= key then
-    if old then redis.call('HINCRBY', gkey, old, -1) end
-    redis.call('HINCRBY', gkey, state, 1)
-  end
-end
-redis.call('EXPIRE', key, ttl)
-redis.call('EXPIRE', rkey, ttl)
-return {state, final}
-"""
+_RECORD = lua_script("status_record")
 
 # A part's attempt failed transiently and will be retried later, or was
 # withheld before its call (its campaign was paused meanwhile). KEYS: send
@@ -233,77 +101,17 @@ return {state, final}
 # none), maybe delivered (0/1), recipient count, what the part waits for
 # ("retry" or "look-up"; "": it was withheld and waits unrecorded), tries
 # left ("" for unknown). Its recipients wait again in the campaign.
-_RETRY = """
-local key, gkey, ckey, part = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
-if redis.call('HEXISTS', key, 'done:' .. part) == 1 then return 0 end
-local had = redis.call('HDEL', key, 'lease:' .. part)
-redis.call('HDEL', key, 'lost:' .. part)
-redis.call('HSET', key, 'updated_at', ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', key, 'error', ARGV[3]) end
-if ARGV[4] ~= '' then redis.call('HSET', key, 'next_attempt_at', ARGV[4]) end
-if ARGV[5] == '1' then redis.call('HINCRBY', key, 'possible_duplicates', 1) end
-if ARGV[7] ~= '' then redis.call('HSET', key, 'waiting_for', ARGV[7]) end
-if ARGV[8] ~= '' then redis.call('HSET', key, 'tries_left', ARGV[8]) end
-if ckey ~= key and had == 1 then
-  redis.call('HINCRBY', ckey, 'n:sending', -tonumber(ARGV[6]))
-  redis.call('HINCRBY', ckey, 'n:waiting', tonumber(ARGV[6]))
-end
-local old = redis.call('HGET', key, 'state')
-if old == 'sending' or old == 'queued' then
-  local state = 'retrying'
-  if ARGV[7] == '' then state = 'queued' end
-  if state ~= old then
-    redis.call('HSET', key, 'state', state)
-    if gkey ~= key then
-      redis.call('HINCRBY', gkey, old, -1)
-      redis.call('HINCRBY', gkey, state, 1)
-    end
-    if state == 'retrying' then
-      redis.call('HINCRBY', KEYS[4], state, 1)
-      redis.call('EXPIRE', KEYS[4], MINUTES_KEPT)
-    end
-  end
-end
-return 1
-"""
+_RETRY = lua_script("status_retry")
 
 # Cancel a send that has not been handed to Mailtrap. KEYS: send hash, group
 # hash (the send hash again for none). ARGV: now (ISO). Answers the state it
 # had; only queued and retrying change.
-_CANCEL = """
-local key, gkey = KEYS[1], KEYS[2]
-local old = redis.call('HGET', key, 'state')
-if old ~= 'queued' and old ~= 'retrying' then return old or '' end
-redis.call('HSET', key, 'state', 'cancelled', 'updated_at', ARGV[1])
-if gkey ~= key then
-  redis.call('HINCRBY', gkey, old, -1)
-  redis.call('HINCRBY', gkey, 'cancelled', 1)
-end
-return old
-"""
+_CANCEL = lua_script("status_cancel")
 
 # Put a dead-lettered part back in play. KEYS: send hash, group hash,
 # campaign record (the send hash again for none). ARGV: part, now, recipient
 # count.
-_REVIVE = """
-local key, gkey, ckey, part = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
-local outcome = redis.call('HGET', key, 'done:' .. part)
-if not outcome then return 0 end
-redis.call('HDEL', key, 'done:' .. part, 'error', 'next_attempt_at')
-redis.call('HINCRBY', key, 'parts_' .. outcome, -1)
-if ckey ~= key and outcome == 'failed' then
-  -- Its recipients wait again in their campaign.
-  redis.call('HINCRBY', ckey, 'n:failed', -tonumber(ARGV[3]))
-  redis.call('HINCRBY', ckey, 'n:waiting', tonumber(ARGV[3]))
-end
-local old = redis.call('HGET', key, 'state')
-redis.call('HSET', key, 'state', 'queued', 'updated_at', ARGV[2])
-if gkey ~= key and old ~= 'queued' then
-  if old then redis.call('HINCRBY', gkey, old, -1) end
-  redis.call('HINCRBY', gkey, 'queued', 1)
-end
-return 1
-"""
+_REVIVE = lua_script("status_revive")
 
 
 # Per-minute state counts live two hours: the dashboard shows the last one.

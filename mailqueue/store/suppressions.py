@@ -32,7 +32,7 @@ from mailqueue.core.csv_table import (
     restore_formula,
 )
 from mailqueue.errors import ValidationError
-from mailqueue.store.base import RedisStore, translated
+from mailqueue.store.base import RedisStore, lua_script, translated
 from mailqueue.store.keys import Keys
 
 if TYPE_CHECKING:
@@ -73,35 +73,15 @@ SOFT_BOUNCE_EVENTS = frozenset({"soft bounce", "soft_bounce"})
 # and suppressions of both streams become one of every stream.
 # A suppression added here again is no longer one lifted here.
 # KEYS: the hash, the lifted hash. ARGV: field, JSON record. Returns the stored record.
-_SUPPRESS = """
-redis.call('HDEL', KEYS[2], ARGV[1])
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-local new = cjson.decode(ARGV[2])
-if old then
-  local kept = cjson.decode(old)
-  if kept.stream == '*' or kept.stream == new.stream then return old end
-  new.stream = '*'
-end
-local encoded = cjson.encode(new)
-redis.call('HSET', KEYS[1], ARGV[1], encoded)
-return encoded
-"""
+_SUPPRESS = lua_script("suppressions_suppress")
 
 # Count one soft bounce and say whether the address now has enough of them.
 # KEYS: the address's zset. ARGV: event key, when, window start, limit, ttl.
-_SOFT_BOUNCE = """
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) and 1 or 0
-"""
+_SOFT_BOUNCE = lua_script("suppressions_soft_bounce")
 
 
 # Forget one lift if it is still the one read. KEYS: the lifted hash. ARGV: field, time.
-_FORGET_LIFT = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
-"""
+_FORGET_LIFT = lua_script("suppressions_forget_lift")
 
 
 class Suppression(TypedDict):

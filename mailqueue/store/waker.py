@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-from mailqueue.store.base import RedisStore, translated
+from mailqueue.store.base import RedisStore, lua_script, translated
 from mailqueue.store.keys import Keys
 
 __all__ = ["DELIVER_TASK", "HEARTBEAT", "MAX_COUNTDOWN", "Publish", "Waker"]
@@ -53,12 +53,7 @@ MAX_COUNTDOWN = 60.0
 # publish one (none is still to come at or before ``due``). A wake-up whose
 # time has passed covers nothing: it has fired, and its drain may already have
 # looked for due work. KEYS: wakeup. ARGV: due, ttl ms, now.
-_NOTE_WAKEUP = """
-local at = tonumber(redis.call('GET', KEYS[1]))
-if at and at <= tonumber(ARGV[1]) and at > tonumber(ARGV[3]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
+_NOTE_WAKEUP = lua_script("waker_note_wakeup")
 
 # Publishes one wake-up with these Celery options (``countdown``, ``task_id``, ...).
 Publish = Callable[[dict[str, Any]], None]
