@@ -12,9 +12,9 @@ from click.testing import CliRunner, Result
 import mailqueue
 from mailqueue.cli import cli
 from mailqueue.client import Client, default
+from mailqueue.core.campaign_view import campaign_line, duration
 from mailqueue.deliver.drain import Drainer
 from mailqueue.settings import Settings
-from mailqueue.store.campaign_view import campaign_line, duration
 from tests.memory_transport import MemoryTransport
 
 TEMPLATE = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"

@@ -24,6 +24,7 @@ from mailqueue.cli.group import client as current_client
 from mailqueue.cli.status import watch_view
 from mailqueue.cli.views import counts_line
 from mailqueue.client import Client
+from mailqueue.core.campaign_view import campaign_line
 from mailqueue.errors import ValidationError
 from mailqueue.produce.campaign_csv import (
     Content,
@@ -35,7 +36,6 @@ from mailqueue.produce.campaign_csv import (
 from mailqueue.produce.campaign_file import open_csv, queue_campaign_file, source_name
 from mailqueue.produce.chunked_send import QueuedGroup, enqueue_each
 from mailqueue.records import FINAL_STATES
-from mailqueue.store.campaign_view import campaign_line
 from mailqueue.store.campaigns import ENDED_STATES
 from mailqueue.store.groups import SendIds, get_batch_progress, get_group
 

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING
 from mailqueue.core.envelope import Envelope
 from mailqueue.core.payload import MAX_BATCH_REQUESTS
 from mailqueue.deliver.claims import Claimer
+from mailqueue.deliver.inflight import InFlight
 from mailqueue.deliver.outcomes import DrainReport, Outcomes, worker_lost
 from mailqueue.deliver.posting import Poster, group_calls
 from mailqueue.deliver.settling import Settler
 from mailqueue.mailtrap.transport import Transport
 from mailqueue.reconcile.lookup import Reconciler
 from mailqueue.store.connection import redis_errors
-from mailqueue.store.inflight import InFlight
 
 if TYPE_CHECKING:
     from mailqueue.store.stores import Stores
