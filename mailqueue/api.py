@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .client import configure, default
+from mailqueue.client import configure, default
 
 if TYPE_CHECKING:
-    from .campaigns import CampaignRecord
-    from .groups import SendIds
-    from .records import StatusRecord
-    from .suppressions import Suppression
+    from mailqueue.records import StatusRecord
+    from mailqueue.store.campaigns import CampaignRecord
+    from mailqueue.store.groups import SendIds
+    from mailqueue.store.suppressions import Suppression
 
 __all__ = [
     "cancel",

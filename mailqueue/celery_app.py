@@ -9,17 +9,19 @@ a ``celeryconfig`` module when one is importable (Celery's own convention).
 from __future__ import annotations
 
 import importlib
+import sys
 import types
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
+import click
 from celery import Celery
 
-from .connection import SENTINEL_TRANSPORT, celery_broker, check_master_name
-from .errors import ConfigurationError
-from .settings import Settings
+from mailqueue.errors import ConfigurationError, MailqueueError
+from mailqueue.settings import Settings
+from mailqueue.store.connection import SENTINEL_TRANSPORT, celery_broker, check_master_name
 
-__all__ = ["app", "apply_settings", "celery_config", "ours"]
+__all__ = ["app", "apply_settings", "celery_config", "ours", "refuse_in_celery_command"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -147,8 +149,6 @@ class _ProcessConfig(Mapping[str, Any]):
                 # not in kombu's transport lookup with a traceback.
                 _ = settings.status_redis_url
             except ConfigurationError as exc:
-                from .worker_checks import refuse_in_celery_command
-
                 refuse_in_celery_command(exc)
                 raise
             values = {**celery_config(settings), **_celeryconfig_overrides()}
@@ -156,8 +156,6 @@ class _ProcessConfig(Mapping[str, Any]):
                 try:
                     check_master_name(values.get("broker_transport_options"))
                 except ConfigurationError as exc:
-                    from .worker_checks import refuse_in_celery_command
-
                     refuse_in_celery_command(exc)
                     raise
             self._values = values
@@ -174,7 +172,7 @@ class _ProcessConfig(Mapping[str, Any]):
 
 
 _process_config = _ProcessConfig()
-app = Celery("mailqueue", include=["mailqueue.tasks", "mailqueue.worker_checks"])
+app = Celery("mailqueue", include=["mailqueue.tasks", "mailqueue.tasks.worker_checks"])
 app.config_from_object(_process_config)
 
 
@@ -194,3 +192,20 @@ def ours(sender: Any = None) -> bool:
         owner = cast(Any, current_app)._get_current_object()
     return owner is app
 
+
+def refuse_in_celery_command(exc: MailqueueError) -> None:
+    """End Celery's own command line (``celery -A mailqueue worker``) with one line for ``exc``.
+
+    Celery reads its configuration while it parses the worker's options, long
+    before ``worker_init``; a malformed setting found then would otherwise end
+    in a traceback. Anywhere else (a web process publishing) this does nothing
+    and the caller raises as usual.
+    """
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return
+    from celery.bin.celery import celery as celery_command
+
+    if context.find_root().command is celery_command:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1)

@@ -3,6 +3,10 @@
 A ``Client`` owns its settings, its Redis client, the stores over it, the
 fleet rate limiter, the waker and the Celery app it publishes wake-ups
 through. Nothing is built until first use, so creating one does no I/O.
+
+It is the composition root: it builds the stores (``store.stores.Stores``)
+and hands them to the services it calls (the producer, steering, dead
+letters, the drainer); none of those imports this module.
 Clients are independent: two with different settings (another token,
 another Redis) work side by side in one process.
 
@@ -15,35 +19,34 @@ Django project's settings, in a process that runs one);
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
 
-from .connection import connect
-from .redis_edge import RedisStore
-from .settings import Settings
+from mailqueue.settings import Settings
+from mailqueue.store.connection import connect
+from mailqueue.store.stores import Stores
 
 if TYPE_CHECKING:
-    from .campaigns import CampaignRecord, CampaignStore
-    from .caps import CapLimiter
-    from .deadletters import DeadLetter
-    from .delivery import Drainer
-    from .groups import SendIds
-    from .keys import Keys
-    from .outbox import LaneStats, Outbox
-    from .ratelimit import FleetRateLimiter
-    from .records import StatusRecord
-    from .status import StatusStore
-    from .suppressions import Suppression, SuppressionList
-    from .waker import Publish, Waker
-    from .webhooks.store import EventStore
+    from mailqueue.deliver.drain import Drainer
+    from mailqueue.produce.deadletters import DeadLetter
+    from mailqueue.records import StatusRecord
+    from mailqueue.store.campaigns import CampaignRecord, CampaignStore
+    from mailqueue.store.caps import CapLimiter
+    from mailqueue.store.events import EventStore
+    from mailqueue.store.groups import SendIds
+    from mailqueue.store.keys import Keys
+    from mailqueue.store.outbox import LaneStats, Outbox
+    from mailqueue.store.ratelimit import FleetRateLimiter
+    from mailqueue.store.status import StatusStore
+    from mailqueue.store.suppressions import Suppression, SuppressionList
+    from mailqueue.store.waker import Publish, Waker
 
 __all__ = ["Client", "client_for_settings", "configure", "default", "reset_default"]
 
-_S = TypeVar("_S", bound=RedisStore)
 # The most recent campaigns whose pause ``lane_stats`` looks for.
 PAUSED_LOOKED_AT = 1000
 
@@ -76,75 +79,56 @@ class Client:
         return connect(self.settings.status_redis_url)
 
     @cached_property
+    def stores(self) -> Stores:
+        """The stores over this client's Redis, as the services below are handed them."""
+        return Stores(
+            self.settings,
+            redis=lambda: self.redis,
+            publish=self._publish,
+            send_task=self.send_task,
+        )
+
+    @property
     def keys(self) -> Keys:
-        from .keys import Keys
+        return self.stores.keys
 
-        return Keys(self.settings.key_prefix)
-
-    @cached_property
+    @property
     def store(self) -> StatusStore:
-        from .status import StatusStore
+        return self.stores.store
 
-        return StatusStore(self.redis, self.settings)
-
-    def _store(self, kind: Callable[..., _S], *args: Any, **options: Any) -> _S:
-        """A store of ``kind`` over this client's Redis and key space, its URL named in errors."""
-        return kind(self.redis, self.keys, *args, url=self.settings.status_redis_url, **options)
-
-    @cached_property
+    @property
     def outbox(self) -> Outbox:
-        from .outbox import Outbox
+        return self.stores.outbox
 
-        return self._store(
-            Outbox,
-            reclaim_idle=self.settings.reclaim_idle,
-            ttl=max(int(self.settings.status_ttl), 1),
-        )
-
-    @cached_property
+    @property
     def campaigns(self) -> CampaignStore:
-        from .campaigns import CampaignStore
+        return self.stores.campaigns
 
-        return CampaignStore(self.redis, self.settings)
-
-    @cached_property
+    @property
     def caps(self) -> CapLimiter:
-        from .caps import CapLimiter, Caps
+        return self.stores.caps
 
-        caps = Caps(
-            hourly=self.settings.hourly_cap,
-            daily=self.settings.daily_cap,
-            reserve=self.settings.cap_transactional_reserve,
-        )
-        return self._store(CapLimiter, caps)
-
-    @cached_property
+    @property
     def suppressions(self) -> SuppressionList:
-        from .suppressions import SuppressionList
+        return self.stores.suppressions
 
-        return self._store(
-            SuppressionList,
-            soft_bounce_limit=self.settings.soft_bounce_limit,
-            soft_bounce_days=self.settings.soft_bounce_days,
-        )
-
-    @cached_property
+    @property
     def limiter(self) -> FleetRateLimiter:
-        from .ratelimit import FleetRateLimiter
+        return self.stores.limiter
 
-        return FleetRateLimiter(self.redis, self.settings, key_space=self.keys)
-
-    @cached_property
+    @property
     def events(self) -> EventStore:
-        from .webhooks.store import EventStore
+        return self.stores.events
 
-        return EventStore(self.redis, self.settings)
+    @property
+    def waker(self) -> Waker:
+        return self.stores.waker
 
     @cached_property
     def celery(self) -> Celery:
         if self._celery is not None:
             return self._celery
-        from .celery_app import celery_config
+        from mailqueue.celery_app import celery_config
 
         # Publishing only: the tasks are found by name on the worker's side.
         app = Celery("mailqueue", set_as_current=False)
@@ -152,17 +136,11 @@ class Client:
         return app
 
     @cached_property
-    def waker(self) -> Waker:
-        from .waker import Waker
-
-        return self._store(Waker, self._publish)
-
-    @cached_property
     def drainer(self) -> Drainer:
         """This process's drainer for this client (one HTTP session), built on first use."""
-        from .delivery import Drainer
+        from mailqueue.deliver.drain import Drainer
 
-        return Drainer(self)
+        return Drainer(self.stores)
 
     # -- producing --------------------------------------------------------
 
@@ -175,86 +153,86 @@ class Client:
         **celery_options: Any,
     ) -> str:
         """Validate and queue one message; returns its send id (see ``mailqueue.enqueue``)."""
-        from .producer import enqueue
+        from mailqueue.produce.producer import enqueue
 
         return enqueue(
-            self, message, idempotency_key=idempotency_key, send_id=send_id, **celery_options
+            self.stores, message, idempotency_key=idempotency_key, send_id=send_id, **celery_options
         )
 
     def enqueue_many(
         self, messages: Iterable[Mapping[str, Any]], *, campaign: str | None = None
     ) -> SendIds:
         """Validate every message, then queue them all; ids in order (as ``enqueue_many``)."""
-        from .producer import enqueue_many
+        from mailqueue.produce.producer import enqueue_many
 
-        return enqueue_many(self, messages, campaign=campaign)
+        return enqueue_many(self.stores, messages, campaign=campaign)
 
     def get_status(self, send_id: str) -> StatusRecord | None:
         """The status record of a send, or None for an unknown id."""
-        from .producer import get_status
+        from mailqueue.produce.producer import get_status
 
-        return get_status(self, send_id)
+        return get_status(self.stores, send_id)
 
     # -- campaigns, suppressions, schedules ---------------------------------
 
     def get_campaign(self, name: str) -> CampaignRecord | None:
         """The campaign's record (state, recipients, counts, ETA), or None."""
-        from .steering import get_campaign
+        from mailqueue.produce.steering import get_campaign
 
-        return get_campaign(self, name)
+        return get_campaign(self.stores, name)
 
     def pause_campaign(self, name: str) -> CampaignRecord:
         """Pause a campaign fleet-wide: no new call of it starts; returns its record."""
-        from .steering import pause_campaign
+        from mailqueue.produce.steering import pause_campaign
 
-        return pause_campaign(self, name)
+        return pause_campaign(self.stores, name)
 
     def resume_campaign(self, name: str) -> CampaignRecord:
         """Resume a paused campaign; ValidationError for a cancelled one."""
-        from .steering import resume_campaign
+        from mailqueue.produce.steering import resume_campaign
 
-        return resume_campaign(self, name)
+        return resume_campaign(self.stores, name)
 
     def cancel_campaign(self, name: str) -> CampaignRecord:
         """Cancel a campaign: recipients not yet handed to Mailtrap end ``cancelled``."""
-        from .steering import cancel_campaign
+        from mailqueue.produce.steering import cancel_campaign
 
-        return cancel_campaign(self, name)
+        return cancel_campaign(self.stores, name)
 
     def suppress(
         self, address: str, *, reason: str = "manual", stream: str | None = None
     ) -> Suppression:
         """Never mail ``address`` again (on ``stream`` only, when given)."""
-        from .steering import translated
+        from mailqueue.produce.steering import translated
 
-        with translated(self, "suppress an address"):
+        with translated(self.stores, "suppress an address"):
             return self.suppressions.suppress(address, reason=reason, stream=stream)
 
     def unsuppress(self, address: str) -> bool:
         """Let mail reach ``address`` again; True when it was suppressed."""
-        from .steering import translated
+        from mailqueue.produce.steering import translated
 
-        with translated(self, "unsuppress an address"):
+        with translated(self.stores, "unsuppress an address"):
             return self.suppressions.unsuppress(address)
 
     def get_suppression(self, address: str) -> Suppression | None:
         """The suppression of ``address``, or None."""
-        from .steering import translated
+        from mailqueue.produce.steering import translated
 
-        with translated(self, "read a suppression"):
+        with translated(self.stores, "read a suppression"):
             return self.suppressions.get(address)
 
     def cancel(self, send_id: str) -> StatusRecord:
         """Cancel a send not yet handed to Mailtrap; returns its status record."""
-        from .steering import cancel_send
+        from mailqueue.produce.steering import cancel_send
 
-        return cancel_send(self, send_id)
+        return cancel_send(self.stores, send_id)
 
     def reschedule(self, send_id: str, when: Any) -> StatusRecord:
         """Move a send not yet handed to Mailtrap to ``when``; returns its status record."""
-        from .steering import reschedule_send
+        from mailqueue.produce.steering import reschedule_send
 
-        return reschedule_send(self, send_id, when)
+        return reschedule_send(self.stores, send_id, when)
 
     def lane_stats(self) -> list[LaneStats]:
         """Work waiting per lane and Mailtrap stream: backlog, in flight, oldest age, paused."""
@@ -266,31 +244,35 @@ class Client:
 
     def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters, oldest first."""
-        from .deadletters import list_dead_letters
+        from mailqueue.produce.deadletters import list_dead_letters
 
-        return list_dead_letters(self, limit)
+        return list_dead_letters(self.stores, limit)
 
     def requeue_dead_letters(
         self, send_ids: Iterable[str] | None = None, *, wake: bool = True
     ) -> int:
         """Send dead-lettered sends again (all when ``send_ids`` is None); returns how many."""
-        from .deadletters import requeue_dead_letters
+        from mailqueue.produce.deadletters import requeue_dead_letters
 
-        return requeue_dead_letters(self, send_ids, wake=wake)
+        return requeue_dead_letters(self.stores, send_ids, wake=wake)
 
     def purge_dead_letters(self, send_ids: Sequence[str] | None = None) -> int:
         """Forget dead letters (all when ``send_ids`` is None); returns how many."""
-        from .deadletters import purge_dead_letters
+        from mailqueue.produce.deadletters import purge_dead_letters
 
-        return purge_dead_letters(self, send_ids)
+        return purge_dead_letters(self.stores, send_ids)
 
-    # -- waking workers -----------------------------------------------------
+    # -- waking workers, sending outcome tasks ---------------------------------
+
+    def send_task(self, name: str, **options: Any) -> None:
+        """Send the Celery task ``name`` through this client's app (outcome tasks)."""
+        self.celery.send_task(name, **options)
 
     def _publish(self, options: dict[str, Any]) -> None:
         if self._publish_to is not None:
             self._publish_to(options)
             return
-        from .waker import DELIVER_TASK
+        from mailqueue.store.waker import DELIVER_TASK
 
         # By name: the producer side never imports the worker's tasks.
         self.celery.send_task(DELIVER_TASK, **options)
@@ -323,7 +305,7 @@ def default() -> Client:
     if client is None:
         with _lock:
             if _default is None:
-                from .celery_app import app
+                from mailqueue.celery_app import app
 
                 _default = Client(Settings.from_process(), celery=app)
             client = _default
@@ -338,7 +320,7 @@ def configure(settings: Settings) -> Client:
     should create its own ``Client`` instead.
     """
     global _default
-    from .celery_app import app, apply_settings
+    from mailqueue.celery_app import app, apply_settings
 
     client = Client(settings, celery=app)
     with _lock:

@@ -25,7 +25,7 @@
 
 Whether a failed delivery is retried is decided by the type alone: every
 third-party error is translated into this tree at exactly one boundary
-(``mailqueue.responses``), so callers never inspect ``requests`` exceptions.
+(``mailqueue.core.responses``), so callers never inspect ``requests`` exceptions.
 Messages never carry the API token or a message body.
 """
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from . import connection, keys
-from .errors import ConfigurationError
-from .mailtrap_rules import MAX_SANDBOX_ID, is_sandbox_id
+from mailqueue.core import urls
+from mailqueue.core.rules import MAX_SANDBOX_ID, is_sandbox_id
+from mailqueue.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -53,6 +53,17 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+DEFAULT_PREFIX = "mq"
+# No braces (the prefix is the hash tag) and nothing a glob would read.
+_PREFIX = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def check_prefix(prefix: object) -> str | None:
+    """Why ``prefix`` cannot be a key prefix, or None when it can."""
+    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+        return "must be 1 to 64 letters, digits or ._:- (no braces)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -262,7 +273,7 @@ class Settings:
     broker_url: str = DEFAULT_BROKER_URL
     redis_url: str | None = None
     # Every Redis key starts with it (as a hash tag), so applications can share one Redis.
-    key_prefix: str = keys.DEFAULT_PREFIX
+    key_prefix: str = DEFAULT_PREFIX
     # None: 1 when the status store is reached through Sentinel, else 0 (see min_replicas).
     redis_min_replicas: int | None = None
     rate_limit: RateLimit = field(default_factory=lambda: RateLimit(150, 10.0))
@@ -337,12 +348,12 @@ class Settings:
         object.__setattr__(self, "webhook_secret", tuple(pair for pair in checked if pair))
         object.__setattr__(self, "accounts", _account_table(self.accounts))
         if self.redis_url is not None:
-            connection.check_url(self.redis_url, "redis_url", "MAILQUEUE_REDIS_URL")
-        problem = keys.check_prefix(self.key_prefix)
+            urls.check_url(self.redis_url, "redis_url", "MAILQUEUE_REDIS_URL")
+        problem = check_prefix(self.key_prefix)
         if problem is not None:
             raise ConfigurationError(f"MAILQUEUE_KEY_PREFIX {problem}", setting="key_prefix")
-        if connection.scheme_of(self.broker_url) in connection.REDIS_SCHEMES:
-            connection.check_url(self.broker_url, "broker_url", "MAILQUEUE_BROKER_URL")
+        if urls.scheme_of(self.broker_url) in urls.REDIS_SCHEMES:
+            urls.check_url(self.broker_url, "broker_url", "MAILQUEUE_BROKER_URL")
         for name in ("rate_limit", "email_logs_rate_limit"):
             if not isinstance(getattr(self, name), RateLimit):
                 raise ConfigurationError(
@@ -387,7 +398,7 @@ class Settings:
             if f.name in _SECRET_FIELDS:
                 shown = _secret_repr(value)
             elif f.name in _URL_FIELDS and value is not None:
-                shown = repr(connection.mask_url(value))
+                shown = repr(urls.mask_url(value))
             else:
                 shown = repr(value)
             parts.append(f"{f.name}={shown}")
@@ -431,13 +442,13 @@ class Settings:
         """Where status records live: ``redis_url``, else the broker when it is Redis."""
         if self.redis_url:
             return self.redis_url
-        scheme = connection.scheme_of(self.broker_url)
-        if scheme in connection.REDIS_SCHEMES:
+        scheme = urls.scheme_of(self.broker_url)
+        if scheme in urls.REDIS_SCHEMES:
             return self.broker_url
-        shown = connection.mask_url(self.broker_url)
+        shown = urls.mask_url(self.broker_url)
         if not _celery_knows(scheme):
             # Most likely a typo in the one setting the person did set.
-            accepted = ", ".join(f"{name}://" for name in sorted(connection.REDIS_SCHEMES))
+            accepted = ", ".join(f"{name}://" for name in sorted(urls.REDIS_SCHEMES))
             raise ConfigurationError(
                 f"MAILQUEUE_BROKER_URL {shown!r} is no broker URL Celery knows "
                 f"(Redis: {accepted}; or another Celery broker such as amqp://)",
@@ -458,7 +469,7 @@ class Settings:
         """
         if self.redis_min_replicas is not None:
             return self.redis_min_replicas
-        return 1 if connection.is_sentinel(self.status_redis_url) else 0
+        return 1 if urls.is_sentinel(self.status_redis_url) else 0
 
     @property
     def token_key(self) -> str:
@@ -635,8 +646,8 @@ def _sandbox_id(value: object) -> str | None:
 
 def _check_sender(value: object) -> None:
     """``MAILQUEUE_DEFAULT_FROM_EMAIL`` must be one address, found at start, not at each send."""
-    from .addresses import parse_address_list
-    from .errors import ValidationError
+    from mailqueue.core.addresses import parse_address_list
+    from mailqueue.errors import ValidationError
 
     try:
         addresses = parse_address_list(value, "from_email")

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mailqueue
-from mailqueue.connection import connect
 from mailqueue.settings import Settings
+from mailqueue.store.connection import connect
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import RedisServer, online_replicas
 from mailqueue.testing.sentinel import SentinelGroup

@@ -3,7 +3,7 @@
 Written here from the request schemas in Mailtrap's OpenAPI specs (repository
 ``mailtrap/mailtrap-openapi``: ``email-sending-transactional``,
 ``email-sending-bulk`` and ``sandbox-sending``), independently of
-``mailqueue.mailtrap_rules``, so that each can check the other. Choices where
+``mailqueue.core.rules``, so that each can check the other. Choices where
 the specs are loose:
 
 - The specs' ``oneOf`` of text / html / text-and-html / template shapes

@@ -11,10 +11,10 @@ import threading
 import uuid
 from collections.abc import Callable
 
+from mailqueue.core.payload import ApiCall
+from mailqueue.core.responses import RequestResult
 from mailqueue.errors import DeliveryError
-from mailqueue.payload import ApiCall
-from mailqueue.responses import RequestResult
-from mailqueue.transport import Withdrawn
+from mailqueue.mailtrap.transport import Withdrawn
 
 Handler = Callable[[ApiCall], list[RequestResult]]
 

@@ -43,12 +43,12 @@ from typing import Any
 
 import mailqueue
 from mailqueue.client import default as current
-from mailqueue.keys import Keys
+from mailqueue.mailtrap.transport import ATTEMPTS
 from mailqueue.settings import RateLimit, Settings
+from mailqueue.store.keys import Keys
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import RedisServer
 from mailqueue.testing.worker import WorkerProcess
-from mailqueue.transport import ATTEMPTS
 
 FAULT_RATES: Mapping[str, float] = {
     "500": 0.05,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailqueue.addresses import (
+from mailqueue.core.addresses import (
     EmailAddress,
     InvalidAddress,
     _parse_slow,

@@ -35,9 +35,9 @@ if not django_settings.configured:
 from anymail.exceptions import AnymailUnsupportedFeature  # noqa: E402
 from django.core.mail import EmailMultiAlternatives  # noqa: E402
 
-from mailqueue.addresses import parse_address_list  # noqa: E402
+from mailqueue.core.addresses import parse_address_list  # noqa: E402
+from mailqueue.core.payload import build_payload  # noqa: E402
 from mailqueue.errors import UnsupportedFeature, ValidationError  # noqa: E402
-from mailqueue.payload import build_payload  # noqa: E402
 from mailqueue.settings import Settings  # noqa: E402
 
 VALID_ADDRESSES = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from mailqueue.backoff import compute_backoff
+from mailqueue.core.backoff import compute_backoff
 
 
 def test_delay_doubles_per_attempt_within_jitter() -> None:

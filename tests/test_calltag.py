@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailqueue import Settings, build_payload, calltag
-from mailqueue.calltag import TAG_KEY, Tag, parse_tag, tag_call
-from mailqueue.message import custom_variables_size
-from mailqueue.payload import ApiCall, coalesce
+from mailqueue import Settings, build_payload
+from mailqueue.core import calltag
+from mailqueue.core.calltag import TAG_KEY, Tag, parse_tag, tag_call
+from mailqueue.core.message import custom_variables_size
+from mailqueue.core.payload import ApiCall, coalesce
 
 SETTINGS = Settings(api_token="t")
 

@@ -7,7 +7,8 @@ import io
 import pytest
 
 from mailqueue import build_payload
-from mailqueue.campaign_csv import (
+from mailqueue.errors import ValidationError
+from mailqueue.produce.campaign_csv import (
     Recipient,
     Repeats,
     SeenAddresses,
@@ -18,7 +19,6 @@ from mailqueue.campaign_csv import (
     read_recipients,
     recipient_of,
 )
-from mailqueue.errors import ValidationError
 from mailqueue.settings import Settings
 
 TEMPLATE = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 import redis
 
-from mailqueue import chunked_send
-from mailqueue.campaign_csv import Repeats
-from mailqueue.campaign_file import queue_campaign_file
-from mailqueue.chunked_send import PARTS_PER_TRANSACTION, enqueue_each
 from mailqueue.client import Client
-from mailqueue.delivery import Drainer
+from mailqueue.deliver.drain import Drainer
 from mailqueue.errors import ValidationError
-from mailqueue.groups import get_group
+from mailqueue.produce import chunked_send
+from mailqueue.produce.campaign_csv import Repeats
+from mailqueue.produce.campaign_file import queue_campaign_file
+from mailqueue.produce.chunked_send import PARTS_PER_TRANSACTION, enqueue_each
 from mailqueue.settings import Settings
+from mailqueue.store.groups import get_group
 from tests.memory_transport import MemoryTransport
 
 TEMPLATE = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"

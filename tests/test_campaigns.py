@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from mailqueue import status
-from mailqueue.campaigns import auto_pause_reason, record_from_fields
 from mailqueue.client import Client
-from mailqueue.delivery import Drainer
+from mailqueue.core.events import normalize_event
+from mailqueue.core.payload import ApiCall
+from mailqueue.core.responses import RequestResult
+from mailqueue.deliver.drain import Drainer
 from mailqueue.errors import PermanentDeliveryError, ValidationError
-from mailqueue.payload import ApiCall
-from mailqueue.responses import RequestResult
 from mailqueue.settings import Settings
-from mailqueue.webhooks.events import normalize_event
+from mailqueue.store import status
+from mailqueue.store.campaigns import auto_pause_reason, record_from_fields
 from tests.memory_transport import MemoryTransport, accept_all
 
 # -- the record, pure ------------------------------------------------------

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import redis
 
-from mailqueue.caps import CapLimiter, Caps
 from mailqueue.client import Client
-from mailqueue.delivery import Drainer
+from mailqueue.core.routing import resolve_route
+from mailqueue.deliver.drain import Drainer
 from mailqueue.errors import ConfigurationError
-from mailqueue.keys import Keys
-from mailqueue.routing import resolve_route
 from mailqueue.settings import Account, Settings
+from mailqueue.store.caps import CapLimiter, Caps
+from mailqueue.store.keys import Keys
 from tests.memory_transport import MemoryTransport
 
 NOW = 1_900_008_000.0  # on the hour: 527,780 hours since 1970

@@ -28,7 +28,7 @@ def test_late_acks_redelivery_on_worker_loss_and_one_prefetched_task() -> None:
 
 
 def test_the_longest_countdown_stays_under_the_visibility_timeout() -> None:
-    from mailqueue.waker import MAX_COUNTDOWN
+    from mailqueue.store.waker import MAX_COUNTDOWN
 
     assert Settings().visibility_timeout / 2 > MAX_COUNTDOWN
 
@@ -102,7 +102,7 @@ def test_celery_finds_the_app_by_package_name() -> None:
 
 
 def test_all_is_complete_and_importable() -> None:
-    public = {name for name in vars(mailqueue) if not name.startswith("_")} - {"annotations"}
+    public = {name for name in dir(mailqueue) if not name.startswith("_")} - {"annotations"}
     modules = {name for name in public if type(getattr(mailqueue, name)).__name__ == "module"}
 
     assert set(mailqueue.__all__) - {"__version__"} == public - modules
@@ -117,7 +117,7 @@ def test_a_hand_made_sentinel_broker_without_master_name_is_refused_in_one_line(
     # the worker must stop at its configuration with one line, not pass None on.
     (tmp_path / "celeryconfig.py").write_text(
         "broker_url = 'sentinel://127.0.0.1:1/0'\n"
-        "broker_transport = 'mailqueue.sentinel_broker:SentinelTransport'\n"
+        "broker_transport = 'mailqueue.tasks.sentinel_broker:SentinelTransport'\n"
         "broker_transport_options = {'sentinels': [['127.0.0.1', 1]]}\n"
     )
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
@@ -139,8 +139,8 @@ def test_a_hand_made_sentinel_broker_without_master_name_is_refused_in_one_line(
 
 
 def test_the_sentinel_channel_refuses_a_missing_master_name() -> None:
-    from mailqueue.connection import check_master_name
     from mailqueue.errors import ConfigurationError
+    from mailqueue.store.connection import check_master_name
 
     assert check_master_name({"master_name": "primary"}) == "primary"
     for options in ({}, {"master_name": None}, {"master_name": ""}, None):

@@ -17,10 +17,10 @@ import requests
 from click.testing import CliRunner, Result
 
 import mailqueue
-import mailqueue.status as status_module
+import mailqueue.store.status as status_module
 from mailqueue.cli import cli, message_from_options
 from mailqueue.client import default
-from mailqueue.delivery import Drainer
+from mailqueue.deliver.drain import Drainer
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import free_port

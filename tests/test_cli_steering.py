@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 import mailqueue
-from mailqueue.campaign_view import campaign_line, duration
 from mailqueue.cli import cli
 from mailqueue.client import Client, default
-from mailqueue.delivery import Drainer
+from mailqueue.core.campaign_view import campaign_line, duration
+from mailqueue.deliver.drain import Drainer
 from mailqueue.settings import Settings
 from tests.memory_transport import MemoryTransport
 

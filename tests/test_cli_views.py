@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from mailqueue.activity import Activity
 from mailqueue.cli.views import STALL_AFTER, format_group, format_status, stall_note
-from mailqueue.groups import GroupProgress
+from mailqueue.store.activity import Activity
+from mailqueue.store.groups import GroupProgress
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 

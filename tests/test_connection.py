@@ -10,9 +10,8 @@ import redis
 import mailqueue
 from mailqueue import BrokerUnavailable, ConfigurationError, Settings
 from mailqueue.celery_app import celery_config
-from mailqueue.connection import (
-    SOCKET_CONNECT_TIMEOUT,
-    SOCKET_TIMEOUT,
+from mailqueue.core.urls import SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT
+from mailqueue.store.connection import (
     SentinelTarget,
     celery_broker,
     connect,
@@ -203,7 +202,7 @@ def test_sentinel_broker_becomes_celerys_sentinel_transport() -> None:
     )
 
     assert broker["broker_url"] == "sentinel://app:p%40ss@h1:5000/2"
-    assert broker["broker_transport"] == "mailqueue.sentinel_broker:SentinelTransport"
+    assert broker["broker_transport"] == "mailqueue.tasks.sentinel_broker:SentinelTransport"
     options = broker["broker_transport_options"]
     assert options["sentinels"] == [["h1", 5000], ["::1", 5001]]
     assert options["master_name"] == "primary"
@@ -340,7 +339,7 @@ def test_errors_other_than_redis_ones_pass_through() -> None:
 def test_celery_connects_through_the_sentinel_transport_for_a_sentinel_broker() -> None:
     from celery import Celery
 
-    from mailqueue.sentinel_broker import SentinelChannel, SentinelTransport
+    from mailqueue.tasks.sentinel_broker import SentinelChannel, SentinelTransport
 
     app = Celery("probe")
     app.conf.update(celery_config(Settings(broker_url="redis+sentinel://127.0.0.1:1,h2:2/m/3")))

@@ -19,7 +19,7 @@ import pytest
 from mailqueue.client import Client
 from mailqueue.dashboard import DashboardApp, create_app, mounted
 from mailqueue.dashboard.render import funnel_svg
-from mailqueue.delivery import Drainer
+from mailqueue.deliver.drain import Drainer
 from mailqueue.errors import ConfigurationError
 from mailqueue.settings import Settings
 from tests.memory_transport import MemoryTransport

@@ -9,9 +9,9 @@ import redis
 
 import mailqueue
 from mailqueue.client import default
-from mailqueue.delivery import Drainer
-from mailqueue.keys import Keys
+from mailqueue.deliver.drain import Drainer
 from mailqueue.settings import Settings
+from mailqueue.store.keys import Keys
 from mailqueue.testing import LocalMailtrap
 
 MESSAGE = {"from_email": "shop@example.com", "to": ["ann@example.com"], "subject": "S", "text": "T"}

@@ -23,10 +23,10 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
-from mailqueue import keys  # noqa: E402
-from mailqueue.delivery import DRAIN_BUDGET  # noqa: E402
-from mailqueue.keys import Keys  # noqa: E402
+from mailqueue.deliver.drain import DRAIN_BUDGET  # noqa: E402
 from mailqueue.settings import Settings  # noqa: E402
+from mailqueue.store import keys  # noqa: E402
+from mailqueue.store.keys import Keys  # noqa: E402
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SYSTEMD = DEPLOY / "systemd"

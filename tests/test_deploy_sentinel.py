@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from mailqueue import Settings
-from mailqueue.connection import parse_sentinel_url
+from mailqueue.core.urls import parse_sentinel_url
 
 COMPOSE = Path(__file__).resolve().parent.parent / "deploy" / "compose.sentinel.yaml"
 

@@ -34,12 +34,12 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
 import mailqueue  # noqa: E402
+from mailqueue.core.payload import build_payload  # noqa: E402
+from mailqueue.core.schedule import parse_when  # noqa: E402
 from mailqueue.django import EmailBackend  # noqa: E402
 from mailqueue.django.backend import to_message_dict  # noqa: E402
-from mailqueue.keys import Keys  # noqa: E402
-from mailqueue.payload import build_payload  # noqa: E402
-from mailqueue.schedule import parse_when  # noqa: E402
 from mailqueue.settings import Settings  # noqa: E402
+from mailqueue.store.keys import Keys  # noqa: E402
 from mailqueue.testing import LocalMailtrap  # noqa: E402
 from mailqueue.testing.worker import WorkerProcess  # noqa: E402
 from tests.e2e.helpers import wait_final  # noqa: E402

@@ -17,7 +17,7 @@ from django.test import Client, override_settings
 from django.urls import include, path, reverse
 
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
 
 if not django_settings.configured:
     django_settings.configure(

@@ -11,12 +11,9 @@ from typing import Any
 
 import pytest
 
-from mailqueue.calltag import MAX_TAG_GROWTH, Tag, tag_call
 from mailqueue.client import Client
-from mailqueue.delivery import Drainer, group_calls
-from mailqueue.errors import PermanentDeliveryError, TransientDeliveryError
-from mailqueue.outbox import Envelope
-from mailqueue.payload import (
+from mailqueue.core.calltag import MAX_TAG_GROWTH, Tag, tag_call
+from mailqueue.core.payload import (
     BATCH_WRAPPER_BYTES,
     MAX_BATCH_BYTES,
     MAX_BATCH_REQUESTS,
@@ -25,8 +22,11 @@ from mailqueue.payload import (
     call_size,
     coalesce,
 )
-from mailqueue.responses import RequestResult
+from mailqueue.core.responses import RequestResult
+from mailqueue.deliver.drain import Drainer, group_calls
+from mailqueue.errors import PermanentDeliveryError, TransientDeliveryError
 from mailqueue.settings import Settings
+from mailqueue.store.outbox import Envelope
 from tests.memory_transport import MemoryTransport, accept_all
 
 

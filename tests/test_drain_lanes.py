@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from mailqueue.client import Client
-from mailqueue.delivery import Drainer
-from mailqueue.payload import ApiCall
-from mailqueue.responses import RequestResult
+from mailqueue.core.payload import ApiCall
+from mailqueue.core.responses import RequestResult
+from mailqueue.deliver.drain import Drainer
 from mailqueue.settings import Settings
 from tests.memory_transport import MemoryTransport, accept_all
 

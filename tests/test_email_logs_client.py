@@ -10,11 +10,11 @@ import pytest
 import requests
 
 from mailqueue import Settings
-from mailqueue.calltag import TAG_KEY
-from mailqueue.email_logs import EmailLogsClient, LogsLimiters, window
+from mailqueue.core.calltag import TAG_KEY
 from mailqueue.errors import EmailLogsBusy, EmailLogsUnavailable
-from mailqueue.ratelimit import MemoryRateLimiter
+from mailqueue.mailtrap.email_logs import EmailLogsClient, LogsLimiters, window
 from mailqueue.settings import RateLimit
+from mailqueue.store.ratelimit import MemoryRateLimiter
 from mailqueue.testing import LocalMailtrap
 
 

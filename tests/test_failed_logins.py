@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from mailqueue.client import Client
 from mailqueue.dashboard import DashboardApp
 from mailqueue.dashboard import create_app as create_dashboard
-from mailqueue.failed_logins import FailedLogins
+from mailqueue.serving.failed_logins import FailedLogins
 from mailqueue.settings import Settings
 from mailqueue.webhooks import TrackingApp, create_app
 
@@ -127,7 +127,7 @@ def test_failures_are_forgotten_after_the_window() -> None:
 def test_the_log_gets_one_line_per_interval_with_the_count(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mailqueue.failed_logins")
+    caplog.set_level(logging.INFO, logger="mailqueue.serving.failed_logins")
     now = [0.0]
     logins = FailedLogins("dashboard", limit=1000, log_every=60.0, clock=lambda: now[0])
 
@@ -142,7 +142,7 @@ def test_the_log_gets_one_line_per_interval_with_the_count(
 
 def test_a_scan_from_many_addresses_keeps_memory_bounded() -> None:
     logins = FailedLogins("webhook", log_every=3600.0)
-    from mailqueue import failed_logins as module
+    from mailqueue.serving import failed_logins as module
 
     for i in range(module.MAX_CLIENTS + 500):
         logins.failed(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")

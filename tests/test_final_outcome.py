@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult, Recorded, StatusStore, became_final
+from mailqueue.store.status import PartRef, PartResult, Recorded, StatusStore, became_final
 
 SENT = PartResult("sent", {"a@example.com": "m-1"})
 FAILED = PartResult("failed", {"a@example.com": None}, {"kind": "permanent", "message": "no"})

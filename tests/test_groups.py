@@ -7,11 +7,11 @@ from collections.abc import Iterator
 import pytest
 
 import mailqueue
-from mailqueue.activity import fleet_activity
 from mailqueue.client import Client
 from mailqueue.client import default as current
-from mailqueue.groups import get_batch_progress, get_group
 from mailqueue.settings import Settings
+from mailqueue.store.activity import fleet_activity
+from mailqueue.store.groups import get_batch_progress, get_group
 
 MESSAGE = {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import mailqueue
-from mailqueue.payload import build_payload
+from mailqueue.core.payload import build_payload
 from mailqueue.settings import Settings
 
 SETTINGS = Settings(api_token="injection-test-token")

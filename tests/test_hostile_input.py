@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mailqueue
-from mailqueue import keys
 from mailqueue.client import default as current
-from mailqueue.payload import build_payload
+from mailqueue.core.payload import build_payload
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult
+from mailqueue.store import keys
+from mailqueue.store.status import PartRef, PartResult
 from mailqueue.webhooks import TrackingApp, create_app
 
 SETTINGS = Settings(api_token="hostile-test-token")

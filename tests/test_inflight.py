@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from mailqueue.inflight import InFlight
+from mailqueue.deliver.inflight import InFlight
 
 DEADLINE = 10.0
 

@@ -10,12 +10,12 @@ import pytest
 import redis
 import requests
 
-from mailqueue.envelope import Envelope, envelopes_for, lane_for
-from mailqueue.keys import Keys
-from mailqueue.outbox import Outbox
-from mailqueue.payload import build_payload
-from mailqueue.routing import resolve_route
+from mailqueue.core.envelope import Envelope, envelopes_for, lane_for
+from mailqueue.core.payload import build_payload
+from mailqueue.core.routing import resolve_route
 from mailqueue.settings import Settings
+from mailqueue.store.keys import Keys
+from mailqueue.store.outbox import Outbox
 
 KEYS = Keys()
 MESSAGE = {
@@ -216,7 +216,7 @@ def test_lane_stats_count_backlog_in_flight_and_age_per_lane_and_stream(
 def test_lane_gauges_are_served_with_the_metrics(
     redis_client: redis.Redis, outbox: Outbox
 ) -> None:
-    from mailqueue.metrics import start_metrics_server
+    from mailqueue.metrics.instruments import start_metrics_server
 
     add(redis_client, outbox, envelope("c1", group="c", stream="bulk"))
     server, _ = start_metrics_server(0, addr="127.0.0.1", redis_client=redis_client)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mailqueue.calltag import Tag
-from mailqueue.logmatch import Logged, Pending, match_requests, parse_logged
+from mailqueue.core.calltag import Tag
+from mailqueue.core.logmatch import Logged, Pending, match_requests, parse_logged
 
 
 def logged(message_id: str, to: str, tag: Tag | None = None, subject: str = "Hi") -> Logged:

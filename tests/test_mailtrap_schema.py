@@ -21,7 +21,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailqueue.payload import ApiCall, build_payload, coalesce
+from mailqueue.core.payload import ApiCall, build_payload, coalesce
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from tests.mailtrap_schema import FIELDS, batch_errors, send_errors

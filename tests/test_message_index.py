@@ -8,8 +8,8 @@ import uuid
 
 import redis
 
-from mailqueue.keys import Keys
-from mailqueue.message_index import (
+from mailqueue.store.keys import Keys
+from mailqueue.store.message_index import (
     IndexEntry,
     MessageIndex,
     decode_entry,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from mailqueue.core.payload import build_payload
 from mailqueue.errors import UnsupportedFeature, ValidationError
-from mailqueue.payload import build_payload
 from mailqueue.settings import Settings
 
 GOOD: dict[str, Any] = {

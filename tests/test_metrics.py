@@ -13,9 +13,9 @@ import redis
 import requests
 from prometheus_client import REGISTRY
 
-from mailqueue import metrics
 from mailqueue.errors import ConfigurationError
-from mailqueue.keys import Keys
+from mailqueue.metrics import instruments as metrics
+from mailqueue.store.keys import Keys
 
 
 def sample(name: str, **labels: str) -> float:
@@ -169,7 +169,7 @@ def test_forked_pool_children_are_added_up_in_multiprocess_mode(tmp_path: Path) 
         """
         import os
         from prometheus_client import generate_latest
-        from mailqueue import metrics
+        from mailqueue.metrics import instruments as metrics
 
         assert metrics.multiprocess_mode()
         children = []
@@ -210,7 +210,7 @@ FORK_AND_COUNT = textwrap.dedent(
     """
     import os, sys
     from prometheus_client import generate_latest
-    from mailqueue import metrics
+    from mailqueue.metrics import instruments as metrics
 
     print("folder", metrics.use_multiprocess_dir())
     children = []
@@ -296,7 +296,7 @@ def test_single_process_mode_ignores_an_unwritable_folder() -> None:
     script = textwrap.dedent(
         """
         from prometheus_client import generate_latest
-        from mailqueue import metrics
+        from mailqueue.metrics import instruments as metrics
 
         metrics.use_process_memory()
         metrics.count_webhook_event("opened", "received")

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from mailqueue.core.payload import build_payload
 from mailqueue.errors import ConfigurationError, PermanentDeliveryError, Redirected
-from mailqueue.payload import build_payload
+from mailqueue.mailtrap.transport import Transport
 from mailqueue.settings import Settings
-from mailqueue.transport import Transport
-from mailqueue.worker_checks import check_worker_settings
+from mailqueue.tasks.worker_checks import check_worker_settings
 
 TOKEN = "tok-OUTBOUND-0042"
 MESSAGE = {
@@ -139,7 +139,7 @@ def test_the_setting_allows_http_to_another_host() -> None:
 
 def test_suppression_sync_refuses_an_http_url_to_another_host(redis_url: str) -> None:
     from mailqueue.client import Client
-    from mailqueue.suppression_sync import sync_suppressions
+    from mailqueue.mailtrap.suppression_sync import sync_suppressions
 
     settings = Settings(
         api_token=TOKEN, broker_url=redis_url, general_api_url="http://mailtrap.example/api/"

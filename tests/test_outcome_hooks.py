@@ -10,13 +10,13 @@ import pytest
 import redis
 
 from mailqueue.client import Client
-from mailqueue.envelope import Envelope
+from mailqueue.core.envelope import Envelope
+from mailqueue.core.payload import ApiCall
+from mailqueue.deliver.hooks import Endings, OutcomeHooks
 from mailqueue.errors import ConfigurationError
-from mailqueue.outcome_hooks import Endings, OutcomeHooks
-from mailqueue.payload import ApiCall
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult
-from mailqueue.worker_checks import check_worker_settings
+from mailqueue.store.status import PartRef, PartResult
+from mailqueue.tasks.worker_checks import check_worker_settings
 
 CALL = ApiCall("send", {"to": [{"email": "a@example.com"}], "subject": "Hi"}, (("a@example.com",),))
 

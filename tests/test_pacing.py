@@ -8,10 +8,10 @@ import itertools
 import pytest
 import redis
 
-from mailqueue.keys import Keys
-from mailqueue.pacing import Pacer, PaceRule, book, interval_for
-from mailqueue.ratelimit import FleetRateLimiter, LaneShares, MemoryRateLimiter
 from mailqueue.settings import RateLimit, Settings
+from mailqueue.store.keys import Keys
+from mailqueue.store.pacing import Pacer, PaceRule, book, interval_for
+from mailqueue.store.ratelimit import FleetRateLimiter, LaneShares, MemoryRateLimiter
 
 TOKEN = "tok-5b1d-pacing-secret-token"
 MAILTRAP = RateLimit(150, 10.0)

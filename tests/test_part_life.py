@@ -36,23 +36,23 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from mailqueue import outbox as outbox_module
-from mailqueue.calltag import parse_tag
 from mailqueue.client import Client
-from mailqueue.delivery import Drainer
+from mailqueue.core.calltag import parse_tag
+from mailqueue.core.logmatch import Logged, match_requests
+from mailqueue.core.payload import ApiCall
+from mailqueue.core.responses import RequestResult
+from mailqueue.core.routing import Route
+from mailqueue.deliver.drain import Drainer
 from mailqueue.errors import (
     EmailLogsBusy,
     EmailLogsUnavailable,
     RateLimited,
     TransientDeliveryError,
 )
-from mailqueue.keys import OUTBOX_GROUP
-from mailqueue.logmatch import Logged, match_requests
-from mailqueue.payload import ApiCall
-from mailqueue.reconcile import Doubtful, PartLookup, pending_requests
-from mailqueue.responses import RequestResult
-from mailqueue.routing import Route
+from mailqueue.reconcile.lookup import Doubtful, PartLookup, pending_requests
 from mailqueue.settings import Settings
+from mailqueue.store import outbox as outbox_module
+from mailqueue.store.keys import OUTBOX_GROUP
 from tests.memory_transport import MemoryTransport
 
 MAX_RETRIES = 2

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from mailqueue.core.payload import ApiCall, build_payload, call_size
 from mailqueue.errors import UnsupportedFeature, ValidationError
-from mailqueue.payload import ApiCall, build_payload, call_size
 from mailqueue.settings import Settings
 
 IGNORE = Settings(ignore_unsupported_features=True)

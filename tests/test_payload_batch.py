@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from mailqueue import payload as payload_module
+from mailqueue.core import payload as payload_module
+from mailqueue.core.payload import ApiCall, build_payload, call_size, coalesce
 from mailqueue.errors import ValidationError
-from mailqueue.payload import ApiCall, build_payload, call_size, coalesce
 from mailqueue.settings import Settings
 
 

@@ -9,9 +9,9 @@ import pytest
 import redis
 
 import mailqueue
-from mailqueue.keys import Keys
-from mailqueue.outbox import Envelope
 from mailqueue.settings import Settings
+from mailqueue.store.keys import Keys
+from mailqueue.store.outbox import Envelope
 from mailqueue.testing.redis_server import free_port
 
 MESSAGE = {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
@@ -154,7 +154,7 @@ def test_a_marker_left_while_drains_ran_does_not_outlive_them(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
     from mailqueue.client import default
-    from mailqueue.delivery import Drainer
+    from mailqueue.deliver.drain import Drainer
 
     redis_client.zadd(Keys().drains, {"worker-a": int((time.time() + 30) * 1000)})
     mailqueue.enqueue(MESSAGE)  # sets the marker, wakes nobody: worker-a will see it

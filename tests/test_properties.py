@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailqueue.core.message import MESSAGE_KEYS
+from mailqueue.core.payload import MAX_BATCH_REQUESTS, ApiCall, build_payload, call_size, coalesce
 from mailqueue.errors import ValidationError
-from mailqueue.message import MESSAGE_KEYS
-from mailqueue.payload import MAX_BATCH_REQUESTS, ApiCall, build_payload, call_size, coalesce
 from mailqueue.settings import Settings
 
 PROPERTY_SETTINGS = settings(

@@ -15,8 +15,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from mailqueue.errors import RateLimited, TransientDeliveryError
-from mailqueue.keys import Keys
-from mailqueue.ratelimit import (
+from mailqueue.settings import RateLimit, Settings
+from mailqueue.store.keys import Keys
+from mailqueue.store.ratelimit import (
     MAX_JITTER,
     FleetRateLimiter,
     LaneShares,
@@ -24,7 +25,6 @@ from mailqueue.ratelimit import (
     RateLimiter,
     default_margin,
 )
-from mailqueue.settings import RateLimit, Settings
 
 TOKEN = "tok-3f9c1e7a-secret-api-token"
 
@@ -476,7 +476,7 @@ def test_bulk_lane_keys_hold_no_token_and_expire(redis_client: redis.Redis) -> N
 
 
 def test_a_route_picks_the_lane_and_the_tokens_window(redis_client: redis.Redis) -> None:
-    from mailqueue.routing import resolve_route
+    from mailqueue.core.routing import resolve_route
 
     settings = make_settings(20, 10.0)
     bulk = FleetRateLimiter(redis_client, resolve_route(settings, stream="bulk"))

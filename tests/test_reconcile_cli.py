@@ -10,11 +10,11 @@ from click.testing import CliRunner, Result
 
 import mailqueue
 from mailqueue import build_payload
-from mailqueue.calltag import Tag, tag_call
 from mailqueue.cli import cli
 from mailqueue.client import default
+from mailqueue.core.calltag import Tag, tag_call
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult
+from mailqueue.store.status import PartRef, PartResult
 from mailqueue.testing import LocalMailtrap
 
 MESSAGE = {

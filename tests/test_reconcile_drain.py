@@ -16,8 +16,8 @@ from prometheus_client import REGISTRY
 
 import mailqueue
 from mailqueue.client import default
-from mailqueue.delivery import Drainer
-from mailqueue.routing import resolve_route
+from mailqueue.core.routing import resolve_route
+from mailqueue.deliver.drain import Drainer
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 

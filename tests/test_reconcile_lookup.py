@@ -11,13 +11,13 @@ import pytest
 import requests
 
 from mailqueue import Settings, build_payload
-from mailqueue.calltag import Tag, tag_call
 from mailqueue.client import Client
-from mailqueue.keys import Keys
-from mailqueue.payload import ApiCall
-from mailqueue.reconcile import Doubtful, Reconciler, remaining_call
-from mailqueue.responses import RequestResult
-from mailqueue.routing import resolve_route
+from mailqueue.core.calltag import Tag, tag_call
+from mailqueue.core.payload import ApiCall
+from mailqueue.core.responses import RequestResult
+from mailqueue.core.routing import resolve_route
+from mailqueue.reconcile.lookup import Doubtful, Reconciler, remaining_call
+from mailqueue.store.keys import Keys
 from mailqueue.testing import LocalMailtrap
 
 

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult, StatusStore
+from mailqueue.store.status import PartRef, PartResult, StatusStore
 
 
 @pytest.fixture

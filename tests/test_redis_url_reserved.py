@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mailqueue.connection import check_url, mask_url
+from mailqueue.core.urls import check_url, mask_url
 from mailqueue.errors import ConfigurationError
 from mailqueue.settings import Settings
 

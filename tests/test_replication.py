@@ -12,9 +12,9 @@ import redis
 
 from mailqueue import ReplicationTimeout, Settings
 from mailqueue.client import Client
-from mailqueue.connection import connect, replicated_transaction
-from mailqueue.delivery import Drainer
-from mailqueue.keys import Keys
+from mailqueue.deliver.drain import Drainer
+from mailqueue.store.connection import connect, replicated_transaction
+from mailqueue.store.keys import Keys
 from mailqueue.testing.redis_server import RedisServer, online_replicas
 from tests.memory_transport import MemoryTransport
 

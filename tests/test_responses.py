@@ -10,18 +10,18 @@ import pytest
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
+from mailqueue.core.payload import ApiCall
+from mailqueue.core.responses import (
+    RequestResult,
+    classify_exception,
+    parse_response,
+    parse_retry_after,
+)
 from mailqueue.errors import (
     PermanentDeliveryError,
     RateLimited,
     Redirected,
     TransientDeliveryError,
-)
-from mailqueue.payload import ApiCall
-from mailqueue.responses import (
-    RequestResult,
-    classify_exception,
-    parse_response,
-    parse_retry_after,
 )
 
 SINGLE = ApiCall("send", {}, (("to@example.com", "cc@example.com", "bcc@example.com"),))

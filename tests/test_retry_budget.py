@@ -19,11 +19,11 @@ from click.testing import CliRunner
 import mailqueue
 from mailqueue.cli import cli
 from mailqueue.client import Client, default
+from mailqueue.core.payload import ApiCall
+from mailqueue.core.responses import RequestResult
 from mailqueue.dashboard import create_app
-from mailqueue.delivery import Drainer
+from mailqueue.deliver.drain import Drainer
 from mailqueue.errors import BrokerUnavailable
-from mailqueue.payload import ApiCall
-from mailqueue.responses import RequestResult
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import RedisServer

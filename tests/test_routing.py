@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from mailqueue import ConfigurationError, Settings, ValidationError, build_payload
-from mailqueue.message import normalize_message
-from mailqueue.routing import resolve_route
+from mailqueue.core.message import normalize_message
+from mailqueue.core.routing import resolve_route
 from mailqueue.settings import Account, RateLimit
 
 MESSAGE = {

@@ -6,8 +6,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from mailqueue.core.schedule import parse_when, schedule_of
 from mailqueue.errors import ValidationError
-from mailqueue.schedule import parse_when, schedule_of
 
 MOMENT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

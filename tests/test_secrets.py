@@ -24,13 +24,13 @@ import redis
 import requests
 
 import mailqueue
+from mailqueue.core.payload import build_payload
 from mailqueue.errors import DeliveryError
-from mailqueue.payload import build_payload
+from mailqueue.mailtrap.transport import Transport
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import free_port
 from mailqueue.testing.worker import WorkerProcess, settings_env
-from mailqueue.transport import Transport
 from mailqueue.webhooks.verify import RequestVerifier
 
 TOKEN = "tok-SECRET-4242-abcdef"
@@ -223,7 +223,7 @@ def test_cli_output_carries_no_secret(mailtrap: LocalMailtrap, secret_settings: 
 def test_api_token_is_stored_only_as_a_hash_in_rate_limiter_keys(
     secret_settings: Settings, redis_client: redis.Redis
 ) -> None:
-    from mailqueue.ratelimit import FleetRateLimiter
+    from mailqueue.store.ratelimit import FleetRateLimiter
 
     FleetRateLimiter(redis_client, secret_settings).acquire(1.0)
 

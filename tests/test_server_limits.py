@@ -22,7 +22,7 @@ import requests
 from mailqueue.client import Client
 from mailqueue.dashboard import create_app as create_dashboard
 from mailqueue.dashboard.mount import create_server as create_dashboard_server
-from mailqueue.guarded_server import Limits
+from mailqueue.serving.server import Limits
 from mailqueue.settings import Settings
 from mailqueue.testing.wsgi import serving
 from mailqueue.webhooks import create_app

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from mailqueue import ConfigurationError, Settings
-from mailqueue.worker_checks import check_worker_settings
+from mailqueue.tasks.worker_checks import check_worker_settings
 
 # What a worker needs to get as far as the setting under test.
 STARTS = {"MAILTRAP_API_TOKEN": "t"}

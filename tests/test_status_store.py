@@ -8,10 +8,10 @@ import time
 import pytest
 import redis
 
-from mailqueue.keys import Keys
-from mailqueue.message_index import IndexEntry
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.keys import Keys
+from mailqueue.store.message_index import IndexEntry
+from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
 
 
 @pytest.fixture
@@ -247,8 +247,8 @@ def test_recipient_counts_summarize_a_campaign(store: StatusStore) -> None:
 def test_waiting_counts_unread_envelopes_not_those_a_worker_holds(
     redis_client: redis.Redis,
 ) -> None:
-    from mailqueue.outbox import Envelope, Outbox
-    from mailqueue.payload import build_payload
+    from mailqueue.core.payload import build_payload
+    from mailqueue.store.outbox import Envelope, Outbox
 
     outbox = Outbox(redis_client, Keys(), reclaim_idle=60, ttl=60)
     outbox.ensure_group()

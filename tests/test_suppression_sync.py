@@ -13,8 +13,8 @@ import mailqueue
 from mailqueue.cli import cli
 from mailqueue.client import Client
 from mailqueue.errors import SuppressionSyncError
+from mailqueue.mailtrap.suppression_sync import MailtrapSuppressions, sync_suppressions
 from mailqueue.settings import Settings
-from mailqueue.suppression_sync import MailtrapSuppressions, sync_suppressions
 from mailqueue.testing import LocalMailtrap
 
 

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 import redis
 
-from mailqueue.csv_table import neutralize_formula, restore_formula
+from mailqueue.core.csv_table import neutralize_formula, restore_formula
+from mailqueue.core.events import normalize_event
 from mailqueue.errors import ValidationError
-from mailqueue.keys import Keys
 from mailqueue.settings import Settings
-from mailqueue.suppressions import SuppressionList, read_csv, write_csv
-from mailqueue.webhooks.events import normalize_event
-from mailqueue.webhooks.store import EventStore
+from mailqueue.store.events import EventStore
+from mailqueue.store.keys import Keys
+from mailqueue.store.suppressions import SuppressionList, read_csv, write_csv
 
 SETTINGS = Settings(status_ttl=3600, soft_bounce_limit=3, soft_bounce_days=7)
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from mailqueue.client import Client
-from mailqueue.keys import OUTBOX_GROUP
 from mailqueue.settings import Settings
+from mailqueue.store.keys import OUTBOX_GROUP
 from mailqueue.tasks import OVERDUE, sweep
 
 RECLAIM_IDLE = 3.0

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mailqueue import transport as transport_module
+from mailqueue.core.payload import ApiCall
 from mailqueue.errors import (
     ConfigurationError,
     DeliveryError,
@@ -20,10 +20,10 @@ from mailqueue.errors import (
     RateLimited,
     TransientDeliveryError,
 )
-from mailqueue.payload import ApiCall
+from mailqueue.mailtrap import transport as transport_module
+from mailqueue.mailtrap.transport import Transport, backoff_seconds
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
-from mailqueue.transport import Transport, backoff_seconds
 
 TOKEN = "tok-Recognizable-Secret-7f3a9c"
 SENDER = {"email": "sender@example.com"}
@@ -198,7 +198,7 @@ def test_send_gives_up_after_three_attempts(mailtrap: LocalMailtrap, transport: 
 def test_rate_limited_waits_retry_after_and_penalizes_the_limiter(
     mailtrap: LocalMailtrap, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mailqueue.transport")
+    caplog.set_level(logging.INFO, logger="mailqueue.mailtrap.transport")
     limiter = RecordingLimiter()
     mailtrap.inject("429")
     with make_transport(mailtrap, limiter=limiter) as client:

@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from mailqueue.client import Client
-from mailqueue.delivery import Drainer
-from mailqueue.keys import Keys
+from mailqueue.deliver.drain import Drainer
 from mailqueue.settings import Settings
+from mailqueue.store.keys import Keys
 from tests.memory_transport import MemoryTransport
 
 PRODUCERS = 4

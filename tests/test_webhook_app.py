@@ -18,9 +18,9 @@ import redis
 import requests
 
 from mailqueue.errors import ConfigurationError
-from mailqueue.keys import Keys
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.keys import Keys
+from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
 from mailqueue.testing.redis_server import free_port
 from mailqueue.testing.wsgi import serving as serve_wsgi
 from mailqueue.webhooks import TrackingApp, create_app

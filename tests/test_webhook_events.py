@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from mailqueue.core.events import normalize_event
 from mailqueue.errors import ValidationError
 from mailqueue.webhooks.body import parse_body
-from mailqueue.webhooks.events import normalize_event
 
 
 def raw_event(**overrides: Any) -> dict[str, Any]:

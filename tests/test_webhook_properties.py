@@ -15,13 +15,13 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailqueue.core.events import EVENT_TYPES
 from mailqueue.errors import ValidationError
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.events import EventStore
+from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
 from mailqueue.testing.wsgi import serving
 from mailqueue.webhooks import STATUS_RANK, TrackingApp, create_app, normalize_event
-from mailqueue.webhooks.events import EVENT_TYPES
-from mailqueue.webhooks.store import EventStore
 
 AUTH = "Basic " + base64.b64encode(b"user:pass").decode()
 MAX_BODY = 4096

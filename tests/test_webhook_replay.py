@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import redis
 
-from mailqueue import keys
-from mailqueue.keys import Keys
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
-from mailqueue.suppressions import SuppressionList
+from mailqueue.store import keys
+from mailqueue.store.keys import Keys
+from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.suppressions import SuppressionList
 from mailqueue.webhooks import TrackingApp, create_app
 
 HOOK = "mailtrap:hook-pass"

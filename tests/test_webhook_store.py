@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import redis
 
-from mailqueue import keys
-from mailqueue.keys import Keys
+from mailqueue.core.events import TrackingEvent, normalize_event
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult, StatusStore, now_iso
-from mailqueue.webhooks.events import TrackingEvent, normalize_event
-from mailqueue.webhooks.store import EventStore, parse_index_entry, pick_recipients
+from mailqueue.store import keys
+from mailqueue.store.events import EventStore, parse_index_entry, pick_recipients
+from mailqueue.store.keys import Keys
+from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
 
 SETTINGS = Settings(status_ttl=3600)
 NOW = "2024-05-01T12:00:00.000Z"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailqueue.payload import ApiCall, build_payload
-from mailqueue.withheld import without_recipients
+from mailqueue.core.payload import ApiCall, build_payload
+from mailqueue.core.withheld import without_recipients
 
 
 def single() -> ApiCall:

@@ -20,11 +20,11 @@ from collections.abc import Sequence
 import click
 import redis
 
-from ..errors import MailqueueError
-from . import campaign, dead_letters, processes, scheduled, send, status, suppressions
-from .errors import describe
-from .group import cli
-from .send import message_from_options
+from mailqueue.cli import campaign, dead_letters, processes, scheduled, send, status, suppressions
+from mailqueue.cli.errors import describe
+from mailqueue.cli.group import cli
+from mailqueue.cli.send import message_from_options
+from mailqueue.errors import MailqueueError
 
 __all__ = ["cli", "main", "message_from_options"]
 

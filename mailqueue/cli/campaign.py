@@ -18,20 +18,26 @@ from typing import Any
 
 import click
 
-from ..campaign_csv import Content, Recipient, Repeats, individual_messages, iter_recipients
-from ..campaign_file import open_csv, queue_campaign_file, source_name
-from ..campaign_view import campaign_line
-from ..campaigns import ENDED_STATES
-from ..chunked_send import QueuedGroup, enqueue_each
-from ..client import Client
-from ..errors import ValidationError
-from ..groups import SendIds, get_batch_progress, get_group
-from ..records import FINAL_STATES
-from .errors import CliError, field_error, flag_error, reason
-from .group import cli, stream_option
-from .group import client as current_client
-from .status import watch_view
-from .views import counts_line
+from mailqueue.cli.errors import CliError, field_error, flag_error, reason
+from mailqueue.cli.group import cli, stream_option
+from mailqueue.cli.group import client as current_client
+from mailqueue.cli.status import watch_view
+from mailqueue.cli.views import counts_line
+from mailqueue.client import Client
+from mailqueue.core.campaign_view import campaign_line
+from mailqueue.errors import ValidationError
+from mailqueue.produce.campaign_csv import (
+    Content,
+    Recipient,
+    Repeats,
+    individual_messages,
+    iter_recipients,
+)
+from mailqueue.produce.campaign_file import open_csv, queue_campaign_file, source_name
+from mailqueue.produce.chunked_send import QueuedGroup, enqueue_each
+from mailqueue.records import FINAL_STATES
+from mailqueue.store.campaigns import ENDED_STATES
+from mailqueue.store.groups import SendIds, get_batch_progress, get_group
 
 __all__ = ["campaign_group"]
 
@@ -248,7 +254,7 @@ def _queue_file(client: Client, job: _CampaignFile) -> str:
 
     try:
         queued = queue_campaign_file(
-            client, csv_path, job.content, from_email=job.from_email, routing=job.routing,
+            client.stores, csv_path, job.content, from_email=job.from_email, routing=job.routing,
             campaign=job.name, progress=show, repeats=job.repeats,
         )  # fmt: skip
     except (OSError, UnicodeDecodeError) as exc:
@@ -289,7 +295,7 @@ def _queue_rows(client: Client, job: _CampaignFile) -> QueuedGroup:
 
     try:
         return enqueue_each(
-            client, messages(), campaign=job.name, left_out=lambda: job.repeats.count
+            client.stores, messages(), campaign=job.name, left_out=lambda: job.repeats.count
         )
     except ValidationError as exc:
         if exc.field in CONTENT_FLAGS:
@@ -304,7 +310,7 @@ def _queue_rows(client: Client, job: _CampaignFile) -> QueuedGroup:
 
 
 def _group_line(client: Client, ids: SendIds) -> tuple[str, bool, str]:
-    group = get_group(client, ids.group_id or "")
+    group = get_group(client.stores, ids.group_id or "")
     if group is None:
         raise CliError(f"the group {ids.group_id} expired")
     return counts_line(group.by_state), group.done, "campaign not finished"
@@ -312,7 +318,7 @@ def _group_line(client: Client, ids: SendIds) -> tuple[str, bool, str]:
 
 def _batch_line(client: Client, send_id: str, name: str | None) -> tuple[str, bool, str]:
     if name is None:
-        progress = get_batch_progress(client, send_id)
+        progress = get_batch_progress(client.stores, send_id)
         if progress is None:
             raise CliError(f"the send {send_id} expired")
         line = counts_line({**progress.recipients, f"send:{progress.state}": 1})

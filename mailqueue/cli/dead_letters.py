@@ -7,12 +7,12 @@ from typing import cast
 
 import click
 
-from ..routing import Stream
-from ..send_audit import reconcile_doubtful, reconcile_send
-from .errors import CliError
-from .group import cli, listing_options, stream_option
-from .group import client as current_client
-from .views import format_dead_letters, format_reconciled
+from mailqueue.cli.errors import CliError
+from mailqueue.cli.group import cli, listing_options, stream_option
+from mailqueue.cli.group import client as current_client
+from mailqueue.cli.views import format_dead_letters, format_reconciled
+from mailqueue.core.routing import Stream
+from mailqueue.reconcile.send_audit import reconcile_doubtful, reconcile_send
 
 __all__ = ["dead_letters", "reconcile"]
 
@@ -78,11 +78,11 @@ def reconcile(send_ids: tuple[str, ...], all_: bool, stream: str, account: str |
     client = current_client()
     which = cast(Stream, stream)
     if chosen is None:
-        results = reconcile_doubtful(client, stream=which, account=account)
+        results = reconcile_doubtful(client.stores, stream=which, account=account)
     else:
         results = []
         for send_id in chosen:
-            result = reconcile_send(client, send_id, stream=which, account=account)
+            result = reconcile_send(client.stores, send_id, stream=which, account=account)
             if result is None:
                 raise CliError(f"SEND_ID: no send {send_id!r}")
             results.append(result)

@@ -9,9 +9,9 @@ from typing import IO, Any
 import click
 import redis
 
-from ..addresses import InvalidAddress
-from ..connection import mask_url
-from ..errors import BrokerUnavailable, ConfigurationError, MailqueueError, ValidationError
+from mailqueue.core.addresses import InvalidAddress
+from mailqueue.core.urls import mask_url
+from mailqueue.errors import BrokerUnavailable, ConfigurationError, MailqueueError, ValidationError
 
 __all__ = ["CliError", "describe", "field_error", "flag_error", "reason"]
 
@@ -70,7 +70,7 @@ def describe(exc: BaseException) -> str:
 
 
 def _redis_url() -> str:
-    from ..client import default
+    from mailqueue.client import default
 
     try:
         return mask_url(default().settings.status_redis_url)

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import click
 import redis
 
-from ..client import Client
-from ..errors import MailqueueError
-from .errors import CliError, describe, reason
+from mailqueue.cli.errors import CliError, describe, reason
+from mailqueue.client import Client
+from mailqueue.errors import MailqueueError
 
 __all__ = ["cli", "client", "each", "listing_options", "read_text", "stream_option"]
 
@@ -39,7 +39,7 @@ def cli() -> None:
 
 def client() -> Client:
     """The client the environment or the Django settings (or ``mailqueue.configure``) describe."""
-    from ..client import default
+    from mailqueue.client import default
 
     return default()
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigurationError
-from ..settings import RateLimit, Settings
-from ..testing.mailtrap import FAULTS, LocalMailtrap
-from ..worker_checks import check_worker_settings
-from .errors import CliError
-from .group import cli
-from .group import client as current_client
+from mailqueue.cli.errors import CliError
+from mailqueue.cli.group import cli
+from mailqueue.cli.group import client as current_client
+from mailqueue.errors import ConfigurationError
+from mailqueue.settings import RateLimit, Settings
+from mailqueue.tasks.worker_checks import check_worker_settings
+from mailqueue.testing.mailtrap import FAULTS, LocalMailtrap
 
 __all__ = ["dashboard", "demo", "local_mailtrap", "serve_webhooks", "worker"]
 
@@ -85,7 +85,7 @@ def serve_webhooks(
 ) -> None:
     """Serve the tracking webhook (POST /mailtrap/tracking/)."""
     _need_waitress("serve-webhooks")
-    from ..webhooks import create_app, serve
+    from mailqueue.webhooks import create_app, serve
 
     settings = current_client().settings
     create_app(settings)  # refuse to start without credentials, before binding a port
@@ -104,7 +104,7 @@ def serve_webhooks(
 def dashboard(host: str, port: int) -> None:
     """Serve the web dashboard (needs MAILQUEUE_DASHBOARD_SECRET)."""
     _need_waitress("dashboard")
-    from ..dashboard import create_app, serve
+    from mailqueue.dashboard import create_app, serve
 
     app = create_app(current_client())  # refuse to start without a secret, before binding a port
     _serve(f"dashboard on http://{host}:{port}/", lambda: serve(app, host, port), host, port)
@@ -211,7 +211,7 @@ def local_mailtrap(host: str, port: int, slow_seconds: float, **options: Any) ->
 @click.option("--template-id", metavar="UUID", help="Template for the batch step (real token).")
 def demo(to: tuple[str, ...], from_email: str | None, template_id: str | None) -> None:
     """Run the whole pipeline on this machine: Redis, Mailtrap stand-in, worker, webhooks."""
-    from ..demo import run
+    from mailqueue.demo import run
 
     try:
         run(to=to, from_email=from_email, template_id=template_id)

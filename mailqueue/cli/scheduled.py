@@ -6,10 +6,10 @@ import json
 
 import click
 
-from .. import steering
-from .group import cli, each, listing_options
-from .group import client as current_client
-from .views import table
+from mailqueue.cli.group import cli, each, listing_options
+from mailqueue.cli.group import client as current_client
+from mailqueue.cli.views import table
+from mailqueue.produce import steering
 
 __all__ = ["scheduled_group"]
 
@@ -23,7 +23,7 @@ def scheduled_group() -> None:
 @listing_options
 def scheduled_list(limit: int, as_json: bool) -> None:
     """Sends waiting for their time, soonest first."""
-    found = steering.list_scheduled(current_client(), limit)
+    found = steering.list_scheduled(current_client().stores, limit)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return

@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from ..errors import ValidationError
-from .errors import CliError, flag_error, reason
-from .group import cli, client, read_text
+from mailqueue.cli.errors import CliError, flag_error, reason
+from mailqueue.cli.group import cli, client, read_text
+from mailqueue.errors import ValidationError
 
 __all__ = ["message_from_options", "send"]
 

@@ -10,15 +10,10 @@ from typing import Any
 
 import click
 
-from ..activity import fleet_activity
-from ..client import Client
-from ..groups import get_group
-from ..lane_metrics import format_lanes
-from ..records import FINAL_STATES
-from .errors import CliError
-from .group import cli
-from .group import client as current_client
-from .views import (
+from mailqueue.cli.errors import CliError
+from mailqueue.cli.group import cli
+from mailqueue.cli.group import client as current_client
+from mailqueue.cli.views import (
     FAILURE_STATUSES,
     RECIPIENTS_SHOWN,
     failed_recipients,
@@ -27,6 +22,11 @@ from .views import (
     format_status,
     stall_note,
 )
+from mailqueue.client import Client
+from mailqueue.metrics.lanes import format_lanes
+from mailqueue.records import FINAL_STATES
+from mailqueue.store.activity import fleet_activity
+from mailqueue.store.groups import get_group
 
 __all__ = ["lanes", "status", "watch_view"]
 
@@ -75,11 +75,11 @@ def status(
                 ahead = client.outbox.ahead_of(send_id) if record["state"] == "queued" else None
                 shown = None if every else RECIPIENTS_SHOWN
                 text = format_status(
-                    record, fleet_activity(client), ahead, recipients_shown=shown
+                    record, fleet_activity(client.stores), ahead, recipients_shown=shown
                 )
             waiting = f"send still {record['state']}"
             return text, record["state"] in FINAL_STATES, _stalled(waiting, record, client)
-        group = get_group(client, send_id)
+        group = get_group(client.stores, send_id)
         if group is None:
             raise CliError(f"ID: no send or group {send_id!r} (unknown or expired)")
         if failed:
@@ -88,7 +88,7 @@ def status(
         elif as_json:
             text = json.dumps(group.summary(), indent=2)
         else:
-            text = format_group(group, fleet_activity(client))
+            text = format_group(group, fleet_activity(client.stores))
         waiting = f"group has {group.total - group.finished} of {group.total} sends not final"
         return text, group.done, waiting
 
@@ -111,7 +111,7 @@ def _failed_only(record: Mapping[str, Any]) -> dict[str, Any]:
 def _stalled(waiting: str, record: Mapping[str, Any], client: Client) -> str:
     if record["state"] in FINAL_STATES:
         return waiting
-    note = stall_note(record, fleet_activity(client))
+    note = stall_note(record, fleet_activity(client.stores))
     return f"{waiting} ({note})" if note else waiting
 
 

@@ -7,14 +7,14 @@ import json
 
 import click
 
-from ..csv_table import Repeats
-from ..errors import ValidationError
-from ..suppressions import read_csv, write_csv
-from .errors import CliError, field_error
-from .errors import reason as reason_of
-from .group import cli, each, stream_option
-from .group import client as current_client
-from .views import table
+from mailqueue.cli.errors import CliError, field_error
+from mailqueue.cli.errors import reason as reason_of
+from mailqueue.cli.group import cli, each, stream_option
+from mailqueue.cli.group import client as current_client
+from mailqueue.cli.views import table
+from mailqueue.core.csv_table import Repeats
+from mailqueue.errors import ValidationError
+from mailqueue.store.suppressions import read_csv, write_csv
 
 __all__ = ["suppressions_group"]
 
@@ -106,9 +106,9 @@ def suppressions_export() -> None:
 @suppressions_group.command("sync")
 def suppressions_sync() -> None:
     """Add Mailtrap's own suppressions here; lift there those lifted here since."""
-    from ..suppression_sync import sync_suppressions
+    from mailqueue.mailtrap.suppression_sync import sync_suppressions
 
-    report = sync_suppressions(current_client())
+    report = sync_suppressions(current_client().stores)
     click.echo(
         f"Mailtrap lists {report.listed}: {report.added} added here, "
         f"{report.lifted} lifted at Mailtrap"

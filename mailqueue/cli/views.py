@@ -6,13 +6,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..activity import Activity
-from ..groups import GroupProgress
-from ..send_view import waiting_for
+from mailqueue.core.send_view import waiting_for
+from mailqueue.store.activity import Activity
+from mailqueue.store.groups import GroupProgress
 
 if TYPE_CHECKING:
-    from ..deadletters import DeadLetter
-    from ..send_audit import SendReconciliation
+    from mailqueue.produce.deadletters import DeadLetter
+    from mailqueue.reconcile.send_audit import SendReconciliation
 
 __all__ = [
     "counts_line",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .app import DashboardApp
-from .mount import create_app, mounted, serve
+from mailqueue.dashboard.app import DashboardApp
+from mailqueue.dashboard.mount import create_app, mounted, serve
 
 __all__ = ["DashboardApp", "create_app", "mounted", "serve"]

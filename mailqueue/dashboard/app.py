@@ -10,13 +10,13 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
-from .. import deadletters, steering
-from ..client import Client
-from ..errors import BrokerUnavailable, MailqueueError
-from ..webhooks.handler import Response
-from ..webhooks.verify import REALM
-from . import render, views
-from .auth import DashboardAuth
+from mailqueue.client import Client
+from mailqueue.dashboard import render, views
+from mailqueue.dashboard.auth import DashboardAuth
+from mailqueue.errors import BrokerUnavailable, MailqueueError
+from mailqueue.produce import deadletters, steering
+from mailqueue.webhooks.handler import Response
+from mailqueue.webhooks.verify import REALM
 
 __all__ = ["MAX_FORM", "DashboardApp"]
 
@@ -179,16 +179,16 @@ class DashboardApp:
                 "resume": steering.resume_campaign,
                 "cancel": steering.cancel_campaign,
             }[action]
-            steer(rt, name)
+            steer(rt.stores, name)
             back = "/campaigns/" + quote(name, safe="")
         elif action == "requeue":
-            deadletters.requeue_dead_letters(rt, [send_id])
+            deadletters.requeue_dead_letters(rt.stores, [send_id])
             back = "/dead-letters"
         elif action == "purge":
-            deadletters.purge_dead_letters(rt, [send_id])
+            deadletters.purge_dead_letters(rt.stores, [send_id])
             back = "/dead-letters"
         elif action == "unsuppress" and address:
-            with steering.translated(rt, "unsuppress an address"):
+            with steering.translated(rt.stores, "unsuppress an address"):
                 rt.suppressions.unsuppress(address)
             back = "/suppressions"
         else:

@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ConfigurationError
-from ..failed_logins import FailedLogins
-from ..webhooks.verify import RequestVerifier, _basic_credentials
+from mailqueue.errors import ConfigurationError
+from mailqueue.serving.failed_logins import FailedLogins
+from mailqueue.webhooks.verify import RequestVerifier, _basic_credentials
 
 __all__ = ["ENV", "DashboardAuth", "parse_secret"]
 

@@ -7,9 +7,9 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..client import Client
-from .app import MAX_FORM, DashboardApp, StartResponse
-from .auth import DashboardAuth
+from mailqueue.client import Client
+from mailqueue.dashboard.app import MAX_FORM, DashboardApp, StartResponse
+from mailqueue.dashboard.auth import DashboardAuth
 
 __all__ = ["create_app", "create_server", "mounted", "serve"]
 
@@ -48,7 +48,7 @@ def create_server(
     ``guarded_server`` bounds it: a body of at most ``MAX_FORM`` bytes, read
     only once its credentials pass, and slow or numerous connections cut.
     """
-    from ..guarded_server import Limits, create_guarded_server
+    from mailqueue.serving.server import Limits, create_guarded_server
 
     return create_guarded_server(
         app,

@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..activity import fleet_activity
-from ..address_index import recent_sends
-from ..client import Client
-from ..deadletters import list_dead_letters
-from ..fleet_limits import fleet_limits
-from ..keys import safe_id
-from ..steering import translated
+from mailqueue.client import Client
+from mailqueue.produce.deadletters import list_dead_letters
+from mailqueue.produce.steering import translated
+from mailqueue.store.activity import fleet_activity
+from mailqueue.store.address_index import recent_sends
+from mailqueue.store.fleet_limits import fleet_limits
+from mailqueue.store.keys import safe_id
 
 __all__ = ["FUNNEL", "campaign", "campaigns", "dead_letters", "fleet", "search", "suppressions"]
 
@@ -35,8 +35,8 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
     process's own: the dashboard may run with another token, or none.
     """
     now = time.time() if now is None else now
-    activity = fleet_activity(rt)
-    with translated(rt, "read the fleet's figures"):
+    activity = fleet_activity(rt.stores)
+    with translated(rt.stores, "read the fleet's figures"):
         lanes = [
             {
                 "lane": stats.lane,
@@ -76,13 +76,13 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
 
 def campaigns(rt: Client) -> list[dict[str, Any]]:
     """The records of the most recently started campaigns, newest first."""
-    with translated(rt, "list campaigns"):
+    with translated(rt.stores, "list campaigns"):
         return [dict(record) for record in rt.campaigns.recent()]
 
 
 def campaign(rt: Client, name: str, now: float | None = None) -> dict[str, Any] | None:
     """The campaign's record, with its recipients handed to Mailtrap in each of the last 60 min."""
-    with translated(rt, "read a campaign"):
+    with translated(rt.stores, "read a campaign"):
         record = rt.campaigns.get(name)
         if record is None:
             return None
@@ -100,11 +100,11 @@ def search(rt: Client, query: str) -> dict[str, Any]:
     found: dict[str, Any] = {"query": query, "send": None, "suppression": None, "sends": []}
     if not query:
         return found
-    with translated(rt, "search sends and suppressions"):
+    with translated(rt.stores, "search sends and suppressions"):
         if "@" in query:
             found["suppression"] = rt.suppressions.get(query)
             address = query.lower()
-            for send_id in recent_sends(rt, query):
+            for send_id in recent_sends(rt.stores, query):
                 record = rt.store.get(send_id)
                 if record is None:
                     continue
@@ -130,11 +130,11 @@ def dead_letters(rt: Client, limit: int = 100) -> list[dict[str, Any]]:
             "state": letter.state,
             "error": letter.error,
         }
-        for letter in list_dead_letters(rt, limit=limit)
+        for letter in list_dead_letters(rt.stores, limit=limit)
     ]
 
 
 def suppressions(rt: Client, limit: int = 200) -> list[dict[str, Any]]:
-    with translated(rt, "list suppressions"):
+    with translated(rt.stores, "list suppressions"):
         entries = rt.suppressions.entries()
     return [dict(entry) for entry in entries[:limit]]

@@ -24,15 +24,12 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any, cast
 
-from ..calltag import parse_tag
-from ..client import Client
-from ..records import FINAL_STATES
-from ..settings import Settings
-from ..testing import LocalMailtrap
-from .errors import DemoError
-from .local import Echo, Stop, interruptible, prepare, start_webhook, start_worker
-from .report import Sent, show
-from .script import (
+from mailqueue.client import Client
+from mailqueue.core.calltag import parse_tag
+from mailqueue.demo.errors import DemoError
+from mailqueue.demo.local import Echo, Stop, interruptible, prepare, start_webhook, start_worker
+from mailqueue.demo.report import Sent, show
+from mailqueue.demo.script import (
     DEMO_TRACKING_SECRET,
     check_tracked,
     example_messages,
@@ -40,6 +37,9 @@ from .script import (
     post_events,
     tracking_events,
 )
+from mailqueue.records import FINAL_STATES
+from mailqueue.settings import Settings
+from mailqueue.testing import LocalMailtrap
 
 __all__ = ["DEMO_TRACKING_SECRET", "DemoError", "run"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import MailqueueError
+from mailqueue.errors import MailqueueError
 
 __all__ = ["DemoError"]
 

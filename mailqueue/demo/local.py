@@ -17,12 +17,17 @@ from types import FrameType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from ..errors import ConfigurationError
-from ..settings import DEFAULT_BROKER_URL, Settings
-from ..testing import LocalMailtrap, RedisServer, WorkerProcess
-from ..webhooks import TRACKING_PATH, create_app
-from .errors import DemoError
-from .script import DEMO_TRACKING_SECRET, LOCAL_FROM, LOCAL_RECIPIENTS, LOCAL_TEMPLATE_ID
+from mailqueue.demo.errors import DemoError
+from mailqueue.demo.script import (
+    DEMO_TRACKING_SECRET,
+    LOCAL_FROM,
+    LOCAL_RECIPIENTS,
+    LOCAL_TEMPLATE_ID,
+)
+from mailqueue.errors import ConfigurationError
+from mailqueue.settings import DEFAULT_BROKER_URL, Settings
+from mailqueue.testing import LocalMailtrap, RedisServer, WorkerProcess
+from mailqueue.webhooks import TRACKING_PATH, create_app
 
 __all__ = ["Echo", "Stop", "interruptible", "prepare", "start_webhook", "start_worker"]
 

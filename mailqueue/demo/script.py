@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from .errors import DemoError
+from mailqueue.demo.errors import DemoError
 
 __all__ = [
     "DEMO_TRACKING_SECRET",

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .backend import EmailBackend
+from mailqueue.django.backend import EmailBackend
 
 __all__ = ["EmailBackend"]

@@ -31,11 +31,11 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils.encoding import force_str
 
-from ..client import Client, client_for_settings, configure, default
-from ..errors import ConfigurationError, MailqueueError, UnsupportedFeature, ValidationError
-from ..payload import build_payload
-from ..settings import Settings
-from .signals import queued_status, run_pre_send
+from mailqueue.client import Client, client_for_settings, configure, default
+from mailqueue.core.payload import build_payload
+from mailqueue.django.signals import queued_status, run_pre_send
+from mailqueue.errors import ConfigurationError, MailqueueError, UnsupportedFeature, ValidationError
+from mailqueue.settings import Settings
 
 __all__ = ["ANYMAIL_ATTRIBUTES", "EmailBackend", "to_message_dict"]
 

@@ -19,11 +19,11 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import re_path
 from django.views.decorators.csrf import csrf_exempt
 
-from ..client import client_for_settings
-from ..dashboard import DashboardApp
-from ..dashboard.app import MAX_FORM
-from ..dashboard.auth import ENV, DashboardAuth
-from ..settings import Settings
+from mailqueue.client import client_for_settings
+from mailqueue.dashboard import DashboardApp
+from mailqueue.dashboard.app import MAX_FORM
+from mailqueue.dashboard.auth import ENV, DashboardAuth
+from mailqueue.settings import Settings
 
 __all__ = ["dashboard", "urlpatterns"]
 

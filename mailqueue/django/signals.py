@@ -3,7 +3,7 @@
 ``pre_send`` goes out in the producer, before a message is queued; a receiver
 raising ``AnymailCancelSend`` keeps it out of the queue. ``post_send`` goes out
 in the worker, once per send, when the send reaches its final outcome (see
-``mailqueue.outcome_hooks``), with Anymail's status objects and a message rebuilt
+``mailqueue.deliver.hooks``), with Anymail's status objects and a message rebuilt
 from the queued call. ``tracking`` goes out from the Django webhook view, once
 per event, with Anymail's event objects. Without django-anymail installed
 there is no receiver to tell, and nothing is sent.
@@ -15,13 +15,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..addresses import parse_address_list
-from ..mailtrap_rules import merge_request
-from ..records import StatusRecord
-from ..webhooks.events import TrackingEvent
+from mailqueue.core.addresses import parse_address_list
+from mailqueue.core.events import TrackingEvent
+from mailqueue.core.rules import merge_request
+from mailqueue.records import StatusRecord
 
 if TYPE_CHECKING:
-    from ..envelope import Envelope
+    from mailqueue.core.envelope import Envelope
 
 __all__ = [
     "ESP_NAME",
@@ -172,7 +172,7 @@ def rebuilt_message(body: Mapping[str, Any], send_id: str) -> Any:
 
 def send_post_send(envelope: Envelope, record: StatusRecord) -> None:
     """Anymail's ``post_send`` for a send's final outcome; a receiver's error is raised."""
-    from .backend import EmailBackend
+    from mailqueue.django.backend import EmailBackend
 
     message = rebuilt_message(envelope.call.json, envelope.send_id)
     message.anymail_status = anymail_status(record)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from .views import mailtrap_tracking
+from mailqueue.django.views import mailtrap_tracking
 
 urlpatterns = [
     path("mailtrap/tracking/", mailtrap_tracking, name="mailqueue_mailtrap_tracking"),

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from ..client import client_for_settings
-from ..failed_logins import FailedLogins
-from ..settings import Settings
-from ..webhooks.handler import Response, TrackingHandler, text_response
-from .signals import send_tracking_signals
+from mailqueue.client import client_for_settings
+from mailqueue.django.signals import send_tracking_signals
+from mailqueue.serving.failed_logins import FailedLogins
+from mailqueue.settings import Settings
+from mailqueue.webhooks.handler import Response, TrackingHandler, text_response
 
 __all__ = ["mailtrap_tracking"]
 

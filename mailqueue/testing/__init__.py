@@ -16,8 +16,8 @@ in the project's own tests.
 
 from __future__ import annotations
 
-from .mailtrap import AcceptedMessage, LocalMailtrap, MailtrapStats
-from .redis_server import RedisServer
-from .worker import WorkerProcess
+from mailqueue.testing.mailtrap import AcceptedMessage, LocalMailtrap, MailtrapStats
+from mailqueue.testing.redis_server import RedisServer
+from mailqueue.testing.worker import WorkerProcess
 
 __all__ = ["AcceptedMessage", "LocalMailtrap", "MailtrapStats", "RedisServer", "WorkerProcess"]

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import main
+from mailqueue.cli import main
 
 main(["local-mailtrap", *sys.argv[1:]])

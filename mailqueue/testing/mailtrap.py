@@ -59,11 +59,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ..settings import Settings
-from .email_logs import DEFAULT_DELAY, EmailLogs
-from .running import Running
-from .suppressions import RemoteSuppressions
-from .validation import check_batch, check_batch_size, check_inbox_id, check_send
+from mailqueue.settings import Settings
+from mailqueue.testing.email_logs import DEFAULT_DELAY, EmailLogs
+from mailqueue.testing.running import Running
+from mailqueue.testing.suppressions import RemoteSuppressions
+from mailqueue.testing.validation import check_batch, check_batch_size, check_inbox_id, check_send
 
 __all__ = ["FAULTS", "AcceptedMessage", "LocalMailtrap", "MailtrapStats"]
 
@@ -371,8 +371,9 @@ class LocalMailtrap(Running):
             for request in (requests if isinstance(requests, list) else [])
             if isinstance(request, dict)
             for kind in ("to", "cc", "bcc")
-            # Any JSON may arrive here (a malformed body is refused later, not here).
-            for entry in _list_or_empty(request.get(kind))
+            # A malformed body (``"to": 5``) is refused by the schema; counting must not crash.
+            if isinstance(request.get(kind), list)
+            for entry in request[kind]
             if isinstance(entry, dict) and isinstance(entry.get("email"), str)
         ]
         with self._lock:
@@ -512,10 +513,6 @@ class LocalMailtrap(Running):
 
 # The stream a request reached and the token that sent it.
 _Sender = tuple[str, str]
-
-
-def _list_or_empty(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def _stream_of(path: str) -> tuple[str, str, str | None] | None:

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import ConfigurationError
-from .running import Running
+from mailqueue.errors import ConfigurationError
+from mailqueue.testing.running import Running
 
 __all__ = ["RedisServer", "find_redis_server", "free_port", "online_replicas"]
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import redis
 
-from ..errors import ConfigurationError
-from .redis_server import RedisServer, free_port, online_replicas
-from .running import Running
+from mailqueue.errors import ConfigurationError
+from mailqueue.testing.redis_server import RedisServer, free_port, online_replicas
+from mailqueue.testing.running import Running
 
 __all__ = ["SentinelGroup", "SentinelServer"]
 

@@ -2,7 +2,7 @@
 
 Each message (a ``send`` body, or a ``batch`` request merged over ``base``) is
 checked against Mailtrap's published request schema by
-:mod:`mailqueue.mailtrap_rules`, the same rules the producer applies. One
+:mod:`mailqueue.core.rules`, the same rules the producer applies. One
 addition is the stand-in's own: a recipient in the reserved ``.invalid``
 domain is refused, so that a test can make one request of a batch fail.
 """
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..mailtrap_rules import (
+from mailqueue.core.rules import (
     MAX_BATCH_BYTES,
     batch_envelope_errors,
     is_sandbox_id,

@@ -15,10 +15,10 @@ from typing import Any
 
 import redis
 
-from ..connection import connect
-from ..keys import Keys
-from ..settings import Settings, account_env_prefix
-from .running import Running
+from mailqueue.settings import Settings, account_env_prefix
+from mailqueue.store.connection import connect
+from mailqueue.store.keys import Keys
+from mailqueue.testing.running import Running
 
 __all__ = ["WorkerProcess", "settings_env"]
 

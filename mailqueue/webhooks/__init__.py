@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-from .app import TRACKING_PATH, TrackingApp, create_app, serve
-from .events import EVENT_TYPES, TrackingEvent, normalize_event
-from .handler import Response, TrackingHandler
-from .store import STATUS_RANK, ApplyResult, EventStore
+from mailqueue.core.events import EVENT_TYPES, TrackingEvent, normalize_event
+from mailqueue.store.events import STATUS_RANK, ApplyResult, EventStore
+from mailqueue.webhooks.app import TRACKING_PATH, TrackingApp, create_app, serve
+from mailqueue.webhooks.handler import Response, TrackingHandler
 
 __all__ = [
     "EVENT_TYPES",

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import metrics
-from ..errors import ConfigurationError
-from ..settings import Settings
-from .handler import Response, TrackingHandler, text_response
+from mailqueue.errors import ConfigurationError
+from mailqueue.metrics import instruments as metrics
+from mailqueue.settings import Settings
+from mailqueue.webhooks.handler import Response, TrackingHandler, text_response
 
 if TYPE_CHECKING:
-    from ..guarded_server import Limits
+    from mailqueue.serving.server import Limits
 
 __all__ = [
     "HEALTH_PATH",
@@ -133,7 +133,7 @@ def create_app(
 
 def server_limits(settings: Settings) -> Limits:
     """The bounds the webhook server keeps (``guarded_server``)."""
-    from ..guarded_server import Limits
+    from mailqueue.serving.server import Limits
 
     return Limits(max_body=settings.webhook_max_body)
 
@@ -152,7 +152,7 @@ def create_server(
     so it installs everywhere without a compiler and runs the same on Linux,
     macOS and Windows; ``guarded_server`` adds the bounds an open port needs.
     """
-    from ..guarded_server import create_guarded_server
+    from mailqueue.serving.server import create_guarded_server
 
     app = app if app is not None else create_app(settings)
     limits = limits if limits is not None else server_limits(settings)

@@ -11,8 +11,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import ValidationError
-from .events import TrackingEvent, normalize_event
+from mailqueue.core.events import TrackingEvent, normalize_event
+from mailqueue.errors import ValidationError
 
 __all__ = ["parse_body"]
 

@@ -19,15 +19,16 @@ from typing import NamedTuple
 
 import redis
 
-from .. import connection, metrics
-from ..errors import MailqueueError, ValidationError
-from ..failed_logins import FailedLogins
-from ..settings import Settings
-from ..status import now_iso
-from .body import parse_body
-from .events import TrackingEvent
-from .store import EventStore
-from .verify import REALM, RequestVerifier
+from mailqueue.core.events import TrackingEvent
+from mailqueue.errors import MailqueueError, ValidationError
+from mailqueue.metrics import instruments as metrics
+from mailqueue.serving.failed_logins import FailedLogins
+from mailqueue.settings import Settings
+from mailqueue.store import connection
+from mailqueue.store.events import EventStore
+from mailqueue.store.status import now_iso
+from mailqueue.webhooks.body import parse_body
+from mailqueue.webhooks.verify import REALM, RequestVerifier
 
 __all__ = ["ALLOWED_METHODS", "Response", "TrackingHandler"]
 

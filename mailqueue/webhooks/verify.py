@@ -16,8 +16,8 @@ import binascii
 import hashlib
 import hmac
 
-from ..errors import ConfigurationError
-from ..settings import Settings
+from mailqueue.errors import ConfigurationError
+from mailqueue.settings import Settings
 
 __all__ = ["REALM", "RequestVerifier"]
 

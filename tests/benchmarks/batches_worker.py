@@ -8,9 +8,9 @@ mailqueue worker reads (``Settings.from_env``); the benchmark sets them.
 ``BENCH_READY_FILE``, when set, is created once the worker consumes.
 
 Each flush turns the buffered messages into payloads with
-``mailqueue.build_payload``, combines them with ``mailqueue.payload.coalesce``
+``mailqueue.build_payload``, combines them with ``mailqueue.core.payload.coalesce``
 (at most 500 per call; a lone message goes out as a plain ``send``, as in
-mailqueue) and posts them through ``mailqueue.transport.Transport`` with the
+mailqueue) and posts them through ``mailqueue.mailtrap.transport.Transport`` with the
 fleet-wide ``FleetRateLimiter``. No status is recorded and a call that still
 fails after the transport's short retries is dropped: this side does less
 work than mailqueue's worker.
@@ -28,11 +28,11 @@ import redis
 from celery import Celery, signals
 from celery_batches import Batches, SimpleRequest  # type: ignore[import-untyped]
 
+from mailqueue.core.payload import ApiCall, build_payload, coalesce
 from mailqueue.errors import DeliveryError
-from mailqueue.payload import ApiCall, build_payload, coalesce
-from mailqueue.ratelimit import FleetRateLimiter
+from mailqueue.mailtrap.transport import Transport
 from mailqueue.settings import Settings
-from mailqueue.transport import Transport
+from mailqueue.store.ratelimit import FleetRateLimiter
 
 QUEUE = "bench-batches"
 FLUSH_EVERY = 500

@@ -25,11 +25,11 @@ from collections.abc import Callable
 
 import redis
 
-from mailqueue.calltag import Tag, tag_call
-from mailqueue.payload import ApiCall, build_payload
-from mailqueue.responses import parse_response
+from mailqueue.core.calltag import Tag, tag_call
+from mailqueue.core.payload import ApiCall, build_payload
+from mailqueue.core.responses import parse_response
 from mailqueue.settings import Settings
-from mailqueue.status import PartRef, PartResult, StatusStore
+from mailqueue.store.status import PartRef, PartResult, StatusStore
 
 RECIPIENTS = 500
 SEND_ID = "0123456789abcdef0123456789abcdef"

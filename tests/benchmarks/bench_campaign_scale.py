@@ -36,7 +36,7 @@ from typing import Any
 import redis
 from harness import machine, stack
 
-from mailqueue.keys import Keys
+from mailqueue.store.keys import Keys
 from mailqueue.testing.worker import WorkerProcess, settings_env
 
 TEMPLATE = "3f5d9a66-5b43-4bb4-9a46-61b1f8c4e3a1"
@@ -67,7 +67,7 @@ OLD_PATH = PEAK + """
 import sys
 from pathlib import Path
 import mailqueue
-from mailqueue.campaign_csv import batch_message, read_recipients
+from mailqueue.produce.campaign_csv import batch_message, read_recipients
 recipients = read_recipients(Path(sys.argv[1]).read_text(encoding="utf-8"), source=sys.argv[1])
 message = batch_message(recipients, sys.argv[2], sys.argv[3])
 message.update(stream="bulk", campaign=sys.argv[4])

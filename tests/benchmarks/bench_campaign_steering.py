@@ -26,8 +26,8 @@ from bench_campaign_scale import TEMPLATE, write_csv
 from harness import machine, stack
 
 import mailqueue
-from mailqueue.campaign_file import queue_campaign_file
 from mailqueue.client import default
+from mailqueue.produce.campaign_file import queue_campaign_file
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.polling import wait_for
 from mailqueue.testing.worker import WorkerProcess

@@ -39,9 +39,9 @@ from harness import Stack, machine, percentile, stack, wait_final
 
 import mailqueue
 from mailqueue.client import default
-from mailqueue.groups import SendIds, get_group
-from mailqueue.keys import Keys
 from mailqueue.settings import Settings
+from mailqueue.store.groups import SendIds, get_group
+from mailqueue.store.keys import Keys
 from mailqueue.testing.worker import WorkerProcess
 
 RATE = (150, 10.0)

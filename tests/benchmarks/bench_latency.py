@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import latency_row, machine, stack
 
 import mailqueue
-from mailqueue.keys import Keys
+from mailqueue.store.keys import Keys
 from mailqueue.testing.worker import WorkerProcess
 
 MESSAGE = {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}

@@ -47,7 +47,7 @@ import redis
 from harness import Stack, latency_row, machine, process_tree_cpu, wait_final
 
 import mailqueue
-from mailqueue.payload import build_payload
+from mailqueue.core.payload import build_payload
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap, RedisServer
 from mailqueue.testing.worker import WorkerProcess, settings_env

@@ -25,7 +25,7 @@ from celery import Celery
 from harness import machine, percentile, stack
 
 import mailqueue
-from mailqueue.keys import Keys
+from mailqueue.store.keys import Keys
 
 MESSAGE = {
     "from_email": "Shop <shop@example.com>",

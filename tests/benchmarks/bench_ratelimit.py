@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from mailqueue.ratelimit import FleetRateLimiter
 from mailqueue.settings import RateLimit, Settings
+from mailqueue.store.ratelimit import FleetRateLimiter
 from mailqueue.testing.redis_server import RedisServer
 
 

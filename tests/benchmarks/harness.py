@@ -14,8 +14,8 @@ from typing import Any
 import redis
 
 import mailqueue
-from mailqueue.keys import Keys
 from mailqueue.settings import Settings
+from mailqueue.store.keys import Keys
 from mailqueue.testing import LocalMailtrap, RedisServer
 
 FINAL = (b"sent", b"partially_sent", b"failed")

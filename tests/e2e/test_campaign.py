@@ -13,9 +13,9 @@ import redis
 import mailqueue
 from mailqueue.client import Client
 from mailqueue.client import default as current
-from mailqueue.keys import Keys
-from mailqueue.producer import PIPELINE_CHUNK
+from mailqueue.produce.producer import PIPELINE_CHUNK
 from mailqueue.settings import Settings
+from mailqueue.store.keys import Keys
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.worker import WorkerProcess
 

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 import mailqueue
-from mailqueue.activity import fleet_activity
 from mailqueue.client import default
+from mailqueue.mailtrap.transport import ATTEMPTS
 from mailqueue.settings import Settings
+from mailqueue.store.activity import fleet_activity
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.polling import wait_for
 from mailqueue.testing.worker import WorkerProcess
-from mailqueue.transport import ATTEMPTS
 
 from .helpers import killed_at_exit, wait_final
 
@@ -101,7 +101,7 @@ def test_sends_already_accepted_are_not_sent_again_when_their_envelopes_return(
     first = enqueue_then_start_worker(settings, [order(i) for i in range(3)])
     # The same envelopes delivered again (as after a worker lost its acknowledgement).
     from mailqueue.client import default as current
-    from mailqueue.envelope import envelopes_for
+    from mailqueue.core.envelope import envelopes_for
 
     runtime = current()
     replay = [

@@ -22,11 +22,11 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
 from mailqueue.client import default as current
+from mailqueue.core.events import normalize_event
 from mailqueue.dashboard import create_app
 from mailqueue.settings import Settings
 from mailqueue.testing.worker import WorkerProcess
 from mailqueue.testing.wsgi import serving
-from mailqueue.webhooks.events import normalize_event
 
 pytestmark = pytest.mark.e2e
 

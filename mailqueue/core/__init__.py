@@ -1,0 +1,1 @@
+"""The pure core: messages, addresses, rules, payloads, responses, routing, envelopes. No I/O."""

@@ -1,0 +1,1 @@
+"""The drain and its stages: claims, posting, outcomes, settling, hooks."""

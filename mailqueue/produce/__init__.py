@@ -1,0 +1,1 @@
+"""Validate, plan and enqueue; steering, dead letters, campaign files."""

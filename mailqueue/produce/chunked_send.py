@@ -1,0 +1,357 @@
+"""One send too large to hold in memory, queued from a stream of parts (a campaign file).
+
+``enqueue`` of a merge-data batch to a million recipients builds the whole
+message, its payload and its envelopes at once: gigabytes. Here the caller
+gives the send as a stream of batch messages (say 500 rows of a CSV each)
+and each becomes one or more *parts* of a single send, in two passes:
+
+1. validate: each message is built (``build_payload``) and its envelopes are
+   written to a spool file on disk, nothing to Redis. A bad message raises
+   ValidationError naming its index, and nothing is queued.
+2. enqueue: the spooled envelopes go to the outbox a few thousand recipients
+   per transaction; each transaction also counts its recipients in the
+   campaign and notes in the send's record how many parts are queued.
+
+Memory stays that of one message, whatever the size of the send.
+
+An enqueue cut short (Redis lost, the process killed) leaves a prefix of the
+parts queued, the record saying how many (``enqueued``); running it again
+with the same ``send_id`` queues only the rest. With the same ``send_id`` and
+every part already queued, nothing is queued again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, cast
+
+import redis
+
+from mailqueue.core.envelope import Envelope, envelopes_for, lane_for
+from mailqueue.core.message import campaign_name
+from mailqueue.core.payload import ApiCall, build_payload
+from mailqueue.core.routing import Stream
+from mailqueue.errors import ValidationError
+from mailqueue.produce.producer import BULK_WAKEUPS, _Plan, _plan
+from mailqueue.store import keys
+from mailqueue.store.connection import replicated_transaction, unavailable
+from mailqueue.store.status import now_iso
+
+if TYPE_CHECKING:
+    from mailqueue.store.stores import Stores
+
+__all__ = ["ChunkedSend", "QueuedGroup", "enqueue_chunked", "enqueue_each"]
+
+# Parts written per Redis transaction: 20 batch calls are 10,000 recipients.
+PARTS_PER_TRANSACTION = 20
+# The record's field counting the parts already in the outbox.
+ENQUEUED = "enqueued"
+
+
+@dataclass(frozen=True)
+class ChunkedSend:
+    """What ``enqueue_chunked`` queued: the send, its parts and recipients.
+
+    ``resumed_from`` is the number of parts an earlier, interrupted enqueue of
+    the same send had queued already (0 for a new send); ``already_queued``
+    says every part was queued before this call.
+    """
+
+    send_id: str
+    parts: int
+    recipients: int
+    resumed_from: int = 0
+
+    @property
+    def already_queued(self) -> bool:
+        return self.resumed_from >= self.parts
+
+
+Progress = Callable[[str, int], None]
+Messages = Iterable[Mapping[str, Any]]
+
+
+def enqueue_chunked(
+    rt: Stores,
+    messages: Messages,
+    *,
+    send_id: str | None = None,
+    progress: Progress | None = None,
+    left_out: Callable[[], int] | None = None,
+) -> ChunkedSend:
+    """Queue the messages as the parts of one send; validates every one before queuing any.
+
+    Every message shares the first one's campaign, Mailtrap stream and
+    account; none may be scheduled (``send_at``). ``progress(phase, n)`` is
+    called as recipients are validated (``"validated"``) and queued
+    (``"queued"``). ``left_out()``, asked once every message is read, is how
+    many recipients the caller dropped as repeated: the campaign's record
+    counts them with the send's first transaction.
+    """
+    if send_id is None:
+        send_id = uuid.uuid4().hex
+    elif keys.safe_id(send_id) is None:
+        raise ValidationError("send_id must be a short id of safe characters", field="send_id")
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+        plan, parts, recipients = _validate(rt, messages, send_id, spool, progress)
+        if plan.campaign:
+            rt.campaigns.check_open(plan.campaign)
+        spool.seek(0)
+        repeated = left_out() if left_out is not None else 0
+        try:
+            done = _queue(rt, spool, send_id, plan, parts, progress, repeated)
+        except redis.RedisError as exc:
+            doing = (
+                f"enqueue (send {send_id} may be queued in part: "
+                "run the same enqueue again to queue the rest)"
+            )
+            raise unavailable(rt.settings.status_redis_url, doing, exc) from None
+    return ChunkedSend(send_id, parts, recipients, done)
+
+
+def _validate(
+    rt: Stores,
+    messages: Iterable[Mapping[str, Any]],
+    send_id: str,
+    spool: IO[str],
+    progress: Progress | None,
+) -> tuple[_Plan, int, int]:
+    """Build every message's calls into the spool, one line per part: count, stream, envelope."""
+    plan: _Plan | None = None
+    parts = recipients = 0
+    for index, message in enumerate(messages):
+        calls, this = _validated(rt, message, index)
+        if plan is None:
+            plan = this
+        for call in calls:
+            count = sum(len(request) for request in call.recipients)
+            envelope = _envelope(send_id, parts, call, plan)
+            spool.write(f"{count} {rt.outbox.stream_for(envelope)} {envelope.encode()}\n")
+            parts += 1
+            recipients += count
+        if progress is not None:
+            progress("validated", recipients)
+    if plan is None:
+        raise ValidationError("no messages to queue", field="messages")
+    return plan, parts, recipients
+
+
+def _validated(rt: Stores, message: Mapping[str, Any], index: int) -> tuple[list[ApiCall], _Plan]:
+    """A message's calls and plan; ValidationError naming its index (and refusing a schedule)."""
+    try:
+        calls = build_payload(message, rt.settings)
+        plan = _plan(message, {})
+    except ValidationError as exc:
+        exc.index = index
+        raise
+    if plan.due is not None:
+        raise ValidationError(
+            "a message queued from a stream cannot be scheduled", field="send_at", index=index
+        )
+    return calls, plan
+
+
+def _envelope(send_id: str, part: int, call: ApiCall, plan: _Plan) -> Envelope:
+    # A send of several parts waits in the bulk lane, in its campaign's
+    # stream, else in one of its own (as ``envelopes_for`` places it).
+    key = plan.campaign or send_id
+    stream = cast(Stream, plan.stream)
+    return Envelope(
+        send_id=send_id,
+        part=part,
+        call=ApiCall("batch" if call.is_batch else "send", call.json, call.recipients),
+        campaign=plan.campaign or "",
+        expires_at=plan.expires_at,
+        mail_stream=stream,
+        account=plan.account,
+        lane=lane_for(stream=stream, campaign=key, parts=2),
+        lane_key=key,
+    )
+
+
+def _queue(
+    rt: Stores,
+    spool: IO[str],
+    send_id: str,
+    plan: _Plan,
+    parts: int,
+    progress: Progress | None,
+    repeated: int = 0,
+) -> int:
+    """Write the spooled parts not yet queued; returns how many were queued before."""
+    key = rt.keys.send(send_id)
+    known, queued = rt.redis.hmget(key, ["parts", ENQUEUED])
+    if known is not None and int(known) != parts:
+        raise ValidationError(
+            f"send {send_id} was queued with {int(known)} parts, not {parts}", field="send_id"
+        )
+    start = 0
+    if known is not None:  # a send ``enqueue`` queued whole has no count: nothing is missing
+        start = int(queued) if queued is not None else parts
+    lines = itertools.islice(spool, start, None)
+    written = start
+    total = 0
+    woken = False
+    while True:
+        chunk = list(itertools.islice(lines, PARTS_PER_TRANSACTION))
+        if not chunk:
+            return start
+        with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
+            first = written == 0 and known is None
+            if first:
+                rt.store.create(
+                    pipe,
+                    send_id,
+                    parts=parts,
+                    created_at=now_iso(),
+                    campaign=plan.campaign,
+                    expires_at=plan.expires_at,
+                )
+            count = 0
+            streams = set()
+            for line in chunk:
+                number, stream, raw = line.rstrip("\n").split(" ", 2)
+                pipe.xadd(stream, {"e": raw})
+                streams.add(stream)
+                count += int(number)
+            for stream in streams:
+                if rt.keys.parse_campaign_queue(stream) is not None:
+                    pipe.zadd(rt.keys.outbox_campaigns, {stream: time.time()}, nx=True)
+            if plan.campaign and count:
+                rt.campaigns.add(pipe, plan.campaign, count)
+            if plan.campaign and first and repeated:
+                rt.campaigns.note_repeated(pipe, plan.campaign, repeated)
+            written += len(chunk)
+            pipe.hset(key, ENQUEUED, written)
+            rt.waker.announce(pipe)
+            answers = pipe.execute()
+        if progress is not None:
+            total += count
+            progress("queued", total)
+        # Workers start on the first parts while the rest is written.
+        if not woken and rt.waker.must_wake(answers):
+            woken = True
+            for _ in range(BULK_WAKEUPS):
+                rt.waker.wake_soon()
+
+
+# -- many sends, one group ---------------------------------------------------
+
+# Sends written per Redis transaction by ``enqueue_each``.
+SENDS_PER_TRANSACTION = 500
+
+
+@dataclass(frozen=True)
+class QueuedGroup:
+    """What ``enqueue_each`` queued: the group of the sends, how many, and their recipients."""
+
+    group_id: str
+    sends: int
+    recipients: int
+
+
+def enqueue_each(
+    rt: Stores,
+    messages: Messages,
+    *,
+    campaign: str | None = None,
+    progress: Progress | None = None,
+    left_out: Callable[[], int] | None = None,
+) -> QueuedGroup:
+    """Queue each message as a send of its own, in one group, holding none of them in memory.
+
+    ``enqueue_many`` for a stream of any length: every message is validated
+    (into a spool on disk) before any is queued, a bad one raising
+    ValidationError naming its index; then 500 sends per transaction. No
+    message may be scheduled. Returns the group (``get_group``), not the ids.
+    An enqueue cut short leaves the transactions written so far queued.
+    ``left_out`` is as for ``enqueue_chunked``: counted in ``campaign``'s record.
+    """
+    campaign = campaign_name(campaign)
+    group = uuid.uuid4().hex
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+        sends = recipients = 0
+        campaigns: set[str] = set()
+        for index, message in enumerate(messages):
+            if campaign is not None:
+                message = {**message, "campaign": campaign}
+            calls, plan = _validated(rt, message, index)
+            send_id = uuid.uuid4().hex
+            envelopes = envelopes_for(
+                calls, send_id=send_id, stream=plan.stream, account=plan.account, group=group,
+                campaign=plan.campaign, expires_at=plan.expires_at,
+            )  # fmt: skip
+            count = sum(len(request) for call in calls for request in call.recipients)
+            line = {
+                "id": send_id,
+                "n": count,
+                "campaign": plan.campaign,
+                "expires": plan.expires_at,
+                "env": [[rt.outbox.stream_for(e), e.encode()] for e in envelopes],
+            }
+            spool.write(json.dumps(line, separators=(",", ":")) + "\n")
+            sends += 1
+            recipients += count
+            if plan.campaign:
+                campaigns.add(plan.campaign)
+            if progress is not None and sends % SENDS_PER_TRANSACTION == 0:
+                progress("validated", sends)
+        for name in sorted(campaigns):
+            rt.campaigns.check_open(name)
+        spool.seek(0)
+        repeated = {campaign: left_out()} if campaign and left_out is not None else {}
+        try:
+            _queue_each(rt, spool, group, progress, repeated)
+        except redis.RedisError as exc:
+            doing = f"enqueue (group {group} may be queued in part)"
+            raise unavailable(rt.settings.status_redis_url, doing, exc) from None
+    return QueuedGroup(group, sends, recipients)
+
+
+def _queue_each(
+    rt: Stores,
+    spool: IO[str],
+    group: str,
+    progress: Progress | None,
+    repeated: Mapping[str, int],
+) -> None:
+    created_at = now_iso()
+    queued = 0
+    woken = False
+    while chunk := list(itertools.islice(spool, SENDS_PER_TRANSACTION)):
+        with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
+            joined: dict[str, int] = {}
+            streams: set[str] = set()
+            for raw in chunk:
+                line = json.loads(raw)
+                rt.store.create(
+                    pipe, line["id"], parts=len(line["env"]), created_at=created_at, group=group,
+                    campaign=line["campaign"], expires_at=line["expires"],
+                )  # fmt: skip
+                for stream, envelope in line["env"]:
+                    pipe.xadd(stream, {"e": envelope})
+                    streams.add(stream)
+                if line["campaign"]:
+                    joined[line["campaign"]] = joined.get(line["campaign"], 0) + line["n"]
+            for stream in streams:
+                if rt.keys.parse_campaign_queue(stream) is not None:
+                    pipe.zadd(rt.keys.outbox_campaigns, {stream: time.time()}, nx=True)
+            for name, count in joined.items():
+                rt.campaigns.add(pipe, name, count)
+                if queued == 0 and repeated.get(name):
+                    rt.campaigns.note_repeated(pipe, name, repeated[name])
+            rt.waker.announce(pipe)
+            answers = pipe.execute()
+        queued += len(chunk)
+        if progress is not None:
+            progress("queued", queued)
+        if not woken and rt.waker.must_wake(answers):
+            woken = True
+            for _ in range(BULK_WAKEUPS):
+                rt.waker.wake_soon()

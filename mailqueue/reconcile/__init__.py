@@ -1,0 +1,1 @@
+"""Unknown outcomes: call tags, Email Logs matching, look-ups."""

@@ -1,0 +1,1 @@
+"""The guarded HTTP server the webhook app and the dashboard run on."""

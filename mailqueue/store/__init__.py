@@ -1,0 +1,1 @@
+"""The Redis stores: the only code that spells keys or runs Lua."""

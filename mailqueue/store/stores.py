@@ -1,0 +1,117 @@
+"""The stores of one configuration, each built on first use over one Redis client.
+
+``Client`` builds one ``Stores`` and hands it to the services below it (the
+producer, steering, dead letters, the drain and its stages, the look-ups):
+they reach Redis through it, and never import the client. Nothing is built
+until first use, so creating one does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, TypeVar
+
+import redis
+
+from mailqueue.settings import Settings
+from mailqueue.store.base import RedisStore
+from mailqueue.store.campaigns import CampaignStore
+from mailqueue.store.caps import CapLimiter, Caps
+from mailqueue.store.events import EventStore
+from mailqueue.store.keys import Keys
+from mailqueue.store.outbox import Outbox
+from mailqueue.store.ratelimit import FleetRateLimiter
+from mailqueue.store.status import StatusStore
+from mailqueue.store.suppressions import SuppressionList
+from mailqueue.store.waker import Publish, Waker
+
+__all__ = ["SendTask", "Stores"]
+
+#: Sends a Celery task by name: ``send_task(name, args=[...], queue=...)``.
+SendTask = Callable[..., object]
+
+_S = TypeVar("_S", bound=RedisStore)
+
+
+class Stores:
+    """Settings, Redis and the stores over it, for the services that use them.
+
+    ``redis`` opens the connection when first asked; ``publish`` is handed
+    each wake-up's options (the waker's way out); ``send_task`` sends an
+    outcome task by name. Both come from the client, which owns the Celery
+    side.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis: Callable[[], redis.Redis],
+        publish: Publish,
+        send_task: SendTask,
+    ) -> None:
+        self.settings = settings
+        self._connect = redis
+        self._publish = publish
+        self.send_task = send_task
+
+    def __repr__(self) -> str:
+        return f"Stores({self.settings!r})"
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return self._connect()
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys(self.settings.key_prefix)
+
+    @cached_property
+    def store(self) -> StatusStore:
+        return StatusStore(self.redis, self.settings)
+
+    def _store(self, kind: Callable[..., _S], *args: Any, **options: Any) -> _S:
+        """A store of ``kind`` over this Redis and key space, its URL named in errors."""
+        return kind(self.redis, self.keys, *args, url=self.settings.status_redis_url, **options)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return self._store(
+            Outbox,
+            reclaim_idle=self.settings.reclaim_idle,
+            ttl=max(int(self.settings.status_ttl), 1),
+        )
+
+    @cached_property
+    def campaigns(self) -> CampaignStore:
+        return CampaignStore(self.redis, self.settings)
+
+    @cached_property
+    def caps(self) -> CapLimiter:
+        caps = Caps(
+            hourly=self.settings.hourly_cap,
+            daily=self.settings.daily_cap,
+            reserve=self.settings.cap_transactional_reserve,
+        )
+        return self._store(CapLimiter, caps)
+
+    @cached_property
+    def suppressions(self) -> SuppressionList:
+        return self._store(
+            SuppressionList,
+            soft_bounce_limit=self.settings.soft_bounce_limit,
+            soft_bounce_days=self.settings.soft_bounce_days,
+        )
+
+    @cached_property
+    def limiter(self) -> FleetRateLimiter:
+        return FleetRateLimiter(self.redis, self.settings, key_space=self.keys)
+
+    @cached_property
+    def events(self) -> EventStore:
+        return EventStore(self.redis, self.settings)
+
+    @cached_property
+    def waker(self) -> Waker:
+        return self._store(Waker, self._publish)
