@@ -56,7 +56,7 @@ def message(i: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def deliver_until_final(send_ids: list[str], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+def deliver_until_final(send_ids: list[str], timeout: float = 60.0) -> dict[str, dict[str, Any]]:
     """Drain in this process until every send is final; returns the records."""
     drainer = Drainer(default())
     deadline = time.monotonic() + timeout

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from html import escape
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -29,8 +27,8 @@ from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import RedisServer
 from tests.memory_transport import MemoryTransport, accept_all
 from tests.test_dashboard import SECRET, call
+from tests.test_reconcile_drain import deliver_until_final, message
 
-FINAL = {"sent", "partially_sent", "failed"}
 MAX_RETRIES = 2
 
 
@@ -56,27 +54,11 @@ def settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
     return configured
 
 
-def message(i: int) -> dict[str, Any]:
-    return {
-        "from_email": "shop@example.com",
-        "to": [f"r{i}@example.com"],
-        "subject": f"m{i}",
-        "text": "x",
-    }
-
-
-def deliver_until_final(send_ids: list[str], timeout: float = 60.0) -> dict[str, dict[str, Any]]:
-    """Drain in this process until every send is final; returns the records."""
+def drain_once(budget: float) -> None:
+    """One drain in this process, for the time budget given."""
     drainer = Drainer(default())
-    deadline = time.monotonic() + timeout
     try:
-        while True:
-            drainer.drain(budget=2)
-            records = {sid: mailqueue.get_status(sid) or {} for sid in send_ids}
-            if all(r.get("state") in FINAL for r in records.values()):
-                return records
-            assert time.monotonic() < deadline, {s: r.get("state") for s, r in records.items()}
-            time.sleep(0.05)
+        drainer.drain(budget=budget)
     finally:
         drainer.close()
 
@@ -163,11 +145,7 @@ def test_a_send_waiting_for_a_look_up_says_so_with_the_tries_it_has_left(
     mailqueue.configure(settings.replace(reconcile_settle=60.0))
     mailtrap.inject("500")
     send_id = mailqueue.enqueue(message(1))
-    drainer = Drainer(default())
-    try:
-        drainer.drain(budget=2)
-    finally:
-        drainer.close()
+    drain_once(budget=2)
 
     record = mailqueue.get_status(send_id)
 
@@ -183,11 +161,7 @@ def test_a_send_waiting_for_a_retry_says_so_with_the_tries_it_has_left(
     mailqueue.configure(settings.replace(retry_backoff=60.0, retry_backoff_max=60.0))
     mailtrap.fault_rates = {"503": 1.0}
     send_id = mailqueue.enqueue(message(1))
-    drainer = Drainer(default())
-    try:
-        drainer.drain(budget=5)
-    finally:
-        drainer.close()
+    drain_once(budget=5)
 
     record = mailqueue.get_status(send_id)
 
@@ -202,11 +176,7 @@ def test_status_and_the_dashboard_say_a_send_waits_for_a_look_up_and_its_tries_l
     mailqueue.configure(settings.replace(reconcile_settle=60.0))
     mailtrap.inject("500")
     send_id = mailqueue.enqueue(message(1))
-    drainer = Drainer(default())
-    try:
-        drainer.drain(budget=2)
-    finally:
-        drainer.close()
+    drain_once(budget=2)
 
     shown = CliRunner().invoke(cli, ["status", send_id], catch_exceptions=False)
     app = create_app(default(), {"MAILQUEUE_DASHBOARD_SECRET": SECRET})
