@@ -158,11 +158,13 @@ class Outcomes(Stage):
     ) -> None:
         """Write the outcomes; ``answers`` gets the pipeline's answers once it executed."""
         with replicated_transaction(self.stores.redis, self.settings.min_replicas) as pipe:
-            for envelope, part, extra in zip(group, parts, extras, strict=True):
-                if envelope.withheld:
-                    part = replace(part, withheld=envelope.withheld)
-                recorded = self.store.record(pipe, envelope.ref, part, envelope.flat_recipients)
-                endings.add(recorded, envelope)
+            written = [
+                (e.ref, replace(p, withheld=e.withheld) if e.withheld else p, e.flat_recipients)
+                for e, p in zip(group, parts, strict=True)
+            ]
+            recorded = self.store.record_all(pipe, written)
+            for envelope, part, extra, one in zip(group, parts, extras, recorded, strict=True):
+                endings.add(one, envelope)
                 for name, amount in extra.items():
                     self.store.count(pipe, envelope.send_id, name, amount)
                 if part.outcome == "failed":

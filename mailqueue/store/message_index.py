@@ -161,19 +161,30 @@ class MessageIndex:
         entries: Iterable[tuple[str, Sequence[str]]],
         now: float | None = None,
     ) -> None:
-        """Queue indexing each ``(message id, recipients)`` of one send, as ``add`` does each.
+        """Queue indexing each ``(message id, recipients)`` of one send, as ``add`` does each."""
+        self.add_many(pipe, [(send_id, message_id, found) for message_id, found in entries], now)
+
+    def add_many(
+        self,
+        pipe: redis.client.Pipeline,
+        entries: Iterable[tuple[str, str, Sequence[str]]],
+        now: float | None = None,
+    ) -> None:
+        """Queue indexing each ``(send id, message id, recipients)``, as ``add`` does each.
 
         One script call for them all: a batch answer has 500 message ids, and
         two commands each cost the worker more than Redis spends on them.
         """
         generation = int((time.time() if now is None else now) // self.ttl)
-        packed_send = pack_id(send_id) + SEPARATOR.encode()
         keys: list[str] = []
         args: list[str | bytes | int] = [(generation + 2) * self.ttl]
-        for message_id, recipients in entries:
+        packed: dict[str, bytes] = {}
+        for send_id, message_id, recipients in entries:
+            if send_id not in packed:
+                packed[send_id] = pack_id(send_id) + SEPARATOR.encode()
             keys.append(self._bucket(message_id, generation))
             tail = SEPARATOR.join(recipients).encode("utf-8", "surrogatepass")
-            args += [pack_id(message_id), packed_send + tail]
+            args += [pack_id(message_id), packed[send_id] + tail]
         if keys:
             self._add(keys=keys, args=args, client=pipe)
 

@@ -75,17 +75,18 @@ Claim = Literal[
 # A campaign counts a claimed part's recipients as ``sending`` until recorded.
 _CLAIM = lua_script("status_claim")
 
-# Record the outcome of one part. KEYS: send hash, recipients hash, group
-# hash, campaign record (the send hash again for none). ARGV: part, outcome
-# (sent|partial|failed|cancelled|expired), now, ttl, error JSON or "",
-# campaign moves (JSON {where: amount}, applied with the outcome, exactly
-# once), recipients handed to Mailtrap, now (unix seconds), the send id, then
-# recipient/value pairs; KEYS[5] counts the minute's final outcomes by state,
-# KEYS[6] lists the group's sends that ended failed or partially_sent, KEYS[7]
-# counts the campaign's recipients handed to Mailtrap per minute (the send
-# hash again for none).
-# Returns the send's state after the update and 1 when this write made the
-# send final (its last part ended), else 0: exactly one
+# Record the outcomes of parts, in order, as one write each. KEYS, seven a
+# part: send hash, recipients hash, group hash, campaign record (the send hash
+# again for none), the minute's final outcomes by state, the group's sends
+# that ended failed or partially_sent (the send hash again for none), the
+# campaign's recipients handed to Mailtrap per minute (the send hash again for
+# none). ARGV: now (ISO), ttl, now (unix seconds), how long a minute's counts
+# live (s), then per part: part, outcome (sent|partial|failed|cancelled|
+# expired), error JSON or "", campaign moves (JSON {where: amount}, applied
+# with the outcome, exactly once), recipients handed to Mailtrap, the send
+# id, the number of recipient/value pairs, and those pairs.
+# Answers two values a part: the send's state after the update, and 1 when
+# this write made the send final (its last part ended), else 0: exactly one
 # write per final outcome answers 1, whoever makes it (a retry, a look-up in
 # Email Logs, a worker taking over from a dead one), so its writer alone tells
 # the outcome hooks. A part already done answers 0.
@@ -100,7 +101,8 @@ _RECORD = lua_script("status_record")
 # part, now, error JSON ("" keeps the last one), next attempt (ISO, "" for
 # none), maybe delivered (0/1), recipient count, what the part waits for
 # ("retry" or "look-up"; "": it was withheld and waits unrecorded), tries
-# left ("" for unknown). Its recipients wait again in the campaign.
+# left ("" for unknown), how long a minute's counts live (s). Its recipients
+# wait again in the campaign.
 _RETRY = lua_script("status_retry")
 
 # Cancel a send that has not been handed to Mailtrap. KEYS: send hash, group
@@ -116,8 +118,6 @@ _REVIVE = lua_script("status_revive")
 
 # Per-minute state counts live two hours: the dashboard shows the last one.
 STATE_MINUTES_KEPT = 2 * 3600
-_RECORD = _RECORD.replace("MINUTES_KEPT", str(STATE_MINUTES_KEPT))
-_RETRY = _RETRY.replace("MINUTES_KEPT", str(STATE_MINUTES_KEPT))
 
 
 def now_iso() -> str:
@@ -154,11 +154,12 @@ class Recorded(NamedTuple):
 
     send_id: str
     position: int
+    nth: int = 0  # its place among the parts that answer shares
 
     def became_final(self, results: Sequence[Any]) -> bool:
         """Whether this write, once executed, ended the send's last part."""
         answer = results[self.position]
-        return int(answer[1]) == 1
+        return int(answer[2 * self.nth + 1]) == 1
 
 
 def became_final(recorded: Sequence[Recorded], results: Sequence[Any]) -> list[str]:
@@ -383,7 +384,54 @@ class StatusStore:
         once ``pipe`` has executed, whether this write made the send final
         (``became_final``).
         """
-        send_id = ref.send_id
+        return self.record_all(pipe, [(ref, result, counted)])[0]
+
+    def record_all(
+        self,
+        pipe: redis.client.Pipeline,
+        parts: Sequence[tuple[PartRef, PartResult, Sequence[str]]],
+    ) -> list[Recorded]:
+        """Queue recording finished parts, in order, as ``record`` does each.
+
+        One script call for them all, and one for their message ids: a
+        coalesced call ends hundreds of lone sends, and a script call costs
+        Redis more than the writes of one part.
+        """
+        if not parts:
+            return []
+        now = time.time()
+        minute = self.keys.state_minute(str(_minute(now)))
+        script_keys: list[str] = []
+        args: list[Any] = [now_iso(), self.ttl, now, STATE_MINUTES_KEPT]
+        indexed: list[tuple[str, str, list[str]]] = []
+        for ref, result, counted in parts:
+            script_keys += self._record_keys(ref, minute)
+            args += self._record_args(ref, result, counted, indexed)
+        position = len(pipe)
+        self._record(keys=script_keys, args=args, client=pipe)
+        self.message_index.add_many(pipe, indexed, now)
+        return [Recorded(ref.send_id, position, i) for i, (ref, _, _) in enumerate(parts)]
+
+    def _record_keys(self, ref: PartRef, minute: str) -> list[str]:
+        own = self.keys.send(ref.send_id)
+        return [
+            own,
+            self.keys.recipients(ref.send_id),
+            self._group(ref),
+            self._campaign(ref),
+            minute,
+            self.keys.group_failed(ref.group) if ref.group else own,
+            self.keys.campaign_minutes(ref.campaign) if ref.campaign else own,
+        ]
+
+    def _record_args(
+        self,
+        ref: PartRef,
+        result: PartResult,
+        counted: Sequence[str],
+        indexed: list[tuple[str, str, list[str]]],
+    ) -> list[Any]:
+        """One part's arguments of ``_RECORD``; its message ids are added to ``indexed``."""
         values: list[str] = []
         by_message: dict[str, list[str]] = {}
         statuses: dict[str, str] = {}
@@ -405,36 +453,17 @@ class StatusStore:
             handed += where == "sent"
         if moves:
             moves[result.counted_from] = moves.get(result.counted_from, 0) - len(counted)
-        error = json.dumps(result.error) if result.error else ""
-        recorded = Recorded(send_id, len(pipe))
-        self._record(
-            keys=[
-                self.keys.send(send_id),
-                self.keys.recipients(send_id),
-                self._group(ref),
-                self._campaign(ref),
-                self.keys.state_minute(str(_minute())),
-                self.keys.group_failed(ref.group) if ref.group else self.keys.send(send_id),
-                self.keys.campaign_minutes(ref.campaign)
-                if ref.campaign
-                else self.keys.send(send_id),
-            ],
-            args=[
-                ref.part,
-                result.outcome,
-                now_iso(),
-                self.ttl,
-                error,
-                json.dumps(moves, separators=(",", ":")),
-                handed,
-                time.time(),
-                send_id,
-                *values,
-            ],
-            client=pipe,
-        )
-        self.message_index.add_all(pipe, send_id, by_message.items())
-        return recorded
+        indexed += [(ref.send_id, message_id, found) for message_id, found in by_message.items()]
+        return [
+            ref.part,
+            result.outcome,
+            json.dumps(result.error) if result.error else "",
+            json.dumps(moves, separators=(",", ":")),
+            handed,
+            ref.send_id,
+            len(values) // 2,
+            *values,
+        ]
 
     def finish_unsent(
         self,
@@ -493,6 +522,7 @@ class StatusStore:
                 ref.recipients,
                 waiting_for or "",
                 "" if tries_left is None else max(tries_left, 0),
+                STATE_MINUTES_KEPT,
             ],
             client=pipe,
         )

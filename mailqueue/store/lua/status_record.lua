@@ -1,67 +1,100 @@
-local key, rkey, gkey, ckey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local part, outcome, now_iso, ttl, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if redis.call('HEXISTS', key, 'done:' .. part) == 1 then
-  return {redis.call('HGET', key, 'state') or '', 0}
-end
-redis.call('HSET', key, 'done:' .. part, outcome, 'updated_at', now_iso)
-redis.call(
-  'HDEL', key, 'lease:' .. part, 'began:' .. part, 'doubt:' .. part, 'looks:' .. part,
-  'lost:' .. part)
-redis.call('HINCRBY', key, 'parts_' .. outcome, 1)
-if err ~= '' then redis.call('HSET', key, 'error', err) end
-for i = 10, #ARGV, 2 do
-  redis.call('HSET', rkey, ARGV[i], ARGV[i + 1])
-end
-if ckey ~= key then
-  for where, amount in pairs(cjson.decode(ARGV[6])) do
-    redis.call('HINCRBY', ckey, 'n:' .. where, amount)
-  end
-  redis.call('HSET', ckey, 'updated_at', now_iso)
-  local handed = tonumber(ARGV[7])
-  if handed > 0 then
-    redis.call('HSETNX', ckey, 'first_sent_at', ARGV[8])
-    redis.call('HSET', ckey, 'last_sent_at', ARGV[8])
-    redis.call('HINCRBY', ckey, 'handed', handed)
-    local minute = tostring(math.floor(tonumber(ARGV[8]) / 60))
-    redis.call('HINCRBY', KEYS[7], minute, handed)
-    redis.call('EXPIRE', KEYS[7], ttl)
-  end
-end
-local function count(name) return tonumber(redis.call('HGET', key, 'parts_' .. name) or '0') end
-local parts = tonumber(redis.call('HGET', key, 'parts') or '1')
-local ok, partial, failed = count('sent'), count('partial'), count('failed')
-local cancelled, expired = count('cancelled'), count('expired')
-local old = redis.call('HGET', key, 'state')
-local state = old
-local ended = ok + partial + failed + cancelled + expired
-local final = 0
-if ended >= parts then
-  -- Each write ends one part: the write that ends the last one makes the send final.
-  if ended - 1 < parts then final = 1 end
-  if ok == parts then state = 'sent'
-  elseif ok + partial > 0 then state = 'partially_sent'
-  elseif cancelled > 0 then state = 'cancelled'
-  elseif expired > 0 then state = 'expired'
-  else state = 'failed' end
-  if state ~= 'failed' then redis.call('HDEL', key, 'error') end
-  if final == 1 then
-    redis.call('HINCRBY', KEYS[5], state, 1)
-    redis.call('EXPIRE', KEYS[5], MINUTES_KEPT)
-    if KEYS[6] ~= key and (state == 'failed' or state == 'partially_sent') then
-      redis.call('ZADD', KEYS[6], ARGV[8], ARGV[9])
-      redis.call('EXPIRE', KEYS[6], ttl)
+local now_iso, ttl, now_s, minutes_kept = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local outcomes = {sent = 4, partial = 5, failed = 6, cancelled = 7, expired = 8}
+local out = {}
+local a, k = 5, 0
+while a <= #ARGV do
+  local key, rkey, gkey, ckey = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local mkey, fkey, cmkey = KEYS[k + 5], KEYS[k + 6], KEYS[k + 7]
+  local part, outcome, err = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local moves, handed, send_id = ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5]
+  local first, last = a + 7, a + 6 + 2 * tonumber(ARGV[a + 6])
+  a, k = last + 1, k + 7
+  -- 1 done, 2 state, 3 parts, 4..8 parts per outcome, 9..13 the part's working
+  -- fields, 14 error: every field this write reads, in one command.
+  local f = redis.call(
+    'HMGET', key, 'done:' .. part, 'state', 'parts', 'parts_sent', 'parts_partial',
+    'parts_failed', 'parts_cancelled', 'parts_expired', 'lease:' .. part, 'began:' .. part,
+    'doubt:' .. part, 'looks:' .. part, 'lost:' .. part, 'error')
+  if f[1] then
+    out[#out + 1] = f[2] or ''
+    out[#out + 1] = 0
+  else
+    local counts = {}
+    for name, i in pairs(outcomes) do counts[name] = tonumber(f[i] or '0') end
+    counts[outcome] = counts[outcome] + 1
+    local fields = {
+      'done:' .. part, outcome, 'updated_at', now_iso,
+      'parts_' .. outcome, counts[outcome]}
+    local gone = {}
+    for i = 9, 13 do
+      if f[i] then gone[#gone + 1] = ({'lease:', 'began:', 'doubt:', 'looks:', 'lost:'})[i - 8] .. part end
     end
+    for i = first, last, 1000 do
+      redis.call('HSET', rkey, unpack(ARGV, i, math.min(i + 999, last)))
+    end
+    if ckey ~= key then
+      for where, amount in pairs(cjson.decode(moves)) do
+        redis.call('HINCRBY', ckey, 'n:' .. where, amount)
+      end
+      redis.call('HSET', ckey, 'updated_at', now_iso)
+      if handed > 0 then
+        redis.call('HSETNX', ckey, 'first_sent_at', now_s)
+        redis.call('HSET', ckey, 'last_sent_at', now_s)
+        redis.call('HINCRBY', ckey, 'handed', handed)
+        local minute = tostring(math.floor(tonumber(now_s) / 60))
+        redis.call('HINCRBY', cmkey, minute, handed)
+        redis.call('EXPIRE', cmkey, ttl)
+      end
+    end
+    local parts = tonumber(f[3] or '1')
+    local ok, partial, failed = counts.sent, counts.partial, counts.failed
+    local old = f[2]
+    local state = old
+    local ended = ok + partial + failed + counts.cancelled + counts.expired
+    local final = 0
+    local keeps_error = true
+    if ended >= parts then
+      -- Each write ends one part: the write that ends the last one makes the send final.
+      if ended - 1 < parts then final = 1 end
+      if ok == parts then state = 'sent'
+      elseif ok + partial > 0 then state = 'partially_sent'
+      elseif counts.cancelled > 0 then state = 'cancelled'
+      elseif counts.expired > 0 then state = 'expired'
+      else state = 'failed' end
+      keeps_error = state == 'failed'
+      if final == 1 then
+        -- A minute's counts get their expiry with their first field.
+        if redis.call('HINCRBY', mkey, state, 1) == 1 then
+          redis.call('EXPIRE', mkey, minutes_kept)
+        end
+        if fkey ~= key and (state == 'failed' or state == 'partially_sent') then
+          redis.call('ZADD', fkey, now_s, send_id)
+          redis.call('EXPIRE', fkey, ttl)
+        end
+      end
+    elseif old ~= 'sending' and old ~= 'cancelled' then
+      state = 'sending'
+    end
+    if err ~= '' and keeps_error then
+      fields[#fields + 1] = 'error'
+      fields[#fields + 1] = err
+    elseif not keeps_error and f[14] then
+      gone[#gone + 1] = 'error'
+    end
+    if state ~= old then
+      fields[#fields + 1] = 'state'
+      fields[#fields + 1] = state
+      if gkey ~= key then
+        if old then redis.call('HINCRBY', gkey, old, -1) end
+        redis.call('HINCRBY', gkey, state, 1)
+      end
+    end
+    redis.call('HSET', key, unpack(fields))
+    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+    redis.call('EXPIRE', key, ttl)
+    redis.call('EXPIRE', rkey, ttl)
+    out[#out + 1] = state
+    out[#out + 1] = final
   end
-elseif old ~= 'sending' and old ~= 'cancelled' then
-  state = 'sending'
 end
-if state ~= old then
-  redis.call('HSET', key, 'state', state)
-  if gkey ~= key then
-    if old then redis.call('HINCRBY', gkey, old, -1) end
-    redis.call('HINCRBY', gkey, state, 1)
-  end
-end
-redis.call('EXPIRE', key, ttl)
-redis.call('EXPIRE', rkey, ttl)
-return {state, final}
+return out
