@@ -1,5 +1,6 @@
 local now_iso, ttl, now_s, minutes_kept = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local outcomes = {sent = 4, partial = 5, failed = 6, cancelled = 7, expired = 8}
+local working = {'lease:', 'began:', 'doubt:', 'looks:', 'lost:'}
 local out = {}
 local a, k = 5, 0
 while a <= #ARGV do
@@ -27,7 +28,7 @@ while a <= #ARGV do
       'parts_' .. outcome, counts[outcome]}
     local gone = {}
     for i = 9, 13 do
-      if f[i] then gone[#gone + 1] = ({'lease:', 'began:', 'doubt:', 'looks:', 'lost:'})[i - 8] .. part end
+      if f[i] then gone[#gone + 1] = working[i - 8] .. part end
     end
     for i = first, last, 1000 do
       redis.call('HSET', rkey, unpack(ARGV, i, math.min(i + 999, last)))
