@@ -24,6 +24,7 @@ from mailqueue.deliver.hooks import Endings
 from mailqueue.deliver.outcomes import DrainReport, Stage
 from mailqueue.metrics import instruments as metrics
 from mailqueue.settings import Settings
+from mailqueue.store.batch import batch
 from mailqueue.store.status import Claim, PartResult
 
 __all__ = ["Claimed", "Claimer", "call_deadline", "lease_for"]
@@ -75,8 +76,9 @@ class Claimer(Stage):
         )
         claimed = Claimed([], [], [])
         endings = Endings()
-        with self.stores.redis.pipeline(transaction=True) as pipe:
-            steered = 0
+        steered = 0
+        with batch(self.stores.redis) as writes:
+            pipe = writes.pipe
             for envelope, claim in zip(envelopes, claims, strict=True):
                 if claim in _GOING_ON:
                     drop = suppressed.get(id(envelope))
@@ -94,8 +96,8 @@ class Claimer(Stage):
                     steered += 1
                 # "busy": another worker holds a live lease; leave the entry pending
                 # so that it is reclaimed if that worker dies.
-            if steered:
-                self.hooks.announce(endings.finished(pipe.execute()))
+        if steered:
+            self.hooks.announce(endings.finished(writes.answers))
         return claimed
 
     def _suppressed(self, envelopes: Sequence[Envelope]) -> dict[int, set[str]]:

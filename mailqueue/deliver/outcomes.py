@@ -26,7 +26,7 @@ from mailqueue.core.responses import RequestResult
 from mailqueue.deliver.hooks import Endings, OutcomeHooks
 from mailqueue.errors import DeliveryError, RateLimited, ReplicationTimeout, TransientDeliveryError
 from mailqueue.metrics import instruments as metrics
-from mailqueue.store.connection import replicated_transaction
+from mailqueue.store.batch import batch
 from mailqueue.store.status import PartResult
 
 if TYPE_CHECKING:
@@ -157,7 +157,8 @@ class Outcomes(Stage):
         answers: list[Any],
     ) -> None:
         """Write the outcomes; ``answers`` gets the pipeline's answers once it executed."""
-        with replicated_transaction(self.stores.redis, self.settings.min_replicas) as pipe:
+        with batch(self.stores.redis, min_replicas=self.settings.min_replicas) as writes:
+            pipe = writes.pipe
             written = [
                 (e.ref, replace(p, withheld=e.withheld) if e.withheld else p, e.flat_recipients)
                 for e, p in zip(group, parts, strict=True)
@@ -172,7 +173,7 @@ class Outcomes(Stage):
             if doubts:
                 self.count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
-            answers.extend(pipe.execute())
+        answers.extend(writes.answers)
 
     def count(self, report: DrainReport, parts: Sequence[PartResult]) -> None:
         """Count recorded parts in the drain's report and the metrics."""
@@ -256,10 +257,7 @@ class Outcomes(Stage):
         """
         errors = [e.last_error or worker_lost().as_record() for e in group]
         self._fail_with(group, errors, report, doubts=1)
-        with self.stores.redis.pipeline(transaction=False) as pipe:
-            for envelope in group:
-                self.store.note_doubtful(pipe, envelope.send_id)
-            pipe.execute()
+        self.store.list_doubtful([envelope.send_id for envelope in group])
         log.warning(
             "sends %s failed: no try left, and Email Logs do not show the last one",
             send_ids(group),
@@ -361,7 +359,8 @@ class Outcomes(Stage):
         ``uncounted``: the call their claim counted was not made.
         """
         dues = [due] * len(group) if isinstance(due, int | float) else list(due)
-        with self.stores.redis.pipeline(transaction=True) as pipe:
+        with batch(self.stores.redis) as writes:
+            pipe = writes.pipe
             for envelope, when in zip(group, dues, strict=True):
                 if doubtful_since is not None:
                     self.store.mark_doubtful(pipe, envelope.send_id, envelope.part, doubtful_since)
@@ -382,7 +381,6 @@ class Outcomes(Stage):
             if doubts:
                 self.count_doubts(group, doubts, pipe)
             self.outbox.ack(pipe, group)
-            pipe.execute()
 
     def withdraw(self, group: Sequence[Envelope]) -> None:
         """Give back claimed envelopes whose campaign stopped before their call started.
@@ -390,22 +388,20 @@ class Outcomes(Stage):
         They go back to their stream, where the next claim holds or ends them;
         the call their claim counted in ``attempts`` was not made.
         """
-        with self.stores.redis.pipeline(transaction=True) as pipe:
+        with batch(self.stores.redis) as writes:
             for envelope in group:
-                self.store.mark_retrying(pipe, envelope.ref, None, None, False)
-                self.store.count(pipe, envelope.send_id, "attempts", -1)
-                self.outbox.add(pipe, envelope)
-            self.outbox.ack(pipe, group)
-            pipe.execute()
+                self.store.mark_retrying(writes.pipe, envelope.ref, None, None, False)
+                self.store.count(writes.pipe, envelope.send_id, "attempts", -1)
+                self.outbox.add(writes.pipe, envelope)
+            self.outbox.ack(writes.pipe, group)
 
     def count_doubts(
         self, group: Sequence[Envelope], doubts: int, pipe: redis.client.Pipeline | None = None
     ) -> None:
         """Count ``doubts`` possible duplicates on every send of ``group``."""
         if pipe is None:
-            with self.stores.redis.pipeline(transaction=False) as own:
-                self.count_doubts(group, doubts, own)
-                own.execute()
+            with batch(self.stores.redis, transaction=False) as writes:
+                self.count_doubts(group, doubts, writes.pipe)
             return
         for envelope in group:
             self.store.count_duplicates(pipe, envelope.send_id, doubts)

@@ -22,6 +22,7 @@ from mailqueue.deliver.posting import Poster
 from mailqueue.errors import EmailLogsBusy, EmailLogsUnavailable
 from mailqueue.metrics import instruments as metrics
 from mailqueue.reconcile.lookup import LOOKS_BEFORE_RESEND, Doubtful, PartLookup, Reconciler
+from mailqueue.store.batch import batch
 
 if TYPE_CHECKING:
     from mailqueue.store.stores import Stores
@@ -183,7 +184,8 @@ class Settler(Stage):
         ]
         if not items:
             return
-        with self.stores.redis.pipeline(transaction=False) as pipe:
+        with batch(self.stores.redis, transaction=False) as writes:
+            pipe = writes.pipe
             for envelope, lookup in items:
                 self.store.count(pipe, envelope.send_id, "possible_duplicates")
                 self.store.count(pipe, envelope.send_id, "attempts")
@@ -193,7 +195,6 @@ class Settler(Stage):
                     self.store.count(pipe, envelope.send_id, "reconcile_fallbacks")
                 if lookup is not None and lookup.found:
                     self.store.count(pipe, envelope.send_id, "reconciled", len(lookup.found))
-            pipe.execute()
         whole = [e for e, lookup in items if lookup is None or not lookup.found]
         for envelope, lookup in items:
             if lookup is not None and lookup.found:

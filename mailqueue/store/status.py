@@ -308,6 +308,12 @@ class StatusStore:
         pipe.zadd(self.keys.doubtful, {send_id: time.time()})
 
     @translated("list doubtful sends")
+    def list_doubtful(self, send_ids: Sequence[str]) -> None:
+        """List sends among those an operator may want to reconcile (``note_doubtful``)."""
+        if send_ids:
+            self.redis.zadd(self.keys.doubtful, dict.fromkeys(send_ids, time.time()))
+
+    @translated("list doubtful sends")
     def doubtful_sends(self) -> list[str]:
         """Sends listed by ``note_doubtful`` within the status TTL, oldest first."""
         self.redis.zremrangebyscore(self.keys.doubtful, "-inf", time.time() - self.ttl)
