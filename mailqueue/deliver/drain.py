@@ -112,6 +112,8 @@ class Drainer:
         self.waker.arrive(self.consumer)
         self._beat_at = time.monotonic()
         closing = False
+        # Set once the drain has left for good: leaving again would cost a round trip.
+        left = False
         try:
             while True:
                 closing = closing or time.monotonic() >= stop_at or self._flight.failed()
@@ -121,6 +123,7 @@ class Drainer:
                     # by a producer that saw this drain alive and woke nobody.
                     self._flight.join()
                     self.waker.leave(self.consumer)
+                    left = True
                     if self.outbox.waiting():
                         self.waker.wake()
                     break
@@ -148,11 +151,13 @@ class Drainer:
                 self.waker.leave(self.consumer)
                 self.outbox.move_due()
                 if self.outbox.waiting() == 0:
+                    left = True
                     break
                 self._heartbeat(force=True)
         finally:
             self._flight.join()
-            self.waker.leave(self.consumer)
+            if not left:
+                self.waker.leave(self.consumer)
             self._schedule_next_retry()
         return report
 
