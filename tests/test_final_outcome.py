@@ -6,7 +6,14 @@ import pytest
 import redis
 
 from mailqueue.settings import Settings
-from mailqueue.store.status import PartRef, PartResult, Recorded, StatusStore, became_final
+from mailqueue.store.status import (
+    STATE_MINUTES_KEPT,
+    PartRef,
+    PartResult,
+    Recorded,
+    StatusStore,
+    became_final,
+)
 
 SENT = PartResult("sent", {"a@example.com": "m-1"})
 FAILED = PartResult("failed", {"a@example.com": None}, {"kind": "permanent", "message": "no"})
@@ -156,3 +163,44 @@ def test_state_changes_are_counted_per_minute_once_each(store: StatusStore) -> N
         for state, count in counts.items():
             totals[state] = totals.get(state, 0) + count
     assert totals == {"queued": 2, "retrying": 1, "sent": 1, "failed": 1}
+
+
+def test_parts_recorded_in_one_script_call_answer_each_in_order(store: StatusStore) -> None:
+    create(store, "s1", parts=2)
+    create(store, "s2")
+    writes = [
+        (PartRef("s1", 0), SENT, ()),
+        (PartRef("s2", 0), FAILED, ()),
+        (PartRef("s1", 1), SENT, ()),
+        (PartRef("s1", 1), SENT, ()),
+    ]
+    with store.redis.pipeline(transaction=True) as pipe:
+        pipe.ping()
+        recorded = store.record_all(pipe, writes)
+        pipe.ping()
+        results = pipe.execute()
+
+    assert [r.became_final(results) for r in recorded] == [False, True, True, False]
+    assert became_final(recorded, results) == ["s2", "s1"]
+    assert (store.state("s1"), store.state("s2")) == ("sent", "failed")
+
+
+def test_a_minutes_state_counts_expire(store: StatusStore) -> None:
+    create(store, "s1")
+    ref = PartRef("s1", 0)
+    store.claim([ref], lease_seconds=30)
+    with store.redis.pipeline() as pipe:
+        store.mark_retrying(pipe, ref, {"kind": "transient", "message": "503"}, None, False)
+        pipe.execute()
+    store.redis.delete(*store.redis.keys(store.keys.state_minute("*")))
+    store.claim([ref], lease_seconds=30)
+    with store.redis.pipeline() as pipe:
+        store.mark_retrying(pipe, ref, {"kind": "transient", "message": "503"}, None, False)
+        pipe.execute()
+    retried = store.redis.keys(store.keys.state_minute("*"))
+    store.redis.delete(*retried)
+    finals(store, (ref, SENT))
+    ended = store.redis.keys(store.keys.state_minute("*"))
+
+    assert retried and ended
+    assert all(0 < store.redis.ttl(key) <= STATE_MINUTES_KEPT for key in retried + ended)

@@ -307,7 +307,7 @@ class StatusStore:
         """Queue listing a send among those an operator may want to reconcile."""
         pipe.zadd(self.keys.doubtful, {send_id: time.time()})
 
-    @translated("list doubtful sends")
+    @translated("note doubtful sends")
     def list_doubtful(self, send_ids: Sequence[str]) -> None:
         """List sends among those an operator may want to reconcile (``note_doubtful``)."""
         if send_ids:
