@@ -23,7 +23,7 @@ NOW = 1_900_008_000.0  # on the hour: 527,780 hours since 1970
 
 
 def limiter(client: redis.Redis, **caps: Any) -> CapLimiter:
-    return CapLimiter(client, Keys(), Caps(**caps))
+    return CapLimiter(client, Keys(), caps=Caps(**caps))
 
 
 def test_no_cap_takes_everything(redis_client: redis.Redis) -> None:

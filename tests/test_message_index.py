@@ -21,7 +21,7 @@ TTL = 600
 
 
 def index(client: redis.Redis) -> MessageIndex:
-    return MessageIndex(client, Keys(), TTL)
+    return MessageIndex(client, Keys(), ttl=TTL)
 
 
 def add(client: redis.Redis, message_id: str, send_id: str, *recipients: str, now: float) -> None:

@@ -12,11 +12,12 @@ from mailqueue.settings import Settings
 from mailqueue.store.keys import Keys
 from mailqueue.store.message_index import IndexEntry
 from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.stores import Stores
 
 
 @pytest.fixture
 def store(redis_client: redis.Redis, redis_url: str) -> StatusStore:
-    return StatusStore(redis_client, Settings(broker_url=redis_url, status_ttl=600))
+    return Stores.over(redis_client, Settings(broker_url=redis_url, status_ttl=600)).store
 
 
 def create(store: StatusStore, send_id: str, parts: int = 1, group: str | None = None) -> None:
@@ -198,7 +199,7 @@ def test_group_counts_follow_state_changes(store: StatusStore) -> None:
 def test_every_key_a_script_writes_is_declared_and_shares_the_prefix_hash_tag(
     redis_client: redis.Redis,
 ) -> None:
-    shop = StatusStore(redis_client, Settings(key_prefix="shop"))
+    shop = Stores.over(redis_client, Settings(key_prefix="shop")).store
     with redis_client.pipeline() as pipe:
         shop.create(pipe, "a", parts=1, created_at=now_iso(), group="g1")
         pipe.execute()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import redis
 
@@ -20,9 +20,11 @@ from mailqueue.store.campaigns import CampaignStore
 from mailqueue.store.caps import CapLimiter, Caps
 from mailqueue.store.events import EventStore
 from mailqueue.store.keys import Keys
+from mailqueue.store.message_index import MessageIndex
 from mailqueue.store.outbox import Outbox
 from mailqueue.store.ratelimit import FleetRateLimiter
 from mailqueue.store.status import StatusStore
+from mailqueue.store.steering import SteeringStore
 from mailqueue.store.suppressions import SuppressionList
 from mailqueue.store.waker import Publish, Waker
 
@@ -56,6 +58,14 @@ class Stores:
         self._publish = publish
         self.send_task = send_task
 
+    @classmethod
+    def over(cls, client: redis.Redis, settings: Settings) -> Stores:
+        """Stores over an open ``client`` with no Celery side (the webhook app, tests).
+
+        Their waker and outcome tasks refuse to publish: only a ``Client`` has a broker.
+        """
+        return cls(settings, redis=lambda: client, publish=_no_broker, send_task=_no_broker)
+
     def __repr__(self) -> str:
         return f"Stores({self.settings!r})"
 
@@ -67,25 +77,30 @@ class Stores:
     def keys(self) -> Keys:
         return Keys(self.settings.key_prefix)
 
+    def _store(self, kind: Callable[..., _S], **options: Any) -> _S:
+        """A store of ``kind`` over this Redis and key space, its URL named in errors."""
+        return kind(self.redis, self.keys, url=self.settings.status_redis_url, **options)
+
+    @cached_property
+    def ttl(self) -> int:
+        """How long status records and what hangs on them live (seconds)."""
+        return max(int(self.settings.status_ttl), 1)
+
+    @cached_property
+    def message_index(self) -> MessageIndex:
+        return self._store(MessageIndex, ttl=self.ttl)
+
     @cached_property
     def store(self) -> StatusStore:
-        return StatusStore(self.redis, self.settings)
-
-    def _store(self, kind: Callable[..., _S], *args: Any, **options: Any) -> _S:
-        """A store of ``kind`` over this Redis and key space, its URL named in errors."""
-        return kind(self.redis, self.keys, *args, url=self.settings.status_redis_url, **options)
+        return self._store(StatusStore, ttl=self.ttl, message_index=self.message_index)
 
     @cached_property
     def outbox(self) -> Outbox:
-        return self._store(
-            Outbox,
-            reclaim_idle=self.settings.reclaim_idle,
-            ttl=max(int(self.settings.status_ttl), 1),
-        )
+        return self._store(Outbox, reclaim_idle=self.settings.reclaim_idle, ttl=self.ttl)
 
     @cached_property
     def campaigns(self) -> CampaignStore:
-        return CampaignStore(self.redis, self.settings)
+        return self._store(CampaignStore, ttl=self.ttl, thresholds=self.settings)
 
     @cached_property
     def caps(self) -> CapLimiter:
@@ -94,7 +109,7 @@ class Stores:
             daily=self.settings.daily_cap,
             reserve=self.settings.cap_transactional_reserve,
         )
-        return self._store(CapLimiter, caps)
+        return self._store(CapLimiter, caps=caps)
 
     @cached_property
     def suppressions(self) -> SuppressionList:
@@ -106,12 +121,28 @@ class Stores:
 
     @cached_property
     def limiter(self) -> FleetRateLimiter:
+        # A limiter per route, not a store of this key space: deliver/ builds one per
+        # route it sends through; this one is the settings' own route.
         return FleetRateLimiter(self.redis, self.settings, key_space=self.keys)
 
     @cached_property
     def events(self) -> EventStore:
-        return EventStore(self.redis, self.settings)
+        return self._store(
+            EventStore,
+            ttl=self.ttl,
+            index=self.message_index,
+            suppressions=self.suppressions,
+            campaigns=self.campaigns,
+        )
+
+    @cached_property
+    def steering(self) -> SteeringStore:
+        return self._store(SteeringStore, status=self.store, outbox=self.outbox)
 
     @cached_property
     def waker(self) -> Waker:
-        return self._store(Waker, self._publish)
+        return self._store(Waker, publish=self._publish)
+
+
+def _no_broker(*args: Any, **kwargs: Any) -> NoReturn:
+    raise RuntimeError("these stores have no broker: build them through a Client to publish")
