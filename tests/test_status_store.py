@@ -265,3 +265,48 @@ def test_waiting_counts_unread_envelopes_not_those_a_worker_holds(
     held = outbox.read("worker-1", Keys().outbox, 2)
     assert len(held) == 2
     assert outbox.waiting() == 1
+
+
+# -- steering's writes -----------------------------------------------------------
+
+
+def test_hold_until_records_the_time_and_lists_the_send(store: StatusStore) -> None:
+    create(store, "s1")
+    due = time.time() + 3600
+
+    store.hold_until("s1", due)
+
+    assert store.not_before("s1") == pytest.approx(due, abs=0.001)
+    status = store.get("s1")
+    assert status is not None and status["send_at"] is not None
+    assert [(send_id, state) for send_id, _, state, _ in store.scheduled()] == [("s1", "queued")]
+
+
+def test_scheduled_lists_sends_to_come_soonest_first_with_state_and_campaign(
+    store: StatusStore,
+) -> None:
+    now = time.time()
+    for send_id in ("late", "soon", "past"):
+        create(store, send_id)
+    store.redis.hset(store.keys.send("soon"), "campaign", "spring")
+    store.hold_until("late", now + 7200)
+    store.hold_until("soon", now + 60)
+    store.hold_until("past", now - 60)
+
+    rows = store.scheduled(now=now)
+
+    assert [(r[0], r[2], r[3]) for r in rows] == [
+        ("soon", "queued", "spring"),
+        ("late", "queued", None),
+    ]
+    assert rows[0][1] == pytest.approx(now + 60)
+    assert [r[0] for r in store.scheduled(limit=1, now=now)] == ["soon"]
+
+
+def test_unschedule_takes_a_send_off_the_list(store: StatusStore) -> None:
+    create(store, "s1")
+    store.hold_until("s1", time.time() + 60)
+
+    store.unschedule("s1")
+
+    assert store.scheduled() == []
