@@ -24,7 +24,7 @@ from mailqueue.produce.campaign_file import queue_campaign_file
 from mailqueue.produce.chunked_send import PARTS_PER_TRANSACTION, enqueue_each
 from mailqueue.settings import Settings
 from mailqueue.store.groups import get_group
-from tests.memory_transport import MemoryTransport
+from mailqueue.testing import MemoryTransport
 
 TEMPLATE = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
 FROM = "news@example.com"

@@ -21,7 +21,7 @@ from mailqueue.errors import PermanentDeliveryError, ValidationError
 from mailqueue.settings import Settings
 from mailqueue.store import status
 from mailqueue.store.campaigns import auto_pause_reason, record_from_fields
-from tests.memory_transport import MemoryTransport, accept_all
+from mailqueue.testing import MemoryTransport, accept_all
 
 # -- the record, pure ------------------------------------------------------
 

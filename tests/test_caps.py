@@ -17,7 +17,7 @@ from mailqueue.errors import ConfigurationError
 from mailqueue.settings import Account, Settings
 from mailqueue.store.caps import CapLimiter, Caps
 from mailqueue.store.keys import Keys
-from tests.memory_transport import MemoryTransport
+from mailqueue.testing import MemoryTransport
 
 NOW = 1_900_008_000.0  # on the hour: 527,780 hours since 1970
 

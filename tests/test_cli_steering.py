@@ -15,7 +15,7 @@ from mailqueue.client import Client, default
 from mailqueue.core.campaign_view import campaign_line, duration
 from mailqueue.deliver.drain import Drainer
 from mailqueue.settings import Settings
-from tests.memory_transport import MemoryTransport
+from mailqueue.testing import MemoryTransport
 
 TEMPLATE = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
 

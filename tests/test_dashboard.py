@@ -22,7 +22,7 @@ from mailqueue.dashboard.render import funnel_svg
 from mailqueue.deliver.drain import Drainer
 from mailqueue.errors import ConfigurationError
 from mailqueue.settings import Settings
-from tests.memory_transport import MemoryTransport
+from mailqueue.testing import MemoryTransport
 
 SECRET = "ops:first-pass,ops:second-pass"
 HOST = "dash.example:8080"

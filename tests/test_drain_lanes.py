@@ -14,7 +14,7 @@ from mailqueue.core.payload import ApiCall
 from mailqueue.core.responses import RequestResult
 from mailqueue.deliver.drain import Drainer
 from mailqueue.settings import Settings
-from tests.memory_transport import MemoryTransport, accept_all
+from mailqueue.testing import MemoryTransport, accept_all
 
 DEADLINE = 20.0
 

@@ -53,7 +53,7 @@ from mailqueue.reconcile.lookup import Doubtful, PartLookup, pending_requests
 from mailqueue.settings import Settings
 from mailqueue.store import outbox as outbox_module
 from mailqueue.store.keys import OUTBOX_GROUP
-from tests.memory_transport import MemoryTransport
+from mailqueue.testing import MemoryTransport
 
 MAX_RETRIES = 2
 FINAL = {"sent", "failed"}

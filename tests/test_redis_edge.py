@@ -12,8 +12,8 @@ from mailqueue.core.events import TrackingEvent
 from mailqueue.errors import BrokerUnavailable
 from mailqueue.settings import Settings
 from mailqueue.store.status import PartRef
+from mailqueue.testing import MemoryTransport
 from mailqueue.testing.redis_server import free_port
-from tests.memory_transport import MemoryTransport
 
 EVENT = TrackingEvent("delivered", "delivery", "2026-01-01T00:00:00Z", "m-1", event_id="e-1")
 

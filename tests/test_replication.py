@@ -15,8 +15,8 @@ from mailqueue.client import Client
 from mailqueue.deliver.drain import Drainer
 from mailqueue.store.connection import connect, replicated_transaction
 from mailqueue.store.keys import Keys
+from mailqueue.testing import MemoryTransport
 from mailqueue.testing.redis_server import RedisServer, online_replicas
-from tests.memory_transport import MemoryTransport
 
 
 @pytest.fixture

@@ -23,9 +23,8 @@ from mailqueue.dashboard import create_app
 from mailqueue.deliver.drain import Drainer
 from mailqueue.errors import BrokerUnavailable
 from mailqueue.settings import Settings
-from mailqueue.testing import LocalMailtrap
+from mailqueue.testing import LocalMailtrap, MemoryTransport, accept_all
 from mailqueue.testing.redis_server import RedisServer
-from tests.memory_transport import MemoryTransport, accept_all
 from tests.test_dashboard import SECRET, call
 from tests.test_reconcile_drain import deliver_until_final, message
 

@@ -16,7 +16,7 @@ from mailqueue.client import Client
 from mailqueue.deliver.drain import Drainer
 from mailqueue.settings import Settings
 from mailqueue.store.keys import Keys
-from tests.memory_transport import MemoryTransport
+from mailqueue.testing import MemoryTransport
 
 PRODUCERS = 4
 MESSAGES_EACH = 60

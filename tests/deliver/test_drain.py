@@ -27,7 +27,7 @@ from mailqueue.deliver.drain import Drainer, group_calls
 from mailqueue.errors import PermanentDeliveryError, TransientDeliveryError
 from mailqueue.settings import Settings
 from mailqueue.store.outbox import Envelope
-from tests.memory_transport import MemoryTransport, accept_all
+from mailqueue.testing import MemoryTransport, accept_all
 
 
 def message(recipient: str, **extra: Any) -> dict[str, Any]:
