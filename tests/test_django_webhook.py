@@ -225,7 +225,8 @@ def test_the_dashboard_is_served_from_the_urlconf_with_its_own_auth_and_token(
             headers={"Authorization": ops},
         )
         assert answer.status_code == 303 and answer["Location"] == "/ops/mail/campaigns/june"
-    assert (queued.get_campaign("june") or {})["state"] == "paused"
+    campaign_record = queued.get_campaign("june")
+    assert campaign_record is not None and campaign_record["state"] == "paused"
 
 
 def test_the_django_dashboard_bounds_forms_and_throttles_failed_logins(

@@ -14,11 +14,11 @@ if not django_settings.configured:
     django.setup()
 
 from mailqueue.django.signals import anymail_status, rebuilt_message  # noqa: E402
-from mailqueue.records import StatusRecord  # noqa: E402
+from mailqueue.records import RecipientStatus, StatusRecord  # noqa: E402
 
 
-def record_with(recipients: dict[str, dict[str, object]]) -> StatusRecord:
-    return {  # type: ignore[typeddict-item]
+def record_with(recipients: dict[str, RecipientStatus]) -> StatusRecord:
+    return {
         "id": "s1",
         "state": "partially_sent",
         "attempts": 1,

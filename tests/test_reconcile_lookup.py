@@ -58,7 +58,7 @@ def post(mailtrap: LocalMailtrap, call: ApiCall) -> None:
 
 
 def look_up(client: Client, *parts: Doubtful) -> list[Any]:
-    reconciler = Reconciler(client)
+    reconciler = Reconciler(client.stores)
     try:
         return reconciler.look_up(resolve_route(client.settings), parts)
     finally:

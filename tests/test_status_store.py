@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import cast
 
 import pytest
 import redis
@@ -119,7 +120,7 @@ def test_recipients_and_the_message_index_are_stored_as_json_dumps_writes_them(
 
     record(store, "s1", 0, PartResult("partial", recipients, withheld=("w@example.com",)))
 
-    stored = store.redis.hgetall(Keys().recipients("s1"))
+    stored = cast(dict[bytes, bytes], store.redis.hgetall(Keys().recipients("s1")))
     assert {k.decode(): v.decode() for k, v in stored.items()} == {
         "ünï@example.com": json.dumps({"status": "queued", "message_id": "m-1"}),
         "b@example.com": json.dumps({"status": "failed", "message_id": None}),
@@ -129,7 +130,7 @@ def test_recipients_and_the_message_index_are_stored_as_json_dumps_writes_them(
     assert store.message_index.look_up(["m-1"]) == {"m-1": IndexEntry("s1", ("ünï@example.com",))}
     buckets = store.redis.keys("{mq}:msgidx:*")
     values = sorted(value for bucket in buckets for value in store.redis.hvals(bucket))
-    assert values == [b"s1\x1fc\"q@example.com", "s1\x1fünï@example.com".encode()]
+    assert values == [b's1\x1fc"q@example.com', "s1\x1fünï@example.com".encode()]
     assert store.message_index.look_up(["m-2"]) == {"m-2": IndexEntry("s1", ('c"q@example.com',))}
     # An entry lives at least one status TTL (600 s here) and at most two.
     assert all(600 <= store.redis.ttl(bucket) <= 1200 for bucket in buckets)
@@ -217,9 +218,7 @@ def test_every_key_a_script_writes_is_declared_and_shares_the_prefix_hash_tag(
     minutes = [name for name in names if name.startswith("{shop}:states:")]
     assert 1 <= len(minutes) <= 2
     others = sorted(set(names) - set(minutes))
-    assert others == [
-        "{shop}:group:g1", "{shop}:group:g1:failed", "{shop}:rcpt:a", "{shop}:send:a"
-    ]
+    assert others == ["{shop}:group:g1", "{shop}:group:g1:failed", "{shop}:rcpt:a", "{shop}:send:a"]
     assert shop.group_counts("g1") == {"queued": 1}
     # Requeued from the dead letters, it is no longer among the group's failures.
     assert shop.group_failures("g1") == []

@@ -10,14 +10,19 @@ import pytest
 from mailqueue.client import Client
 from mailqueue.deliver.drain import Drainer
 from mailqueue.produce.steering import list_scheduled
-from mailqueue.settings import Settings
-from tests.memory_transport import MemoryTransport
+from mailqueue.settings import RateLimit, Settings
+from mailqueue.testing import MemoryTransport
 
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[Client]:
     client = Client(
-        Settings(broker_url=redis_url, api_token="t", rate_limit="100000/1s", coalesce=False),
+        Settings(
+            broker_url=redis_url,
+            api_token="t",
+            rate_limit=RateLimit.parse("100000/1s"),
+            coalesce=False,
+        ),
         publish=lambda *args, **kwargs: None,
     )
     yield client
@@ -26,7 +31,7 @@ def client(redis_url: str) -> Iterator[Client]:
 
 def drain(client: Client) -> MemoryTransport:
     transport = MemoryTransport()
-    Drainer(client, transport=transport).drain(budget=5)  # type: ignore[arg-type]
+    Drainer(client.stores, transport=transport).drain(budget=5)
     return transport
 
 

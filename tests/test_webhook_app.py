@@ -18,6 +18,7 @@ import redis
 import requests
 
 from mailqueue.errors import ConfigurationError
+from mailqueue.records import StatusRecord
 from mailqueue.settings import Settings
 from mailqueue.store.keys import Keys
 from mailqueue.store.status import PartRef, PartResult, now_iso
@@ -72,7 +73,7 @@ def make_send(client: redis.Redis, send_id: str, recipients: dict[str, str | Non
         pipe.execute()
 
 
-def status_record(client: redis.Redis, send_id: str) -> dict[str, Any]:
+def status_record(client: redis.Redis, send_id: str) -> StatusRecord:
     found = Stores.over(client, Settings()).store.get(send_id)
     assert found is not None
     return found

@@ -33,7 +33,7 @@ def app(redis_url: str, redis_client: redis.Redis) -> TrackingApp:
         store.create(pipe, "send-1", parts=1, created_at=now_iso())
         store.record(pipe, PartRef("send-1", 0), PartResult("sent", {ADDRESS: MESSAGE_ID}))
         pipe.execute()
-    return create_app(Settings(redis_url=redis_url, webhook_secret=HOOK))
+    return create_app(Settings(redis_url=redis_url, webhook_secret=(HOOK,)))
 
 
 @pytest.fixture

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
 from mailqueue.core.events import TrackingEvent, normalize_event
+from mailqueue.records import StatusRecord
 from mailqueue.settings import Settings
 from mailqueue.store import keys
 from mailqueue.store.events import EventStore, parse_index_entry, pick_recipients
@@ -38,7 +39,7 @@ def event(name: str, message_id: str, event_id: str | None = None, **extra: Any)
     return normalize_event(raw)
 
 
-def record(client: redis.Redis, send_id: str) -> dict[str, Any]:
+def record(client: redis.Redis, send_id: str) -> StatusRecord:
     found = Stores.over(client, SETTINGS).store.get(send_id)
     assert found is not None
     return found
@@ -291,7 +292,7 @@ def test_a_500_event_request_costs_as_many_round_trips_as_a_one_event_request(
                 pipe, PartRef(f"s{i}", 0), PartResult("sent", {f"r{i}@example.com": f"m{i}"})
             )
         pipe.execute()
-    counting = CountingRedis.from_url(redis_url)
+    counting = cast(CountingRedis, CountingRedis.from_url(redis_url))
     store = Stores.over(counting, SETTINGS).events
     store.apply([event("delivery", "m0", "warm-up")], NOW)  # loads the script once
     counting.commands.clear()
