@@ -40,7 +40,8 @@ class Stores:
     ``redis`` opens the connection when first asked; ``publish`` is handed
     each wake-up's options (the waker's way out); ``send_task`` sends an
     outcome task by name. Both come from the client, which owns the Celery
-    side.
+    side. ``outcome_hooks`` gives the client's outcome hooks (built above the
+    stores, hence untyped here) to the stages still handed this bundle.
     """
 
     def __init__(
@@ -50,14 +51,20 @@ class Stores:
         redis: Callable[[], redis.Redis],
         publish: Publish,
         send_task: SendTask,
+        outcome_hooks: Callable[[], Any],
     ) -> None:
         self.settings = settings
         self._connect = redis
         self._publish = publish
         self.send_task = send_task
+        self._outcome_hooks = outcome_hooks
 
     def __repr__(self) -> str:
         return f"Stores({self.settings!r})"
+
+    @property
+    def outcome_hooks(self) -> Any:
+        return self._outcome_hooks()
 
     @cached_property
     def redis(self) -> redis.Redis:
