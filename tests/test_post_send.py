@@ -99,7 +99,6 @@ def test_the_django_integration_sends_post_send_for_every_clients_final_outcomes
     redis_url: str,
 ) -> None:
     # Importing mailqueue.django (done above, with its backend) connected post_send.
-
     got: list[tuple[object, object, object]] = []
 
     def receiver(sender: object, message: object, status: object, **_: object) -> None:
