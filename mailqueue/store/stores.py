@@ -1,8 +1,9 @@
 """The stores of one configuration, each built on first use over one Redis client.
 
-``Client`` builds one ``Stores`` and hands it to the services below it (the
-producer, steering, dead letters, the drain and its stages, the look-ups):
-they reach Redis through it, and never import the client. Nothing is built
+``Client`` builds one ``Stores`` and hands it to the services below it that
+are not yet handed their parts one by one (the producer, steering, dead
+letters, the drain and its stages): they reach Redis through it, and never
+import the client. Nothing is built
 until first use, so creating one does no I/O.
 """
 
