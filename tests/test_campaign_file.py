@@ -227,7 +227,7 @@ def test_each_message_is_a_send_of_one_group_queued_in_several_transactions(
     queued = enqueue_each(client.stores, (newsletter(n) for n in range(1200)), campaign="spring")
 
     assert (queued.sends, queued.recipients) == (1200, 1200)
-    group = get_group(client.stores, queued.group_id)
+    group = get_group(queued.group_id, status=client.store)
     assert group is not None and dict(group.by_state) == {"queued": 1200}
     record = client.get_campaign("spring")
     assert record is not None and record["counts"] == {"waiting": 1200}

@@ -35,7 +35,7 @@ def test_enqueue_many_is_a_list_of_ids_that_names_its_group(client: Client) -> N
 def test_group_progress_counts_every_send_until_all_are_final(client: Client) -> None:
     ids = mailqueue.enqueue_many([MESSAGE, MESSAGE])
 
-    progress = get_group(client.stores, ids.group_id or "")
+    progress = get_group(ids.group_id or "", status=client.store)
 
     assert progress is not None
     assert dict(progress.counts) == {"queued": 2}
@@ -43,8 +43,8 @@ def test_group_progress_counts_every_send_until_all_are_final(client: Client) ->
 
 
 def test_unknown_or_unsafe_group_ids_have_no_progress(client: Client) -> None:
-    assert get_group(client.stores, "0123456789abcdef") is None
-    assert get_group(client.stores, "../../etc") is None
+    assert get_group("0123456789abcdef", status=client.store) is None
+    assert get_group("../../etc", status=client.store) is None
 
 
 def test_an_empty_enqueue_many_has_no_group(client: Client) -> None:
@@ -65,17 +65,17 @@ def test_batch_progress_has_the_sends_state_and_no_recipients_before_an_answer(
         }
     )
 
-    progress = get_batch_progress(client.stores, send_id)
+    progress = get_batch_progress(send_id, status=client.store)
 
     assert progress is not None
     assert (progress.state, dict(progress.recipients), progress.done) == ("queued", {}, False)
-    assert get_batch_progress(client.stores, "0123456789abcdef") is None
+    assert get_batch_progress("0123456789abcdef", status=client.store) is None
 
 
 def test_fleet_activity_counts_the_backlog_with_no_drain_running(client: Client) -> None:
     mailqueue.enqueue_many([MESSAGE, MESSAGE, MESSAGE])
 
-    activity = fleet_activity(client.stores)
+    activity = fleet_activity(waker=client.waker, outbox=client.outbox)
 
     assert (activity.live_drains, activity.waiting) == (0, 3)
     assert activity.last_heartbeat is None
@@ -86,9 +86,9 @@ def test_fleet_activity_follows_a_drains_heartbeat_from_arrival_to_leaving(
     client: Client,
 ) -> None:
     client.waker.arrive("worker-1")
-    running = fleet_activity(client.stores)
+    running = fleet_activity(waker=client.waker, outbox=client.outbox)
     client.waker.leave("worker-1")
 
     assert (running.live_drains, running.idle_for()) == (1, 0.0)
     assert running.last_heartbeat is not None
-    assert fleet_activity(client.stores).live_drains == 0
+    assert fleet_activity(waker=client.waker, outbox=client.outbox).live_drains == 0

@@ -150,6 +150,6 @@ def test_suppression_sync_refuses_an_http_url_to_another_host(redis_url: str) ->
     client = Client(settings)
     try:
         with pytest.raises(ConfigurationError, match="GENERAL_API_URL"):
-            sync_suppressions(client.stores)
+            sync_suppressions(settings=client.settings, suppressions=client.suppressions)
     finally:
         client.close()

@@ -1,8 +1,9 @@
 """The stores of one configuration, each built on first use over one Redis client.
 
-``Client`` builds one ``Stores`` and hands it to the services below it (the
-producer, steering, dead letters, the drain and its stages, the look-ups):
-they reach Redis through it, and never import the client. Nothing is built
+``Client`` builds one ``Stores`` and hands it to the services below it that
+are not yet handed their parts one by one (the producer, steering, dead
+letters, the drain and its stages): they reach Redis through it, and never
+import the client. Nothing is built
 until first use, so creating one does no I/O.
 """
 
@@ -42,7 +43,8 @@ class Stores:
     ``redis`` opens the connection when first asked; ``publish`` is handed
     each wake-up's options (the waker's way out); ``send_task`` sends an
     outcome task by name. Both come from the client, which owns the Celery
-    side.
+    side. ``outcome_hooks`` gives the client's outcome hooks (built above the
+    stores, hence untyped here) to the stages still handed this bundle.
     """
 
     def __init__(
@@ -52,22 +54,35 @@ class Stores:
         redis: Callable[[], redis.Redis],
         publish: Publish,
         send_task: SendTask,
+        outcome_hooks: Callable[[], Any],
     ) -> None:
         self.settings = settings
         self._connect = redis
         self._publish = publish
         self.send_task = send_task
+        self._outcome_hooks = outcome_hooks
 
     @classmethod
     def over(cls, client: redis.Redis, settings: Settings) -> Stores:
         """Stores over an open ``client`` with no Celery side (the webhook app, tests).
 
-        Their waker and outcome tasks refuse to publish: only a ``Client`` has a broker.
+        Their waker, outcome tasks and outcome hooks refuse to publish: only a
+        ``Client`` has a broker and receivers.
         """
-        return cls(settings, redis=lambda: client, publish=_no_broker, send_task=_no_broker)
+        return cls(
+            settings,
+            redis=lambda: client,
+            publish=_no_broker,
+            send_task=_no_broker,
+            outcome_hooks=_no_broker,
+        )
 
     def __repr__(self) -> str:
         return f"Stores({self.settings!r})"
+
+    @property
+    def outcome_hooks(self) -> Any:
+        return self._outcome_hooks()
 
     @cached_property
     def redis(self) -> redis.Redis:

@@ -218,7 +218,7 @@ def wait_campaign(env: Stack, ids: SendIds, timeout: float) -> float:
         return float(ended)
     rt = default()
     while time.monotonic() < deadline:
-        progress = get_group(rt.stores, ids.group_id)
+        progress = get_group(ids.group_id, status=rt.store)
         if progress is not None and progress.done:
             break
         time.sleep(0.02)

@@ -126,7 +126,7 @@ def test_sends_already_accepted_are_not_sent_again_when_their_envelopes_return(
 def wait_idle(timeout: float = 30.0) -> None:
     """Until no drain is running (their heartbeats say so)."""
     deadline = time.monotonic() + timeout
-    while fleet_activity(default().stores).live_drains:
+    while fleet_activity(waker=default().waker, outbox=default().outbox).live_drains:
         assert time.monotonic() < deadline, "a drain never ended"
         time.sleep(0.05)
 
