@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 import mailqueue
 from mailqueue.cli import cli
 from mailqueue.client import Client, default
-from mailqueue.core.campaign_view import campaign_line, duration
+from mailqueue.core.views import campaign_line, duration
 from mailqueue.deliver.drain import Drainer
 from mailqueue.settings import RateLimit, Settings
 from mailqueue.testing import MemoryTransport

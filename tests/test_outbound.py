@@ -14,7 +14,7 @@ from mailqueue.core.payload import build_payload
 from mailqueue.errors import ConfigurationError, PermanentDeliveryError, Redirected
 from mailqueue.mailtrap.transport import Transport
 from mailqueue.settings import Account, Settings
-from mailqueue.tasks.worker_checks import check_worker_settings
+from mailqueue.tasks.worker_setup import check_worker_settings
 
 TOKEN = "tok-OUTBOUND-0042"
 MESSAGE = {

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mailqueue import ConfigurationError, Settings
-from mailqueue.tasks.worker_checks import check_worker_settings
+from mailqueue.tasks.worker_setup import check_worker_settings
 
 # What a worker needs to get as far as the setting under test.
 STARTS = {"MAILTRAP_API_TOKEN": "t"}

@@ -24,7 +24,7 @@ from mailqueue.cli.group import client as current_client
 from mailqueue.cli.status import watch_view
 from mailqueue.cli.views import counts_line
 from mailqueue.client import Client
-from mailqueue.core.campaign_view import campaign_line
+from mailqueue.core.views import campaign_line
 from mailqueue.errors import ValidationError
 from mailqueue.produce.campaign_csv import (
     Content,

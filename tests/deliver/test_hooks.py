@@ -17,7 +17,7 @@ from mailqueue.deliver.hooks import Endings, OutcomeReceiver, receivers_from_set
 from mailqueue.errors import ConfigurationError
 from mailqueue.settings import Settings
 from mailqueue.store.status import PartRef, PartResult
-from mailqueue.tasks.worker_checks import check_worker_settings
+from mailqueue.tasks.worker_setup import check_worker_settings
 
 CALL = ApiCall("send", {"to": [{"email": "a@example.com"}], "subject": "Hi"}, (("a@example.com",),))
 

@@ -1,4 +1,5 @@
-"""A campaign's one line on the command line: progress bar, share, rate, ETA, counts (pure)."""
+"""How campaigns and sends read (pure): a campaign's one line with its progress bar, share,
+rate, ETA and counts; what a retrying send waits for."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mailqueue.core.campaign_view import BAR_WIDTH, campaign_line, duration
+from mailqueue.core.views import BAR_WIDTH, campaign_line, duration, waiting_for
 
 
 @pytest.mark.parametrize(
@@ -73,3 +74,28 @@ def test_a_paused_campaign_gives_its_reason_and_a_running_one_does_not() -> None
 
     assert paused.endswith("  (paused: bounces above 5%)")
     assert "paused:" not in running
+
+
+# -- a retrying send's wait --------------------------------------------------------
+
+
+def test_a_send_without_a_budget_figure_waits_for_its_next_try() -> None:
+    assert waiting_for({"state": "retrying"}) == "its next try"
+
+
+def test_a_lost_answer_waits_for_a_look_up_in_email_logs() -> None:
+    said = waiting_for({"waiting_for": "look-up"})
+
+    assert said == "a look-up in Email Logs (Mailtrap's answer was lost)"
+
+
+def test_one_try_left_is_singular_and_several_are_plural() -> None:
+    assert waiting_for({"tries_left": 1}) == "its next try; 1 try left"
+    assert waiting_for({"tries_left": 3}) == "its next try; 3 tries left"
+
+
+def test_no_try_left_says_the_send_ends_failed_unless_found() -> None:
+    said = waiting_for({"waiting_for": "look-up", "tries_left": 0})
+
+    assert said.endswith("; no try left: unless found there, it ends failed")
+    assert said.startswith("a look-up in Email Logs")
