@@ -1,6 +1,6 @@
 """Worker CPU per delivered message: mailqueue against django-celery-email + django-anymail.
 
-Run: ``python tests/benchmarks/bench_worker_cpu.py [--quick] [--no-baseline] [--merge]``.
+Run: ``python tests/benchmarks/bench_worker_cpu.py [--quick] [--no-baseline] [--merge] [--render]``.
 
 The CPU time (user + system, from /proc) of a worker's main process and its
 pool children is sampled before the messages are queued and after the last
@@ -19,6 +19,13 @@ merge-data send of ``count`` recipients (500-recipient parts, each rendered
 into one ``batch`` call by the worker), so the per-recipient cost of
 rendering batch parts shows too. ``--no-baseline`` skips the baseline
 (it needs django-celery-email installed).
+
+``--render`` measures, in this process and with no worker, the CPU a worker
+spends on one envelope between reading it and posting it: decoding it and
+rendering its call, for an envelope carrying the message (what producers
+queue now) against one carrying the body a producer rendered (the earlier
+format, which needs no rendering). Best of five rounds, so that other load
+on the machine counts as little as it can.
 """
 
 from __future__ import annotations
@@ -102,6 +109,59 @@ def merge_worker(env: Stack, count: int) -> float:
     return report("mailqueue, merge-data parts of 500", count, after - before, ended - started)
 
 
+def render_cost(count: int) -> None:
+    """CPU per envelope of decoding and rendering, message-carrying against body-carrying."""
+    from mailqueue.core.envelope import Envelope, envelopes_for
+    from mailqueue.core.payload import ApiCall, prepare
+    from mailqueue.core.routing import resolve_route
+    from mailqueue.settings import Settings
+
+    settings = Settings(api_token="t", default_from_email="Shop <shop@example.com>")
+    route = resolve_route(settings)
+    lone = [message(i) for i in range(count)]
+    merge = {
+        "from_email": "Shop <shop@example.com>",
+        "to": [f"customer{i}@example.com" for i in range(500)],
+        "subject": "Your order {{order}}",
+        "text": "Thank you for order {{order}}.",
+        "merge_data": {f"customer{i}@example.com": {"order": str(i)} for i in range(500)},
+    }
+    cases = {"single send": lone, "merge-data part of 500": [merge] * max(count // 500, 4)}
+    for label, messages in cases.items():
+        rendered = [
+            envelope
+            for i, item in enumerate(messages)
+            for envelope in envelopes_for(prepare(item, settings), send_id=f"s{i}")
+        ]
+        bodies = [
+            Envelope(send_id=e.send_id, part=e.part, body=ApiCall(e.kind, c.json, c.recipients))
+            for e in rendered
+            for c in [e.render(settings)]
+        ]
+        per_message = sum(len(e.flat_recipients) for e in rendered) / len(rendered)
+        for kind, envelopes in (("message (render)", rendered), ("body (earlier)", bodies)):
+            raws = [e.encode() for e in envelopes]
+            best = min(_decode_and_render(raws, settings, route) for _ in range(5))
+            per = 1e6 * best / len(raws)
+            size = sum(len(raw) for raw in raws) / len(raws)
+            print(
+                f"{label + ', ' + kind:<46} {len(raws):>6,} envelopes  {per:8.1f} µs/envelope"
+                f"  {per / per_message:6.2f} µs/msg  {size:8,.0f} bytes/envelope"
+            )
+
+
+def _decode_and_render(raws: list[str], settings: Any, route: Any) -> float:
+    from mailqueue.core.envelope import Envelope
+
+    started = time.process_time()
+    for raw in raws:
+        envelope = Envelope.decode(raw)
+        envelope.render(settings)
+        envelope.call_for(route)
+        _ = envelope.body_bytes
+    return time.process_time() - started
+
+
 def djcelery_worker(env: Stack, count: int) -> float:
     env.client.flushdb()
     os.environ.update(
@@ -159,8 +219,15 @@ def main() -> None:
         "--no-baseline", action="store_true", help="skip django-celery-email (not installed)"
     )
     parser.add_argument("--merge", action="store_true", help="also a merge-data batch send")
+    parser.add_argument(
+        "--render", action="store_true", help="only the in-process decode and render cost"
+    )
     options = parser.parse_args()
     count = 1_000 if options.quick else 5_000
+    if options.render:
+        print(f"machine: {machine()}; in this process, no worker")
+        render_cost(count)
+        return
 
     print(f"machine: {machine()}; workers: `celery worker --concurrency 2`")
     with stack() as env:
