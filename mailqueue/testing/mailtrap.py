@@ -42,6 +42,7 @@ and about 0.9 ms each from a ``requests.Session`` (client time included).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import re
@@ -97,6 +98,8 @@ class AcceptedMessage:
     batch_index: int | None = None
     stream: str = "transactional"  # "transactional", "bulk" or "sandbox"
     token: str | None = None  # which of the server's tokens sent it
+    call: int = 0  # the request that carried it: messages of one batch call share it
+    received_at: float = 0.0  # ``time.monotonic()`` when that request was accepted
 
 
 @dataclass
@@ -184,6 +187,7 @@ class LocalMailtrap(Running):
         self.suppressions = RemoteSuppressions()
         self._stats = MailtrapStats()
         self._lock = threading.Lock()
+        self._calls = itertools.count(1)  # serial numbers of accepted requests
         self._rng = random.Random(seed)
         self._injected: deque[str] = deque()
         self._arrivals: dict[str, deque[float]] = {}
@@ -489,6 +493,8 @@ class LocalMailtrap(Running):
     ) -> list[tuple[str, ...]]:
         """Accept messages (a batch's requests at their indexes): their ids, in order."""
         stream, token = sender
+        received_at = time.monotonic()
+        call = next(self._calls)
         messages = []
         for index, payload in payloads:
             recipients = tuple(
@@ -498,7 +504,18 @@ class LocalMailtrap(Running):
             count = 1 if inbox_id is not None else len(recipients)
             ids = tuple(str(uuid.uuid4()) for _ in range(count))
             messages.append(
-                AcceptedMessage(ids, path, recipients, payload, inbox_id, index, stream, token)
+                AcceptedMessage(
+                    ids,
+                    path,
+                    recipients,
+                    payload,
+                    inbox_id,
+                    index,
+                    stream,
+                    token,
+                    call,
+                    received_at,
+                )
             )
         # One lock and one log write for a whole batch: a campaign's calls carry 500 each.
         with self._lock:
