@@ -7,12 +7,16 @@ mailqueue.get_status(send_id)
 Every name below is imported on first use (PEP 562), so importing the pure
 core (``from mailqueue import build_payload, Settings``) loads no Celery,
 Redis or HTTP library; ``mailqueue.app`` (``celery -A mailqueue``) loads the
-worker's tasks with the app.
+worker's tasks with the app, and in a Django project the Django integration,
+which sends Anymail's ``post_send`` from the worker.
 """
 
 from __future__ import annotations
 
 import importlib as _importlib
+import importlib.util as _importlib_util
+import os as _os
+import sys as _sys
 import typing as _typing
 
 from mailqueue.version import __version__
@@ -141,6 +145,8 @@ def __getattr__(name: str) -> _typing.Any:
     elif name in _APP_NAMES:
         # The app with its tasks registered, as a worker and ``app.tasks`` expect.
         _importlib.import_module("mailqueue.tasks")
+        if _django_project():
+            _importlib.import_module("mailqueue.django")
         value = _importlib.import_module("mailqueue.celery_app").app
     else:
         try:
@@ -152,6 +158,15 @@ def __getattr__(name: str) -> _typing.Any:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     globals()[name] = value
     return value
+
+
+def _django_project() -> bool:
+    """Whether this process runs a Django project: set up, or named as Celery's fix-up finds it."""
+    conf = _sys.modules.get("django.conf")
+    if conf is not None and conf.settings.configured:
+        return True
+    named = bool((_os.environ.get("DJANGO_SETTINGS_MODULE") or "").strip())
+    return named and _importlib_util.find_spec("django") is not None
 
 
 def __dir__() -> list[str]:

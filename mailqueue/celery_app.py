@@ -172,7 +172,7 @@ class _ProcessConfig(Mapping[str, Any]):
 
 
 _process_config = _ProcessConfig()
-app = Celery("mailqueue", include=["mailqueue.tasks", "mailqueue.tasks.worker_checks"])
+app = Celery("mailqueue", include=["mailqueue.tasks", "mailqueue.tasks.worker_setup"])
 app.config_from_object(_process_config)
 
 

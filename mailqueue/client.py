@@ -4,9 +4,10 @@ A ``Client`` owns its settings, its Redis client, the stores over it, the
 fleet rate limiter, the waker and the Celery app it publishes wake-ups
 through. Nothing is built until first use, so creating one does no I/O.
 
-It is the composition root: it builds the stores (``store.stores.Stores``)
-and hands them to the services it calls (the producer, steering, dead
-letters, the drainer); none of those imports this module.
+It is the composition root: it builds the stores and the outcome hooks and
+hands each service the parts it uses (the producer, steering, dead letters
+and the drainer are still handed the whole ``store.stores.Stores``); none of
+those imports this module.
 Clients are independent: two with different settings (another token,
 another Redis) work side by side in one process.
 
@@ -31,7 +32,10 @@ from mailqueue.store.connection import connect
 from mailqueue.store.stores import Stores
 
 if TYPE_CHECKING:
+    from mailqueue.core.routing import Route
     from mailqueue.deliver.drain import Drainer
+    from mailqueue.deliver.hooks import OutcomeHooks, OutcomeReceiver
+    from mailqueue.mailtrap.email_logs import LogsLimiters
     from mailqueue.produce.deadletters import DeadLetter
     from mailqueue.records import StatusRecord
     from mailqueue.store.campaigns import CampaignRecord, CampaignStore
@@ -45,7 +49,14 @@ if TYPE_CHECKING:
     from mailqueue.store.suppressions import Suppression, SuppressionList
     from mailqueue.store.waker import Publish, Waker
 
-__all__ = ["Client", "client_for_settings", "configure", "default", "reset_default"]
+__all__ = [
+    "Client",
+    "add_outcome_receiver",
+    "client_for_settings",
+    "configure",
+    "default",
+    "reset_default",
+]
 
 # The most recent campaigns whose pause ``lane_stats`` looks for.
 PAUSED_LOOKED_AT = 1000
@@ -86,6 +97,7 @@ class Client:
             redis=lambda: self.redis,
             publish=self._publish,
             send_task=self.send_task,
+            outcome_hooks=lambda: self.outcome_hooks,
         )
 
     @property
@@ -123,6 +135,25 @@ class Client:
     @property
     def waker(self) -> Waker:
         return self.stores.waker
+
+    @cached_property
+    def outcome_hooks(self) -> OutcomeHooks:
+        """The receivers of final outcomes: this client's settings', then the process's."""
+        from mailqueue.deliver.hooks import OutcomeHooks, receivers_from_settings
+
+        return OutcomeHooks(
+            status=self.store,
+            receivers=receivers_from_settings(self.settings, self.send_task),
+            process_receivers=_process_receivers,
+        )
+
+    def email_logs_limiters(self, route: Route) -> LogsLimiters:
+        """The fleet-wide limiters of Email Logs look-ups with ``route``'s token."""
+        from mailqueue.mailtrap.email_logs import fleet_limiters
+
+        return fleet_limiters(
+            self.redis, route, self.settings.email_logs_rate_limit, key_space=self.keys
+        )
 
     @cached_property
     def celery(self) -> Celery:
@@ -296,6 +327,15 @@ class Client:
 
 _lock = threading.Lock()
 _default: Client | None = None
+# Receivers every client of the process tells (a face's own, e.g. Anymail's post_send).
+_process_receivers: list[OutcomeReceiver] = []
+
+
+def add_outcome_receiver(receiver: OutcomeReceiver) -> None:
+    """Tell ``receiver`` the final outcomes every client of this process sees; once per receiver."""
+    with _lock:
+        if receiver not in _process_receivers:
+            _process_receivers.append(receiver)
 
 
 def default() -> Client:

@@ -230,7 +230,7 @@ def analyse(
     for message, send_id in zip(messages, send_ids, strict=True):
         subject = message["subject"]
         seen = copies.get(subject, 0)
-        record = mailqueue.get_status(send_id) or {}
+        record: Mapping[str, Any] = mailqueue.get_status(send_id) or {}
         calls = int(record.get("attempts", 0))
         requests = stats.by_recipient.get(message["to"][0], 0)
         report.most_calls = max(report.most_calls, calls)

@@ -18,10 +18,10 @@ from mailqueue.core.payload import ApiCall
 from mailqueue.core.responses import RequestResult
 from mailqueue.deliver.drain import Drainer
 from mailqueue.errors import PermanentDeliveryError, ValidationError
-from mailqueue.settings import Settings
+from mailqueue.settings import RateLimit, Settings
 from mailqueue.store import status
 from mailqueue.store.campaigns import auto_pause_reason, record_from_fields
-from tests.memory_transport import MemoryTransport, accept_all
+from mailqueue.testing import MemoryTransport, accept_all
 
 # -- the record, pure ------------------------------------------------------
 
@@ -106,7 +106,7 @@ def client(redis_url: str) -> Iterator[Client]:
     settings = Settings(
         broker_url=redis_url,
         api_token="t",
-        rate_limit="100000/1s",
+        rate_limit=RateLimit.parse("100000/1s"),
         coalesce=False,
         calls_in_flight=1,
     )
@@ -117,7 +117,7 @@ def client(redis_url: str) -> Iterator[Client]:
 
 def drain(client: Client, handler: Callable[[ApiCall], list[RequestResult]] = accept_all) -> Any:
     transport = MemoryTransport(handler)
-    Drainer(client, transport=transport).drain(budget=5)  # type: ignore[arg-type]
+    Drainer(client.stores, transport=transport).drain(budget=5)
     return transport
 
 
@@ -256,7 +256,7 @@ def test_a_message_left_with_no_recipient_fails_with_kind_suppressed(client: Cli
     send_id = client.enqueue({**message(0), "to": ["a@example.com"]})
     assert drain(client).calls == []
     record = client.get_status(send_id)
-    assert record is not None
+    assert record is not None and record["error"] is not None
     assert (record["state"], record["error"]["kind"]) == ("failed", "suppressed")
     assert record["recipients"] == {"a@example.com": {"status": "suppressed", "message_id": None}}
 
@@ -309,7 +309,7 @@ def test_tracking_events_move_recipients_forward_and_can_pause_the_campaign(
     settings = Settings(
         broker_url=redis_url,
         api_token="t",
-        rate_limit="100000/1s",
+        rate_limit=RateLimit.parse("100000/1s"),
         campaign_min_tracked=4,
         campaign_bounce_rate=0.3,
     )

@@ -8,8 +8,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -56,7 +57,7 @@ def invoke(*args: str, input: str | None = None) -> Result:
 
 def drain() -> None:
     """Deliver what is queued, in this process (a worker's drain without a worker)."""
-    drainer = Drainer(default())
+    drainer = Drainer(default().stores)
     try:
         drainer.drain(budget=10)
     finally:
@@ -65,7 +66,15 @@ def drain() -> None:
 
 def send_plain(*extra: str) -> str:
     result = invoke(
-        "send", "--from", FROM, "--to", "alice@example.com", "--subject", "Hi", "--text", "Hello",
+        "send",
+        "--from",
+        FROM,
+        "--to",
+        "alice@example.com",
+        "--subject",
+        "Hi",
+        "--text",
+        "Hello",
         *extra,
     )
     assert result.exit_code == 0, result.output
@@ -99,8 +108,16 @@ def test_send_with_flags_reaches_mailtrap_with_every_field(
     attachment = tmp_path / "invoice.pdf"
     attachment.write_bytes(b"%PDF-1.4 demo")
 
-    send_plain("--cc", "bob@example.com", "--tag", "orders", "--metadata", "order=42",
-               "--attach", str(attachment))
+    send_plain(
+        "--cc",
+        "bob@example.com",
+        "--tag",
+        "orders",
+        "--metadata",
+        "order=42",
+        "--attach",
+        str(attachment),
+    )
     drain()
 
     payload = mailtrap.accepted[0].payload
@@ -115,9 +132,7 @@ def test_send_with_flags_reaches_mailtrap_with_every_field(
     assert base64.b64decode(payload["attachments"][0]["content"]) == b"%PDF-1.4 demo"
 
 
-def test_send_reads_a_json_message_from_stdin(
-    settings: Settings, mailtrap: LocalMailtrap
-) -> None:
+def test_send_reads_a_json_message_from_stdin(settings: Settings, mailtrap: LocalMailtrap) -> None:
     message = {"from_email": FROM, "to": ["carol@example.com"], "subject": "S", "text": "T"}
 
     result = invoke("send", "--json", "-", input=json.dumps(message))
@@ -131,8 +146,9 @@ def test_send_flags_override_the_json_message(
     settings: Settings, mailtrap: LocalMailtrap, tmp_path: Path
 ) -> None:
     source = tmp_path / "message.json"
-    source.write_text(json.dumps({"from_email": FROM, "to": ["a@example.com"], "subject": "Old",
-                                  "text": "T"}))
+    source.write_text(
+        json.dumps({"from_email": FROM, "to": ["a@example.com"], "subject": "Old", "text": "T"})
+    )
 
     result = invoke("send", "--json", str(source), "--subject", "New")
     drain()
@@ -151,8 +167,9 @@ def test_send_with_a_repeated_idempotency_key_prints_the_first_send_id(settings:
 def test_bad_address_prints_one_error_line_naming_the_field_and_enqueues_nothing(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    result = invoke("send", "--from", FROM, "--to", "not an address", "--subject", "S",
-                    "--text", "T")
+    result = invoke(
+        "send", "--from", FROM, "--to", "not an address", "--subject", "S", "--text", "T"
+    )
 
     # The flag and the value typed, not the message's field and index.
     assert_one_error_line(result, "--to 'not an address': not an email address")
@@ -186,15 +203,25 @@ def test_json_that_is_not_an_object_is_refused(settings: Settings) -> None:
 
 
 def test_malformed_metadata_names_the_option(settings: Settings) -> None:
-    result = invoke("send", "--from", FROM, "--to", "a@example.com", "--text", "T",
-                    "--metadata", "novalue")
+    result = invoke(
+        "send", "--from", FROM, "--to", "a@example.com", "--text", "T", "--metadata", "novalue"
+    )
 
     assert_one_error_line(result, "--metadata[0]", "KEY=VALUE")
 
 
 def test_missing_attachment_names_the_option_and_the_file(settings: Settings) -> None:
-    result = invoke("send", "--from", FROM, "--to", "a@example.com", "--text", "T",
-                    "--attach", "/nonexistent/file.pdf")
+    result = invoke(
+        "send",
+        "--from",
+        FROM,
+        "--to",
+        "a@example.com",
+        "--text",
+        "T",
+        "--attach",
+        "/nonexistent/file.pdf",
+    )
 
     assert_one_error_line(result, "--attach[0]", "/nonexistent/file.pdf")
 
@@ -204,12 +231,14 @@ def test_unreachable_redis_is_one_error_line_naming_the_url_without_its_password
 ) -> None:
     port = free_port()
     mailqueue.configure(
-        Settings(api_token=TOKEN, api_url=mailtrap.url,
-                 broker_url=f"redis://:hunter2@127.0.0.1:{port}/0")
+        Settings(
+            api_token=TOKEN, api_url=mailtrap.url, broker_url=f"redis://:hunter2@127.0.0.1:{port}/0"
+        )
     )
 
-    result = invoke("send", "--from", FROM, "--to", "a@example.com", "--subject", "S",
-                    "--text", "T")
+    result = invoke(
+        "send", "--from", FROM, "--to", "a@example.com", "--subject", "S", "--text", "T"
+    )
 
     assert_one_error_line(result, "Redis", f"127.0.0.1:{port}")
     assert "hunter2" not in result.output
@@ -249,8 +278,9 @@ def test_status_table_shows_state_recipients_and_message_ids(
 
 
 def test_status_table_shows_the_error_of_a_failed_send(settings: Settings) -> None:
-    result = invoke("send", "--from", FROM, "--to", "x@example.invalid", "--subject", "S",
-                    "--text", "T")
+    result = invoke(
+        "send", "--from", FROM, "--to", "x@example.invalid", "--subject", "S", "--text", "T"
+    )
     send_id = result.stdout.strip()
     drain()
 
@@ -333,8 +363,11 @@ def test_output_never_shows_the_api_token(settings: Settings) -> None:
     send_id = send_plain()
     drain()
 
-    outputs = [invoke("status", send_id).output, invoke("status", send_id, "--json").output,
-               invoke("dead-letters", "list").output]
+    outputs = [
+        invoke("status", send_id).output,
+        invoke("status", send_id, "--json").output,
+        invoke("dead-letters", "list").output,
+    ]
 
     assert all(TOKEN not in output for output in outputs)
 
@@ -350,15 +383,17 @@ def write_csv(path: Path, text: str) -> str:
 def test_campaign_is_one_batch_send_with_merge_data(
     settings: Settings, mailtrap: LocalMailtrap, tmp_path: Path
 ) -> None:
-    csv_path = write_csv(tmp_path / "list.csv",
-                         "email,name\nann@example.com,Ann\nben@example.com,Ben\n")
+    csv_path = write_csv(
+        tmp_path / "list.csv", "email,name\nann@example.com,Ann\nben@example.com,Ben\n"
+    )
 
     result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM)
     drain()
 
     assert result.exit_code == 0, result.output
     send_id = result.stdout.strip().splitlines()[-1]
-    assert (mailqueue.get_status(send_id) or {})["state"] == "sent"
+    status_record = mailqueue.get_status(send_id)
+    assert status_record is not None and status_record["state"] == "sent"
     merge = {m.recipients[0]: m.payload["template_variables"] for m in mailtrap.accepted}
     assert merge == {"ann@example.com": {"name": "Ann"}, "ben@example.com": {"name": "Ben"}}
     # Campaigns are promotional: Mailtrap's bulk stream unless told otherwise.
@@ -386,8 +421,7 @@ def test_campaign_individual_queues_one_send_per_row(
     rows = "".join(f"user{n}@example.com,{n}\n" for n in range(7))
     csv_path = write_csv(tmp_path / "list.csv", "email,code\n" + rows)
 
-    result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
-                    "--individual")
+    result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM, "--individual")
     drain()
 
     assert result.exit_code == 0, result.output
@@ -403,8 +437,9 @@ def test_campaign_individual_prints_a_group_id_that_status_shows(
 ) -> None:
     rows = "".join(f"user{n}@example.com\n" for n in range(3))
     csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
-    group_id = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
-                      "--individual").stdout.strip()
+    group_id = invoke(
+        "campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM, "--individual"
+    ).stdout.strip()
     drain()
 
     shown = invoke("status", group_id)
@@ -414,7 +449,10 @@ def test_campaign_individual_prints_a_group_id_that_status_shows(
     assert f"group     {group_id}" in shown.stdout
     assert "sent=3" in shown.stdout
     assert json.loads(as_json.stdout) == {
-        "group": group_id, "sends": 3, "finished": 3, "counts": {"sent": 3},
+        "group": group_id,
+        "sends": 3,
+        "finished": 3,
+        "counts": {"sent": 3},
     }
 
 
@@ -436,23 +474,31 @@ def test_a_5000_row_excel_export_reaches_mailtrap_whole_once_per_address(
 ) -> None:
     # Over 64 KiB, byte-order mark, ';' and CRLF, as Excel writes it in a
     # decimal-comma locale; and row 5002 repeats row 2 in capitals.
-    lines = ["email;first name", *(f"user{n}@example.com;Name {n}" for n in range(5000)),
-             "USER0@Example.com;Again"]
+    lines = [
+        "email;first name",
+        *(f"user{n}@example.com;Name {n}" for n in range(5000)),
+        "USER0@Example.com;Again",
+    ]
     path = tmp_path / "excel.csv"
     path.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8-sig"))
     assert path.stat().st_size > 64 * 1024
 
-    result = invoke("campaign", str(path), "--template-id", TEMPLATE, "--from", FROM,
-                    "--name", "excel")
+    result = invoke(
+        "campaign", str(path), "--template-id", TEMPLATE, "--from", FROM, "--name", "excel"
+    )
     drain()
 
     assert result.exit_code == 0, result.output
     assert "queued 5,000 recipients in 10 parts; 1 repeated address left out (row 5002)" in (
-        result.stderr)
+        result.stderr
+    )
     record = mailqueue.get_campaign("excel")
     assert record is not None
     assert (record["recipients"], record["duplicates"], record["counts"]) == (
-        5000, 1, {"sent": 5000, "waiting": 0})
+        5000,
+        1,
+        {"sent": 5000, "waiting": 0},
+    )
     accepted = {m.recipients[0]: m.payload["template_variables"] for m in mailtrap.accepted}
     assert len(mailtrap.accepted) == len(accepted) == 5000
     assert accepted["user1694@example.com"] == {"first name": "Name 1694"}
@@ -462,18 +508,20 @@ def test_campaign_with_a_subject_and_text_and_a_broken_quote(
     settings: Settings, mailtrap: LocalMailtrap, tmp_path: Path
 ) -> None:
     good = write_csv(tmp_path / "good.csv", "email\nann@example.com\nben@example.com\n")
-    broken = write_csv(tmp_path / "broken.csv",
-                       'email,name\nann@example.com,"Ann\nben@example.com,Ben\n')
+    broken = write_csv(
+        tmp_path / "broken.csv", 'email,name\nann@example.com,"Ann\nben@example.com,Ben\n'
+    )
 
-    sent = invoke("campaign", good, "--subject", "Spring", "--text", "Hello", "--from", FROM,
-                  "--individual")
+    sent = invoke(
+        "campaign", good, "--subject", "Spring", "--text", "Hello", "--from", FROM, "--individual"
+    )
     refused = invoke("campaign", broken, "--subject", "Spring", "--text", "Hello", "--from", FROM)
     drain()
 
     assert sent.exit_code == 0, sent.output
-    assert sorted((m.recipients, m.payload["subject"], m.payload["text"])
-                  for m in mailtrap.accepted) == [
-        (("ann@example.com",), "Spring", "Hello"), (("ben@example.com",), "Spring", "Hello")]
+    assert sorted(
+        (m.recipients, m.payload["subject"], m.payload["text"]) for m in mailtrap.accepted
+    ) == [(("ann@example.com",), "Spring", "Hello"), (("ben@example.com",), "Spring", "Hello")]
     assert_one_error_line(refused, f"{broken}: row 2: a quoted cell is never closed")
 
 
@@ -492,8 +540,7 @@ def test_campaign_with_a_bad_address_names_the_row_and_queues_nothing(
 ) -> None:
     csv_path = write_csv(tmp_path / "list.csv", "email\nok@example.com\nbroken\n")
 
-    result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
-                    "--individual")
+    result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM, "--individual")
 
     assert_one_error_line(result, f"{csv_path}: row 3: 'broken' is not an email address")
     assert redis_client.keys("{mq}:send:*") == []
@@ -503,8 +550,9 @@ def test_campaign_with_a_bad_address_names_the_row_and_queues_nothing(
 
 
 def failed_send() -> str:
-    result = invoke("send", "--from", FROM, "--to", "x@example.invalid", "--subject", "S",
-                    "--text", "T")
+    result = invoke(
+        "send", "--from", FROM, "--to", "x@example.invalid", "--subject", "S", "--text", "T"
+    )
     drain()
     return result.stdout.strip()
 
@@ -529,9 +577,7 @@ def test_dead_letters_list_json(settings: Settings) -> None:
     assert letters[0]["state"] == "failed"
 
 
-def test_dead_letters_requeue_sends_it_again(
-    settings: Settings, mailtrap: LocalMailtrap
-) -> None:
+def test_dead_letters_requeue_sends_it_again(settings: Settings, mailtrap: LocalMailtrap) -> None:
     send_id = failed_send()
     before = mailtrap.stats.requests
 
@@ -539,10 +585,11 @@ def test_dead_letters_requeue_sends_it_again(
 
     assert result.exit_code == 0, result.output
     assert "requeued 1" in result.stdout
-    assert (mailqueue.get_status(send_id) or {})["state"] == "queued"
+    status_record = mailqueue.get_status(send_id)
+    assert status_record is not None and status_record["state"] == "queued"
     drain()
     assert mailtrap.stats.requests == before + 1
-    record = mailqueue.get_status(send_id) or {}
+    record: Mapping[str, Any] = mailqueue.get_status(send_id) or {}
     assert record["state"] == "failed"
     assert record["attempts"] == 2
 
@@ -577,7 +624,11 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mailqueue", *args],
-        capture_output=True, text=True, timeout=timeout, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
     )
 
 
@@ -611,7 +662,9 @@ def test_serve_webhooks_answers_tracking_posts(redis_url: str) -> None:
     env["MAILTRAP_TRACKING_SECRET"] = "secret"
     process = subprocess.Popen(
         [sys.executable, "-m", "mailqueue", "serve-webhooks", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{port}/mailtrap/tracking/"
@@ -633,8 +686,16 @@ def test_serve_webhooks_answers_tracking_posts(redis_url: str) -> None:
 def test_python_dash_m_mailqueue_shows_every_command() -> None:
     result = run_cli("--help")
 
-    for command in ("send", "status", "campaign", "dead-letters", "worker", "serve-webhooks",
-                    "local-mailtrap", "demo"):
+    for command in (
+        "send",
+        "status",
+        "campaign",
+        "dead-letters",
+        "worker",
+        "serve-webhooks",
+        "local-mailtrap",
+        "demo",
+    ):
         assert command in result.stdout
 
 
@@ -670,8 +731,18 @@ def test_campaign_follow_counts_until_the_campaign_is_final(
     csv_path = write_csv(tmp_path / "list.csv", "email,code\n" + rows)
 
     with WorkerProcess(settings, concurrency=1):
-        result = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
-                        *flags, "--follow", "--timeout", "30")
+        result = invoke(
+            "campaign",
+            csv_path,
+            "--template-id",
+            TEMPLATE,
+            "--from",
+            FROM,
+            *flags,
+            "--follow",
+            "--timeout",
+            "30",
+        )
 
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1] == last_line
@@ -683,9 +754,7 @@ def test_campaign_follow_counts_until_the_campaign_is_final(
 def test_status_of_a_large_send_shows_counts_and_its_first_failures_not_every_recipient(
     settings: Settings, tmp_path: Path
 ) -> None:
-    rows = "".join(
-        f"user{n}@example.{'invalid' if n % 10 == 3 else 'com'}\n" for n in range(30)
-    )
+    rows = "".join(f"user{n}@example.{'invalid' if n % 10 == 3 else 'com'}\n" for n in range(30))
     csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
     send_id = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM).stdout
     drain()
@@ -703,13 +772,9 @@ def test_status_of_a_large_send_shows_counts_and_its_first_failures_not_every_re
 def test_status_all_lists_every_recipient_and_failed_only_the_failures(
     settings: Settings, tmp_path: Path
 ) -> None:
-    rows = "".join(
-        f"user{n}@example.{'invalid' if n % 10 == 3 else 'com'}\n" for n in range(30)
-    )
+    rows = "".join(f"user{n}@example.{'invalid' if n % 10 == 3 else 'com'}\n" for n in range(30))
     csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
-    send_id = invoke(
-        "campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM
-    ).stdout.strip()
+    send_id = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM).stdout.strip()
     drain()
 
     every = invoke("status", send_id, "--all").stdout
@@ -718,22 +783,25 @@ def test_status_all_lists_every_recipient_and_failed_only_the_failures(
 
     assert all(f"user{n}@example." in every for n in range(30))
     assert sorted(line.split()[0] for line in failed.splitlines()[1:]) == [
-        "user13@example.invalid", "user23@example.invalid", "user3@example.invalid",
+        "user13@example.invalid",
+        "user23@example.invalid",
+        "user3@example.invalid",
     ]
     assert set(failed_json["recipients"]) == {
-        "user3@example.invalid", "user13@example.invalid", "user23@example.invalid",
+        "user3@example.invalid",
+        "user13@example.invalid",
+        "user23@example.invalid",
     }
 
 
 def test_status_failed_lists_the_sends_of_a_group_that_failed(
     settings: Settings, tmp_path: Path
 ) -> None:
-    rows = "".join(
-        f"user{n}@example.{'invalid' if n in (1, 4) else 'com'}\n" for n in range(6)
-    )
+    rows = "".join(f"user{n}@example.{'invalid' if n in (1, 4) else 'com'}\n" for n in range(6))
     csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
-    group_id = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
-                      "--individual").stdout.strip()
+    group_id = invoke(
+        "campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM, "--individual"
+    ).stdout.strip()
     drain()
 
     progress = invoke("status", group_id).stdout
@@ -755,8 +823,9 @@ def test_a_group_whose_sends_all_went_out_lists_no_failure(
     settings: Settings, tmp_path: Path
 ) -> None:
     csv_path = write_csv(tmp_path / "list.csv", "email\nann@example.com\nbob@example.com\n")
-    group_id = invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
-                      "--individual").stdout.strip()
+    group_id = invoke(
+        "campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM, "--individual"
+    ).stdout.strip()
     drain()
 
     assert invoke("status", group_id, "--failed").stdout.strip() == "-"
@@ -785,8 +854,17 @@ def test_lanes_show_a_paused_campaigns_parts_as_paused_not_waiting(
 ) -> None:
     rows = "".join(f"user{n}@example.com\n" for n in range(4))
     csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
-    invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM, "--individual",
-           "--name", "spring")
+    invoke(
+        "campaign",
+        csv_path,
+        "--template-id",
+        TEMPLATE,
+        "--from",
+        FROM,
+        "--individual",
+        "--name",
+        "spring",
+    )
     client = default()
     # A worker read two parts before the pause; the next claim sets them aside.
     [queue] = client.outbox.campaign_queues()
@@ -816,8 +894,17 @@ def test_a_cancel_leaves_nothing_waiting_at_once_even_with_parts_claimed_by_a_wo
 ) -> None:
     rows = "".join(f"user{n}@example.com\n" for n in range(4))
     csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
-    invoke("campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM, "--individual",
-           "--name", "spring")
+    invoke(
+        "campaign",
+        csv_path,
+        "--template-id",
+        TEMPLATE,
+        "--from",
+        FROM,
+        "--individual",
+        "--name",
+        "spring",
+    )
     client = default()
     # A worker claimed two parts and waits on the rate limiter with them.
     [queue] = client.outbox.campaign_queues()

@@ -12,10 +12,10 @@ from click.testing import CliRunner, Result
 import mailqueue
 from mailqueue.cli import cli
 from mailqueue.client import Client, default
-from mailqueue.core.campaign_view import campaign_line, duration
+from mailqueue.core.views import campaign_line, duration
 from mailqueue.deliver.drain import Drainer
-from mailqueue.settings import Settings
-from tests.memory_transport import MemoryTransport
+from mailqueue.settings import RateLimit, Settings
+from mailqueue.testing import MemoryTransport
 
 TEMPLATE = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
 
@@ -23,7 +23,12 @@ TEMPLATE = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
 @pytest.fixture
 def client(redis_url: str) -> Iterator[Client]:
     mailqueue.configure(
-        Settings(broker_url=redis_url, api_token="t", rate_limit="100000/1s", coalesce=False)
+        Settings(
+            broker_url=redis_url,
+            api_token="t",
+            rate_limit=RateLimit.parse("100000/1s"),
+            coalesce=False,
+        )
     )
     yield default()
 
@@ -34,7 +39,7 @@ def invoke(*args: str) -> Result:
 
 def drain(client: Client) -> MemoryTransport:
     transport = MemoryTransport()
-    Drainer(client, transport=transport).drain(budget=5)  # type: ignore[arg-type]
+    Drainer(client.stores, transport=transport).drain(budget=5)
     return transport
 
 
@@ -170,9 +175,7 @@ def test_suppressions_export_then_import_round_trips(client: Client, tmp_path: P
     assert found is not None and (found["stream"], found["reason"]) == ("bulk", "unsubscribe")
 
 
-def test_a_bad_import_row_is_named_and_nothing_is_imported(
-    client: Client, tmp_path: Path
-) -> None:
+def test_a_bad_import_row_is_named_and_nothing_is_imported(client: Client, tmp_path: Path) -> None:
     path = tmp_path / "s.csv"
     path.write_text("email\na@example.com\nnot-an-address\n")
     assert_one_error_line(invoke("suppressions", "import", str(path)), "row 3")

@@ -273,6 +273,7 @@ def test_a_dead_or_frozen_redis_costs_a_producer_one_timeout_under_five_seconds(
     client = connect(acl_server.url)
     connection = client.connection_pool.make_connection()
 
+    assert isinstance(connection, redis.connection.AbstractConnection)
     assert connection.retry.get_retries() == 0
     assert max(SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT) < 5.0
     connection.disconnect()
@@ -349,6 +350,7 @@ def test_celery_connects_through_the_sentinel_transport_for_a_sentinel_broker() 
     assert isinstance(connection.transport, SentinelTransport)
     assert connection.transport.Channel is SentinelChannel
     assert connection.alt == []  # no URL list to switch through (and off this transport)
+    assert connection.transport_options is not None
     assert connection.transport_options["sentinels"] == [["127.0.0.1", 1], ["h2", 2]]
     assert connection.virtual_host == "3"
 

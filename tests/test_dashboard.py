@@ -21,8 +21,8 @@ from mailqueue.dashboard import DashboardApp, create_app, mounted
 from mailqueue.dashboard.render import funnel_svg
 from mailqueue.deliver.drain import Drainer
 from mailqueue.errors import ConfigurationError
-from mailqueue.settings import Settings
-from tests.memory_transport import MemoryTransport
+from mailqueue.settings import RateLimit, Settings
+from mailqueue.testing import MemoryTransport
 
 SECRET = "ops:first-pass,ops:second-pass"
 HOST = "dash.example:8080"
@@ -41,7 +41,10 @@ def message(index: int) -> dict[str, Any]:
 def client(redis_url: str) -> Iterator[Client]:
     wakeups: queue.Queue[dict[str, Any]] = queue.Queue()
     settings = Settings(
-        broker_url=redis_url, api_token="tok-never-shown", rate_limit="150/10s", coalesce=False
+        broker_url=redis_url,
+        api_token="tok-never-shown",
+        rate_limit=RateLimit.parse("150/10s"),
+        coalesce=False,
     )
     client = Client(settings, publish=wakeups.put)
     yield client
@@ -96,7 +99,7 @@ def csrf(page: str) -> str:
 
 
 def drain(client: Client) -> None:
-    Drainer(client, transport=MemoryTransport()).drain(budget=5)  # type: ignore[arg-type]
+    Drainer(client.stores, transport=MemoryTransport()).drain(budget=5)
 
 
 def test_the_funnel_counts_each_recipient_at_every_step_it_passed() -> None:
@@ -148,7 +151,7 @@ def test_the_limiter_tiles_show_the_workers_limits_not_the_dashboards_own(
     client: Client, redis_url: str
 ) -> None:
     # The dashboard runs with settings of its own: no token, another rate.
-    own = Client(Settings(broker_url=redis_url, rate_limit="10/1s"))
+    own = Client(Settings(broker_url=redis_url, rate_limit=RateLimit.parse("10/1s")))
     app = create_app(own, {"MAILQUEUE_DASHBOARD_SECRET": SECRET})
     before = json.loads(call(app, "/api/")[2])
     assert before["data"]["limits"] == []
@@ -217,7 +220,11 @@ def test_a_cancelled_campaigns_page_says_what_happened_to_its_recipients(
 
     steps = dict(re.findall(r'data-step="(\w+)">(\d+)<', page))
     assert steps == {
-        "recipients": "4", "sent": "0", "delivered": "0", "opened": "0", "clicked": "0",
+        "recipients": "4",
+        "sent": "0",
+        "delivered": "0",
+        "opened": "0",
+        "clicked": "0",
         "cancelled": "4",
     }
     assert "Cancelled: 0 of 4 recipients were handed to Mailtrap before the cancel" in page
@@ -242,14 +249,17 @@ def test_a_campaign_shows_its_funnel_and_is_steered_only_by_its_own_page(
     elsewhere = call(app, "/action/pause", method="POST", form=form, origin="https://evil.test")
     assert elsewhere[0].startswith("403")
     assert call(app, "/action/pause", form=form)[0].startswith("405")
-    assert (client.get_campaign("spring") or {})["state"] == "running"
+    campaign_record = client.get_campaign("spring")
+    assert campaign_record is not None and campaign_record["state"] == "running"
     status, headers, _ = call(
         app, "/action/pause", method="POST", form=form, origin=f"http://{HOST}"
     )
     assert status.startswith("303") and headers["Location"] == "/campaigns/spring"
-    assert (client.get_campaign("spring") or {})["state"] == "paused"
+    campaign_record = client.get_campaign("spring")
+    assert campaign_record is not None and campaign_record["state"] == "paused"
     assert call(app, "/action/resume", method="POST", form=form)[0].startswith("303")
-    assert (client.get_campaign("spring") or {})["state"] == "running"
+    campaign_record = client.get_campaign("spring")
+    assert campaign_record is not None and campaign_record["state"] == "running"
     drain(client)
     data = json.loads(call(app, "/api/campaigns/spring")[2])
     assert data["data"]["counts"]["sent"] == 4 and data["data"]["state"] == "finished"
@@ -334,7 +344,7 @@ def test_the_fleet_counts_sends_by_state_over_the_last_hour(
     assert len(hour["minutes"]) == 60
     assert sum(sum(counts.values()) for _, counts in hour["minutes"]) == 8
     page = call(app, "/")[2]
-    assert 'id=last-hour-chart width=720 height=200' in page
+    assert "id=last-hour-chart width=720 height=200" in page
     assert 'data-state="queued"' in page
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 import redis
@@ -10,7 +11,7 @@ import redis
 import mailqueue
 from mailqueue.client import default
 from mailqueue.deliver.drain import Drainer
-from mailqueue.settings import Settings
+from mailqueue.settings import RateLimit, Settings
 from mailqueue.store.keys import Keys
 from mailqueue.testing import LocalMailtrap
 
@@ -29,7 +30,7 @@ def settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
         api_token=mailtrap.token,
         api_url=mailtrap.url,
         broker_url=redis_url,
-        rate_limit="1000/1s",
+        rate_limit=RateLimit.parse("1000/1s"),
         max_retries=0,
         # A 200 with an HTML body fails for good here; when reconciling it is
         # an unknown outcome, looked up in Email Logs instead.
@@ -40,7 +41,7 @@ def settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
 
 
 def drain() -> None:
-    drainer = Drainer(default())
+    drainer = Drainer(default().stores)
     try:
         drainer.drain(budget=10)
     finally:
@@ -52,7 +53,8 @@ def failed_send(mailtrap: LocalMailtrap) -> str:
     mailtrap.inject("nonjson")
     send_id = mailqueue.enqueue(MESSAGE)
     drain()
-    assert (mailqueue.get_status(send_id) or {})["state"] == "failed"
+    status_record = mailqueue.get_status(send_id)
+    assert status_record is not None and status_record["state"] == "failed"
     return send_id
 
 
@@ -76,7 +78,7 @@ def test_a_requeued_send_is_delivered_when_mailtrap_accepts_it(
     assert default().requeue_dead_letters([send_id]) == 1
     drain()
 
-    record = mailqueue.get_status(send_id) or {}
+    record: Mapping[str, Any] = mailqueue.get_status(send_id) or {}
     assert record["state"] == "sent"
     assert record["error"] is None
     assert record["recipients"]["ann@example.com"]["status"] == "queued"
@@ -107,7 +109,8 @@ def test_an_id_that_is_not_a_dead_letter_is_skipped(settings: Settings) -> None:
     send_id = mailqueue.enqueue(MESSAGE)
 
     assert default().requeue_dead_letters([send_id]) == 0
-    assert (mailqueue.get_status(send_id) or {})["state"] == "queued"
+    status_record = mailqueue.get_status(send_id)
+    assert status_record is not None and status_record["state"] == "queued"
 
 
 def test_a_malformed_id_is_a_validation_error_naming_its_position(settings: Settings) -> None:
@@ -124,4 +127,5 @@ def test_purge_forgets_only_the_ids_given(settings: Settings, mailtrap: LocalMai
     assert default().purge_dead_letters([first]) == 1
 
     assert [letter.send_id for letter in default().list_dead_letters()] == [second]
-    assert (mailqueue.get_status(first) or {})["state"] == "failed"
+    status_record = mailqueue.get_status(first)
+    assert status_record is not None and status_record["state"] == "failed"

@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from email.mime.image import MIMEImage
 from email.mime.text import MIMEText
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
+
+from mailqueue.settings import RateLimit
 
 django = pytest.importorskip("django")
 
@@ -123,7 +125,7 @@ def delivering(
         bulk_api_url=mailtrap.bulk_url,
         connect_timeout=2.0,
         read_timeout=2.0,
-        rate_limit="1000/1s",
+        rate_limit=RateLimit.parse("1000/1s"),
     )
     with (
         override_settings(
@@ -490,7 +492,7 @@ def test_pre_send_can_change_a_message_or_cancel_it_before_it_is_queued(
     assert seen == [("EmailBackend", "Mailtrap")] * 2
     assert not hasattr(cancelled, "mailqueue_send_id")
     assert mailqueue.get_status(kept.mailqueue_send_id) is not None
-    entries = redis_client.xrange(Keys().outbox)
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], redis_client.xrange(Keys().outbox))
     assert len(entries) == 1
     # What the receiver changed is what was queued.
     assert b'"checked"' in b"".join(entries[0][1].values())

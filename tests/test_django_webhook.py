@@ -17,7 +17,8 @@ from django.test import Client, override_settings
 from django.urls import include, path, reverse
 
 from mailqueue.settings import Settings
-from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.status import PartRef, PartResult, now_iso
+from mailqueue.store.stores import Stores
 
 if not django_settings.configured:
     django_settings.configure(
@@ -60,7 +61,7 @@ def client(django_project: None) -> Client:
 
 @pytest.fixture
 def send_id(redis_client: redis.Redis) -> str:
-    store = StatusStore(redis_client, Settings())
+    store = Stores.over(redis_client, Settings()).store
     with redis_client.pipeline() as pipe:
         store.create(pipe, "dj-1", parts=1, created_at=now_iso())
         store.record(pipe, PartRef("dj-1", 0), PartResult("sent", {"to@example.com": MESSAGE_ID}))
@@ -84,7 +85,7 @@ def post(client: Client, body: bytes, url: str = URL, **headers: str) -> Any:
 
 
 def recipient_status(client: redis.Redis, send_id: str) -> str:
-    record = StatusStore(client, Settings()).get(send_id)
+    record = Stores.over(client, Settings()).store.get(send_id)
     assert record is not None
     return str(record["recipients"]["to@example.com"]["status"])
 
@@ -224,7 +225,8 @@ def test_the_dashboard_is_served_from_the_urlconf_with_its_own_auth_and_token(
             headers={"Authorization": ops},
         )
         assert answer.status_code == 303 and answer["Location"] == "/ops/mail/campaigns/june"
-    assert (queued.get_campaign("june") or {})["state"] == "paused"
+    campaign_record = queued.get_campaign("june")
+    assert campaign_record is not None and campaign_record["state"] == "paused"
 
 
 def test_the_django_dashboard_bounds_forms_and_throttles_failed_logins(

@@ -13,8 +13,8 @@ from mailqueue.client import Client
 from mailqueue.core.payload import ApiCall
 from mailqueue.core.responses import RequestResult
 from mailqueue.deliver.drain import Drainer
-from mailqueue.settings import Settings
-from tests.memory_transport import MemoryTransport, accept_all
+from mailqueue.settings import Account, RateLimit, Settings
+from mailqueue.testing import MemoryTransport, accept_all
 
 DEADLINE = 20.0
 
@@ -34,7 +34,10 @@ def subjects(call: ApiCall) -> list[str]:
 @pytest.fixture
 def client(redis_url: str) -> Iterator[Client]:
     settings = Settings(
-        broker_url=redis_url, api_token="t", rate_limit="100000/1s", calls_in_flight=3
+        broker_url=redis_url,
+        api_token="t",
+        rate_limit=RateLimit.parse("100000/1s"),
+        calls_in_flight=3,
     )
     client = Client(settings, publish=lambda options: None)
     yield client
@@ -58,7 +61,7 @@ def test_a_transactional_send_goes_out_while_campaign_calls_are_stuck(client: Cl
     client.enqueue_many(
         [message(f"other {i}", to=f"d{i}@example.com", stream="bulk") for i in range(2)]
     )
-    drainer = Drainer(client, transport=transport)  # type: ignore[arg-type]
+    drainer = Drainer(client.stores, transport=transport)
     drain = threading.Thread(target=drainer.drain)
     drain.start()
     try:
@@ -92,8 +95,10 @@ def test_campaigns_take_turns(client: Client) -> None:
     )
     small = client.enqueue_many([message("small", to="s@example.com", stream="bulk")])
     drainer = Drainer(
-        Client(client.settings.replace(coalesce=False, calls_in_flight=1), publish=lambda o: None),
-        transport=transport,  # type: ignore[arg-type]
+        Client(
+            client.settings.replace(coalesce=False, calls_in_flight=1), publish=lambda o: None
+        ).stores,
+        transport=transport,
     )
     try:
         drainer.drain()
@@ -110,8 +115,8 @@ def test_a_coalesced_call_never_mixes_streams_or_accounts(redis_url: str) -> Non
     settings = Settings(
         broker_url=redis_url,
         api_token="t",
-        rate_limit="100000/1s",
-        accounts={"eu": {"api_token": "eu-token"}},
+        rate_limit=RateLimit.parse("100000/1s"),
+        accounts={"eu": Account(name="eu", api_token="eu-token")},
     )
     client = Client(settings, publish=lambda options: None)
     transport = MemoryTransport()
@@ -121,7 +126,7 @@ def test_a_coalesced_call_never_mixes_streams_or_accounts(redis_url: str) -> Non
         client.enqueue(message("eu1", account="eu")),
         client.enqueue(message("eu2", account="eu")),
     ]
-    drainer = Drainer(client, transport=transport)  # type: ignore[arg-type]
+    drainer = Drainer(client.stores, transport=transport)
     try:
         drainer.drain()
     finally:

@@ -63,7 +63,7 @@ def dashboard(redis_url: str) -> Iterator[DashboardApp]:
 
 @pytest.fixture
 def webhook(redis_url: str) -> TrackingApp:
-    return create_app(Settings(redis_url=redis_url, webhook_secret=HOOK_SECRET))
+    return create_app(Settings(redis_url=redis_url, webhook_secret=(HOOK_SECRET,)))
 
 
 def test_dashboard_failures_are_counted_and_then_throttled(

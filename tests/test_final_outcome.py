@@ -7,6 +7,7 @@ import redis
 
 from mailqueue.settings import Settings
 from mailqueue.store.status import PartRef, PartResult, Recorded, StatusStore, became_final
+from mailqueue.store.stores import Stores
 
 SENT = PartResult("sent", {"a@example.com": "m-1"})
 FAILED = PartResult("failed", {"a@example.com": None}, {"kind": "permanent", "message": "no"})
@@ -14,7 +15,7 @@ FAILED = PartResult("failed", {"a@example.com": None}, {"kind": "permanent", "me
 
 @pytest.fixture
 def store(redis_client: redis.Redis, redis_url: str) -> StatusStore:
-    return StatusStore(redis_client, Settings(broker_url=redis_url, status_ttl=600))
+    return Stores.over(redis_client, Settings(broker_url=redis_url, status_ttl=600)).store
 
 
 def create(store: StatusStore, send_id: str, parts: int = 1) -> None:

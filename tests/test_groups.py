@@ -28,13 +28,14 @@ def test_enqueue_many_is_a_list_of_ids_that_names_its_group(client: Client) -> N
     assert isinstance(ids, list)
     assert len(ids) == 3
     assert ids.group_id is not None
-    assert all((mailqueue.get_status(i) or {})["group"] == ids.group_id for i in ids)
+    records = [mailqueue.get_status(i) for i in ids]
+    assert all(record is not None and record["group"] == ids.group_id for record in records)
 
 
 def test_group_progress_counts_every_send_until_all_are_final(client: Client) -> None:
     ids = mailqueue.enqueue_many([MESSAGE, MESSAGE])
 
-    progress = get_group(client, ids.group_id or "")
+    progress = get_group(ids.group_id or "", status=client.store)
 
     assert progress is not None
     assert dict(progress.counts) == {"queued": 2}
@@ -42,8 +43,8 @@ def test_group_progress_counts_every_send_until_all_are_final(client: Client) ->
 
 
 def test_unknown_or_unsafe_group_ids_have_no_progress(client: Client) -> None:
-    assert get_group(client, "0123456789abcdef") is None
-    assert get_group(client, "../../etc") is None
+    assert get_group("0123456789abcdef", status=client.store) is None
+    assert get_group("../../etc", status=client.store) is None
 
 
 def test_an_empty_enqueue_many_has_no_group(client: Client) -> None:
@@ -56,20 +57,25 @@ def test_an_empty_enqueue_many_has_no_group(client: Client) -> None:
 def test_batch_progress_has_the_sends_state_and_no_recipients_before_an_answer(
     client: Client,
 ) -> None:
-    send_id = mailqueue.enqueue({**MESSAGE, "to": ["x@example.com", "y@example.com"],
-                                 "merge_data": {"x@example.com": {}, "y@example.com": {}}})
+    send_id = mailqueue.enqueue(
+        {
+            **MESSAGE,
+            "to": ["x@example.com", "y@example.com"],
+            "merge_data": {"x@example.com": {}, "y@example.com": {}},
+        }
+    )
 
-    progress = get_batch_progress(client, send_id)
+    progress = get_batch_progress(send_id, status=client.store)
 
     assert progress is not None
     assert (progress.state, dict(progress.recipients), progress.done) == ("queued", {}, False)
-    assert get_batch_progress(client, "0123456789abcdef") is None
+    assert get_batch_progress("0123456789abcdef", status=client.store) is None
 
 
 def test_fleet_activity_counts_the_backlog_with_no_drain_running(client: Client) -> None:
     mailqueue.enqueue_many([MESSAGE, MESSAGE, MESSAGE])
 
-    activity = fleet_activity(client)
+    activity = fleet_activity(waker=client.waker, outbox=client.outbox)
 
     assert (activity.live_drains, activity.waiting) == (0, 3)
     assert activity.last_heartbeat is None
@@ -80,9 +86,9 @@ def test_fleet_activity_follows_a_drains_heartbeat_from_arrival_to_leaving(
     client: Client,
 ) -> None:
     client.waker.arrive("worker-1")
-    running = fleet_activity(client)
+    running = fleet_activity(waker=client.waker, outbox=client.outbox)
     client.waker.leave("worker-1")
 
     assert (running.live_drains, running.idle_for()) == (1, 0.0)
     assert running.last_heartbeat is not None
-    assert fleet_activity(client).live_drains == 0
+    assert fleet_activity(waker=client.waker, outbox=client.outbox).live_drains == 0

@@ -272,7 +272,7 @@ def _keyspace_lookups(client: redis.Redis) -> int:
 
 @pytest.fixture
 def tracking_app(redis_url: str, redis_client: redis.Redis) -> TrackingApp:
-    webhook_settings = Settings(broker_url=redis_url, webhook_secret="hooks:s3cret")
+    webhook_settings = Settings(broker_url=redis_url, webhook_secret=("hooks:s3cret",))
     return create_app(webhook_settings, redis_client=redis_client)
 
 

@@ -50,14 +50,6 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "records", "version"}),
 )
 
-# Known upward imports, each with the reason it stands. Keep this short.
-ALLOWED_UPWARD: Mapping[tuple[str, str], str] = {
-    # Anymail's post_send is sent from the drain when a Django project is
-    # loaded; the Django side should register its receiver with the hooks.
-    ("mailqueue.deliver.hooks", "mailqueue.django.signals"): "lazy, only under Django",
-}
-
-
 def module_name(path: Path, root: Path) -> str:
     parts = list(path.relative_to(root.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -102,8 +94,6 @@ def upward_imports(graph: Mapping[str, Iterable[str]], root_name: str) -> list[s
     found = []
     for module, targets in sorted(graph.items()):
         for target in sorted(targets):
-            if (module, target) in ALLOWED_UPWARD:
-                continue
             if layer_of(target, root_name) < layer_of(module, root_name):
                 found.append(f"{module} -> {target}")
     return found
@@ -148,27 +138,12 @@ def test_every_import_points_down_the_layers() -> None:
     assert upward_imports(import_graph(PACKAGE), "mailqueue") == []
 
 
-def without_allowed(graph: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
-    return {
-        module: {target for target in targets if (module, target) not in ALLOWED_UPWARD}
-        for module, targets in graph.items()
-    }
-
-
 def test_no_import_cycle_spans_more_than_two_modules() -> None:
-    # The allowed upward imports are left out: each is a known debt (see above).
-    graph = without_allowed(import_graph(PACKAGE))
-    assert [cycle for cycle in cycles(graph) if len(cycle) > 2] == []
+    assert [cycle for cycle in cycles(import_graph(PACKAGE)) if len(cycle) > 2] == []
 
 
 def test_at_most_twenty_modules_sit_at_the_top() -> None:
     assert len(list(PACKAGE.glob("*.py"))) <= 20
-
-
-def test_the_allowed_exceptions_still_exist() -> None:
-    graph = import_graph(PACKAGE)
-    for module, target in ALLOWED_UPWARD:
-        assert target in graph.get(module, ()), f"{module} -> {target} is gone: drop it"
 
 
 @pytest.fixture

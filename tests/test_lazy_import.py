@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,8 +13,11 @@ from mailqueue import api
 HEAVY = ("celery", "kombu", "redis", "requests", "prometheus_client")
 
 
-def run(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+def run(code: str, **env: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**environ, **env}
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -61,3 +65,23 @@ def test_celery_finds_the_app_with_its_tasks_by_package_name() -> None:
         "print(app.main, 'mailqueue.send_email' in app.tasks, 'mailqueue.deliver' in app.tasks)\n"
     )
     assert run(code).split() == ["mailqueue", "True", "True"]
+
+
+FIND_APP_THEN_LIST_RECEIVERS = (
+    "import sys\n"
+    "from celery.app.utils import find_app\n"
+    "find_app('mailqueue')\n"
+    "from mailqueue import client\n"
+    "print('mailqueue.django' in sys.modules, [r.name for r in client._process_receivers])\n"
+)
+
+
+def test_the_app_of_a_django_projects_worker_sends_post_send() -> None:
+    # Read before Celery sets Django up: the settings module is not imported here.
+    out = run(FIND_APP_THEN_LIST_RECEIVERS, DJANGO_SETTINGS_MODULE="shop.settings")
+    assert out.strip().split(maxsplit=1) == ["True", "['post_send']"]
+
+
+def test_the_app_outside_a_django_project_loads_no_django_integration() -> None:
+    out = run(FIND_APP_THEN_LIST_RECEIVERS)
+    assert out.strip().split(maxsplit=1) == ["False", "[]"]

@@ -280,8 +280,9 @@ def test_batch_over_500_requests_is_refused_whole(
 def test_a_batch_body_over_50_mb_is_refused_whole(
     mailtrap: LocalMailtrap, session: requests.Session, over: int, status: int
 ) -> None:
-    data = {"base": {"from": SENDER, "subject": "S", "text": ""}, "requests": [message()]}
-    data["base"]["text"] = "x" * (50_000_000 + over - len(json.dumps(data)))
+    base: dict[str, Any] = {"from": SENDER, "subject": "S", "text": ""}
+    data = {"base": base, "requests": [message()]}
+    base["text"] = "x" * (50_000_000 + over - len(json.dumps(data)))
     body = json.dumps(data).encode()
     assert len(body) == 50_000_000 + over
 
@@ -543,7 +544,10 @@ def test_settings_name_every_url_this_server_serves(mailtrap: LocalMailtrap) -> 
     settings = mailtrap.settings("redis://127.0.0.1:1/0")
 
     assert (settings.api_url, settings.bulk_api_url, settings.general_api_url) == (
-        mailtrap.url, mailtrap.bulk_url, mailtrap.general_url)
+        mailtrap.url,
+        mailtrap.bulk_url,
+        mailtrap.general_url,
+    )
     assert mailtrap.environment() == {
         "MAILTRAP_API_TOKEN": mailtrap.token,
         "MAILTRAP_API_URL": mailtrap.url,
@@ -564,8 +568,12 @@ def test_command_line_prints_every_url_as_settings_to_export_and_serves_each() -
         lines = [process.stdout.readline().strip() for _ in range(4)]
         env = dict(line.removeprefix("export ").split("=", 1) for line in lines)
         assert all(line.startswith("export ") for line in lines), lines
-        assert set(env) == {"MAILTRAP_API_TOKEN", "MAILTRAP_API_URL", "MAILTRAP_BULK_API_URL",
-                            "MAILTRAP_GENERAL_API_URL"}
+        assert set(env) == {
+            "MAILTRAP_API_TOKEN",
+            "MAILTRAP_API_URL",
+            "MAILTRAP_BULK_API_URL",
+            "MAILTRAP_GENERAL_API_URL",
+        }
         assert env["MAILTRAP_API_TOKEN"] == "cli-token"
         headers = {"Api-Token": "cli-token"}
         for base, path in [
@@ -577,8 +585,9 @@ def test_command_line_prints_every_url_as_settings_to_export_and_serves_each() -
             answer = requests.post(base + path, json=message(), headers=headers, timeout=5)
             assert answer.status_code == 200, (base, path, answer.text)
         for path in ("email_logs", "suppressions"):
-            answer = requests.get(env["MAILTRAP_GENERAL_API_URL"] + path, headers=headers,
-                                  timeout=5)
+            answer = requests.get(
+                env["MAILTRAP_GENERAL_API_URL"] + path, headers=headers, timeout=5
+            )
             assert answer.status_code == 200, (path, answer.text)
     finally:
         process.terminate()
@@ -590,6 +599,9 @@ def test_the_readme_snippet_for_testing_your_own_code_sets_every_url() -> None:
     section = readme.split("## Testing your own code", 1)[1]
     snippet = section.split("```python", 1)[1].split("```", 1)[0]
 
-    for line in ("api_url=mailtrap.url", "bulk_api_url=mailtrap.bulk_url",
-                 "general_api_url=mailtrap.general_url"):
+    for line in (
+        "api_url=mailtrap.url",
+        "bulk_api_url=mailtrap.bulk_url",
+        "general_api_url=mailtrap.general_url",
+    ):
         assert line in snippet, line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import cast
 
 import redis
 
@@ -21,7 +22,7 @@ TTL = 600
 
 
 def index(client: redis.Redis) -> MessageIndex:
-    return MessageIndex(client, Keys(), TTL)
+    return MessageIndex(client, Keys(), ttl=TTL)
 
 
 def add(client: redis.Redis, message_id: str, send_id: str, *recipients: str, now: float) -> None:
@@ -96,15 +97,17 @@ def test_entries_indexed_together_are_stored_as_each_alone_would_be(
 ) -> None:
     now = time.time()
     send_id = uuid.uuid4().hex
-    entries = [(str(uuid.uuid4()), (f"r{n}@example.com",)) for n in range(50)]
+    entries: list[tuple[str, tuple[str, ...]]] = [
+        (str(uuid.uuid4()), (f"r{n}@example.com",)) for n in range(50)
+    ]
     entries.append(("plain-id", ("a@example.com", "b@example.com")))
     with redis_client.pipeline() as pipe:
         for message_id, recipients in entries:
             index(redis_client).add(pipe, message_id, send_id, recipients, now)
         pipe.execute()
     alone = {
-        key: (redis_client.hgetall(key), redis_client.expiretime(key))
-        for key in redis_client.keys("*msgidx*")
+        key: (redis_client.hgetall(key), redis_client.expiretime(key.decode()))
+        for key in cast(list[bytes], redis_client.keys("*msgidx*"))
     }
     redis_client.flushdb()
 
@@ -112,8 +115,8 @@ def test_entries_indexed_together_are_stored_as_each_alone_would_be(
         index(redis_client).add_all(pipe, send_id, entries, now)
         pipe.execute()
     together = {
-        key: (redis_client.hgetall(key), redis_client.expiretime(key))
-        for key in redis_client.keys("*msgidx*")
+        key: (redis_client.hgetall(key), redis_client.expiretime(key.decode()))
+        for key in cast(list[bytes], redis_client.keys("*msgidx*"))
     }
 
     assert together == alone and len(alone) > 1

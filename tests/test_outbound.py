@@ -6,14 +6,15 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from mailqueue.core.payload import build_payload
 from mailqueue.errors import ConfigurationError, PermanentDeliveryError, Redirected
 from mailqueue.mailtrap.transport import Transport
-from mailqueue.settings import Settings
-from mailqueue.tasks.worker_checks import check_worker_settings
+from mailqueue.settings import Account, Settings
+from mailqueue.tasks.worker_setup import check_worker_settings
 
 TOKEN = "tok-OUTBOUND-0042"
 MESSAGE = {
@@ -107,7 +108,8 @@ def test_https_and_loopback_http_urls_are_accepted(url: str) -> None:
 
 @pytest.mark.parametrize("setting", ["api_url", "bulk_api_url", "general_api_url"])
 def test_an_http_url_to_another_host_is_refused_naming_the_setting(setting: str) -> None:
-    settings = Settings(api_token=TOKEN, **{setting: "http://mailtrap.example/api/"})
+    url: dict[str, Any] = {setting: "http://mailtrap.example/api/"}
+    settings = Settings(api_token=TOKEN, **url)
 
     with pytest.raises(ConfigurationError) as info:
         check_worker_settings(settings)
@@ -118,7 +120,8 @@ def test_an_http_url_to_another_host_is_refused_naming_the_setting(setting: str)
 
 def test_an_accounts_http_url_to_another_host_is_refused_too() -> None:
     settings = Settings(
-        api_token=TOKEN, accounts={"eu": {"api_token": "t2", "api_url": "http://10.0.0.5/api/"}}
+        api_token=TOKEN,
+        accounts={"eu": Account(name="eu", api_token="t2", api_url="http://10.0.0.5/api/")},
     )
 
     with pytest.raises(ConfigurationError, match="MAILQUEUE_ACCOUNT_EU_API_URL"):
@@ -147,6 +150,6 @@ def test_suppression_sync_refuses_an_http_url_to_another_host(redis_url: str) ->
     client = Client(settings)
     try:
         with pytest.raises(ConfigurationError, match="GENERAL_API_URL"):
-            sync_suppressions(client)
+            sync_suppressions(settings=client.settings, suppressions=client.suppressions)
     finally:
         client.close()

@@ -13,12 +13,21 @@ if not django_settings.configured:
     django_settings.configure(SECRET_KEY="test-only", DEFAULT_CHARSET="utf-8", USE_TZ=True)
     django.setup()
 
+from anymail.signals import post_send  # noqa: E402
+
+from mailqueue.client import Client  # noqa: E402
+from mailqueue.core.envelope import Envelope  # noqa: E402
+from mailqueue.core.payload import ApiCall  # noqa: E402
+from mailqueue.deliver.hooks import Endings  # noqa: E402
+from mailqueue.django.backend import EmailBackend  # noqa: E402
 from mailqueue.django.signals import anymail_status, rebuilt_message  # noqa: E402
-from mailqueue.records import StatusRecord  # noqa: E402
+from mailqueue.records import RecipientStatus, StatusRecord  # noqa: E402
+from mailqueue.settings import Settings  # noqa: E402
+from mailqueue.store.status import PartRef, PartResult  # noqa: E402
 
 
-def record_with(recipients: dict[str, dict[str, object]]) -> StatusRecord:
-    return {  # type: ignore[typeddict-item]
+def record_with(recipients: dict[str, RecipientStatus]) -> StatusRecord:
+    return {
         "id": "s1",
         "state": "partially_sent",
         "attempts": 1,
@@ -84,3 +93,35 @@ def test_a_batch_call_is_rebuilt_with_its_base_and_every_requests_recipients() -
     assert message.tags == ["newsletter"]
     assert message.metadata == {"n": "1"}
     assert message.mailqueue_send_id == "s1"
+
+
+def test_the_django_integration_sends_post_send_for_every_clients_final_outcomes(
+    redis_url: str,
+) -> None:
+    # Importing mailqueue.django (done above, with its backend) connected post_send.
+    got: list[tuple[object, object, object]] = []
+
+    def receiver(sender: object, message: object, status: object, **_: object) -> None:
+        got.append((sender, message, status))
+
+    body = {"to": [{"email": "a@example.com"}], "subject": "Hi"}
+    call = ApiCall("send", body, (("a@example.com",),))
+    envelope = Envelope(send_id="s1", part=0, call=call)
+    client = Client(Settings(broker_url=redis_url))
+    post_send.connect(receiver)
+    try:
+        endings = Endings()
+        with client.redis.pipeline(transaction=True) as pipe:
+            client.store.create(pipe, "s1", parts=1, created_at="2026-01-01T00:00:00.000Z")
+            result = PartResult("sent", {"a@example.com": "m-1"})
+            endings.add(client.store.record(pipe, PartRef("s1", 0), result), envelope)
+            client.outcome_hooks.announce(endings.finished(pipe.execute()))
+    finally:
+        post_send.disconnect(receiver)
+        client.close()
+
+    ((sender, message, status),) = got
+    assert sender is EmailBackend
+    assert message.subject == "Hi" and message.to == ["a@example.com"]  # type: ignore[attr-defined]
+    assert message.anymail_status is status  # type: ignore[attr-defined]
+    assert status.message_id == "m-1"  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import redis
@@ -25,7 +26,8 @@ def settings(redis_url: str) -> Iterator[Settings]:
 
 
 def outbox_envelopes(client: redis.Redis, stream: str = Keys().outbox) -> list[Envelope]:
-    return [Envelope.decode(fields[b"e"]) for _, fields in client.xrange(stream)]
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(stream))
+    return [Envelope.decode(fields[b"e"]) for _, fields in entries]
 
 
 def test_send_email_delay_returns_an_async_result_named_by_the_send_id(
@@ -53,7 +55,9 @@ def test_apply_async_with_countdown_schedules_instead_of_queueing(
     mailqueue.send_email.apply_async((MESSAGE,), countdown=300)
 
     assert outbox_envelopes(redis_client) == []
-    [(_, due)] = redis_client.zrange(Keys().retry, 0, -1, withscores=True)
+    [(_, due)] = cast(
+        list[tuple[bytes, float]], redis_client.zrange(Keys().retry, 0, -1, withscores=True)
+    )
     assert before + 299 <= due <= time.time() + 301
 
 
@@ -159,7 +163,7 @@ def test_a_marker_left_while_drains_ran_does_not_outlive_them(
     redis_client.zadd(Keys().drains, {"worker-a": int((time.time() + 30) * 1000)})
     mailqueue.enqueue(MESSAGE)  # sets the marker, wakes nobody: worker-a will see it
     redis_client.zrem(Keys().drains, "worker-a")
-    drainer = Drainer(default())
+    drainer = Drainer(default().stores)
     redis_client.delete(Keys().outbox)  # nothing to send: the drain only starts and leaves
     drainer.drain(budget=1)
 

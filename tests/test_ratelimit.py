@@ -7,7 +7,7 @@ import multiprocessing
 import random
 import time
 from multiprocessing.synchronize import Barrier, Event
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -418,7 +418,9 @@ def test_redis_holds_the_token_key_never_the_token(redis_client: redis.Redis) ->
     )
     stored = [
         member.decode()
-        for member in redis_client.zrange(Keys().rate_limit(settings.token_key), 0, -1)
+        for member in cast(
+            list[bytes], redis_client.zrange(Keys().rate_limit(settings.token_key), 0, -1)
+        )
     ]
     stored.append(redis_client.get(Keys().cooldown(settings.token_key)).decode())  # type: ignore[union-attr]
     assert all(TOKEN not in text for text in [*names, *stored])

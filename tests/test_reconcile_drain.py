@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -56,14 +56,16 @@ def message(i: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def deliver_until_final(send_ids: list[str], timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+def deliver_until_final(send_ids: list[str], timeout: float = 60.0) -> dict[str, Mapping[str, Any]]:
     """Drain in this process until every send is final; returns the records."""
-    drainer = Drainer(default())
+    drainer = Drainer(default().stores)
     deadline = time.monotonic() + timeout
     try:
         while True:
             drainer.drain(budget=2)
-            records = {sid: mailqueue.get_status(sid) or {} for sid in send_ids}
+            records: dict[str, Mapping[str, Any]] = {
+                sid: mailqueue.get_status(sid) or {} for sid in send_ids
+            }
             if all(r.get("state") in FINAL for r in records.values()):
                 return records
             assert time.monotonic() < deadline, {s: r.get("state") for s, r in records.items()}
@@ -160,7 +162,7 @@ def test_a_429_from_the_logs_puts_the_look_up_off_and_is_never_taken_for_absent(
     mailtrap.email_logs.list_limit = (0, 3600.0)  # every list request answers 429
     mailtrap.inject("lost")
     send_id = mailqueue.enqueue(message(1))
-    drainer = Drainer(default())
+    drainer = Drainer(default().stores)
     deadline = time.monotonic() + 30
     try:
         while sample("busy") == busy_before:
@@ -174,9 +176,9 @@ def test_a_429_from_the_logs_puts_the_look_up_off_and_is_never_taken_for_absent(
     record = mailqueue.get_status(send_id)
     assert record is not None and record["state"] == "retrying"
     mailtrap.email_logs.list_limit = None
-    record = deliver_until_final([send_id])[send_id]
+    final = deliver_until_final([send_id])[send_id]
     assert copies(mailtrap) == {"m1": 1}
-    assert record["reconciled"] == 1 and record["possible_duplicates"] == 0
+    assert final["reconciled"] == 1 and final["possible_duplicates"] == 0
 
 
 def test_logs_that_cannot_answer_fall_back_to_sending_again_counted(

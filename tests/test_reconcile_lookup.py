@@ -58,7 +58,9 @@ def post(mailtrap: LocalMailtrap, call: ApiCall) -> None:
 
 
 def look_up(client: Client, *parts: Doubtful) -> list[Any]:
-    reconciler = Reconciler(client)
+    reconciler = Reconciler(
+        settings=client.settings, status=client.store, limiters=client.email_logs_limiters
+    )
     try:
         return reconciler.look_up(resolve_route(client.settings), parts)
     finally:

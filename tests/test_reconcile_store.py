@@ -9,11 +9,12 @@ import redis
 
 from mailqueue.settings import Settings
 from mailqueue.store.status import PartRef, PartResult, StatusStore
+from mailqueue.store.stores import Stores
 
 
 @pytest.fixture
 def store(redis_client: redis.Redis, redis_url: str) -> StatusStore:
-    return StatusStore(redis_client, Settings(broker_url=redis_url, status_ttl=600))
+    return Stores.over(redis_client, Settings(broker_url=redis_url, status_ttl=600)).store
 
 
 def create(store: StatusStore, send_id: str) -> None:

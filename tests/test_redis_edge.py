@@ -12,8 +12,8 @@ from mailqueue.core.events import TrackingEvent
 from mailqueue.errors import BrokerUnavailable
 from mailqueue.settings import Settings
 from mailqueue.store.status import PartRef
+from mailqueue.testing import MemoryTransport
 from mailqueue.testing.redis_server import free_port
-from tests.memory_transport import MemoryTransport
 
 EVENT = TrackingEvent("delivered", "delivery", "2026-01-01T00:00:00Z", "m-1", event_id="e-1")
 
@@ -36,7 +36,7 @@ CALLS: dict[str, Callable[[Client], Any]] = {
     "drain heartbeat": lambda c: c.waker.arrive("w"),
     "drains alive": lambda c: c.waker.drain_alive(),
     "tracking events": lambda c: c.events.apply([EVENT], "2026-01-01T00:00:00Z"),
-    "drain": lambda c: type(c.drainer)(c, MemoryTransport()).drain(budget=1),  # type: ignore[arg-type]
+    "drain": lambda c: type(c.drainer)(c.stores, MemoryTransport()).drain(budget=1),
     "enqueue": lambda c: c.enqueue(
         {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
     ),

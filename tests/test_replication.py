@@ -13,10 +13,11 @@ import redis
 from mailqueue import ReplicationTimeout, Settings
 from mailqueue.client import Client
 from mailqueue.deliver.drain import Drainer
+from mailqueue.settings import RateLimit
 from mailqueue.store.connection import connect, replicated_transaction
 from mailqueue.store.keys import Keys
+from mailqueue.testing import MemoryTransport
 from mailqueue.testing.redis_server import RedisServer, online_replicas
-from tests.memory_transport import MemoryTransport
 
 
 @pytest.fixture
@@ -127,7 +128,10 @@ def test_what_mailtrap_accepted_is_on_the_replica_when_the_drain_returns_one_wai
     master: RedisServer, replica: RedisServer
 ) -> None:
     settings = Settings(
-        broker_url=master.url, api_token="t", rate_limit="100000/1s", redis_min_replicas=1
+        broker_url=master.url,
+        api_token="t",
+        rate_limit=RateLimit.parse("100000/1s"),
+        redis_min_replicas=1,
     )
     runtime = Client(settings, publish=lambda options: None)
     message = {"from_email": "a@example.com", "subject": "s", "text": "t"}
@@ -135,7 +139,7 @@ def test_what_mailtrap_accepted_is_on_the_replica_when_the_drain_returns_one_wai
     transport = MemoryTransport()
     waits_before = _waits(master)
 
-    Drainer(runtime, transport).drain(budget=5)  # type: ignore[arg-type]
+    Drainer(runtime.stores, transport).drain(budget=5)
 
     # One coalesced call, one WAIT for all of its twenty records.
     assert len(transport.calls) == 1

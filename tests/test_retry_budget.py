@@ -22,10 +22,9 @@ from mailqueue.core.responses import RequestResult
 from mailqueue.dashboard import create_app
 from mailqueue.deliver.drain import Drainer
 from mailqueue.errors import BrokerUnavailable
-from mailqueue.settings import Settings
-from mailqueue.testing import LocalMailtrap
+from mailqueue.settings import RateLimit, Settings
+from mailqueue.testing import LocalMailtrap, MemoryTransport, accept_all
 from mailqueue.testing.redis_server import RedisServer
-from tests.memory_transport import MemoryTransport, accept_all
 from tests.test_dashboard import SECRET, call
 from tests.test_reconcile_drain import deliver_until_final, message
 
@@ -56,7 +55,7 @@ def settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
 
 def drain_once(budget: float) -> None:
     """One drain in this process, for the time budget given."""
-    drainer = Drainer(default())
+    drainer = Drainer(default().stores)
     try:
         drainer.drain(budget=budget)
     finally:
@@ -195,7 +194,10 @@ def test_an_answer_that_meets_redis_down_is_recorded_once_redis_is_back(
     # than forgetting what Mailtrap accepted.
     with RedisServer(appendonly=True) as server:
         settings = Settings(
-            broker_url=server.url, api_token="t", rate_limit="100000/1s", reclaim_idle=30.0
+            broker_url=server.url,
+            api_token="t",
+            rate_limit=RateLimit.parse("100000/1s"),
+            reclaim_idle=30.0,
         )
         client = Client(settings, publish=lambda options: None)
         send_id = client.enqueue(message(1))
@@ -215,7 +217,7 @@ def test_an_answer_that_meets_redis_down_is_recorded_once_redis_is_back(
         try:
             with contextlib.suppress(BrokerUnavailable):
                 # Reading the outbox meanwhile fails the drain; the call's record does not.
-                Drainer(client, transport).drain(budget=5)  # type: ignore[arg-type]
+                Drainer(client.stores, transport).drain(budget=5)
             assert back.wait(10)
             record = client.get_status(send_id)
         finally:

@@ -17,17 +17,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 import requests
 
 import mailqueue
+from mailqueue.client import default
 from mailqueue.core.payload import build_payload
 from mailqueue.errors import DeliveryError
 from mailqueue.mailtrap.transport import Transport
-from mailqueue.settings import Settings
+from mailqueue.settings import RateLimit, Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.redis_server import free_port
 from mailqueue.testing.worker import WorkerProcess, settings_env
@@ -59,7 +60,7 @@ def dump_redis(client: redis.Redis) -> str:
     """Every key and every value, whatever its type, as text."""
     out: list[str] = []
     for key in client.scan_iter(count=1000):
-        kind = client.type(key).decode()
+        kind = cast(bytes, client.type(key)).decode()
         value: Any
         if kind == "string":
             value = client.get(key)
@@ -82,7 +83,7 @@ def dump_redis(client: redis.Redis) -> str:
 def wait_final(send_ids: list[str], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = [(mailqueue.get_status(sid) or {}).get("state") for sid in send_ids]
+        states = [default().store.state(sid) for sid in send_ids]
         if all(state in FINAL for state in states):
             return
         time.sleep(0.1)
@@ -107,14 +108,14 @@ def secret_settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
         reconcile_settle=0.3,
         broker_url=redis_url,
         tracking_secret=TRACKING_SECRET,
-        webhook_secret=WEBHOOK_SECRET,
+        webhook_secret=(WEBHOOK_SECRET,),
         connect_timeout=1.0,
         read_timeout=1.0,
         retry_backoff=0.2,
         retry_backoff_max=0.5,
         max_retries=2,
         reclaim_idle=5.0,
-        rate_limit="1000/1s",
+        rate_limit=RateLimit.parse("1000/1s"),
     )
     mailqueue.configure(settings)
     return settings

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from mailqueue import ConfigurationError, Settings
-from mailqueue.tasks.worker_checks import check_worker_settings
+from mailqueue.tasks.worker_setup import check_worker_settings
 
 # What a worker needs to get as far as the setting under test.
 STARTS = {"MAILTRAP_API_TOKEN": "t"}
@@ -37,7 +38,9 @@ MISTAKES: dict[str, tuple[str, str, str]] = {
     "status_ttl": ("MAILQUEUE_STATUS_TTL", "0", "at least 1"),
     "default_from_email": ("MAILQUEUE_DEFAULT_FROM_EMAIL", "not an address", "email address"),
     "ignore_unsupported_features": (
-        "MAILQUEUE_IGNORE_UNSUPPORTED_FEATURES", "perhaps", "true or false"
+        "MAILQUEUE_IGNORE_UNSUPPORTED_FEATURES",
+        "perhaps",
+        "true or false",
     ),
     "allow_eai_from": ("MAILQUEUE_ALLOW_EAI_FROM", "perhaps", "true or false"),
     "allow_http_api_urls": ("MAILQUEUE_ALLOW_HTTP_API_URLS", "perhaps", "true or false"),
@@ -143,8 +146,9 @@ def test_a_django_setting_written_as_a_python_value_is_checked_as_given(
 def test_settings_built_in_python_are_checked_the_same_way(
     field: str, value: object, words: str
 ) -> None:
+    fields: dict[str, Any] = {field: value}
     with pytest.raises(ConfigurationError) as info:
-        Settings(**{field: value})
+        Settings(**fields)
 
     assert str(info.value).startswith(words)
     assert info.value.setting == field

@@ -136,7 +136,7 @@ def test_django_precedence_anymail_dict_then_prefixed_then_bare() -> None:
 
 def test_repr_never_shows_secrets() -> None:
     settings = Settings(
-        api_token="tok-SECRET-1", tracking_secret="sig-SECRET-2", webhook_secret="u:SECRET-3"
+        api_token="tok-SECRET-1", tracking_secret="sig-SECRET-2", webhook_secret=("u:SECRET-3",)
     )
 
     text = repr(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import cast
 
 import pytest
 import redis
@@ -12,11 +13,12 @@ from mailqueue.settings import Settings
 from mailqueue.store.keys import Keys
 from mailqueue.store.message_index import IndexEntry
 from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.stores import Stores
 
 
 @pytest.fixture
 def store(redis_client: redis.Redis, redis_url: str) -> StatusStore:
-    return StatusStore(redis_client, Settings(broker_url=redis_url, status_ttl=600))
+    return Stores.over(redis_client, Settings(broker_url=redis_url, status_ttl=600)).store
 
 
 def create(store: StatusStore, send_id: str, parts: int = 1, group: str | None = None) -> None:
@@ -118,7 +120,7 @@ def test_recipients_and_the_message_index_are_stored_as_json_dumps_writes_them(
 
     record(store, "s1", 0, PartResult("partial", recipients, withheld=("w@example.com",)))
 
-    stored = store.redis.hgetall(Keys().recipients("s1"))
+    stored = cast(dict[bytes, bytes], store.redis.hgetall(Keys().recipients("s1")))
     assert {k.decode(): v.decode() for k, v in stored.items()} == {
         "ünï@example.com": json.dumps({"status": "queued", "message_id": "m-1"}),
         "b@example.com": json.dumps({"status": "failed", "message_id": None}),
@@ -128,7 +130,7 @@ def test_recipients_and_the_message_index_are_stored_as_json_dumps_writes_them(
     assert store.message_index.look_up(["m-1"]) == {"m-1": IndexEntry("s1", ("ünï@example.com",))}
     buckets = store.redis.keys("{mq}:msgidx:*")
     values = sorted(value for bucket in buckets for value in store.redis.hvals(bucket))
-    assert values == [b"s1\x1fc\"q@example.com", "s1\x1fünï@example.com".encode()]
+    assert values == [b's1\x1fc"q@example.com', "s1\x1fünï@example.com".encode()]
     assert store.message_index.look_up(["m-2"]) == {"m-2": IndexEntry("s1", ('c"q@example.com',))}
     # An entry lives at least one status TTL (600 s here) and at most two.
     assert all(600 <= store.redis.ttl(bucket) <= 1200 for bucket in buckets)
@@ -198,7 +200,7 @@ def test_group_counts_follow_state_changes(store: StatusStore) -> None:
 def test_every_key_a_script_writes_is_declared_and_shares_the_prefix_hash_tag(
     redis_client: redis.Redis,
 ) -> None:
-    shop = StatusStore(redis_client, Settings(key_prefix="shop"))
+    shop = Stores.over(redis_client, Settings(key_prefix="shop")).store
     with redis_client.pipeline() as pipe:
         shop.create(pipe, "a", parts=1, created_at=now_iso(), group="g1")
         pipe.execute()
@@ -216,9 +218,7 @@ def test_every_key_a_script_writes_is_declared_and_shares_the_prefix_hash_tag(
     minutes = [name for name in names if name.startswith("{shop}:states:")]
     assert 1 <= len(minutes) <= 2
     others = sorted(set(names) - set(minutes))
-    assert others == [
-        "{shop}:group:g1", "{shop}:group:g1:failed", "{shop}:rcpt:a", "{shop}:send:a"
-    ]
+    assert others == ["{shop}:group:g1", "{shop}:group:g1:failed", "{shop}:rcpt:a", "{shop}:send:a"]
     assert shop.group_counts("g1") == {"queued": 1}
     # Requeued from the dead letters, it is no longer among the group's failures.
     assert shop.group_failures("g1") == []
@@ -264,3 +264,48 @@ def test_waiting_counts_unread_envelopes_not_those_a_worker_holds(
     held = outbox.read("worker-1", Keys().outbox, 2)
     assert len(held) == 2
     assert outbox.waiting() == 1
+
+
+# -- steering's writes -----------------------------------------------------------
+
+
+def test_hold_until_records_the_time_and_lists_the_send(store: StatusStore) -> None:
+    create(store, "s1")
+    due = time.time() + 3600
+
+    store.hold_until("s1", due)
+
+    assert store.not_before("s1") == pytest.approx(due, abs=0.001)
+    status = store.get("s1")
+    assert status is not None and status["send_at"] is not None
+    assert [(send_id, state) for send_id, _, state, _ in store.scheduled()] == [("s1", "queued")]
+
+
+def test_scheduled_lists_sends_to_come_soonest_first_with_state_and_campaign(
+    store: StatusStore,
+) -> None:
+    now = time.time()
+    for send_id in ("late", "soon", "past"):
+        create(store, send_id)
+    store.redis.hset(store.keys.send("soon"), "campaign", "spring")
+    store.hold_until("late", now + 7200)
+    store.hold_until("soon", now + 60)
+    store.hold_until("past", now - 60)
+
+    rows = store.scheduled(now=now)
+
+    assert [(r[0], r[2], r[3]) for r in rows] == [
+        ("soon", "queued", "spring"),
+        ("late", "queued", None),
+    ]
+    assert rows[0][1] == pytest.approx(now + 60)
+    assert [r[0] for r in store.scheduled(limit=1, now=now)] == ["soon"]
+
+
+def test_unschedule_takes_a_send_off_the_list(store: StatusStore) -> None:
+    create(store, "s1")
+    store.hold_until("s1", time.time() + 60)
+
+    store.unschedule("s1")
+
+    assert store.scheduled() == []

@@ -13,7 +13,7 @@ import mailqueue
 from mailqueue.cli import cli
 from mailqueue.client import Client
 from mailqueue.errors import SuppressionSyncError
-from mailqueue.mailtrap.suppression_sync import MailtrapSuppressions, sync_suppressions
+from mailqueue.mailtrap.suppression_sync import MailtrapSuppressions, SyncReport, sync_suppressions
 from mailqueue.settings import Settings
 from mailqueue.testing import LocalMailtrap
 
@@ -23,6 +23,10 @@ def mailtrap() -> Iterator[LocalMailtrap]:
     with LocalMailtrap() as server:
         server.suppressions.page_size = 2  # several pages from a handful of records
         yield server
+
+
+def sync(client: Client, api: MailtrapSuppressions | None = None) -> SyncReport:
+    return sync_suppressions(settings=client.settings, suppressions=client.suppressions, api=api)
 
 
 @pytest.fixture
@@ -39,7 +43,7 @@ def test_every_page_of_mailtraps_list_is_added_here_with_its_stream(
     mailtrap.suppressions.add("left@example.com", kind="unsubscription", stream="bulk")
     mailtrap.suppressions.add("angry@example.com", kind="spam complaint", stream="any")
 
-    report = sync_suppressions(client)
+    report = sync(client)
 
     assert (report.listed, report.added, report.lifted) == (3, 3, 0)
     bounced = client.suppressions.get("bounced@example.com")
@@ -50,7 +54,7 @@ def test_every_page_of_mailtraps_list_is_added_here_with_its_stream(
     assert client.suppressions.suppressed(["left@example.com"], "transactional") == set()
     # Two pages of two records, and the empty one that ends the list.
     assert mailtrap.suppressions.requests["GET"] == 3
-    assert sync_suppressions(client).added == 0  # nothing new the second time
+    assert sync(client).added == 0  # nothing new the second time
 
 
 def test_a_suppression_here_is_kept_and_not_narrowed(
@@ -59,7 +63,7 @@ def test_a_suppression_here_is_kept_and_not_narrowed(
     client.suppressions.suppress("x@example.com", reason="manual")
     mailtrap.suppressions.add("x@example.com", kind="unsubscription", stream="bulk")
 
-    assert sync_suppressions(client).added == 0
+    assert sync(client).added == 0
     kept = client.suppressions.get("x@example.com")
     assert kept is not None and (kept["reason"], kept["stream"]) == ("manual", None)
 
@@ -69,10 +73,10 @@ def test_a_lift_here_is_made_at_mailtrap_too_and_then_forgotten(
 ) -> None:
     mailtrap.suppressions.add("back@example.com")
     mailtrap.suppressions.add("still@example.com")
-    sync_suppressions(client)
+    sync(client)
 
     assert client.suppressions.unsuppress("BACK@example.com")
-    report = sync_suppressions(client)
+    report = sync(client)
 
     assert report.lifted == 1
     assert mailtrap.suppressions.emails() == {"still@example.com"}
@@ -82,11 +86,11 @@ def test_a_lift_here_is_made_at_mailtrap_too_and_then_forgotten(
 
 def test_suppressing_again_here_cancels_the_lift(client: Client, mailtrap: LocalMailtrap) -> None:
     mailtrap.suppressions.add("flip@example.com")
-    sync_suppressions(client)
+    sync(client)
     client.suppressions.unsuppress("flip@example.com")
     client.suppressions.suppress("flip@example.com", reason="manual")
 
-    assert sync_suppressions(client).lifted == 0
+    assert sync(client).lifted == 0
     assert mailtrap.suppressions.emails() == {"flip@example.com"}
 
 
@@ -99,7 +103,7 @@ def test_a_suppression_mailtrap_made_after_the_lift_stays(
     # Mailtrap bounced it again a second after the lift.
     mailtrap.suppressions.add("again@example.com", created_at=lifted_at + timedelta(seconds=1))
 
-    report = sync_suppressions(client)
+    report = sync(client)
 
     assert (report.lifted, report.added) == (0, 1)
     assert client.suppressions.get("again@example.com") is not None
@@ -110,7 +114,7 @@ def test_a_refused_token_is_one_clear_error(client: Client, mailtrap: LocalMailt
         MailtrapSuppressions(mailtrap.general_url, "not-the-token") as api,
         pytest.raises(SuppressionSyncError, match="refused the API token") as caught,
     ):
-        sync_suppressions(client, api)
+        sync(client, api)
     assert caught.value.status_code == 401
 
 
@@ -118,7 +122,7 @@ def test_without_a_token_nothing_is_asked(redis_url: str) -> None:
     client = Client(Settings(broker_url=redis_url), publish=lambda options: None)
     try:
         with pytest.raises(SuppressionSyncError, match="MAILTRAP_API_TOKEN"):
-            sync_suppressions(client)
+            sync(client)
     finally:
         client.close()
 

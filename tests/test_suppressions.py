@@ -14,6 +14,7 @@ from mailqueue.errors import ValidationError
 from mailqueue.settings import Settings
 from mailqueue.store.events import EventStore
 from mailqueue.store.keys import Keys
+from mailqueue.store.stores import Stores
 from mailqueue.store.suppressions import SuppressionList, read_csv, write_csv
 
 SETTINGS = Settings(status_ttl=3600, soft_bounce_limit=3, soft_bounce_days=7)
@@ -176,7 +177,7 @@ def test_a_written_csv_reads_back_with_its_addresses(suppressions: SuppressionLi
 
 @pytest.fixture
 def events(redis_client: redis.Redis) -> EventStore:
-    return EventStore(redis_client, SETTINGS)
+    return Stores.over(redis_client, SETTINGS).events
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ import mailqueue
 from mailqueue.client import Client
 from mailqueue.dashboard import create_app as create_dashboard
 from mailqueue.errors import ConfigurationError
-from mailqueue.settings import Settings
+from mailqueue.settings import RateLimit, Settings
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.worker import WorkerProcess, settings_env
 from tests.test_secrets import dump_redis, wait_final
@@ -70,8 +70,9 @@ def test_a_token_of_whitespace_only_is_no_token() -> None:
 def test_a_control_character_inside_is_refused_without_quoting_the_secret(
     field: str, env: str
 ) -> None:
+    fields: dict[str, Any] = {field: "tok-INSIDE\n-9999"}
     with pytest.raises(ConfigurationError) as info:
-        Settings(**{field: "tok-INSIDE\n-9999"})
+        Settings(**fields)
 
     assert env in str(info.value)
     assert "INSIDE" not in str(info.value)
@@ -120,7 +121,7 @@ def newline_settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
         retry_backoff_max=0.5,
         max_retries=2,
         reclaim_idle=5.0,
-        rate_limit="1000/1s",
+        rate_limit=RateLimit.parse("1000/1s"),
     )
     mailqueue.configure(settings)
     return settings
@@ -143,7 +144,13 @@ def dashboard_pages(settings: Settings, send_ids: list[str]) -> str:
             "HTTP_AUTHORIZATION": "Basic " + base64.b64encode(DASHBOARD_SECRET.encode()).decode(),
         }
         statuses: list[str] = []
-        body = b"".join(app(environ, lambda status, headers, seen=statuses: seen.append(status)))
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], seen: list[str] = statuses
+        ) -> None:
+            seen.append(status)
+
+        body = b"".join(app(environ, start_response))
         assert statuses[0].startswith("200"), (path, statuses)
         pages.append(body.decode())
     client.close()

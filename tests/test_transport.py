@@ -8,7 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -203,7 +203,9 @@ def test_rate_limited_waits_retry_after_and_penalizes_the_limiter(
     mailtrap.inject("429")
     with make_transport(mailtrap, limiter=limiter) as client:
         [result] = client.send(single())
-    waits = [r.args[1] for r in caplog.records if r.msg.startswith("Retrying")]  # type: ignore[index]
+    waits = [
+        cast(tuple[Any, ...], r.args)[1] for r in caplog.records if r.msg.startswith("Retrying")
+    ]
     assert result.ok
     assert limiter.penalties == [1.0]
     assert len(limiter.acquired) == 2

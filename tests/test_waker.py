@@ -14,9 +14,9 @@ import redis
 
 from mailqueue.client import Client
 from mailqueue.deliver.drain import Drainer
-from mailqueue.settings import Settings
+from mailqueue.settings import RateLimit, Settings
 from mailqueue.store.keys import Keys
-from tests.memory_transport import MemoryTransport
+from mailqueue.testing import MemoryTransport
 
 PRODUCERS = 4
 MESSAGES_EACH = 60
@@ -37,7 +37,7 @@ class Fleet:
 
     def __init__(self, client: Client, wakeups: queue.Queue[dict[str, Any]], size: int) -> None:
         self.transport = MemoryTransport()
-        self.drainers = [Drainer(client, transport=self.transport) for _ in range(size)]  # type: ignore[arg-type]
+        self.drainers = [Drainer(client.stores, transport=self.transport) for _ in range(size)]
         self.wakeups = wakeups
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
@@ -76,7 +76,9 @@ def wakeups() -> queue.Queue[dict[str, Any]]:
 
 @pytest.fixture
 def client(redis_url: str, wakeups: queue.Queue[dict[str, Any]]) -> Iterator[Client]:
-    settings = Settings(broker_url=redis_url, api_token="t", rate_limit="100000/1s")
+    settings = Settings(
+        broker_url=redis_url, api_token="t", rate_limit=RateLimit.parse("100000/1s")
+    )
     client = Client(settings, publish=wakeups.put)
     yield client
     client.close()

@@ -18,9 +18,11 @@ import redis
 import requests
 
 from mailqueue.errors import ConfigurationError
+from mailqueue.records import StatusRecord
 from mailqueue.settings import Settings
 from mailqueue.store.keys import Keys
-from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.status import PartRef, PartResult, now_iso
+from mailqueue.store.stores import Stores
 from mailqueue.testing.redis_server import free_port
 from mailqueue.testing.wsgi import serving as serve_wsgi
 from mailqueue.webhooks import TrackingApp, create_app
@@ -64,15 +66,15 @@ def url(url_for: Callable[..., str]) -> str:
 
 
 def make_send(client: redis.Redis, send_id: str, recipients: dict[str, str | None]) -> None:
-    store = StatusStore(client, Settings())
+    store = Stores.over(client, Settings()).store
     with client.pipeline() as pipe:
         store.create(pipe, send_id, parts=1, created_at=now_iso())
         store.record(pipe, PartRef(send_id, 0), PartResult("sent", recipients))
         pipe.execute()
 
 
-def status_record(client: redis.Redis, send_id: str) -> dict[str, Any]:
-    found = StatusStore(client, Settings()).get(send_id)
+def status_record(client: redis.Redis, send_id: str) -> StatusRecord:
+    found = Stores.over(client, Settings()).store.get(send_id)
     assert found is not None
     return found
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from mailqueue.core.events import EVENT_TYPES
 from mailqueue.errors import ValidationError
 from mailqueue.settings import Settings
-from mailqueue.store.events import EventStore
-from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.status import PartRef, PartResult, now_iso
+from mailqueue.store.stores import Stores
 from mailqueue.testing.wsgi import serving
 from mailqueue.webhooks import STATUS_RANK, TrackingApp, create_app, normalize_event
 
@@ -131,14 +131,14 @@ def test_a_recipient_ends_at_the_furthest_status_whatever_the_order(
 ) -> None:
     send_id = f"prop-{next(_send_numbers)}"
     message_id = f"{send_id}-m"
-    status_store = StatusStore(redis_client, Settings())
+    status_store = Stores.over(redis_client, Settings()).store
     with redis_client.pipeline() as pipe:
         status_store.create(pipe, send_id, parts=1, created_at=now_iso())
         status_store.record(
             pipe, PartRef(send_id, 0), PartResult("sent", {"a@example.com": message_id})
         )
         pipe.execute()
-    store = EventStore(redis_client, Settings())
+    store = Stores.over(redis_client, Settings()).events
     for number, name in enumerate(names):
         raw = {
             "event": name,

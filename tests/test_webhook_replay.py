@@ -16,7 +16,8 @@ import redis
 from mailqueue.settings import Settings
 from mailqueue.store import keys
 from mailqueue.store.keys import Keys
-from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.status import PartRef, PartResult, now_iso
+from mailqueue.store.stores import Stores
 from mailqueue.store.suppressions import SuppressionList
 from mailqueue.webhooks import TrackingApp, create_app
 
@@ -27,12 +28,12 @@ MESSAGE_ID = "7c1e0f8a-0000-4000-8000-00000000b0b0"
 
 @pytest.fixture
 def app(redis_url: str, redis_client: redis.Redis) -> TrackingApp:
-    store = StatusStore(redis_client, Settings())
+    store = Stores.over(redis_client, Settings()).store
     with redis_client.pipeline() as pipe:
         store.create(pipe, "send-1", parts=1, created_at=now_iso())
         store.record(pipe, PartRef("send-1", 0), PartResult("sent", {ADDRESS: MESSAGE_ID}))
         pipe.execute()
-    return create_app(Settings(redis_url=redis_url, webhook_secret=HOOK))
+    return create_app(Settings(redis_url=redis_url, webhook_secret=(HOOK,)))
 
 
 @pytest.fixture

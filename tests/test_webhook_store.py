@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
 from mailqueue.core.events import TrackingEvent, normalize_event
+from mailqueue.records import StatusRecord
 from mailqueue.settings import Settings
 from mailqueue.store import keys
 from mailqueue.store.events import EventStore, parse_index_entry, pick_recipients
 from mailqueue.store.keys import Keys
-from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.status import PartRef, PartResult, now_iso
+from mailqueue.store.stores import Stores
 
 SETTINGS = Settings(status_ttl=3600)
 NOW = "2024-05-01T12:00:00.000Z"
@@ -23,7 +25,7 @@ def make_send(
     client: redis.Redis, send_id: str, recipients: dict[str, str | None], outcome: str = "sent"
 ) -> None:
     """A send the delivery side recorded: recipient -> Mailtrap message id (None: failed)."""
-    store = StatusStore(client, SETTINGS)
+    store = Stores.over(client, SETTINGS).store
     with client.pipeline() as pipe:
         store.create(pipe, send_id, parts=1, created_at=now_iso())
         store.record(pipe, PartRef(send_id, 0), PartResult(outcome, recipients))  # type: ignore[arg-type]
@@ -37,8 +39,8 @@ def event(name: str, message_id: str, event_id: str | None = None, **extra: Any)
     return normalize_event(raw)
 
 
-def record(client: redis.Redis, send_id: str) -> dict[str, Any]:
-    found = StatusStore(client, SETTINGS).get(send_id)
+def record(client: redis.Redis, send_id: str) -> StatusRecord:
+    found = Stores.over(client, SETTINGS).store.get(send_id)
     assert found is not None
     return found
 
@@ -48,12 +50,12 @@ def status_of(client: redis.Redis, send_id: str, recipient: str) -> str:
 
 
 def stats(client: redis.Redis) -> dict[str, int]:
-    return StatusStore(client, SETTINGS).stats()
+    return Stores.over(client, SETTINGS).store.stats()
 
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> EventStore:
-    return EventStore(redis_client, SETTINGS)
+    return Stores.over(redis_client, SETTINGS).events
 
 
 def test_a_delivery_moves_a_queued_recipient_to_delivered(
@@ -282,7 +284,7 @@ class CountingRedis(redis.Redis):
 def test_a_500_event_request_costs_as_many_round_trips_as_a_one_event_request(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    store_client = StatusStore(redis_client, SETTINGS)
+    store_client = Stores.over(redis_client, SETTINGS).store
     with redis_client.pipeline() as pipe:
         for i in range(500):
             store_client.create(pipe, f"s{i}", parts=1, created_at=now_iso())
@@ -290,8 +292,8 @@ def test_a_500_event_request_costs_as_many_round_trips_as_a_one_event_request(
                 pipe, PartRef(f"s{i}", 0), PartResult("sent", {f"r{i}@example.com": f"m{i}"})
             )
         pipe.execute()
-    counting = CountingRedis.from_url(redis_url)
-    store = EventStore(counting, SETTINGS)
+    counting = cast(CountingRedis, CountingRedis.from_url(redis_url))
+    store = Stores.over(counting, SETTINGS).events
     store.apply([event("delivery", "m0", "warm-up")], NOW)  # loads the script once
     counting.commands.clear()
     store.apply([event("open", "m0", "one")], NOW)

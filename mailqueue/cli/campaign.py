@@ -24,7 +24,7 @@ from mailqueue.cli.group import client as current_client
 from mailqueue.cli.status import watch_view
 from mailqueue.cli.views import counts_line
 from mailqueue.client import Client
-from mailqueue.core.campaign_view import campaign_line
+from mailqueue.core.views import campaign_line
 from mailqueue.errors import ValidationError
 from mailqueue.produce.campaign_csv import (
     Content,
@@ -310,7 +310,7 @@ def _queue_rows(client: Client, job: _CampaignFile) -> QueuedGroup:
 
 
 def _group_line(client: Client, ids: SendIds) -> tuple[str, bool, str]:
-    group = get_group(client.stores, ids.group_id or "")
+    group = get_group(ids.group_id or "", status=client.store)
     if group is None:
         raise CliError(f"the group {ids.group_id} expired")
     return counts_line(group.by_state), group.done, "campaign not finished"
@@ -318,7 +318,7 @@ def _group_line(client: Client, ids: SendIds) -> tuple[str, bool, str]:
 
 def _batch_line(client: Client, send_id: str, name: str | None) -> tuple[str, bool, str]:
     if name is None:
-        progress = get_batch_progress(client.stores, send_id)
+        progress = get_batch_progress(send_id, status=client.store)
         if progress is None:
             raise CliError(f"the send {send_id} expired")
         line = counts_line({**progress.recipients, f"send:{progress.state}": 1})

@@ -77,12 +77,26 @@ def reconcile(send_ids: tuple[str, ...], all_: bool, stream: str, account: str |
     chosen = _chosen(send_ids, all_)
     client = current_client()
     which = cast(Stream, stream)
+    limiters = client.email_logs_limiters
     if chosen is None:
-        results = reconcile_doubtful(client.stores, stream=which, account=account)
+        results = reconcile_doubtful(
+            settings=client.settings,
+            status=client.store,
+            limiters=limiters,
+            stream=which,
+            account=account,
+        )
     else:
         results = []
         for send_id in chosen:
-            result = reconcile_send(client.stores, send_id, stream=which, account=account)
+            result = reconcile_send(
+                send_id,
+                settings=client.settings,
+                status=client.store,
+                limiters=limiters,
+                stream=which,
+                account=account,
+            )
             if result is None:
                 raise CliError(f"SEND_ID: no send {send_id!r}")
             results.append(result)

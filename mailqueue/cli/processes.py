@@ -18,7 +18,7 @@ from mailqueue.cli.group import cli
 from mailqueue.cli.group import client as current_client
 from mailqueue.errors import ConfigurationError
 from mailqueue.settings import RateLimit, Settings
-from mailqueue.tasks.worker_checks import check_worker_settings
+from mailqueue.tasks.worker_setup import check_worker_settings
 from mailqueue.testing.mailtrap import FAULTS, LocalMailtrap
 
 __all__ = ["dashboard", "demo", "local_mailtrap", "serve_webhooks", "worker"]

@@ -25,7 +25,7 @@ from mailqueue.cli.views import (
 from mailqueue.client import Client
 from mailqueue.metrics.lanes import format_lanes
 from mailqueue.records import FINAL_STATES
-from mailqueue.store.activity import fleet_activity
+from mailqueue.store.activity import Activity, fleet_activity
 from mailqueue.store.groups import get_group
 
 __all__ = ["lanes", "status", "watch_view"]
@@ -74,12 +74,10 @@ def status(
             else:
                 ahead = client.outbox.ahead_of(send_id) if record["state"] == "queued" else None
                 shown = None if every else RECIPIENTS_SHOWN
-                text = format_status(
-                    record, fleet_activity(client.stores), ahead, recipients_shown=shown
-                )
+                text = format_status(record, _activity(client), ahead, recipients_shown=shown)
             waiting = f"send still {record['state']}"
             return text, record["state"] in FINAL_STATES, _stalled(waiting, record, client)
-        group = get_group(client.stores, send_id)
+        group = get_group(send_id, status=client.store)
         if group is None:
             raise CliError(f"ID: no send or group {send_id!r} (unknown or expired)")
         if failed:
@@ -88,7 +86,7 @@ def status(
         elif as_json:
             text = json.dumps(group.summary(), indent=2)
         else:
-            text = format_group(group, fleet_activity(client.stores))
+            text = format_group(group, _activity(client))
         waiting = f"group has {group.total - group.finished} of {group.total} sends not final"
         return text, group.done, waiting
 
@@ -108,10 +106,14 @@ def _failed_only(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _activity(client: Client) -> Activity:
+    return fleet_activity(waker=client.waker, outbox=client.outbox)
+
+
 def _stalled(waiting: str, record: Mapping[str, Any], client: Client) -> str:
     if record["state"] in FINAL_STATES:
         return waiting
-    note = stall_note(record, fleet_activity(client.stores))
+    note = stall_note(record, _activity(client))
     return f"{waiting} ({note})" if note else waiting
 
 

@@ -108,7 +108,8 @@ def suppressions_sync() -> None:
     """Add Mailtrap's own suppressions here; lift there those lifted here since."""
     from mailqueue.mailtrap.suppression_sync import sync_suppressions
 
-    report = sync_suppressions(current_client().stores)
+    client = current_client()
+    report = sync_suppressions(settings=client.settings, suppressions=client.suppressions)
     click.echo(
         f"Mailtrap lists {report.listed}: {report.added} added here, "
         f"{report.lifted} lifted at Mailtrap"

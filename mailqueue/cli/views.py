@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from mailqueue.core.send_view import waiting_for
+from mailqueue.core.views import waiting_for
 from mailqueue.store.activity import Activity
 from mailqueue.store.groups import GroupProgress
 

@@ -13,8 +13,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from mailqueue.core.campaign_view import duration
-from mailqueue.core.send_view import waiting_for
+from mailqueue.core.views import duration, waiting_for
 from mailqueue.dashboard.views import EXITS, FUNNEL, STATE_CHANGES
 
 __all__ = ["Page", "fragment", "funnel_svg", "page"]

@@ -35,7 +35,7 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
     process's own: the dashboard may run with another token, or none.
     """
     now = time.time() if now is None else now
-    activity = fleet_activity(rt.stores)
+    activity = fleet_activity(waker=rt.waker, outbox=rt.outbox)
     with translated(rt.stores, "read the fleet's figures"):
         lanes = [
             {
@@ -104,7 +104,7 @@ def search(rt: Client, query: str) -> dict[str, Any]:
         if "@" in query:
             found["suppression"] = rt.suppressions.get(query)
             address = query.lower()
-            for send_id in recent_sends(rt.stores, query):
+            for send_id in recent_sends(query, status=rt.store):
                 record = rt.store.get(send_id)
                 if record is None:
                     continue

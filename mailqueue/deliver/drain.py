@@ -38,7 +38,7 @@ from mailqueue.deliver.inflight import InFlight
 from mailqueue.deliver.outcomes import DrainReport, Outcomes, worker_lost
 from mailqueue.deliver.posting import Poster, group_calls
 from mailqueue.deliver.settling import Settler
-from mailqueue.mailtrap.transport import Transport
+from mailqueue.mailtrap.transport import Sender
 from mailqueue.reconcile.lookup import Reconciler
 from mailqueue.store.connection import redis_errors
 from mailqueue.store.pacing import Pacer
@@ -68,7 +68,7 @@ class Drainer:
     transport of its own, built on first use.
     """
 
-    def __init__(self, stores: Stores, transport: Transport | None = None) -> None:
+    def __init__(self, stores: Stores, transport: Sender | None = None) -> None:
         self.stores = stores
         self.settings = stores.settings
         self.outbox = stores.outbox

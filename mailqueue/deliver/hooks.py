@@ -7,14 +7,17 @@ call, a retry, a look-up in Email Logs or a worker taking over from a dead
 one. A send requeued from the dead letters reaches a new final outcome and is
 told again.
 
-Receivers, each optional:
+``OutcomeHooks`` holds the receivers; ``Client`` builds it. From the settings
+(``receivers_from_settings``), each optional:
 
 - ``on_outcome``: the dotted path of a callable, called as
   ``hook(send_id, record)`` with the status record ``get_status`` returns;
 - ``on_outcome_task``: the name of a Celery task, sent with
-  ``(send_id, record)`` to the queue ``on_outcome_queue``;
-- Anymail's ``post_send``, in a worker running in a Django project with
-  django-anymail installed (``mailqueue.django.signals``).
+  ``(send_id, record)`` to the queue ``on_outcome_queue``.
+
+A face adds its own for the whole process with
+``mailqueue.client.add_outcome_receiver``: the Django integration adds
+Anymail's ``post_send`` (``mailqueue.django.signals``).
 
 A receiver that raises is logged with the send id and the error's type, never
 the message or the token, and delivery goes on.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mailqueue.errors import ConfigurationError
@@ -33,13 +37,43 @@ from mailqueue.store.status import Recorded
 
 if TYPE_CHECKING:
     from mailqueue.core.envelope import Envelope
-    from mailqueue.store.stores import Stores
+    from mailqueue.settings import Settings
+    from mailqueue.store.status import StatusStore
+    from mailqueue.store.stores import SendTask, Stores
 
-__all__ = ["Endings", "OutcomeHooks", "load_callable"]
+__all__ = [
+    "Endings",
+    "OutcomeHooks",
+    "OutcomeReceiver",
+    "load_callable",
+    "receivers_from_settings",
+]
 
 log = logging.getLogger("mailqueue.outcome_hooks")
 
 OutcomeHook = Callable[[str, StatusRecord], object]
+
+
+def _always() -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class OutcomeReceiver:
+    """One receiver of final outcomes.
+
+    ``tell(send_id, record, envelope)`` is called once per final outcome;
+    ``envelope`` is the part whose write ended the send, or None for a send
+    refused in the worker before any call. ``name`` is how an error's log
+    line calls it. ``listening`` is asked before each announcement: without a
+    receiver listening, no record is read. ``calls_only`` receivers are not
+    told of a refused send (there is no call to tell of).
+    """
+
+    name: str
+    tell: Callable[[str, StatusRecord, Envelope | None], object]
+    listening: Callable[[], bool] = _always
+    calls_only: bool = False
 
 
 def load_callable(path: str, setting: str) -> OutcomeHook:
@@ -65,6 +99,27 @@ def load_callable(path: str, setting: str) -> OutcomeHook:
     return found  # type: ignore[no-any-return]
 
 
+def receivers_from_settings(settings: Settings, send_task: SendTask) -> list[OutcomeReceiver]:
+    """The receivers ``on_outcome`` and ``on_outcome_task`` name; ConfigurationError for a bad path.
+
+    ``send_task`` sends a Celery task by name (the client's app).
+    """
+    receivers = []
+    if settings.on_outcome:
+        hook = load_callable(settings.on_outcome, "on_outcome")
+        receivers.append(
+            OutcomeReceiver("on_outcome", lambda send_id, record, _: hook(send_id, record))
+        )
+    if settings.on_outcome_task:
+        task, queue = settings.on_outcome_task, settings.on_outcome_queue
+
+        def send(send_id: str, record: StatusRecord, _: Envelope | None) -> None:
+            send_task(task, args=[send_id, record], queue=queue)
+
+        receivers.append(OutcomeReceiver("on_outcome_task", send))
+    return receivers
+
+
 class Endings:
     """The part outcomes queued on one pipeline, to learn which made their send final."""
 
@@ -80,53 +135,79 @@ class Endings:
 
 
 class OutcomeHooks:
-    """The receivers of final outcomes configured for one process."""
+    """The receivers of final outcomes of one client, and the status store they are read from.
 
-    def __init__(self, stores: Stores) -> None:
-        self.stores = stores
-        settings = stores.settings
-        self._hook = (
-            load_callable(settings.on_outcome, "on_outcome") if settings.on_outcome else None
-        )
-        self._task = settings.on_outcome_task
-        self._queue = settings.on_outcome_queue
+    ``receivers`` are the client's own (its settings'); ``process_receivers``
+    are those a face added for the whole process, read at each announcement
+    so that one added after this was built is told too.
+    """
+
+    status: StatusStore
+    receivers: Sequence[OutcomeReceiver]
+    process_receivers: Sequence[OutcomeReceiver]
+
+    def __init__(
+        self,
+        stores: Stores | None = None,
+        /,
+        *,
+        status: StatusStore | None = None,
+        receivers: Sequence[OutcomeReceiver] = (),
+        process_receivers: Sequence[OutcomeReceiver] = (),
+    ) -> None:
+        if stores is not None:
+            # For the stages still handed the whole bundle: the client's own hooks.
+            hooks: OutcomeHooks = stores.outcome_hooks
+            status, receivers, process_receivers = (
+                hooks.status,
+                hooks.receivers,
+                hooks.process_receivers,
+            )
+        if status is None:
+            raise TypeError("OutcomeHooks needs the status store")
+        self.status = status
+        self.receivers = receivers
+        self.process_receivers = process_receivers
 
     @property
     def wanted(self) -> bool:
         """Whether any receiver listens: without one, nothing is read to tell it."""
-        return bool(self._hook or self._task or _post_send_sender())
+        return bool(self._listening())
 
     def announce(self, finished: Sequence[Envelope]) -> None:
         """Tell every receiver the final outcome of each send whose last part ``finished`` holds."""
         if not finished:
             return
-        # Django receivers connect when their app loads: ask each time, it is cheap.
-        post_send = _post_send_sender()
-        if not (self._hook or self._task or post_send):
+        listening = self._listening()
+        if not listening:
             return
         for envelope in finished:
             record = self._record(envelope.send_id)
-            if record is None:
-                continue
-            self._tell(envelope.send_id, record)
-            if post_send is not None:
-                self._guarded("post_send", envelope.send_id, post_send, envelope, record)
+            if record is not None:
+                for receiver in listening:
+                    self._guarded(receiver, envelope.send_id, record, envelope)
 
     def announce_refused(self, send_id: str) -> None:
-        """Tell ``on_outcome`` and ``on_outcome_task`` of a send refused in the worker.
+        """Tell the receivers of a send refused in the worker.
 
         A message sent by task name that fails validation there ends ``failed``
-        with no call: there is no queued call to rebuild a message from, so
-        ``post_send`` is not sent.
+        with no call: receivers of calls only (Anymail's ``post_send``, which
+        rebuilds the message from the call) are not told.
         """
-        if self._hook or self._task:
+        listening = [receiver for receiver in self._listening() if not receiver.calls_only]
+        if listening:
             record = self._record(send_id)
             if record is not None:
-                self._tell(send_id, record)
+                for receiver in listening:
+                    self._guarded(receiver, send_id, record, None)
+
+    def _listening(self) -> list[OutcomeReceiver]:
+        # Django's receivers connect when their app loads: ask each time, it is cheap.
+        return [r for r in (*self.receivers, *self.process_receivers) if r.listening()]
 
     def _record(self, send_id: str) -> StatusRecord | None:
         try:
-            return self.stores.store.get(send_id)
+            return self.status.get(send_id)
         except Exception as exc:  # the outcome is recorded; only the telling is lost
             log.error(
                 "send %s: the outcome hooks cannot read its record (%s)",
@@ -135,33 +216,12 @@ class OutcomeHooks:
             )
             return None
 
-    def _tell(self, send_id: str, record: StatusRecord) -> None:
-        if self._hook is not None:
-            self._guarded("on_outcome", send_id, self._hook, send_id, record)
-        if self._task:
-            self._guarded("on_outcome_task", send_id, self._send_task, send_id, record)
-
-    def _send_task(self, send_id: str, record: StatusRecord) -> None:
-        assert self._task is not None  # only called when set
-        self.stores.send_task(self._task, args=[send_id, record], queue=self._queue)
-
     @staticmethod
-    def _guarded(what: str, send_id: str, call: Callable[..., object], *args: Any) -> None:
+    def _guarded(
+        receiver: OutcomeReceiver, send_id: str, record: StatusRecord, envelope: Envelope | None
+    ) -> None:
         try:
-            call(*args)
+            receiver.tell(send_id, record, envelope)
         except Exception as exc:
             # The error's type only: its text may quote the message.
-            log.error("send %s: the %s hook raised %s", send_id, what, type(exc).__name__)
-
-
-def _post_send_sender() -> Callable[[Envelope, StatusRecord], None] | None:
-    """Anymail's ``post_send``, when this process runs in a Django project with receivers."""
-    try:
-        from django.conf import settings as django_settings
-    except ImportError:
-        return None
-    if not django_settings.configured:
-        return None
-    from mailqueue.django.signals import post_send_available, send_post_send
-
-    return send_post_send if post_send_available() else None
+            log.error("send %s: the %s hook raised %s", send_id, receiver.name, type(exc).__name__)

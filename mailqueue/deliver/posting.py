@@ -38,7 +38,7 @@ from mailqueue.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
-from mailqueue.mailtrap.transport import Transport, Withdrawn
+from mailqueue.mailtrap.transport import Sender, Transport, Withdrawn
 from mailqueue.metrics import instruments as metrics
 from mailqueue.reconcile.lookup import PartLookup, Reconciler, remaining_call
 from mailqueue.store.fleet_limits import LimitNotices
@@ -62,7 +62,7 @@ class Poster:
         stores: Stores,
         outcomes: Outcomes,
         reconciler: Reconciler,
-        transport: Transport | None = None,
+        transport: Sender | None = None,
     ) -> None:
         self.stores = stores
         self.settings = stores.settings
@@ -144,7 +144,7 @@ class Poster:
             )
         ]
 
-    def _transport(self, route: Route, lane: Lane) -> Transport:
+    def _transport(self, route: Route, lane: Lane) -> Sender:
         """The route's transport for ``lane``: its session, and the lane's share of the limit."""
         self._limit_notices.note(route)
         if self._shared_transport is not None:

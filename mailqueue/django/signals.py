@@ -2,10 +2,12 @@
 
 ``pre_send`` goes out in the producer, before a message is queued; a receiver
 raising ``AnymailCancelSend`` keeps it out of the queue. ``post_send`` goes out
-in the worker, once per send, when the send reaches its final outcome (see
-``mailqueue.deliver.hooks``), with Anymail's status objects and a message rebuilt
-from the queued call. ``tracking`` goes out from the Django webhook view, once
-per event, with Anymail's event objects. Without django-anymail installed
+in the worker, once per send, when the send reaches its final outcome, with
+Anymail's status objects and a message rebuilt from the queued call: it is
+the outcome receiver ``POST_SEND``, which importing ``mailqueue.django`` adds
+to every client of the process (``connect_post_send``; see
+``mailqueue.deliver.hooks``). ``tracking`` goes out from the Django webhook
+view, once per event, with Anymail's event objects. Without django-anymail installed
 there is no receiver to tell, and nothing is sent.
 """
 
@@ -15,9 +17,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from mailqueue.client import add_outcome_receiver
 from mailqueue.core.addresses import parse_address_list
 from mailqueue.core.events import TrackingEvent
 from mailqueue.core.rules import merge_request
+from mailqueue.deliver.hooks import OutcomeReceiver
 from mailqueue.records import StatusRecord
 
 if TYPE_CHECKING:
@@ -25,7 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ESP_NAME",
+    "POST_SEND",
     "anymail_status",
+    "connect_post_send",
     "post_send_available",
     "queued_status",
     "rebuilt_message",
@@ -182,6 +188,29 @@ def send_post_send(envelope: Envelope, record: StatusRecord) -> None:
     for _, response in results:
         if isinstance(response, Exception):
             raise response
+
+
+def _post_send_listening() -> bool:
+    """Whether this process runs a Django project and ``post_send`` has receivers there."""
+    from django.conf import settings as django_settings
+
+    return bool(django_settings.configured) and post_send_available()
+
+
+def _tell_post_send(send_id: str, record: StatusRecord, envelope: Envelope | None) -> None:
+    if envelope is not None:
+        send_post_send(envelope, record)
+
+
+#: Anymail's ``post_send`` as a receiver of final outcomes.
+POST_SEND = OutcomeReceiver(
+    "post_send", _tell_post_send, listening=_post_send_listening, calls_only=True
+)
+
+
+def connect_post_send() -> None:
+    """Send ``post_send`` for the final outcomes every client of this process sees."""
+    add_outcome_receiver(POST_SEND)
 
 
 def _address(entry: Any) -> str:

@@ -39,7 +39,7 @@ from mailqueue.mailtrap.session import ApiSession, check_api_url
 from mailqueue.mailtrap.transport import backoff_seconds
 
 if TYPE_CHECKING:
-    from mailqueue.store.stores import Stores
+    from mailqueue.settings import Settings
     from mailqueue.store.suppressions import SuppressionList
 
 __all__ = ["MailtrapSuppressions", "SyncReport", "sync_suppressions"]
@@ -147,13 +147,17 @@ def _problem(status: int) -> str:
     return f"Mailtrap's suppression list answered {status}"
 
 
-def sync_suppressions(stores: Stores, api: MailtrapSuppressions | None = None) -> SyncReport:
-    """Bring Mailtrap's suppressions here, and lift there those lifted here since.
+def sync_suppressions(
+    *,
+    settings: Settings,
+    suppressions: SuppressionList,
+    api: MailtrapSuppressions | None = None,
+) -> SyncReport:
+    """Bring Mailtrap's suppressions into ``suppressions``, and lift there those lifted here since.
 
     ``api`` defaults to the account API of the configured token
     (``MAILTRAP_GENERAL_API_URL``).
     """
-    settings = stores.settings
     if api is None:
         if not settings.api_token:
             raise SuppressionSyncError("MAILTRAP_API_TOKEN is required to read Mailtrap's list")
@@ -169,7 +173,7 @@ def sync_suppressions(stores: Stores, api: MailtrapSuppressions | None = None) -
         owned = True
     else:
         owned = False
-    store = stores.suppressions
+    store = suppressions
     lifted = store.lifted()
     report = SyncReport()
     try:

@@ -27,7 +27,7 @@ from mailqueue.mailtrap.session import ApiSession
 from mailqueue.metrics import instruments as metrics
 from mailqueue.settings import Settings
 
-__all__ = ["Limiter", "Observer", "Transport", "Withdrawn", "backoff_seconds"]
+__all__ = ["Limiter", "Observer", "Sender", "Transport", "Withdrawn", "backoff_seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,22 @@ class Limiter(Protocol):
     def acquire(self, max_wait: float | None = None) -> float: ...
 
     def penalize(self, retry_after: float | None) -> None: ...
+
+
+class Sender(Protocol):
+    """What a drain needs of a transport: ``Transport``, or an in-memory one in tests."""
+
+    def send(
+        self,
+        call: ApiCall,
+        *,
+        deadline: float | None = None,
+        on_error: Callable[[DeliveryError], None] | None = None,
+        proceed: Callable[[], bool] | None = None,
+        give_up: Callable[[DeliveryError], bool] | None = None,
+    ) -> list[RequestResult]: ...
+
+    def close(self) -> None: ...
 
 
 class Withdrawn(Exception):  # not an error: the caller chose not to send

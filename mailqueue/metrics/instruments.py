@@ -45,6 +45,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 import redis
@@ -59,9 +60,12 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from mailqueue.errors import ConfigurationError
+from mailqueue.errors import BrokerUnavailable, ConfigurationError
 from mailqueue.store.connection import connect_probe
 from mailqueue.store.keys import Keys
+
+if TYPE_CHECKING:
+    from mailqueue.store.outbox import Outbox
 
 __all__ = [
     "SEND_OUTCOMES",
@@ -278,17 +282,14 @@ def count_failed_login(server: str) -> None:
 
 
 class QueueDepthCollector:
-    """``mailqueue_queue_depth{queue}`` read from Redis at each scrape, not cached."""
+    """``mailqueue_queue_depth{queue}`` read from Redis at each scrape, not cached.
 
-    def __init__(self, client: redis.Redis, key_space: Keys | None = None) -> None:
-        self.client = client
-        key_space = key_space or Keys()
-        self.queues = (
-            ("outbox", "xlen", key_space.outbox),
-            ("batch", "xlen", key_space.outbox_batch),
-            ("retry", "zcard", key_space.retry),
-            ("dead", "zcard", key_space.dead),
-        )
+    The outbox counts its own streams and sets (``Outbox.depths``): these are
+    the queue's figures in Redis, not Prometheus' bookkeeping.
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families())
@@ -296,18 +297,15 @@ class QueueDepthCollector:
     def collect(self) -> Iterator[Metric]:
         depth, up = self._families()
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for _, command, key in self.queues:
-                    getattr(pipe, command)(key)
-                counts = pipe.execute()
-        except redis.RedisError as exc:
+            counts = self.outbox.depths()
+        except (redis.RedisError, BrokerUnavailable) as exc:
             # A scrape must still serve the counters when Redis is away.
             log.warning("queue depth unavailable: %s", type(exc).__name__)
             up.add_metric([], 0)
             yield up
             return
-        for (name, _, _), count in zip(self.queues, counts, strict=True):
-            depth.add_metric([name], int(count))
+        for name, count in counts.items():
+            depth.add_metric([name], count)
         up.add_metric([], 1)
         yield depth
         yield up
@@ -347,10 +345,11 @@ def exposition_registry(
     else:
         registry.register(_ProcessRegistry())  # type: ignore[arg-type]
     if redis_client is not None:
-        from mailqueue.metrics.lanes import LaneCollector
+        from mailqueue.metrics.lanes import LaneCollector, reading_outbox
 
-        registry.register(QueueDepthCollector(redis_client, key_space))  # type: ignore[arg-type]
-        registry.register(LaneCollector(redis_client, key_space))  # type: ignore[arg-type]
+        outbox = reading_outbox(redis_client, key_space or Keys())
+        registry.register(QueueDepthCollector(outbox))  # type: ignore[arg-type]
+        registry.register(LaneCollector(outbox))  # type: ignore[arg-type]
     return registry
 
 

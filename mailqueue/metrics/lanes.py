@@ -22,17 +22,21 @@ from mailqueue.errors import BrokerUnavailable
 from mailqueue.store.keys import Keys
 from mailqueue.store.outbox import LaneStats, Outbox
 
-__all__ = ["LaneCollector", "format_lanes"]
+__all__ = ["LaneCollector", "format_lanes", "reading_outbox"]
 
 log = logging.getLogger("mailqueue.metrics")
+
+
+def reading_outbox(client: redis.Redis, keys: Keys) -> Outbox:
+    """An outbox the scrapes only read: its reclaim and expiry settings play no part."""
+    return Outbox(client, keys, reclaim_idle=0.0, ttl=1)
 
 
 class LaneCollector:
     """The lane gauges, read from Redis at each scrape, not cached."""
 
-    def __init__(self, client: redis.Redis, key_space: Keys | None = None) -> None:
-        # Only reads: the outbox's reclaim and expiry settings play no part.
-        self.outbox = Outbox(client, key_space or Keys(), reclaim_idle=0.0, ttl=1)
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families())

@@ -80,10 +80,7 @@ def requeue_dead_letters(
                 continue
             for envelope in envelopes:
                 rt.store.revive(envelope.ref)
-            with rt.redis.pipeline(transaction=True) as pipe:
-                for envelope in envelopes:
-                    rt.outbox.add(pipe, envelope)
-                pipe.execute()
+            rt.outbox.add_all(envelopes)
             requeued += 1
     except redis.RedisError as exc:
         raise unavailable(rt.settings.status_redis_url, "requeue dead letters", exc) from None

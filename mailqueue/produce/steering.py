@@ -11,12 +11,11 @@ woken to take them (a cancelled one ends them ``cancelled`` without a call).
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from mailqueue.core.schedule import parse_when
-from mailqueue.deliver.hooks import Endings, OutcomeHooks
+from mailqueue.deliver.hooks import OutcomeHooks
 from mailqueue.errors import ValidationError
 from mailqueue.records import StatusRecord
 from mailqueue.store.connection import redis_errors
@@ -72,10 +71,8 @@ def cancel_campaign(rt: Stores, name: str) -> CampaignRecord:
         record = rt.campaigns.cancel(name)
         released = rt.outbox.release(record["name"])
         # Scheduled parts end now rather than at their time.
-        match = json.dumps({"campaign": record["name"]}, separators=(",", ":"))[1:-1]
-        scheduled = rt.outbox.scheduled(match)
-        rt.outbox.move_scheduled([member for member, _ in scheduled], time.time())
-    if released or scheduled:
+        moved = rt.outbox.move_waiting(rt.outbox.campaign_waiting(record["name"]), time.time())
+    if released or moved:
         _wake(rt)
     return record
 
@@ -87,21 +84,10 @@ def cancel_send(rt: Stores, send_id: str) -> StatusRecord:
         if rt.store.cancel(send_id) not in _STEERABLE:
             # A worker claimed it meanwhile: it is on its way to Mailtrap.
             _steerable(rt, send_id)
-        rt.redis.zrem(rt.keys.scheduled, send_id)
-        scheduled = rt.outbox.scheduled(_id_match(send_id))
-        for member, _ in scheduled:
-            envelope = rt.outbox.decode_scheduled(member)
-            if envelope.send_id != send_id:
-                continue
-            endings = Endings()
-            with rt.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(rt.keys.retry, member)
-                recipients = envelope.flat_recipients
-                ended = rt.store.finish_unsent(pipe, envelope.ref, recipients, "cancelled")
-                endings.add(ended, envelope)
-                results = pipe.execute()
-            # Its last part ended here, not in a worker: the hooks are told from here.
-            OutcomeHooks(rt).announce(endings.finished(results))
+        rt.store.unschedule(send_id)
+        finished = rt.steering.end_waiting(send_id, "cancelled")
+        # Its last part ended here, not in a worker: the hooks are told from here.
+        OutcomeHooks(rt).announce(finished)
         record = rt.store.get(send_id)
     assert record is not None
     # Parts already in a stream end ``cancelled`` when a worker meets them.
@@ -114,17 +100,8 @@ def reschedule_send(rt: Stores, send_id: str, when: Any) -> StatusRecord:
     due = parse_when(when, "when")
     with translated(rt, "reschedule a send"):
         _steerable(rt, send_id)
-        rt.redis.hset(
-            rt.keys.send(send_id),
-            mapping={"not_before": int(due * 1000), "send_at": iso_of(due)},
-        )
-        members = [
-            member
-            for member, _ in rt.outbox.scheduled(_id_match(send_id))
-            if rt.outbox.decode_scheduled(member).send_id == send_id
-        ]
-        rt.outbox.move_scheduled(members, due)
-        rt.redis.zadd(rt.keys.scheduled, {send_id: due})
+        rt.store.hold_until(send_id, due)
+        rt.outbox.move_waiting([send_id], due)
         record = rt.store.get(send_id)
     assert record is not None
     rt.waker.wake_at(due)
@@ -134,25 +111,12 @@ def reschedule_send(rt: Stores, send_id: str, when: Any) -> StatusRecord:
 def list_scheduled(rt: Stores, limit: int = 100) -> list[dict[str, Any]]:
     """Sends waiting for a time still to come, soonest first, with their state and campaign."""
     with translated(rt, "list scheduled sends"):
-        rows: Any = rt.redis.zrangebyscore(
-            rt.keys.scheduled, time.time(), "+inf", start=0, num=limit, withscores=True
-        )
-        found = []
-        for member, score in rows:
-            send_id = member.decode() if isinstance(member, bytes) else str(member)
-            fields: Any = rt.redis.hmget(rt.keys.send(send_id), ["state", "campaign"])
-            state = fields[0].decode() if fields[0] else None
-            if state not in _STEERABLE:
-                continue
-            found.append(
-                {
-                    "id": send_id,
-                    "send_at": iso_of(float(score)),
-                    "state": state,
-                    "campaign": fields[1].decode() if fields[1] else None,
-                }
-            )
-    return found
+        rows = rt.store.scheduled(limit)
+    return [
+        {"id": send_id, "send_at": iso_of(due), "state": state, "campaign": campaign}
+        for send_id, due, state, campaign in rows
+        if state in _STEERABLE
+    ]
 
 
 def _steerable(rt: Stores, send_id: str) -> None:
@@ -166,11 +130,6 @@ def _steerable(rt: Stores, send_id: str) -> None:
             f"send {send_id} is {state}: only a send not yet handed to Mailtrap can change",
             field="send_id",
         )
-
-
-def _id_match(send_id: str) -> str:
-    # The envelope's JSON spells its id as "id":"<send id>" (no spaces).
-    return json.dumps({"id": send_id}, separators=(",", ":"))[1:-1]
 
 
 def _wake(rt: Stores) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,13 +29,25 @@ from mailqueue.core.logmatch import Logged, Pending, Verdict, match_requests
 from mailqueue.core.payload import ApiCall
 from mailqueue.core.responses import RequestResult
 from mailqueue.core.routing import Route
-from mailqueue.mailtrap.email_logs import EmailLogsClient, fleet_limiters, window
+from mailqueue.mailtrap.email_logs import EmailLogsClient, LogsLimiters, fleet_limiters, window
 from mailqueue.store import keys
 
 if TYPE_CHECKING:
+    from mailqueue.settings import Settings
+    from mailqueue.store.status import StatusStore
     from mailqueue.store.stores import Stores
 
-__all__ = ["Doubtful", "PartLookup", "Reconciler", "pending_requests", "remaining_call"]
+__all__ = [
+    "Doubtful",
+    "LimitersFor",
+    "PartLookup",
+    "Reconciler",
+    "pending_requests",
+    "remaining_call",
+]
+
+#: A token's fleet-wide Email Logs limiters, for the route it is read with.
+LimitersFor = Callable[[Route], LogsLimiters]
 
 # How many look-ups must find a request absent before it is sent again.
 LOOKS_BEFORE_RESEND = 2
@@ -122,9 +134,24 @@ def remaining_call(call: ApiCall, indexes: Sequence[int]) -> ApiCall:
 class Reconciler:
     """Email Logs look-ups for one worker process, one logs client per token."""
 
-    def __init__(self, stores: Stores) -> None:
-        self.stores = stores
-        self.settings = stores.settings
+    def __init__(
+        self,
+        stores: Stores | None = None,
+        /,
+        *,
+        settings: Settings | None = None,
+        status: StatusStore | None = None,
+        limiters: LimitersFor | None = None,
+    ) -> None:
+        if stores is not None:
+            # For the drain, still handed the whole bundle: its parts.
+            settings, status = stores.settings, stores.store
+            limiters = _limiters_over(stores)
+        if settings is None or status is None or limiters is None:
+            raise TypeError("Reconciler needs settings, status and limiters")
+        self.settings = settings
+        self.status = status
+        self._limiters = limiters
         self._logs: dict[str, EmailLogsClient] = {}
         self._lock = threading.Lock()
 
@@ -164,13 +191,7 @@ class Reconciler:
         with self._lock:
             logs = self._logs.get(route.limiter_key)
             if logs is None:
-                limiters = fleet_limiters(
-                    self.stores.redis,
-                    route,
-                    self.settings.email_logs_rate_limit,
-                    key_space=self.stores.keys,
-                )
-                logs = EmailLogsClient(self.settings, route.token, limiters)
+                logs = EmailLogsClient(self.settings, route.token, self._limiters(route))
                 self._logs[route.limiter_key] = logs
             return logs
 
@@ -179,6 +200,16 @@ class Reconciler:
         untagged = [item for item in logged if item.tag is None and keys.safe_id(item.message_id)]
         if not untagged:
             return logged
-        answers = self.stores.store.message_index.known([item.message_id for item in untagged])
+        answers = self.status.message_index.known([item.message_id for item in untagged])
         known = {item.message_id for item, seen in zip(untagged, answers, strict=True) if seen}
         return [item for item in logged if item.message_id not in known]
+
+
+def _limiters_over(stores: Stores) -> LimitersFor:
+    """The Email Logs limiters over the bundle's Redis, as ``Client.email_logs_limiters``."""
+
+    def limiters(route: Route) -> LogsLimiters:
+        rate = stores.settings.email_logs_rate_limit
+        return fleet_limiters(stores.redis, route, rate, key_space=stores.keys)
+
+    return limiters

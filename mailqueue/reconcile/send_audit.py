@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING
 
 from mailqueue.core.logmatch import address_key
 from mailqueue.core.routing import Stream, resolve_route
-from mailqueue.mailtrap.email_logs import EmailLogsClient, fleet_limiters, window
+from mailqueue.mailtrap.email_logs import EmailLogsClient, window
 
 if TYPE_CHECKING:
-    from mailqueue.store.stores import Stores
+    from mailqueue.reconcile.lookup import LimitersFor
+    from mailqueue.settings import Settings
+    from mailqueue.store.status import StatusStore
 
 __all__ = ["SendReconciliation", "reconcile_doubtful", "reconcile_send"]
 
@@ -38,33 +40,30 @@ class SendReconciliation:
 
 
 def reconcile_send(
-    stores: Stores,
     send_id: str,
     *,
+    settings: Settings,
+    status: StatusStore,
+    limiters: LimitersFor,
     stream: Stream = "transactional",
     account: str | None = None,
 ) -> SendReconciliation | None:
     """Look a send up in Email Logs and record what they show; None for an unknown send.
 
     ``stream`` and ``account`` choose the token that reads the logs (the one
-    that sent the mail). Raises ``EmailLogsUnavailable`` when the logs cannot answer.
+    that sent the mail); ``limiters`` gives a token's fleet-wide look-up
+    limiters. Raises ``EmailLogsUnavailable`` when the logs cannot answer.
     """
-    record = stores.store.get(send_id)
+    record = status.get(send_id)
     if record is None:
         return None
     recipients = sorted(record["recipients"])
     if not recipients:
         return SendReconciliation(send_id, 0, 0, 0)
-    route = resolve_route(stores.settings, stream=stream, account=account)
-    created = _timestamp(record.get("created_at")) or time.time() - stores.settings.status_ttl
+    route = resolve_route(settings, stream=stream, account=account)
+    created = _timestamp(record.get("created_at")) or time.time() - settings.status_ttl
     since, until = window(created, time.time())
-    with EmailLogsClient(
-        stores.settings,
-        route.token,
-        fleet_limiters(
-            stores.redis, route, stores.settings.email_logs_rate_limit, key_space=stores.keys
-        ),
-    ) as logs:
+    with EmailLogsClient(settings, route.token, limiters(route)) as logs:
         logged = logs.search(recipients, since, until)
     ours = [item for item in logged if item.tag is not None and item.tag.send_id == send_id]
     copies = Counter(
@@ -82,17 +81,29 @@ def reconcile_send(
             found.setdefault(recipient, item.message_id)
     known = record["recipients"]
     missing = {r: found[r] for r in recipients if r in found and not known[r].get("message_id")}
-    stores.store.add_found(send_id, missing, duplicates)
+    status.add_found(send_id, missing, duplicates)
     return SendReconciliation(send_id, len(ours), duplicates, len(missing))
 
 
 def reconcile_doubtful(
-    stores: Stores, *, stream: Stream = "transactional", account: str | None = None
+    *,
+    settings: Settings,
+    status: StatusStore,
+    limiters: LimitersFor,
+    stream: Stream = "transactional",
+    account: str | None = None,
 ) -> list[SendReconciliation]:
     """``reconcile_send`` for every send listed as doubtful within the status TTL."""
     results = []
-    for send_id in stores.store.doubtful_sends():
-        result = reconcile_send(stores, send_id, stream=stream, account=account)
+    for send_id in status.doubtful_sends():
+        result = reconcile_send(
+            send_id,
+            settings=settings,
+            status=status,
+            limiters=limiters,
+            stream=stream,
+            account=account,
+        )
         if result is not None:
             results.append(result)
     return results

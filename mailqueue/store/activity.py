@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import redis
 
 from mailqueue.store.connection import unavailable
-from mailqueue.store.stores import Stores
-from mailqueue.store.waker import HEARTBEAT
+from mailqueue.store.outbox import Outbox
+from mailqueue.store.waker import HEARTBEAT, Waker
 
 __all__ = ["Activity", "fleet_activity"]
 
@@ -40,13 +40,13 @@ class Activity:
         return max((now if now is not None else time.time()) - self.last_heartbeat, 0.0)
 
 
-def fleet_activity(rt: Stores) -> Activity:
+def fleet_activity(*, waker: Waker, outbox: Outbox) -> Activity:
     """Live drains, the last heartbeat and the outbox backlog, in two round trips."""
     try:
-        live, expires = rt.waker.drains()
-        waiting = rt.outbox.waiting()
+        live, expires = waker.drains()
+        waiting = outbox.waiting()
     except redis.RedisError as exc:
-        raise unavailable(rt.settings.status_redis_url, "read the fleet's activity", exc) from None
+        raise unavailable(outbox.url, "read the fleet's activity", exc) from None
     # A heartbeat is stored as the moment it expires.
     beat = expires - HEARTBEAT if expires is not None else None
     return Activity(live_drains=live, last_heartbeat=beat, waiting=waiting)

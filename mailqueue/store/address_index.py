@@ -20,6 +20,7 @@ import redis
 from mailqueue.core.payload import ApiCall
 
 if TYPE_CHECKING:
+    from mailqueue.store.status import StatusStore
     from mailqueue.store.stores import Stores
 
 __all__ = ["KEPT_PER_ADDRESS", "MAX_INDEXED_RECIPIENTS", "note_send", "recent_sends"]
@@ -52,9 +53,9 @@ def note_send(
         pipe.expire(key, rt.store.ttl)
 
 
-def recent_sends(rt: Stores, address: str) -> list[str]:
+def recent_sends(address: str, *, status: StatusStore) -> list[str]:
     """The send ids noted for ``address`` within the status TTL, newest first."""
-    key = rt.keys.address_sends(address.strip().lower())
-    since = time.time() - rt.store.ttl
-    found = rt.redis.zrevrangebyscore(key, "+inf", since)
+    key = status.keys.address_sends(address.strip().lower())
+    since = time.time() - status.ttl
+    found = status.redis.zrevrangebyscore(key, "+inf", since)
     return [item.decode() if isinstance(item, bytes) else str(item) for item in found]

@@ -32,9 +32,13 @@ class AtRedis(Protocol):
 
 
 class RedisStore:
-    """A store over one Redis client and its key space; ``url`` names that Redis in errors."""
+    """A store over one Redis client and its key space; ``url`` names that Redis in errors.
 
-    def __init__(self, client: redis.Redis, keys: Keys, url: str = "redis") -> None:
+    Every store is built the same way: ``Kind(client, keys, *, <its options>, url=...)``,
+    by ``Stores`` (``store/stores.py``), which hands a store the other stores it uses.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, url: str = "redis") -> None:
         self.redis = client
         self.keys = keys
         self.url = url

@@ -33,7 +33,7 @@ import redis
 from mailqueue.core.message import campaign_name
 from mailqueue.errors import ValidationError
 from mailqueue.settings import Settings
-from mailqueue.store.base import lua_script, translated
+from mailqueue.store.base import RedisStore, lua_script, translated
 from mailqueue.store.keys import Keys
 
 __all__ = [
@@ -156,15 +156,22 @@ def _rate(fields: Mapping[str, str]) -> float | None:
     return handed / (last - first)
 
 
-class CampaignStore:
+class CampaignStore(RedisStore):
     """Reads and writes campaign records; one per client."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        self.redis = client
-        self.settings = settings
-        self.keys = Keys(settings.key_prefix)
-        self.url = settings.status_redis_url  # named in errors
-        self.ttl = max(int(settings.status_ttl), 1)
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        ttl: int,
+        thresholds: Settings,
+        url: str = "redis",
+    ) -> None:
+        super().__init__(client, keys, url=url)
+        # Its ``campaign_*`` auto-pause thresholds (``auto_pause_reason``).
+        self.thresholds = thresholds
+        self.ttl = max(int(ttl), 1)
         self._set_state = client.register_script(_SET_STATE)
 
     # -- producer side --------------------------------------------------
@@ -309,7 +316,7 @@ class CampaignStore:
             # so that whatever joins it later waits for a person to look.
             if record is None or state != "running":
                 continue
-            why = auto_pause_reason(record["counts"], self.settings)
+            why = auto_pause_reason(record["counts"], self.thresholds)
             if why is not None:
                 self._set_state(keys=[self.keys.campaign(name)], args=["paused", why, _now_iso()])
                 paused.append(name)

@@ -24,8 +24,7 @@ import redis
 
 from mailqueue.core.addresses import comparable
 from mailqueue.core.events import TrackingEvent
-from mailqueue.settings import Settings
-from mailqueue.store.base import lua_script, translated
+from mailqueue.store.base import RedisStore, lua_script, translated
 from mailqueue.store.campaigns import CampaignStore
 from mailqueue.store.keys import EVENT_ID_TTL, EVENTS_KEPT, Keys, safe_id
 from mailqueue.store.message_index import IndexEntry, MessageIndex, decode_entry
@@ -68,24 +67,30 @@ class ApplyResult:
     status_changes: int = 0
 
 
-class EventStore:
-    """Records tracking events against the status records the delivery side wrote."""
+class EventStore(RedisStore):
+    """Records tracking events against the status records the delivery side wrote.
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        self.redis = client
-        self.keys = Keys(settings.key_prefix)
-        self.url = settings.status_redis_url
-        self.default_ttl_ms = max(int(settings.status_ttl), 1) * 1000
+    It is handed the stores events feed: the message-id index it resolves
+    ids through, the suppression list and the campaigns' records.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        ttl: int,
+        index: MessageIndex,
+        suppressions: SuppressionList,
+        campaigns: CampaignStore,
+        url: str = "redis",
+    ) -> None:
+        super().__init__(client, keys, url=url)
+        self.default_ttl_ms = max(int(ttl), 1) * 1000
         self._apply = client.register_script(_APPLY)
-        self.suppressions = SuppressionList(
-            client,
-            self.keys,
-            soft_bounce_limit=settings.soft_bounce_limit,
-            soft_bounce_days=settings.soft_bounce_days,
-            url=self.url,
-        )
-        self.campaigns = CampaignStore(client, settings)
-        self.index = MessageIndex(client, self.keys, settings.status_ttl)
+        self.index = index
+        self.suppressions = suppressions
+        self.campaigns = campaigns
 
     def _campaigns_of(self, entries: Mapping[str, IndexEntry]) -> dict[str, str | None]:
         """The campaign of each message id's send: from the send's record, in one round trip.

@@ -16,7 +16,7 @@ import redis
 from mailqueue.records import FINAL_STATES, GroupRecord
 from mailqueue.store import keys
 from mailqueue.store.connection import unavailable
-from mailqueue.store.stores import Stores
+from mailqueue.store.status import StatusStore
 
 __all__ = [
     "FINAL_STATES",
@@ -75,14 +75,14 @@ class GroupProgress:
         }
 
 
-def get_group(rt: Stores, group_id: str) -> GroupProgress | None:
+def get_group(group_id: str, *, status: StatusStore) -> GroupProgress | None:
     """The progress of a group, or None for an unknown (or expired) group id."""
     if keys.safe_id(group_id) is None:
         return None
     try:
-        counts = rt.store.group_counts(group_id)
+        counts = status.group_counts(group_id)
     except redis.RedisError as exc:
-        raise unavailable(rt.settings.status_redis_url, "read a group's progress", exc) from None
+        raise unavailable(status.url, "read a group's progress", exc) from None
     if not counts:
         return None
     return GroupProgress(group_id=group_id, counts=counts)
@@ -101,7 +101,7 @@ class BatchProgress:
         return self.state in FINAL_STATES
 
 
-def get_batch_progress(rt: Stores, send_id: str) -> BatchProgress | None:
+def get_batch_progress(send_id: str, *, status: StatusStore) -> BatchProgress | None:
     """How far one (batch) send has come, or None for an unknown send id.
 
     Recipients appear as each batch call is answered; the send's own state
@@ -110,10 +110,10 @@ def get_batch_progress(rt: Stores, send_id: str) -> BatchProgress | None:
     if keys.safe_id(send_id) is None:
         return None
     try:
-        state = rt.store.state(send_id)
-        counts = rt.store.recipient_counts(send_id) if state is not None else {}
+        state = status.state(send_id)
+        counts = status.recipient_counts(send_id) if state is not None else {}
     except redis.RedisError as exc:
-        raise unavailable(rt.settings.status_redis_url, "read a send's progress", exc) from None
+        raise unavailable(status.url, "read a send's progress", exc) from None
     if state is None:
         return None
     return BatchProgress(send_id=send_id, state=state, recipients=counts)

@@ -34,7 +34,11 @@ its choosing. With the default prefix:
                                        work whose wake-up was lost
     {mq}:wakeup                string  when the earliest scheduled wake-up fires (unix seconds)
     {mq}:wakeup:pending        string  set while a producer's wake-up is on its way to a worker
-    {mq}:retry                 zset    envelopes waiting for a retry, scored by due time
+    {mq}:retry                 zset    parts waiting for a retry or their time, as
+                                       "<send_id>|<part>", scored by due time (earlier
+                                       versions kept whole envelopes here)
+    {mq}:retry:<send_id>       hash    part -> the envelope of a part waiting in {mq}:retry
+    {mq}:retries:<campaign>    set     a campaign's send ids with parts waiting in {mq}:retry
     {mq}:dead                  zset    dead-lettered send ids, scored by the time they failed
     {mq}:dead:<send_id>        hash    part -> the envelope of a dead-lettered part, for requeueing
     {mq}:rl:<token_key>        ...     the fleet-wide rate limiter's state
@@ -160,6 +164,10 @@ class Keys:
         self.group = KeyFamily(base, "group")
         self.group_failed = KeyFamily(base, "group", suffix=":failed")
         self.dead_letter = KeyFamily(base, "dead")
+        # The envelopes of a send's parts waiting in ``retry``, and a campaign's sends there:
+        # how steering finds what waits without reading every waiting envelope.
+        self.retry_parts = KeyFamily(base, "retry")
+        self.campaign_retries = KeyFamily(base, "retries")
         self.rate_limit = KeyFamily(base, "rl")
         self.rate_limit_bulk = KeyFamily(base, "rl", suffix=":bulk")
         self.bulk_demand = KeyFamily(base, "rl", suffix=":demand")

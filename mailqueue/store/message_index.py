@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from mailqueue.store.base import lua_script
+from mailqueue.store.base import RedisStore, lua_script
 from mailqueue.store.keys import Keys, safe_id
 
 __all__ = ["BUCKETS", "IndexEntry", "MessageIndex", "decode_entry", "encode_entry"]
@@ -125,12 +125,11 @@ def _decode_json(text: str) -> IndexEntry | None:
 _ADD = lua_script("message_index_add")
 
 
-class MessageIndex:
-    """Writes and reads the message-id index (see the module doc)."""
+class MessageIndex(RedisStore):
+    """Writes and reads the message-id index (see the module doc); ``ttl``: the status TTL."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, ttl: int) -> None:
-        self.redis = client
-        self.keys = keys
+    def __init__(self, client: redis.Redis, keys: Keys, *, ttl: int, url: str = "redis") -> None:
+        super().__init__(client, keys, url=url)
         self.ttl = max(int(ttl), 1)
         self._add = client.register_script(_ADD)
 

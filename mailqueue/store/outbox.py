@@ -57,8 +57,10 @@ _HOLD_TAGS = {
 }
 
 # Move due retries back into one stream. KEYS: retry zset, stream, campaign
-# registry. ARGV: 1 when the stream is a campaign's, now, then pairs of
-# (zset member, envelope). A member another worker moved first is skipped.
+# registry, then sends' hashes of waiting envelopes. ARGV: 1 when the stream
+# is a campaign's, now, then triples (zset member, part, index of its send's
+# hash in KEYS), or (member, envelope, 0) for a member that is a whole
+# envelope (earlier versions). A member another worker moved first is skipped.
 _MOVE_DUE = lua_script("outbox_move_due")
 
 # Put a paused campaign's envelopes back in their streams. KEYS: held list,
@@ -99,7 +101,7 @@ class Outbox(RedisStore):
         ttl: int,
         url: str = "redis",
     ) -> None:
-        super().__init__(client, keys, url)
+        super().__init__(client, keys, url=url)
         self.reclaim_idle_ms = int(reclaim_idle * 1000)
         self.ttl = ttl
         self._move_due = client.register_script(_MOVE_DUE)
@@ -157,8 +159,20 @@ class Outbox(RedisStore):
             pipe.zadd(self.keys.outbox_campaigns, dict.fromkeys(campaigns, time.time()), nx=True)
 
     def schedule(self, pipe: redis.client.Pipeline, envelope: Envelope, due: float) -> None:
-        """Queue the envelope to re-enter its stream at ``due`` (unix seconds)."""
-        pipe.zadd(self.keys.retry, {envelope.encode(): due})
+        """Queue the envelope to re-enter its stream at ``due`` (unix seconds).
+
+        The sorted set names the part; its envelope waits in its send's hash,
+        where steering finds a send's (or a campaign's) parts by id.
+        """
+        pipe.hset(self.keys.retry_parts(envelope.send_id), str(envelope.part), envelope.encode())
+        pipe.zadd(self.keys.retry, {_part_name(envelope.send_id, envelope.part): due})
+        if envelope.campaign:
+            sends = self.keys.campaign_retries(envelope.campaign)
+            pipe.sadd(sends, envelope.send_id)
+            # Outlives the latest part it lists: NX sets a first expiry, GT only extends it.
+            expiry = max(int(due - time.time()), 0) + self.ttl
+            pipe.expire(sends, expiry, nx=True)
+            pipe.expire(sends, expiry, gt=True)
 
     def schedule_send(
         self, pipe: redis.client.Pipeline, send_id: str, envelopes: Sequence[Envelope], due: float
@@ -196,26 +210,52 @@ class Outbox(RedisStore):
             if moved < chunk:
                 return total
 
-    @translated("look for scheduled sends")
-    def scheduled(self, match: str) -> list[tuple[str, float]]:
-        """``(member, due)`` of waiting envelopes whose encoding contains ``match``."""
-        rows = self.redis.zscan_iter(self.keys.retry, match=f"*{match}*", count=1000)
-        return [(_text(member), float(score)) for member, score in rows]
+    @translated("look for a send's waiting parts")
+    def waiting_parts(self, send_id: str) -> list[Envelope]:
+        """The envelopes of ``send_id``'s parts waiting for a retry or their time, by part."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.retry_parts(send_id))
+            raw: Any = pipe.execute()[0]
+        if not raw:
+            return []
+        envelopes = sorted(
+            (Envelope.decode(value) for value in raw.values()), key=lambda e: e.part
+        )
+        names = [_part_name(send_id, envelope.part) for envelope in envelopes]
+        due: Any = self.redis.zmscore(self.keys.retry, names)
+        # A part a worker has just moved back to its stream is no longer waiting here.
+        return [envelope for envelope, score in zip(envelopes, due, strict=True) if score]
+
+    def take_waiting(self, pipe: redis.client.Pipeline, envelope: Envelope) -> None:
+        """Queue taking a waiting part (from ``waiting_parts``) out of the retry set."""
+        pipe.zrem(self.keys.retry, _part_name(envelope.send_id, envelope.part))
+        pipe.hdel(self.keys.retry_parts(envelope.send_id), str(envelope.part))
 
     @translated("reschedule sends")
-    def move_scheduled(self, members: Sequence[str], due: float) -> int:
-        """Give waiting envelopes (members of ``scheduled``) a new due time."""
-        if not members:
+    def move_waiting(self, send_ids: Sequence[str], due: float) -> int:
+        """Give every waiting part of ``send_ids`` the due time ``due``; returns how many moved."""
+        if not send_ids:
             return 0
-        changed: Any = self.redis.zadd(
-            self.keys.retry, dict.fromkeys(members, due), xx=True, ch=True
-        )
+        with self.redis.pipeline(transaction=False) as pipe:
+            for send_id in send_ids:
+                pipe.hkeys(self.keys.retry_parts(send_id))
+            parts: list[Any] = pipe.execute()
+        names = {
+            _part_name(send_id, int(_text(part))): due
+            for send_id, found in zip(send_ids, parts, strict=True)
+            for part in found
+        }
+        if not names:
+            return 0
+        # XX: a part that left the set meanwhile is not put back.
+        changed: Any = self.redis.zadd(self.keys.retry, names, xx=True, ch=True)
         return int(changed)
 
-    @staticmethod
-    def decode_scheduled(member: str) -> Envelope:
-        """The envelope of a member of ``scheduled``."""
-        return Envelope.decode(_strip_legacy_tag(member))
+    @translated("look for a campaign's waiting sends")
+    def campaign_waiting(self, campaign: str) -> list[str]:
+        """The send ids of ``campaign`` that had parts waiting for a retry or their time."""
+        members: Any = self.redis.smembers(self.keys.campaign_retries(campaign))
+        return sorted(_text(member) for member in members)
 
     # -- worker side ----------------------------------------------------
 
@@ -289,21 +329,40 @@ class Outbox(RedisStore):
         )
         if not due:
             return 0
-        by_stream: dict[str, list[str]] = {}
-        for member in due:
-            text = _text(member)
-            envelope = Envelope.decode(_strip_legacy_tag(text))
-            by_stream.setdefault(self.stream_for(envelope), []).extend((text, envelope.encode()))
+        found = self._due_envelopes([_text(member) for member in due])
+        by_stream: dict[str, _DueMoves] = {}
+        for member, envelope, where in found:
+            moves = by_stream.setdefault(self.stream_for(envelope), _DueMoves())
+            moves.add(member, envelope, where)
         moved = 0
-        for stream, pairs in by_stream.items():
+        for stream, moves in by_stream.items():
             campaign = "1" if self.keys.parse_campaign_queue(stream) else "0"
             moved += int(
                 self._move_due(
-                    keys=[self.keys.retry, stream, self.keys.outbox_campaigns],
-                    args=[campaign, time.time(), *pairs],
+                    keys=[self.keys.retry, stream, self.keys.outbox_campaigns, *moves.hashes],
+                    args=[campaign, time.time(), *moves.args],
                 )
             )
         return moved
+
+    def _due_envelopes(self, members: Sequence[str]) -> list[tuple[str, Envelope, str | None]]:
+        """``(member, envelope, its send's hash)`` of due members; None: the member is one."""
+        named = [member for member in members if "{" not in member]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member in named:
+                send_id, _, part = member.rpartition("|")
+                pipe.hget(self.keys.retry_parts(send_id), part)
+            stored = dict(zip(named, pipe.execute(), strict=True))
+        found: list[tuple[str, Envelope, str | None]] = []
+        for member in members:
+            if member not in stored:  # a whole envelope, as earlier versions scheduled
+                found.append((member, Envelope.decode(_strip_legacy_tag(member)), None))
+            elif stored[member] is not None:
+                parts = self.keys.retry_parts(member.rpartition("|")[0])
+                found.append((member, Envelope.decode(stored[member]), parts))
+            else:  # its envelope was taken meanwhile (steering): only the name is left
+                self.redis.zrem(self.keys.retry, member)
+        return found
 
     def streams(self) -> list[str]:
         """Every stream that may hold work: the transactional lane's, then the campaigns'."""
@@ -340,6 +399,17 @@ class Outbox(RedisStore):
             (minute, None if value is None else int(value))
             for minute, value in zip(span, values, strict=True)
         ]
+
+    @translated("read the queue depth")
+    def depths(self) -> dict[str, int]:
+        """Entries in the transactional streams, the retry set and the dead-letter set."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(self.keys.outbox)
+            pipe.xlen(self.keys.outbox_batch)
+            pipe.zcard(self.keys.retry)
+            pipe.zcard(self.keys.dead)
+            counts = pipe.execute()
+        return dict(zip(("outbox", "batch", "retry", "dead"), map(int, counts), strict=True))
 
     @translated("read the lanes' figures")
     def lane_stats(self, paused: Collection[str] = ()) -> list[LaneStats]:
@@ -523,6 +593,14 @@ class Outbox(RedisStore):
             envelope.attempt, envelope.resend_at, envelope.last_error = 0, None, None
         return envelopes
 
+    @translated("requeue dead letters")
+    def add_all(self, envelopes: Sequence[Envelope]) -> None:
+        """Put ``envelopes`` in their streams in one transaction (a dead letter's parts)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            for envelope in envelopes:
+                self.add(pipe, envelope)
+            pipe.execute()
+
     @translated("purge dead letters")
     def purge_dead(self, send_ids: Sequence[str] | None = None) -> int:
         """Forget dead letters (all of them when ``send_ids`` is None); returns how many."""
@@ -536,6 +614,29 @@ class Outbox(RedisStore):
             pipe.zrem(self.keys.dead, *send_ids)
             results = pipe.execute()
         return int(results[-1])
+
+
+class _DueMoves:
+    """One stream's share of a ``move_due`` script call: its send hashes and arguments."""
+
+    def __init__(self) -> None:
+        self.hashes: list[str] = []
+        self.args: list[str | int] = []
+
+    def add(self, member: str, envelope: Envelope, parts: str | None) -> None:
+        """Move ``member``: its envelope from ``parts`` (a send's hash), else the member itself."""
+        if parts is None:
+            self.args += [member, envelope.encode(), 0]
+            return
+        if parts not in self.hashes:
+            self.hashes.append(parts)
+        # KEYS: retry set, stream, registry, then the hashes (Lua counts from 1).
+        self.args += [member, str(envelope.part), 3 + self.hashes.index(parts) + 1]
+
+
+def _part_name(send_id: str, part: int) -> str:
+    """A waiting part's member of the retry set (send ids never hold a ``|``)."""
+    return f"{send_id}|{part}"
 
 
 def _strip_legacy_tag(member: str) -> str:

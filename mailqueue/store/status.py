@@ -30,8 +30,7 @@ import redis
 
 from mailqueue.core.envelope import PartRef
 from mailqueue.records import GroupRecord, State, StatusRecord
-from mailqueue.settings import Settings
-from mailqueue.store.base import lua_script, translated
+from mailqueue.store.base import RedisStore, lua_script, translated
 from mailqueue.store.campaigns import bucket_of
 from mailqueue.store.keys import Keys, safe_id
 from mailqueue.store.message_index import MessageIndex
@@ -180,21 +179,30 @@ _CLAIMS: Mapping[int, Claim] = {
 }
 
 
-class StatusStore:
-    """Reads and writes status records; one instance per process is enough."""
+class StatusStore(RedisStore):
+    """Reads and writes status records; one instance per process is enough.
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        self.redis = client
-        self.settings = settings
-        self.keys = Keys(settings.key_prefix)
-        self.url = settings.status_redis_url
-        self.ttl = max(int(settings.status_ttl), 1)
+    ``ttl`` is how long a record lives (seconds); ``message_index`` is where
+    the message ids of accepted recipients are noted for tracking events.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        ttl: int,
+        message_index: MessageIndex,
+        url: str = "redis",
+    ) -> None:
+        super().__init__(client, keys, url=url)
+        self.ttl = max(int(ttl), 1)
         self._claim = client.register_script(_CLAIM)
         self._record = client.register_script(_RECORD)
         self._retry = client.register_script(_RETRY)
         self._revive = client.register_script(_REVIVE)
         self._cancel = client.register_script(_CANCEL)
-        self.message_index = MessageIndex(client, self.keys, self.ttl)
+        self.message_index = message_index
 
     # -- producer side --------------------------------------------------
 
@@ -697,6 +705,46 @@ class StatusStore:
     def stats(self) -> dict[str, int]:
         raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.stats))
         return {_text(k): int(v) for k, v in raw.items()}
+
+    # -- steering's writes ----------------------------------------------
+
+    @translated("reschedule a send")
+    def hold_until(self, send_id: str, due: float) -> None:
+        """Record that ``send_id`` may go no sooner than ``due`` (unix seconds)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.keys.send(send_id),
+                mapping={"not_before": int(due * 1000), "send_at": iso_of(due)},
+            )
+            pipe.zadd(self.keys.scheduled, {send_id: due})
+            pipe.execute()
+
+    @translated("unschedule a send")
+    def unschedule(self, send_id: str) -> None:
+        """Take ``send_id`` out of the sends listed as held for a time to come."""
+        self.redis.zrem(self.keys.scheduled, send_id)
+
+    @translated("list scheduled sends")
+    def scheduled(
+        self, limit: int = 100, now: float | None = None
+    ) -> list[tuple[str, float, str | None, str | None]]:
+        """``(send id, due, state, campaign)`` of sends held past ``now``, soonest first."""
+        since = time.time() if now is None else now
+        rows: Any = self.redis.zrangebyscore(
+            self.keys.scheduled, since, "+inf", start=0, num=limit, withscores=True
+        )
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member, _ in rows:
+                pipe.hmget(self.keys.send(_text(member)), ["state", "campaign"])
+            fields: list[Any] = pipe.execute()
+        return [
+            (_text(member), float(score), _maybe_text(state), _maybe_text(campaign))
+            for (member, score), (state, campaign) in zip(rows, fields, strict=True)
+        ]
+
+
+def _maybe_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
 
 
 def _recipient_json(status: str, message_id: str | None) -> str:

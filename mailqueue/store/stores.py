@@ -1,8 +1,9 @@
 """The stores of one configuration, each built on first use over one Redis client.
 
-``Client`` builds one ``Stores`` and hands it to the services below it (the
-producer, steering, dead letters, the drain and its stages, the look-ups):
-they reach Redis through it, and never import the client. Nothing is built
+``Client`` builds one ``Stores`` and hands it to the services below it that
+are not yet handed their parts one by one (the producer, steering, dead
+letters, the drain and its stages): they reach Redis through it, and never
+import the client. Nothing is built
 until first use, so creating one does no I/O.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import redis
 
@@ -20,9 +21,11 @@ from mailqueue.store.campaigns import CampaignStore
 from mailqueue.store.caps import CapLimiter, Caps
 from mailqueue.store.events import EventStore
 from mailqueue.store.keys import Keys
+from mailqueue.store.message_index import MessageIndex
 from mailqueue.store.outbox import Outbox
 from mailqueue.store.ratelimit import FleetRateLimiter
 from mailqueue.store.status import StatusStore
+from mailqueue.store.steering import SteeringStore
 from mailqueue.store.suppressions import SuppressionList
 from mailqueue.store.waker import Publish, Waker
 
@@ -40,7 +43,8 @@ class Stores:
     ``redis`` opens the connection when first asked; ``publish`` is handed
     each wake-up's options (the waker's way out); ``send_task`` sends an
     outcome task by name. Both come from the client, which owns the Celery
-    side.
+    side. ``outcome_hooks`` gives the client's outcome hooks (built above the
+    stores, hence untyped here) to the stages still handed this bundle.
     """
 
     def __init__(
@@ -50,14 +54,35 @@ class Stores:
         redis: Callable[[], redis.Redis],
         publish: Publish,
         send_task: SendTask,
+        outcome_hooks: Callable[[], Any],
     ) -> None:
         self.settings = settings
         self._connect = redis
         self._publish = publish
         self.send_task = send_task
+        self._outcome_hooks = outcome_hooks
+
+    @classmethod
+    def over(cls, client: redis.Redis, settings: Settings) -> Stores:
+        """Stores over an open ``client`` with no Celery side (the webhook app, tests).
+
+        Their waker, outcome tasks and outcome hooks refuse to publish: only a
+        ``Client`` has a broker and receivers.
+        """
+        return cls(
+            settings,
+            redis=lambda: client,
+            publish=_no_broker,
+            send_task=_no_broker,
+            outcome_hooks=_no_broker,
+        )
 
     def __repr__(self) -> str:
         return f"Stores({self.settings!r})"
+
+    @property
+    def outcome_hooks(self) -> Any:
+        return self._outcome_hooks()
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -67,25 +92,30 @@ class Stores:
     def keys(self) -> Keys:
         return Keys(self.settings.key_prefix)
 
+    def _store(self, kind: Callable[..., _S], **options: Any) -> _S:
+        """A store of ``kind`` over this Redis and key space, its URL named in errors."""
+        return kind(self.redis, self.keys, url=self.settings.status_redis_url, **options)
+
+    @cached_property
+    def ttl(self) -> int:
+        """How long status records and what hangs on them live (seconds)."""
+        return max(int(self.settings.status_ttl), 1)
+
+    @cached_property
+    def message_index(self) -> MessageIndex:
+        return self._store(MessageIndex, ttl=self.ttl)
+
     @cached_property
     def store(self) -> StatusStore:
-        return StatusStore(self.redis, self.settings)
-
-    def _store(self, kind: Callable[..., _S], *args: Any, **options: Any) -> _S:
-        """A store of ``kind`` over this Redis and key space, its URL named in errors."""
-        return kind(self.redis, self.keys, *args, url=self.settings.status_redis_url, **options)
+        return self._store(StatusStore, ttl=self.ttl, message_index=self.message_index)
 
     @cached_property
     def outbox(self) -> Outbox:
-        return self._store(
-            Outbox,
-            reclaim_idle=self.settings.reclaim_idle,
-            ttl=max(int(self.settings.status_ttl), 1),
-        )
+        return self._store(Outbox, reclaim_idle=self.settings.reclaim_idle, ttl=self.ttl)
 
     @cached_property
     def campaigns(self) -> CampaignStore:
-        return CampaignStore(self.redis, self.settings)
+        return self._store(CampaignStore, ttl=self.ttl, thresholds=self.settings)
 
     @cached_property
     def caps(self) -> CapLimiter:
@@ -94,7 +124,7 @@ class Stores:
             daily=self.settings.daily_cap,
             reserve=self.settings.cap_transactional_reserve,
         )
-        return self._store(CapLimiter, caps)
+        return self._store(CapLimiter, caps=caps)
 
     @cached_property
     def suppressions(self) -> SuppressionList:
@@ -106,12 +136,28 @@ class Stores:
 
     @cached_property
     def limiter(self) -> FleetRateLimiter:
+        # A limiter per route, not a store of this key space: deliver/ builds one per
+        # route it sends through; this one is the settings' own route.
         return FleetRateLimiter(self.redis, self.settings, key_space=self.keys)
 
     @cached_property
     def events(self) -> EventStore:
-        return EventStore(self.redis, self.settings)
+        return self._store(
+            EventStore,
+            ttl=self.ttl,
+            index=self.message_index,
+            suppressions=self.suppressions,
+            campaigns=self.campaigns,
+        )
+
+    @cached_property
+    def steering(self) -> SteeringStore:
+        return self._store(SteeringStore, status=self.store, outbox=self.outbox)
 
     @cached_property
     def waker(self) -> Waker:
-        return self._store(Waker, self._publish)
+        return self._store(Waker, publish=self._publish)
+
+
+def _no_broker(*args: Any, **kwargs: Any) -> NoReturn:
+    raise RuntimeError("these stores have no broker: build them through a Client to publish")

@@ -142,7 +142,7 @@ class SuppressionList(RedisStore):
         soft_bounce_days: float,
         url: str = "redis",
     ) -> None:
-        super().__init__(client, keys, url)
+        super().__init__(client, keys, url=url)
         self.soft_bounce_limit = soft_bounce_limit
         self.soft_bounce_days = soft_bounce_days
         self._suppress = client.register_script(_SUPPRESS)

@@ -63,9 +63,9 @@ class Waker(RedisStore):
     """The one owner of the drains, pending, help and scheduled wake-up keys."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, publish: Publish, *, url: str = "redis"
+        self, client: redis.Redis, keys: Keys, *, publish: Publish, url: str = "redis"
     ) -> None:
-        super().__init__(client, keys, url)
+        super().__init__(client, keys, url=url)
         self.publish = publish
         self._note_wakeup = client.register_script(_NOTE_WAKEUP)
 

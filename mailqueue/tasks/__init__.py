@@ -18,7 +18,6 @@ from celery.result import AsyncResult
 from mailqueue.celery_app import app, ours
 from mailqueue.client import Client, default, reset_default
 from mailqueue.deliver.drain import Drainer
-from mailqueue.deliver.hooks import OutcomeHooks
 from mailqueue.errors import ValidationError
 from mailqueue.metrics import instruments as metrics
 from mailqueue.store import keys
@@ -179,7 +178,7 @@ def send_email(self: Task[Any, Any], message: dict[str, Any]) -> str | None:
             error = {"kind": "validation", "status_code": None, "message": str(exc)}
             if default().store.create_rejected(task_id, error):
                 # Final now, here: the hooks hear of it once (a redelivery finds the record).
-                OutcomeHooks(default().stores).announce_refused(task_id)
+                default().outcome_hooks.announce_refused(task_id)
         return None
     drainer().drain()
     return send_id

@@ -27,6 +27,7 @@ from mailqueue.settings import Settings
 from mailqueue.store import connection
 from mailqueue.store.events import EventStore
 from mailqueue.store.status import now_iso
+from mailqueue.store.stores import Stores
 from mailqueue.webhooks.body import parse_body
 from mailqueue.webhooks.verify import REALM, RequestVerifier
 
@@ -81,7 +82,7 @@ class TrackingHandler:
     ) -> TrackingHandler:
         """A handler writing to ``redis_client``, else to a client for ``settings``."""
         client = redis_client if redis_client is not None else connect(settings)
-        return cls(settings, EventStore(client, settings))
+        return cls(settings, Stores.over(client, settings).events)
 
     def too_large(self, content_length: int) -> bool:
         """Whether a declared body length is past the bound (checked before reading)."""

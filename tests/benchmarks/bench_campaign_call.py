@@ -30,6 +30,7 @@ from mailqueue.core.payload import ApiCall, build_payload
 from mailqueue.core.responses import parse_response
 from mailqueue.settings import Settings
 from mailqueue.store.status import PartRef, PartResult, StatusStore
+from mailqueue.store.stores import Stores
 
 RECIPIENTS = 500
 SEND_ID = "0123456789abcdef0123456789abcdef"
@@ -95,7 +96,7 @@ def main() -> None:
     call = campaign_call()
     answer = answer_for(call)
     # An unconnected client: commands queue on the pipeline and are never sent.
-    store = StatusStore(redis.Redis(), Settings(api_token="local"))
+    store = Stores.over(redis.Redis(), Settings(api_token="local")).store
     if options.calls is not None:
         for _ in range(options.calls):
             one_call(call, answer, store)

@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from harness import machine, stack
@@ -59,11 +59,16 @@ def _report_peak():
                 sys.stderr.write(f"\\npeak-kb {line.split()[1]}\\n")
 atexit.register(_report_peak)
 """
-CLI = PEAK + """
+CLI = (
+    PEAK
+    + """
 import runpy
 runpy.run_module("mailqueue", run_name="__main__", alter_sys=True)
 """
-OLD_PATH = PEAK + """
+)
+OLD_PATH = (
+    PEAK
+    + """
 import sys
 from pathlib import Path
 import mailqueue
@@ -73,6 +78,7 @@ message = batch_message(recipients, sys.argv[2], sys.argv[3])
 message.update(stream="bulk", campaign=sys.argv[4])
 print(mailqueue.enqueue(message))
 """
+)
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -118,7 +124,7 @@ def key_kinds(client: redis.Redis) -> dict[str, tuple[int, int]]:
 def wait_final(client: redis.Redis, send_id: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        state = client.hget(Keys().send(send_id), "state")
+        state = cast(bytes | None, client.hget(Keys().send(send_id), "state"))
         if state in (b"sent", b"partially_sent", b"failed") or time.monotonic() > deadline:
             return state.decode() if state else "missing"
         time.sleep(0.5)

@@ -40,7 +40,7 @@ def accepted(mailtrap: LocalMailtrap) -> list[str]:
 
 
 def final_state_of(send_id: str) -> str | None:
-    state = (mailqueue.get_status(send_id) or {}).get("state")
+    state = default().store.state(send_id)
     return state if state in ("cancelled", "partially_sent", "sent") else None
 
 
@@ -65,7 +65,7 @@ def main() -> int:
         write_csv(path, rows)
         started = time.perf_counter()
         send = queue_campaign_file(
-            default(), str(path), TEMPLATE, from_email="news@example.com",
+            default().stores, str(path), TEMPLATE, from_email="news@example.com",
             routing={"stream": "bulk"}, campaign="steer",
         )  # fmt: skip
         print(f"queued {send.recipients:,} recipients in {send.parts} parts "

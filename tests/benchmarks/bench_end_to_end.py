@@ -25,7 +25,7 @@ import argparse
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +123,7 @@ def campaign(env: Stack, recipients: int, timeout: float) -> Run:
     values = Counter(
         m.payload.get("template_variables", {}).get("n") for m in env.mailtrap.accepted
     )
-    record = mailqueue.get_status(send_id) or {}
+    record: Mapping[str, Any] = mailqueue.get_status(send_id) or {}
     sent = sum(1 for r in record.get("recipients", {}).values() if r["status"] == "queued")
     return Run(
         label="(b) merge-data campaign, one enqueue()",

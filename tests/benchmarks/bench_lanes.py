@@ -215,10 +215,10 @@ def wait_campaign(env: Stack, ids: SendIds, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     if len(ids) == 1 or ids.group_id is None:
         ended, _ = wait_final(env.client, ids, timeout, poll=0.02)
-        return ended
+        return float(ended)
     rt = default()
     while time.monotonic() < deadline:
-        progress = get_group(rt, ids.group_id)
+        progress = get_group(ids.group_id, status=rt.store)
         if progress is not None and progress.done:
             break
         time.sleep(0.02)

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import mailqueue
+from mailqueue.client import default
 from mailqueue.testing.worker import WorkerProcess
 
 FINAL = {"sent", "partially_sent", "failed", "cancelled", "expired"}
 
 
-def wait_final(send_ids: Iterable[str], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+def wait_final(send_ids: Iterable[str], timeout: float = 30.0) -> dict[str, Mapping[str, Any]]:
     """Poll until every send is in a final state; returns the records."""
     pending = list(send_ids)
-    records: dict[str, dict[str, Any]] = {}
+    records: dict[str, Mapping[str, Any]] = {}
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         still = []
@@ -30,7 +31,7 @@ def wait_final(send_ids: Iterable[str], timeout: float = 30.0) -> dict[str, dict
         if pending:
             time.sleep(0.05)
     if pending:
-        states = {sid: (mailqueue.get_status(sid) or {}).get("state") for sid in pending[:5]}
+        states = {sid: default().store.state(sid) for sid in pending[:5]}
         raise AssertionError(f"{len(pending)} sends not final after {timeout} s: {states}")
     return records
 

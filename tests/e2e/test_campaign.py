@@ -92,7 +92,9 @@ def test_enqueue_many_group_counts_follow_the_campaign_to_its_end(
     messages[5]["to"] = ["gone@nowhere.invalid"]
 
     ids = mailqueue.enqueue_many(messages)
-    group = (mailqueue.get_status(ids[0]) or {})["group"]
+    first = mailqueue.get_status(ids[0])
+    assert first is not None
+    group = first["group"]
     queued = current().store.group_counts(group)
     with killed_at_exit(WorkerProcess(settings, concurrency=2)):
         records = wait_final(ids, timeout=60)

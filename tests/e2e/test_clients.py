@@ -9,7 +9,7 @@ import pytest
 
 import mailqueue
 from mailqueue import client as client_module
-from mailqueue.settings import Settings
+from mailqueue.settings import RateLimit, Settings
 from mailqueue.testing import LocalMailtrap, RedisServer
 from mailqueue.testing.worker import WorkerProcess
 
@@ -39,14 +39,14 @@ def settings_for(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
         read_timeout=2.0,
         reclaim_idle=10.0,
         visibility_timeout=15.0,
-        rate_limit="1000/1s",
+        rate_limit=RateLimit.parse("1000/1s"),
     )
 
 
 def wait_sent(client: mailqueue.Client, send_ids: list[str], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = [(client.get_status(send_id) or {}).get("state") for send_id in send_ids]
+        states = [client.store.state(send_id) for send_id in send_ids]
         if all(state in FINAL for state in states):
             assert states == ["sent"] * len(send_ids)
             return
@@ -96,7 +96,7 @@ def test_two_clients_deliver_each_to_their_own_redis_and_api(
 
 
 def test_creating_a_client_does_no_io() -> None:
-    unreachable = Settings(broker_url="redis://127.0.0.1:1/0", rate_limit="1/s")
+    unreachable = Settings(broker_url="redis://127.0.0.1:1/0", rate_limit=RateLimit.parse("1/s"))
 
     client = mailqueue.Client(unreachable)
 

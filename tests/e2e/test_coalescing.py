@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -43,7 +43,7 @@ def enqueue_then_start_worker(
         except AssertionError:
             print(worker.output())
             raise
-    return {send_id: records[send_id] for send_id in ids}
+    return {send_id: dict(records[send_id]) for send_id in ids}
 
 
 def subjects_accepted(mailtrap: LocalMailtrap) -> Counter[str]:
@@ -127,7 +127,7 @@ def test_sends_already_accepted_are_not_sent_again_when_their_envelopes_return(
 def wait_idle(timeout: float = 30.0) -> None:
     """Until no drain is running (their heartbeats say so)."""
     deadline = time.monotonic() + timeout
-    while fleet_activity(default()).live_drains:
+    while fleet_activity(waker=default().waker, outbox=default().outbox).live_drains:
         assert time.monotonic() < deadline, "a drain never ended"
         time.sleep(0.05)
 
@@ -164,14 +164,14 @@ def test_a_coalesced_call_stays_within_the_hourly_cap_and_the_rest_shows_when_it
     ids = [mailqueue.enqueue(order(i)) for i in range(80)]
 
     def states() -> Counter[str]:
-        return Counter(str((mailqueue.get_status(i) or {}).get("state")) for i in ids)
+        return Counter(str(default().store.state(i)) for i in ids)
 
     with killed_at_exit(WorkerProcess(settings, concurrency=2)):
         wait_for(lambda: len(mailtrap.accepted) >= 50, 30, "the cap's worth reached Mailtrap")
         wait_for(lambda: states() == {"sent": 50, "queued": 30}, 10, "50 sent, 30 held")
         time.sleep(2.0)  # a window in which nothing more may arrive
         assert len(mailtrap.accepted) == 50
-        held = [mailqueue.get_status(i) or {} for i in ids]
+        held: list[Mapping[str, Any]] = [mailqueue.get_status(i) or {} for i in ids]
         held = [record for record in held if record["state"] == "queued"]
         assert len(held) == 30
         assert all(record.get("next_attempt_at") for record in held)

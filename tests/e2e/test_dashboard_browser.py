@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,10 @@ def funnel(driver: webdriver.Chrome) -> dict[str, int]:
 
 
 def state(driver: webdriver.Chrome) -> str | None:
-    return read(driver, "var s = document.getElementById('state'); return s && s.textContent")
+    text: str | None = read(
+        driver, "var s = document.getElementById('state'); return s && s.textContent"
+    )
+    return text
 
 
 def press(driver: webdriver.Chrome, action: str) -> None:
@@ -149,9 +152,12 @@ def test_a_campaign_appears_moves_and_is_paused_and_resumed_from_the_page(
     assert state(browser) == "running"
     press(browser, "pause")
     until(browser, "paused from the page", lambda d: state(d) == "paused")
-    assert (client.get_campaign("spring") or {})["state"] == "paused"
+    campaign_record = client.get_campaign("spring")
+    assert campaign_record is not None and campaign_record["state"] == "paused"
     # Pausing holds what has not been read yet; at most the calls in flight finish.
-    held = (client.get_campaign("spring") or {})["counts"].get("waiting", 0)
+    campaign_record = client.get_campaign("spring")
+    assert campaign_record is not None
+    held = campaign_record["counts"].get("waiting", 0)
     assert held > 0
 
     press(browser, "resume")
@@ -159,7 +165,7 @@ def test_a_campaign_appears_moves_and_is_paused_and_resumed_from_the_page(
     until(browser, "finished", lambda d: state(d) == "finished")
 
     # Tracking events carry the funnel past "sent", and fill a send's history.
-    first = client.get_status(ids[0]) or {}
+    first: Mapping[str, Any] = client.get_status(ids[0]) or {}
     message_id = next(iter(first["recipients"].values()))["message_id"]
     now = int(time.time())
     raw = [
@@ -170,9 +176,11 @@ def test_a_campaign_appears_moves_and_is_paused_and_resumed_from_the_page(
     until(browser, "opened in the funnel", lambda d: funnel(d).get("opened") == 1)
     # What went out each minute, from the counters in Redis: the page needs no history of its own.
     browser.get(dashboard + "/campaigns/spring")
-    until(browser, "the hand-overs drawn", lambda d: read(
-        d, "return document.querySelectorAll('#handed rect').length > 0"
-    ))
+    until(
+        browser,
+        "the hand-overs drawn",
+        lambda d: read(d, "return document.querySelectorAll('#handed rect').length > 0"),
+    )
     shot(browser, "campaign-funnel")
 
     browser.get(dashboard + "/search?q=" + ids[0])

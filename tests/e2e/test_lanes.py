@@ -4,7 +4,7 @@ transactional mail never waits behind campaigns."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -164,7 +164,7 @@ def test_mail_for_an_account_the_workers_lack_waits_for_their_settings(
     with WorkerProcess(without, concurrency=1):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            record = mailqueue.get_status(send_id) or {}
+            record: Mapping[str, Any] = mailqueue.get_status(send_id) or {}
             if record.get("state") == "retrying":
                 break
             time.sleep(0.05)

@@ -23,7 +23,7 @@ import json, os
 from celery import Celery, signals
 
 import mailqueue
-import mailqueue.tasks, mailqueue.tasks.worker_checks, mailqueue.tasks.worker_setup
+import mailqueue.tasks, mailqueue.tasks.worker_setup
 from mailqueue import send_email
 
 app = Celery("shop", broker="memory://")

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -24,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PLAIN = {"from_email": "shop@example.com", "subject": "Your order", "text": "secret body"}
 
 
-def wait_for_entries(client: redis.Redis, count: int, timeout: float = 30.0) -> list[dict]:
+def wait_for_entries(
+    client: redis.Redis, count: int, timeout: float = 30.0
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while client.llen(LIST) < count:
         assert time.monotonic() < deadline, f"{client.llen(LIST)} of {count} outcomes told"
@@ -78,6 +81,7 @@ def test_each_final_outcome_is_told_once_with_its_record_and_a_raising_hook_brea
     assert by_id[sends["refused by task"]]["error"]["kind"] == "validation"
     assert records[sends["hook raises"]]["state"] == "sent"
     assert "the on_outcome hook raised RuntimeError" in log
+    assert settings.api_token is not None
     assert "secret body" not in log and settings.api_token not in log
 
 

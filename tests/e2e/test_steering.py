@@ -16,6 +16,7 @@ import requests
 import mailqueue
 from mailqueue.client import default as current
 from mailqueue.settings import Settings
+from mailqueue.store.campaigns import CampaignRecord
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.polling import wait_for
 from mailqueue.testing.worker import WorkerProcess
@@ -44,7 +45,7 @@ def newsletter(index: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def campaign(name: str) -> dict[str, Any]:
+def campaign(name: str) -> CampaignRecord:
     record = mailqueue.get_campaign(name)
     assert record is not None
     return record
@@ -223,8 +224,10 @@ def test_the_hourly_cap_holds_bulk_mail_and_leaves_transactional_its_reserve(
         ]
         wait_for(lambda: len(mailtrap.accepted) >= 10, 30, "transactional mail used the reserve")
         wait_for(
-            lambda: sorted(mailqueue.get_status(i)["state"] for i in resets)  # type: ignore[index]
-            == ["queued", "sent", "sent"],
+            lambda: (
+                sorted(mailqueue.get_status(i)["state"] for i in resets)  # type: ignore[index]
+                == ["queued", "sent", "sent"]
+            ),
             10,
             "two resets sent, the third held by the cap itself",
         )

@@ -1,8 +1,20 @@
-"""An in-memory stand-in for ``Transport``: the drain loop's branches without HTTP.
+"""An in-memory transport: drive a drainer through its branches without HTTP.
 
-As httpx's ``MockTransport``: a handler decides each call's answer. It gets
+As httpx's ``MockTransport``, a handler decides each call's answer: it gets
 the ``ApiCall`` and returns one ``RequestResult`` per request, or raises a
-``DeliveryError``; every call is recorded.
+``DeliveryError`` (``TransientDeliveryError`` for a 503 or a reset,
+``PermanentDeliveryError`` for a 400, ``RateLimited`` for a 429). Every call
+made is recorded in ``calls``. Hand it to a drainer over a real Redis::
+
+    from mailqueue.deliver.drain import Drainer
+    from mailqueue.testing import MemoryTransport
+
+    transport = MemoryTransport()
+    Drainer(client.stores, transport).drain(budget=5)
+    assert transport.paths() == ["send"]
+
+Each call is tried once: the in-process retries of the HTTP transport are
+its own business, and the drain's retries (later, with backoff) still happen.
 """
 
 from __future__ import annotations
@@ -16,6 +28,9 @@ from mailqueue.core.responses import RequestResult
 from mailqueue.errors import DeliveryError
 from mailqueue.mailtrap.transport import Withdrawn
 
+__all__ = ["Handler", "MemoryTransport", "accept_all"]
+
+# Decides one call's answer: a result per request, or a raised DeliveryError.
 Handler = Callable[[ApiCall], list[RequestResult]]
 
 
@@ -28,11 +43,12 @@ def accept_all(call: ApiCall) -> list[RequestResult]:
 
 
 class MemoryTransport:
-    """What the drain needs of a transport: ``send`` and ``close``."""
+    """A ``Sender`` whose answers come from ``handler``; safe to share between threads."""
 
     def __init__(self, handler: Handler = accept_all) -> None:
         self.handler = handler
         self.calls: list[ApiCall] = []
+        self.closed = False
         self._lock = threading.Lock()
 
     def send(
@@ -44,6 +60,7 @@ class MemoryTransport:
         proceed: Callable[[], bool] | None = None,
         give_up: Callable[[DeliveryError], bool] | None = None,
     ) -> list[RequestResult]:
+        """Record ``call`` and answer it with the handler's results, or its error."""
         # One attempt per call: no retry for give_up to stop.
         if proceed is not None and not proceed():
             raise Withdrawn()
@@ -57,7 +74,9 @@ class MemoryTransport:
             raise
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     def paths(self) -> list[str]:
-        return [call.path for call in self.calls]
+        """The API path of every call made, in order (``send``, ``batch``, ...)."""
+        with self._lock:
+            return [call.path for call in self.calls]

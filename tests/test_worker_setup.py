@@ -6,7 +6,7 @@ import pytest
 
 from mailqueue.errors import ConfigurationError
 from mailqueue.settings import DEFAULT_BULK_API_URL, Settings
-from mailqueue.tasks.worker_checks import check_worker_settings, worker_warnings
+from mailqueue.tasks.worker_setup import check_worker_settings, worker_warnings
 
 LOCAL = "http://127.0.0.1:8025/api/"
 

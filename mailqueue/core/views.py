@@ -1,11 +1,15 @@
-"""A campaign record as the command line shows it: one line with a progress bar (pure)."""
+"""How sends and campaigns read in `mailqueue status`, `mailqueue campaign` and on the dashboard.
+
+Pure. A campaign reads as one line with a progress bar; a retrying send says what it
+waits for and how many tries its retry budget has left.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BAR_WIDTH", "campaign_line", "duration"]
+__all__ = ["BAR_WIDTH", "campaign_line", "duration", "waiting_for"]
 
 BAR_WIDTH = 30
 # Points a recipient reaches only once it was handed to Mailtrap, or never will be:
@@ -55,3 +59,17 @@ def _counts(counts: Mapping[str, int]) -> str:
     known = [name for name in _ORDER if name in counts]
     rest = sorted(name for name in counts if name not in _ORDER)
     return "  ".join(f"{name}={counts[name]}" for name in (*known, *rest))
+
+
+def waiting_for(record: Mapping[str, Any]) -> str:
+    """What a retrying send waits for, and how many tries its retry budget has left."""
+    if record.get("waiting_for") == "look-up":
+        what = "a look-up in Email Logs (Mailtrap's answer was lost)"
+    else:
+        what = "its next try"
+    left = record.get("tries_left")
+    if left is None:
+        return what
+    if left == 0:
+        return f"{what}; no try left: unless found there, it ends failed"
+    return f"{what}; {left} {'try' if left == 1 else 'tries'} left"

@@ -32,9 +32,10 @@ def test_every_form_names_the_same_moment(value: object) -> None:
 
 
 def test_a_date_is_its_midnight_in_utc() -> None:
-    assert parse_when(date(2030, 1, 2), "send_at") == datetime(
-        2030, 1, 2, tzinfo=timezone.utc
-    ).timestamp()
+    assert (
+        parse_when(date(2030, 1, 2), "send_at")
+        == datetime(2030, 1, 2, tzinfo=timezone.utc).timestamp()
+    )
 
 
 @pytest.mark.parametrize("value", ["soon", "", True, None, [1], {"at": 1}, -1, float("nan"), 1e13])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,11 @@ MESSAGE = {
     "subject": "Hi",
     "text": "Hello",
 }
+
+
+def tables(**accounts: dict[str, str]) -> Any:
+    """Account tables as plain mappings, as the environment and Django settings give them."""
+    return accounts
 
 
 def test_bulk_defaults_to_mailtraps_bulk_host_with_the_api_token() -> None:
@@ -101,7 +107,7 @@ def test_an_account_may_set_only_a_separate_bulk_token() -> None:
     settings = Settings(
         api_token="tok",
         bulk_api_token="top-bulk",
-        accounts={"news": {"BULK_API_TOKEN": "news-bulk"}},
+        accounts=tables(news={"BULK_API_TOKEN": "news-bulk"}),
     )
 
     assert resolve_route(settings, account="news").token == "tok"
@@ -109,7 +115,9 @@ def test_an_account_may_set_only_a_separate_bulk_token() -> None:
 
 
 def test_a_workers_sandbox_id_catches_account_mail_too() -> None:
-    settings = Settings(api_token="tok", sandbox_id="7", accounts={"eu": {"api_token": "eu-tok"}})
+    settings = Settings(
+        api_token="tok", sandbox_id="7", accounts=tables(eu={"api_token": "eu-tok"})
+    )
 
     route = resolve_route(settings, stream="bulk", account="eu")
 
@@ -125,7 +133,7 @@ def test_an_unknown_account_is_a_configuration_error_naming_it() -> None:
 def test_a_missing_token_names_the_setting() -> None:
     with pytest.raises(ConfigurationError, match="MAILTRAP_API_TOKEN"):
         resolve_route(Settings())
-    settings = Settings(accounts={"eu": {"api_url": "http://127.0.0.1:1/"}})
+    settings = Settings(accounts=tables(eu={"api_url": "http://127.0.0.1:1/"}))
     with pytest.raises(ConfigurationError, match="MAILQUEUE_ACCOUNT_EU_API_TOKEN"):
         resolve_route(settings, account="eu")
 
@@ -205,12 +213,12 @@ def test_malformed_accounts_raise_a_configuration_error(environ: dict[str, str])
 
 def test_an_unknown_account_setting_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="TOKEN_TYPO"):
-        Settings(accounts={"eu": {"TOKEN_TYPO": "x"}})
+        Settings(accounts=tables(eu={"TOKEN_TYPO": "x"}))
 
 
 def test_repr_never_shows_account_or_bulk_tokens() -> None:
     settings = Settings(
-        bulk_api_token="tok-SECRET-1", accounts={"eu": {"api_token": "tok-SECRET-2"}}
+        bulk_api_token="tok-SECRET-1", accounts=tables(eu={"api_token": "tok-SECRET-2"})
     )
 
     assert "SECRET" not in repr(settings)
@@ -246,7 +254,7 @@ def test_a_malformed_account_is_refused_naming_the_field(account: object) -> Non
 
 
 def test_a_producer_that_lists_accounts_refuses_an_unknown_one() -> None:
-    settings = Settings(accounts={"eu": {"api_token": "t"}})
+    settings = Settings(accounts=tables(eu={"api_token": "t"}))
 
     build_payload({**MESSAGE, "account": "eu"}, settings)
     with pytest.raises(ValidationError) as info:

@@ -25,9 +25,9 @@ from mailqueue.core.payload import (
 from mailqueue.core.responses import RequestResult
 from mailqueue.deliver.drain import Drainer, group_calls
 from mailqueue.errors import PermanentDeliveryError, TransientDeliveryError
-from mailqueue.settings import Settings
+from mailqueue.settings import RateLimit, Settings
 from mailqueue.store.outbox import Envelope
-from tests.memory_transport import MemoryTransport, accept_all
+from mailqueue.testing import MemoryTransport, accept_all
 
 
 def message(recipient: str, **extra: Any) -> dict[str, Any]:
@@ -37,14 +37,16 @@ def message(recipient: str, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[Client]:
-    settings = Settings(broker_url=redis_url, api_token="t", rate_limit="100000/1s", max_retries=3)
+    settings = Settings(
+        broker_url=redis_url, api_token="t", rate_limit=RateLimit.parse("100000/1s"), max_retries=3
+    )
     client = Client(settings, publish=lambda options: None)
     yield client
     client.close()
 
 
 def drain(client: Client, transport: MemoryTransport) -> Any:
-    return Drainer(client, transport).drain(budget=10)  # type: ignore[arg-type]
+    return Drainer(client.stores, transport).drain(budget=10)
 
 
 def state(client: Client, send_id: str) -> str | None:

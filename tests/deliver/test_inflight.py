@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -11,7 +12,7 @@ from mailqueue.deliver.inflight import InFlight
 DEADLINE = 10.0
 
 
-def blocked(gate: threading.Event, started: threading.Semaphore) -> object:
+def blocked(gate: threading.Event, started: threading.Semaphore) -> Callable[[], None]:
     def call() -> None:
         started.release()
         assert gate.wait(DEADLINE)
@@ -24,7 +25,7 @@ def test_calls_run_at_once_up_to_the_bound() -> None:
     gate, started = threading.Event(), threading.Semaphore(0)
     try:
         for _ in range(3):
-            flight.start("transactional", blocked(gate, started))  # type: ignore[arg-type]
+            flight.start("transactional", blocked(gate, started))
         assert all(started.acquire(timeout=DEADLINE) for _ in range(3))
 
         assert flight.running == 3
@@ -41,12 +42,12 @@ def test_bulk_calls_leave_one_thread_for_transactional_mail() -> None:
     gate, started = threading.Event(), threading.Semaphore(0)
     try:
         for _ in range(2):
-            flight.start("bulk", blocked(gate, started))  # type: ignore[arg-type]
+            flight.start("bulk", blocked(gate, started))
         assert all(started.acquire(timeout=DEADLINE) for _ in range(2))
 
         assert flight.can_start("bulk") is False
         assert flight.can_start("transactional") is True
-        flight.start("transactional", blocked(gate, started))  # type: ignore[arg-type]
+        flight.start("transactional", blocked(gate, started))
         assert started.acquire(timeout=DEADLINE)
     finally:
         gate.set()
@@ -67,11 +68,9 @@ def test_start_waits_for_room_in_its_lane() -> None:
     gate, started = threading.Event(), threading.Semaphore(0)
     done = threading.Event()
     try:
-        flight.start("bulk", blocked(gate, started))  # type: ignore[arg-type]
+        flight.start("bulk", blocked(gate, started))
         assert started.acquire(timeout=DEADLINE)
-        second = threading.Thread(
-            target=lambda: (flight.start("bulk", done.set), None), daemon=True
-        )
+        second = threading.Thread(target=flight.start, args=("bulk", done.set), daemon=True)
         second.start()
         assert not done.wait(0.05)  # the second bulk call has no room yet
         gate.set()

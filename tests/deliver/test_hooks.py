@@ -9,14 +9,15 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from mailqueue.client import Client
+from mailqueue import client as client_module
+from mailqueue.client import Client, add_outcome_receiver
 from mailqueue.core.envelope import Envelope
 from mailqueue.core.payload import ApiCall
-from mailqueue.deliver.hooks import Endings, OutcomeHooks
+from mailqueue.deliver.hooks import Endings, OutcomeReceiver, receivers_from_settings
 from mailqueue.errors import ConfigurationError
 from mailqueue.settings import Settings
 from mailqueue.store.status import PartRef, PartResult
-from mailqueue.tasks.worker_checks import check_worker_settings
+from mailqueue.tasks.worker_setup import check_worker_settings
 
 CALL = ApiCall("send", {"to": [{"email": "a@example.com"}], "subject": "Hi"}, (("a@example.com",),))
 
@@ -54,7 +55,7 @@ def test_the_task_hook_is_sent_by_name_to_its_queue_with_the_send_id_and_record(
     client = make_client(on_outcome_task="shop.tasks.mail_done", on_outcome_queue="shop")
     envelope = send_one(client, "s1")
 
-    OutcomeHooks(client).announce([envelope])
+    client.outcome_hooks.announce([envelope])
 
     (raw,) = redis_client.lrange("shop", 0, -1)
     message = json.loads(raw)
@@ -71,7 +72,7 @@ def test_a_hook_that_cannot_be_imported_is_a_configuration_error_naming_the_sett
     client = make_client(on_outcome="shop.nowhere.mail_done")
 
     with pytest.raises(ConfigurationError) as info:
-        OutcomeHooks(client)
+        receivers_from_settings(client.settings, client.send_task)
 
     assert info.value.setting == "on_outcome"
     assert "shop.nowhere.mail_done" in str(info.value)
@@ -90,13 +91,13 @@ def test_a_hook_path_without_a_module_is_refused(make_client) -> None:
     client = make_client(on_outcome="mail_done")
 
     with pytest.raises(ConfigurationError, match=r"package\.module\.name"):
-        OutcomeHooks(client)
+        receivers_from_settings(client.settings, client.send_task)
 
 
 def test_without_receivers_nothing_is_read_or_sent(make_client, redis_client) -> None:
     client = make_client()
     envelope = send_one(client, "s1")
-    hooks = OutcomeHooks(client)
+    hooks = client.outcome_hooks
 
     hooks.announce([envelope])
 
@@ -123,7 +124,7 @@ def test_a_send_refused_in_the_worker_is_told_once(make_client, redis_client) ->
     error = {"kind": "validation", "status_code": None, "message": "to[0]: not an address"}
 
     assert client.store.create_rejected("t1", error) is True
-    OutcomeHooks(client).announce_refused("t1")
+    client.outcome_hooks.announce_refused("t1")
     # A redelivered task finds the record: nothing is told again.
     assert client.store.create_rejected("t1", error) is False
 
@@ -131,3 +132,88 @@ def test_a_send_refused_in_the_worker_is_told_once(make_client, redis_client) ->
     args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
     assert args[0] == "t1" and args[1]["state"] == "failed"
     assert args[1]["error"]["kind"] == "validation"
+
+
+@pytest.fixture
+def process_receivers(monkeypatch: pytest.MonkeyPatch) -> list[OutcomeReceiver]:
+    """The process's receivers, empty for this test and forgotten after it."""
+    receivers: list[OutcomeReceiver] = []
+    monkeypatch.setattr(client_module, "_process_receivers", receivers)
+    return receivers
+
+
+def test_a_receiver_added_for_the_process_is_told_by_every_client_with_the_ending_part(
+    make_client, process_receivers
+) -> None:
+    told: list[tuple[str, str, object]] = []
+    first, second = make_client(), make_client(key_prefix="other")
+    hooks = first.outcome_hooks  # built before the receiver is added: it is told all the same
+    add_outcome_receiver(
+        OutcomeReceiver(
+            "noted", lambda send_id, record, env: told.append((send_id, record["state"], env))
+        )
+    )
+    one, two = send_one(first, "s1"), send_one(second, "s2")
+
+    hooks.announce([one])
+    second.outcome_hooks.announce([two])
+
+    assert told == [("s1", "sent", one), ("s2", "sent", two)]
+
+
+def test_a_receiver_is_added_once(process_receivers) -> None:
+    receiver = OutcomeReceiver("noted", lambda *_: None)
+
+    add_outcome_receiver(receiver)
+    add_outcome_receiver(receiver)
+
+    assert process_receivers == [receiver]
+
+
+def test_a_receiver_not_listening_has_no_record_read(make_client, process_receivers) -> None:
+    client = make_client()
+    envelope = send_one(client, "s1")
+    add_outcome_receiver(OutcomeReceiver("deaf", lambda *_: pytest.fail("told"), lambda: False))
+    client.store.get = lambda send_id: pytest.fail("read")  # type: ignore[method-assign]
+
+    client.outcome_hooks.announce([envelope])
+
+    assert not client.outcome_hooks.wanted
+
+
+def test_a_receiver_of_calls_only_is_not_told_of_a_send_refused_in_the_worker(
+    make_client, process_receivers
+) -> None:
+    told: list[tuple[str, str]] = []
+    client = make_client()
+    calls_only = OutcomeReceiver(
+        "calls", lambda send_id, *_: told.append(("calls", send_id)), calls_only=True
+    )
+    add_outcome_receiver(calls_only)
+    add_outcome_receiver(OutcomeReceiver("all", lambda send_id, *_: told.append(("all", send_id))))
+    error = {"kind": "validation", "status_code": None, "message": "to[0]: not an address"}
+    assert client.store.create_rejected("t1", error) is True
+
+    client.outcome_hooks.announce_refused("t1")
+
+    assert told == [("all", "t1")]
+
+
+def test_a_receiver_that_raises_is_logged_by_name_and_the_next_is_told(
+    make_client, process_receivers, caplog: pytest.LogCaptureFixture
+) -> None:
+    told: list[str] = []
+    client = make_client()
+    envelope = send_one(client, "s1")
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a body that must not be logged")
+
+    add_outcome_receiver(OutcomeReceiver("broken", broken))
+    add_outcome_receiver(OutcomeReceiver("next", lambda send_id, *_: told.append(send_id)))
+
+    client.outcome_hooks.announce([envelope])
+
+    assert told == ["s1"]
+    assert "send s1: the broken hook raised RuntimeError" in caplog.text
+    assert "must not be logged" not in caplog.text
