@@ -167,18 +167,32 @@ class Outbox(RedisStore):
         pipe.hset(self.keys.retry_parts(envelope.send_id), str(envelope.part), envelope.encode())
         pipe.zadd(self.keys.retry, {_part_name(envelope.send_id, envelope.part): due})
         if envelope.campaign:
-            sends = self.keys.campaign_retries(envelope.campaign)
-            pipe.sadd(sends, envelope.send_id)
-            # Outlives the latest part it lists: NX sets a first expiry, GT only extends it.
-            expiry = max(int(due - time.time()), 0) + self.ttl
-            pipe.expire(sends, expiry, nx=True)
-            pipe.expire(sends, expiry, gt=True)
+            self._note_campaign_retry(pipe, envelope.campaign, envelope.send_id, due)
+
+    def _note_campaign_retry(
+        self, pipe: redis.client.Pipeline, campaign: str, send_id: str, due: float
+    ) -> None:
+        sends = self.keys.campaign_retries(campaign)
+        pipe.sadd(sends, send_id)
+        # Outlives the latest part it lists: NX sets a first expiry, GT only extends it.
+        expiry = max(int(due - time.time()), 0) + self.ttl
+        pipe.expire(sends, expiry, nx=True)
+        pipe.expire(sends, expiry, gt=True)
 
     def schedule_send(
         self, pipe: redis.client.Pipeline, send_id: str, envelopes: Sequence[Envelope], due: float
     ) -> None:
-        """Hold a new send's envelopes until ``due`` and list it with the sends scheduled."""
-        pipe.zadd(self.keys.retry, {envelope.encode(): due for envelope in envelopes})
+        """Hold a new send's envelopes until ``due`` and list it with the sends scheduled.
+
+        As ``schedule`` holds each of them, with one write of each kind for all its parts.
+        """
+        if not envelopes:
+            return
+        parts: dict[Any, str] = {str(e.part): e.encode() for e in envelopes}
+        pipe.hset(self.keys.retry_parts(send_id), mapping=parts)
+        pipe.zadd(self.keys.retry, {_part_name(send_id, e.part): due for e in envelopes})
+        if envelopes[0].campaign:
+            self._note_campaign_retry(pipe, envelopes[0].campaign, send_id, due)
         pipe.zadd(self.keys.scheduled, {send_id: due})
         # The list is of times to come: entries whose time has passed go.
         pipe.zremrangebyscore(self.keys.scheduled, "-inf", f"({time.time()}")
