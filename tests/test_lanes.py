@@ -11,7 +11,7 @@ import redis
 import requests
 
 from mailqueue.core.envelope import Envelope, envelopes_for, lane_for
-from mailqueue.core.payload import build_payload
+from mailqueue.core.payload import build_payload, prepare
 from mailqueue.core.routing import resolve_route
 from mailqueue.settings import Settings
 from mailqueue.store.keys import Keys
@@ -34,7 +34,7 @@ def outbox(redis_client: redis.Redis) -> Outbox:
 
 
 def envelope(send_id: str, group: str | None = None, stream: str = "transactional") -> Envelope:
-    [built] = envelopes_for(build_payload(MESSAGE), send_id=send_id, stream=stream, group=group)
+    [built] = envelopes_for(prepare(MESSAGE), send_id=send_id, stream=stream, group=group)
     return built
 
 
@@ -64,8 +64,7 @@ def test_lane_for(stream: str, campaign: str | None, parts: int, lane: str) -> N
 def test_an_envelope_carries_no_path_url_or_token() -> None:
     settings = Settings(api_token="tok-SECRET", sandbox_id="42", api_url="http://127.0.0.1:1/api/")
     message = {**MESSAGE, "stream": "bulk", "account": "eu"}
-    calls = build_payload(message, settings)
-    [built] = envelopes_for(calls, send_id="s1", stream="bulk", account="eu")
+    [built] = envelopes_for(prepare(message, settings), send_id="s1", stream="bulk", account="eu")
 
     raw = built.encode()
 

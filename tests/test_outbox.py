@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from mailqueue.core.envelope import Envelope, envelopes_for
-from mailqueue.core.payload import build_payload
+from mailqueue.core.payload import prepare
 from mailqueue.store.keys import Keys
 from mailqueue.store.outbox import Outbox
 
@@ -39,7 +39,7 @@ def parts(send_id: str, count: int = 1, campaign: str | None = None) -> list[Env
     else:
         message["to"] = [f"r{i}@example.com" for i in range(500 * (count - 1) + 1)]
         message["merge_data"] = {f"r{i}@example.com": {} for i in range(500 * (count - 1) + 1)}
-    built = envelopes_for(build_payload(message), send_id=send_id, campaign=campaign)
+    built = envelopes_for(prepare(message), send_id=send_id, campaign=campaign)
     assert len(built) == count
     return built
 

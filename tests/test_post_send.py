@@ -106,7 +106,7 @@ def test_the_django_integration_sends_post_send_for_every_clients_final_outcomes
 
     body = {"to": [{"email": "a@example.com"}], "subject": "Hi"}
     call = ApiCall("send", body, (("a@example.com",),))
-    envelope = Envelope(send_id="s1", part=0, call=call)
+    envelope = Envelope(send_id="s1", part=0, body=call)
     client = Client(Settings(broker_url=redis_url))
     post_send.connect(receiver)
     try:

@@ -257,7 +257,7 @@ def test_waiting_counts_unread_envelopes_not_those_a_worker_holds(
     )
     with redis_client.pipeline() as pipe:
         for n in range(3):
-            outbox.add(pipe, Envelope(send_id=f"s{n}", part=0, call=call))
+            outbox.add(pipe, Envelope(send_id=f"s{n}", part=0, body=call))
         pipe.execute()
 
     assert outbox.waiting() == 3

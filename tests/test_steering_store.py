@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from mailqueue.core.envelope import Envelope, envelopes_for
-from mailqueue.core.payload import build_payload
+from mailqueue.core.payload import prepare
 from mailqueue.settings import Settings
 from mailqueue.store.status import now_iso
 from mailqueue.store.stores import Stores
@@ -29,7 +29,7 @@ def queue_for_later(stores: Stores, send_id: str, recipients: int) -> list[Envel
         "subject": "Hi",
         "text": "Hello",
     }
-    envelopes = envelopes_for(build_payload(message), send_id=send_id)
+    envelopes = envelopes_for(prepare(message), send_id=send_id)
     with stores.redis.pipeline() as pipe:
         stores.store.create(pipe, send_id, parts=len(envelopes), created_at=now_iso())
         for envelope in envelopes:

@@ -1,29 +1,39 @@
-"""What waits in the outbox: one API call's body and its routing facts, never a URL or a path.
+"""What waits in the outbox: one part of a validated message and its routing facts.
 
-The producer validates and normalizes a message into the bodies of its
-Mailtrap calls (``build_payload``); an *envelope* carries one of them, its
-kind (``send`` or ``batch``) and the message's routing facts: the Mailtrap
-stream, the account, the lane, the campaign. The worker that sends it
-resolves those facts with its own settings (``routing.py``) and builds the
-call: its token, sandbox inbox and URLs decide, whoever queued the message.
+The producer validates and normalizes a message and cuts it into the parts
+of its Mailtrap calls (``payload.prepare``); an *envelope* carries one part:
+the normalized message (``queued_message.py``; a batch part only its share of
+the recipients and merge data), its kind (``send`` or ``batch``) and the
+routing facts: the Mailtrap stream, the account, the lane, the campaign.
+The worker that sends it renders the call body (``payload.render_part``) and
+resolves the routing facts (``routing.py``) with its own settings: a fix of
+the rendering, its token, sandbox inbox and URLs reach mail already queued.
 
-Envelopes queued before this format carried the producer's call, path
-included; they still decode, and a sandbox inbox in their path is kept, so
-mail a sandboxed producer queued never reaches real recipients.
+Envelopes queued by the earlier formats carry the producer's call body
+(``body``; before that ``call``, path included); they still decode and are
+sent as they are, and a sandbox inbox in their path is kept, so mail a
+sandboxed producer queued never reaches real recipients.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, cast
 from urllib.parse import unquote
 
-from mailqueue.core.payload import ApiCall, call_size
+from mailqueue.core.payload import ApiCall, Prepared, call_size, render_part
+from mailqueue.core.queued_message import QueuedMessage, part_forms
 from mailqueue.core.routing import LANES, STREAMS, Lane, Route, Stream
+from mailqueue.settings import Settings
 
-__all__ = ["Envelope", "Kind", "PartRef", "envelopes_for", "lane_for"]
+__all__ = ["MESSAGE_FORMAT", "Envelope", "Kind", "PartRef", "envelopes_for", "lane_for"]
+
+# The ``v`` of an envelope carrying a message for the worker to render.
+# Envelopes without ``v`` carry a call body the producer rendered (``body``,
+# or in the first format ``call``, path included): queued before workers
+# rendered, they still decode and are sent as they are.
+MESSAGE_FORMAT = 2
 
 Kind = Literal["send", "batch"]
 
@@ -57,7 +67,7 @@ def lane_for(*, stream: Stream, campaign: str | None, parts: int) -> Lane:
 
 
 def envelopes_for(
-    calls: Sequence[ApiCall],
+    prepared: Prepared,
     *,
     send_id: str,
     stream: str = "transactional",
@@ -66,23 +76,29 @@ def envelopes_for(
     campaign: str | None = None,
     expires_at: float | None = None,
 ) -> list[Envelope]:
-    """The envelopes of one validated message: its call bodies and routing facts.
+    """The envelopes of one validated message: one per call, each its part of the message.
 
-    The calls' paths (which may name the producer's sandbox) are dropped:
-    only their kind travels. A send belongs to the lane's stream of its
-    campaign, else of its ``enqueue_many`` group; a send of several calls
-    is a campaign of its own.
+    The calls only tell how the message is cut into parts; a worker renders
+    each part's call again with its own settings. A send belongs to the
+    lane's stream of its campaign, else of its ``enqueue_many`` group; a send
+    of several calls is a campaign of its own.
     """
     if stream not in STREAMS:
         raise ValueError(f"unknown sending stream {stream!r}")
     mail_stream: Stream = stream  # type: ignore[assignment]  # checked just above
+    calls = prepared.calls
     key = campaign or group or (send_id if len(calls) > 1 else "")
     lane = lane_for(stream=mail_stream, campaign=key, parts=len(calls))
+    forms = part_forms(
+        prepared.message,
+        [len(call.recipients) for call in calls],
+        named_sender=prepared.named_sender,
+    )
     return [
         Envelope(
             send_id=send_id,
             part=part,
-            call=ApiCall("batch" if call.is_batch else "send", call.json, call.recipients),
+            message=QueuedMessage(form),
             group=group,
             campaign=campaign or "",
             expires_at=expires_at,
@@ -91,19 +107,23 @@ def envelopes_for(
             lane=lane,
             lane_key=key if lane == "bulk" else "",
         )
-        for part, call in enumerate(calls)
+        for part, form in enumerate(forms)
     ]
 
 
 @dataclass
 class Envelope:
-    """One API call on its way: its body and kind, its send and part, its routing facts."""
+    """One part of a send on its way: its message (or queued body), its routing facts, its tries.
+
+    An envelope carries either ``message``, the part's share of a validated
+    message that the worker renders (``render``), or ``body``, a call body
+    queued by an earlier format, sent as it is.
+    """
 
     send_id: str
     part: int
-    # The call's kind as its path ("send" or "batch"), body and recipients; the
-    # worker adds its route's sandbox inbox to the path.
-    call: ApiCall
+    message: QueuedMessage | None = None
+    body: ApiCall | None = None
     # Its retry budget (see ``Outcomes.spend``): tries that ended without an
     # answer settling the part, when the next may start at the earliest
     # (unix seconds), and the error that ended the last one.
@@ -136,13 +156,47 @@ class Envelope:
     # When this worker's claim on the part ends (``time.monotonic()``); never encoded.
     lease_ends: float | None = field(default=None, compare=False)
 
+    # The call rendered for this worker (``render``). Never encoded.
+    rendered: ApiCall | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.message is None) == (self.body is None):
+            raise ValueError("an envelope carries a message or a body, one of them")
+
     @property
     def kind(self) -> Kind:
-        return "batch" if self.call.is_batch else "send"
+        return "batch" if self.is_batch else "send"
 
     @property
     def is_batch(self) -> bool:
-        return self.call.is_batch
+        return self.message.is_batch if self.message is not None else self._body.is_batch
+
+    @property
+    def recipients(self) -> tuple[tuple[str, ...], ...]:
+        """The call's recipients, one tuple per Mailtrap message, known without rendering."""
+        return self.message.recipients if self.message is not None else self._body.recipients
+
+    @property
+    def _body(self) -> ApiCall:
+        assert self.body is not None  # __post_init__: one of message and body is set
+        return self.body
+
+    def render(self, settings: Settings | None = None) -> ApiCall:
+        """Render the part's call with ``settings`` (the worker's own); a queued body as it is.
+
+        Its path is the kind; ``call_for`` adds a route's sandbox inbox.
+        """
+        if self.message is None:
+            self.rendered = self._body
+        else:
+            call = render_part(self.message, settings)
+            self.rendered = ApiCall(self.kind, call.json, call.recipients)
+        return self.rendered
+
+    @property
+    def call(self) -> ApiCall:
+        """The part's whole call: rendered by ``render``, else with this process's settings."""
+        return self.rendered if self.rendered is not None else self.render()
 
     @property
     def to_send(self) -> ApiCall:
@@ -157,7 +211,7 @@ class Envelope:
     @property
     def flat_recipients(self) -> list[str]:
         """Every recipient of the call, in ``message_ids`` order."""
-        return [address for request in self.call.recipients for address in request]
+        return [address for request in self.recipients for address in request]
 
     @property
     def ref(self) -> PartRef:
@@ -167,7 +221,7 @@ class Envelope:
             self.part,
             self.group,
             self.campaign,
-            sum(len(request) for request in self.call.recipients),
+            sum(len(request) for request in self.recipients),
             self.expires_at,
         )
 
@@ -177,14 +231,25 @@ class Envelope:
         return ApiCall(route.endpoint(self.kind), call.json, call.recipients)
 
     def encode(self) -> str:
-        data: dict[str, Any] = {
-            "id": self.send_id,
-            "part": self.part,
-            "kind": self.kind,
-            "body": self.call.json,
-            "rcpt": [list(group) for group in self.call.recipients],
-            "attempt": self.attempt,
-        }
+        data: dict[str, Any]
+        if self.message is not None:
+            data = {
+                "v": MESSAGE_FORMAT,
+                "id": self.send_id,
+                "part": self.part,
+                "kind": self.kind,
+                "msg": self.message.form,
+                "attempt": self.attempt,
+            }
+        else:
+            data = {
+                "id": self.send_id,
+                "part": self.part,
+                "kind": self.kind,
+                "body": self._body.json,
+                "rcpt": [list(group) for group in self._body.recipients],
+                "attempt": self.attempt,
+            }
         optional = {
             "group": self.group,
             "campaign": self.campaign,
@@ -206,15 +271,23 @@ class Envelope:
     def decode(cls, raw: str | bytes, entry_id: str = "", stream: str = "") -> Envelope:
         data = json.loads(raw)
         legacy_sandbox = data.get("sandbox")
-        if "call" in data:  # the earlier format: the producer's call, path included
-            call = ApiCall.from_dict(data["call"])
-            kind, _, inbox = call.path.partition("/")
+        message = body = None
+        version = data.get("v", 1)
+        if version == MESSAGE_FORMAT:
+            message = QueuedMessage.checked(data.get("msg"))
+            if data.get("kind") != ("batch" if message.is_batch else "send"):
+                raise ValueError("not an envelope: its kind is not its message's")
+        elif version != 1:
+            raise ValueError(f"an envelope of an unknown format ({str(version)[:20]})")
+        elif "call" in data:  # the first format: the producer's call, path included
+            body = ApiCall.from_dict(data["call"])
+            kind, _, inbox = body.path.partition("/")
             legacy_sandbox = legacy_sandbox or unquote(inbox) or None
-            call = ApiCall(kind, call.json, call.recipients)
+            body = ApiCall(kind, body.json, body.recipients)
         else:
             if data["kind"] not in ("send", "batch") or not isinstance(data["body"], dict):
                 raise ValueError("not an envelope: unknown kind or body")
-            call = ApiCall(
+            body = ApiCall(
                 data["kind"], data["body"], tuple(tuple(group) for group in data["rcpt"])
             )
         mail_stream = data.get("mail_stream", "transactional")
@@ -224,7 +297,8 @@ class Envelope:
         return cls(
             send_id=data["id"],
             part=int(data["part"]),
-            call=call,
+            message=message,
+            body=body,
             attempt=int(data.get("attempt", 0)),
             resend_at=float(data["resend_at"]) if data.get("resend_at") else None,
             last_error=data["last_error"] if isinstance(data.get("last_error"), dict) else None,

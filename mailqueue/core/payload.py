@@ -12,13 +12,17 @@ single sends on one batch call.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+from mailqueue.core.addresses import EmailAddress, parse_address_list
 from mailqueue.core.message import NormalizedMessage, normalize_message, refuse_long_recipient_lists
+from mailqueue.core.queued_message import QueuedMessage, names_sender
 from mailqueue.core.rules import (
     MAX_BATCH_BYTES,
     MAX_BATCH_REQUESTS,
@@ -38,10 +42,13 @@ __all__ = [
     "MAX_BATCH_REQUESTS",
     "MAX_MESSAGE_BYTES",
     "ApiCall",
+    "Prepared",
     "build_payload",
     "burst_for_batch",
     "call_size",
     "coalesce",
+    "prepare",
+    "render_part",
 ]
 
 # Mailtrap's documented limits, counted in decimal megabytes to stay on the safe side
@@ -109,6 +116,20 @@ def build_payload(message: Mapping[str, Any], settings: Settings | None = None) 
     ``batch`` call per chunk of at most 500 requests and 50 MB.
     Raises ValidationError / UnsupportedFeature naming the offending field.
     """
+    return prepare(message, settings).calls
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated message: its normalized form, its calls, whether it named its sender."""
+
+    message: NormalizedMessage
+    calls: list[ApiCall]
+    named_sender: bool
+
+
+def prepare(message: Mapping[str, Any], settings: Settings | None = None) -> Prepared:
+    """``build_payload``, keeping the normalized message the calls were built from."""
     settings = settings or _defaults()
     try:
         if isinstance(message, Mapping):
@@ -117,21 +138,61 @@ def build_payload(message: Mapping[str, Any], settings: Settings | None = None) 
         if _may_hold_lone_surrogates(message):
             _reject_lone_surrogates(message, "")
         msg = normalize_message(message, settings)
-        if not msg.is_batch:
-            calls = [_single_call(msg, _single_send_data(msg), settings)]
-        else:
-            # The batch base is the single-send payload without its recipients.
-            calls = _batch_calls(msg, _single_send_data(msg, recipients=False), settings)
+        calls = _calls(msg, settings)
         if msg.esp_extra:
             # esp_extra reaches the body unchecked; the body is checked instead.
             _check_extra_shaped_bodies(calls, settings)
-        return calls
+        return Prepared(msg, calls, names_sender(message))
     except MailqueueError:
         raise
     except Exception as error:  # a last line of defence: never anything but ValidationError
         raise ValidationError(
             f"malformed message ({type(error).__name__})", field="message"
         ) from error
+
+
+def _calls(msg: NormalizedMessage, settings: Settings) -> list[ApiCall]:
+    if not msg.is_batch:
+        return [_single_call(msg, _single_send_data(msg), settings)]
+    # The batch base is the single-send payload without its recipients.
+    return _batch_calls(msg, _single_send_data(msg, recipients=False), settings)
+
+
+def render_part(queued: QueuedMessage, settings: Settings | None = None) -> ApiCall:
+    """The one call of a queued part, rendered with ``settings`` (a worker's own).
+
+    The message was validated when it was queued: it is rendered, not checked
+    again, so a part the producer accepted always has a call. A batch part
+    becomes one ``batch`` call of all its requests (it was cut to fit).
+    Where the message named no sender, the worker's default sender wins over
+    the producer's.
+    """
+    settings = settings or _defaults()
+    msg = queued.message
+    if not queued.named_sender:
+        sender = _default_sender(settings.default_from_email, settings.allow_eai_from)
+        if sender is not None and sender != msg.from_email:
+            msg = dataclasses.replace(msg, from_email=sender)
+    if not msg.is_batch:
+        recipients = (tuple(a.addr_spec for a in (*msg.to, *msg.cc, *msg.bcc)),)
+        return ApiCall(settings.endpoint("send"), _single_send_data(msg), recipients)
+    base = _single_send_data(msg, recipients=False)
+    requests, per_request = burst_for_batch(msg, base)
+    return _batch_call(settings.endpoint("batch"), base, requests, per_request)
+
+
+@lru_cache(maxsize=8)
+def _default_sender(text: str | None, allow_eai: bool) -> EmailAddress | None:
+    """A worker's default sender, when it is one the producer could have used."""
+    if text is None:
+        return None
+    try:
+        addresses = parse_address_list(text, "from_email")
+    except ValidationError:
+        return None
+    if len(addresses) != 1 or (addresses[0].uses_eai and not allow_eai):
+        return None
+    return addresses[0]
 
 
 # A lone surrogate survives json.dumps as a \\udXXX escape that Mailtrap cannot

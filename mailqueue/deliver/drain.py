@@ -237,6 +237,7 @@ class Drainer:
 
     def _deliver(self, envelopes: list[Envelope], report: DrainReport, delay: float = 0.0) -> None:
         """Claim ``envelopes`` and start their calls; ``delay``: seconds the calls wait to start."""
+        self.poster.render(envelopes)
         ready, doubtful, lost = self.claims.claim(envelopes, report)
         if lost:
             doubtful = doubtful + self._lost(lost, report)

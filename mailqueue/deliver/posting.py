@@ -1,8 +1,10 @@
 """Posting claimed envelopes to Mailtrap: their routes, their calls, and each call's outcome.
 
-Each envelope is built with this worker's settings (the route: URL, token,
-sandbox inbox). Waiting single sends to the same route and lane ride one
-``batch`` call when coalescing is on. A call waits on the volume caps, then
+Each envelope's call is rendered from its queued message and routed with this
+worker's settings (the body; the route: URL, token, sandbox inbox), so that
+mail already queued follows the workers' settings and rendering. Waiting
+single sends to the same route and lane ride one ``batch`` call when
+coalescing is on. A call waits on the volume caps, then
 goes through the route's transport (the fleet rate limiter in the call's
 lane, and in-process retries of transient errors for a few seconds); its
 answer, or its failure, is handed to ``Outcomes``. A failure after which
@@ -77,6 +79,15 @@ class Poster:
             transport.close()
         if self._shared_transport is not None:
             self._shared_transport.close()
+
+    def render(self, envelopes: Sequence[Envelope]) -> None:
+        """Render each envelope's call with this worker's settings, before its claim reads it.
+
+        A claim takes suppressed recipients out of the rendered call; a
+        coalesced call combines the rendered calls of its single sends.
+        """
+        for envelope in envelopes:
+            envelope.render(self.settings)
 
     def _route(self, envelope: Envelope) -> Route | ConfigurationError:
         """The envelope's route under this worker's settings, or why it has none."""

@@ -5,8 +5,9 @@ message, its payload and its envelopes at once: gigabytes. Here the caller
 gives the send as a stream of batch messages (say 500 rows of a CSV each)
 and each becomes one or more *parts* of a single send, in two passes:
 
-1. validate: each message is built (``build_payload``) and its envelopes are
-   written to a spool file on disk, nothing to Redis. A bad message raises
+1. validate: each message is built (``payload.prepare``) and its envelopes
+   (its parts of the normalized message) are written to a spool file on
+   disk, nothing to Redis. A bad message raises
    ValidationError naming its index, and nothing is queued.
 2. enqueue: the spooled envelopes go to the outbox a few thousand recipients
    per transaction; each transaction also counts its recipients in the
@@ -25,20 +26,19 @@ from __future__ import annotations
 import itertools
 import json
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any
 
 import redis
 
-from mailqueue.core.envelope import Envelope, envelopes_for, lane_for
+from mailqueue.core.envelope import Envelope, envelopes_for
 from mailqueue.core.message import campaign_name
-from mailqueue.core.payload import ApiCall, build_payload
-from mailqueue.core.routing import Stream
+from mailqueue.core.payload import Prepared, prepare
 from mailqueue.errors import ValidationError
-from mailqueue.produce.producer import BULK_WAKEUPS, _Plan, _plan
+from mailqueue.produce.plan import Plan, plan_of
+from mailqueue.produce.producer import BULK_WAKEUPS
 from mailqueue.store import keys
 from mailqueue.store.connection import replicated_transaction, unavailable
 from mailqueue.store.status import now_iso
@@ -50,8 +50,6 @@ __all__ = ["ChunkedSend", "QueuedGroup", "enqueue_chunked", "enqueue_each"]
 
 # Parts written per Redis transaction: 20 batch calls are 10,000 recipients.
 PARTS_PER_TRANSACTION = 20
-# The record's field counting the parts already in the outbox.
-ENQUEUED = "enqueued"
 
 
 @dataclass(frozen=True)
@@ -121,17 +119,16 @@ def _validate(
     send_id: str,
     spool: IO[str],
     progress: Progress | None,
-) -> tuple[_Plan, int, int]:
-    """Build every message's calls into the spool, one line per part: count, stream, envelope."""
-    plan: _Plan | None = None
+) -> tuple[Plan, int, int]:
+    """Build every message's parts into the spool, one line per part: count, stream, envelope."""
+    plan: Plan | None = None
     parts = recipients = 0
     for index, message in enumerate(messages):
-        calls, this = _validated(rt, message, index)
+        prepared, this = _validated(rt, message, index)
         if plan is None:
             plan = this
-        for call in calls:
-            count = sum(len(request) for request in call.recipients)
-            envelope = _envelope(send_id, parts, call, plan)
+        for envelope in _envelopes(send_id, parts, prepared, plan):
+            count = len(envelope.flat_recipients)
             spool.write(f"{count} {rt.outbox.stream_for(envelope)} {envelope.encode()}\n")
             parts += 1
             recipients += count
@@ -142,11 +139,11 @@ def _validate(
     return plan, parts, recipients
 
 
-def _validated(rt: Stores, message: Mapping[str, Any], index: int) -> tuple[list[ApiCall], _Plan]:
-    """A message's calls and plan; ValidationError naming its index (and refusing a schedule)."""
+def _validated(rt: Stores, message: Mapping[str, Any], index: int) -> tuple[Prepared, Plan]:
+    """A message's parts and plan; ValidationError naming its index (and refusing a schedule)."""
     try:
-        calls = build_payload(message, rt.settings)
-        plan = _plan(message, {})
+        prepared = prepare(message, rt.settings)
+        plan = plan_of(message, {})
     except ValidationError as exc:
         exc.index = index
         raise
@@ -154,46 +151,48 @@ def _validated(rt: Stores, message: Mapping[str, Any], index: int) -> tuple[list
         raise ValidationError(
             "a message queued from a stream cannot be scheduled", field="send_at", index=index
         )
-    return calls, plan
+    return prepared, plan
 
 
-def _envelope(send_id: str, part: int, call: ApiCall, plan: _Plan) -> Envelope:
-    # A send of several parts waits in the bulk lane, in its campaign's
-    # stream, else in one of its own (as ``envelopes_for`` places it).
-    key = plan.campaign or send_id
-    stream = cast(Stream, plan.stream)
-    return Envelope(
+def _envelopes(send_id: str, first: int, prepared: Prepared, plan: Plan) -> list[Envelope]:
+    """One message's envelopes as parts ``first``, ``first + 1``, ... of the send.
+
+    A send of several parts waits in the bulk lane, in its campaign's stream,
+    else in one of its own (as ``envelopes_for`` places it), whatever the
+    campaign of the message's first envelope says.
+    """
+    envelopes = envelopes_for(
+        prepared,
         send_id=send_id,
-        part=part,
-        call=ApiCall("batch" if call.is_batch else "send", call.json, call.recipients),
-        campaign=plan.campaign or "",
-        expires_at=plan.expires_at,
-        mail_stream=stream,
+        stream=plan.stream,
         account=plan.account,
-        lane=lane_for(stream=stream, campaign=key, parts=2),
-        lane_key=key,
+        campaign=plan.campaign or send_id,
+        expires_at=plan.expires_at,
     )
+    for offset, envelope in enumerate(envelopes):
+        envelope.part = first + offset
+        envelope.campaign = plan.campaign or ""
+    return envelopes
 
 
 def _queue(
     rt: Stores,
     spool: IO[str],
     send_id: str,
-    plan: _Plan,
+    plan: Plan,
     parts: int,
     progress: Progress | None,
     repeated: int = 0,
 ) -> int:
     """Write the spooled parts not yet queued; returns how many were queued before."""
-    key = rt.keys.send(send_id)
-    known, queued = rt.redis.hmget(key, ["parts", ENQUEUED])
-    if known is not None and int(known) != parts:
+    known, queued = rt.store.queued_parts(send_id)
+    if known is not None and known != parts:
         raise ValidationError(
-            f"send {send_id} was queued with {int(known)} parts, not {parts}", field="send_id"
+            f"send {send_id} was queued with {known} parts, not {parts}", field="send_id"
         )
     start = 0
     if known is not None:  # a send ``enqueue`` queued whole has no count: nothing is missing
-        start = int(queued) if queued is not None else parts
+        start = queued if queued is not None else parts
     lines = itertools.islice(spool, start, None)
     written = start
     total = 0
@@ -214,21 +213,18 @@ def _queue(
                     expires_at=plan.expires_at,
                 )
             count = 0
-            streams = set()
+            entries = []
             for line in chunk:
                 number, stream, raw = line.rstrip("\n").split(" ", 2)
-                pipe.xadd(stream, {"e": raw})
-                streams.add(stream)
+                entries.append((stream, raw))
                 count += int(number)
-            for stream in streams:
-                if rt.keys.parse_campaign_queue(stream) is not None:
-                    pipe.zadd(rt.keys.outbox_campaigns, {stream: time.time()}, nx=True)
+            rt.outbox.add_encoded(pipe, entries)
             if plan.campaign and count:
                 rt.campaigns.add(pipe, plan.campaign, count)
             if plan.campaign and first and repeated:
                 rt.campaigns.note_repeated(pipe, plan.campaign, repeated)
             written += len(chunk)
-            pipe.hset(key, ENQUEUED, written)
+            rt.store.note_queued_parts(pipe, send_id, written)
             rt.waker.announce(pipe)
             answers = pipe.execute()
         if progress is not None:
@@ -281,13 +277,13 @@ def enqueue_each(
         for index, message in enumerate(messages):
             if campaign is not None:
                 message = {**message, "campaign": campaign}
-            calls, plan = _validated(rt, message, index)
+            prepared, plan = _validated(rt, message, index)
             send_id = uuid.uuid4().hex
             envelopes = envelopes_for(
-                calls, send_id=send_id, stream=plan.stream, account=plan.account, group=group,
+                prepared, send_id=send_id, stream=plan.stream, account=plan.account, group=group,
                 campaign=plan.campaign, expires_at=plan.expires_at,
             )  # fmt: skip
-            count = sum(len(request) for call in calls for request in call.recipients)
+            count = sum(len(e.flat_recipients) for e in envelopes)
             line = {
                 "id": send_id,
                 "n": count,
@@ -327,21 +323,17 @@ def _queue_each(
     while chunk := list(itertools.islice(spool, SENDS_PER_TRANSACTION)):
         with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
             joined: dict[str, int] = {}
-            streams: set[str] = set()
+            entries: list[tuple[str, str]] = []
             for raw in chunk:
                 line = json.loads(raw)
                 rt.store.create(
                     pipe, line["id"], parts=len(line["env"]), created_at=created_at, group=group,
                     campaign=line["campaign"], expires_at=line["expires"],
                 )  # fmt: skip
-                for stream, envelope in line["env"]:
-                    pipe.xadd(stream, {"e": envelope})
-                    streams.add(stream)
+                entries.extend((stream, envelope) for stream, envelope in line["env"])
                 if line["campaign"]:
                     joined[line["campaign"]] = joined.get(line["campaign"], 0) + line["n"]
-            for stream in streams:
-                if rt.keys.parse_campaign_queue(stream) is not None:
-                    pipe.zadd(rt.keys.outbox_campaigns, {stream: time.time()}, nx=True)
+            rt.outbox.add_encoded(pipe, entries)
             for name, count in joined.items():
                 rt.campaigns.add(pipe, name, count)
                 if queued == 0 and repeated.get(name):

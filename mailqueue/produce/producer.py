@@ -1,29 +1,30 @@
-"""The producer side: validate, record ``queued``, put the calls in the outbox, wake a worker.
+"""The producer side: validate, record ``queued``, put the message in the outbox, wake a worker.
 
 Validation runs here, in the caller's process, so a bad message raises before
-anything is written. The status record and the outbox entries are written in
+anything is written: the message is normalized and its calls built once
+(``payload.prepare``), which also tells how it is cut into parts. The outbox
+gets the normalized message, one envelope per part; the worker renders the
+calls again with its own settings. The status record and the outbox entries are written in
 one Redis transaction: a message is either fully enqueued or not at all, and no
 record is left ``queued`` for a message that never was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import redis
 
-from mailqueue.core.envelope import envelopes_for
+from mailqueue.core.envelope import Envelope, envelopes_for
 from mailqueue.core.message import campaign_name
-from mailqueue.core.payload import MAX_BATCH_REQUESTS, ApiCall, build_payload
-from mailqueue.core.schedule import schedule_of
+from mailqueue.core.payload import MAX_BATCH_REQUESTS, ApiCall, Prepared, prepare
 from mailqueue.errors import ValidationError
+from mailqueue.produce.plan import Plan, plan_of
 from mailqueue.records import StatusRecord
 from mailqueue.store import keys
 from mailqueue.store.address_index import note_send
@@ -53,8 +54,8 @@ def enqueue(
     **celery_options: Any,
 ) -> str:
     """Validate ``message`` and queue it on ``rt``'s outbox (``api.enqueue`` tells the options)."""
-    calls = build_payload(message, rt.settings)
-    plan = _plan(message, celery_options)
+    prepared = prepare(message, rt.settings)
+    plan = plan_of(message, celery_options)
     if plan.campaign:
         rt.campaigns.check_open(plan.campaign)
     if send_id is None:
@@ -68,20 +69,20 @@ def enqueue(
                 raise ValidationError(
                     "idempotency_key must be a non-empty string", field="idempotency_key"
                 )
-            key = rt.keys.idempotency(idempotency_key)
-            first = rt.redis.set(key, send_id, nx=True, get=True, ex=rt.store.ttl)
+            first = rt.store.first_send(idempotency_key, send_id)
             if first is not None:
-                return first.decode() if isinstance(first, bytes) else str(first)
+                return first
             # Only a key this call wrote is forgotten on failure: when the SET
             # itself failed, Redis is unreachable and a second try would only
             # double the caller's wait.
-            idem_key = key
+            idem_key = idempotency_key
         # A ReplicationTimeout passes through, and the idempotency key is
         # kept: the message is on the master, so a retry must find it.
         with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
-            _write(rt, pipe, send_id, calls, plan, created_at=now_iso())
+            waiting = _write(rt, pipe, send_id, prepared, plan, created_at=now_iso())
+            rt.outbox.add_many(pipe, waiting)
             if plan.campaign:
-                rt.campaigns.add(pipe, plan.campaign, _recipient_count(calls))
+                rt.campaigns.add(pipe, plan.campaign, _recipient_count(prepared.calls))
             if plan.due is None:
                 rt.waker.announce(pipe)
             results = pipe.execute()
@@ -107,14 +108,14 @@ def enqueue_many(
     ``campaign`` names the campaign of every message (see ``campaigns.py``).
     """
     campaign = campaign_name(campaign)
-    built: list[list[ApiCall]] = []
-    plans: list[_Plan] = []
+    built: list[Prepared] = []
+    plans: list[Plan] = []
     for index, message in enumerate(messages):
         try:
             if campaign is not None:
                 message = {**message, "campaign": campaign}
-            built.append(build_payload(message, rt.settings))
-            plans.append(_plan(message, {}))
+            built.append(prepare(message, rt.settings))
+            plans.append(plan_of(message, {}))
         except ValidationError as exc:
             exc.index = index
             raise
@@ -130,12 +131,15 @@ def enqueue_many(
         for start in range(0, len(built), PIPELINE_CHUNK):
             with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
                 joined: dict[str, int] = {}
-                for offset, calls in enumerate(built[start : start + PIPELINE_CHUNK]):
+                waiting: list[Envelope] = []
+                for offset, prepared in enumerate(built[start : start + PIPELINE_CHUNK]):
                     plan = plans[start + offset]
-                    _write(rt, pipe, ids[start + offset], calls, plan, created_at, group=group)
+                    send_id = ids[start + offset]
+                    waiting += _write(rt, pipe, send_id, prepared, plan, created_at, group=group)
                     if plan.campaign:
-                        count = _recipient_count(calls)
+                        count = _recipient_count(prepared.calls)
                         joined[plan.campaign] = joined.get(plan.campaign, 0) + count
+                rt.outbox.add_many(pipe, waiting)
                 for name, count in joined.items():
                     rt.campaigns.add(pipe, name, count)
                 pipe.execute()
@@ -147,7 +151,7 @@ def enqueue_many(
         queued = f"{min(written, len(built))} of {len(built)} messages were queued"
         raise unavailable(rt.settings.status_redis_url, f"enqueue ({queued})", exc) from None
     envelopes = sum(
-        len(calls) for calls, plan in zip(built, plans, strict=True) if plan.due is None
+        len(prepared.calls) for prepared, plan in zip(built, plans, strict=True) if plan.due is None
     )
     # One drain reads up to a batch call's worth of sends at a time.
     wakeups = (
@@ -173,36 +177,6 @@ def get_status(rt: Stores, send_id: str) -> StatusRecord | None:
         raise unavailable(rt.settings.status_redis_url, "read a status record", exc) from None
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """Where and when a validated message waits: its campaign, first attempt and expiry."""
-
-    campaign: str | None = None
-    stream: str = "transactional"
-    account: str | None = None
-    due: float | None = None
-    send_at: float | None = None
-    expires_at: float | None = None
-
-
-def _plan(message: Mapping[str, Any], celery_options: dict[str, Any]) -> _Plan:
-    """The message's plan; ``send_at`` and Celery's ``countdown``/``eta``: the later wins."""
-    due = _due(celery_options)
-    schedule = schedule_of(message)
-    if schedule.send_at is not None and (due is None or schedule.send_at > due):
-        due = schedule.send_at
-    if schedule.expires_at is not None and due is not None and schedule.expires_at <= due:
-        raise ValidationError("expires_at must come after send_at", field="expires_at")
-    return _Plan(
-        campaign=message.get("campaign"),
-        stream=message.get("stream") or "transactional",
-        account=message.get("account"),
-        due=due,
-        send_at=schedule.send_at,
-        expires_at=schedule.expires_at,
-    )
-
-
 def _recipient_count(calls: Sequence[ApiCall]) -> int:
     return sum(len(request) for call in calls for request in call.recipients)
 
@@ -211,25 +185,26 @@ def _write(
     rt: Stores,
     pipe: redis.client.Pipeline,
     send_id: str,
-    calls: Sequence[ApiCall],
-    plan: _Plan,
+    prepared: Prepared,
+    plan: Plan,
     created_at: str,
     *,
     group: str | None = None,
-) -> None:
+) -> list[Envelope]:
+    """Queue a send's record and index on ``pipe``; its envelopes to add, unless scheduled."""
     rt.store.create(
         pipe,
         send_id,
-        parts=len(calls),
+        parts=len(prepared.calls),
         created_at=created_at,
         group=group,
         campaign=plan.campaign,
         send_at=plan.send_at,
         expires_at=plan.expires_at,
     )
-    note_send(rt, pipe, send_id, calls, campaign=plan.campaign)
+    note_send(rt, pipe, send_id, prepared.calls, campaign=plan.campaign)
     envelopes = envelopes_for(
-        calls,
+        prepared,
         send_id=send_id,
         stream=plan.stream,
         account=plan.account,
@@ -237,38 +212,12 @@ def _write(
         campaign=plan.campaign,
         expires_at=plan.expires_at,
     )
-    for envelope in envelopes:
-        if plan.due is None:
-            rt.outbox.add(pipe, envelope)
-        else:
-            rt.outbox.schedule(pipe, envelope, plan.due)
-    if plan.due is not None:
-        pipe.zadd(rt.keys.scheduled, {send_id: plan.due})
-        # The list is of times to come: entries whose time has passed go.
-        pipe.zremrangebyscore(rt.keys.scheduled, "-inf", f"({time.time()}")
+    if plan.due is None:
+        return envelopes
+    rt.outbox.schedule_send(pipe, send_id, envelopes, plan.due)
+    return []
 
 
-def _forget(rt: Stores, idem_key: str, send_id: str) -> None:
-    try:
-        if rt.redis.get(idem_key) == send_id.encode():
-            rt.redis.delete(idem_key)
-    except redis.RedisError:
-        pass
-
-
-def _due(options: dict[str, Any]) -> float | None:
-    """Pop ``countdown``/``eta`` from Celery options: when the first attempt may start."""
-    countdown = options.pop("countdown", None)
-    eta = options.pop("eta", None)
-    if eta is not None:
-        if not isinstance(eta, datetime):
-            raise ValidationError("eta must be a datetime", field="eta")
-        if eta.tzinfo is None:
-            eta = eta.replace(tzinfo=timezone.utc)
-        return eta.timestamp()
-    if countdown is not None:
-        try:
-            return time.time() + max(float(countdown), 0.0)
-        except (TypeError, ValueError):
-            raise ValidationError("countdown must be a number", field="countdown") from None
-    return None
+def _forget(rt: Stores, idempotency_key: str, send_id: str) -> None:
+    with contextlib.suppress(redis.RedisError):
+        rt.store.forget_first_send(idempotency_key, send_id)

@@ -1,6 +1,7 @@
 """The outbox: sends waiting for a worker, as Redis streams read by a consumer group.
 
-Each entry is an *envelope* (``envelope.py``): one API call's body and its
+Each entry is an *envelope* (``envelope.py``): one part of a validated
+message (rendered into its API call by the worker that sends it) and its
 routing facts, with the send id, the part number, the send's group and the
 attempt count. Work waits in two lanes. The transactional lane is
 ``{mq}:outbox`` for single sends, where a worker reads up to 500 at once and
@@ -137,10 +138,25 @@ class Outbox(RedisStore):
         return self.keys.campaign_queue(envelope.mail_stream, envelope.kind, envelope.lane_key)
 
     def add(self, pipe: redis.client.Pipeline, envelope: Envelope) -> None:
-        stream = self.stream_for(envelope)
-        pipe.xadd(stream, {"e": envelope.encode()})
-        if envelope.lane == "bulk":
-            pipe.zadd(self.keys.outbox_campaigns, {stream: time.time()}, nx=True)
+        self.add_many(pipe, [envelope])
+
+    def add_many(self, pipe: redis.client.Pipeline, envelopes: Iterable[Envelope]) -> None:
+        """Queue the commands putting ``envelopes`` in their streams."""
+        self.add_encoded(pipe, [(self.stream_for(e), e.encode()) for e in envelopes])
+
+    def add_encoded(self, pipe: redis.client.Pipeline, entries: Iterable[tuple[str, str]]) -> None:
+        """Queue envelopes already encoded, as ``(stream_for(e), e.encode())`` (a spool's lines).
+
+        Each campaign stream written is listed for the drains once, whatever
+        the number of its entries.
+        """
+        streams = set()
+        for stream, raw in entries:
+            pipe.xadd(stream, {"e": raw})
+            streams.add(stream)
+        campaigns = streams - {self.keys.outbox, self.keys.outbox_batch}
+        if campaigns:
+            pipe.zadd(self.keys.outbox_campaigns, dict.fromkeys(campaigns, time.time()), nx=True)
 
     def schedule(self, pipe: redis.client.Pipeline, envelope: Envelope, due: float) -> None:
         """Queue the envelope to re-enter its stream at ``due`` (unix seconds).
@@ -151,12 +167,35 @@ class Outbox(RedisStore):
         pipe.hset(self.keys.retry_parts(envelope.send_id), str(envelope.part), envelope.encode())
         pipe.zadd(self.keys.retry, {_part_name(envelope.send_id, envelope.part): due})
         if envelope.campaign:
-            sends = self.keys.campaign_retries(envelope.campaign)
-            pipe.sadd(sends, envelope.send_id)
-            # Outlives the latest part it lists: NX sets a first expiry, GT only extends it.
-            expiry = max(int(due - time.time()), 0) + self.ttl
-            pipe.expire(sends, expiry, nx=True)
-            pipe.expire(sends, expiry, gt=True)
+            self._note_campaign_retry(pipe, envelope.campaign, envelope.send_id, due)
+
+    def _note_campaign_retry(
+        self, pipe: redis.client.Pipeline, campaign: str, send_id: str, due: float
+    ) -> None:
+        sends = self.keys.campaign_retries(campaign)
+        pipe.sadd(sends, send_id)
+        # Outlives the latest part it lists: NX sets a first expiry, GT only extends it.
+        expiry = max(int(due - time.time()), 0) + self.ttl
+        pipe.expire(sends, expiry, nx=True)
+        pipe.expire(sends, expiry, gt=True)
+
+    def schedule_send(
+        self, pipe: redis.client.Pipeline, send_id: str, envelopes: Sequence[Envelope], due: float
+    ) -> None:
+        """Hold a new send's envelopes until ``due`` and list it with the sends scheduled.
+
+        As ``schedule`` holds each of them, with one write of each kind for all its parts.
+        """
+        if not envelopes:
+            return
+        parts: dict[Any, str] = {str(e.part): e.encode() for e in envelopes}
+        pipe.hset(self.keys.retry_parts(send_id), mapping=parts)
+        pipe.zadd(self.keys.retry, {_part_name(send_id, e.part): due for e in envelopes})
+        if envelopes[0].campaign:
+            self._note_campaign_retry(pipe, envelopes[0].campaign, send_id, due)
+        pipe.zadd(self.keys.scheduled, {send_id: due})
+        # The list is of times to come: entries whose time has passed go.
+        pipe.zremrangebyscore(self.keys.scheduled, "-inf", f"({time.time()}")
 
     def hold(self, pipe: redis.client.Pipeline, envelope: Envelope) -> None:
         """Park an envelope of a paused campaign until it is resumed or cancelled."""

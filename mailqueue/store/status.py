@@ -268,6 +268,40 @@ class StatusStore(RedisStore):
             created = pipe.execute()[0]
         return bool(created)
 
+    def first_send(self, idempotency_key: str, send_id: str) -> str | None:
+        """Note ``send_id`` as the send of ``idempotency_key``; the earlier one if it had one.
+
+        Redis errors pass: the producer translates them (and forgets a key it wrote).
+        """
+        first = self.redis.set(
+            self.keys.idempotency(idempotency_key), send_id, nx=True, get=True, ex=self.ttl
+        )
+        if first is None:
+            return None
+        return first.decode() if isinstance(first, bytes) else str(first)
+
+    def forget_first_send(self, idempotency_key: str, send_id: str) -> None:
+        """Forget ``idempotency_key`` if it still names ``send_id`` (an enqueue that failed)."""
+        key = self.keys.idempotency(idempotency_key)
+        if self.redis.get(key) == send_id.encode():
+            self.redis.delete(key)
+
+    def queued_parts(self, send_id: str) -> tuple[int | None, int | None]:
+        """A send's parts and how many of them are in the outbox (None: not counted).
+
+        Only a send queued in several transactions (``chunked_send.py``) counts them.
+        """
+        fields = ["parts", "enqueued"]
+        known, queued = cast(list[Any], self.redis.hmget(self.keys.send(send_id), fields))
+        return (
+            int(known) if known is not None else None,
+            int(queued) if queued is not None else None,
+        )
+
+    def note_queued_parts(self, pipe: redis.client.Pipeline, send_id: str, queued: int) -> None:
+        """Count in the record the parts in the outbox (a send queued in several transactions)."""
+        pipe.hset(self.keys.send(send_id), "enqueued", queued)
+
     # -- worker side ----------------------------------------------------
 
     @translated("claim parts for sending")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
 from mailqueue.core.envelope import Envelope, PartRef, envelopes_for, lane_for
-from mailqueue.core.payload import ApiCall, build_payload
+from mailqueue.core.payload import ApiCall, Prepared, build_payload, prepare
 from mailqueue.core.routing import resolve_route
 from mailqueue.settings import Settings
 
@@ -22,6 +23,12 @@ def message(**extra: Any) -> dict[str, Any]:
 
 def calls(**extra: Any) -> list[ApiCall]:
     return build_payload(message(**extra), SETTINGS)
+
+
+def prepared(parts: int = 1, settings: Settings = SETTINGS, **extra: Any) -> Prepared:
+    """A validated message; ``parts`` > 1 cuts it into that many parts (as a big batch is)."""
+    ready = prepare(message(**extra), settings)
+    return dataclasses.replace(ready, calls=ready.calls * parts)
 
 
 @pytest.mark.parametrize(
@@ -40,17 +47,17 @@ def test_only_a_lone_transactional_send_takes_the_transactional_lane(
 
 
 def test_a_lone_send_is_one_transactional_envelope_without_the_producers_path() -> None:
-    (call,) = calls()
-    sandboxed = ApiCall("send/7", call.json, call.recipients)
+    sandboxed = prepared(settings=Settings(api_token="tok", sandbox_id="7"))
+    assert sandboxed.calls[0].path == "send/7"
 
-    (envelope,) = envelopes_for([sandboxed], send_id="s1")
+    (envelope,) = envelopes_for(sandboxed, send_id="s1")
 
     assert envelope.call.path == "send"
     assert (envelope.lane, envelope.lane_key, envelope.kind) == ("transactional", "", "send")
 
 
 def test_a_campaigns_envelopes_wait_in_its_own_bulk_stream() -> None:
-    envelopes = envelopes_for(calls() * 2, send_id="s1", group="g1", campaign="spring")
+    envelopes = envelopes_for(prepared(2), send_id="s1", group="g1", campaign="spring")
 
     assert [(e.part, e.lane, e.lane_key) for e in envelopes] == [
         (0, "bulk", "spring"),
@@ -59,8 +66,8 @@ def test_a_campaigns_envelopes_wait_in_its_own_bulk_stream() -> None:
 
 
 def test_a_send_of_several_calls_is_a_campaign_of_its_own_and_a_group_names_its_stream() -> None:
-    several = envelopes_for(calls() * 2, send_id="s1")
-    grouped = envelopes_for(calls(), send_id="s2", group="g2")
+    several = envelopes_for(prepared(2), send_id="s1")
+    grouped = envelopes_for(prepared(), send_id="s2", group="g2")
 
     assert {e.lane_key for e in several} == {"s1"}
     assert grouped[0].lane_key == "g2"
@@ -68,12 +75,12 @@ def test_a_send_of_several_calls_is_a_campaign_of_its_own_and_a_group_names_its_
 
 def test_an_unknown_stream_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown sending stream 'marketing'"):
-        envelopes_for(calls(), send_id="s1", stream="marketing")
+        envelopes_for(prepared(), send_id="s1", stream="marketing")
 
 
 def test_an_envelope_round_trips_through_its_wire_form() -> None:
     (envelope,) = envelopes_for(
-        calls(to=["a@example.com", "b@example.com"]),
+        prepared(to=["a@example.com", "b@example.com"]),
         send_id="s1",
         stream="bulk",
         account="eu",
@@ -91,9 +98,9 @@ def test_an_envelope_round_trips_through_its_wire_form() -> None:
 
 
 def test_the_wire_form_leaves_out_what_is_empty_or_the_default() -> None:
-    (envelope,) = envelopes_for(calls(), send_id="s1")
+    (envelope,) = envelopes_for(prepared(), send_id="s1")
 
-    assert set(json.loads(envelope.encode())) == {"id", "part", "kind", "body", "rcpt", "attempt"}
+    assert set(json.loads(envelope.encode())) == {"v", "id", "part", "kind", "msg", "attempt"}
 
 
 @pytest.mark.parametrize(
@@ -122,7 +129,7 @@ def test_an_envelope_of_the_earlier_format_keeps_its_sandbox_inbox() -> None:
 
 
 def test_the_outgoing_call_is_what_is_sent_and_the_route_gives_its_path() -> None:
-    (envelope,) = envelopes_for(calls(to=["a@example.com", "b@example.com"]), send_id="s1")
+    (envelope,) = envelopes_for(prepared(to=["a@example.com", "b@example.com"]), send_id="s1")
     (fewer,) = calls()
     envelope.outgoing = fewer
     route = resolve_route(Settings(api_token="tok", sandbox_id="7"))
@@ -136,7 +143,7 @@ def test_the_outgoing_call_is_what_is_sent_and_the_route_gives_its_path() -> Non
 
 def test_the_part_reference_counts_every_recipient_of_the_call() -> None:
     (envelope,) = envelopes_for(
-        calls(to=["a@example.com"], cc=["c@example.com"]), send_id="s1", campaign="spring"
+        prepared(to=["a@example.com"], cc=["c@example.com"]), send_id="s1", campaign="spring"
     )
 
     assert envelope.ref == PartRef("s1", 0, None, "spring", 2, None)

@@ -164,7 +164,7 @@ def test_a_part_already_done_is_acknowledged_and_not_sent_again(client: Client) 
     # The same envelope delivered again, as after a lost acknowledgement.
     (call,) = build_payload(message("a@example.com"), client.settings)
     with client.redis.pipeline() as pipe:
-        client.outbox.add(pipe, Envelope(send_id=send_id, part=0, call=call))
+        client.outbox.add(pipe, Envelope(send_id=send_id, part=0, body=call))
         pipe.execute()
 
     report = drain(client, transport)
@@ -193,7 +193,7 @@ def envelopes(count: int, **extra: Any) -> list[Envelope]:
     result = []
     for i in range(count):
         (call,) = build_payload(message(f"r{i}@example.com", **extra), Settings())
-        result.append(Envelope(send_id=f"s{i}", part=0, call=call))
+        result.append(Envelope(send_id=f"s{i}", part=0, body=call))
     return result
 
 
@@ -225,7 +225,7 @@ def sends_filling_a_batch(count: int, per_call: int) -> list[Envelope]:
                 attachments=[attachment],
             )
             (call,) = build_payload(unique, Settings())
-            result.append(Envelope(send_id=f"s{i:03}", part=0, call=call))
+            result.append(Envelope(send_id=f"s{i:03}", part=0, body=call))
         return result
 
     bare = with_content(4)[0].body_bytes - 4
@@ -275,7 +275,7 @@ def test_a_batch_call_is_never_combined_with_others() -> None:
         message("a@example.com", to=["a@example.com", "b@example.com"], merge_data={}),
         Settings(),
     )
-    waiting = [*envelopes(2), Envelope(send_id="b", part=0, call=batch), *envelopes(1)]
+    waiting = [*envelopes(2), Envelope(send_id="b", part=0, body=batch), *envelopes(1)]
 
     groups = group_calls(waiting, coalescing=True)
 

@@ -38,7 +38,7 @@ def make_client(redis_url: str) -> Iterator[object]:
 
 def send_one(client: Client, send_id: str) -> Envelope:
     """Create and record a one-part send; the envelope whose write made it final."""
-    envelope = Envelope(send_id=send_id, part=0, call=CALL)
+    envelope = Envelope(send_id=send_id, part=0, body=CALL)
     endings = Endings()
     with client.redis.pipeline(transaction=True) as pipe:
         client.store.create(pipe, send_id, parts=1, created_at="2026-01-01T00:00:00.000Z")

@@ -102,12 +102,13 @@ def test_sends_already_accepted_are_not_sent_again_when_their_envelopes_return(
     # The same envelopes delivered again (as after a worker lost its acknowledgement).
     from mailqueue.client import default as current
     from mailqueue.core.envelope import envelopes_for
+    from mailqueue.core.payload import prepare
 
     runtime = current()
     replay = [
         envelope
         for i, send_id in enumerate(first)
-        for envelope in envelopes_for(mailqueue.build_payload(order(i), settings), send_id=send_id)
+        for envelope in envelopes_for(prepare(order(i), settings), send_id=send_id)
     ]
     with redis_client.pipeline() as pipe:
         for envelope in replay:
