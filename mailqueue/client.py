@@ -33,7 +33,7 @@ from mailqueue.store.stores import Stores
 
 if TYPE_CHECKING:
     from mailqueue.core.routing import Route
-    from mailqueue.deliver.drain import Drainer
+    from mailqueue.deliver.drain import Drainer, DrainParts
     from mailqueue.deliver.hooks import OutcomeHooks, OutcomeReceiver
     from mailqueue.mailtrap.email_logs import LogsLimiters
     from mailqueue.produce.deadletters import DeadLetter
@@ -92,13 +92,7 @@ class Client:
     @cached_property
     def stores(self) -> Stores:
         """The stores over this client's Redis, as the services below are handed them."""
-        return Stores(
-            self.settings,
-            redis=lambda: self.redis,
-            publish=self._publish,
-            send_task=self.send_task,
-            outcome_hooks=lambda: self.outcome_hooks,
-        )
+        return Stores(self.settings, redis=lambda: self.redis, publish=self._publish)
 
     @property
     def keys(self) -> Keys:
@@ -167,11 +161,34 @@ class Client:
         return app
 
     @cached_property
+    def drain_parts(self) -> DrainParts:
+        """What this client's drains use, each stage handed its own share by the drainer."""
+        from mailqueue.deliver.drain import DrainParts
+
+        stores = self.stores
+        return DrainParts(
+            settings=self.settings,
+            keys=stores.keys,
+            status=stores.store,
+            outbox=stores.outbox,
+            waker=stores.waker,
+            suppressions=stores.suppressions,
+            caps=stores.caps,
+            campaigns=stores.campaigns,
+            hooks=self.outcome_hooks,
+            batches=stores.batches,
+            limit_notices=stores.limit_notices,
+            rate_limiters=stores.rate_limiter,
+            email_logs_limiters=self.email_logs_limiters,
+            pacer=stores.pacer,
+        )
+
+    @cached_property
     def drainer(self) -> Drainer:
         """This process's drainer for this client (one HTTP session), built on first use."""
         from mailqueue.deliver.drain import Drainer
 
-        return Drainer(self.stores)
+        return Drainer(self.drain_parts)
 
     # -- producing --------------------------------------------------------
 

@@ -80,7 +80,7 @@ def test_every_row_reaches_mailtrap_once_with_its_merge_data(
         campaign="spring",
     )  # fmt: skip
     transport = MemoryTransport()
-    Drainer(client.stores, transport=transport).drain(budget=10)
+    Drainer(client.drain_parts, transport=transport).drain(budget=10)
 
     merged = {}
     for call in transport.calls:
@@ -185,7 +185,7 @@ def test_a_repeated_address_is_queued_once_and_counted_in_the_campaign(
     assert record is not None
     assert (record["recipients"], record["duplicates"]) == (2, 2)  # counted once
     transport = MemoryTransport()
-    Drainer(client.stores, transport=transport).drain(budget=10)
+    Drainer(client.drain_parts, transport=transport).drain(budget=10)
     sent = [r["to"][0]["email"] for call in transport.calls for r in call.json["requests"]]
     assert sent == ["ann@example.com", "ben@example.com"]
 
@@ -198,7 +198,7 @@ def test_a_campaign_with_a_subject_and_text_sends_each_recipient_alone(
         client.stores, write_rows(tmp_path / "list.csv", 3), content, from_email=FROM
     )
     transport = MemoryTransport()
-    Drainer(client.stores, transport=transport).drain(budget=10)
+    Drainer(client.drain_parts, transport=transport).drain(budget=10)
 
     (call,) = transport.calls
     assert call.json["base"] == {"from": {"email": FROM}, "subject": "Spring", "text": "Hello"}
@@ -232,7 +232,7 @@ def test_each_message_is_a_send_of_one_group_queued_in_several_transactions(
     record = client.get_campaign("spring")
     assert record is not None and record["counts"] == {"waiting": 1200}
     transport = MemoryTransport()
-    Drainer(client.stores, transport=transport).drain(budget=10)
+    Drainer(client.drain_parts, transport=transport).drain(budget=10)
     sent = [r for call in transport.calls for group_ in call.recipients for r in group_]
     assert sorted(sent) == sorted(f"user{n}@example.com" for n in range(1200))
 

@@ -117,7 +117,7 @@ def client(redis_url: str) -> Iterator[Client]:
 
 def drain(client: Client, handler: Callable[[ApiCall], list[RequestResult]] = accept_all) -> Any:
     transport = MemoryTransport(handler)
-    Drainer(client.stores, transport=transport).drain(budget=5)
+    Drainer(client.drain_parts, transport=transport).drain(budget=5)
     return transport
 
 

@@ -129,7 +129,7 @@ def test_a_capped_campaign_waits_in_the_queue_and_transactional_mail_still_goes(
 ) -> None:
     ids = capped.enqueue_many([message(i) for i in range(12)], campaign="spring")
     transport = MemoryTransport()
-    Drainer(capped.stores, transport=transport).drain(budget=5)
+    Drainer(capped.drain_parts, transport=transport).drain(budget=5)
     assert len(transport.calls) == 8  # the cap less the transactional reserve
     held = [capped.get_status(i) for i in ids if capped.store.state(i) != "sent"]
     assert len(held) == 4
@@ -138,7 +138,7 @@ def test_a_capped_campaign_waits_in_the_queue_and_transactional_mail_still_goes(
     assert record is not None and record["counts"] == {"sent": 8, "waiting": 4}
 
     reset = capped.enqueue({**message(100), "to": ["alice@example.com"]})
-    Drainer(capped.stores, transport=transport).drain(budget=5)
+    Drainer(capped.drain_parts, transport=transport).drain(budget=5)
     assert capped.store.state(reset) == "sent"
     assert len(transport.calls) == 9
 
@@ -191,7 +191,7 @@ def test_an_account_cap_holds_that_accounts_mail_only(redis_url: str) -> None:
     try:
         capped = [client.enqueue({**message(i), "account": "eu"}) for i in range(4)]
         free = [client.enqueue(message(10 + i)) for i in range(4)]
-        Drainer(client.stores, transport=MemoryTransport()).drain(budget=5)
+        Drainer(client.drain_parts, transport=MemoryTransport()).drain(budget=5)
         assert [client.store.state(i) for i in free] == ["sent"] * 4
         assert sorted(str(client.store.state(i)) for i in capped) == [
             "queued",
@@ -215,7 +215,7 @@ def test_a_coalesced_call_carries_no_more_than_the_caps_have_left(redis_url: str
     try:
         ids = [client.enqueue(message(i)) for i in range(80)]
         transport = MemoryTransport()
-        Drainer(client.stores, transport=transport).drain(budget=5)
+        Drainer(client.drain_parts, transport=transport).drain(budget=5)
         sent = sum(len(call.json.get("requests", [None])) for call in transport.calls)
         assert sent == 50
         held = [client.get_status(i) for i in ids if client.store.state(i) != "sent"]

@@ -57,7 +57,7 @@ def invoke(*args: str, input: str | None = None) -> Result:
 
 def drain() -> None:
     """Deliver what is queued, in this process (a worker's drain without a worker)."""
-    drainer = Drainer(default().stores)
+    drainer = Drainer(default().drain_parts)
     try:
         drainer.drain(budget=10)
     finally:

@@ -39,7 +39,7 @@ def invoke(*args: str) -> Result:
 
 def drain(client: Client) -> MemoryTransport:
     transport = MemoryTransport()
-    Drainer(client.stores, transport=transport).drain(budget=5)
+    Drainer(client.drain_parts, transport=transport).drain(budget=5)
     return transport
 
 

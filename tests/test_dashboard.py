@@ -99,7 +99,7 @@ def csrf(page: str) -> str:
 
 
 def drain(client: Client) -> None:
-    Drainer(client.stores, transport=MemoryTransport()).drain(budget=5)
+    Drainer(client.drain_parts, transport=MemoryTransport()).drain(budget=5)
 
 
 def test_the_funnel_counts_each_recipient_at_every_step_it_passed() -> None:

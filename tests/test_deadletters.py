@@ -41,7 +41,7 @@ def settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
 
 
 def drain() -> None:
-    drainer = Drainer(default().stores)
+    drainer = Drainer(default().drain_parts)
     try:
         drainer.drain(budget=10)
     finally:

@@ -61,7 +61,7 @@ def test_a_transactional_send_goes_out_while_campaign_calls_are_stuck(client: Cl
     client.enqueue_many(
         [message(f"other {i}", to=f"d{i}@example.com", stream="bulk") for i in range(2)]
     )
-    drainer = Drainer(client.stores, transport=transport)
+    drainer = Drainer(client.drain_parts, transport=transport)
     drain = threading.Thread(target=drainer.drain)
     drain.start()
     try:
@@ -97,7 +97,7 @@ def test_campaigns_take_turns(client: Client) -> None:
     drainer = Drainer(
         Client(
             client.settings.replace(coalesce=False, calls_in_flight=1), publish=lambda o: None
-        ).stores,
+        ).drain_parts,
         transport=transport,
     )
     try:
@@ -126,7 +126,7 @@ def test_a_coalesced_call_never_mixes_streams_or_accounts(redis_url: str) -> Non
         client.enqueue(message("eu1", account="eu")),
         client.enqueue(message("eu2", account="eu")),
     ]
-    drainer = Drainer(client.stores, transport=transport)
+    drainer = Drainer(client.drain_parts, transport=transport)
     try:
         drainer.drain()
     finally:

@@ -76,7 +76,7 @@ def test_a_drainer_sends_through_it_and_closes_it(client: Client) -> None:
     # The example of the README's testing section.
     send_id = client.enqueue(MESSAGE)
     transport = MemoryTransport(accept_all)
-    drainer = Drainer(client.stores, transport)
+    drainer = Drainer(client.drain_parts, transport)
 
     drainer.drain(budget=5)
     drainer.close()

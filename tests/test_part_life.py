@@ -238,7 +238,7 @@ class PartLife(RuleBasedStateMachine):
         # Whatever waits for a retry or a look-up is due now: the delays are
         # the backoff's, a few milliseconds here.
         self.client.outbox.move_due(now=float("inf"))
-        drainer = Drainer(self.client.stores, self.transport)
+        drainer = Drainer(self.client.drain_parts, self.transport)
         drainer.reconciler = drainer.poster.reconciler = drainer.settler.reconciler = self.logs  # type: ignore[assignment]
         try:
             drainer.drain(budget=0.2)

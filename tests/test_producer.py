@@ -163,7 +163,7 @@ def test_a_marker_left_while_drains_ran_does_not_outlive_them(
     redis_client.zadd(Keys().drains, {"worker-a": int((time.time() + 30) * 1000)})
     mailqueue.enqueue(MESSAGE)  # sets the marker, wakes nobody: worker-a will see it
     redis_client.zrem(Keys().drains, "worker-a")
-    drainer = Drainer(default().stores)
+    drainer = Drainer(default().drain_parts)
     redis_client.delete(Keys().outbox)  # nothing to send: the drain only starts and leaves
     drainer.drain(budget=1)
 

@@ -58,7 +58,7 @@ def message(i: int, **extra: Any) -> dict[str, Any]:
 
 def deliver_until_final(send_ids: list[str], timeout: float = 60.0) -> dict[str, Mapping[str, Any]]:
     """Drain in this process until every send is final; returns the records."""
-    drainer = Drainer(default().stores)
+    drainer = Drainer(default().drain_parts)
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -162,7 +162,7 @@ def test_a_429_from_the_logs_puts_the_look_up_off_and_is_never_taken_for_absent(
     mailtrap.email_logs.list_limit = (0, 3600.0)  # every list request answers 429
     mailtrap.inject("lost")
     send_id = mailqueue.enqueue(message(1))
-    drainer = Drainer(default().stores)
+    drainer = Drainer(default().drain_parts)
     deadline = time.monotonic() + 30
     try:
         while sample("busy") == busy_before:

@@ -36,7 +36,7 @@ CALLS: dict[str, Callable[[Client], Any]] = {
     "drain heartbeat": lambda c: c.waker.arrive("w"),
     "drains alive": lambda c: c.waker.drain_alive(),
     "tracking events": lambda c: c.events.apply([EVENT], "2026-01-01T00:00:00Z"),
-    "drain": lambda c: type(c.drainer)(c.stores, MemoryTransport()).drain(budget=1),
+    "drain": lambda c: type(c.drainer)(c.drain_parts, MemoryTransport()).drain(budget=1),
     "enqueue": lambda c: c.enqueue(
         {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
     ),

@@ -139,7 +139,7 @@ def test_what_mailtrap_accepted_is_on_the_replica_when_the_drain_returns_one_wai
     transport = MemoryTransport()
     waits_before = _waits(master)
 
-    Drainer(runtime.stores, transport).drain(budget=5)
+    Drainer(runtime.drain_parts, transport).drain(budget=5)
 
     # One coalesced call, one WAIT for all of its twenty records.
     assert len(transport.calls) == 1

@@ -55,7 +55,7 @@ def settings(redis_url: str, mailtrap: LocalMailtrap) -> Settings:
 
 def drain_once(budget: float) -> None:
     """One drain in this process, for the time budget given."""
-    drainer = Drainer(default().stores)
+    drainer = Drainer(default().drain_parts)
     try:
         drainer.drain(budget=budget)
     finally:
@@ -217,7 +217,7 @@ def test_an_answer_that_meets_redis_down_is_recorded_once_redis_is_back(
         try:
             with contextlib.suppress(BrokerUnavailable):
                 # Reading the outbox meanwhile fails the drain; the call's record does not.
-                Drainer(client.stores, transport).drain(budget=5)
+                Drainer(client.drain_parts, transport).drain(budget=5)
             assert back.wait(10)
             record = client.get_status(send_id)
         finally:

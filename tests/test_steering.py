@@ -31,7 +31,7 @@ def client(redis_url: str) -> Iterator[Client]:
 
 def drain(client: Client) -> MemoryTransport:
     transport = MemoryTransport()
-    Drainer(client.stores, transport=transport).drain(budget=5)
+    Drainer(client.drain_parts, transport=transport).drain(budget=5)
     return transport
 
 

@@ -37,7 +37,7 @@ class Fleet:
 
     def __init__(self, client: Client, wakeups: queue.Queue[dict[str, Any]], size: int) -> None:
         self.transport = MemoryTransport()
-        self.drainers = [Drainer(client.stores, transport=self.transport) for _ in range(size)]
+        self.drainers = [Drainer(client.drain_parts, transport=self.transport) for _ in range(size)]
         self.wakeups = wakeups
         self.stop = threading.Event()
         self.errors: list[BaseException] = []

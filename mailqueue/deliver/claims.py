@@ -20,12 +20,14 @@ import redis
 
 from mailqueue.core.envelope import Envelope
 from mailqueue.core.withheld import without_recipients
-from mailqueue.deliver.hooks import Endings
+from mailqueue.deliver.hooks import Endings, OutcomeHooks
 from mailqueue.deliver.outcomes import DrainReport, Stage
 from mailqueue.metrics import instruments as metrics
 from mailqueue.settings import Settings
-from mailqueue.store.batch import batch
-from mailqueue.store.status import Claim, PartResult
+from mailqueue.store.batch import Batches
+from mailqueue.store.outbox import Outbox
+from mailqueue.store.status import Claim, PartResult, StatusStore
+from mailqueue.store.suppressions import SuppressionList
 
 __all__ = ["Claimed", "Claimer", "call_deadline", "lease_for"]
 
@@ -63,7 +65,25 @@ _GOING_ON: dict[Claim, str] = {
 
 
 class Claimer(Stage):
-    """Claims envelopes and sorts them: to send, to look up, or steered here and now."""
+    """Claims envelopes and sorts them: to send, to look up, or steered here and now.
+
+    ``suppressions`` says which recipients are withheld from a claimed call.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        status: StatusStore,
+        outbox: Outbox,
+        hooks: OutcomeHooks,
+        batches: Batches,
+        suppressions: SuppressionList,
+    ) -> None:
+        super().__init__(
+            settings=settings, status=status, outbox=outbox, hooks=hooks, batches=batches
+        )
+        self.suppressions = suppressions
 
     def claim(self, envelopes: list[Envelope], report: DrainReport) -> Claimed:
         """Claim ``envelopes``; sort those that go on by where they go."""
@@ -77,7 +97,7 @@ class Claimer(Stage):
         claimed = Claimed([], [], [])
         endings = Endings()
         steered = 0
-        with batch(self.stores.redis) as writes:
+        with self.batches() as writes:
             pipe = writes.pipe
             for envelope, claim in zip(envelopes, claims, strict=True):
                 if claim in _GOING_ON:
@@ -108,7 +128,7 @@ class Claimer(Stage):
         found: dict[int, set[str]] = {}
         for stream, group in by_stream.items():
             addresses = sorted({a for e in group for a in e.flat_recipients})
-            banned = self.stores.suppressions.suppressed(addresses, stream)
+            banned = self.suppressions.suppressed(addresses, stream)
             if not banned:
                 continue
             for envelope in group:

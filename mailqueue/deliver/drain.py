@@ -29,24 +29,35 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mailqueue.core.envelope import Envelope
 from mailqueue.core.payload import MAX_BATCH_REQUESTS
 from mailqueue.deliver.claims import Claimer
+from mailqueue.deliver.hooks import OutcomeHooks
 from mailqueue.deliver.inflight import InFlight
 from mailqueue.deliver.outcomes import DrainReport, Outcomes, worker_lost
-from mailqueue.deliver.posting import Poster, group_calls
+from mailqueue.deliver.posting import Poster, RateLimiters, group_calls
 from mailqueue.deliver.settling import Settler
 from mailqueue.mailtrap.transport import Sender
-from mailqueue.reconcile.lookup import Reconciler
+from mailqueue.reconcile.lookup import LimitersFor, Reconciler
 from mailqueue.store.connection import redis_errors
 from mailqueue.store.pacing import Pacer
 
 if TYPE_CHECKING:
-    from mailqueue.store.stores import Stores
+    from mailqueue.settings import Settings
+    from mailqueue.store.batch import Batches
+    from mailqueue.store.campaigns import CampaignStore
+    from mailqueue.store.caps import CapLimiter
+    from mailqueue.store.fleet_limits import LimitNotices
+    from mailqueue.store.keys import Keys
+    from mailqueue.store.outbox import Outbox
+    from mailqueue.store.status import StatusStore
+    from mailqueue.store.suppressions import SuppressionList
+    from mailqueue.store.waker import Waker
 
-__all__ = ["DrainReport", "Drainer", "group_calls"]
+__all__ = ["DrainParts", "DrainReport", "Drainer", "group_calls"]
 
 # A drain takes no new work after this many seconds, so that its Celery task
 # ends well inside the time limits and the visibility timeout.
@@ -61,6 +72,32 @@ MOVE_DUE_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 1.0
 
 
+@dataclass(frozen=True)
+class DrainParts:
+    """What a drain's stages use, as the client hands it down; each stage takes its own share.
+
+    ``rate_limiters``, ``email_logs_limiters`` and ``pacer`` build the fleet
+    limiters of a route, of its Email Logs look-ups, and the transactional
+    pace (only when coalescing); ``batches`` opens the pipelines that write
+    across stores together.
+    """
+
+    settings: Settings
+    keys: Keys
+    status: StatusStore
+    outbox: Outbox
+    waker: Waker
+    suppressions: SuppressionList
+    caps: CapLimiter
+    campaigns: CampaignStore
+    hooks: OutcomeHooks
+    batches: Batches
+    limit_notices: LimitNotices
+    rate_limiters: RateLimiters
+    email_logs_limiters: LimitersFor
+    pacer: Callable[[], Pacer]
+
+
 class Drainer:
     """One per worker process: owns the threads, and the parts that claim, post and settle.
 
@@ -68,24 +105,51 @@ class Drainer:
     transport of its own, built on first use.
     """
 
-    def __init__(self, stores: Stores, transport: Sender | None = None) -> None:
-        self.stores = stores
-        self.settings = stores.settings
-        self.outbox = stores.outbox
-        self.waker = stores.waker
-        self.keys = stores.keys
+    def __init__(self, parts: DrainParts, transport: Sender | None = None) -> None:
+        self.settings = settings = parts.settings
+        self.status = parts.status
+        self.outbox = parts.outbox
+        self.waker = parts.waker
+        self.keys = parts.keys
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._flight = InFlight(max(1, self.settings.calls_in_flight))
-        self.reconciler = Reconciler(stores)
-        self.claims = Claimer(stores)
-        self.outcomes = Outcomes(stores)
-        self.poster = Poster(stores, self.outcomes, self.reconciler, transport)
-        self.settler = Settler(stores, self.poster, self.outcomes, self.reconciler)
-        self._pacer = (
-            Pacer(stores.redis, self.settings.rate_limit, self.settings.token_key, self.keys)
-            if self.settings.coalesce
-            else None
+        self._flight = InFlight(max(1, settings.calls_in_flight))
+        self.reconciler = Reconciler(
+            settings=settings, status=parts.status, limiters=parts.email_logs_limiters
         )
+        self.claims = Claimer(
+            settings=settings,
+            status=parts.status,
+            outbox=parts.outbox,
+            hooks=parts.hooks,
+            batches=parts.batches,
+            suppressions=parts.suppressions,
+        )
+        self.outcomes = Outcomes(
+            settings=settings,
+            status=parts.status,
+            outbox=parts.outbox,
+            hooks=parts.hooks,
+            batches=parts.batches,
+        )
+        self.poster = Poster(
+            settings=settings,
+            outcomes=self.outcomes,
+            reconciler=self.reconciler,
+            caps=parts.caps,
+            campaigns=parts.campaigns,
+            rate_limiters=parts.rate_limiters,
+            limit_notices=parts.limit_notices,
+            transport=transport,
+        )
+        self.settler = Settler(
+            settings=settings,
+            status=parts.status,
+            batches=parts.batches,
+            poster=self.poster,
+            outcomes=self.outcomes,
+            reconciler=self.reconciler,
+        )
+        self._pacer = parts.pacer() if settings.coalesce else None
         self._last_campaign = ""
         self._moved_at = -MOVE_DUE_INTERVAL
         self._beat_at = -HEARTBEAT_INTERVAL
@@ -218,7 +282,7 @@ class Drainer:
         """
         # Each dead worker's call since the envelope was queued spent a try: a
         # part that kills every worker taking it ends too.
-        counts = self.stores.store.lost_calls([(e.send_id, e.part) for e in lost])
+        counts = self.status.lost_calls([(e.send_id, e.part) for e in lost])
         for envelope, count in zip(lost, counts, strict=True):
             envelope.attempt += max(count - 1, 0)
         if not self.settings.reconcile_enabled:

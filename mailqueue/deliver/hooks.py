@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from mailqueue.core.envelope import Envelope
     from mailqueue.settings import Settings
     from mailqueue.store.status import StatusStore
-    from mailqueue.store.stores import SendTask, Stores
+    from mailqueue.store.stores import SendTask
 
 __all__ = [
     "Endings",
@@ -148,23 +148,11 @@ class OutcomeHooks:
 
     def __init__(
         self,
-        stores: Stores | None = None,
-        /,
         *,
-        status: StatusStore | None = None,
+        status: StatusStore,
         receivers: Sequence[OutcomeReceiver] = (),
         process_receivers: Sequence[OutcomeReceiver] = (),
     ) -> None:
-        if stores is not None:
-            # For the stages still handed the whole bundle: the client's own hooks.
-            hooks: OutcomeHooks = stores.outcome_hooks
-            status, receivers, process_receivers = (
-                hooks.status,
-                hooks.receivers,
-                hooks.process_receivers,
-            )
-        if status is None:
-            raise TypeError("OutcomeHooks needs the status store")
         self.status = status
         self.receivers = receivers
         self.process_receivers = process_receivers

@@ -26,11 +26,13 @@ from mailqueue.core.responses import RequestResult
 from mailqueue.deliver.hooks import Endings, OutcomeHooks
 from mailqueue.errors import DeliveryError, RateLimited, ReplicationTimeout, TransientDeliveryError
 from mailqueue.metrics import instruments as metrics
-from mailqueue.store.batch import batch
 from mailqueue.store.status import PartResult
 
 if TYPE_CHECKING:
-    from mailqueue.store.stores import Stores
+    from mailqueue.settings import Settings
+    from mailqueue.store.batch import Batches
+    from mailqueue.store.outbox import Outbox
+    from mailqueue.store.status import StatusStore
 
 __all__ = ["DrainReport", "Outcomes", "Stage", "part_result", "send_ids", "worker_lost"]
 
@@ -67,15 +69,26 @@ class DrainReport:
 
 
 class Stage:
-    """One stage of a drain, over one configuration's settings, status store and outbox."""
+    """One stage of a drain, over one configuration's settings, status store and outbox.
 
-    def __init__(self, stores: Stores) -> None:
-        self.stores = stores
-        self.settings = stores.settings
-        self.store = stores.store
-        self.outbox = stores.outbox
-        # Told each send's final outcome by the stage whose write made it final.
-        self.hooks = OutcomeHooks(stores)
+    ``hooks`` are told each send's final outcome by the stage whose write made
+    it final; ``batches`` opens the pipelines its writes across stores share.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        status: StatusStore,
+        outbox: Outbox,
+        hooks: OutcomeHooks,
+        batches: Batches,
+    ) -> None:
+        self.settings = settings
+        self.store = status
+        self.outbox = outbox
+        self.hooks = hooks
+        self.batches = batches
 
 
 class Outcomes(Stage):
@@ -157,7 +170,7 @@ class Outcomes(Stage):
         answers: list[Any],
     ) -> None:
         """Write the outcomes; ``answers`` gets the pipeline's answers once it executed."""
-        with batch(self.stores.redis, min_replicas=self.settings.min_replicas) as writes:
+        with self.batches(min_replicas=self.settings.min_replicas) as writes:
             pipe = writes.pipe
             written = [
                 (e.ref, replace(p, withheld=e.withheld) if e.withheld else p, e.flat_recipients)
@@ -359,7 +372,7 @@ class Outcomes(Stage):
         ``uncounted``: the call their claim counted was not made.
         """
         dues = [due] * len(group) if isinstance(due, int | float) else list(due)
-        with batch(self.stores.redis) as writes:
+        with self.batches() as writes:
             pipe = writes.pipe
             for envelope, when in zip(group, dues, strict=True):
                 if doubtful_since is not None:
@@ -388,7 +401,7 @@ class Outcomes(Stage):
         They go back to their stream, where the next claim holds or ends them;
         the call their claim counted in ``attempts`` was not made.
         """
-        with batch(self.stores.redis) as writes:
+        with self.batches() as writes:
             for envelope in group:
                 self.store.mark_retrying(writes.pipe, envelope.ref, None, None, False)
                 self.store.count(writes.pipe, envelope.send_id, "attempts", -1)
@@ -400,7 +413,7 @@ class Outcomes(Stage):
     ) -> None:
         """Count ``doubts`` possible duplicates on every send of ``group``."""
         if pipe is None:
-            with batch(self.stores.redis, transaction=False) as writes:
+            with self.batches(transaction=False) as writes:
                 self.count_doubts(group, doubts, writes.pipe)
             return
         for envelope in group:

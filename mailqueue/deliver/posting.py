@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from mailqueue.core.calltag import MAX_TAG_GROWTH, Tag, tag_call
@@ -41,36 +41,51 @@ from mailqueue.errors import (
 from mailqueue.mailtrap.transport import Sender, Transport, Withdrawn
 from mailqueue.metrics import instruments as metrics
 from mailqueue.reconcile.lookup import PartLookup, Reconciler, remaining_call
-from mailqueue.store.fleet_limits import LimitNotices
-from mailqueue.store.ratelimit import FleetRateLimiter
 
 if TYPE_CHECKING:
-    from mailqueue.store.stores import Stores
+    from mailqueue.settings import Settings
+    from mailqueue.store.campaigns import CampaignStore
+    from mailqueue.store.caps import CapLimiter
+    from mailqueue.store.fleet_limits import LimitNotices
+    from mailqueue.store.ratelimit import FleetRateLimiter
 
-__all__ = ["Poster", "group_calls", "messages_in"]
+__all__ = ["Poster", "RateLimiters", "group_calls", "messages_in"]
+
+#: The fleet rate limiter of a route's token in a lane, one per route a worker sends through.
+RateLimiters = Callable[[Route, Lane], "FleetRateLimiter"]
 
 
 class Poster:
     """Routes and posts calls; owns the transports (pooled HTTP sessions) and their limiters.
 
     ``transport`` (tests) serves every route; otherwise each route gets a
-    transport of its own, built on first use.
+    transport of its own, built on first use, over the limiter
+    ``rate_limiters`` gives for its route and lane. ``caps`` hold calls
+    within the volume caps; ``campaigns`` says whether a campaign still runs;
+    ``limit_notices`` notes the limiters this process sends through.
     """
 
     def __init__(
         self,
-        stores: Stores,
+        *,
+        settings: Settings,
         outcomes: Outcomes,
         reconciler: Reconciler,
+        caps: CapLimiter,
+        campaigns: CampaignStore,
+        rate_limiters: RateLimiters,
+        limit_notices: LimitNotices,
         transport: Sender | None = None,
     ) -> None:
-        self.stores = stores
-        self.settings = stores.settings
+        self.settings = settings
         self.outcomes = outcomes
         self.reconciler = reconciler
+        self.caps = caps
+        self.campaigns = campaigns
+        self._rate_limiters = rate_limiters
         self._shared_transport = transport
         self._transports: dict[tuple[object, ...], Transport] = {}
-        self._limit_notices = LimitNotices(stores.redis, stores.keys)
+        self._limit_notices = limit_notices
         self._routes: dict[tuple[str, str | None, str | None], Route | ConfigurationError] = {}
         self._parts_lock = threading.Lock()
 
@@ -153,9 +168,7 @@ class Poster:
         with self._parts_lock:
             transport = self._transports.get(key)
             if transport is None:
-                limiter = FleetRateLimiter(
-                    self.stores.redis, route, lane=lane, key_space=self.stores.keys
-                )
+                limiter = self._rate_limiters(route, lane)
                 transport = Transport(
                     self.settings, limiter, route=route, observer=metrics.observe_api_request
                 )
@@ -202,7 +215,7 @@ class Poster:
             nonlocal doubts
             doubts += error.maybe_delivered
 
-        limiter = self.stores.caps
+        limiter = self.caps
         caps = limiter.caps.for_account(route.hourly_cap, route.daily_cap)
         if len(group) > 1 and lookup is None and caps.any:
             left, frees_in = limiter.room(route.limiter_key, group[0].lane, caps=caps)
@@ -223,7 +236,7 @@ class Poster:
         def proceed() -> bool:
             # Read again once the limiter let the call go: a pause or a cancel
             # written while it waited holds for it too.
-            states = self.stores.campaigns.states(campaigns)
+            states = self.campaigns.states(campaigns)
             return all(state == "running" for state in states.values())
 
         try:

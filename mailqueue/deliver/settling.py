@@ -17,28 +17,42 @@ from typing import TYPE_CHECKING
 from mailqueue.core.envelope import Envelope
 from mailqueue.core.routing import Route
 from mailqueue.deliver.claims import call_deadline, lease_for
-from mailqueue.deliver.outcomes import DrainReport, Outcomes, Stage, part_result, send_ids
+from mailqueue.deliver.outcomes import DrainReport, Outcomes, part_result, send_ids
 from mailqueue.deliver.posting import Poster
 from mailqueue.errors import EmailLogsBusy, EmailLogsUnavailable
 from mailqueue.metrics import instruments as metrics
 from mailqueue.reconcile.lookup import LOOKS_BEFORE_RESEND, Doubtful, PartLookup, Reconciler
-from mailqueue.store.batch import batch
 
 if TYPE_CHECKING:
-    from mailqueue.store.stores import Stores
+    from mailqueue.settings import Settings
+    from mailqueue.store.batch import Batches
+    from mailqueue.store.status import StatusStore
 
 __all__ = ["Settler"]
 
 log = logging.getLogger("mailqueue.delivery")
 
 
-class Settler(Stage):
-    """Looks doubtful parts up in Email Logs, then records them or sends them again."""
+class Settler:
+    """Looks doubtful parts up in Email Logs, then records them or sends them again.
+
+    Through ``outcomes`` it records what the logs show and puts off what they
+    do not; through ``poster`` it sends that again.
+    """
 
     def __init__(
-        self, stores: Stores, poster: Poster, outcomes: Outcomes, reconciler: Reconciler
+        self,
+        *,
+        settings: Settings,
+        status: StatusStore,
+        batches: Batches,
+        poster: Poster,
+        outcomes: Outcomes,
+        reconciler: Reconciler,
     ) -> None:
-        super().__init__(stores)
+        self.settings = settings
+        self.store = status
+        self.batches = batches
         self.poster = poster
         self.outcomes = outcomes
         self.reconciler = reconciler
@@ -184,7 +198,7 @@ class Settler(Stage):
         ]
         if not items:
             return
-        with batch(self.stores.redis, transaction=False) as writes:
+        with self.batches(transaction=False) as writes:
             pipe = writes.pipe
             for envelope, lookup in items:
                 self.store.count(pipe, envelope.send_id, "possible_duplicates")

@@ -29,13 +29,12 @@ from mailqueue.core.logmatch import Logged, Pending, Verdict, match_requests
 from mailqueue.core.payload import ApiCall
 from mailqueue.core.responses import RequestResult
 from mailqueue.core.routing import Route
-from mailqueue.mailtrap.email_logs import EmailLogsClient, LogsLimiters, fleet_limiters, window
+from mailqueue.mailtrap.email_logs import EmailLogsClient, LogsLimiters, window
 from mailqueue.store import keys
 
 if TYPE_CHECKING:
     from mailqueue.settings import Settings
     from mailqueue.store.status import StatusStore
-    from mailqueue.store.stores import Stores
 
 __all__ = [
     "Doubtful",
@@ -134,21 +133,7 @@ def remaining_call(call: ApiCall, indexes: Sequence[int]) -> ApiCall:
 class Reconciler:
     """Email Logs look-ups for one worker process, one logs client per token."""
 
-    def __init__(
-        self,
-        stores: Stores | None = None,
-        /,
-        *,
-        settings: Settings | None = None,
-        status: StatusStore | None = None,
-        limiters: LimitersFor | None = None,
-    ) -> None:
-        if stores is not None:
-            # For the drain, still handed the whole bundle: its parts.
-            settings, status = stores.settings, stores.store
-            limiters = _limiters_over(stores)
-        if settings is None or status is None or limiters is None:
-            raise TypeError("Reconciler needs settings, status and limiters")
+    def __init__(self, *, settings: Settings, status: StatusStore, limiters: LimitersFor) -> None:
         self.settings = settings
         self.status = status
         self._limiters = limiters
@@ -203,13 +188,3 @@ class Reconciler:
         answers = self.status.message_index.known([item.message_id for item in untagged])
         known = {item.message_id for item, seen in zip(untagged, answers, strict=True) if seen}
         return [item for item in logged if item.message_id not in known]
-
-
-def _limiters_over(stores: Stores) -> LimitersFor:
-    """The Email Logs limiters over the bundle's Redis, as ``Client.email_logs_limiters``."""
-
-    def limiters(route: Route) -> LogsLimiters:
-        rate = stores.settings.email_logs_rate_limit
-        return fleet_limiters(stores.redis, route, rate, key_space=stores.keys)
-
-    return limiters

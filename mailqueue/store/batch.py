@@ -10,14 +10,14 @@ them. Under Sentinel, ``min_replicas`` makes the end wait for replicas too
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
 
 import redis
 
 from mailqueue.store.connection import replicated_transaction
 
-__all__ = ["Batch", "batch"]
+__all__ = ["Batch", "Batches", "batch", "batches_over"]
 
 
 class Batch:
@@ -51,3 +51,20 @@ def batch(
         yield queued
         if len(pipe):
             queued.answers = pipe.execute()
+
+
+class Batches(Protocol):
+    """Opens a ``batch`` over one Redis client: what a stage writing across stores is handed."""
+
+    def __call__(
+        self, *, transaction: bool = True, min_replicas: int = 0
+    ) -> AbstractContextManager[Batch]: ...
+
+
+def batches_over(client: redis.Redis) -> Batches:
+    """``batch`` bound to ``client``, so that its user holds no Redis client of its own."""
+
+    def opened(*, transaction: bool = True, min_replicas: int = 0) -> AbstractContextManager[Batch]:
+        return batch(client, transaction=transaction, min_replicas=min_replicas)
+
+    return opened

@@ -1,9 +1,9 @@
-"""The stores of one configuration, each built on first use over one Redis client.
+"""The one way to build the stores of one configuration, each on first use over one Redis client.
 
-``Client`` builds one ``Stores`` and hands it to the services below it that
-are not yet handed their parts one by one (the producer, steering, dead
-letters, the drain and its stages): they reach Redis through it, and never
-import the client. Nothing is built
+``Client`` builds one ``Stores`` and takes from it the parts it hands each
+service (a status store, an outbox, a limiter factory, ...): no service is
+handed the bundle, and none imports the client. Tests and the webhook app
+build stores over an open connection with ``Stores.over``. Nothing is built
 until first use, so creating one does no I/O.
 """
 
@@ -15,14 +15,18 @@ from typing import Any, NoReturn, TypeVar
 
 import redis
 
+from mailqueue.core.routing import Lane, Route
 from mailqueue.settings import Settings
 from mailqueue.store.base import RedisStore
+from mailqueue.store.batch import Batches, batches_over
 from mailqueue.store.campaigns import CampaignStore
 from mailqueue.store.caps import CapLimiter, Caps
 from mailqueue.store.events import EventStore
+from mailqueue.store.fleet_limits import LimitNotices
 from mailqueue.store.keys import Keys
 from mailqueue.store.message_index import MessageIndex
 from mailqueue.store.outbox import Outbox
+from mailqueue.store.pacing import Pacer
 from mailqueue.store.ratelimit import FleetRateLimiter
 from mailqueue.store.status import StatusStore
 from mailqueue.store.steering import SteeringStore
@@ -38,51 +42,30 @@ _S = TypeVar("_S", bound=RedisStore)
 
 
 class Stores:
-    """Settings, Redis and the stores over it, for the services that use them.
+    """Settings, Redis and the stores over it, each built one way, for the client to hand out.
 
     ``redis`` opens the connection when first asked; ``publish`` is handed
-    each wake-up's options (the waker's way out); ``send_task`` sends an
-    outcome task by name. Both come from the client, which owns the Celery
-    side. ``outcome_hooks`` gives the client's outcome hooks (built above the
-    stores, hence untyped here) to the stages still handed this bundle.
+    each wake-up's options (the waker's way out); it comes from the client,
+    which owns the Celery side.
     """
 
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        redis: Callable[[], redis.Redis],
-        publish: Publish,
-        send_task: SendTask,
-        outcome_hooks: Callable[[], Any],
+        self, settings: Settings, *, redis: Callable[[], redis.Redis], publish: Publish
     ) -> None:
         self.settings = settings
         self._connect = redis
         self._publish = publish
-        self.send_task = send_task
-        self._outcome_hooks = outcome_hooks
 
     @classmethod
     def over(cls, client: redis.Redis, settings: Settings) -> Stores:
         """Stores over an open ``client`` with no Celery side (the webhook app, tests).
 
-        Their waker, outcome tasks and outcome hooks refuse to publish: only a
-        ``Client`` has a broker and receivers.
+        Their waker refuses to publish: only a ``Client`` has a broker.
         """
-        return cls(
-            settings,
-            redis=lambda: client,
-            publish=_no_broker,
-            send_task=_no_broker,
-            outcome_hooks=_no_broker,
-        )
+        return cls(settings, redis=lambda: client, publish=_no_broker)
 
     def __repr__(self) -> str:
         return f"Stores({self.settings!r})"
-
-    @property
-    def outcome_hooks(self) -> Any:
-        return self._outcome_hooks()
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -139,6 +122,23 @@ class Stores:
         # A limiter per route, not a store of this key space: deliver/ builds one per
         # route it sends through; this one is the settings' own route.
         return FleetRateLimiter(self.redis, self.settings, key_space=self.keys)
+
+    def rate_limiter(self, route: Route, lane: Lane) -> FleetRateLimiter:
+        """The fleet rate limiter of ``route``'s token in ``lane`` (one per route a worker uses)."""
+        return FleetRateLimiter(self.redis, route, lane=lane, key_space=self.keys)
+
+    def pacer(self) -> Pacer:
+        """The fleet-wide pace of the settings' token's transactional calls."""
+        return Pacer(self.redis, self.settings.rate_limit, self.settings.token_key, self.keys)
+
+    @cached_property
+    def limit_notices(self) -> LimitNotices:
+        return LimitNotices(self.redis, self.keys)
+
+    @cached_property
+    def batches(self) -> Batches:
+        """Writes of several stores in one pipeline over this Redis (``store/batch.py``)."""
+        return batches_over(self.redis)
 
     @cached_property
     def events(self) -> EventStore:

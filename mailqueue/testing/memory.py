@@ -10,7 +10,7 @@ made is recorded in ``calls``. Hand it to a drainer over a real Redis::
     from mailqueue.testing import MemoryTransport
 
     transport = MemoryTransport()
-    Drainer(client.stores, transport).drain(budget=5)
+    Drainer(client.drain_parts, transport).drain(budget=5)
     assert transport.paths() == ["send"]
 
 Each call is tried once: the in-process retries of the HTTP transport are

@@ -10,7 +10,8 @@ import pytest
 
 from mailqueue.client import Client
 from mailqueue.core.envelope import Envelope
-from mailqueue.deliver.claims import Claimer, call_deadline, lease_for
+from mailqueue.deliver.claims import call_deadline, lease_for
+from mailqueue.deliver.drain import Drainer
 from mailqueue.deliver.outcomes import DrainReport
 from mailqueue.settings import Settings
 from mailqueue.store.keys import OUTBOX_GROUP
@@ -62,7 +63,7 @@ def test_a_new_part_goes_on_to_a_call_with_its_lease_noted(client: Client) -> No
     client.enqueue(message("a@example.com"))
     envelopes = read_all(client)
 
-    claimed = Claimer(client.stores).claim(envelopes, DrainReport())
+    claimed = Drainer(client.drain_parts).claims.claim(envelopes, DrainReport())
 
     assert claimed.ready == envelopes and claimed.doubtful == claimed.lost == []
     assert envelopes[0].lease_ends is not None and envelopes[0].lease_ends > time.monotonic()
@@ -71,9 +72,9 @@ def test_a_new_part_goes_on_to_a_call_with_its_lease_noted(client: Client) -> No
 def test_a_part_another_live_worker_holds_is_left_pending(client: Client) -> None:
     client.enqueue(message("a@example.com"))
     envelopes = read_all(client)
-    Claimer(client.stores).claim(envelopes, DrainReport())
+    Drainer(client.drain_parts).claims.claim(envelopes, DrainReport())
 
-    again = Claimer(client.stores).claim(envelopes, DrainReport())
+    again = Drainer(client.drain_parts).claims.claim(envelopes, DrainReport())
 
     assert again.ready == again.doubtful == again.lost == []
     assert pending(client) == 1
@@ -88,7 +89,7 @@ def test_a_part_already_done_is_only_acknowledged(client: Client) -> None:
         pipe.execute()
     report = DrainReport()
 
-    claimed = Claimer(client.stores).claim(envelopes, report)
+    claimed = Drainer(client.drain_parts).claims.claim(envelopes, report)
 
     assert claimed.ready == [] and report.skipped == 1
     assert pending(client) == 0
@@ -100,7 +101,7 @@ def test_a_cancelled_send_ends_unsent_and_is_acknowledged(client: Client) -> Non
     envelopes = read_all(client)
     client.cancel(send_id)
 
-    claimed = Claimer(client.stores).claim(envelopes, DrainReport())
+    claimed = Drainer(client.drain_parts).claims.claim(envelopes, DrainReport())
 
     assert claimed.ready == [] and pending(client) == 0
     assert client.store.state(send_id) == "cancelled"
@@ -113,7 +114,7 @@ def test_suppressed_recipients_are_withheld_from_the_call_and_the_rest_go_on(
     client.enqueue(message("a@example.com", "b@example.com"))
     envelopes = read_all(client)
 
-    (envelope,) = Claimer(client.stores).claim(envelopes, DrainReport()).ready
+    (envelope,) = Drainer(client.drain_parts).claims.claim(envelopes, DrainReport()).ready
 
     assert envelope.withheld == ("b@example.com",)
     assert envelope.outgoing is not None
@@ -125,7 +126,7 @@ def test_a_part_whose_every_recipient_is_suppressed_fails_without_a_call(client:
     client.suppress("a@example.com")
     send_id = client.enqueue(message("a@example.com"))
 
-    claimed = Claimer(client.stores).claim(read_all(client), DrainReport())
+    claimed = Drainer(client.drain_parts).claims.claim(read_all(client), DrainReport())
 
     record = client.get_status(send_id)
     assert claimed.ready == []
@@ -140,7 +141,7 @@ def test_a_paused_campaigns_part_is_held_until_it_resumes(client: Client) -> Non
     envelopes = read_all(client)
     client.pause_campaign("spring")
 
-    claimed = Claimer(client.stores).claim(envelopes, DrainReport())
+    claimed = Drainer(client.drain_parts).claims.claim(envelopes, DrainReport())
 
     assert claimed.ready == [] and pending(client) == 0
     assert client.store.state(send_id) == "queued"
@@ -152,7 +153,7 @@ def test_a_part_of_a_cancelled_campaign_ends_cancelled_unsent(client: Client) ->
     envelopes = read_all(client)
     client.cancel_campaign("spring")
 
-    Claimer(client.stores).claim(envelopes, DrainReport())
+    Drainer(client.drain_parts).claims.claim(envelopes, DrainReport())
 
     assert client.store.state(send_id) == "cancelled"
     assert pending(client) == 0
@@ -164,7 +165,7 @@ def test_a_part_scheduled_for_later_is_put_back_until_its_time(client: Client) -
     later = time.time() + 3600
     client.reschedule(send_id, later)
 
-    claimed = Claimer(client.stores).claim(envelopes, DrainReport())
+    claimed = Drainer(client.drain_parts).claims.claim(envelopes, DrainReport())
 
     assert claimed.ready == [] and pending(client) == 0
     [(_, due)] = cast(

@@ -46,7 +46,7 @@ def client(redis_url: str) -> Iterator[Client]:
 
 
 def drain(client: Client, transport: MemoryTransport) -> Any:
-    return Drainer(client.stores, transport).drain(budget=10)
+    return Drainer(client.drain_parts, transport).drain(budget=10)
 
 
 def state(client: Client, send_id: str) -> str | None:

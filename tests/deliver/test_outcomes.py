@@ -11,8 +11,8 @@ import pytest
 from mailqueue.client import Client
 from mailqueue.core.envelope import Envelope
 from mailqueue.core.responses import RequestResult
-from mailqueue.deliver.claims import Claimer
-from mailqueue.deliver.outcomes import DrainReport, Outcomes, part_result, worker_lost
+from mailqueue.deliver.drain import Drainer
+from mailqueue.deliver.outcomes import DrainReport, part_result, worker_lost
 from mailqueue.errors import PermanentDeliveryError, RateLimited, TransientDeliveryError
 from mailqueue.settings import Settings
 from mailqueue.store.keys import OUTBOX_GROUP
@@ -36,7 +36,7 @@ def client(redis_url: str) -> Iterator[Client]:
 def claimed(client: Client, *recipients: str, **extra: Any) -> tuple[str, Envelope]:
     send_id = client.enqueue(message(*recipients, **extra))
     envelopes = client.outbox.read("worker-1", client.keys.outbox, 10)
-    (envelope,) = Claimer(client.stores).claim(envelopes, DrainReport()).ready
+    (envelope,) = Drainer(client.drain_parts).claims.claim(envelopes, DrainReport()).ready
     return send_id, envelope
 
 
@@ -73,7 +73,7 @@ def test_an_answer_is_recorded_and_its_entry_acknowledged_together(client: Clien
     send_id, envelope = claimed(client, "a@example.com")
     report = DrainReport()
 
-    Outcomes(client.stores).record(
+    Drainer(client.drain_parts).outcomes.record(
         [envelope], envelope.call, [RequestResult({"a@example.com": "m-1"})], report
     )
 
@@ -92,7 +92,7 @@ def test_a_coalesced_calls_request_i_is_envelope_is_part(client: Client) -> None
         RequestResult({"b@example.com": None}, error="invalid"),
     ]
 
-    Outcomes(client.stores).record([a, b], a.call, results, DrainReport())
+    Drainer(client.drain_parts).outcomes.record([a, b], a.call, results, DrainReport())
 
     assert client.store.state(first) == "sent"
     assert client.store.state(second) == "failed"
@@ -104,7 +104,7 @@ def test_a_permanent_failure_ends_every_part_failed_and_keeps_dead_letters(
     send_id, envelope = claimed(client, "a@example.com")
     report = DrainReport()
 
-    Outcomes(client.stores).fail(
+    Drainer(client.drain_parts).outcomes.fail(
         [envelope], PermanentDeliveryError("refused", status_code=401, path="send"), report
     )
 
@@ -117,7 +117,7 @@ def test_a_permanent_failure_ends_every_part_failed_and_keeps_dead_letters(
 
 def test_each_try_spends_one_of_max_retries_plus_one(client: Client) -> None:
     _, envelope = claimed(client, "a@example.com")
-    outcomes = Outcomes(client.stores)
+    outcomes = Drainer(client.drain_parts).outcomes
     error = TransientDeliveryError("unavailable", status_code=503, path="send")
 
     answers = [outcomes.spend(envelope, error) for _ in range(3)]
@@ -131,7 +131,7 @@ def test_a_retry_waits_its_backoff_and_at_least_retry_after(client: Client) -> N
     _, envelope = claimed(client, "a@example.com")
     before = time.time()
 
-    Outcomes(client.stores).spend(
+    Drainer(client.drain_parts).outcomes.spend(
         envelope, RateLimited("slow down", status_code=429), retry_after=30
     )
 
@@ -142,7 +142,9 @@ def test_a_retry_is_never_due_after_the_send_expires(client: Client) -> None:
     _, envelope = claimed(client, "a@example.com")
     envelope.expires_at = time.time() + 1
 
-    Outcomes(client.stores).spend(envelope, TransientDeliveryError("x", status_code=503))
+    Drainer(client.drain_parts).outcomes.spend(
+        envelope, TransientDeliveryError("x", status_code=503)
+    )
 
     assert envelope.resend_at is not None and envelope.resend_at <= envelope.expires_at
 
@@ -151,7 +153,7 @@ def test_retry_later_schedules_the_part_with_its_error_recorded(client: Client) 
     send_id, envelope = claimed(client, "a@example.com")
     report = DrainReport()
 
-    Outcomes(client.stores).retry_later(
+    Drainer(client.drain_parts).outcomes.retry_later(
         [envelope], TransientDeliveryError("unavailable", status_code=503, path="send"), report
     )
 
@@ -165,7 +167,7 @@ def test_retry_later_fails_a_part_with_no_try_left(client: Client) -> None:
     send_id, envelope = claimed(client, "a@example.com")
     envelope.attempt = client.settings.max_retries
 
-    Outcomes(client.stores).retry_later(
+    Drainer(client.drain_parts).outcomes.retry_later(
         [envelope], TransientDeliveryError("unavailable", status_code=503), DrainReport()
     )
 

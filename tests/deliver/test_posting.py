@@ -45,11 +45,11 @@ def claimed(client: Client, messages: list[dict[str, Any]]) -> list[Envelope]:
     for each in messages:
         client.enqueue(each)
     envelopes = client.outbox.read("worker-1", client.keys.outbox, 100)
-    return Drainer(client.stores).claims.claim(envelopes, DrainReport()).ready
+    return Drainer(client.drain_parts).claims.claim(envelopes, DrainReport()).ready
 
 
 def post_all(client: Client, ready: list[Envelope], transport: MemoryTransport) -> DrainReport:
-    drainer = Drainer(client.stores, transport)
+    drainer = Drainer(client.drain_parts, transport)
     report = DrainReport()
     try:
         for route, group in drainer.poster.calls(ready, report):
@@ -151,7 +151,7 @@ def test_a_lone_send_refused_with_401_fails_without_a_resend(client: Client) -> 
 def test_a_call_for_a_campaign_paused_meanwhile_is_given_back_unsent(client: Client) -> None:
     send_id = client.enqueue(message("a@example.com", campaign="spring"))
     envelopes = [e for s in client.outbox.streams() for e in client.outbox.read("worker-1", s, 10)]
-    ready = Drainer(client.stores).claims.claim(envelopes, DrainReport()).ready
+    ready = Drainer(client.drain_parts).claims.claim(envelopes, DrainReport()).ready
     client.pause_campaign("spring")
     transport = MemoryTransport()
 

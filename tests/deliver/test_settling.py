@@ -47,14 +47,14 @@ def doubtful(client: Client) -> tuple[str, Envelope]:
     """A queued send read and claimed, as a part whose last answer was lost comes back."""
     send_id = client.enqueue(MESSAGE)
     (envelope,) = client.outbox.read("worker-1", client.keys.outbox, 10)
-    (envelope,) = Drainer(client.stores).claims.claim([envelope], DrainReport()).ready
+    (envelope,) = Drainer(client.drain_parts).claims.claim([envelope], DrainReport()).ready
     envelope.attempt = 1  # the lost call spent a try
     return send_id, envelope
 
 
 def settle(client: Client, envelope: Envelope) -> tuple[MemoryTransport, DrainReport]:
     transport = MemoryTransport()
-    drainer = Drainer(client.stores, transport)
+    drainer = Drainer(client.drain_parts, transport)
     report = DrainReport()
     try:
         drainer.settler.settle([envelope], report)
