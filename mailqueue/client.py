@@ -4,10 +4,12 @@ A ``Client`` owns its settings, its Redis client, the stores over it, the
 fleet rate limiter, the waker and the Celery app it publishes wake-ups
 through. Nothing is built until first use, so creating one does no I/O.
 
-It is the composition root: it builds the stores and the outcome hooks and
-hands each service the parts it uses (the producer, steering, dead letters
-and the drainer are still handed the whole ``store.stores.Stores``); none of
-those imports this module.
+It is the composition root: it builds the stores (through
+``store.stores.Stores``, their one builder) and the outcome hooks, and hands
+each service only the parts it uses: keyword arguments to steering, dead
+letters and the other services, a ``Producer`` to queueing, a
+``DrainParts`` to the drainer, which gives each stage its share. None of
+them imports this module.
 Clients are independent: two with different settings (another token,
 another Redis) work side by side in one process.
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from mailqueue.deliver.hooks import OutcomeHooks, OutcomeReceiver
     from mailqueue.mailtrap.email_logs import LogsLimiters
     from mailqueue.produce.deadletters import DeadLetter
+    from mailqueue.produce.producer import Producer
     from mailqueue.records import StatusRecord
     from mailqueue.store.campaigns import CampaignRecord, CampaignStore
     from mailqueue.store.caps import CapLimiter
@@ -91,7 +94,7 @@ class Client:
 
     @cached_property
     def stores(self) -> Stores:
-        """The stores over this client's Redis, as the services below are handed them."""
+        """The builder of the stores over this client's Redis; services get single stores."""
         return Stores(self.settings, redis=lambda: self.redis, publish=self._publish)
 
     @property
@@ -161,6 +164,21 @@ class Client:
         return app
 
     @cached_property
+    def producer(self) -> Producer:
+        """What queueing writes through (``produce/producer.py``)."""
+        from mailqueue.produce.producer import Producer
+
+        stores = self.stores
+        return Producer(
+            settings=self.settings,
+            redis=self.redis,
+            status=stores.store,
+            outbox=stores.outbox,
+            campaigns=stores.campaigns,
+            waker=stores.waker,
+        )
+
+    @cached_property
     def drain_parts(self) -> DrainParts:
         """What this client's drains use, each stage handed its own share by the drainer."""
         from mailqueue.deliver.drain import DrainParts
@@ -204,7 +222,11 @@ class Client:
         from mailqueue.produce.producer import enqueue
 
         return enqueue(
-            self.stores, message, idempotency_key=idempotency_key, send_id=send_id, **celery_options
+            self.producer,
+            message,
+            idempotency_key=idempotency_key,
+            send_id=send_id,
+            **celery_options,
         )
 
     def enqueue_many(
@@ -213,13 +235,13 @@ class Client:
         """Validate every message, then queue them all; ids in order (as ``enqueue_many``)."""
         from mailqueue.produce.producer import enqueue_many
 
-        return enqueue_many(self.stores, messages, campaign=campaign)
+        return enqueue_many(self.producer, messages, campaign=campaign)
 
     def get_status(self, send_id: str) -> StatusRecord | None:
         """The status record of a send, or None for an unknown id."""
         from mailqueue.produce.producer import get_status
 
-        return get_status(self.stores, send_id)
+        return get_status(self.store, send_id)
 
     # -- campaigns, suppressions, schedules ---------------------------------
 
@@ -227,25 +249,25 @@ class Client:
         """The campaign's record (state, recipients, counts, ETA), or None."""
         from mailqueue.produce.steering import get_campaign
 
-        return get_campaign(self.stores, name)
+        return get_campaign(name, campaigns=self.campaigns)
 
     def pause_campaign(self, name: str) -> CampaignRecord:
         """Pause a campaign fleet-wide: no new call of it starts; returns its record."""
         from mailqueue.produce.steering import pause_campaign
 
-        return pause_campaign(self.stores, name)
+        return pause_campaign(name, campaigns=self.campaigns)
 
     def resume_campaign(self, name: str) -> CampaignRecord:
         """Resume a paused campaign; ValidationError for a cancelled one."""
         from mailqueue.produce.steering import resume_campaign
 
-        return resume_campaign(self.stores, name)
+        return resume_campaign(name, campaigns=self.campaigns, outbox=self.outbox, waker=self.waker)
 
     def cancel_campaign(self, name: str) -> CampaignRecord:
         """Cancel a campaign: recipients not yet handed to Mailtrap end ``cancelled``."""
         from mailqueue.produce.steering import cancel_campaign
 
-        return cancel_campaign(self.stores, name)
+        return cancel_campaign(name, campaigns=self.campaigns, outbox=self.outbox, waker=self.waker)
 
     def suppress(
         self, address: str, *, reason: str = "manual", stream: str | None = None
@@ -253,34 +275,42 @@ class Client:
         """Never mail ``address`` again (on ``stream`` only, when given)."""
         from mailqueue.produce.steering import translated
 
-        with translated(self.stores, "suppress an address"):
+        with translated(self.settings.status_redis_url, "suppress an address"):
             return self.suppressions.suppress(address, reason=reason, stream=stream)
 
     def unsuppress(self, address: str) -> bool:
         """Let mail reach ``address`` again; True when it was suppressed."""
         from mailqueue.produce.steering import translated
 
-        with translated(self.stores, "unsuppress an address"):
+        with translated(self.settings.status_redis_url, "unsuppress an address"):
             return self.suppressions.unsuppress(address)
 
     def get_suppression(self, address: str) -> Suppression | None:
         """The suppression of ``address``, or None."""
         from mailqueue.produce.steering import translated
 
-        with translated(self.stores, "read a suppression"):
+        with translated(self.settings.status_redis_url, "read a suppression"):
             return self.suppressions.get(address)
 
     def cancel(self, send_id: str) -> StatusRecord:
         """Cancel a send not yet handed to Mailtrap; returns its status record."""
         from mailqueue.produce.steering import cancel_send
 
-        return cancel_send(self.stores, send_id)
+        return cancel_send(
+            send_id,
+            status=self.store,
+            steering=self.stores.steering,
+            waker=self.waker,
+            hooks=self.outcome_hooks,
+        )
 
     def reschedule(self, send_id: str, when: Any) -> StatusRecord:
         """Move a send not yet handed to Mailtrap to ``when``; returns its status record."""
         from mailqueue.produce.steering import reschedule_send
 
-        return reschedule_send(self.stores, send_id, when)
+        return reschedule_send(
+            send_id, when, status=self.store, outbox=self.outbox, waker=self.waker
+        )
 
     def lane_stats(self) -> list[LaneStats]:
         """Work waiting per lane and Mailtrap stream: backlog, in flight, oldest age, paused."""
@@ -294,7 +324,7 @@ class Client:
         """The oldest ``limit`` dead letters, oldest first."""
         from mailqueue.produce.deadletters import list_dead_letters
 
-        return list_dead_letters(self.stores, limit)
+        return list_dead_letters(limit, status=self.store, outbox=self.outbox)
 
     def requeue_dead_letters(
         self, send_ids: Iterable[str] | None = None, *, wake: bool = True
@@ -302,13 +332,15 @@ class Client:
         """Send dead-lettered sends again (all when ``send_ids`` is None); returns how many."""
         from mailqueue.produce.deadletters import requeue_dead_letters
 
-        return requeue_dead_letters(self.stores, send_ids, wake=wake)
+        return requeue_dead_letters(
+            send_ids, wake=wake, status=self.store, outbox=self.outbox, waker=self.waker
+        )
 
     def purge_dead_letters(self, send_ids: Sequence[str] | None = None) -> int:
         """Forget dead letters (all when ``send_ids`` is None); returns how many."""
         from mailqueue.produce.deadletters import purge_dead_letters
 
-        return purge_dead_letters(self.stores, send_ids)
+        return purge_dead_letters(send_ids, outbox=self.outbox)
 
     # -- waking workers, sending outcome tasks ---------------------------------
 

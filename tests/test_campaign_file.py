@@ -59,7 +59,7 @@ def streams(redis_client: redis.Redis) -> dict[str, int]:
 
 def test_a_file_is_one_send_of_one_part_per_500_rows(client: Client, tmp_path: Path) -> None:
     queued = queue_campaign_file(
-        client.stores, write_rows(tmp_path / "list.csv", 1234), TEMPLATE, from_email=FROM,
+        client.producer, write_rows(tmp_path / "list.csv", 1234), TEMPLATE, from_email=FROM,
         routing={"stream": "bulk"}, campaign="spring",
     )  # fmt: skip
 
@@ -76,7 +76,7 @@ def test_every_row_reaches_mailtrap_once_with_its_merge_data(
     client: Client, tmp_path: Path
 ) -> None:
     queued = queue_campaign_file(
-        client.stores, write_rows(tmp_path / "list.csv", 1100), TEMPLATE, from_email=FROM,
+        client.producer, write_rows(tmp_path / "list.csv", 1100), TEMPLATE, from_email=FROM,
         campaign="spring",
     )  # fmt: skip
     transport = MemoryTransport()
@@ -101,7 +101,7 @@ def test_a_bad_row_past_the_first_part_is_named_and_nothing_is_queued(
     path = write_rows(tmp_path / "list.csv", 1200, bad={1100: "broken"})
 
     with pytest.raises(ValidationError) as caught:
-        queue_campaign_file(client.stores, path, TEMPLATE, from_email=FROM, campaign="spring")
+        queue_campaign_file(client.producer, path, TEMPLATE, from_email=FROM, campaign="spring")
 
     # Row 1102 of the file: the header is row 1, recipient 0 is row 2.
     assert str(caught.value) == "row 1102: 'broken' is not an email address (no @domain)"
@@ -123,15 +123,15 @@ def test_an_interrupted_enqueue_run_again_queues_only_the_rest(
 
     with pytest.raises(KeyboardInterrupt):
         queue_campaign_file(
-            client.stores, path, TEMPLATE, from_email=FROM, campaign="spring",
+            client.producer, path, TEMPLATE, from_email=FROM, campaign="spring",
             progress=stop_after_the_first_transaction,
         )  # fmt: skip
     halfway = client.get_campaign("spring")
     assert halfway is not None and halfway["recipients"] == 500 * PARTS_PER_TRANSACTION
 
-    again = queue_campaign_file(client.stores, path, TEMPLATE, from_email=FROM, campaign="spring")
+    again = queue_campaign_file(client.producer, path, TEMPLATE, from_email=FROM, campaign="spring")
     once_more = queue_campaign_file(
-        client.stores, path, TEMPLATE, from_email=FROM, campaign="spring"
+        client.producer, path, TEMPLATE, from_email=FROM, campaign="spring"
     )
 
     assert again.resumed_from == PARTS_PER_TRANSACTION
@@ -143,14 +143,14 @@ def test_an_interrupted_enqueue_run_again_queues_only_the_rest(
 
 def test_another_file_under_the_same_name_is_another_send(client: Client, tmp_path: Path) -> None:
     first = queue_campaign_file(
-        client.stores,
+        client.producer,
         write_rows(tmp_path / "a.csv", 3),
         TEMPLATE,
         from_email=FROM,
         campaign="spring",
     )
     second = queue_campaign_file(
-        client.stores,
+        client.producer,
         write_rows(tmp_path / "b.csv", 4),
         TEMPLATE,
         from_email=FROM,
@@ -173,10 +173,10 @@ def test_a_repeated_address_is_queued_once_and_counted_in_the_campaign(
     repeats = Repeats()
 
     queued = queue_campaign_file(
-        client.stores, str(path), TEMPLATE, from_email=FROM, campaign="spring", repeats=repeats
+        client.producer, str(path), TEMPLATE, from_email=FROM, campaign="spring", repeats=repeats
     )
     again = queue_campaign_file(
-        client.stores, str(path), TEMPLATE, from_email=FROM, campaign="spring"
+        client.producer, str(path), TEMPLATE, from_email=FROM, campaign="spring"
     )
 
     assert (queued.recipients, repeats.count, repeats.rows) == (2, 2, [3, 5])
@@ -195,7 +195,7 @@ def test_a_campaign_with_a_subject_and_text_sends_each_recipient_alone(
 ) -> None:
     content = {"subject": "Spring", "text": "Hello"}
     queue_campaign_file(
-        client.stores, write_rows(tmp_path / "list.csv", 3), content, from_email=FROM
+        client.producer, write_rows(tmp_path / "list.csv", 3), content, from_email=FROM
     )
     transport = MemoryTransport()
     Drainer(client.drain_parts, transport=transport).drain(budget=10)
@@ -209,7 +209,7 @@ def test_a_campaign_with_a_subject_and_text_sends_each_recipient_alone(
 
 def test_repeated_rows_of_individual_sends_are_counted_in_the_campaign(client: Client) -> None:
     queued = enqueue_each(
-        client.stores, (newsletter(n) for n in range(3)), campaign="spring", left_out=lambda: 4
+        client.producer, (newsletter(n) for n in range(3)), campaign="spring", left_out=lambda: 4
     )
 
     record = client.get_campaign("spring")
@@ -224,7 +224,7 @@ def newsletter(n: int) -> dict[str, Any]:
 def test_each_message_is_a_send_of_one_group_queued_in_several_transactions(
     client: Client,
 ) -> None:
-    queued = enqueue_each(client.stores, (newsletter(n) for n in range(1200)), campaign="spring")
+    queued = enqueue_each(client.producer, (newsletter(n) for n in range(1200)), campaign="spring")
 
     assert (queued.sends, queued.recipients) == (1200, 1200)
     group = get_group(queued.group_id, status=client.store)
@@ -244,7 +244,7 @@ def test_a_bad_message_late_in_the_stream_queues_nothing(
     messages[1100]["to"] = ["broken"]
 
     with pytest.raises(ValidationError) as caught:
-        enqueue_each(client.stores, iter(messages), campaign="spring")
+        enqueue_each(client.producer, iter(messages), campaign="spring")
 
     assert caught.value.index == 1100
     assert redis_client.keys("{mq}:send:*") == []
@@ -271,7 +271,7 @@ def test_the_memory_of_a_campaign_file_does_not_grow_with_its_rows(
 
     peaks = [
         traced_peak(
-            lambda path=path: queue_campaign_file(client.stores, path, TEMPLATE, from_email=FROM)
+            lambda path=path: queue_campaign_file(client.producer, path, TEMPLATE, from_email=FROM)
         )
         for path in (small, large)
     ]

@@ -58,7 +58,7 @@ def test_cancelling_a_campaign_leaves_a_send_that_only_mentions_it_at_its_time(
 
     assert client.get_status(member)["state"] == "cancelled"  # type: ignore[index]
     assert client.get_status(bystander)["state"] == "queued"  # type: ignore[index]
-    assert [row["id"] for row in list_scheduled(client.stores)] == [bystander]
+    assert [row["id"] for row in list_scheduled(status=client.store)] == [bystander]
 
 
 def test_cancelling_a_scheduled_batch_send_ends_every_part_now(client: Client) -> None:
@@ -77,7 +77,7 @@ def test_cancelling_a_scheduled_batch_send_ends_every_part_now(client: Client) -
     assert {r["status"] for r in record["recipients"].values()} == {"cancelled"}
     assert len(record["recipients"]) == 501
     assert client.outbox.waiting_parts(send_id) == []
-    assert list_scheduled(client.stores) == []
+    assert list_scheduled(status=client.store) == []
 
 
 def test_rescheduling_moves_every_part_of_the_send_and_no_other(client: Client) -> None:
@@ -99,4 +99,4 @@ def test_rescheduling_moves_every_part_of_the_send_and_no_other(client: Client) 
     assert client.redis.zscore(retry, f"{send_id}|0") == pytest.approx(much_later)
     assert client.redis.zscore(retry, f"{send_id}|1") == pytest.approx(much_later)
     assert client.redis.zscore(retry, f"{other}|0") == pytest.approx(soon)
-    assert [row["id"] for row in list_scheduled(client.stores)] == [other, send_id]
+    assert [row["id"] for row in list_scheduled(status=client.store)] == [other, send_id]

@@ -254,7 +254,7 @@ def _queue_file(client: Client, job: _CampaignFile) -> str:
 
     try:
         queued = queue_campaign_file(
-            client.stores, csv_path, job.content, from_email=job.from_email, routing=job.routing,
+            client.producer, csv_path, job.content, from_email=job.from_email, routing=job.routing,
             campaign=job.name, progress=show, repeats=job.repeats,
         )  # fmt: skip
     except (OSError, UnicodeDecodeError) as exc:
@@ -295,7 +295,7 @@ def _queue_rows(client: Client, job: _CampaignFile) -> QueuedGroup:
 
     try:
         return enqueue_each(
-            client.stores, messages(), campaign=job.name, left_out=lambda: job.repeats.count
+            client.producer, messages(), campaign=job.name, left_out=lambda: job.repeats.count
         )
     except ValidationError as exc:
         if exc.field in CONTENT_FLAGS:

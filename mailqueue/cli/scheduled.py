@@ -23,7 +23,7 @@ def scheduled_group() -> None:
 @listing_options
 def scheduled_list(limit: int, as_json: bool) -> None:
     """Sends waiting for their time, soonest first."""
-    found = steering.list_scheduled(current_client().stores, limit)
+    found = steering.list_scheduled(limit, status=current_client().store)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return

@@ -14,7 +14,6 @@ from mailqueue.client import Client
 from mailqueue.dashboard import render, views
 from mailqueue.dashboard.auth import DashboardAuth
 from mailqueue.errors import BrokerUnavailable, MailqueueError
-from mailqueue.produce import deadletters, steering
 from mailqueue.webhooks.handler import Response
 from mailqueue.webhooks.verify import REALM
 
@@ -175,21 +174,20 @@ class DashboardApp:
         back = "/"
         if action in ("pause", "resume", "cancel"):
             steer = {
-                "pause": steering.pause_campaign,
-                "resume": steering.resume_campaign,
-                "cancel": steering.cancel_campaign,
+                "pause": rt.pause_campaign,
+                "resume": rt.resume_campaign,
+                "cancel": rt.cancel_campaign,
             }[action]
-            steer(rt.stores, name)
+            steer(name)
             back = "/campaigns/" + quote(name, safe="")
         elif action == "requeue":
-            deadletters.requeue_dead_letters(rt.stores, [send_id])
+            rt.requeue_dead_letters([send_id])
             back = "/dead-letters"
         elif action == "purge":
-            deadletters.purge_dead_letters(rt.stores, [send_id])
+            rt.purge_dead_letters([send_id])
             back = "/dead-letters"
         elif action == "unsuppress" and address:
-            with steering.translated(rt.stores, "unsuppress an address"):
-                rt.suppressions.unsuppress(address)
+            rt.unsuppress(address)
             back = "/suppressions"
         else:
             return _text("404 Not Found", "no such action")

@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 from mailqueue.client import Client
-from mailqueue.produce.deadletters import list_dead_letters
 from mailqueue.produce.steering import translated
 from mailqueue.store.activity import fleet_activity
 from mailqueue.store.address_index import recent_sends
@@ -36,7 +35,7 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
     """
     now = time.time() if now is None else now
     activity = fleet_activity(waker=rt.waker, outbox=rt.outbox)
-    with translated(rt.stores, "read the fleet's figures"):
+    with translated(rt.settings.status_redis_url, "read the fleet's figures"):
         lanes = [
             {
                 "lane": stats.lane,
@@ -75,13 +74,13 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
 
 def campaigns(rt: Client) -> list[dict[str, Any]]:
     """The records of the most recently started campaigns, newest first."""
-    with translated(rt.stores, "list campaigns"):
+    with translated(rt.settings.status_redis_url, "list campaigns"):
         return [dict(record) for record in rt.campaigns.recent()]
 
 
 def campaign(rt: Client, name: str, now: float | None = None) -> dict[str, Any] | None:
     """The campaign's record, with its recipients handed to Mailtrap in each of the last 60 min."""
-    with translated(rt.stores, "read a campaign"):
+    with translated(rt.settings.status_redis_url, "read a campaign"):
         record = rt.campaigns.get(name)
         if record is None:
             return None
@@ -99,7 +98,7 @@ def search(rt: Client, query: str) -> dict[str, Any]:
     found: dict[str, Any] = {"query": query, "send": None, "suppression": None, "sends": []}
     if not query:
         return found
-    with translated(rt.stores, "search sends and suppressions"):
+    with translated(rt.settings.status_redis_url, "search sends and suppressions"):
         if "@" in query:
             found["suppression"] = rt.suppressions.get(query)
             address = query.lower()
@@ -129,11 +128,11 @@ def dead_letters(rt: Client, limit: int = 100) -> list[dict[str, Any]]:
             "state": letter.state,
             "error": letter.error,
         }
-        for letter in list_dead_letters(rt.stores, limit=limit)
+        for letter in rt.list_dead_letters(limit)
     ]
 
 
 def suppressions(rt: Client, limit: int = 200) -> list[dict[str, Any]]:
-    with translated(rt.stores, "list suppressions"):
+    with translated(rt.settings.status_redis_url, "list suppressions"):
         entries = rt.suppressions.entries()
     return [dict(entry) for entry in entries[:limit]]

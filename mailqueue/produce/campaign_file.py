@@ -30,7 +30,7 @@ from mailqueue.produce.campaign_csv import (
 from mailqueue.produce.chunked_send import ChunkedSend, enqueue_chunked
 
 if TYPE_CHECKING:
-    from mailqueue.store.stores import Stores
+    from mailqueue.produce.producer import Producer
 
 __all__ = ["open_csv", "queue_campaign_file", "source_name"]
 
@@ -38,7 +38,7 @@ _TO_INDEX = re.compile(r"^to\[(\d+)\]")
 
 
 def queue_campaign_file(
-    rt: Stores,
+    producer: Producer,
     path: str,
     content: Content,
     *,
@@ -77,7 +77,11 @@ def queue_campaign_file(
 
         try:
             return enqueue_chunked(
-                rt, messages(), send_id=send_id, progress=progress, left_out=lambda: repeats.count
+                producer,
+                messages(),
+                send_id=send_id,
+                progress=progress,
+                left_out=lambda: repeats.count,
             )
         except ValidationError as exc:
             raise _about_row(exc, rows, path) from None

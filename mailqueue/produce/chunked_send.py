@@ -44,7 +44,7 @@ from mailqueue.store.connection import replicated_transaction, unavailable
 from mailqueue.store.status import now_iso
 
 if TYPE_CHECKING:
-    from mailqueue.store.stores import Stores
+    from mailqueue.produce.producer import Producer
 
 __all__ = ["ChunkedSend", "QueuedGroup", "enqueue_chunked", "enqueue_each"]
 
@@ -76,7 +76,7 @@ Messages = Iterable[Mapping[str, Any]]
 
 
 def enqueue_chunked(
-    rt: Stores,
+    producer: Producer,
     messages: Messages,
     *,
     send_id: str | None = None,
@@ -97,24 +97,24 @@ def enqueue_chunked(
     elif keys.safe_id(send_id) is None:
         raise ValidationError("send_id must be a short id of safe characters", field="send_id")
     with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
-        plan, parts, recipients = _validate(rt, messages, send_id, spool, progress)
+        plan, parts, recipients = _validate(producer, messages, send_id, spool, progress)
         if plan.campaign:
-            rt.campaigns.check_open(plan.campaign)
+            producer.campaigns.check_open(plan.campaign)
         spool.seek(0)
         repeated = left_out() if left_out is not None else 0
         try:
-            done = _queue(rt, spool, send_id, plan, parts, progress, repeated)
+            done = _queue(producer, spool, send_id, plan, parts, progress, repeated)
         except redis.RedisError as exc:
             doing = (
                 f"enqueue (send {send_id} may be queued in part: "
                 "run the same enqueue again to queue the rest)"
             )
-            raise unavailable(rt.settings.status_redis_url, doing, exc) from None
+            raise unavailable(producer.settings.status_redis_url, doing, exc) from None
     return ChunkedSend(send_id, parts, recipients, done)
 
 
 def _validate(
-    rt: Stores,
+    producer: Producer,
     messages: Iterable[Mapping[str, Any]],
     send_id: str,
     spool: IO[str],
@@ -124,12 +124,12 @@ def _validate(
     plan: Plan | None = None
     parts = recipients = 0
     for index, message in enumerate(messages):
-        prepared, this = _validated(rt, message, index)
+        prepared, this = _validated(producer, message, index)
         if plan is None:
             plan = this
         for envelope in _envelopes(send_id, parts, prepared, plan):
             count = len(envelope.flat_recipients)
-            spool.write(f"{count} {rt.outbox.stream_for(envelope)} {envelope.encode()}\n")
+            spool.write(f"{count} {producer.outbox.stream_for(envelope)} {envelope.encode()}\n")
             parts += 1
             recipients += count
         if progress is not None:
@@ -139,10 +139,10 @@ def _validate(
     return plan, parts, recipients
 
 
-def _validated(rt: Stores, message: Mapping[str, Any], index: int) -> tuple[Prepared, Plan]:
+def _validated(producer: Producer, message: Mapping[str, Any], index: int) -> tuple[Prepared, Plan]:
     """A message's parts and plan; ValidationError naming its index (and refusing a schedule)."""
     try:
-        prepared = prepare(message, rt.settings)
+        prepared = prepare(message, producer.settings)
         plan = plan_of(message, {})
     except ValidationError as exc:
         exc.index = index
@@ -176,7 +176,7 @@ def _envelopes(send_id: str, first: int, prepared: Prepared, plan: Plan) -> list
 
 
 def _queue(
-    rt: Stores,
+    producer: Producer,
     spool: IO[str],
     send_id: str,
     plan: Plan,
@@ -185,7 +185,7 @@ def _queue(
     repeated: int = 0,
 ) -> int:
     """Write the spooled parts not yet queued; returns how many were queued before."""
-    known, queued = rt.store.queued_parts(send_id)
+    known, queued = producer.status.queued_parts(send_id)
     if known is not None and known != parts:
         raise ValidationError(
             f"send {send_id} was queued with {known} parts, not {parts}", field="send_id"
@@ -201,10 +201,10 @@ def _queue(
         chunk = list(itertools.islice(lines, PARTS_PER_TRANSACTION))
         if not chunk:
             return start
-        with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
+        with replicated_transaction(producer.redis, producer.settings.min_replicas) as pipe:
             first = written == 0 and known is None
             if first:
-                rt.store.create(
+                producer.status.create(
                     pipe,
                     send_id,
                     parts=parts,
@@ -218,23 +218,23 @@ def _queue(
                 number, stream, raw = line.rstrip("\n").split(" ", 2)
                 entries.append((stream, raw))
                 count += int(number)
-            rt.outbox.add_encoded(pipe, entries)
+            producer.outbox.add_encoded(pipe, entries)
             if plan.campaign and count:
-                rt.campaigns.add(pipe, plan.campaign, count)
+                producer.campaigns.add(pipe, plan.campaign, count)
             if plan.campaign and first and repeated:
-                rt.campaigns.note_repeated(pipe, plan.campaign, repeated)
+                producer.campaigns.note_repeated(pipe, plan.campaign, repeated)
             written += len(chunk)
-            rt.store.note_queued_parts(pipe, send_id, written)
-            rt.waker.announce(pipe)
+            producer.status.note_queued_parts(pipe, send_id, written)
+            producer.waker.announce(pipe)
             answers = pipe.execute()
         if progress is not None:
             total += count
             progress("queued", total)
         # Workers start on the first parts while the rest is written.
-        if not woken and rt.waker.must_wake(answers):
+        if not woken and producer.waker.must_wake(answers):
             woken = True
             for _ in range(BULK_WAKEUPS):
-                rt.waker.wake_soon()
+                producer.waker.wake_soon()
 
 
 # -- many sends, one group ---------------------------------------------------
@@ -253,7 +253,7 @@ class QueuedGroup:
 
 
 def enqueue_each(
-    rt: Stores,
+    producer: Producer,
     messages: Messages,
     *,
     campaign: str | None = None,
@@ -277,7 +277,7 @@ def enqueue_each(
         for index, message in enumerate(messages):
             if campaign is not None:
                 message = {**message, "campaign": campaign}
-            prepared, plan = _validated(rt, message, index)
+            prepared, plan = _validated(producer, message, index)
             send_id = uuid.uuid4().hex
             envelopes = envelopes_for(
                 prepared, send_id=send_id, stream=plan.stream, account=plan.account, group=group,
@@ -289,7 +289,7 @@ def enqueue_each(
                 "n": count,
                 "campaign": plan.campaign,
                 "expires": plan.expires_at,
-                "env": [[rt.outbox.stream_for(e), e.encode()] for e in envelopes],
+                "env": [[producer.outbox.stream_for(e), e.encode()] for e in envelopes],
             }
             spool.write(json.dumps(line, separators=(",", ":")) + "\n")
             sends += 1
@@ -299,19 +299,19 @@ def enqueue_each(
             if progress is not None and sends % SENDS_PER_TRANSACTION == 0:
                 progress("validated", sends)
         for name in sorted(campaigns):
-            rt.campaigns.check_open(name)
+            producer.campaigns.check_open(name)
         spool.seek(0)
         repeated = {campaign: left_out()} if campaign and left_out is not None else {}
         try:
-            _queue_each(rt, spool, group, progress, repeated)
+            _queue_each(producer, spool, group, progress, repeated)
         except redis.RedisError as exc:
             doing = f"enqueue (group {group} may be queued in part)"
-            raise unavailable(rt.settings.status_redis_url, doing, exc) from None
+            raise unavailable(producer.settings.status_redis_url, doing, exc) from None
     return QueuedGroup(group, sends, recipients)
 
 
 def _queue_each(
-    rt: Stores,
+    producer: Producer,
     spool: IO[str],
     group: str,
     progress: Progress | None,
@@ -321,29 +321,29 @@ def _queue_each(
     queued = 0
     woken = False
     while chunk := list(itertools.islice(spool, SENDS_PER_TRANSACTION)):
-        with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
+        with replicated_transaction(producer.redis, producer.settings.min_replicas) as pipe:
             joined: dict[str, int] = {}
             entries: list[tuple[str, str]] = []
             for raw in chunk:
                 line = json.loads(raw)
-                rt.store.create(
+                producer.status.create(
                     pipe, line["id"], parts=len(line["env"]), created_at=created_at, group=group,
                     campaign=line["campaign"], expires_at=line["expires"],
                 )  # fmt: skip
                 entries.extend((stream, envelope) for stream, envelope in line["env"])
                 if line["campaign"]:
                     joined[line["campaign"]] = joined.get(line["campaign"], 0) + line["n"]
-            rt.outbox.add_encoded(pipe, entries)
+            producer.outbox.add_encoded(pipe, entries)
             for name, count in joined.items():
-                rt.campaigns.add(pipe, name, count)
+                producer.campaigns.add(pipe, name, count)
                 if queued == 0 and repeated.get(name):
-                    rt.campaigns.note_repeated(pipe, name, repeated[name])
-            rt.waker.announce(pipe)
+                    producer.campaigns.note_repeated(pipe, name, repeated[name])
+            producer.waker.announce(pipe)
             answers = pipe.execute()
         queued += len(chunk)
         if progress is not None:
             progress("queued", queued)
-        if not woken and rt.waker.must_wake(answers):
+        if not woken and producer.waker.must_wake(answers):
             woken = True
             for _ in range(BULK_WAKEUPS):
-                rt.waker.wake_soon()
+                producer.waker.wake_soon()

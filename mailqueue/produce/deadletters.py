@@ -23,7 +23,9 @@ from mailqueue.store import keys
 from mailqueue.store.connection import unavailable
 
 if TYPE_CHECKING:
-    from mailqueue.store.stores import Stores
+    from mailqueue.store.outbox import Outbox
+    from mailqueue.store.status import StatusStore
+    from mailqueue.store.waker import Waker
 
 __all__ = ["DeadLetter", "list_dead_letters", "purge_dead_letters", "requeue_dead_letters"]
 
@@ -43,13 +45,13 @@ class DeadLetter:
     error: ErrorRecord | None
 
 
-def list_dead_letters(rt: Stores, limit: int = 100) -> list[DeadLetter]:
+def list_dead_letters(limit: int = 100, *, status: StatusStore, outbox: Outbox) -> list[DeadLetter]:
     """The oldest ``limit`` dead letters, oldest first."""
     try:
-        rows = rt.outbox.dead_letters(limit=limit)
+        rows = outbox.dead_letters(limit=limit)
         letters = []
         for send_id, failed_at in rows:
-            record = rt.store.get(send_id)
+            record = status.get(send_id)
             letters.append(
                 DeadLetter(
                     send_id=send_id,
@@ -59,12 +61,17 @@ def list_dead_letters(rt: Stores, limit: int = 100) -> list[DeadLetter]:
                 )
             )
     except redis.RedisError as exc:
-        raise unavailable(rt.settings.status_redis_url, "list dead letters", exc) from None
+        raise unavailable(outbox.url, "list dead letters", exc) from None
     return letters
 
 
 def requeue_dead_letters(
-    rt: Stores, send_ids: Iterable[str] | None = None, *, wake: bool = True
+    send_ids: Iterable[str] | None = None,
+    *,
+    wake: bool = True,
+    status: StatusStore,
+    outbox: Outbox,
+    waker: Waker,
 ) -> int:
     """Send dead-lettered sends again (all of them when ``send_ids`` is None).
 
@@ -72,37 +79,37 @@ def requeue_dead_letters(
     skipped. With ``wake`` a worker is woken to deliver them.
     """
     try:
-        ids = _resolve(rt, send_ids)
+        ids = _resolve(outbox, send_ids)
         requeued = 0
         for send_id in ids:
-            envelopes = rt.outbox.exhume(send_id)
+            envelopes = outbox.exhume(send_id)
             if not envelopes:
                 continue
             for envelope in envelopes:
-                rt.store.revive(envelope.ref)
-            rt.outbox.add_all(envelopes)
+                status.revive(envelope.ref)
+            outbox.add_all(envelopes)
             requeued += 1
     except redis.RedisError as exc:
-        raise unavailable(rt.settings.status_redis_url, "requeue dead letters", exc) from None
+        raise unavailable(outbox.url, "requeue dead letters", exc) from None
     if requeued and wake:
         # The envelopes are safely in the outbox: a broker that cannot take
         # the wake-up only delays them until a drain or a worker's sweep.
-        rt.waker.wake_soon()
+        waker.wake_soon()
     return requeued
 
 
-def purge_dead_letters(rt: Stores, send_ids: Sequence[str] | None = None) -> int:
+def purge_dead_letters(send_ids: Sequence[str] | None = None, *, outbox: Outbox) -> int:
     """Forget dead letters (all of them when ``send_ids`` is None); returns how many."""
     try:
-        ids = None if send_ids is None else _resolve(rt, send_ids)
-        return rt.outbox.purge_dead(ids)
+        ids = None if send_ids is None else _resolve(outbox, send_ids)
+        return outbox.purge_dead(ids)
     except redis.RedisError as exc:
-        raise unavailable(rt.settings.status_redis_url, "purge dead letters", exc) from None
+        raise unavailable(outbox.url, "purge dead letters", exc) from None
 
 
-def _resolve(rt: Stores, send_ids: Iterable[str] | None) -> list[str]:
+def _resolve(outbox: Outbox, send_ids: Iterable[str] | None) -> list[str]:
     if send_ids is None:
-        return [send_id for send_id, _ in rt.outbox.dead_letters(limit=ALL)]
+        return [send_id for send_id, _ in outbox.dead_letters(limit=ALL)]
     ids = list(send_ids)
     for index, send_id in enumerate(ids):
         if not isinstance(send_id, str) or keys.safe_id(send_id) is None:

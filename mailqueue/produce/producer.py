@@ -16,6 +16,7 @@ import logging
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -33,9 +34,13 @@ from mailqueue.store.groups import SendIds
 from mailqueue.store.status import now_iso
 
 if TYPE_CHECKING:
-    from mailqueue.store.stores import Stores
+    from mailqueue.settings import Settings
+    from mailqueue.store.campaigns import CampaignStore
+    from mailqueue.store.outbox import Outbox
+    from mailqueue.store.status import StatusStore
+    from mailqueue.store.waker import Waker
 
-__all__ = ["enqueue", "enqueue_many", "get_status"]
+__all__ = ["Producer", "enqueue", "enqueue_many", "get_status"]
 
 log = logging.getLogger("mailqueue.producer")
 
@@ -45,19 +50,35 @@ PIPELINE_CHUNK = 500
 BULK_WAKEUPS = 4
 
 
+@dataclass(frozen=True)
+class Producer:
+    """What queueing writes through, as the client hands it: one transaction spans these stores.
+
+    ``redis`` opens that transaction (``replicated_transaction``); the stores
+    queue their own commands on it.
+    """
+
+    settings: Settings
+    redis: redis.Redis
+    status: StatusStore
+    outbox: Outbox
+    campaigns: CampaignStore
+    waker: Waker
+
+
 def enqueue(
-    rt: Stores,
+    producer: Producer,
     message: Mapping[str, Any],
     *,
     idempotency_key: str | None = None,
     send_id: str | None = None,
     **celery_options: Any,
 ) -> str:
-    """Validate ``message`` and queue it on ``rt``'s outbox (``api.enqueue`` tells the options)."""
-    prepared = prepare(message, rt.settings)
+    """Validate ``message`` and queue it in ``producer``'s outbox (options: ``api.enqueue``)."""
+    prepared = prepare(message, producer.settings)
     plan = plan_of(message, celery_options)
     if plan.campaign:
-        rt.campaigns.check_open(plan.campaign)
+        producer.campaigns.check_open(plan.campaign)
     if send_id is None:
         send_id = uuid.uuid4().hex
     elif keys.safe_id(send_id) is None:
@@ -69,7 +90,7 @@ def enqueue(
                 raise ValidationError(
                     "idempotency_key must be a non-empty string", field="idempotency_key"
                 )
-            first = rt.store.first_send(idempotency_key, send_id)
+            first = producer.status.first_send(idempotency_key, send_id)
             if first is not None:
                 return first
             # Only a key this call wrote is forgotten on failure: when the SET
@@ -78,27 +99,27 @@ def enqueue(
             idem_key = idempotency_key
         # A ReplicationTimeout passes through, and the idempotency key is
         # kept: the message is on the master, so a retry must find it.
-        with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
-            waiting = _write(rt, pipe, send_id, prepared, plan, created_at=now_iso())
-            rt.outbox.add_many(pipe, waiting)
+        with replicated_transaction(producer.redis, producer.settings.min_replicas) as pipe:
+            waiting = _write(producer, pipe, send_id, prepared, plan, created_at=now_iso())
+            producer.outbox.add_many(pipe, waiting)
             if plan.campaign:
-                rt.campaigns.add(pipe, plan.campaign, _recipient_count(prepared.calls))
+                producer.campaigns.add(pipe, plan.campaign, _recipient_count(prepared.calls))
             if plan.due is None:
-                rt.waker.announce(pipe)
+                producer.waker.announce(pipe)
             results = pipe.execute()
     except redis.RedisError as exc:
         if idem_key is not None:
-            _forget(rt, idem_key, send_id)
-        raise unavailable(rt.settings.status_redis_url, "enqueue", exc) from None
+            _forget(producer, idem_key, send_id)
+        raise unavailable(producer.settings.status_redis_url, "enqueue", exc) from None
     if plan.due is not None:
-        rt.waker.wake_at(plan.due, **celery_options)
+        producer.waker.wake_at(plan.due, **celery_options)
     else:
-        rt.waker.after_enqueue(results, task_id=send_id, **celery_options)
+        producer.waker.after_enqueue(results, task_id=send_id, **celery_options)
     return send_id
 
 
 def enqueue_many(
-    rt: Stores, messages: Iterable[Mapping[str, Any]], *, campaign: str | None = None
+    producer: Producer, messages: Iterable[Mapping[str, Any]], *, campaign: str | None = None
 ) -> SendIds:
     """Validate every message, then queue them all with pipelined writes; ids in order.
 
@@ -114,7 +135,7 @@ def enqueue_many(
         try:
             if campaign is not None:
                 message = {**message, "campaign": campaign}
-            built.append(prepare(message, rt.settings))
+            built.append(prepare(message, producer.settings))
             plans.append(plan_of(message, {}))
         except ValidationError as exc:
             exc.index = index
@@ -122,34 +143,36 @@ def enqueue_many(
     if not built:
         return SendIds()
     for name in sorted({plan.campaign for plan in plans if plan.campaign}):
-        rt.campaigns.check_open(name)
+        producer.campaigns.check_open(name)
     group = uuid.uuid4().hex
     ids = [uuid.uuid4().hex for _ in built]
     created_at = now_iso()
     written = 0
     try:
         for start in range(0, len(built), PIPELINE_CHUNK):
-            with replicated_transaction(rt.redis, rt.settings.min_replicas) as pipe:
+            with replicated_transaction(producer.redis, producer.settings.min_replicas) as pipe:
                 joined: dict[str, int] = {}
                 waiting: list[Envelope] = []
                 for offset, prepared in enumerate(built[start : start + PIPELINE_CHUNK]):
                     plan = plans[start + offset]
                     send_id = ids[start + offset]
-                    waiting += _write(rt, pipe, send_id, prepared, plan, created_at, group=group)
+                    waiting += _write(
+                        producer, pipe, send_id, prepared, plan, created_at, group=group
+                    )
                     if plan.campaign:
                         count = _recipient_count(prepared.calls)
                         joined[plan.campaign] = joined.get(plan.campaign, 0) + count
-                rt.outbox.add_many(pipe, waiting)
+                producer.outbox.add_many(pipe, waiting)
                 for name, count in joined.items():
-                    rt.campaigns.add(pipe, name, count)
+                    producer.campaigns.add(pipe, name, count)
                 pipe.execute()
             written = start + PIPELINE_CHUNK
-        with rt.redis.pipeline(transaction=True) as pipe:
-            rt.waker.announce(pipe)
-            wake = rt.waker.must_wake(pipe.execute())
+        with producer.redis.pipeline(transaction=True) as pipe:
+            producer.waker.announce(pipe)
+            wake = producer.waker.must_wake(pipe.execute())
     except redis.RedisError as exc:
         queued = f"{min(written, len(built))} of {len(built)} messages were queued"
-        raise unavailable(rt.settings.status_redis_url, f"enqueue ({queued})", exc) from None
+        raise unavailable(producer.settings.status_redis_url, f"enqueue ({queued})", exc) from None
     envelopes = sum(
         len(prepared.calls) for prepared, plan in zip(built, plans, strict=True) if plan.due is None
     )
@@ -160,21 +183,21 @@ def enqueue_many(
         else 0
     )
     for _ in range(wakeups):
-        rt.waker.wake_soon()
+        producer.waker.wake_soon()
     scheduled = [plan.due for plan in plans if plan.due is not None]
     if scheduled:
-        rt.waker.wake_at(min(scheduled))
+        producer.waker.wake_at(min(scheduled))
     return SendIds(ids, group_id=group)
 
 
-def get_status(rt: Stores, send_id: str) -> StatusRecord | None:
+def get_status(status: StatusStore, send_id: str) -> StatusRecord | None:
     """The status record of a send, or None for an unknown id."""
     if not isinstance(send_id, str) or keys.safe_id(send_id) is None:
         return None
     try:
-        return rt.store.get(send_id)
+        return status.get(send_id)
     except redis.RedisError as exc:
-        raise unavailable(rt.settings.status_redis_url, "read a status record", exc) from None
+        raise unavailable(status.url, "read a status record", exc) from None
 
 
 def _recipient_count(calls: Sequence[ApiCall]) -> int:
@@ -182,7 +205,7 @@ def _recipient_count(calls: Sequence[ApiCall]) -> int:
 
 
 def _write(
-    rt: Stores,
+    producer: Producer,
     pipe: redis.client.Pipeline,
     send_id: str,
     prepared: Prepared,
@@ -192,7 +215,7 @@ def _write(
     group: str | None = None,
 ) -> list[Envelope]:
     """Queue a send's record and index on ``pipe``; its envelopes to add, unless scheduled."""
-    rt.store.create(
+    producer.status.create(
         pipe,
         send_id,
         parts=len(prepared.calls),
@@ -202,7 +225,7 @@ def _write(
         send_at=plan.send_at,
         expires_at=plan.expires_at,
     )
-    note_send(rt, pipe, send_id, prepared.calls, campaign=plan.campaign)
+    note_send(pipe, send_id, prepared.calls, campaign=plan.campaign, status=producer.status)
     envelopes = envelopes_for(
         prepared,
         send_id=send_id,
@@ -214,10 +237,10 @@ def _write(
     )
     if plan.due is None:
         return envelopes
-    rt.outbox.schedule_send(pipe, send_id, envelopes, plan.due)
+    producer.outbox.schedule_send(pipe, send_id, envelopes, plan.due)
     return []
 
 
-def _forget(rt: Stores, idempotency_key: str, send_id: str) -> None:
+def _forget(producer: Producer, idempotency_key: str, send_id: str) -> None:
     with contextlib.suppress(redis.RedisError):
-        rt.store.forget_first_send(idempotency_key, send_id)
+        producer.status.forget_first_send(idempotency_key, send_id)

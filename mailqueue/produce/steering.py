@@ -15,7 +15,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mailqueue.core.schedule import parse_when
-from mailqueue.deliver.hooks import OutcomeHooks
 from mailqueue.errors import ValidationError
 from mailqueue.records import StatusRecord
 from mailqueue.store.connection import redis_errors
@@ -23,8 +22,12 @@ from mailqueue.store.keys import safe_id
 from mailqueue.store.status import iso_of
 
 if TYPE_CHECKING:
-    from mailqueue.store.campaigns import CampaignRecord
-    from mailqueue.store.stores import Stores
+    from mailqueue.deliver.hooks import OutcomeHooks
+    from mailqueue.store.campaigns import CampaignRecord, CampaignStore
+    from mailqueue.store.outbox import Outbox
+    from mailqueue.store.status import StatusStore
+    from mailqueue.store.steering import SteeringStore
+    from mailqueue.store.waker import Waker
 
 __all__ = [
     "cancel_campaign",
@@ -42,76 +45,92 @@ __all__ = [
 _STEERABLE = ("queued", "retrying")
 
 
-def translated(rt: Stores, doing: str) -> contextlib.AbstractContextManager[None]:
-    """Turn a Redis error into ``BrokerUnavailable`` naming the masked URL: these calls' edge."""
-    return redis_errors(rt.settings.status_redis_url, doing=doing)
+def translated(url: str, doing: str) -> contextlib.AbstractContextManager[None]:
+    """Turn a Redis error into ``BrokerUnavailable`` naming the masked ``url``: their edge."""
+    return redis_errors(url, doing=doing)
 
 
-def get_campaign(rt: Stores, name: str) -> CampaignRecord | None:
-    with translated(rt, "read a campaign"):
-        return rt.campaigns.get(name)
+def get_campaign(name: str, *, campaigns: CampaignStore) -> CampaignRecord | None:
+    with translated(campaigns.url, "read a campaign"):
+        return campaigns.get(name)
 
 
-def pause_campaign(rt: Stores, name: str) -> CampaignRecord:
-    with translated(rt, "pause a campaign"):
-        return rt.campaigns.pause(name)
+def pause_campaign(name: str, *, campaigns: CampaignStore) -> CampaignRecord:
+    with translated(campaigns.url, "pause a campaign"):
+        return campaigns.pause(name)
 
 
-def resume_campaign(rt: Stores, name: str) -> CampaignRecord:
-    with translated(rt, "resume a campaign"):
-        record = rt.campaigns.resume(name)
-        released = rt.outbox.release(record["name"])
+def resume_campaign(
+    name: str, *, campaigns: CampaignStore, outbox: Outbox, waker: Waker
+) -> CampaignRecord:
+    with translated(campaigns.url, "resume a campaign"):
+        record = campaigns.resume(name)
+        released = outbox.release(record["name"])
     if released:
-        _wake(rt)
+        waker.wake_soon()
     return record
 
 
-def cancel_campaign(rt: Stores, name: str) -> CampaignRecord:
-    with translated(rt, "cancel a campaign"):
-        record = rt.campaigns.cancel(name)
-        released = rt.outbox.release(record["name"])
+def cancel_campaign(
+    name: str, *, campaigns: CampaignStore, outbox: Outbox, waker: Waker
+) -> CampaignRecord:
+    with translated(campaigns.url, "cancel a campaign"):
+        record = campaigns.cancel(name)
+        released = outbox.release(record["name"])
         # Scheduled parts end now rather than at their time.
-        moved = rt.outbox.move_waiting(rt.outbox.campaign_waiting(record["name"]), time.time())
+        moved = outbox.move_waiting(outbox.campaign_waiting(record["name"]), time.time())
     if released or moved:
-        _wake(rt)
+        waker.wake_soon()
     return record
 
 
-def cancel_send(rt: Stores, send_id: str) -> StatusRecord:
-    """Cancel a send not yet handed to Mailtrap; its waiting parts end ``cancelled``."""
-    with translated(rt, "cancel a send"):
-        _steerable(rt, send_id)
-        if rt.store.cancel(send_id) not in _STEERABLE:
+def cancel_send(
+    send_id: str,
+    *,
+    status: StatusStore,
+    steering: SteeringStore,
+    waker: Waker,
+    hooks: OutcomeHooks,
+) -> StatusRecord:
+    """Cancel a send not yet handed to Mailtrap; its waiting parts end ``cancelled``.
+
+    ``hooks`` are told when its last part ends here rather than in a worker.
+    """
+    with translated(status.url, "cancel a send"):
+        _steerable(status, send_id)
+        if status.cancel(send_id) not in _STEERABLE:
             # A worker claimed it meanwhile: it is on its way to Mailtrap.
-            _steerable(rt, send_id)
-        rt.store.unschedule(send_id)
-        finished = rt.steering.end_waiting(send_id, "cancelled")
+            _steerable(status, send_id)
+        status.unschedule(send_id)
+        finished = steering.end_waiting(send_id, "cancelled")
         # Its last part ended here, not in a worker: the hooks are told from here.
-        OutcomeHooks(rt).announce(finished)
-        record = rt.store.get(send_id)
+        hooks.announce(finished)
+        record = status.get(send_id)
     assert record is not None
     # Parts already in a stream end ``cancelled`` when a worker meets them.
-    _wake(rt)
+    waker.wake_soon()
     return record
 
 
-def reschedule_send(rt: Stores, send_id: str, when: Any) -> StatusRecord:
+def reschedule_send(
+    send_id: str, when: Any, *, status: StatusStore, outbox: Outbox, waker: Waker
+) -> StatusRecord:
     """Hold a send not yet handed to Mailtrap until ``when``."""
     due = parse_when(when, "when")
-    with translated(rt, "reschedule a send"):
-        _steerable(rt, send_id)
-        rt.store.hold_until(send_id, due)
-        rt.outbox.move_waiting([send_id], due)
-        record = rt.store.get(send_id)
+    with translated(status.url, "reschedule a send"):
+        _steerable(status, send_id)
+        status.hold_until(send_id, due)
+        outbox.move_waiting([send_id], due)
+        record = status.get(send_id)
     assert record is not None
-    rt.waker.wake_at(due)
+    waker.wake_at(due)
     return record
 
 
-def list_scheduled(rt: Stores, limit: int = 100) -> list[dict[str, Any]]:
+def list_scheduled(limit: int = 100, *, status: StatusStore) -> list[dict[str, Any]]:
     """Sends waiting for a time still to come, soonest first, with their state and campaign."""
-    with translated(rt, "list scheduled sends"):
-        rows = rt.store.scheduled(limit)
+    with translated(status.url, "list scheduled sends"):
+        rows = status.scheduled(limit)
     return [
         {"id": send_id, "send_at": iso_of(due), "state": state, "campaign": campaign}
         for send_id, due, state, campaign in rows
@@ -119,10 +138,10 @@ def list_scheduled(rt: Stores, limit: int = 100) -> list[dict[str, Any]]:
     ]
 
 
-def _steerable(rt: Stores, send_id: str) -> None:
+def _steerable(status: StatusStore, send_id: str) -> None:
     if not isinstance(send_id, str) or safe_id(send_id) is None:
         raise ValidationError("not a send id", field="send_id")
-    state = rt.store.state(send_id)
+    state = status.state(send_id)
     if state is None:
         raise ValidationError(f"no send with id {send_id!r}", field="send_id")
     if state not in _STEERABLE:
@@ -130,7 +149,3 @@ def _steerable(rt: Stores, send_id: str) -> None:
             f"send {send_id} is {state}: only a send not yet handed to Mailtrap can change",
             field="send_id",
         )
-
-
-def _wake(rt: Stores) -> None:
-    rt.waker.wake_soon()

@@ -21,7 +21,6 @@ from mailqueue.core.payload import ApiCall
 
 if TYPE_CHECKING:
     from mailqueue.store.status import StatusStore
-    from mailqueue.store.stores import Stores
 
 __all__ = ["KEPT_PER_ADDRESS", "MAX_INDEXED_RECIPIENTS", "note_send", "recent_sends"]
 
@@ -32,14 +31,17 @@ MAX_INDEXED_RECIPIENTS = 50
 
 
 def note_send(
-    rt: Stores,
     pipe: redis.client.Pipeline,
     send_id: str,
     calls: Sequence[ApiCall],
     *,
     campaign: str | None,
+    status: StatusStore,
 ) -> None:
-    """Queue noting ``send_id`` under each of its recipients, when it is a lone send."""
+    """Queue noting ``send_id`` under each of its recipients, when it is a lone send.
+
+    The index lives in ``status``'s key space, as long as its records.
+    """
     if campaign or len(calls) != 1:
         return
     addresses = {address.lower() for request in calls[0].recipients for address in request}
@@ -47,10 +49,10 @@ def note_send(
         return
     now = time.time()
     for address in sorted(addresses):
-        key = rt.keys.address_sends(address)
+        key = status.keys.address_sends(address)
         pipe.zadd(key, {send_id: now})
         pipe.zremrangebyrank(key, 0, -KEPT_PER_ADDRESS - 1)
-        pipe.expire(key, rt.store.ttl)
+        pipe.expire(key, status.ttl)
 
 
 def recent_sends(address: str, *, status: StatusStore) -> list[str]:

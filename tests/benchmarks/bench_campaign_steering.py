@@ -65,7 +65,7 @@ def main() -> int:
         write_csv(path, rows)
         started = time.perf_counter()
         send = queue_campaign_file(
-            default().stores, str(path), TEMPLATE, from_email="news@example.com",
+            default().producer, str(path), TEMPLATE, from_email="news@example.com",
             routing={"stream": "bulk"}, campaign="steer",
         )  # fmt: skip
         print(f"queued {send.recipients:,} recipients in {send.parts} parts "
