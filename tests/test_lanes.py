@@ -212,7 +212,9 @@ def test_lane_stats_count_backlog_in_flight_and_age_per_lane_and_stream(
     assert stats["bulk", "transactional"].waiting == 0
 
 
-def test_lane_gauges_are_served_with_the_metrics(redis_client: redis.Redis, outbox: Outbox) -> None:
+def test_lane_gauges_are_served_with_the_metrics(
+    redis_client: redis.Redis, outbox: Outbox
+) -> None:
     from mailqueue.metrics.instruments import start_metrics_server
 
     add(redis_client, outbox, envelope("c1", group="c", stream="bulk"))

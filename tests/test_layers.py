@@ -50,7 +50,6 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "records", "version"}),
 )
 
-
 def module_name(path: Path, root: Path) -> str:
     parts = list(path.relative_to(root.parent).with_suffix("").parts)
     if parts[-1] == "__init__":

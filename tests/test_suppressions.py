@@ -169,11 +169,7 @@ def test_a_written_csv_reads_back_with_its_addresses(suppressions: SuppressionLi
 
     assert "'=x@example.com" in out.getvalue() and "'-1" in out.getvalue()
     assert (row["address"], row["reason"], row["stream"], row["row"]) == (
-        "=x@example.com",
-        "-1",
-        "bulk",
-        2,
-    )
+        "=x@example.com", "-1", "bulk", 2)
 
 
 # -- fed by tracking events -----------------------------------------------

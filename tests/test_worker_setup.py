@@ -11,7 +11,9 @@ from mailqueue.tasks.worker_setup import check_worker_settings, worker_warnings
 LOCAL = "http://127.0.0.1:8025/api/"
 
 
-@pytest.mark.parametrize("api_url", [LOCAL, "http://localhost:8025/api/", "http://[::1]:8025/api/"])
+@pytest.mark.parametrize(
+    "api_url", [LOCAL, "http://localhost:8025/api/", "http://[::1]:8025/api/"]
+)
 def test_a_local_api_url_with_the_bulk_url_left_to_mailtrap_is_refused(api_url: str) -> None:
     settings = Settings(api_token="t", api_url=api_url)
 

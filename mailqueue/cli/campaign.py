@@ -1,9 +1,9 @@
 """``mailqueue campaign``: queue a campaign from a CSV, then follow and steer it by name.
 
-mailqueue campaign CSV --template-id UUID | --subject S (--text T | --html H)
-                   [--name NAME] [--individual] [--follow]
-mailqueue campaign status|pause|resume|cancel NAME [--watch]
-mailqueue campaign list
+    mailqueue campaign CSV --template-id UUID | --subject S (--text T | --html H)
+                       [--name NAME] [--individual] [--follow]
+    mailqueue campaign status|pause|resume|cancel NAME [--watch]
+    mailqueue campaign list
 """
 
 from __future__ import annotations

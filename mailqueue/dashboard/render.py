@@ -51,7 +51,9 @@ _STATE_COLOURS = {
     "expired": "#6d7b8a",
 }
 # A campaign's counts of recipients that Mailtrap was never handed (yet).
-_NOT_HANDED = frozenset({"waiting", "cancelled", "cancelling", "suppressed", "expired", "failed"})
+_NOT_HANDED = frozenset(
+    {"waiting", "cancelled", "cancelling", "suppressed", "expired", "failed"}
+)
 # The pictures of numbers over time, drawn large enough to read.
 _CHART_WIDTH, _CHART_HEIGHT = 720, 200
 
@@ -273,7 +275,7 @@ def _minutes_svg(minutes: Sequence[Sequence[Any]]) -> str:
         "</text>"
     )
     return (
-        f"<svg id=last-hour-chart width={width} height={height} role=img "
+        f'<svg id=last-hour-chart width={width} height={height} role=img '
         f'aria-label="sends by state per minute, last hour">{"".join(shapes)}</svg>'
     )
 

@@ -64,7 +64,8 @@ def fleet(rt: Client, now: float | None = None) -> dict[str, Any]:
         "dead_letters": dead,
         "last_hour": {
             "totals": {
-                state: sum(counts.get(state, 0) for _, counts in minutes) for state in STATE_CHANGES
+                state: sum(counts.get(state, 0) for _, counts in minutes)
+                for state in STATE_CHANGES
             },
             "minutes": [[start, counts] for start, counts in minutes],
         },

@@ -70,7 +70,9 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         super().__init__(fail_silently=fail_silently)
         self.routing = {name: kwargs.pop(name) for name in ROUTING_ATTRIBUTES if name in kwargs}
         if self.routing.get("stream", "transactional") not in ("transactional", "bulk"):
-            raise ConfigurationError("stream must be 'transactional' or 'bulk'", setting="stream")
+            raise ConfigurationError(
+                "stream must be 'transactional' or 'bulk'", setting="stream"
+            )
         overrides = {name: value for name, value in kwargs.items() if name not in _SMTP_KWARGS}
         settings = Settings.from_django()
         try:
@@ -126,6 +128,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         for (message, converted), send_id in zip(accepted, send_ids, strict=True):
             _queued(message, converted, send_id)
         return len(send_ids)
+
 
     def _message_dict(self, message: EmailMessage) -> dict[str, Any]:
         return {**self.routing, **to_message_dict(message, self.settings)}

@@ -70,7 +70,9 @@ class Caps:
 class CapLimiter(RedisStore):
     """Takes messages from an account's hourly and daily windows, fleet-wide."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, *, caps: Caps, url: str = "redis") -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, caps: Caps, url: str = "redis"
+    ) -> None:
         super().__init__(client, keys, url=url)
         self.caps = caps
         self._take = client.register_script(_TAKE)

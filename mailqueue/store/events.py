@@ -192,7 +192,9 @@ def _ids_are_safe(event: TrackingEvent) -> bool:
     return event.event_id is None or safe_id(event.event_id) is not None
 
 
-def _addresses(event: TrackingEvent, entry: tuple[str, tuple[str, ...]] | None) -> tuple[str, ...]:
+def _addresses(
+    event: TrackingEvent, entry: tuple[str, tuple[str, ...]] | None
+) -> tuple[str, ...]:
     """Whom an event concerns: its ``email``, else the recipients of its message id."""
     if event.recipient:
         return (event.recipient,)
@@ -222,3 +224,5 @@ def pick_recipients(recipients: Sequence[str], email: str | None) -> tuple[str, 
     wanted = comparable(email)
     matching = tuple(r for r in recipients if comparable(r) == wanted)
     return matching or tuple(recipients)
+
+

@@ -58,7 +58,9 @@ class LimitNotices:
         self._noted[route.limiter_key] = now
 
 
-def fleet_limits(client: redis.Redis, keys: Keys, now: float | None = None) -> list[dict[str, Any]]:
+def fleet_limits(
+    client: redis.Redis, keys: Keys, now: float | None = None
+) -> list[dict[str, Any]]:
     """The limiters workers noted within ``SHOWN_FOR``: limit, account, requests in the window.
 
     Each as ``{"token_key", "account", "limit", "period", "used", "cooldown"}``,

@@ -232,7 +232,9 @@ class Outbox(RedisStore):
             raw: Any = pipe.execute()[0]
         if not raw:
             return []
-        envelopes = sorted((Envelope.decode(value) for value in raw.values()), key=lambda e: e.part)
+        envelopes = sorted(
+            (Envelope.decode(value) for value in raw.values()), key=lambda e: e.part
+        )
         names = [_part_name(send_id, envelope.part) for envelope in envelopes]
         due: Any = self.redis.zmscore(self.keys.retry, names)
         # A part a worker has just moved back to its stream is no longer waiting here.

@@ -362,7 +362,9 @@ class StatusStore(RedisStore):
         return [_text(member) for member in self.redis.zrange(self.keys.doubtful, 0, -1)]
 
     @translated("record message ids found in Email Logs")
-    def add_found(self, send_id: str, found: Mapping[str, str], confirmed_duplicates: int) -> None:
+    def add_found(
+        self, send_id: str, found: Mapping[str, str], confirmed_duplicates: int
+    ) -> None:
         """Record message ids found in Email Logs for recipients that had none.
 
         Only a recipient with no message id yet is changed: it reads ``queued``

@@ -30,7 +30,6 @@ from mailqueue.store.connection import check_master_name
 
 __all__ = ["SentinelChannel", "SentinelTransport"]
 
-
 class SentinelChannel(kombu_redis.SentinelChannel):  # type: ignore[misc]
     """A Sentinel channel that knows every sentinel and fails cleanly once closed."""
 
