@@ -14,7 +14,9 @@ moment the LocalMailtrap accepted the message (seen by a watcher polling
 its list every 2 ms), the API calls and messages per call, 429 answers, the
 longest stretch in which nothing was accepted while messages waited, and
 the Redis server's own work per message (``INFO commandstats`` and
-``INFO cpu``, idle polling included). Beside them, in the same run: the
+``INFO cpu``, idle polling included), and after each rate what a bare
+PING at that rate costs the server: the floor of a message, whose enqueue
+is one round trip. Beside them, in the same run: the
 idle baseline (one message at a time) and a burst of lone sends enqueued as
 fast as the producers can, timed from the first enqueue to the last
 acceptance.
@@ -297,6 +299,25 @@ def idle_baseline(env: Stack, settings: Settings, sends: int = 10) -> Result:
     )
 
 
+def round_trip_floor(client: redis.Redis, rate: float, seconds: float = 3.0) -> float:
+    """The server's CPU (µs) for one bare PING at ``rate`` a second, the worker idle beside it.
+
+    One message costs at least one round trip (the producer's enqueue), and on a
+    virtual machine a round trip at a low rate costs the server mostly the
+    wake-up and the system calls around it: this is that floor, in the same run.
+    """
+    count = max(1, int(rate * seconds))
+    _, cpu_before = redis_work(client)
+    start = time.monotonic()
+    for index in range(count):
+        wait = start + index / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        client.ping()
+    _, cpu_after = redis_work(client)
+    return (cpu_after - cpu_before) * 1e6 / count
+
+
 def _wait_for(condition: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -340,6 +361,8 @@ def main() -> None:
                     producers=producers,
                     timeout=seconds + 120,
                 ).show()
+                floor = round_trip_floor(env.client, rate)
+                print(f"    a bare PING at {rate:,.0f} a second costs the server {floor:.0f} µs")
                 time.sleep(RATE[1])  # the next rate starts with a fresh window
             run(
                 env,
