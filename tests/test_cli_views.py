@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from mailqueue.cli.views import STALL_AFTER, format_group, format_status, stall_note
-from mailqueue.store.activity import Activity
 from mailqueue.store.groups import GroupProgress
+from mailqueue.store.waker import Activity
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -10,8 +10,8 @@ import mailqueue
 from mailqueue.client import Client
 from mailqueue.client import default as current
 from mailqueue.settings import Settings
-from mailqueue.store.activity import fleet_activity
 from mailqueue.store.groups import get_batch_progress, get_group
+from mailqueue.store.waker import fleet_activity
 
 MESSAGE = {"from_email": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import click
@@ -23,10 +23,10 @@ from mailqueue.cli.views import (
     stall_note,
 )
 from mailqueue.client import Client
-from mailqueue.metrics.lanes import format_lanes
 from mailqueue.records import FINAL_STATES
-from mailqueue.store.activity import Activity, fleet_activity
 from mailqueue.store.groups import get_group
+from mailqueue.store.outbox import LaneStats
+from mailqueue.store.waker import Activity, fleet_activity
 
 __all__ = ["lanes", "status", "watch_view"]
 
@@ -152,3 +152,17 @@ def lanes(as_json: bool) -> None:
         return
     for line in format_lanes(stats):
         click.echo(line)
+
+
+def format_lanes(stats: Iterable[LaneStats]) -> list[str]:
+    """A table of the lanes for a terminal."""
+    lines = [
+        f"{'lane':<14}{'stream':<15}{'waiting':>9}{'in flight':>11}{'oldest':>10}{'paused':>9}"
+    ]
+    for entry in stats:
+        lines.append(
+            f"{entry.lane:<14}{entry.stream:<15}{entry.waiting:>9}{entry.in_flight:>11}"
+            f"{entry.oldest_seconds:>9.1f}s{entry.paused:>9}"
+            + (f"  ({entry.campaigns} campaigns)" if entry.campaigns else "")
+        )
+    return lines

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from mailqueue.core.views import waiting_for
-from mailqueue.store.activity import Activity
 from mailqueue.store.groups import GroupProgress
+from mailqueue.store.waker import Activity
 
 if TYPE_CHECKING:
     from mailqueue.produce.deadletters import DeadLetter

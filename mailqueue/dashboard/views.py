@@ -11,10 +11,10 @@ from typing import Any
 
 from mailqueue.client import Client
 from mailqueue.produce.steering import translated
-from mailqueue.store.activity import fleet_activity
-from mailqueue.store.address_index import recent_sends
 from mailqueue.store.fleet_limits import fleet_limits
 from mailqueue.store.keys import safe_id
+from mailqueue.store.message_index import recent_sends
+from mailqueue.store.waker import fleet_activity
 
 __all__ = ["FUNNEL", "campaign", "campaigns", "dead_letters", "fleet", "search", "suppressions"]
 
@@ -92,7 +92,7 @@ def campaign(rt: Client, name: str, now: float | None = None) -> dict[str, Any] 
 def search(rt: Client, query: str) -> dict[str, Any]:
     """A send by id (its record and history of events), or an address's suppression and sends.
 
-    An address's sends are its recent lone sends (``address_index``); a
+    An address's sends are its recent lone sends (``message_index.note_send``); a
     campaign's recipients are not indexed one by one.
     """
     query = query.strip()

@@ -19,7 +19,7 @@ from typing import Literal, NamedTuple
 import redis
 
 from mailqueue.core.envelope import Envelope
-from mailqueue.core.withheld import without_recipients
+from mailqueue.core.payload import without_recipients
 from mailqueue.deliver.hooks import Endings, OutcomeHooks
 from mailqueue.deliver.outcomes import DrainReport, Stage
 from mailqueue.metrics import instruments as metrics

@@ -34,6 +34,17 @@ webhook) keeps its samples in memory (:func:`use_process_memory`).
 The instruments are made on first use, not at import: a process that imports
 mailqueue without counting anything (a producer, ``celery inspect ping``) leaves
 no file in the folder.
+
+The lane gauges are read from Redis at each scrape::
+
+    mailqueue_lane_backlog{lane,stream}          envelopes no worker has read yet
+    mailqueue_lane_in_flight{lane,stream}        envelopes read and not yet acknowledged
+    mailqueue_lane_oldest_seconds{lane,stream}   age of the oldest envelope still waiting
+    mailqueue_lane_campaigns{stream}             campaigns of the bulk lane with work left
+
+``lane`` is ``transactional`` or ``bulk`` (campaigns, big sends, Mailtrap's
+bulk stream); ``stream`` is Mailtrap's sending stream. A KEDA trigger per
+lane scales the workers on ``mailqueue_lane_backlog`` (deploy/k8s/keda.yaml).
 """
 
 from __future__ import annotations
@@ -69,6 +80,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEND_OUTCOMES",
+    "LaneCollector",
     "QueueDepthCollector",
     "count_reconcile",
     "count_retries",
@@ -345,8 +357,6 @@ def exposition_registry(
     else:
         registry.register(_ProcessRegistry())  # type: ignore[arg-type]
     if redis_client is not None:
-        from mailqueue.metrics.lanes import LaneCollector, reading_outbox
-
         outbox = reading_outbox(redis_client, key_space or Keys())
         registry.register(QueueDepthCollector(outbox))  # type: ignore[arg-type]
         registry.register(LaneCollector(outbox))  # type: ignore[arg-type]
@@ -377,3 +387,64 @@ def start_metrics_server(
     registry = exposition_registry(redis_client, key_space)
     server, thread = start_http_server(port, addr, registry=registry)
     return server, thread
+
+
+# -- the lanes, read at each scrape ---------------------------------------------------
+
+
+def reading_outbox(client: redis.Redis, keys: Keys) -> Outbox:
+    """An outbox the scrapes only read: its reclaim and expiry settings play no part."""
+    from mailqueue.store.outbox import Outbox
+
+    return Outbox(client, keys, reclaim_idle=0.0, ttl=1)
+
+
+class LaneCollector:
+    """The lane gauges, read from Redis at each scrape, not cached."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            stats = self.outbox.lane_stats()
+        except (redis.RedisError, BrokerUnavailable) as exc:
+            # mailqueue_redis_up (the queue depth collector) says so already.
+            log.warning("lane gauges unavailable: %s", type(exc).__name__)
+            return
+        backlog, in_flight, oldest, campaigns = self._families()
+        for entry in stats:
+            labels = [entry.lane, entry.stream]
+            backlog.add_metric(labels, entry.waiting)
+            in_flight.add_metric(labels, entry.in_flight)
+            oldest.add_metric(labels, round(entry.oldest_seconds, 3))
+            if entry.lane == "bulk":
+                campaigns.add_metric([entry.stream], entry.campaigns)
+        yield from (backlog, in_flight, oldest, campaigns)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        lane = ["lane", "stream"]
+        return (
+            GaugeMetricFamily(
+                "mailqueue_lane_backlog", "Envelopes no worker has read yet.", labels=lane
+            ),
+            GaugeMetricFamily(
+                "mailqueue_lane_in_flight",
+                "Envelopes read by a worker and not yet acknowledged.",
+                labels=lane,
+            ),
+            GaugeMetricFamily(
+                "mailqueue_lane_oldest_seconds",
+                "Age of the oldest envelope still waiting or in flight.",
+                labels=lane,
+            ),
+            GaugeMetricFamily(
+                "mailqueue_lane_campaigns",
+                "Campaigns of the bulk lane with work left.",
+                labels=["stream"],
+            ),
+        )

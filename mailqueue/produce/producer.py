@@ -28,9 +28,9 @@ from mailqueue.errors import ValidationError
 from mailqueue.produce.plan import Plan, plan_of
 from mailqueue.records import StatusRecord
 from mailqueue.store import keys
-from mailqueue.store.address_index import note_send
 from mailqueue.store.connection import replicated_transaction, unavailable
 from mailqueue.store.groups import SendIds
+from mailqueue.store.message_index import note_send
 from mailqueue.store.status import now_iso
 
 if TYPE_CHECKING:

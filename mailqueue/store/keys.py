@@ -182,7 +182,7 @@ class Keys:
         self.soft_bounces = KeyFamily(base, "softbounce", hashed=True)
         # A minute's state changes (``StatusStore.states_by_minute``), by its unix minute.
         self.state_minute = KeyFamily(base, "states")
-        # An address's recent sends (``address_index``), by the address's SHA-256.
+        # An address's recent sends (``message_index.note_send``), by the address's SHA-256.
         self.address_sends = KeyFamily(base, "addr", hashed=True)
 
     def __repr__(self) -> str:

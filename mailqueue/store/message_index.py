@@ -1,4 +1,6 @@
-"""From a Mailtrap message id to its send and recipients: how tracking events find a status.
+"""The indexes of sends: by Mailtrap message id (tracking events) and by address (search).
+
+From a Mailtrap message id to its send and recipients: how tracking events find a status.
 
 Every recipient Mailtrap accepts gets a message id, so this index holds one
 entry per recipient sent, and a campaign of a million holds a million. As a
@@ -29,14 +31,28 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
 
 from mailqueue.store.base import RedisStore, lua_script
 from mailqueue.store.keys import Keys, safe_id
 
-__all__ = ["BUCKETS", "IndexEntry", "MessageIndex", "decode_entry", "encode_entry"]
+if TYPE_CHECKING:
+    from mailqueue.core.payload import ApiCall
+    from mailqueue.store.status import StatusStore
+
+__all__ = [
+    "BUCKETS",
+    "KEPT_PER_ADDRESS",
+    "MAX_INDEXED_RECIPIENTS",
+    "IndexEntry",
+    "MessageIndex",
+    "decode_entry",
+    "encode_entry",
+    "note_send",
+    "recent_sends",
+]
 
 BUCKETS = 1 << 16
 SEPARATOR = "\x1f"  # never in a send id (``safe_id``) nor in an address
@@ -220,3 +236,51 @@ class MessageIndex(RedisStore):
         """Whether each message id has an entry, in order."""
         found = self.look_up(message_ids)
         return [message_id in found for message_id in message_ids]
+
+# -- an address's recent sends -----------------------------------------------------------
+#
+# A lone send (no campaign, one call, a few recipients) notes its send id under
+# each recipient's address when it is queued: a sorted set by the address's
+# SHA-256, scored by the time, trimmed to the newest ``KEPT_PER_ADDRESS`` and
+# living as long as the status records. A campaign's recipients are not
+# indexed one by one: that would cost Redis bytes per recipient, which a
+# campaign of a million must not spend; the search shows such an address's
+# suppression instead.
+
+# Sends remembered per address, newest first.
+KEPT_PER_ADDRESS = 20
+# A send to more recipients than this is a mailing, not a lone send: not indexed.
+MAX_INDEXED_RECIPIENTS = 50
+
+
+def note_send(
+    pipe: redis.client.Pipeline,
+    send_id: str,
+    calls: Sequence[ApiCall],
+    *,
+    campaign: str | None,
+    status: StatusStore,
+) -> None:
+    """Queue noting ``send_id`` under each of its recipients, when it is a lone send.
+
+    The index lives in ``status``'s key space, as long as its records.
+    """
+    if campaign or len(calls) != 1:
+        return
+    addresses = {address.lower() for request in calls[0].recipients for address in request}
+    if not addresses or len(addresses) > MAX_INDEXED_RECIPIENTS:
+        return
+    now = time.time()
+    for address in sorted(addresses):
+        key = status.keys.address_sends(address)
+        pipe.zadd(key, {send_id: now})
+        pipe.zremrangebyrank(key, 0, -KEPT_PER_ADDRESS - 1)
+        pipe.expire(key, status.ttl)
+
+
+def recent_sends(address: str, *, status: StatusStore) -> list[str]:
+    """The send ids noted for ``address`` within the status TTL, newest first."""
+    key = status.keys.address_sends(address.strip().lower())
+    since = time.time() - status.ttl
+    found = status.redis.zrevrangebyscore(key, "+inf", since)
+    return [item.decode() if isinstance(item, bytes) else str(item) for item in found]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailqueue.core.payload import ApiCall, build_payload
-from mailqueue.core.withheld import without_recipients
+from mailqueue.core.payload import ApiCall, build_payload, without_recipients
 
 
 def single() -> ApiCall:

@@ -13,7 +13,7 @@ import mailqueue
 from mailqueue.client import default
 from mailqueue.mailtrap.transport import ATTEMPTS
 from mailqueue.settings import Settings
-from mailqueue.store.activity import fleet_activity
+from mailqueue.store.waker import fleet_activity
 from mailqueue.testing import LocalMailtrap
 from mailqueue.testing.polling import wait_for
 from mailqueue.testing.worker import WorkerProcess
