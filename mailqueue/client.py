@@ -171,7 +171,7 @@ class Client:
         stores = self.stores
         return Producer(
             settings=self.settings,
-            redis=self.redis,
+            batches=stores.batches,
             status=stores.store,
             outbox=stores.outbox,
             campaigns=stores.campaigns,

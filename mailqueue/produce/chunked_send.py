@@ -40,7 +40,7 @@ from mailqueue.errors import ValidationError
 from mailqueue.produce.plan import Plan, plan_of
 from mailqueue.produce.producer import BULK_WAKEUPS
 from mailqueue.store import keys
-from mailqueue.store.connection import replicated_transaction, unavailable
+from mailqueue.store.connection import unavailable
 from mailqueue.store.status import now_iso
 
 if TYPE_CHECKING:
@@ -201,7 +201,8 @@ def _queue(
         chunk = list(itertools.islice(lines, PARTS_PER_TRANSACTION))
         if not chunk:
             return start
-        with replicated_transaction(producer.redis, producer.settings.min_replicas) as pipe:
+        with producer.batches(min_replicas=producer.settings.min_replicas) as batch:
+            pipe = batch.pipe
             first = written == 0 and known is None
             if first:
                 producer.status.create(
@@ -226,12 +227,11 @@ def _queue(
             written += len(chunk)
             producer.status.note_queued_parts(pipe, send_id, written)
             producer.waker.announce(pipe)
-            answers = pipe.execute()
         if progress is not None:
             total += count
             progress("queued", total)
         # Workers start on the first parts while the rest is written.
-        if not woken and producer.waker.must_wake(answers):
+        if not woken and producer.waker.must_wake(batch.answers):
             woken = True
             for _ in range(BULK_WAKEUPS):
                 producer.waker.wake_soon()
@@ -321,7 +321,8 @@ def _queue_each(
     queued = 0
     woken = False
     while chunk := list(itertools.islice(spool, SENDS_PER_TRANSACTION)):
-        with replicated_transaction(producer.redis, producer.settings.min_replicas) as pipe:
+        with producer.batches(min_replicas=producer.settings.min_replicas) as batch:
+            pipe = batch.pipe
             joined: dict[str, int] = {}
             entries: list[tuple[str, str]] = []
             for raw in chunk:
@@ -339,11 +340,10 @@ def _queue_each(
                 if queued == 0 and repeated.get(name):
                     producer.campaigns.note_repeated(pipe, name, repeated[name])
             producer.waker.announce(pipe)
-            answers = pipe.execute()
         queued += len(chunk)
         if progress is not None:
             progress("queued", queued)
-        if not woken and producer.waker.must_wake(answers):
+        if not woken and producer.waker.must_wake(batch.answers):
             woken = True
             for _ in range(BULK_WAKEUPS):
                 producer.waker.wake_soon()

@@ -28,7 +28,8 @@ from mailqueue.errors import ValidationError
 from mailqueue.produce.plan import Plan, plan_of
 from mailqueue.records import StatusRecord
 from mailqueue.store import keys
-from mailqueue.store.connection import replicated_transaction, unavailable
+from mailqueue.store.batch import Batches
+from mailqueue.store.connection import unavailable
 from mailqueue.store.groups import SendIds
 from mailqueue.store.message_index import note_send
 from mailqueue.store.status import now_iso
@@ -54,12 +55,12 @@ BULK_WAKEUPS = 4
 class Producer:
     """What queueing writes through, as the client hands it: one transaction spans these stores.
 
-    ``redis`` opens that transaction (``replicated_transaction``); the stores
-    queue their own commands on it.
+    ``batches`` opens that transaction (``store/batch.py``, replicated under
+    Sentinel); the stores queue their own commands on it.
     """
 
     settings: Settings
-    redis: redis.Redis
+    batches: Batches
     status: StatusStore
     outbox: Outbox
     campaigns: CampaignStore
@@ -99,14 +100,14 @@ def enqueue(
             idem_key = idempotency_key
         # A ReplicationTimeout passes through, and the idempotency key is
         # kept: the message is on the master, so a retry must find it.
-        with replicated_transaction(producer.redis, producer.settings.min_replicas) as pipe:
+        with producer.batches(min_replicas=producer.settings.min_replicas) as batch:
+            pipe = batch.pipe
             waiting = _write(producer, pipe, send_id, prepared, plan, created_at=now_iso())
             producer.outbox.add_many(pipe, waiting)
             if plan.campaign:
                 producer.campaigns.add(pipe, plan.campaign, _recipient_count(prepared.calls))
             if plan.due is None:
                 producer.waker.announce(pipe)
-            results = pipe.execute()
     except redis.RedisError as exc:
         if idem_key is not None:
             _forget(producer, idem_key, send_id)
@@ -114,7 +115,7 @@ def enqueue(
     if plan.due is not None:
         producer.waker.wake_at(plan.due, **celery_options)
     else:
-        producer.waker.after_enqueue(results, task_id=send_id, **celery_options)
+        producer.waker.after_enqueue(batch.answers, task_id=send_id, **celery_options)
     return send_id
 
 
@@ -150,7 +151,8 @@ def enqueue_many(
     written = 0
     try:
         for start in range(0, len(built), PIPELINE_CHUNK):
-            with replicated_transaction(producer.redis, producer.settings.min_replicas) as pipe:
+            with producer.batches(min_replicas=producer.settings.min_replicas) as batch:
+                pipe = batch.pipe
                 joined: dict[str, int] = {}
                 waiting: list[Envelope] = []
                 for offset, prepared in enumerate(built[start : start + PIPELINE_CHUNK]):
@@ -165,11 +167,10 @@ def enqueue_many(
                 producer.outbox.add_many(pipe, waiting)
                 for name, count in joined.items():
                     producer.campaigns.add(pipe, name, count)
-                pipe.execute()
             written = start + PIPELINE_CHUNK
-        with producer.redis.pipeline(transaction=True) as pipe:
-            producer.waker.announce(pipe)
-            wake = producer.waker.must_wake(pipe.execute())
+        with producer.batches() as batch:
+            producer.waker.announce(batch.pipe)
+        wake = producer.waker.must_wake(batch.answers)
     except redis.RedisError as exc:
         queued = f"{min(written, len(built))} of {len(built)} messages were queued"
         raise unavailable(producer.settings.status_redis_url, f"enqueue ({queued})", exc) from None
