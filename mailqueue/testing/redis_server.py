@@ -10,6 +10,7 @@ removed) when the context exits.
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import socket
@@ -24,11 +25,20 @@ from mailqueue.testing.running import Running
 __all__ = ["RedisServer", "find_redis_server", "free_port", "online_replicas"]
 
 
+# Ports this process handed out lately: the kernel may offer a port it just
+# gave, and two servers of one group on one port would look like one.
+_RECENT_PORTS: collections.deque[int] = collections.deque(maxlen=256)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and not handed out lately."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _RECENT_PORTS:
+            _RECENT_PORTS.append(port)
+            return port
 
 
 def online_replicas(port: int) -> int:
@@ -114,12 +124,31 @@ class RedisServer(Running):
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     # Without AUTH a password-protected server answers -NOAUTH: up, too.
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
-                        return self
+                    answer = sock.recv(16)
             except OSError:
                 time.sleep(0.02)
+                continue
+            if answer.startswith((b"+PONG", b"-NOAUTH")):
+                if not self._answered_by_another():
+                    return self
+                self.stop()
+                raise ConfigurationError(f"port {self.port} is taken by another server")
         self.stop()
         raise ConfigurationError(f"redis-server did not start on port {self.port}")
+
+    def _answered_by_another(self) -> bool:
+        """Whether the server answering on this port is not the process this object started."""
+        import redis
+
+        assert self.process is not None
+        try:
+            with redis.Redis(port=self.port, password=self.password, socket_timeout=2.0) as client:
+                pid = int(client.info("server")["process_id"])
+        except redis.RedisError:
+            # Still starting, or another server that refuses: only ours exits on a taken port.
+            time.sleep(0.1)
+            return self.process.poll() is not None
+        return pid != self.process.pid
 
     def arguments(self, directory: str) -> list[str]:
         """The server's command line after the binary."""
