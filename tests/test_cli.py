@@ -849,22 +849,20 @@ def test_a_campaigns_updated_at_moves_as_its_recipients_are_sent(
     assert sent["updated_at"] == "2099-01-01T00:00:00.000Z"
 
 
-def test_lanes_show_a_paused_campaigns_parts_as_paused_not_waiting(
-    settings: Settings, tmp_path: Path
-) -> None:
+def queue_spring_campaign(tmp_path: Path) -> None:
+    """Four individual sends of campaign ``spring``, queued from a list by the CLI."""
     rows = "".join(f"user{n}@example.com\n" for n in range(4))
     csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
     invoke(
-        "campaign",
-        csv_path,
-        "--template-id",
-        TEMPLATE,
-        "--from",
-        FROM,
-        "--individual",
-        "--name",
-        "spring",
-    )
+        "campaign", csv_path, "--template-id", TEMPLATE, "--from", FROM,
+        "--individual", "--name", "spring",
+    )  # fmt: skip
+
+
+def test_lanes_show_a_paused_campaigns_parts_as_paused_not_waiting(
+    settings: Settings, tmp_path: Path
+) -> None:
+    queue_spring_campaign(tmp_path)
     client = default()
     # A worker read two parts before the pause; the next claim sets them aside.
     [queue] = client.outbox.campaign_queues()
@@ -892,19 +890,7 @@ def test_lanes_show_a_paused_campaigns_parts_as_paused_not_waiting(
 def test_a_cancel_leaves_nothing_waiting_at_once_even_with_parts_claimed_by_a_worker(
     settings: Settings, tmp_path: Path
 ) -> None:
-    rows = "".join(f"user{n}@example.com\n" for n in range(4))
-    csv_path = write_csv(tmp_path / "list.csv", "email\n" + rows)
-    invoke(
-        "campaign",
-        csv_path,
-        "--template-id",
-        TEMPLATE,
-        "--from",
-        FROM,
-        "--individual",
-        "--name",
-        "spring",
-    )
+    queue_spring_campaign(tmp_path)
     client = default()
     # A worker claimed two parts and waits on the rate limiter with them.
     [queue] = client.outbox.campaign_queues()
