@@ -1,22 +1,28 @@
-"""The message-id index on a real Redis: compact shared hashes, found across a generation."""
+"""The indexes on a real Redis: message ids in compact shared hashes, an address's recent sends."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from typing import cast
+from types import SimpleNamespace
+from typing import Any, cast
 
 import redis
 
+from mailqueue.core.payload import ApiCall
 from mailqueue.store.keys import Keys
 from mailqueue.store.message_index import (
+    KEPT_PER_ADDRESS,
     IndexEntry,
     MessageIndex,
     decode_entry,
     encode_entry,
+    note_send,
     pack_id,
+    recent_sends,
 )
+from mailqueue.store.status import StatusStore
 
 TTL = 600
 
@@ -122,3 +128,59 @@ def test_entries_indexed_together_are_stored_as_each_alone_would_be(
     assert together == alone and len(alone) > 1
     found = index(redis_client).look_up([message_id for message_id, _ in entries])
     assert found == {m: IndexEntry(send_id, tuple(r)) for m, r in entries}
+
+
+# -- an address's recent sends ------------------------------------------------------------
+
+
+def status_store(client: redis.Redis) -> StatusStore:
+    return StatusStore(client, Keys(), ttl=TTL, message_index=index(client))
+
+
+def note(client: redis.Redis, send_id: str, *recipients: str) -> None:
+    call = cast(ApiCall, SimpleNamespace(recipients=[list(recipients)]))
+    with client.pipeline() as pipe:
+        note_send(pipe, send_id, [call], campaign=None, status=status_store(client))
+        pipe.execute()
+
+
+def test_an_address_notes_its_sends_scored_by_whole_milliseconds(
+    redis_client: redis.Redis,
+) -> None:
+    before = int(time.time() * 1000)
+    note(redis_client, "s1", "Alice@Example.com")
+
+    entries: Any = redis_client.zrange(
+        Keys().address_sends("alice@example.com"), 0, -1, withscores=True
+    )
+    [(member, score)] = entries
+    assert member == b"s1"
+    assert score == int(score) and before <= score <= time.time() * 1000
+    assert redis_client.object("encoding", Keys().address_sends("alice@example.com")) == b"listpack"
+
+
+def test_entries_scored_in_seconds_before_are_read_with_the_new_newest_first(
+    redis_client: redis.Redis,
+) -> None:
+    key = Keys().address_sends("alice@example.com")
+    now = time.time()
+    # As earlier versions wrote them: seconds, fractional; one older than the TTL.
+    redis_client.zadd(key, {"old": now - 60.5, "older": now - 120.25, "gone": now - TTL - 5})
+    note(redis_client, "new", "alice@example.com")
+    redis_client.zadd(key, {"forgotten": int((now - TTL - 5) * 1000)})
+
+    assert recent_sends("Alice@example.com ", status=status_store(redis_client)) == [
+        "new",
+        "old",
+        "older",
+    ]
+
+
+def test_an_address_keeps_its_newest_sends_only(redis_client: redis.Redis) -> None:
+    for number in range(KEPT_PER_ADDRESS + 5):
+        note(redis_client, f"s{number}", "alice@example.com")
+
+    found = recent_sends("alice@example.com", status=status_store(redis_client))
+
+    assert len(found) == KEPT_PER_ADDRESS
+    assert found[-1] == "s5"

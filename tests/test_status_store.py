@@ -12,7 +12,13 @@ import redis
 from mailqueue.settings import Settings
 from mailqueue.store.keys import Keys
 from mailqueue.store.message_index import IndexEntry
-from mailqueue.store.status import PartRef, PartResult, StatusStore, now_iso
+from mailqueue.store.status import (
+    STATE_MINUTES_KEPT,
+    PartRef,
+    PartResult,
+    StatusStore,
+    now_iso,
+)
 from mailqueue.store.stores import Stores
 
 
@@ -48,6 +54,36 @@ def test_new_record_is_queued_with_ttl(store: StatusStore) -> None:
     assert 0 < store.redis.ttl(Keys().send("s1")) <= 600
 
 
+def minute_key() -> str:
+    return Keys().state_minute(str(int(time.time() // 60)))
+
+
+def test_the_minute_counts_get_their_expiry_once_not_with_every_send(
+    store: StatusStore,
+) -> None:
+    store.redis.config_resetstat()
+    for number in range(10):
+        create(store, f"s{number}")
+
+    expires = int(store.redis.info("commandstats")["cmdstat_expire"]["calls"])
+    # Ten records, and their minute once (twice if the minute turned meanwhile).
+    assert expires in (11, 12)
+    assert 0 < store.redis.ttl(minute_key()) <= STATE_MINUTES_KEPT
+
+
+def test_after_a_failed_enqueue_the_next_one_gives_the_minute_its_expiry(
+    store: StatusStore,
+) -> None:
+    with store.redis.pipeline() as pipe:
+        store.create(pipe, "lost", parts=1, created_at="2026-01-01T00:00:00.000Z")
+        pipe.reset()  # never sent, as when the transaction fails
+    store.forget_minute_expiry()
+
+    create(store, "s1")
+
+    assert 0 < store.redis.ttl(minute_key()) <= STATE_MINUTES_KEPT
+
+
 def test_unknown_id_has_no_record(store: StatusStore) -> None:
     assert store.get("nope") is None
 
@@ -59,6 +95,20 @@ def test_claim_moves_to_sending_and_counts_the_attempt(store: StatusStore) -> No
 
     status = store.get("s1")
     assert status is not None and status["state"] == "sending" and status["attempts"] == 1
+
+
+def test_a_claim_keeps_the_records_expiry_and_gives_one_to_a_record_it_makes(
+    store: StatusStore,
+) -> None:
+    create(store, "s1")
+    store.redis.expire(Keys().send("s1"), 100)
+
+    assert store.claim([PartRef("s1", 0), PartRef("gone", 0)], lease_seconds=30) == ["go", "go"]
+
+    # The record queued with the send keeps its expiry (its outcome renews it);
+    # one the claim had to make (its own had expired) gets the status TTL.
+    assert 0 < store.redis.ttl(Keys().send("s1")) <= 100
+    assert 100 < store.redis.ttl(Keys().send("gone")) <= 600
 
 
 def test_a_live_lease_refuses_a_second_claimer(store: StatusStore) -> None:

@@ -70,6 +70,9 @@ POLL_INTERVAL = 0.05
 MOVE_DUE_INTERVAL = 0.25
 # A running drain renews its heartbeat at most this often (it lasts 30 s).
 HEARTBEAT_INTERVAL = 1.0
+# With no campaign waiting, a drain looks for one at most this often: steady
+# transactional traffic otherwise asked Redis for the campaign list every round.
+CAMPAIGN_LOOK_INTERVAL = 0.25
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,8 @@ class Drainer:
         self._last_campaign = ""
         self._moved_at = -MOVE_DUE_INTERVAL
         self._beat_at = -HEARTBEAT_INTERVAL
+        # Until when the campaign list, found empty, is not asked for again.
+        self._no_campaigns_until = 0.0
 
     def close(self) -> None:
         self._flight.close()
@@ -217,6 +222,7 @@ class Drainer:
                 if self.outbox.waiting() == 0:
                     left = True
                     break
+                self._no_campaigns_until = 0.0  # what waits may be a new campaign
                 self._heartbeat(force=True)
         finally:
             self._flight.join()
@@ -245,8 +251,12 @@ class Drainer:
         """Read the next campaign after the one read last, so campaigns take turns."""
         if not self._flight.can_start("bulk"):
             return False
+        now = time.monotonic()
+        if now < self._no_campaigns_until:
+            return False
         queues = self.outbox.campaign_queues()
         if not queues:
+            self._no_campaigns_until = now + CAMPAIGN_LOOK_INTERVAL
             return False
         start = queues.index(self._last_campaign) + 1 if self._last_campaign in queues else 0
         for queue in queues[start:] + queues[:start]:

@@ -105,6 +105,7 @@ def enqueue_chunked(
         try:
             done = _queue(producer, spool, send_id, plan, parts, progress, repeated)
         except redis.RedisError as exc:
+            producer.status.forget_minute_expiry()
             doing = (
                 f"enqueue (send {send_id} may be queued in part: "
                 "run the same enqueue again to queue the rest)"
@@ -305,6 +306,7 @@ def enqueue_each(
         try:
             _queue_each(producer, spool, group, progress, repeated)
         except redis.RedisError as exc:
+            producer.status.forget_minute_expiry()
             doing = f"enqueue (group {group} may be queued in part)"
             raise unavailable(producer.settings.status_redis_url, doing, exc) from None
     return QueuedGroup(group, sends, recipients)

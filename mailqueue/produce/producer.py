@@ -172,6 +172,7 @@ def enqueue_many(
             producer.waker.announce(batch.pipe)
         wake = producer.waker.must_wake(batch.answers)
     except redis.RedisError as exc:
+        producer.status.forget_minute_expiry()
         queued = f"{min(written, len(built))} of {len(built)} messages were queued"
         raise unavailable(producer.settings.status_redis_url, f"enqueue ({queued})", exc) from None
     envelopes = sum(

@@ -241,11 +241,14 @@ class MessageIndex(RedisStore):
 #
 # A lone send (no campaign, one call, a few recipients) notes its send id under
 # each recipient's address when it is queued: a sorted set by the address's
-# SHA-256, scored by the time, trimmed to the newest ``KEPT_PER_ADDRESS`` and
-# living as long as the status records. A campaign's recipients are not
-# indexed one by one: that would cost Redis bytes per recipient, which a
-# campaign of a million must not spend; the search shows such an address's
-# suppression instead.
+# SHA-256, scored by the time in whole milliseconds, trimmed to the newest
+# ``KEPT_PER_ADDRESS`` and living as long as the status records. (Redis keeps
+# an integer score of a small sorted set as an integer; a fractional one as
+# text that every insert parses again, which made this write the dearest of
+# an enqueue. Entries scored in seconds, written before, are still read.)
+# A campaign's recipients are not indexed one by one: that would cost Redis
+# bytes per recipient, which a campaign of a million must not spend; the
+# search shows such an address's suppression instead.
 
 # Sends remembered per address, newest first.
 KEPT_PER_ADDRESS = 20
@@ -270,10 +273,10 @@ def note_send(
     addresses = {address.lower() for request in calls[0].recipients for address in request}
     if not addresses or len(addresses) > MAX_INDEXED_RECIPIENTS:
         return
-    now = time.time()
+    now_ms = int(time.time() * 1000)
     for address in sorted(addresses):
         key = status.keys.address_sends(address)
-        pipe.zadd(key, {send_id: now})
+        pipe.zadd(key, {send_id: now_ms})
         pipe.zremrangebyrank(key, 0, -KEPT_PER_ADDRESS - 1)
         pipe.expire(key, status.ttl)
 
@@ -282,5 +285,19 @@ def recent_sends(address: str, *, status: StatusStore) -> list[str]:
     """The send ids noted for ``address`` within the status TTL, newest first."""
     key = status.keys.address_sends(address.strip().lower())
     since = time.time() - status.ttl
-    found = status.redis.zrevrangebyscore(key, "+inf", since)
-    return [item.decode() if isinstance(item, bytes) else str(item) for item in found]
+    # Scored in milliseconds, or in seconds before: both rank newest first, as
+    # any time in milliseconds is far above any in seconds.
+    found: Any = status.redis.zrevrangebyscore(key, "+inf", since, withscores=True)
+    return [
+        item.decode() if isinstance(item, bytes) else str(item)
+        for item, score in found
+        if _seconds(float(score)) >= since
+    ]
+
+
+# A score above this is a time in milliseconds (this is 5138 AD in seconds).
+_MILLISECONDS_FROM = 1e11
+
+
+def _seconds(score: float) -> float:
+    return score / 1000 if score >= _MILLISECONDS_FROM else score

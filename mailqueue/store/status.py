@@ -117,6 +117,9 @@ _REVIVE = lua_script("status_revive")
 
 # Per-minute state counts live two hours: the dashboard shows the last one.
 STATE_MINUTES_KEPT = 2 * 3600
+# An enqueue renews its minute's expiry at most this often (seconds) in a
+# process, not with every message: one command fewer a message.
+MINUTE_EXPIRY_EVERY = 5.0
 
 
 def now_iso() -> str:
@@ -204,6 +207,8 @@ class StatusStore(RedisStore):
         self._revive = client.register_script(_REVIVE)
         self._cancel = client.register_script(_CANCEL)
         self.message_index = message_index
+        # The minute whose counts this process last gave their expiry, and when.
+        self._minute_expiry = (-1, 0.0)
 
     # -- producer side --------------------------------------------------
 
@@ -240,9 +245,18 @@ class StatusStore(RedisStore):
             fields["expires_at"] = iso_of(expires_at)
         pipe.hset(key, mapping=fields)
         pipe.expire(key, self.ttl)
-        minute = self.keys.state_minute(str(_minute()))
+        number = _minute()
+        minute = self.keys.state_minute(str(number))
         pipe.hincrby(minute, "queued", 1)
-        pipe.expire(minute, STATE_MINUTES_KEPT)
+        last, at = self._minute_expiry
+        now = time.monotonic()
+        if number != last or now - at >= MINUTE_EXPIRY_EVERY:
+            self._minute_expiry = (number, now)
+            pipe.expire(minute, STATE_MINUTES_KEPT)
+
+    def forget_minute_expiry(self) -> None:
+        """An enqueue failed: its writes may not have landed, the minute's expiry among them."""
+        self._minute_expiry = (-1, 0.0)
 
     @translated("record a refused send")
     def create_rejected(self, send_id: str, error: Mapping[str, Any]) -> bool:

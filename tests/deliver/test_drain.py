@@ -6,6 +6,7 @@ HTTP and real workers; here each branch is set up and observed directly.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +24,7 @@ from mailqueue.core.payload import (
     coalesce,
 )
 from mailqueue.core.responses import RequestResult
-from mailqueue.deliver.drain import Drainer, group_calls
+from mailqueue.deliver.drain import CAMPAIGN_LOOK_INTERVAL, Drainer, group_calls
 from mailqueue.errors import PermanentDeliveryError, TransientDeliveryError
 from mailqueue.settings import RateLimit, Settings
 from mailqueue.store.outbox import Envelope
@@ -281,3 +282,57 @@ def test_a_batch_call_is_never_combined_with_others() -> None:
 
     # The batch call goes alone; the single sends around it share one call.
     assert [[e.send_id for e in group] for group in groups] == [["b"], ["s0", "s1", "s0"]]
+
+
+def test_a_drain_serving_lone_sends_asks_for_the_campaign_list_now_and_then(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = client.drain_parts
+    looks: list[float] = []
+    campaign_queues = parts.outbox.campaign_queues
+
+    def counted() -> list[str]:
+        looks.append(time.monotonic())
+        return campaign_queues()
+
+    monkeypatch.setattr(parts.outbox, "campaign_queues", counted)
+    lone = [client.enqueue(message("first@example.com"))]
+
+    def steady_traffic(call: ApiCall) -> list[RequestResult]:
+        # Each call takes a while, and a lone send arrives during each of the first six.
+        if len(transport.calls) <= 6:
+            lone.append(client.enqueue(message(f"r{len(transport.calls)}@example.com")))
+        time.sleep(0.2)
+        return accept_all(call)
+
+    transport = MemoryTransport(steady_traffic)
+    started = time.monotonic()
+    Drainer(parts, transport).drain(budget=10)
+    elapsed = time.monotonic() - started
+
+    assert len(transport.calls) == 7
+    assert [state(client, send_id) for send_id in lone] == ["sent"] * 7
+    # Found empty, the list is asked for again after CAMPAIGN_LOOK_INTERVAL at
+    # the soonest, or when the drain is about to leave with work waiting.
+    assert len(looks) <= elapsed / CAMPAIGN_LOOK_INTERVAL + 3
+
+
+def test_a_campaign_queued_while_a_drain_serves_lone_sends_goes_out_in_that_drain(
+    client: Client,
+) -> None:
+    lone = [client.enqueue(message("first@example.com"))]
+    spring: list[str] = []
+
+    def steady_traffic(call: ApiCall) -> list[RequestResult]:
+        if len(transport.calls) <= 3:
+            lone.append(client.enqueue(message(f"r{len(transport.calls)}@example.com")))
+        if len(transport.calls) == 2:
+            spring.extend(client.enqueue_many([message("c@example.com")], campaign="spring"))
+        time.sleep(0.1)
+        return accept_all(call)
+
+    transport = MemoryTransport(steady_traffic)
+    report = Drainer(client.drain_parts, transport).drain(budget=10)
+
+    assert [state(client, send_id) for send_id in lone + spring] == ["sent"] * 5
+    assert report.sent == 5

@@ -73,7 +73,8 @@ for i = 1, n do
       out[i] = 1
     end
     redis.call('HSET', key, unpack(fields))
-    redis.call('EXPIRE', key, ttl)
+    -- A record made at enqueue has its expiry already; the outcome renews it.
+    if not state then redis.call('EXPIRE', key, ttl) end
   end
 end
 return out
