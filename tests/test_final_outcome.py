@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
@@ -205,3 +207,30 @@ def test_a_minutes_state_counts_expire(store: StatusStore) -> None:
 
     assert retried and ended
     assert all(0 < store.redis.ttl(key) <= STATE_MINUTES_KEPT for key in retried + ended)
+
+
+def test_sends_one_call_made_final_are_counted_in_their_minute_with_one_write_a_state(
+    store: StatusStore,
+) -> None:
+    for number in range(5):
+        create(store, f"s{number}")
+    writes = [(PartRef(f"s{n}", 0), SENT if n < 3 else FAILED, ()) for n in range(5)]
+    # The third write repeats the first: done already, it counts nothing.
+    writes.insert(2, (PartRef("s0", 0), SENT, ()))
+    store.redis.config_resetstat()
+
+    with store.redis.pipeline(transaction=True) as pipe:
+        recorded = store.record_all(pipe, writes)
+        results = pipe.execute()
+
+    assert became_final(recorded, results) == ["s0", "s1", "s2", "s3", "s4"]
+    stats = store.redis.info("commandstats")
+    # One count a state for the minute, not one a send.
+    assert int(stats["cmdstat_hincrby"]["calls"]) == 2
+    totals: dict[Any, int] = {}
+    minutes = store.redis.keys(store.keys.state_minute("*"))
+    for minute in minutes:  # two if the minute turned since the creates
+        for state, count in store.redis.hgetall(minute).items():
+            totals[state] = totals.get(state, 0) + int(count)
+        assert 0 < store.redis.ttl(minute) <= STATE_MINUTES_KEPT
+    assert totals == {b"queued": 5, b"sent": 3, b"failed": 2}

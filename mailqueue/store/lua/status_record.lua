@@ -2,6 +2,8 @@ local now_iso, ttl, now_s, minutes_kept = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local outcomes = {sent = 4, partial = 5, failed = 6, cancelled = 7, expired = 8}
 local working = {'lease:', 'began:', 'doubt:', 'looks:', 'lost:'}
 local out = {}
+-- Sends made final, by minute key and state: counted once a script call.
+local finals = {}
 local a, k = 5, 0
 while a <= #ARGV do
   local key, rkey, gkey, ckey = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
@@ -64,10 +66,8 @@ while a <= #ARGV do
       else state = 'failed' end
       keeps_error = state == 'failed'
       if final == 1 then
-        -- A minute's counts get their expiry with their first field.
-        if redis.call('HINCRBY', mkey, state, 1) == 1 then
-          redis.call('EXPIRE', mkey, minutes_kept)
-        end
+        finals[mkey] = finals[mkey] or {}
+        finals[mkey][state] = (finals[mkey][state] or 0) + 1
         if fkey ~= key and (state == 'failed' or state == 'partially_sent') then
           redis.call('ZADD', fkey, now_s, send_id)
           redis.call('EXPIRE', fkey, ttl)
@@ -96,6 +96,14 @@ while a <= #ARGV do
     redis.call('EXPIRE', rkey, ttl)
     out[#out + 1] = state
     out[#out + 1] = final
+  end
+end
+for mkey, counts in pairs(finals) do
+  for state, n in pairs(counts) do
+    -- A minute's counts get their expiry with their first field.
+    if redis.call('HINCRBY', mkey, state, n) == n then
+      redis.call('EXPIRE', mkey, minutes_kept)
+    end
   end
 end
 return out
