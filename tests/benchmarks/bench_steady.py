@@ -16,7 +16,7 @@ longest stretch in which nothing was accepted while messages waited, and
 the Redis server's own work per message (``INFO commandstats`` and
 ``INFO cpu``, idle polling included), and after each rate what a bare
 PING at that rate costs the server: the floor of a message, whose enqueue
-is one round trip. Beside them, in the same run: the
+is one round trip, and how many such PINGs a message costs. Beside them, in the same run: the
 idle baseline (one message at a time) and a burst of lone sends enqueued as
 fast as the producers can, timed from the first enqueue to the last
 acceptance.
@@ -351,7 +351,7 @@ def main() -> None:
             for rate in rates:
                 producers = max(1, math.ceil(rate / PER_PRODUCER))
                 count = int(rate * seconds)
-                run(
+                result = run(
                     env,
                     settings,
                     f"steady {rate:,.0f} msg/s for {seconds:g} s ({producers} producer process"
@@ -360,9 +360,13 @@ def main() -> None:
                     count=count,
                     producers=producers,
                     timeout=seconds + 120,
-                ).show()
+                )
+                result.show()
                 floor = round_trip_floor(env.client, rate)
-                print(f"    a bare PING at {rate:,.0f} a second costs the server {floor:.0f} µs")
+                print(
+                    f"    a bare PING at {rate:,.0f} a second costs the server {floor:.0f} µs:"
+                    f" a message costs {result.redis_cpu_us / floor:.1f} of them"
+                )
                 time.sleep(RATE[1])  # the next rate starts with a fresh window
             run(
                 env,
