@@ -144,10 +144,10 @@ def note(client: redis.Redis, send_id: str, *recipients: str) -> None:
         pipe.execute()
 
 
-def test_an_address_notes_its_sends_scored_by_whole_milliseconds(
+def test_an_address_notes_its_sends_scored_by_whole_microseconds(
     redis_client: redis.Redis,
 ) -> None:
-    before = int(time.time() * 1000)
+    before = int(time.time() * 1_000_000)
     note(redis_client, "s1", "Alice@Example.com")
 
     entries: Any = redis_client.zrange(
@@ -155,7 +155,7 @@ def test_an_address_notes_its_sends_scored_by_whole_milliseconds(
     )
     [(member, score)] = entries
     assert member == b"s1"
-    assert score == int(score) and before <= score <= time.time() * 1000
+    assert score == int(score) and before <= score <= time.time() * 1_000_000
     assert redis_client.object("encoding", Keys().address_sends("alice@example.com")) == b"listpack"
 
 
@@ -167,7 +167,7 @@ def test_entries_scored_in_seconds_before_are_read_with_the_new_newest_first(
     # As earlier versions wrote them: seconds, fractional; one older than the TTL.
     redis_client.zadd(key, {"old": now - 60.5, "older": now - 120.25, "gone": now - TTL - 5})
     note(redis_client, "new", "alice@example.com")
-    redis_client.zadd(key, {"forgotten": int((now - TTL - 5) * 1000)})
+    redis_client.zadd(key, {"forgotten": int((now - TTL - 5) * 1_000_000)})
 
     assert recent_sends("Alice@example.com ", status=status_store(redis_client)) == [
         "new",

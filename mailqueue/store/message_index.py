@@ -241,7 +241,7 @@ class MessageIndex(RedisStore):
 #
 # A lone send (no campaign, one call, a few recipients) notes its send id under
 # each recipient's address when it is queued: a sorted set by the address's
-# SHA-256, scored by the time in whole milliseconds, trimmed to the newest
+# SHA-256, scored by the time in whole microseconds, trimmed to the newest
 # ``KEPT_PER_ADDRESS`` and living as long as the status records. (Redis keeps
 # an integer score of a small sorted set as an integer; a fractional one as
 # text that every insert parses again, which made this write the dearest of
@@ -273,10 +273,10 @@ def note_send(
     addresses = {address.lower() for request in calls[0].recipients for address in request}
     if not addresses or len(addresses) > MAX_INDEXED_RECIPIENTS:
         return
-    now_ms = int(time.time() * 1000)
+    now_us = int(time.time() * 1_000_000)
     for address in sorted(addresses):
         key = status.keys.address_sends(address)
-        pipe.zadd(key, {send_id: now_ms})
+        pipe.zadd(key, {send_id: now_us})
         pipe.zremrangebyrank(key, 0, -KEPT_PER_ADDRESS - 1)
         pipe.expire(key, status.ttl)
 
@@ -285,8 +285,8 @@ def recent_sends(address: str, *, status: StatusStore) -> list[str]:
     """The send ids noted for ``address`` within the status TTL, newest first."""
     key = status.keys.address_sends(address.strip().lower())
     since = time.time() - status.ttl
-    # Scored in milliseconds, or in seconds before: both rank newest first, as
-    # any time in milliseconds is far above any in seconds.
+    # Scored in microseconds, or in seconds before: both rank newest first, as
+    # any time in microseconds is far above any in seconds.
     found: Any = status.redis.zrevrangebyscore(key, "+inf", since, withscores=True)
     return [
         item.decode() if isinstance(item, bytes) else str(item)
@@ -295,9 +295,10 @@ def recent_sends(address: str, *, status: StatusStore) -> list[str]:
     ]
 
 
-# A score above this is a time in milliseconds (this is 5138 AD in seconds).
-_MILLISECONDS_FROM = 1e11
+# A score above this is a time in microseconds (this is 5138 AD in seconds).
+# Microseconds since 1970 stay exact in a double's 53 bits until 2255.
+_MICROSECONDS_FROM = 1e11
 
 
 def _seconds(score: float) -> float:
-    return score / 1000 if score >= _MILLISECONDS_FROM else score
+    return score / 1_000_000 if score >= _MICROSECONDS_FROM else score
