@@ -65,9 +65,7 @@ def resume_campaign(
 ) -> CampaignRecord:
     with translated(campaigns.url, "resume a campaign"):
         record = campaigns.resume(name)
-        released = outbox.release(record["name"])
-    if released:
-        waker.wake_soon()
+        _let_go(record, outbox=outbox, waker=waker)
     return record
 
 
@@ -76,12 +74,20 @@ def cancel_campaign(
 ) -> CampaignRecord:
     with translated(campaigns.url, "cancel a campaign"):
         record = campaigns.cancel(name)
-        released = outbox.release(record["name"])
         # Scheduled parts end now rather than at their time.
-        moved = outbox.move_waiting(outbox.campaign_waiting(record["name"]), time.time())
-    if released or moved:
-        waker.wake_soon()
+        _let_go(record, outbox=outbox, waker=waker, scheduled_now=True)
     return record
+
+
+def _let_go(
+    record: CampaignRecord, *, outbox: Outbox, waker: Waker, scheduled_now: bool = False
+) -> None:
+    """Put a campaign's parked envelopes back (its scheduled parts due now too); wake a worker."""
+    moved = outbox.release(record["name"])
+    if scheduled_now:
+        moved += outbox.move_waiting(outbox.campaign_waiting(record["name"]), time.time())
+    if moved:
+        waker.wake_soon()
 
 
 def cancel_send(
